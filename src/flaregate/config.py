@@ -1,0 +1,207 @@
+"""One settings model for both hosts, read from flat string variables.
+
+The variables come from ``wrangler.toml`` ``[vars]`` (or ``[env.NAME.vars]``), secrets
+(``.dev.vars`` locally, ``wrangler secret put`` on the edge) and, locally, the process
+environment. Structured values (providers, routes) are JSON strings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+MOCK_PROVIDER = "mock"
+WILDCARD_ROUTE = "*"
+
+# Every variable the gateway reads; hosts use this list to pick values out of their env.
+KNOWN_VARS = (
+    "ENVIRONMENT",
+    "LOG_LEVEL",
+    "FLAREGATE_API_KEYS",
+    "FLAREGATE_PROVIDERS",
+    "FLAREGATE_ROUTES",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "RATE_LIMIT_CAPACITY",
+    "RATE_LIMIT_REFILL_PER_SECOND",
+    "RATE_LIMIT_PER_HOUR",
+    "CACHE_TTL_SECONDS",
+    "MAX_BODY_BYTES",
+    "METRICS_TICK_SECONDS",
+    "UPSTREAM_TIMEOUT_SECONDS",
+)
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used; the message names the offending field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenBucketPolicy(_Model):
+    algorithm: Literal["token_bucket"] = "token_bucket"
+    capacity: PositiveFloat = 100.0
+    refill_per_second: PositiveFloat = 1000 / 3600  # the seed's development limit: 1 000/hour
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class ProviderConfig(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: Literal["openai", "mock"] = "openai"
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    timeout_seconds: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _needs_base_url(self) -> ProviderConfig:
+        if self.kind != "mock" and not (self.base_url or "").startswith(("http://", "https://")):
+            raise ValueError(f"provider {self.name!r} needs an http(s) base_url")
+        return self
+
+
+class RouteTarget(_Model):
+    provider: str
+    model: str | None = None  # None: send the requested model name unchanged
+
+
+class Settings(_Model):
+    environment: str = "development"
+    log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
+    api_keys: tuple[SecretStr, ...] = ()
+    providers: tuple[ProviderConfig, ...] = (ProviderConfig(name=MOCK_PROVIDER, kind="mock"),)
+    routes: dict[str, tuple[RouteTarget, ...]] = {
+        "mock-1": (RouteTarget(provider=MOCK_PROVIDER),)
+    }
+    rate_limit: TokenBucketPolicy = TokenBucketPolicy()
+    cache_ttl_seconds: int = Field(default=300, ge=0)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    metrics_tick_seconds: PositiveFloat = 1.0
+    upstream_timeout_seconds: PositiveFloat = 60.0
+
+    @field_validator("routes")
+    @classmethod
+    def _routes_have_targets(cls, routes: dict[str, tuple[RouteTarget, ...]]) -> dict:
+        for alias, targets in routes.items():
+            if not targets:
+                raise ValueError(f"route {alias!r} has no targets")
+        return routes
+
+    @model_validator(mode="after")
+    def _targets_exist(self) -> Settings:
+        names = [p.name for p in self.providers]
+        if len(set(names)) != len(names):
+            raise ValueError("provider names must be unique")
+        for alias, targets in self.routes.items():
+            for target in targets:
+                if target.provider not in names:
+                    raise ValueError(f"route {alias!r} names unknown provider {target.provider!r}")
+        return self
+
+
+def _json(vars: Mapping[str, str], name: str) -> Any:
+    try:
+        return json.loads(vars[name])
+    except ValueError as exc:
+        raise ConfigError(f"{name}: not valid JSON ({exc})") from None
+
+
+def _route_target(spec: Any) -> Any:
+    # "provider" or "provider/model" as shorthand for {"provider": ..., "model": ...}
+    if isinstance(spec, str):
+        provider, _, model = spec.partition("/")
+        return {"provider": provider, "model": model or None}
+    return spec
+
+
+def _providers(vars: Mapping[str, str]) -> list[dict[str, Any]] | None:
+    if "FLAREGATE_PROVIDERS" in vars:
+        raw = _json(vars, "FLAREGATE_PROVIDERS")
+        if not isinstance(raw, list):
+            raise ConfigError("FLAREGATE_PROVIDERS: must be a JSON list of providers")
+        providers = []
+        for item in raw:
+            if isinstance(item, dict) and "api_key_env" in item:
+                item = dict(item)
+                item["api_key"] = vars.get(item.pop("api_key_env"))
+            providers.append(item)
+        return providers
+    if vars.get("OPENAI_API_KEY"):
+        return [
+            {
+                "name": "openai",
+                "kind": "openai",
+                "base_url": vars.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+                "api_key": vars["OPENAI_API_KEY"],
+            }
+        ]
+    return None  # the built-in mock provider
+
+
+def settings_from_vars(vars: Mapping[str, str]) -> Settings:
+    """Build validated settings from flat string variables (missing ones take defaults)."""
+    data: dict[str, Any] = {}
+    simple = {
+        "ENVIRONMENT": "environment",
+        "LOG_LEVEL": "log_level",
+        "CACHE_TTL_SECONDS": "cache_ttl_seconds",
+        "MAX_BODY_BYTES": "max_body_bytes",
+        "METRICS_TICK_SECONDS": "metrics_tick_seconds",
+        "UPSTREAM_TIMEOUT_SECONDS": "upstream_timeout_seconds",
+    }
+    for var, field in simple.items():
+        if vars.get(var, "") != "":
+            data[field] = vars[var].lower() if var == "LOG_LEVEL" else vars[var]
+    keys = [k.strip() for k in vars.get("FLAREGATE_API_KEYS", "").split(",") if k.strip()]
+    if keys:
+        data["api_keys"] = keys
+    providers = _providers(vars)
+    if providers is not None:
+        data["providers"] = providers
+    if "FLAREGATE_ROUTES" in vars:
+        raw = _json(vars, "FLAREGATE_ROUTES")
+        if not isinstance(raw, dict):
+            raise ConfigError("FLAREGATE_ROUTES: must be a JSON object of alias -> targets")
+        data["routes"] = {
+            alias: [_route_target(t) for t in (targets if isinstance(targets, list) else [targets])]
+            for alias, targets in raw.items()
+        }
+    elif providers is not None:
+        # Providers but no routes: every model name goes to the first provider unchanged.
+        first = providers[0].get("name") if isinstance(providers[0], dict) else None
+        data["routes"] = {WILDCARD_ROUTE: [{"provider": first}]}
+    limit: dict[str, Any] = {}
+    if vars.get("RATE_LIMIT_CAPACITY"):
+        limit["capacity"] = vars["RATE_LIMIT_CAPACITY"]
+    if vars.get("RATE_LIMIT_REFILL_PER_SECOND"):
+        limit["refill_per_second"] = vars["RATE_LIMIT_REFILL_PER_SECOND"]
+    elif vars.get("RATE_LIMIT_PER_HOUR"):
+        try:
+            limit["refill_per_second"] = float(vars["RATE_LIMIT_PER_HOUR"]) / 3600
+        except ValueError:
+            raise ConfigError("RATE_LIMIT_PER_HOUR: must be a number") from None
+    if limit:
+        data["rate_limit"] = limit
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

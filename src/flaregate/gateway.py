@@ -1,0 +1,295 @@
+"""The gateway core: one request in, one response out, every step of the seed's flow.
+
+parse+validate -> auth -> rate limit -> route -> cache -> upstream (with failover) ->
+analytics -> cache store -> format. Hosts call :meth:`Gateway.handle`; ``/ws`` is the
+host's (it needs an upgrade) but authorisation goes through :meth:`Gateway.authorize`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import __version__, tracing
+from .analytics import Analytics
+from .auth import KeyRing
+from .cache import ResponseCache, cache_key
+from .config import Settings
+from .errors import GatewayError, bad_request, upstream_error
+from .http import Request, Response, json_response
+from .ports import Ports, UpstreamError, UpstreamResponse, UpstreamTimeout
+from .profiler import Profiler
+from .providers import build_providers
+from .routing import Router, Target, route_signature
+from .schemas import ChatCompletionRequest, validation_error
+
+log = logging.getLogger("flaregate")
+
+CHAT_PATH = "/v1/chat/completions"
+_MAX_ERROR_BODY = 4096
+
+
+def _format_duration(seconds: float) -> str:
+    """OpenAI's reset format: '1s', '6m0s', '0.5s'."""
+    if seconds < 60:
+        return f"{max(0.0, round(seconds, 3)):g}s"
+    minutes, secs = divmod(int(math.ceil(seconds)), 60)
+    return f"{minutes}m{secs}s"
+
+
+def _stream_error_event(message: str, code: str) -> bytes:
+    error = {"error": {"message": message, "type": "api_error", "code": code, "param": None}}
+    return b"data: " + json.dumps(error).encode() + b"\n\n"
+
+
+class Gateway:
+    def __init__(self, settings: Settings, ports: Ports, keys: KeyRing | None = None) -> None:
+        self.settings = settings
+        self.ports = ports
+        self.keys = keys if keys is not None else KeyRing(k.get_secret_value() for k in settings.api_keys)
+        self.router = Router(settings, build_providers(settings, ports.upstream))
+        self.cache = ResponseCache(ports.cache, settings.cache_ttl_seconds)
+        self.analytics = Analytics(ports.metrics_hub, ports.tasks)
+        self._policy = settings.rate_limit.as_dict()
+        self._routes: dict[tuple[str, str], Callable[[Request, dict[str, str]], Awaitable[Response]]] = {
+            ("GET", "/health"): self._health,
+            ("GET", "/v1/models"): self._models,
+            ("POST", CHAT_PATH): self._chat,
+        }
+        self._paths = {path for _, path in self._routes} | {"/ws"}
+
+    # -- entry points --------------------------------------------------------------------
+    async def handle(self, request: Request) -> Response:
+        rid = tracing.request_id(request.headers.get("x-request-id"))
+        out_headers = {"x-request-id": rid}
+        try:
+            handler = self._routes.get((request.method, request.path))
+            if handler is None:
+                raise self._no_route(request)
+            response = await handler(request, out_headers)
+        except GatewayError as exc:
+            response = exc.to_response()
+        except Exception:
+            log.exception("unhandled error in request %s", rid)
+            response = GatewayError(500, "Internal gateway error.", type="api_error", code="internal_error").to_response()
+        for name, value in out_headers.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    def authorize(self, request: Request) -> str:
+        """Check the gateway key of a non-API request such as ``/ws``; raise GatewayError."""
+        return self.keys.authenticate(request.headers, request.query.get("token"))
+
+    def _no_route(self, request: Request) -> GatewayError:
+        if request.path in self._paths:
+            allowed = sorted(m for m, p in self._routes if p == request.path) or ["GET"]
+            return GatewayError(405, f"Method {request.method} is not allowed on {request.path}.",
+                                code="method_not_allowed", headers={"allow": ", ".join(allowed)})
+        return GatewayError(404, f"Unknown path {request.path}.", code="unknown_url")
+
+    # -- small endpoints -----------------------------------------------------------------
+    async def _health(self, request: Request, out: dict[str, str]) -> Response:
+        return json_response({"status": "ok", "version": __version__, "environment": self.settings.environment})
+
+    async def _models(self, request: Request, out: dict[str, str]) -> Response:
+        self.authorize(request)
+        data = [{"id": alias, "object": "model", "created": 0, "owned_by": provider}
+                for alias, provider in self.router.models()]
+        return json_response({"object": "list", "data": data})
+
+    # -- chat completions ----------------------------------------------------------------
+    async def _chat(self, request: Request, out: dict[str, str]) -> Response:
+        profiler = Profiler(self.ports.clock)
+        event: dict[str, Any] = {"ts": self.ports.clock.now(), "request_id": out["x-request-id"],
+                                 "path": CHAT_PATH, "status": 0, "model": None, "provider": None,
+                                 "cache": None, "stream": False}
+        try:
+            response = await self._chat_steps(request, out, profiler, event)
+        except GatewayError as exc:
+            response = exc.to_response()
+        except Exception:
+            self._finish(event, 500, profiler)
+            raise
+        if not response.is_stream:  # a stream records its event when it ends
+            self._finish(event, response.status, profiler)
+        response.headers["server-timing"] = profiler.server_timing()
+        return response
+
+    def _finish(self, event: dict[str, Any], status: int, profiler: Profiler) -> None:
+        event["status"] = status
+        event["latency_ms"] = round(profiler.elapsed_ms(), 3)
+        self.analytics.record(event)
+
+    async def _chat_steps(self, request: Request, out: dict[str, str], profiler: Profiler,
+                          event: dict[str, Any]) -> Response:
+        with profiler.phase("parse"):
+            body = self._parse_chat(request)
+            event["model"] = body["model"]
+            event["stream"] = stream = body.get("stream") is True
+        with profiler.phase("auth"):
+            tenant = self.authorize(request)
+            event["key_id"] = tenant
+        with profiler.phase("ratelimit"):
+            await self._rate_limit(tenant, out, event)
+        with profiler.phase("route"):
+            targets = self.router.resolve(body["model"])
+        key = None
+        if self.cache.enabled and not stream:
+            with profiler.phase("cache"):
+                key = cache_key(tenant, route_signature(targets), body)
+                entry = await self.cache.get(key)
+            if entry is not None:
+                event.update(cache="HIT", provider=entry["provider"])
+                return Response(200, {**out, "content-type": "application/json", "x-flaregate-cache": "HIT",
+                                      "x-flaregate-provider": entry["provider"]}, entry["body"].encode())
+            event["cache"] = "MISS"
+        forward = {"x-request-id": out["x-request-id"],
+                   "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
+        upstream_started = self.ports.clock.monotonic()
+        target, upstream = await self._call_upstream(targets, body, forward, event)
+        event["provider"] = target.provider.name
+        headers = {**out, "x-flaregate-provider": target.provider.name,
+                   "x-flaregate-cache": "MISS" if key else "BYPASS",
+                   "content-type": upstream.headers.get("content-type", "application/json")}
+        if stream and upstream.status == 200:
+            profiler.add("upstream_first_byte", (self.ports.clock.monotonic() - upstream_started) * 1000)
+            headers["cache-control"] = "no-cache"
+            return Response(200, headers, self._relay(upstream, profiler, event))
+        with profiler.phase("upstream"):
+            try:
+                payload = await upstream.read()
+            except UpstreamError as exc:
+                raise upstream_error(502, f"Upstream provider '{target.provider.name}' broke the connection: {exc}") from None
+            finally:
+                await upstream.aclose()
+        with profiler.phase("format"):
+            if upstream.status != 200:
+                return self._upstream_failure_response(upstream.status, upstream.headers, payload, headers)
+            try:
+                completion = json.loads(payload)
+                usage = completion.get("usage") or {}
+                event["tokens_in"] = usage.get("prompt_tokens")
+                event["tokens_out"] = usage.get("completion_tokens")
+            except (ValueError, AttributeError):
+                raise upstream_error(502, f"Upstream provider '{target.provider.name}' returned malformed JSON.",
+                                     code="upstream_malformed_response") from None
+        if key is not None:
+            with profiler.phase("cache_store"):
+                await self.cache.put(key, payload, target.provider.name)
+        return Response(200, headers, payload)
+
+    def _parse_chat(self, request: Request) -> dict[str, Any]:
+        ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json" and not ctype.endswith("+json"):
+            raise GatewayError(415, "Content-Type must be application/json.", code="unsupported_media_type")
+        if len(request.body) > self.settings.max_body_bytes:
+            raise GatewayError(413, f"Request body exceeds {self.settings.max_body_bytes} bytes.",
+                               code="request_too_large")
+        try:
+            body = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise bad_request("We could not parse the JSON body of your request.", code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise bad_request("The request body must be a JSON object.", code="invalid_json")
+        try:
+            ChatCompletionRequest.model_validate(body)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        return body
+
+    async def _rate_limit(self, tenant: str, out: dict[str, str], event: dict[str, Any]) -> None:
+        try:
+            decision = await self.ports.rate_limiter.check(f"key:{tenant}", self._policy, 1.0)
+        except Exception:
+            # Fail open: an unreachable limiter must not take the API down (logged loudly).
+            log.error("rate limiter unreachable; admitting request", exc_info=True)
+            return
+        out["x-ratelimit-limit-requests"] = str(decision["limit"])
+        out["x-ratelimit-remaining-requests"] = str(decision["remaining"])
+        out["x-ratelimit-reset-requests"] = _format_duration(decision["reset_seconds"])
+        if not decision["allowed"]:
+            event["rate_limited"] = True
+            retry = max(1, math.ceil(decision["retry_after_seconds"]))
+            raise GatewayError(429, f"Rate limit reached for this key: {decision['limit']} requests; retry in {retry}s.",
+                               type="rate_limit_error", code="rate_limit_exceeded",
+                               headers={**out, "retry-after": str(retry)})
+
+    async def _call_upstream(self, targets: list[Target], body: dict[str, Any], forward: dict[str, str],
+                             event: dict[str, Any]) -> tuple[Target, UpstreamResponse]:
+        """Try targets in order; move on after connection errors, 429 and 5xx.
+
+        The last target's HTTP error is returned as is, for the caller to relay honestly.
+        """
+        failure: GatewayError | None = None
+        for attempt, target in enumerate(targets, start=1):
+            event["attempts"] = attempt
+            try:
+                upstream = await target.provider.chat(body, target.model, forward)
+            except UpstreamTimeout:
+                failure = upstream_error(504, f"Upstream provider '{target.provider.name}' timed out.",
+                                         code="upstream_timeout")
+                continue
+            except UpstreamError as exc:
+                failure = upstream_error(502, f"Upstream provider '{target.provider.name}' is unreachable: {exc}",
+                                         code="upstream_unreachable")
+                continue
+            if (upstream.status == 429 or upstream.status >= 500) and attempt < len(targets):
+                await upstream.aclose()
+                continue
+            return target, upstream
+        assert failure is not None
+        raise failure
+
+    def _upstream_failure_response(self, status: int, upstream_headers: Any, payload: bytes,
+                                   headers: dict[str, str]) -> Response:
+        """Relay a provider's error honestly, as OpenAI error JSON, never its 5xx as ours."""
+        try:
+            parsed = json.loads(payload[:_MAX_ERROR_BODY])
+            error = parsed.get("error") if isinstance(parsed, dict) else None
+            message = (error.get("message") if isinstance(error, dict) else None) or str(error or "")
+        except ValueError:
+            message = ""
+        provider = headers.get("x-flaregate-provider", "upstream")
+        message = f"Upstream provider '{provider}' answered {status}" + (f": {message[:500]}" if message else ".")
+        if status >= 500:
+            exc = upstream_error(502, message)
+        elif status == 429:
+            exc = GatewayError(429, message, type="rate_limit_error", code="upstream_rate_limited")
+            if "retry-after" in upstream_headers:
+                exc.headers["retry-after"] = upstream_headers["retry-after"]
+        else:
+            exc = GatewayError(status, message, type="invalid_request_error", code="upstream_rejected")
+        response = exc.to_response()
+        response.headers = {**headers, **response.headers}
+        return response
+
+    async def _relay(self, upstream: UpstreamResponse, profiler: Profiler, event: dict[str, Any]) -> AsyncIterator[bytes]:
+        """Pass SSE through chunk by chunk; a broken stream ends with an explicit error event."""
+        started = self.ports.clock.monotonic()
+        tail = b""
+        outcome = "complete"
+        try:
+            async for chunk in upstream.aiter_bytes():
+                if chunk:
+                    tail = (tail + chunk)[-64:]
+                    yield chunk
+            if b"[DONE]" not in tail:
+                outcome = "truncated"
+                yield _stream_error_event("The upstream stream ended before completion.", "upstream_stream_truncated")
+                yield b"data: [DONE]\n\n"
+        except UpstreamError as exc:
+            outcome = "interrupted"
+            yield _stream_error_event(f"The upstream stream was interrupted: {exc}", "upstream_stream_interrupted")
+            yield b"data: [DONE]\n\n"
+        finally:
+            await upstream.aclose()
+            profiler.add("upstream", (self.ports.clock.monotonic() - started) * 1000)
+            event["stream_outcome"] = outcome
+            if outcome != "complete":
+                event["error"] = outcome
+            self._finish(event, 200, profiler)

@@ -1,0 +1,1 @@
+"""Host adapters, one folder per runtime, each the same shape: ports + request/response glue."""

@@ -1,0 +1,200 @@
+"""The local host's ASGI application: HTTP to the core, ``/ws`` to the in-process hub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from ...auth import KeyRing
+from ...clock import SystemClock
+from ...config import Settings
+from ...errors import GatewayError
+from ...gateway import Gateway
+from ...http import Headers, Request, Response
+from ...objects.metrics_hub import MetricsHub
+from ...objects.rate_limiter import RateLimiter
+from ...ports import Ports
+from .runtime import (
+    AsyncioScheduler,
+    AsyncioTasks,
+    LocalHubClient,
+    LocalRateLimiterClient,
+    Subscriber,
+    SubscriberSet,
+)
+from .storage import SqliteKeyValueStore, SqliteStorage
+from .transport import HttpxTransport
+
+log = logging.getLogger("flaregate.local")
+
+Scope = dict[str, Any]
+
+
+class LocalHost:
+    """Builds the core with local ports over one SQLite file, and serves it over ASGI."""
+
+    def __init__(self, settings: Settings, data_dir: str | Path, api_keys: list[str]) -> None:
+        data = Path(data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        clock = SystemClock()
+        self.storage = SqliteStorage(data / "flaregate.sqlite3")
+        self.tasks = AsyncioTasks()
+        self.subscribers = SubscriberSet()
+        scheduler = AsyncioScheduler(self.tasks)
+        self.hub = MetricsHub(self.storage, clock, self.subscribers, scheduler, settings.metrics_tick_seconds)
+        scheduler.target = self.hub.alarm
+        self.transport = HttpxTransport()
+        ports = Ports(
+            clock=clock,
+            cache=SqliteKeyValueStore(self.storage, clock),
+            upstream=self.transport,
+            tasks=self.tasks,
+            rate_limiter=LocalRateLimiterClient(RateLimiter(self.storage, clock)),
+            metrics_hub=LocalHubClient(self.hub),
+        )
+        self.gateway = Gateway(settings, ports, KeyRing(api_keys))
+
+    async def aclose(self) -> None:
+        await self.tasks.drain()
+        await self.transport.aclose()
+        self.storage.close()
+
+    # -- ASGI ----------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @staticmethod
+    def _request(scope: Scope, body: bytes = b"") -> Request:
+        headers = Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        client = scope.get("client")
+        return Request(scope.get("method", "GET"), scope["path"], headers, body, query, client[0] if client else None)
+
+    async def _read_body(self, scope: Scope, receive: Any) -> bytes | None:
+        """The body, or None when it is over the limit (read no further than limit + 1)."""
+        limit = self.settings.max_body_bytes
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        return b"".join(chunks)
+
+    async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
+        body = await self._read_body(scope, receive)
+        if body is None:
+            error = GatewayError(413, f"Request body exceeds {self.settings.max_body_bytes} bytes.",
+                                 code="request_too_large")
+            response = error.to_response()
+            response.headers["connection"] = "close"
+        else:
+            response = await self.gateway.handle(self._request(scope, body))
+        await self._send(response, send)
+
+    @staticmethod
+    async def _send(response: Response, send: Any) -> None:
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
+        if isinstance(response.body, bytes | bytearray):
+            headers.append((b"content-length", str(len(response.body)).encode()))
+            await send({"type": "http.response.start", "status": response.status, "headers": headers})
+            await send({"type": "http.response.body", "body": bytes(response.body)})
+            return
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        stream = response.body
+        try:
+            async for chunk in stream:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            # Runs the relay's cleanup (close upstream, record analytics) even when the
+            # client went away mid-stream.
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[union-attr]
+
+    async def _websocket(self, scope: Scope, receive: Any, send: Any) -> None:
+        request = self._request(scope)
+        if request.path != "/ws":
+            await send({"type": "websocket.close", "code": 1008, "reason": "unknown path"})
+            return
+        try:
+            self.gateway.authorize(request)
+        except GatewayError as exc:
+            await self._reject(scope, send, exc)
+            return
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        subscriber = self.subscribers.add()
+        self.subscribers.send(subscriber, self.hub.welcome())
+        sender = asyncio.ensure_future(self._pump(subscriber, send))
+        receiver = asyncio.ensure_future(self._listen(subscriber, receive))
+        try:
+            await asyncio.wait(
+                [sender, receiver, asyncio.ensure_future(subscriber.dropped.wait())],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            self.subscribers.remove(subscriber)
+            for task in (sender, receiver):
+                task.cancel()
+            if subscriber.dropped.is_set():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        send({"type": "websocket.close", "code": 1008, "reason": "subscriber too slow"}), 2
+                    )
+
+    async def _reject(self, scope: Scope, send: Any, exc: GatewayError) -> None:
+        response = exc.to_response()
+        if "websocket.http.response" in scope.get("extensions", {}):
+            headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]
+            await send({"type": "websocket.http.response.start", "status": exc.status, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": response.body})
+        else:
+            await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:100]})
+
+    @staticmethod
+    async def _pump(subscriber: Subscriber, send: Any) -> None:
+        while True:
+            text = await subscriber.outbox.get()
+            await send({"type": "websocket.send", "text": text})
+
+    async def _listen(self, subscriber: Subscriber, receive: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            frame = message.get("text")
+            reply = self.hub.reply(frame if frame is not None else message.get("bytes") or b"")
+            if reply is not None:
+                self.subscribers.send(subscriber, reply)

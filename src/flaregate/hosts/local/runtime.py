@@ -1,0 +1,109 @@
+"""In-process implementations of the task, object-client, broadcast and scheduler ports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ...objects.metrics_hub import MetricsHub
+from ...objects.rate_limiter import RateLimiter
+
+log = logging.getLogger("flaregate.local")
+
+
+class AsyncioTasks:
+    """Background work as asyncio tasks; references are kept so none is collected early."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def run(self, job: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background task failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class LocalRateLimiterClient:
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    async def check(self, key: str, policy: dict[str, Any], cost: float) -> dict[str, Any]:
+        return self._limiter.check(key, policy, cost)
+
+
+class LocalHubClient:
+    def __init__(self, hub: MetricsHub) -> None:
+        self._hub = hub
+
+    async def publish(self, events: list[dict[str, Any]]) -> None:
+        await self._hub.record(events)
+
+    async def snapshot(self) -> dict[str, Any]:
+        return self._hub.snapshot()
+
+
+class Subscriber:
+    """One WebSocket subscriber: a bounded outbox drained by the connection's sender."""
+
+    def __init__(self, limit: int) -> None:
+        self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=limit)
+        self.dropped = asyncio.Event()
+
+
+class SubscriberSet:
+    """The hub's broadcaster locally. A subscriber whose outbox is full is too slow: it is
+    dropped rather than allowed to hold back the others."""
+
+    def __init__(self, outbox_limit: int = 64) -> None:
+        self._limit = outbox_limit
+        self._subscribers: set[Subscriber] = set()
+
+    def add(self) -> Subscriber:
+        subscriber = Subscriber(self._limit)
+        self._subscribers.add(subscriber)
+        return subscriber
+
+    def remove(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+
+    def broadcast(self, text: str) -> None:
+        for subscriber in list(self._subscribers):
+            self.send(subscriber, text)
+
+    def send(self, subscriber: Subscriber, text: str) -> None:
+        try:
+            subscriber.outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            self.remove(subscriber)
+            subscriber.dropped.set()
+
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+
+class AsyncioScheduler:
+    """Wakes the hub with ``loop.call_later``, the local stand-in for a DO alarm."""
+
+    def __init__(self, tasks: AsyncioTasks) -> None:
+        self._tasks = tasks
+        self.target: Callable[[], Awaitable[None]] | None = None
+
+    async def schedule(self, at: float) -> None:
+        delay = max(0.0, at - time.time())
+        asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        if self.target is not None:
+            self._tasks.run(self.target())

@@ -1,0 +1,108 @@
+"""Ports: the small protocols through which the core reaches the outside world.
+
+Each host (edge Worker, local server) provides one implementation of each. The shapes
+follow what both hosts offer natively, so the adapters stay thin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Wall-clock seconds since the epoch."""
+
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary origin, for durations."""
+
+
+class SqlStorage(Protocol):
+    """Synchronous SQL, the shape of Durable Object ``ctx.storage.sql`` and ``sqlite3``."""
+
+    def exec(self, sql: str, *params: Any) -> list[dict[str, Any]]: ...
+
+
+class KeyValueStore(Protocol):
+    """Text values with a time to live (KV on the edge, SQLite locally)."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def put(self, key: str, value: str, ttl_seconds: int) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]  # lower-cased names
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def read(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or broke the connection (no HTTP status)."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer within the allowed time."""
+
+
+class UpstreamTransport(Protocol):
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout: float,
+    ) -> UpstreamResponse:
+        """Send a request; the body is not read yet. Raises UpstreamError on I/O failure."""
+
+
+class BackgroundTasks(Protocol):
+    """Work that outlives the response (``ctx.waitUntil`` on the edge)."""
+
+    def run(self, job: Awaitable[None]) -> None: ...
+
+
+class RateLimiterClient(Protocol):
+    """Reaches the rate-limiter object that owns ``key`` (one Durable Object per key)."""
+
+    async def check(self, key: str, policy: dict[str, Any], cost: float) -> dict[str, Any]: ...
+
+
+class MetricsHubClient(Protocol):
+    async def publish(self, events: list[dict[str, Any]]) -> None: ...
+
+    async def snapshot(self) -> dict[str, Any]: ...
+
+
+class Broadcaster(Protocol):
+    """Sends one text frame to every live WebSocket subscriber of the hub."""
+
+    def broadcast(self, text: str) -> None: ...
+
+    def subscriber_count(self) -> int: ...
+
+
+class Scheduler(Protocol):
+    """Wakes the hub at a given time (a Durable Object alarm on the edge)."""
+
+    async def schedule(self, at: float) -> None: ...
+
+
+@dataclass(slots=True)
+class Ports:
+    clock: Clock
+    cache: KeyValueStore
+    upstream: UpstreamTransport
+    tasks: BackgroundTasks
+    rate_limiter: RateLimiterClient
+    metrics_hub: MetricsHubClient
