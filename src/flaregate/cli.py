@@ -12,6 +12,8 @@ from . import __version__
 from .config import ConfigError, settings_from_vars
 
 KEY_FILE = "gateway-keys.txt"
+ADMIN_KEY_FILE = "admin-key.txt"
+WS_MAX_FRAME_BYTES = 1 << 20  # the protocol layer closes bigger frames (1009); the hub caps lower
 
 
 def _local_keys(settings_keys: list[str], data_dir: Path) -> tuple[list[str], str | None]:
@@ -31,11 +33,28 @@ def _local_keys(settings_keys: list[str], data_dir: Path) -> tuple[list[str], st
     return [key], key
 
 
+def _local_admin_key(settings_key: str | None, data_dir: Path) -> tuple[str, str | None]:
+    """The configured admin key, else the data dir's one, created at first start.
+    Returns (key, where it is kept: "file", "created" or None when configured)."""
+    if settings_key:
+        return settings_key, None
+    path = data_dir / ADMIN_KEY_FILE
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip(), "file"
+    key = "fga-" + secrets.token_urlsafe(32)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return key, "created"
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import SecretStr
 
     from .hosts.local.app import LocalHost
     from .hosts.local.config_files import load_vars
+    from .logs import configure_logging
 
     config = Path(args.config) if args.config else None
     if config is None and Path("wrangler.toml").exists() and not args.no_config:
@@ -45,10 +64,13 @@ def serve(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, OSError) as exc:
         print(f"flaregate: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.WARNING if settings.log_level in ("warn", "warning") else settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     data_dir = Path(args.data_dir)
     keys, created = _local_keys([k.get_secret_value() for k in settings.api_keys], data_dir)
+    admin_key, admin_source = _local_admin_key(
+        settings.admin_key.get_secret_value() if settings.admin_key else None, data_dir)
+    settings = settings.model_copy(update={"admin_key": SecretStr(admin_key)})
+    configure_logging(settings, extra_secrets=keys)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its handshake lines carry URLs
     host = LocalHost(settings, data_dir, keys)
     providers = ", ".join(f"{p.name} ({p.kind})" for p in settings.providers)
     print(f"Flaregate {__version__} on http://{args.host}:{args.port}  env={settings.environment}"
@@ -57,8 +79,15 @@ def serve(args: argparse.Namespace) -> int:
         print(f"Created a gateway key (kept in {data_dir / KEY_FILE}): {created}", flush=True)
     elif not settings.api_keys:
         print(f"Gateway keys: {data_dir / KEY_FILE}", flush=True)
+    dashboard = f"http://{args.host}:{args.port}/dashboard#token="
+    if admin_source == "created":
+        print(f"Created an admin key for /dashboard, /ws, /metrics and /v1/analytics (kept in "
+              f"{data_dir / ADMIN_KEY_FILE}).\nDashboard: {dashboard}{admin_key}", flush=True)
+    elif admin_source == "file":
+        print(f"Dashboard: {dashboard}$(cat {data_dir / ADMIN_KEY_FILE})", flush=True)
     server = uvicorn.Server(uvicorn.Config(host, host=args.host, port=args.port, log_level="warning",
-                                           lifespan="on", ws="websockets-sansio", ws_ping_interval=20))
+                                           lifespan="on", ws="websockets-sansio", ws_ping_interval=20,
+                                           ws_max_size=WS_MAX_FRAME_BYTES, log_config=None))
     server.run()
     return 0
 

@@ -41,6 +41,14 @@ KNOWN_VARS = (
     "MAX_BODY_BYTES",
     "METRICS_TICK_SECONDS",
     "UPSTREAM_TIMEOUT_SECONDS",
+    # observability (issue 6)
+    "FLAREGATE_ADMIN_KEY",
+    "FLAREGATE_PRICES",
+    "ANALYTICS_BATCH_SIZE",
+    "ANALYTICS_BATCH_DELAY_MS",
+    "HEALTH_LATENCY_TARGET_MS",
+    "LOG_ANONYMIZE_IPS",
+    "WS_OUTBOX_LIMIT",
 )
 
 
@@ -75,6 +83,11 @@ class ProviderConfig(_Model):
         return self
 
 
+class ModelPrice(_Model):
+    input_per_1m: float = Field(ge=0)
+    output_per_1m: float = Field(ge=0)
+
+
 class RouteTarget(_Model):
     provider: str
     model: str | None = None  # None: send the requested model name unchanged
@@ -93,6 +106,15 @@ class Settings(_Model):
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     metrics_tick_seconds: PositiveFloat = 1.0
     upstream_timeout_seconds: PositiveFloat = 60.0
+    # Observability: the admin credential for /ws, /metrics, /v1/analytics (never a gateway key).
+    admin_key: SecretStr | None = None
+    # Optional price table: model (or "provider/model") -> USD per 1M tokens in and out.
+    prices: dict[str, ModelPrice] = {}
+    analytics_batch_size: int = Field(default=50, ge=1, le=1000)
+    analytics_batch_delay_ms: int = Field(default=100, ge=0, le=10_000)
+    health_latency_target_ms: PositiveFloat = 2000.0
+    log_anonymize_ips: bool = True
+    ws_outbox_limit: int = Field(default=64, ge=1, le=10_000)
 
     @field_validator("routes")
     @classmethod
@@ -163,6 +185,12 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         "MAX_BODY_BYTES": "max_body_bytes",
         "METRICS_TICK_SECONDS": "metrics_tick_seconds",
         "UPSTREAM_TIMEOUT_SECONDS": "upstream_timeout_seconds",
+        "FLAREGATE_ADMIN_KEY": "admin_key",
+        "ANALYTICS_BATCH_SIZE": "analytics_batch_size",
+        "ANALYTICS_BATCH_DELAY_MS": "analytics_batch_delay_ms",
+        "HEALTH_LATENCY_TARGET_MS": "health_latency_target_ms",
+        "LOG_ANONYMIZE_IPS": "log_anonymize_ips",
+        "WS_OUTBOX_LIMIT": "ws_outbox_limit",
     }
     for var, field in simple.items():
         if vars.get(var, "") != "":
@@ -185,6 +213,8 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         # Providers but no routes: every model name goes to the first provider unchanged.
         first = providers[0].get("name") if isinstance(providers[0], dict) else None
         data["routes"] = {WILDCARD_ROUTE: [{"provider": first}]}
+    if "FLAREGATE_PRICES" in vars:
+        data["prices"] = _json(vars, "FLAREGATE_PRICES")
     limit: dict[str, Any] = {}
     if vars.get("RATE_LIMIT_CAPACITY"):
         limit["capacity"] = vars["RATE_LIMIT_CAPACITY"]

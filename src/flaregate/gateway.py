@@ -16,12 +16,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import __version__, tracing
+from .admin_auth import AdminAuth
 from .analytics import Analytics
 from .auth import KeyRing
 from .cache import ResponseCache, cache_key
 from .config import Settings
 from .errors import GatewayError, bad_request, upstream_error
 from .http import Request, Response, json_response
+from .observability import Observability
 from .ports import Ports, UpstreamError, UpstreamResponse, UpstreamTimeout
 from .profiler import Profiler
 from .providers import build_providers
@@ -54,19 +56,24 @@ class Gateway:
         self.keys = keys if keys is not None else KeyRing(k.get_secret_value() for k in settings.api_keys)
         self.router = Router(settings, build_providers(settings, ports.upstream))
         self.cache = ResponseCache(ports.cache, settings.cache_ttl_seconds)
-        self.analytics = Analytics(ports.metrics_hub, ports.tasks)
+        self.analytics = Analytics(ports.metrics_hub, ports.tasks, batch_size=settings.analytics_batch_size,
+                                   batch_delay_ms=settings.analytics_batch_delay_ms, prices=settings.prices,
+                                   anonymize_ips=settings.log_anonymize_ips)
+        self.admin = AdminAuth(settings.admin_key.get_secret_value() if settings.admin_key else None)
+        self.observability = Observability(ports.metrics_hub, self.admin)
         self._policy = settings.rate_limit.as_dict()
         self._routes: dict[tuple[str, str], Callable[[Request, dict[str, str]], Awaitable[Response]]] = {
             ("GET", "/health"): self._health,
             ("GET", "/v1/models"): self._models,
             ("POST", CHAT_PATH): self._chat,
+            **self.observability.routes(),
         }
         self._paths = {path for _, path in self._routes} | {"/ws"}
 
     # -- entry points --------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
         rid = tracing.request_id(request.headers.get("x-request-id"))
-        out_headers = {"x-request-id": rid}
+        out_headers = {"x-request-id": rid, "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
         try:
             handler = self._routes.get((request.method, request.path))
             if handler is None:
@@ -85,6 +92,11 @@ class Gateway:
         """Check the gateway key of a non-API request such as ``/ws``; raise GatewayError."""
         return self.keys.authenticate(request.headers, request.query.get("token"))
 
+    def authorize_admin(self, request: Request) -> str | None:
+        """Check the admin key of ``/ws`` (header, ``?token=`` or subprotocol); raise
+        GatewayError. Returns the subprotocol the WebSocket handshake must select."""
+        return self.admin.authorize(request)
+
     def _no_route(self, request: Request) -> GatewayError:
         if request.path in self._paths:
             allowed = sorted(m for m, p in self._routes if p == request.path) or ["GET"]
@@ -94,7 +106,8 @@ class Gateway:
 
     # -- small endpoints -----------------------------------------------------------------
     async def _health(self, request: Request, out: dict[str, str]) -> Response:
-        return json_response({"status": "ok", "version": __version__, "environment": self.settings.environment})
+        return json_response({"status": "ok", "version": __version__, "environment": self.settings.environment,
+                              **await self.observability.health()})
 
     async def _models(self, request: Request, out: dict[str, str]) -> Response:
         self.authorize(request)
@@ -106,11 +119,13 @@ class Gateway:
     async def _chat(self, request: Request, out: dict[str, str]) -> Response:
         profiler = Profiler(self.ports.clock)
         event: dict[str, Any] = {"ts": self.ports.clock.now(), "request_id": out["x-request-id"],
+                                 "trace_id": tracing.trace_id(out["traceparent"]), "client_ip": request.client_ip,
                                  "path": CHAT_PATH, "status": 0, "model": None, "provider": None,
                                  "cache": None, "stream": False}
         try:
             response = await self._chat_steps(request, out, profiler, event)
         except GatewayError as exc:
+            event["error_code"] = exc.code
             response = exc.to_response()
         except Exception:
             self._finish(event, 500, profiler)
@@ -123,17 +138,20 @@ class Gateway:
     def _finish(self, event: dict[str, Any], status: int, profiler: Profiler) -> None:
         event["status"] = status
         event["latency_ms"] = round(profiler.elapsed_ms(), 3)
+        event["phases"] = profiler.snapshot()
+        if "upstream" in event["phases"]:
+            event["upstream_ms"] = event["phases"]["upstream"]
         self.analytics.record(event)
 
     async def _chat_steps(self, request: Request, out: dict[str, str], profiler: Profiler,
                           event: dict[str, Any]) -> Response:
         with profiler.phase("parse"):
             body = self._parse_chat(request)
-            event["model"] = body["model"]
             event["stream"] = stream = body.get("stream") is True
         with profiler.phase("auth"):
             tenant = self.authorize(request)
-            event["key_id"] = tenant
+            # Labels only for authenticated requests: junk cannot grow the metrics' label sets.
+            event.update(key_id=tenant, model=body["model"])
         with profiler.phase("ratelimit"):
             await self._rate_limit(tenant, out, event)
         with profiler.phase("route"):
@@ -148,25 +166,29 @@ class Gateway:
                 return Response(200, {**out, "content-type": "application/json", "x-flaregate-cache": "HIT",
                                       "x-flaregate-provider": entry["provider"]}, entry["body"].encode())
             event["cache"] = "MISS"
-        forward = {"x-request-id": out["x-request-id"],
-                   "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
+        forward = {"x-request-id": out["x-request-id"], "traceparent": out["traceparent"]}
         upstream_started = self.ports.clock.monotonic()
-        target, upstream = await self._call_upstream(targets, body, forward, event)
-        event["provider"] = target.provider.name
+        try:
+            target, upstream = await self._call_upstream(targets, body, forward, event)
+        except GatewayError:
+            profiler.add("upstream", (self.ports.clock.monotonic() - upstream_started) * 1000)
+            raise
+        profiler.add("upstream_ttfb", (self.ports.clock.monotonic() - upstream_started) * 1000)
+        event.update(provider=target.provider.name, upstream_model=target.model or body["model"],
+                     upstream_status=upstream.status)
         headers = {**out, "x-flaregate-provider": target.provider.name,
                    "x-flaregate-cache": "MISS" if key else "BYPASS",
                    "content-type": upstream.headers.get("content-type", "application/json")}
         if stream and upstream.status == 200:
-            profiler.add("upstream_first_byte", (self.ports.clock.monotonic() - upstream_started) * 1000)
             headers["cache-control"] = "no-cache"
-            return Response(200, headers, self._relay(upstream, profiler, event))
-        with profiler.phase("upstream"):
-            try:
-                payload = await upstream.read()
-            except UpstreamError as exc:
-                raise upstream_error(502, f"Upstream provider '{target.provider.name}' broke the connection: {exc}") from None
-            finally:
-                await upstream.aclose()
+            return Response(200, headers, self._relay(upstream, profiler, event, upstream_started))
+        try:
+            payload = await upstream.read()
+        except UpstreamError as exc:
+            raise upstream_error(502, f"Upstream provider '{target.provider.name}' broke the connection: {exc}") from None
+        finally:
+            await upstream.aclose()
+            profiler.add("upstream", (self.ports.clock.monotonic() - upstream_started) * 1000)
         with profiler.phase("format"):
             if upstream.status != 200:
                 return self._upstream_failure_response(upstream.status, upstream.headers, payload, headers)
@@ -212,6 +234,7 @@ class Gateway:
         out["x-ratelimit-limit-requests"] = str(decision["limit"])
         out["x-ratelimit-remaining-requests"] = str(decision["remaining"])
         out["x-ratelimit-reset-requests"] = _format_duration(decision["reset_seconds"])
+        event.update(ratelimit_limit=decision["limit"], ratelimit_remaining=decision["remaining"])
         if not decision["allowed"]:
             event["rate_limited"] = True
             retry = max(1, math.ceil(decision["retry_after_seconds"]))
@@ -226,6 +249,7 @@ class Gateway:
         The last target's HTTP error is returned as is, for the caller to relay honestly.
         """
         failure: GatewayError | None = None
+        failed = event.setdefault("failed_providers", [])
         for attempt, target in enumerate(targets, start=1):
             event["attempts"] = attempt
             try:
@@ -233,13 +257,16 @@ class Gateway:
             except UpstreamTimeout:
                 failure = upstream_error(504, f"Upstream provider '{target.provider.name}' timed out.",
                                          code="upstream_timeout")
+                failed.append(target.provider.name)
                 continue
             except UpstreamError as exc:
                 failure = upstream_error(502, f"Upstream provider '{target.provider.name}' is unreachable: {exc}",
                                          code="upstream_unreachable")
+                failed.append(target.provider.name)
                 continue
             if (upstream.status == 429 or upstream.status >= 500) and attempt < len(targets):
                 await upstream.aclose()
+                failed.append(target.provider.name)
                 continue
             return target, upstream
         assert failure is not None
@@ -268,14 +295,16 @@ class Gateway:
         response.headers = {**headers, **response.headers}
         return response
 
-    async def _relay(self, upstream: UpstreamResponse, profiler: Profiler, event: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def _relay(self, upstream: UpstreamResponse, profiler: Profiler, event: dict[str, Any],
+                     started: float) -> AsyncIterator[bytes]:
         """Pass SSE through chunk by chunk; a broken stream ends with an explicit error event."""
-        started = self.ports.clock.monotonic()
         tail = b""
         outcome = "complete"
         try:
             async for chunk in upstream.aiter_bytes():
                 if chunk:
+                    if not tail:  # time to first token: the first chunk the client gets
+                        event["ttft_ms"] = round(profiler.elapsed_ms(), 3)
                     tail = (tail + chunk)[-64:]
                     yield chunk
             if b"[DONE]" not in tail:
