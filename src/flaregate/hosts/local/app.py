@@ -35,6 +35,7 @@ log = logging.getLogger("flaregate.local")
 
 Scope = dict[str, Any]
 COMPACT_EVERY_SECONDS = 60.0  # the periodic retention task (the hub's alarm does it too)
+SLOW_CLOSE_GRACE_SECONDS = 1.0
 
 
 class LocalHost:
@@ -184,7 +185,20 @@ class LocalHost:
             close = subscriber.close_reason or ((1008, "subscriber too slow") if subscriber.dropped.is_set() else None)
             if close is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(send({"type": "websocket.close", "code": close[0], "reason": close[1]}), 2)
+                    await asyncio.wait_for(send({"type": "websocket.close", "code": close[0], "reason": close[1]}),
+                                           SLOW_CLOSE_GRACE_SECONDS)
+            if subscriber.dropped.is_set():
+                self._abort_later(send)
+
+    @staticmethod
+    def _abort_later(send: Any) -> None:
+        """Tear down a connection whose peer stopped reading. A close (ours, or uvicorn's
+        after its close timeout) waits for unsent bytes to drain, which for such a peer is
+        forever. ASGI has no abort, so reach uvicorn's transport (as the mock upstream does)
+        and abort it after a grace period in which a merely slow peer can read the close."""
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if transport is not None:
+            asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE_SECONDS, transport.abort)
 
     async def _reject(self, scope: Scope, send: Any, exc: GatewayError) -> None:
         response = exc.to_response()
@@ -217,4 +231,6 @@ class LocalHost:
                 log.warning("metrics hub could not answer a subscriber", exc_info=True)
                 reply = '{"type": "error", "message": "metrics hub unavailable"}'
             if reply is not None:
-                self.subscribers.send(subscriber, reply)
+                # Replies wait for room: a client that floods requests slows itself down
+                # (we stop reading it); only broadcasts drop a subscriber that stops reading.
+                await subscriber.outbox.put(reply)
