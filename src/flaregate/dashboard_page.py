@@ -31,7 +31,7 @@ HTML = r"""<!doctype html>
   .tile .label { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
   .tile .value { font-size:26px; font-weight:600; margin-top:4px; font-variant-numeric:tabular-nums; }
   .tile .sub { color:var(--muted); font-size:12px; }
-  .charts { display:grid; grid-template-columns:repeat(auto-fit, minmax(420px, 1fr)); gap:12px; }
+  .charts { display:grid; grid-template-columns:repeat(2, 1fr); gap:12px; }
   .card { background:var(--panel); border:1px solid var(--line); border-radius:8px; padding:12px 14px; }
   .card h2 { font-size:13px; margin:0 0 8px; color:var(--muted); font-weight:600; text-transform:uppercase; letter-spacing:.04em; }
   .card canvas { width:100%; height:170px; display:block; }
@@ -51,7 +51,7 @@ HTML = r"""<!doctype html>
   form#login { display:none; gap:8px; align-items:center; }
   form#login input { background:var(--bg); color:var(--text); border:1px solid var(--line); border-radius:6px; padding:6px 8px; width:320px; }
   form#login button { background:var(--accent); color:#111; border:0; border-radius:6px; padding:6px 12px; font-weight:600; cursor:pointer; }
-  @media (max-width: 900px) { .row { grid-template-columns:1fr; } .charts { grid-template-columns:1fr; } }
+  @media (max-width: 900px) { .row, .charts { grid-template-columns:1fr; } }
 </style>
 </head>
 <body>
@@ -89,7 +89,8 @@ HTML = r"""<!doctype html>
 <script>
 "use strict";
 const $ = (id) => document.getElementById(id);
-const WINDOW_S = 300;                 // charts show the last five minutes
+const WINDOW_S = 300;                 // charts keep the last five minutes ...
+const MIN_SPAN_S = 30;                // ... and zoom in while there is less history
 const series = { rps: [], p50: [], p95: [], errors: [], cache: [] };
 const charts = {
   "chart-rps": { lines: [["rps", "#3fb950"]], unit: "" },
@@ -209,8 +210,15 @@ function addEvent(e) {
   while (list.children.length > 50) list.lastChild.remove();
 }
 
+function span(now) {
+  let first = now;
+  for (const s of Object.values(series)) if (s.length) first = Math.min(first, s[0].t);
+  return Math.min(WINDOW_S, Math.max(MIN_SPAN_S, Math.ceil((now - first + 2) / 10) * 10));
+}
+
 function draw() {
-  const now = Date.now() / 1000;
+  const now = Date.now() / 1000, shown = span(now);
+  const step = shown <= 60 ? 10 : shown <= 150 ? 30 : 60;
   for (const [id, spec] of Object.entries(charts)) {
     const canvas = $(id), ctx = canvas.getContext("2d"), dpr = window.devicePixelRatio || 1;
     const w = canvas.clientWidth, h = canvas.clientHeight;
@@ -229,14 +237,15 @@ function draw() {
       ctx.textAlign = "right"; ctx.fillText(label >= 100 ? label.toFixed(0) : label.toFixed(label >= 10 ? 1 : 2), left - 6, y + 4);
     }
     ctx.textAlign = "center";
-    for (let s = 0; s <= WINDOW_S; s += 60) {
-      const x = left + pw - (pw * s) / WINDOW_S;
-      ctx.fillText(s ? "-" + s / 60 + "m" : "now", x, h - 5);
+    for (let s = 0; s <= shown; s += step) {
+      const x = left + pw - (pw * s) / shown;
+      ctx.textAlign = s === 0 ? "right" : "center";
+      ctx.fillText(s === 0 ? "now" : s % 60 ? "-" + s + "s" : "-" + s / 60 + "m", x, h - 5);
     }
-    const x = (t) => left + pw - (pw * (now - t)) / WINDOW_S;
+    const x = (t) => left + pw - (pw * (now - t)) / shown;
     const y = (v) => top + ph - (ph * Math.min(v, max)) / max;
     for (const [name, color] of spec.lines) {
-      const pts = series[name].filter((p) => p.t >= now - WINDOW_S);
+      const pts = series[name].filter((p) => p.t >= now - shown);
       if (!pts.length) continue;
       ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
       pts.forEach((p, i) => (i ? ctx.lineTo(x(p.t), y(p.v)) : ctx.moveTo(x(p.t), y(p.v))));
