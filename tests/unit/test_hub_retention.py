@@ -134,3 +134,21 @@ async def test_each_window_uses_its_own_resolution():
     assert [(p["t"], p["requests"]) for p in minute_series] == [(DAY0, 1), (DAY0 + 180, 2)]
     hour_series = hub.analytics("24h")["windows"]["24h"]["series"]
     assert [(p["t"], p["requests"]) for p in hour_series] == [(DAY0, 3)]
+
+
+async def test_lifetime_counters_stay_exact_and_monotonic_across_compaction():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def requests_total():
+        family = next(f for f in text_string_to_metric_families(hub.prometheus()) if f.name == "flaregate_requests")
+        return sum(s.value for s in family.samples)
+
+    hub, clock, *_ = make()
+    await hub.record([event(clock.now())] * 3)
+    assert requests_total() == 3 == hub.snapshot()["totals"]["requests"]
+    for moment in (DAY0 + HOUR + 5, DAY0 + 2 * HOUR, DAY0 + 3 * DAY, DAY0 + 40 * DAY):
+        clock.t = moment
+        hub.compact()
+        await hub.record([event(clock.now())])
+        assert requests_total() == hub.snapshot()["totals"]["requests"]
+    assert requests_total() == 7  # every window expired; the lifetime counter did not

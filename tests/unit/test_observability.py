@@ -64,7 +64,7 @@ async def test_server_timing_has_every_phase_and_the_overhead():
         assert name in phases
     assert float(phases["overhead"]) == pytest.approx(float(phases["total"]) - float(phases["upstream"]), abs=0.02)
     await tasks.drain()
-    sample = hub._store.samples()[-1]
+    sample = hub._store.samples(phases=True)[-1]
     assert set(sample["phases"]) >= {"parse", "auth", "ratelimit", "route", "cache", "upstream_ttfb", "upstream"}
 
 

@@ -4,7 +4,9 @@ Tables (all over the SQL-storage port, the same on a Durable Object and on sqlit
 
 * ``hub_rollup``: counters per (resolution, bucket, provider, model, key). Resolution 60
   rows are written by ingest; 3600 and 86400 rows only by :meth:`HubStore.compact`;
-  resolution 0 (bucket 0) holds lifetime totals, for monotonic Prometheus counters.
+  resolution 0 (bucket 0) holds lifetime totals up to the rolled-hour watermark, so
+  lifetime = those rows + the minute rows not rolled yet (monotonic Prometheus counters
+  at the cost of one write per event, not two).
 * ``hub_histogram``: latency bucket counts with the same keys plus (metric, le index).
 * ``hub_error``: error counts with the same keys plus the error class.
 * ``hub_second``: per-second counts of the last few minutes, for live rates.
@@ -20,6 +22,7 @@ arrives late is counted in the first open minute instead, so nothing is lost or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections import defaultdict
@@ -180,6 +183,16 @@ class HubStore:
         return parsed
 
     def ingest(self, events: list[ParsedEvent], now: float) -> None:
+        with self._atomic():
+            self._ingest(events, now)
+
+    def _atomic(self) -> Any:
+        """One transaction for a whole batch where the storage offers it (sqlite3); a
+        Durable Object already commits the writes of one synchronous run together."""
+        transaction = getattr(self.sql, "transaction", None)
+        return transaction() if transaction is not None else contextlib.nullcontext()
+
+    def _ingest(self, events: list[ParsedEvent], now: float) -> None:
         rows: dict[tuple, dict[str, float]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
         histogram: dict[tuple, int] = defaultdict(int)
         errors: dict[tuple, int] = defaultdict(int)
@@ -199,28 +212,26 @@ class HubStore:
                     histogram[(*key, metric, bucket_index(ms))] += 1
             if event.error_class:
                 errors[(*key, event.error_class)] += 1
-        for resolution in (MINUTE, LIFETIME):
-            for (minute, *labels), counters in rows.items():
-                bucket = minute if resolution else 0
-                self.sql.exec(
-                    f"INSERT INTO hub_rollup ({_KEYS}, {', '.join(COUNTERS)})"
-                    f" VALUES (?, ?, ?, ?, ?, {', '.join('?' for _ in COUNTERS)})"
-                    f" ON CONFLICT({_KEYS}) DO UPDATE SET "
-                    + ", ".join(f"{c} = {c} + excluded.{c}" for c in COUNTERS),
-                    resolution, bucket, *labels, *(counters[c] for c in COUNTERS),
-                )
-            for (minute, *labels, metric, le), count in histogram.items():
-                self.sql.exec(
-                    f"INSERT INTO hub_histogram ({_KEYS}, metric, le, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                    f" ON CONFLICT({_KEYS}, metric, le) DO UPDATE SET count = count + excluded.count",
-                    resolution, minute if resolution else 0, *labels, metric, le, count,
-                )
-            for (minute, *labels, error_class), count in errors.items():
-                self.sql.exec(
-                    f"INSERT INTO hub_error ({_KEYS}, class, count) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                    f" ON CONFLICT({_KEYS}, class) DO UPDATE SET count = count + excluded.count",
-                    resolution, minute if resolution else 0, *labels, error_class, count,
-                )
+        for (minute, *labels), counters in rows.items():
+            self.sql.exec(
+                f"INSERT INTO hub_rollup ({_KEYS}, {', '.join(COUNTERS)})"
+                f" VALUES (?, ?, ?, ?, ?, {', '.join('?' for _ in COUNTERS)})"
+                f" ON CONFLICT({_KEYS}) DO UPDATE SET "
+                + ", ".join(f"{c} = {c} + excluded.{c}" for c in COUNTERS),
+                MINUTE, minute, *labels, *(counters[c] for c in COUNTERS),
+            )
+        for (minute, *labels, metric, le), count in histogram.items():
+            self.sql.exec(
+                f"INSERT INTO hub_histogram ({_KEYS}, metric, le, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                f" ON CONFLICT({_KEYS}, metric, le) DO UPDATE SET count = count + excluded.count",
+                MINUTE, minute, *labels, metric, le, count,
+            )
+        for (minute, *labels, error_class), count in errors.items():
+            self.sql.exec(
+                f"INSERT INTO hub_error ({_KEYS}, class, count) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                f" ON CONFLICT({_KEYS}, class) DO UPDATE SET count = count + excluded.count",
+                MINUTE, minute, *labels, error_class, count,
+            )
         self._ingest_live(events, now)
 
     def _ingest_live(self, events: list[ParsedEvent], now: float) -> None:
@@ -263,8 +274,10 @@ class HubStore:
         report = {"hours_rolled": 0, "days_rolled": 0, "deleted": 0}
         if hour_end > rolled_hour:
             report["hours_rolled"] = (hour_end - rolled_hour) // HOUR
-            self._roll(MINUTE, HOUR, rolled_hour, hour_end)
-            self.set_state("rolled_hour", hour_end)
+            with self._atomic():  # the lifetime view must never see the hour twice or not at all
+                self._roll(MINUTE, HOUR, rolled_hour, hour_end)
+                self._roll(MINUTE, LIFETIME, rolled_hour, hour_end)
+                self.set_state("rolled_hour", hour_end)
         if day_end > rolled_day:
             report["days_rolled"] = (day_end - rolled_day) // DAY
             self._roll(HOUR, DAY, rolled_day, day_end)
@@ -282,13 +295,14 @@ class HubStore:
         return self.sql.exec(f"SELECT COUNT(*) AS n FROM {table} WHERE resolution = ?", resolution)[0]["n"]
 
     def _roll(self, source: int, target: int, start: int, end: int) -> None:
-        bucket = f"(bucket / {target}) * {target}"
+        bucket = f"(bucket / {target}) * {target}" if target else "0"
+        by_bucket = f"{bucket}, " if target else ""  # a bare 0 in GROUP BY would mean column 0
         where = "WHERE resolution = ? AND bucket >= ? AND bucket < ?"
         sums = ", ".join(f"SUM({c})" for c in COUNTERS)
         self.sql.exec(
             f"INSERT INTO hub_rollup ({_KEYS}, {', '.join(COUNTERS)})"
             f" SELECT {target}, {bucket}, provider, model, key_id, {sums} FROM hub_rollup {where}"
-            f" GROUP BY {bucket}, provider, model, key_id"
+            f" GROUP BY {by_bucket}provider, model, key_id"
             f" ON CONFLICT({_KEYS}) DO UPDATE SET " + ", ".join(f"{c} = {c} + excluded.{c}" for c in COUNTERS),
             source, start, end,
         )
@@ -296,7 +310,7 @@ class HubStore:
             self.sql.exec(
                 f"INSERT INTO {table} ({_KEYS}, {extra}, count)"
                 f" SELECT {target}, {bucket}, provider, model, key_id, {extra}, SUM(count) FROM {table} {where}"
-                f" GROUP BY {bucket}, provider, model, key_id, {extra}"
+                f" GROUP BY {by_bucket}provider, model, key_id, {extra}"
                 f" ON CONFLICT({_KEYS}, {extra}) DO UPDATE SET count = count + excluded.count",
                 source, start, end,
             )
@@ -305,6 +319,11 @@ class HubStore:
         return bool(self.sql.exec("SELECT 1 AS x FROM hub_rollup WHERE resolution = ? LIMIT 1", resolution))
 
     # -- windows -------------------------------------------------------------------------
+    def lifetime_filter(self) -> tuple[str, list[Any]]:
+        """Everything since the hub started: lifetime rows plus minute rows not rolled yet."""
+        rolled_hour, _ = self.watermarks()
+        return "(resolution = ? OR (resolution = ? AND bucket >= ?))", [LIFETIME, MINUTE, rolled_hour]
+
     def window_filter(self, start: float, now: float) -> tuple[str, list[Any]]:
         """A WHERE clause covering [start, now] with each moment counted at one resolution:
         minute rows where they are authoritative, hourly and daily rows further back."""
@@ -376,12 +395,13 @@ class HubStore:
             " WHERE second >= ? ORDER BY second", int(since),
         )
 
-    def samples(self, since: float | None = None) -> list[dict[str, Any]]:
+    def samples(self, since: float | None = None, phases: bool = False) -> list[dict[str, Any]]:
         where, params = ("WHERE ts >= ?", [since]) if since is not None else ("", [])
         rows = self.sql.exec(
-            "SELECT ts, provider, model, total_ms, upstream_ms, overhead_ms, ttft_ms, phases"
-            f" FROM hub_sample {where} ORDER BY id", *params,
+            "SELECT ts, provider, model, total_ms, upstream_ms, overhead_ms, ttft_ms"
+            + (", phases" if phases else "") + f" FROM hub_sample {where} ORDER BY id", *params,
         )
-        for row in rows:
-            row["phases"] = json.loads(row["phases"]) if row["phases"] else {}
+        if phases:
+            for row in rows:
+                row["phases"] = json.loads(row["phases"]) if row["phases"] else {}
         return rows

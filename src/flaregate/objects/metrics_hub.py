@@ -22,7 +22,7 @@ from ..ports import Broadcaster, Clock, HostStats, Scheduler, SqlStorage
 from ..prometheus import Exposition
 from ..time_budget import where_the_time_goes
 from .hub_events import KINDS, EventDetector
-from .hub_store import COUNTERS, HOUR, INT_COUNTERS, LIFETIME, MINUTE, HubStore
+from .hub_store import COUNTERS, HOUR, INT_COUNTERS, MINUTE, HubStore
 
 log = logging.getLogger("flaregate.hub")
 
@@ -178,12 +178,13 @@ class MetricsHub:
     def snapshot(self) -> dict[str, Any]:
         now = self._clock.now()
         store = self._store
-        life = _numbers(store.totals("resolution = ?", [LIFETIME])[0])
-        errors = store.errors("resolution = ?", [LIFETIME]).get("", {})
+        lifetime, lifetime_params = store.lifetime_filter()
+        life = _numbers(store.totals(lifetime, lifetime_params)[0])
+        errors = store.errors(lifetime, lifetime_params).get("", {})
         live = store.seconds(now - LIVE_WINDOW_SECONDS)
         recent = store.seconds(now - 10)
         samples = store.samples(since=now - LIVE_WINDOW_SECONDS)
-        lifetime_providers = {row["name"]: row for row in store.totals("resolution = ?", [LIFETIME], group_by="provider")}
+        lifetime_providers = {row["name"]: row for row in store.totals(lifetime, lifetime_params, group_by="provider")}
         health, provider_health = self._health(now)
         providers = {}
         for name, row in lifetime_providers.items():
@@ -279,7 +280,7 @@ class MetricsHub:
         return {
             "ts": round(now, 3),
             "windows": {name: self._window(name, now) for name in names},
-            "where_the_time_goes": where_the_time_goes(self._store.samples()),
+            "where_the_time_goes": where_the_time_goes(self._store.samples(phases=True)),
             "health": {**health, "providers": provider_health},
             "recent_events": self._events.recent(),
         }
@@ -341,9 +342,11 @@ class MetricsHub:
     def prometheus(self) -> str:
         """Lifetime counters, latency histograms and health gauges in Prometheus text."""
         out = Exposition()
+        lifetime, params = self._store.lifetime_filter()
         rows = self._sql.exec(
             "SELECT provider, model, key_id, " + ", ".join(f"SUM({c}) AS {c}" for c in COUNTERS)
-            + " FROM hub_rollup WHERE resolution = 0 GROUP BY provider, model, key_id ORDER BY provider, model, key_id"
+            + f" FROM hub_rollup WHERE {lifetime} GROUP BY provider, model, key_id ORDER BY provider, model, key_id",
+            *params,
         )
         counters = (
             ("flaregate_requests_total", "requests", "API requests handled."),
@@ -366,11 +369,11 @@ class MetricsHub:
             out.sample("flaregate_tokens_total", {**self._labels(row), "direction": "out"}, row["tokens_out"])
         out.family("flaregate_errors_total", "counter", "Failed requests by error class.")
         for row in self._sql.exec(
-            "SELECT provider, model, key_id, class, SUM(count) AS n FROM hub_error WHERE resolution = 0"
-            " GROUP BY provider, model, key_id, class ORDER BY provider, model, key_id, class"
+            f"SELECT provider, model, key_id, class, SUM(count) AS n FROM hub_error WHERE {lifetime}"
+            " GROUP BY provider, model, key_id, class ORDER BY provider, model, key_id, class", *params,
         ):
             out.sample("flaregate_errors_total", {**self._labels(row), "class": row["class"]}, row["n"])
-        self._prometheus_histograms(out)
+        self._prometheus_histograms(out, lifetime, params)
         health, provider_health = self._health(self._clock.now())
         out.family("flaregate_health_score", "gauge", "Gateway health score, 0-100 (formula in docs).")
         out.sample("flaregate_health_score", {}, health["score"])
@@ -385,7 +388,7 @@ class MetricsHub:
             out.sample("flaregate_process_resident_memory_bytes", {}, process["rss_bytes"])
         return out.text()
 
-    def _prometheus_histograms(self, out: Exposition) -> None:
+    def _prometheus_histograms(self, out: Exposition, lifetime: str, params: list[Any]) -> None:
         names = {
             "total": ("flaregate_request_duration_seconds", "Time from request to response end.", "latency_sum_ms"),
             "upstream": ("flaregate_upstream_duration_seconds", "Time spent waiting on providers.", "upstream_sum_ms"),
@@ -394,15 +397,15 @@ class MetricsHub:
         }
         buckets: dict[tuple[str, str, str], list[int]] = {}
         for row in self._sql.exec(
-            "SELECT provider, model, metric, le, SUM(count) AS n FROM hub_histogram WHERE resolution = 0"
-            " GROUP BY provider, model, metric, le"
+            f"SELECT provider, model, metric, le, SUM(count) AS n FROM hub_histogram WHERE {lifetime}"
+            " GROUP BY provider, model, metric, le", *params,
         ):
             counts = buckets.setdefault((row["metric"], row["provider"], row["model"]), [0] * (INF_INDEX + 1))
             counts[min(int(row["le"]), INF_INDEX)] += int(row["n"])
         sums = {(row["provider"], row["model"]): row for row in self._sql.exec(
             "SELECT provider, model, SUM(latency_sum_ms) AS latency_sum_ms, SUM(upstream_sum_ms) AS upstream_sum_ms,"
             " SUM(overhead_sum_ms) AS overhead_sum_ms, SUM(ttft_sum_ms) AS ttft_sum_ms FROM hub_rollup"
-            " WHERE resolution = 0 GROUP BY provider, model"
+            f" WHERE {lifetime} GROUP BY provider, model", *params,
         )}
         bounds = [b / 1000 for b in BOUNDS_MS]
         for metric in METRICS:
