@@ -26,8 +26,13 @@ _PATTERNS = (
 )
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "warning": logging.WARNING, "error": logging.ERROR}
-# Attributes every LogRecord has; anything else passed through ``extra`` is a field.
-_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "fields"}
+# Attributes every LogRecord has (listed, not sampled: nothing runs at import time);
+# anything else passed through ``extra`` is a field.
+_RECORD_ATTRS = frozenset({
+    "name", "msg", "args", "levelname", "levelno", "pathname", "filename", "module", "exc_info",
+    "exc_text", "stack_info", "lineno", "funcName", "created", "msecs", "relativeCreated", "thread",
+    "threadName", "processName", "process", "taskName", "message", "asctime", "fields",
+})
 
 
 def anonymize_ip(ip: str | None) -> str:
