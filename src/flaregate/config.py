@@ -114,7 +114,7 @@ class Settings(_Model):
     analytics_batch_delay_ms: int = Field(default=100, ge=0, le=10_000)
     health_latency_target_ms: PositiveFloat = 2000.0
     log_anonymize_ips: bool = True
-    ws_outbox_limit: int = Field(default=64, ge=1, le=10_000)
+    ws_outbox_limit: int = Field(default=64, ge=4, le=10_000)  # room for the greeting and a tick
 
     @field_validator("routes")
     @classmethod
