@@ -15,12 +15,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     PositiveFloat,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+
+from .limits.policies import BudgetPolicy, RateLimitPolicy, check_unique_names
 
 MOCK_PROVIDER = "mock"
 WILDCARD_ROUTE = "*"
@@ -37,6 +40,9 @@ KNOWN_VARS = (
     "RATE_LIMIT_CAPACITY",
     "RATE_LIMIT_REFILL_PER_SECOND",
     "RATE_LIMIT_PER_HOUR",
+    "FLAREGATE_RATE_LIMITS",
+    "FLAREGATE_BUDGETS",
+    "FLAREGATE_ADMIN_KEY",
     "CACHE_TTL_SECONDS",
     "MAX_BODY_BYTES",
     "METRICS_TICK_SECONDS",
@@ -78,6 +84,9 @@ class ProviderConfig(_Model):
 class RouteTarget(_Model):
     provider: str
     model: str | None = None  # None: send the requested model name unchanged
+    # USD per 1 million tokens, for spending budgets (unpriced targets cost nothing).
+    input_price_per_1m: NonNegativeFloat | None = None
+    output_price_per_1m: NonNegativeFloat | None = None
 
 
 class Settings(_Model):
@@ -89,6 +98,9 @@ class Settings(_Model):
         "mock-1": (RouteTarget(provider=MOCK_PROVIDER),)
     }
     rate_limit: TokenBucketPolicy = TokenBucketPolicy()
+    rate_limits: tuple[RateLimitPolicy, ...] = ()  # added to (or, named "default", replacing) rate_limit
+    budgets: tuple[BudgetPolicy, ...] = ()
+    admin_key: SecretStr | None = None  # Bearer secret for /admin/*; unset disables them
     cache_ttl_seconds: int = Field(default=300, ge=0)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     metrics_tick_seconds: PositiveFloat = 1.0
@@ -111,6 +123,7 @@ class Settings(_Model):
             for target in targets:
                 if target.provider not in names:
                     raise ValueError(f"route {alias!r} names unknown provider {target.provider!r}")
+        check_unique_names(self.rate_limits, self.budgets)
         return self
 
 
@@ -197,6 +210,14 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
             raise ConfigError("RATE_LIMIT_PER_HOUR: must be a number") from None
     if limit:
         data["rate_limit"] = limit
+    for var, field in (("FLAREGATE_RATE_LIMITS", "rate_limits"), ("FLAREGATE_BUDGETS", "budgets")):
+        if vars.get(var, "").strip():
+            policies = _json(vars, var)
+            if not isinstance(policies, list):
+                raise ConfigError(f"{var}: must be a JSON list of policies")
+            data[field] = policies
+    if vars.get("FLAREGATE_ADMIN_KEY"):
+        data["admin_key"] = vars["FLAREGATE_ADMIN_KEY"]
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

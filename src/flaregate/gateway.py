@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,6 +21,9 @@ from .cache import ResponseCache, cache_key
 from .config import Settings
 from .errors import GatewayError, bad_request, upstream_error
 from .http import Request, Response, json_response
+from .limits import admin as limits_admin
+from .limits.enforcer import Admission, Limits
+from .limits.estimate import StreamUsage, usage_from
 from .ports import Ports, UpstreamError, UpstreamResponse, UpstreamTimeout
 from .profiler import Profiler
 from .providers import build_providers
@@ -32,14 +34,6 @@ log = logging.getLogger("flaregate")
 
 CHAT_PATH = "/v1/chat/completions"
 _MAX_ERROR_BODY = 4096
-
-
-def _format_duration(seconds: float) -> str:
-    """OpenAI's reset format: '1s', '6m0s', '0.5s'."""
-    if seconds < 60:
-        return f"{max(0.0, round(seconds, 3)):g}s"
-    minutes, secs = divmod(int(math.ceil(seconds)), 60)
-    return f"{minutes}m{secs}s"
 
 
 def _stream_error_event(message: str, code: str) -> bytes:
@@ -55,7 +49,8 @@ class Gateway:
         self.router = Router(settings, build_providers(settings, ports.upstream))
         self.cache = ResponseCache(ports.cache, settings.cache_ttl_seconds)
         self.analytics = Analytics(ports.metrics_hub, ports.tasks)
-        self._policy = settings.rate_limit.as_dict()
+        self.limits = Limits(settings, ports.rate_limiter, ports.clock, self.analytics)
+        self._limits_admin = limits_admin.RateLimitAdmin(settings, self.limits)
         self._routes: dict[tuple[str, str], Callable[[Request, dict[str, str]], Awaitable[Response]]] = {
             ("GET", "/health"): self._health,
             ("GET", "/v1/models"): self._models,
@@ -69,6 +64,8 @@ class Gateway:
         out_headers = {"x-request-id": rid}
         try:
             handler = self._routes.get((request.method, request.path))
+            if handler is None and request.path.startswith(limits_admin.PREFIX):
+                handler = self._ratelimit_admin
             if handler is None:
                 raise self._no_route(request)
             response = await handler(request, out_headers)
@@ -93,6 +90,9 @@ class Gateway:
         return GatewayError(404, f"Unknown path {request.path}.", code="unknown_url")
 
     # -- small endpoints -----------------------------------------------------------------
+    async def _ratelimit_admin(self, request: Request, out: dict[str, str]) -> Response:
+        return await self._limits_admin.handle(request)
+
     async def _health(self, request: Request, out: dict[str, str]) -> Response:
         return json_response({"status": "ok", "version": __version__, "environment": self.settings.environment})
 
@@ -134,16 +134,17 @@ class Gateway:
         with profiler.phase("auth"):
             tenant = self.authorize(request)
             event["key_id"] = tenant
-        with profiler.phase("ratelimit"):
-            await self._rate_limit(tenant, out, event)
-        with profiler.phase("route"):
+        with profiler.phase("route"):  # before the limits: an unrouted model costs nothing
             targets = self.router.resolve(body["model"])
+        with profiler.phase("ratelimit"):
+            admission = await self.limits.admit(request, tenant, body["model"], body, out, event)
         key = None
         if self.cache.enabled and not stream:
             with profiler.phase("cache"):
                 key = cache_key(tenant, route_signature(targets), body)
                 entry = await self.cache.get(key)
             if entry is not None:
+                await admission.refund()  # nothing went upstream: the reserved tokens go back
                 event.update(cache="HIT", provider=entry["provider"])
                 return Response(200, {**out, "content-type": "application/json", "x-flaregate-cache": "HIT",
                                       "x-flaregate-provider": entry["provider"]}, entry["body"].encode())
@@ -151,7 +152,11 @@ class Gateway:
         forward = {"x-request-id": out["x-request-id"],
                    "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
         upstream_started = self.ports.clock.monotonic()
-        target, upstream = await self._call_upstream(targets, body, forward, event)
+        try:
+            target, upstream = await self._call_upstream(targets, body, forward, event)
+        except GatewayError:
+            await admission.refund()
+            raise
         event["provider"] = target.provider.name
         headers = {**out, "x-flaregate-provider": target.provider.name,
                    "x-flaregate-cache": "MISS" if key else "BYPASS",
@@ -159,16 +164,18 @@ class Gateway:
         if stream and upstream.status == 200:
             profiler.add("upstream_first_byte", (self.ports.clock.monotonic() - upstream_started) * 1000)
             headers["cache-control"] = "no-cache"
-            return Response(200, headers, self._relay(upstream, profiler, event))
+            return Response(200, headers, self._relay(upstream, profiler, event, admission, target))
         with profiler.phase("upstream"):
             try:
                 payload = await upstream.read()
             except UpstreamError as exc:
+                await admission.refund()
                 raise upstream_error(502, f"Upstream provider '{target.provider.name}' broke the connection: {exc}") from None
             finally:
                 await upstream.aclose()
         with profiler.phase("format"):
             if upstream.status != 200:
+                headers.update(await admission.refund())
                 return self._upstream_failure_response(upstream.status, upstream.headers, payload, headers)
             try:
                 completion = json.loads(payload)
@@ -176,8 +183,10 @@ class Gateway:
                 event["tokens_in"] = usage.get("prompt_tokens")
                 event["tokens_out"] = usage.get("completion_tokens")
             except (ValueError, AttributeError):
+                await admission.refund()
                 raise upstream_error(502, f"Upstream provider '{target.provider.name}' returned malformed JSON.",
                                      code="upstream_malformed_response") from None
+            headers.update(await admission.settle(usage_from(completion), target.provider.name, target.model))
         if key is not None:
             with profiler.phase("cache_store"):
                 await self.cache.put(key, payload, target.provider.name)
@@ -201,23 +210,6 @@ class Gateway:
         except ValidationError as exc:
             raise validation_error(exc) from None
         return body
-
-    async def _rate_limit(self, tenant: str, out: dict[str, str], event: dict[str, Any]) -> None:
-        try:
-            decision = await self.ports.rate_limiter.check(f"key:{tenant}", self._policy, 1.0)
-        except Exception:
-            # Fail open: an unreachable limiter must not take the API down (logged loudly).
-            log.error("rate limiter unreachable; admitting request", exc_info=True)
-            return
-        out["x-ratelimit-limit-requests"] = str(decision["limit"])
-        out["x-ratelimit-remaining-requests"] = str(decision["remaining"])
-        out["x-ratelimit-reset-requests"] = _format_duration(decision["reset_seconds"])
-        if not decision["allowed"]:
-            event["rate_limited"] = True
-            retry = max(1, math.ceil(decision["retry_after_seconds"]))
-            raise GatewayError(429, f"Rate limit reached for this key: {decision['limit']} requests; retry in {retry}s.",
-                               type="rate_limit_error", code="rate_limit_exceeded",
-                               headers={**out, "retry-after": str(retry)})
 
     async def _call_upstream(self, targets: list[Target], body: dict[str, Any], forward: dict[str, str],
                              event: dict[str, Any]) -> tuple[Target, UpstreamResponse]:
@@ -260,23 +252,27 @@ class Gateway:
             exc = upstream_error(502, message)
         elif status == 429:
             exc = GatewayError(429, message, type="rate_limit_error", code="upstream_rate_limited")
-            if "retry-after" in upstream_headers:
-                exc.headers["retry-after"] = upstream_headers["retry-after"]
+            # Retry-After on every 429: the provider's when it sent one, else a short wait.
+            exc.headers["retry-after"] = upstream_headers.get("retry-after") or "1"
         else:
             exc = GatewayError(status, message, type="invalid_request_error", code="upstream_rejected")
         response = exc.to_response()
         response.headers = {**headers, **response.headers}
         return response
 
-    async def _relay(self, upstream: UpstreamResponse, profiler: Profiler, event: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def _relay(self, upstream: UpstreamResponse, profiler: Profiler, event: dict[str, Any],
+                     admission: Admission, target: Target) -> AsyncIterator[bytes]:
         """Pass SSE through chunk by chunk; a broken stream ends with an explicit error event."""
         started = self.ports.clock.monotonic()
         tail = b""
         outcome = "complete"
+        sniffer = StreamUsage() if admission.needs_usage else None
         try:
             async for chunk in upstream.aiter_bytes():
                 if chunk:
                     tail = (tail + chunk)[-64:]
+                    if sniffer is not None:
+                        sniffer.feed(chunk)
                     yield chunk
             if b"[DONE]" not in tail:
                 outcome = "truncated"
@@ -293,3 +289,8 @@ class Gateway:
             if outcome != "complete":
                 event["error"] = outcome
             self._finish(event, 200, profiler)
+            usage = sniffer.usage() if sniffer is not None else None
+            if usage is not None:
+                self.ports.tasks.run(admission.settle(usage, target.provider.name, target.model))
+            else:
+                admission.keep()  # no usage in the stream: the estimate stands
