@@ -88,9 +88,12 @@ class Policy:
                 "calendar": self.calendar}
 
 
-def _count(value: float, unit: str) -> float | int:
-    """Whole units for requests and tokens (rounded down), micro-dollar precision for USD."""
-    return round(value, 6) if unit == "usd" else max(0, math.floor(value + 1e-9))
+def _count(value: float, unit: str, up: bool = False) -> float | int:
+    """Whole units for requests and tokens (remaining rounds down, used up: a bucket part
+    refilled is not yet a whole unit back), micro-dollar precision for USD."""
+    if unit == "usd":
+        return round(value, 6)
+    return max(0, math.ceil(value - 1e-9) if up else math.floor(value + 1e-9))
 
 
 def _in(prefix: str, name: str) -> str:
@@ -266,7 +269,7 @@ class RateLimiter:
             "unit": policy.unit,
             "allowed": outcome.allowed,
             "limit": _count(policy.limit, policy.unit),
-            "used": _count(outcome.used, policy.unit) if outcome.used > 0 else 0,
+            "used": _count(outcome.used, policy.unit, up=True),
             "remaining": _count(max(0.0, policy.limit - outcome.used), policy.unit),
             "reset_seconds": round(outcome.reset_after, 3),
             "retry_after_seconds": round(outcome.retry_after, 3),
@@ -343,7 +346,7 @@ class RateLimiter:
                 outcome = _evaluate(policy, json.loads(state_json), now, 0.0)
             except (ValueError, KeyError, TypeError):
                 continue  # a row from an older layout: it will be overwritten or swept
-            if outcome.used <= 0:
+            if outcome.used <= 1e-9:
                 continue  # back to its fresh state: nothing to report
             report = self._report(key, policy, outcome, 0.0)
             report.pop("allowed")
