@@ -230,6 +230,7 @@ async def test_an_exhausted_budget_answers_429_insufficient_quota():
     assert "daily" in error(refused)["message"]
     assert 0 < int(refused.headers["retry-after"]) <= 86400 and refused.headers["x-should-retry"] == "false"
     assert (await gateway.handle(chat(body, key=OTHER_KEY))).status == 200  # per key
+    assert (await gateway.handle(chat())).status == 200  # an unpriced route is outside budgets
 
 
 # -- several partitions, all or nothing -----------------------------------------------------
@@ -240,6 +241,7 @@ async def test_what_one_partition_admitted_is_given_back_when_another_refuses():
     assert (await gateway.handle(chat(ip="198.51.100.1"))).status == 200
     refused = await gateway.handle(chat(ip="198.51.100.2"))  # same /24
     assert refused.status == 429 and refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert '"default";r=4' in refused.headers["ratelimit"]  # as it stands after the give-back
     other_net = await gateway.handle(chat(ip="192.0.2.1"))
     # The refused request took nothing from the key's bucket: 5 - 2 admitted = 3 left.
     assert other_net.status == 200

@@ -77,9 +77,14 @@ class _Outcome:
     degraded: bool = False
 
 
+_RESULT_FIELDS = frozenset({"key", "unit", "allowed", "limit", "remaining", "used", "reset_seconds",
+                            "retry_after_seconds", "window_seconds"})
+
+
 def _valid_answer(answer: Any, count: int) -> bool:
     results = answer.get("results") if isinstance(answer, Mapping) else None
-    return isinstance(results, list) and len(results) == count and "allowed" in answer
+    return (isinstance(results, list) and len(results) == count and "allowed" in answer
+            and all(isinstance(r, Mapping) and _RESULT_FIELDS <= r.keys() for r in results))
 
 
 class Admission:
@@ -168,18 +173,22 @@ class Limits:
         price = self.prices.estimate(model, estimate) if self._estimates else 0.0
         groups: dict[str, list[_Check]] = {}
         for policy in self.policies:
+            if policy.is_budget and price <= 0:
+                continue  # budgets count money: an unpriced route is outside them
             partition, row = address(policy, key_id, request.client_ip, model, request.headers)
             wire = policy.wire()
             cost = {"requests": 1.0, "tokens": float(estimate.total), "usd": price}[wire["unit"]]
             groups.setdefault(partition, []).append(_Check(policy, wire, partition, row, cost))
         outcomes = await asyncio.gather(*(self._acquire(p, checks) for p, checks in groups.items()))
-        results = [r for o in outcomes if o.answer for r in o.answer["results"]]
-        out.update(openai_headers(results))
-        out.update(ietf_headers(results))
         unreachable = [o for o in outcomes if o.answer is None]
         refused = [o for o in outcomes if o.answer is not None and not o.answer["allowed"]]
+        returned: dict[tuple[str, str], dict[str, Any]] = {}
         if unreachable or refused:
-            await self._give_back([o for o in outcomes if o.answer is not None and o.answer["allowed"]])
+            returned = await self._give_back([o for o in outcomes if o.answer is not None and o.answer["allowed"]])
+        results = [returned.get((o.partition, c.row), r) for o in outcomes if o.answer
+                   for c, r in zip(o.checks, o.answer["results"], strict=True)]
+        out.update(openai_headers(results))
+        out.update(ietf_headers(results))
         if unreachable:
             names = sorted({c.policy.name for o in unreachable for c in o.checks if c.policy.failure_mode == "closed"})
             raise GatewayError(503, f"The rate limiter is unavailable and policy {', '.join(map(repr, names))} fails"
@@ -228,10 +237,13 @@ class Limits:
                 return _Outcome(partition, checks, None, degraded=True)
             return _Outcome(partition, checks, self._fallback.partition(partition).acquire(entries), degraded=True)
 
-    async def _give_back(self, admitted: list[_Outcome]) -> None:
-        """Return what partitions admitted for a request another partition refused."""
-        jobs = [self._reconcile(o, [(c, -c.cost) for c in o.checks if c.cost]) for o in admitted]
-        await asyncio.gather(*jobs)
+    async def _give_back(self, admitted: list[_Outcome]) -> dict[tuple[str, str], dict[str, Any]]:
+        """Return what partitions admitted for a request another partition refused.
+        Returns the rows' state afterwards, by (partition, row)."""
+        answers = await asyncio.gather(*(self._reconcile(o, [(c, -c.cost) for c in o.checks if c.cost])
+                                         for o in admitted))
+        return {(o.partition, r["key"]): r for o, a in zip(admitted, answers, strict=True)
+                for r in (a or {}).get("results", [])}
 
     async def _reconcile(self, outcome: _Outcome, changes: list[tuple[_Check, float]]) -> dict[str, Any] | None:
         if not changes:
