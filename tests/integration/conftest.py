@@ -61,7 +61,7 @@ def upstream_env(upstream_url: str, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def run_gateway(data_dir: Path, env: dict[str, str], args: tuple[str, ...] = ("--no-config",)) -> Iterator[GatewayServer]:
+def run_gateway(data_dir: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> Iterator[GatewayServer]:
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
