@@ -291,6 +291,6 @@ class Gateway:
             self._finish(event, 200, profiler)
             usage = sniffer.usage() if sniffer is not None else None
             if usage is not None:
-                self.ports.tasks.run(admission.settle(usage, target.provider.name, target.model))
+                self.ports.tasks.run(admission.settle_later(usage, target.provider.name, target.model))
             else:
                 admission.keep()  # no usage in the stream: the estimate stands

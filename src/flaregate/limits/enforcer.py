@@ -120,6 +120,10 @@ class Admission:
             return {}
         return await self._finish(usage.total, self._limits.prices.cost(self._model, provider, upstream_model, usage))
 
+    async def settle_later(self, usage: Usage | None, provider: str, upstream_model: str) -> None:
+        """``settle`` as background work (a stream's usage arrives after its response)."""
+        await self.settle(usage, provider, upstream_model)
+
     async def _finish(self, tokens: int, cost: float) -> dict[str, str]:
         """Returns the token headers as they stand afterwards (also updated in place in the
         response headers given to ``admit``). Never raises: the answer is already won."""

@@ -42,8 +42,8 @@ def estimate_tokens(body: Mapping[str, Any]) -> Usage:
     prompt_text = json.dumps([body.get("messages"), body.get("tools")], separators=(",", ":"), default=str)
     prompt = math.ceil(len(prompt_text) / CHARS_PER_TOKEN)
     allowed = _count(body.get("max_completion_tokens")) or _count(body.get("max_tokens")) or DEFAULT_COMPLETION_TOKENS
-    choices = body.get("n") if _count(body.get("n")) and 1 <= body["n"] <= 128 else 1
-    return Usage(prompt, allowed * choices)
+    n = _count(body.get("n"))
+    return Usage(prompt, allowed * (n if n and n <= 128 else 1))
 
 
 def usage_from(payload: Any) -> Usage | None:

@@ -35,9 +35,9 @@ def bounds(now: float, window_seconds: float | None, calendar: str | None = None
     """Start and end of the window that contains ``now``."""
     if calendar == MONTH:
         day = datetime.fromtimestamp(now, tz=UTC)
-        start = datetime(day.year, day.month, 1, tzinfo=UTC)
-        end = datetime(day.year + day.month // 12, day.month % 12 + 1, 1, tzinfo=UTC)
-        return start.timestamp(), end.timestamp()
+        first = datetime(day.year, day.month, 1, tzinfo=UTC)
+        following = datetime(day.year + day.month // 12, day.month % 12 + 1, 1, tzinfo=UTC)
+        return first.timestamp(), following.timestamp()
     if not window_seconds or window_seconds <= 0:
         raise ValueError("a fixed window needs window_seconds > 0 or a calendar period")
     start = math.floor(now / window_seconds) * window_seconds

@@ -57,7 +57,7 @@ class Policy:
     calendar: str | None = None
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Policy:
+    def from_dict(cls, data: Any) -> Policy:
         if not isinstance(data, Mapping):
             raise PolicyError("policy must be an object")
         algorithm = data.get("algorithm", "token_bucket")
@@ -190,16 +190,16 @@ def _evaluate(policy: Policy, stored: dict[str, Any] | None, now: float, cost: f
     p = policy
     if p.algorithm == "token_bucket":
         assert p.refill_per_second is not None
-        state = token_bucket.BucketState(float(stored["tokens"]), float(stored["updated_at"])) if stored else None
-        d = token_bucket.take(state, now, p.limit, p.refill_per_second, cost)
-        return _Outcome(d.allowed, {"tokens": d.state.tokens, "updated_at": d.state.updated_at},
-                        p.limit - d.state.tokens, d.retry_after, d.reset_after,
-                        p.limit / p.refill_per_second, now + d.reset_after)
+        bucket = token_bucket.BucketState(float(stored["tokens"]), float(stored["updated_at"])) if stored else None
+        b = token_bucket.take(bucket, now, p.limit, p.refill_per_second, cost)
+        return _Outcome(b.allowed, {"tokens": b.state.tokens, "updated_at": b.state.updated_at},
+                        p.limit - b.state.tokens, b.retry_after, b.reset_after,
+                        p.limit / p.refill_per_second, now + b.reset_after)
     if p.algorithm == "fixed_window":
-        state = fixed_window.WindowState(float(stored["start"]), float(stored["used"])) if stored else None
-        d = fixed_window.take(state, now, p.limit, cost, p.window_seconds, p.calendar)
-        return _Outcome(d.allowed, {"start": d.state.start, "used": d.state.used}, d.state.used,
-                        d.retry_after, d.reset_after, d.window_seconds, d.state.start + d.window_seconds)
+        window = fixed_window.WindowState(float(stored["start"]), float(stored["used"])) if stored else None
+        w = fixed_window.take(window, now, p.limit, cost, p.window_seconds, p.calendar)
+        return _Outcome(w.allowed, {"start": w.state.start, "used": w.state.used}, w.state.used,
+                        w.retry_after, w.reset_after, w.window_seconds, w.state.start + w.window_seconds)
     assert p.window_seconds is not None
     log = sliding_window.SlidingLog(tuple((float(s), float(u)) for s, u in stored["log"])) if stored else None
     d = sliding_window.take(log, now, p.limit, p.window_seconds, cost)
@@ -213,12 +213,12 @@ def _adjusted(
     p = policy
     if p.algorithm == "token_bucket":
         assert p.refill_per_second is not None
-        state = token_bucket.BucketState(float(stored["tokens"]), float(stored["updated_at"])) if stored else None
-        s = token_bucket.adjust(state, now, p.limit, p.refill_per_second, delta)
+        bucket = token_bucket.BucketState(float(stored["tokens"]), float(stored["updated_at"])) if stored else None
+        s = token_bucket.adjust(bucket, now, p.limit, p.refill_per_second, delta)
         return {"tokens": s.tokens, "updated_at": s.updated_at}
     if p.algorithm == "fixed_window":
-        state = fixed_window.WindowState(float(stored["start"]), float(stored["used"])) if stored else None
-        w = fixed_window.adjust(state, now, at, delta, p.window_seconds, p.calendar)
+        window = fixed_window.WindowState(float(stored["start"]), float(stored["used"])) if stored else None
+        w = fixed_window.adjust(window, now, at, delta, p.window_seconds, p.calendar)
         return {"start": w.start, "used": w.used} if w else None
     assert p.window_seconds is not None
     log = sliding_window.SlidingLog(tuple((float(s), float(u)) for s, u in stored["log"])) if stored else None
