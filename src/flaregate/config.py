@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from .limits.policies import BudgetPolicy, RateLimitPolicy, check_unique_names
+from .ratelimits.policies import BudgetPolicy, RateLimitPolicy, check_unique_names
 
 MOCK_PROVIDER = "mock"
 WILDCARD_ROUTE = "*"

@@ -21,12 +21,12 @@ from .cache import ResponseCache, cache_key
 from .config import Settings
 from .errors import GatewayError, bad_request, upstream_error
 from .http import Request, Response, json_response
-from .limits import admin as limits_admin
-from .limits.enforcer import Admission, Limits
-from .limits.estimate import StreamUsage, usage_from
 from .ports import Ports, UpstreamError, UpstreamResponse, UpstreamTimeout
 from .profiler import Profiler
 from .providers import build_providers
+from .ratelimits import admin as limits_admin
+from .ratelimits.enforcer import Admission, Limits
+from .ratelimits.estimate import StreamUsage, usage_from
 from .routing import Router, Target, route_signature
 from .schemas import ChatCompletionRequest, validation_error
 

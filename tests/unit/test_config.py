@@ -56,7 +56,7 @@ def test_rate_limit_policies_budgets_prices_and_the_admin_key():
 
 
 def test_the_simple_variables_stay_the_default_policy_unless_replaced():
-    from flaregate.limits.enforcer import effective_policies
+    from flaregate.ratelimits.enforcer import effective_policies
 
     simple = settings_from_vars({"RATE_LIMIT_CAPACITY": "7", "RATE_LIMIT_PER_HOUR": "5000",
                                  "FLAREGATE_RATE_LIMITS": _limit()})

@@ -34,7 +34,7 @@ def check(limiter: RateLimiter, key: Any, policy: Any, cost: Any) -> dict[str, A
     return limiter.check(str(key), plain(policy), float(cost))
 
 
-# The limits' calls (flaregate.limits.enforcer): lists of plain dicts in, a plain dict out.
+# The limits' calls (flaregate.ratelimits.enforcer): lists of plain dicts in, a plain dict out.
 def acquire(limiter: RateLimiter, checks: Any) -> dict[str, Any]:
     return limiter.acquire(plain(checks))
 

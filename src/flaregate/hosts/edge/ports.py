@@ -176,7 +176,7 @@ async def within(scope: RequestScope, job: Awaitable[Any]) -> Any:
 
 class DurableRateLimiter:
     """One RateLimiter Durable Object per partition (a gateway key, a client network, a
-    model: see flaregate.limits.scope), reached over RPC by its name."""
+    model: see flaregate.ratelimits.scope), reached over RPC by its name."""
 
     def __init__(self, binding: str = "RATE_LIMITER") -> None:
         self._binding = binding

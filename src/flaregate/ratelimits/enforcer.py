@@ -33,7 +33,7 @@ from .headers import ietf_headers, openai_headers, retry_after
 from .policies import DEFAULT_POLICY, LimitPolicy, RateLimitPolicy
 from .scope import address, key_partition
 
-log = logging.getLogger("flaregate.limits")
+log = logging.getLogger("flaregate.ratelimits")
 
 LIMITER_TIMEOUT_SECONDS = 2.0
 REPORT_EVERY_SECONDS = 10.0

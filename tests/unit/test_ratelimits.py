@@ -9,14 +9,14 @@ from flaregate.config import settings_from_vars
 from flaregate.gateway import Gateway
 from flaregate.hosts.local.runtime import LocalHubClient, LocalRateLimiterClient
 from flaregate.http import Headers, Request
-from flaregate.limits.estimate import StreamUsage, estimate_tokens
-from flaregate.limits.headers import ietf_headers
-from flaregate.limits.policies import RateLimitPolicy
-from flaregate.limits.scope import address, anonymise_ip
 from flaregate.objects.metrics_hub import MetricsHub
 from flaregate.objects.rate_limiter import RateLimiter
 from flaregate.ports import Ports, UpstreamError
 from flaregate.providers.mock import StaticResponse
+from flaregate.ratelimits.estimate import StreamUsage, estimate_tokens
+from flaregate.ratelimits.headers import ietf_headers
+from flaregate.ratelimits.policies import RateLimitPolicy
+from flaregate.ratelimits.scope import address, anonymise_ip
 from tests.support.fakes import (
     FakeClock,
     InlineTasks,
