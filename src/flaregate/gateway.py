@@ -107,7 +107,7 @@ class Gateway:
             allowed = sorted(m for m, p in self._routes if p == request.path) or ["GET"]
             return GatewayError(405, f"Method {request.method} is not allowed on {request.path}.",
                                 code="method_not_allowed", headers={"allow": ", ".join(allowed)})
-        return GatewayError(404, f"Unknown path {request.path}.", code="unknown_url")
+        return GatewayError(404, f"Unknown path {redact(request.path[:200])}.", code="unknown_url")
 
     # -- small endpoints -----------------------------------------------------------------
     async def _health(self, request: Request, out: dict[str, str]) -> Response:

@@ -37,6 +37,11 @@ def client_address(ip: str | None, anonymize: bool = True) -> str | None:
     return anonymize_ip(ip) if anonymize else ip
 
 
+def looks_like_secret(text: str) -> bool:
+    """True for values shaped like an API key (``sk-...``, ``fg-...``, ``Bearer ...``)."""
+    return _TOKENISH.search(text) is not None
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with the given secrets and anything shaped like an API key replaced."""
     for secret in secrets:
