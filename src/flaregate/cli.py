@@ -57,7 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--config", help="wrangler.toml to read [vars] from (default: ./wrangler.toml if present)")
     run.add_argument("--no-config", action="store_true", help="ignore ./wrangler.toml: embedded defaults only")
     run.add_argument("--env", help="use [env.NAME] of the config, as `wrangler --env NAME`")
+    keys = sub.add_parser("keys", help="create, list or revoke gateway keys in the local key store")
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("key_id", nargs="?", default="", help="for revoke: the key id (key_...)")
+    keys.add_argument("--data-dir", default=".flaregate")
+    keys.add_argument("--name", default="")
+    keys.add_argument("--models", default="", help="for create: comma-separated allowed models (default: all)")
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        from .hosts.local.keys import keys_command
+
+        return keys_command(Path(args.data_dir), args.action, args.name, args.models, args.key_id)
     return serve(args)
 
 

@@ -43,3 +43,34 @@ def ensure_local_key(store: SecurityStore, data_dir: Path) -> str | None:
     plain, key_id, digest, prefix = new_key()
     store.create_key(key_id, digest, prefix, "local default", KeyPolicy().model_dump(), None)
     return plain
+
+
+def keys_command(data_dir: Path, action: str, name: str = "", models: str = "", key_id: str = "") -> int:
+    """``flaregate keys``: manage the local key store directly (also while the server runs;
+    a running server notices within KEY_CACHE_SECONDS)."""
+    import json
+
+    from ...clock import SystemClock
+    from .storage import SqliteStorage
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    storage = SqliteStorage(data_dir / "flaregate.sqlite3")
+    try:
+        store = SecurityStore(storage, SystemClock())
+        if action == "create":
+            plain, new_id, digest, prefix = new_key()
+            allowed = [m.strip() for m in models.split(",") if m.strip()] or None
+            store.create_key(new_id, digest, prefix, name, KeyPolicy(allowed_models=allowed).model_dump(), None)
+            print(f"{new_id} {plain}")
+            print("Keep the key now: only its hash is stored.")
+        elif action == "list":
+            for record in store.list_keys():
+                print(json.dumps(record))
+        elif action == "revoke":
+            if store.revoke_key(key_id) is None:
+                print(f"no key {key_id}")
+                return 1
+            print(f"revoked {key_id}")
+        return 0
+    finally:
+        storage.close()
