@@ -30,8 +30,11 @@ def check_headers(headers: Mapping[str, str], limits: SecuritySettings) -> None:
     for name, value in headers.items():
         size = len(name) + len(value)
         total += size
-        if len(value) > MAX_HEADER_VALUE or total > limits.max_header_bytes:
-            raise GatewayError(431, f"Request headers exceed {min(MAX_HEADER_VALUE, limits.max_header_bytes)} bytes.",
+        if len(value) > MAX_HEADER_VALUE:
+            raise GatewayError(431, f"A request header is longer than {MAX_HEADER_VALUE} bytes.",
+                               code="request_header_fields_too_large")
+        if total > limits.max_header_bytes:
+            raise GatewayError(431, f"Request headers exceed {limits.max_header_bytes} bytes in total.",
                                code="request_header_fields_too_large")
 
 

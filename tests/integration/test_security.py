@@ -217,3 +217,12 @@ def test_secrets_in_every_client_place_end_up_nowhere(upstream, tmp_path):
         if secret != GATEWAY_KEY:  # responses may carry nothing of any secret...
             assert all(secret not in text for text in bodies), f"{secret} echoed to a client"
     assert created.json()["key"] not in log and created.json()["key"].encode() not in raw
+
+
+def test_oversized_and_too_many_headers_get_431_json(gateway):
+    auth = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    for headers in ({**auth, "x-big": "v" * 20_000}, {**auth, **{f"x-h{i}": "v" for i in range(150)}}):
+        response = httpx.get(gateway.base_url + "/v1/models", headers=headers)
+        assert response.status_code == 431
+        assert response.json()["error"]["code"] == "request_header_fields_too_large"
+    assert httpx.get(gateway.base_url + "/v1/models", headers=auth).status_code == 200
