@@ -19,15 +19,14 @@ def serve(args: argparse.Namespace) -> int:
     from .hosts.local.keys import ensure_local_key
 
     config = Path(args.config) if args.config else None
-    if config is None and Path("wrangler.toml").exists() and not args.no_config:
-        config = Path("wrangler.toml")
     try:
         settings = settings_from_vars(load_vars(config, args.env))
     except (ConfigError, ValueError, OSError) as exc:
         print(f"flaregate: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.WARNING if settings.log_level in ("warn", "warning") else settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The environment's level applies to the gateway's own loggers, not to libraries'.
+    logging.getLogger("flaregate").setLevel("WARNING" if settings.log_level == "warn" else settings.log_level.upper())
     data_dir = Path(args.data_dir)
     keys = [k.get_secret_value() for k in settings.api_keys]
     host = LocalHost(settings, data_dir, keys)
@@ -54,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8787)
     run.add_argument("--data-dir", default=".flaregate", help="folder for the SQLite file and keys")
-    run.add_argument("--config", help="wrangler.toml to read [vars] from (default: ./wrangler.toml if present)")
-    run.add_argument("--no-config", action="store_true", help="ignore ./wrangler.toml: embedded defaults only")
+    run.add_argument("--config", help="a wrangler.toml to read [vars] from (default: embedded defaults)")
     run.add_argument("--env", help="use [env.NAME] of the config, as `wrangler --env NAME`")
     keys = sub.add_parser("keys", help="create, list or revoke gateway keys in the local key store")
     keys.add_argument("action", choices=["create", "list", "revoke"])

@@ -144,7 +144,7 @@ class LocalHost:
             # Runs the relay's cleanup (close upstream, record analytics) even when the
             # client went away mid-stream.
             with contextlib.suppress(Exception):
-                await stream.aclose()  # type: ignore[union-attr]
+                await stream.aclose()  # type: ignore[attr-defined]
 
     async def _websocket(self, scope: Scope, receive: Any, send: Any) -> None:
         request = self._request(scope)
