@@ -73,7 +73,7 @@ class AdminApi:
                 def wrong_method(request: Request, out: dict[str, str], methods=methods) -> Awaitable[Response]:
                     raise GatewayError(405, f"Method {request.method[:16]} is not allowed on this admin path.",
                                        code="method_not_allowed", headers={"allow": ", ".join(methods)})
-                return wrong_method  # type: ignore[return-value]
+                return wrong_method
             target = getattr(self, f"_{request.method.lower()}_{name}")
 
             async def handler(request: Request, out: dict[str, str], target=target, match=match) -> Response:

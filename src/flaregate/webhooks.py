@@ -97,6 +97,7 @@ class WebhookDispatcher:
         self._tasks.run(self._fan_out(event, webhook_id))
 
     async def _fan_out(self, event: dict[str, Any], webhook_id: str | None) -> None:
+        assert self._store is not None  # emit() queues nothing without a store
         try:
             hooks = await self._store.call("webhooks.for_event", {"event": event["type"], "webhook_id": webhook_id})
         except Exception:
@@ -145,6 +146,7 @@ class WebhookDispatcher:
 
     async def _log(self, hook: dict[str, Any], event: dict[str, Any], attempt: int, status: int | None,
                    error: str | None, delivered: bool) -> None:
+        assert self._store is not None
         try:
             await self._store.call("deliveries.log", {
                 "webhook_id": hook["id"], "delivery_id": event["id"], "event": event["type"],
