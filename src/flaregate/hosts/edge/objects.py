@@ -18,6 +18,7 @@ from ...clock import SystemClock
 from ...config import ConfigError, Settings, settings_from_vars
 from ...objects.metrics_hub import MetricsHub
 from ...objects.rate_limiter import RateLimiter
+from ...objects.security_store import SecurityStore
 from .ports import AlarmScheduler, DurableSql, HibernationBroadcaster, env_vars, plain
 
 log = logging.getLogger("flaregate.edge")
@@ -32,6 +33,14 @@ def rate_limiter(ctx: Any) -> RateLimiter:
 def check(limiter: RateLimiter, key: Any, policy: Any, cost: Any) -> dict[str, Any]:
     # RPC hands over JS objects (JsDict / JsProxy); the core wants plain values.
     return limiter.check(str(key), plain(policy), float(cost))
+
+
+def security_store(ctx: Any) -> SecurityStore:
+    return SecurityStore(DurableSql(ctx.storage.sql), SystemClock())
+
+
+def security_op(store: SecurityStore, op: Any, args: Any) -> Any:
+    return store.call(str(op), plain(args) or {})
 
 
 def _tick_seconds(env: Any) -> float:
