@@ -7,6 +7,7 @@ from workers import WorkerEntrypoint
 
 from durable_objects.metrics_hub import MetricsHub
 from durable_objects.rate_limiter import RateLimiter
+from durable_objects.security_store import SecurityStore
 from flaregate.hosts.edge.worker import handle_fetch
 
 
@@ -15,4 +16,4 @@ class Default(WorkerEntrypoint):
         return await handle_fetch(request, self.env, self.ctx)
 
 
-__all__ = ["Default", "MetricsHub", "RateLimiter"]
+__all__ = ["Default", "MetricsHub", "RateLimiter", "SecurityStore"]

@@ -14,7 +14,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import __version__, tracing
+from . import __version__, limits, tracing
+from .access import AccessControl
+from .admin_api import AdminApi
+from .alerts import Alerts
 from .analytics import Analytics
 from .auth import KeyRing
 from .cache import ResponseCache, cache_key
@@ -22,6 +25,7 @@ from .config import Settings
 from .errors import GatewayError, bad_request, upstream_error
 from .http import Request, Response, json_response
 from .ports import Ports, UpstreamError, UpstreamResponse, UpstreamTimeout
+from .privacy import client_address, redact
 from .profiler import Profiler
 from .providers import build_providers
 from .ratelimits import admin as limits_admin
@@ -29,6 +33,8 @@ from .ratelimits.enforcer import Admission, Limits
 from .ratelimits.estimate import StreamUsage, usage_from
 from .routing import Router, Target, route_signature
 from .schemas import ChatCompletionRequest, validation_error
+from .security_gate import SecurityGate
+from .webhooks import WebhookDispatcher
 
 log = logging.getLogger("flaregate")
 
@@ -49,26 +55,35 @@ class Gateway:
         self.router = Router(settings, build_providers(settings, ports.upstream))
         self.cache = ResponseCache(ports.cache, settings.cache_ttl_seconds)
         self.analytics = Analytics(ports.metrics_hub, ports.tasks)
-        self.limits = Limits(settings, ports.rate_limiter, ports.clock, self.analytics)
-        self._limits_admin = limits_admin.RateLimitAdmin(settings, self.limits)
         self._routes: dict[tuple[str, str], Callable[[Request, dict[str, str]], Awaitable[Response]]] = {
             ("GET", "/health"): self._health,
             ("GET", "/v1/models"): self._models,
             ("POST", CHAT_PATH): self._chat,
         }
         self._paths = {path for _, path in self._routes} | {"/ws"}
+        # Keys, signing, limits, CORS, webhooks: see access.py, security_gate.py, webhooks.py.
+        security = settings.security
+        self.access = AccessControl(self.keys, ports.security, ports.clock, security.key_cache_seconds)
+        self.gate = SecurityGate(settings, ports.clock, ports.security)
+        self.webhooks = WebhookDispatcher(security, ports.security, ports.upstream, ports.tasks, ports.clock)
+        self.alerts = Alerts(self.webhooks, ports.clock)
+        self.admin_api = AdminApi(settings, ports.security, self.access, self.webhooks, ports.clock)
+        self.ratelimits = Limits(settings, ports.rate_limiter, ports.clock, self.analytics, self.alerts)
+        self._ratelimits_admin = limits_admin.RateLimitAdmin(settings, self.ratelimits)
+        self._upstream_secrets = [p.api_key.get_secret_value() for p in settings.providers if p.api_key]
 
     # -- entry points --------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
         rid = tracing.request_id(request.headers.get("x-request-id"))
         out_headers = {"x-request-id": rid}
         try:
-            handler = self._routes.get((request.method, request.path))
-            if handler is None and request.path.startswith(limits_admin.PREFIX):
-                handler = self._ratelimit_admin
-            if handler is None:
-                raise self._no_route(request)
-            response = await handler(request, out_headers)
+            response = await self.gate.screen(request)
+            if response is None:
+                handler = (self._routes.get((request.method, request.path)) or self.admin_api.route(request)
+                           or self._ratelimit_admin_route(request))
+                if handler is None:
+                    raise self._no_route(request)
+                response = await handler(request, out_headers)
         except GatewayError as exc:
             response = exc.to_response()
         except Exception:
@@ -76,30 +91,34 @@ class Gateway:
             response = GatewayError(500, "Internal gateway error.", type="api_error", code="internal_error").to_response()
         for name, value in out_headers.items():
             response.headers.setdefault(name, value)
+        self.gate.finish(request, response)
         return response
 
-    def authorize(self, request: Request) -> str:
+    async def authorize(self, request: Request) -> str:
         """Check the gateway key of a non-API request such as ``/ws``; raise GatewayError."""
-        return self.keys.authenticate(request.headers, request.query.get("token"))
+        return (await self.access.authenticate(request)).key_id
 
     def _no_route(self, request: Request) -> GatewayError:
         if request.path in self._paths:
             allowed = sorted(m for m, p in self._routes if p == request.path) or ["GET"]
             return GatewayError(405, f"Method {request.method} is not allowed on {request.path}.",
                                 code="method_not_allowed", headers={"allow": ", ".join(allowed)})
-        return GatewayError(404, f"Unknown path {request.path}.", code="unknown_url")
+        return GatewayError(404, f"Unknown path {redact(request.path[:200])}.", code="unknown_url")
 
     # -- small endpoints -----------------------------------------------------------------
+    def _ratelimit_admin_route(self, request: Request) -> Callable[[Request, dict[str, str]], Awaitable[Response]] | None:
+        return self._ratelimit_admin if request.path.startswith(limits_admin.PREFIX) else None
+
     async def _ratelimit_admin(self, request: Request, out: dict[str, str]) -> Response:
-        return await self._limits_admin.handle(request)
+        return await self._ratelimits_admin.handle(request)
 
     async def _health(self, request: Request, out: dict[str, str]) -> Response:
         return json_response({"status": "ok", "version": __version__, "environment": self.settings.environment})
 
     async def _models(self, request: Request, out: dict[str, str]) -> Response:
-        self.authorize(request)
+        principal = await self.access.authenticate(request)
         data = [{"id": alias, "object": "model", "created": 0, "owned_by": provider}
-                for alias, provider in self.router.models()]
+                for alias, provider in self.router.models() if principal.allows_model(alias)]
         return json_response({"object": "list", "data": data})
 
     # -- chat completions ----------------------------------------------------------------
@@ -107,7 +126,8 @@ class Gateway:
         profiler = Profiler(self.ports.clock)
         event: dict[str, Any] = {"ts": self.ports.clock.now(), "request_id": out["x-request-id"],
                                  "path": CHAT_PATH, "status": 0, "model": None, "provider": None,
-                                 "cache": None, "stream": False}
+                                 "cache": None, "stream": False,
+                                 "client": client_address(request.client_ip, self.settings.security.anonymize_ips)}
         try:
             response = await self._chat_steps(request, out, profiler, event)
         except GatewayError as exc:
@@ -124,6 +144,7 @@ class Gateway:
         event["status"] = status
         event["latency_ms"] = round(profiler.elapsed_ms(), 3)
         self.analytics.record(event)
+        self.alerts.request_finished(status)
 
     async def _chat_steps(self, request: Request, out: dict[str, str], profiler: Profiler,
                           event: dict[str, Any]) -> Response:
@@ -132,12 +153,13 @@ class Gateway:
             event["model"] = body["model"]
             event["stream"] = stream = body.get("stream") is True
         with profiler.phase("auth"):
-            tenant = self.authorize(request)
-            event["key_id"] = tenant
+            principal = await self.access.authenticate(request)
+            self.access.check_model(principal, body["model"])
+            event["key_id"] = tenant = principal.key_id
         with profiler.phase("route"):  # before the limits: an unrouted model costs nothing
             targets = self.router.resolve(body["model"])
         with profiler.phase("ratelimit"):
-            admission = await self.limits.admit(request, tenant, body["model"], body, out, event)
+            admission = await self.ratelimits.admit(request, principal, body["model"], body, out, event)
         key = None
         if self.cache.enabled and not stream:
             with profiler.phase("cache"):
@@ -199,16 +221,14 @@ class Gateway:
         if len(request.body) > self.settings.max_body_bytes:
             raise GatewayError(413, f"Request body exceeds {self.settings.max_body_bytes} bytes.",
                                code="request_too_large")
-        try:
-            body = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError):
-            raise bad_request("We could not parse the JSON body of your request.", code="invalid_json") from None
+        body = limits.parse_json(request.body, self.settings.security.max_json_depth)
         if not isinstance(body, dict):
             raise bad_request("The request body must be a JSON object.", code="invalid_json")
         try:
             ChatCompletionRequest.model_validate(body)
         except ValidationError as exc:
             raise validation_error(exc) from None
+        limits.check_chat(body, self.settings.security)
         return body
 
     async def _call_upstream(self, targets: list[Target], body: dict[str, Any], forward: dict[str, str],
@@ -225,17 +245,29 @@ class Gateway:
             except UpstreamTimeout:
                 failure = upstream_error(504, f"Upstream provider '{target.provider.name}' timed out.",
                                          code="upstream_timeout")
+                self._upstream_failed(targets, attempt, body, "timeout")
                 continue
             except UpstreamError as exc:
                 failure = upstream_error(502, f"Upstream provider '{target.provider.name}' is unreachable: {exc}",
                                          code="upstream_unreachable")
+                self._upstream_failed(targets, attempt, body, "unreachable")
                 continue
+            self.alerts.upstream_result(target.provider.name, upstream.status < 500)
             if (upstream.status == 429 or upstream.status >= 500) and attempt < len(targets):
+                self._upstream_failed(targets, attempt, body, f"http {upstream.status}", counted=True)
                 await upstream.aclose()
                 continue
             return target, upstream
         assert failure is not None
         raise failure
+
+    def _upstream_failed(self, targets: list[Target], attempt: int, body: dict[str, Any], reason: str,
+                         counted: bool = False) -> None:
+        name = targets[attempt - 1].provider.name
+        if not counted:
+            self.alerts.upstream_result(name, False, reason)
+        if attempt < len(targets):
+            self.alerts.failover(body["model"], name, targets[attempt].provider.name, reason)
 
     def _upstream_failure_response(self, status: int, upstream_headers: Any, payload: bytes,
                                    headers: dict[str, str]) -> Response:
@@ -247,7 +279,8 @@ class Gateway:
         except ValueError:
             message = ""
         provider = headers.get("x-flaregate-provider", "upstream")
-        message = f"Upstream provider '{provider}' answered {status}" + (f": {message[:500]}" if message else ".")
+        message = redact(message[:500], self._upstream_secrets)  # providers may echo a key
+        message = f"Upstream provider '{provider}' answered {status}" + (f": {message}" if message else ".")
         if status >= 500:
             exc = upstream_error(502, message)
         elif status == 429:

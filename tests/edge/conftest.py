@@ -380,11 +380,13 @@ def make_env():
     """An env like the Worker's: vars as str attributes plus the three bindings."""
     from durable_objects.metrics_hub import MetricsHub
     from durable_objects.rate_limiter import RateLimiter
+    from durable_objects.security_store import SecurityStore
 
     def make(**vars: str) -> types.SimpleNamespace:
         env = types.SimpleNamespace(CACHE=FakeKV(), **{"FLAREGATE_API_KEYS": API_KEY, **vars})
         env.RATE_LIMITER = FakeDONamespace(RateLimiter, env)
         env.METRICS_HUB = FakeDONamespace(MetricsHub, env)
+        env.SECURITY_STORE = FakeDONamespace(SecurityStore, env)
         return env
 
     return make

@@ -100,7 +100,7 @@ def test_wrangler_vars_are_valid_gateway_settings(env: str | None):
     # Bindings are not inherited by [env.*]: each environment declares all three.
     assert [kv["binding"] for kv in section["kv_namespaces"]] == ["CACHE"]
     assert {b["name"]: b["class_name"] for b in section["durable_objects"]["bindings"]} == {
-        "RATE_LIMITER": "RateLimiter", "METRICS_HUB": "MetricsHub"}
+        "RATE_LIMITER": "RateLimiter", "METRICS_HUB": "MetricsHub", "SECURITY_STORE": "SecurityStore"}
 
 
 def _wrangler_or_skip() -> None:
@@ -139,4 +139,5 @@ def test_dry_run_bundle(env: str | None, tmp_path: Path):
     assert f'env.RATE_LIMIT_PER_HOUR ("{per_hour}")' in out
     assert "env.RATE_LIMITER (RateLimiter)" in out
     assert "env.METRICS_HUB (MetricsHub)" in out
+    assert "env.SECURITY_STORE (SecurityStore)" in out
     assert "env.CACHE (" in out

@@ -11,6 +11,8 @@ import httpx
 import openai
 import pytest
 
+from flaregate.signing import sign_request
+
 from .conftest import GATEWAY_KEY, run_gateway, upstream_env
 
 ADMIN_KEY = "fg-admin-secret-for-tests"
@@ -23,9 +25,14 @@ def key_id(key: str) -> str:
     return "key_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def admin(method: str, path: str) -> dict[str, str]:
+    """Headers of an admin request: the admin key, and a signature (required on /admin/)."""
+    return {"authorization": f"Bearer {ADMIN_KEY}", **sign_request(ADMIN_KEY, method, path)}
+
+
 def admin_usage(server, key: str) -> dict:
-    response = httpx.get(f"{server.base_url}/admin/ratelimits/{key_id(key)}",
-                         headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    path = f"/admin/ratelimits/{key_id(key)}"
+    response = httpx.get(server.base_url + path, headers=admin("GET", path))
     assert response.status_code == 200, response.text
     return {row["policy"]: row for row in response.json()["limits"]}
 
@@ -143,12 +150,16 @@ def test_an_exhausted_budget_answers_429_with_an_error_that_says_so(metered):
 
 
 def test_admin_reads_and_resets_a_keys_usage_and_needs_the_admin_key(metered):
-    url = f"{metered.base_url}/admin/ratelimits/{key_id(GATEWAY_KEY)}"
+    path = f"/admin/ratelimits/{key_id(GATEWAY_KEY)}"
+    url = metered.base_url + path
     assert httpx.get(url).status_code == 401
-    assert httpx.get(url, headers={"authorization": f"Bearer {GATEWAY_KEY}"}).status_code == 401
+    unsigned = httpx.get(url, headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    assert unsigned.status_code == 401 and unsigned.json()["error"]["code"] == "signature_required"
+    wrong_key = {**admin("GET", path), "authorization": f"Bearer {GATEWAY_KEY}"}
+    assert httpx.get(url, headers=wrong_key).status_code == 401
     sdk(metered).chat.completions.create(**CHAT)
     tpm = admin_usage(metered, GATEWAY_KEY)["tpm"]
     assert tpm["used"] >= 1 and tpm["unit"] == "tokens" and tpm["algorithm"] == "fixed_window"
-    reset = httpx.delete(url, params={"policy": "tpm"}, headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    reset = httpx.delete(url, params={"policy": "tpm"}, headers=admin("DELETE", path))
     assert reset.status_code == 200 and reset.json()["reset"] == 1
     assert "tpm" not in admin_usage(metered, GATEWAY_KEY)

@@ -16,7 +16,8 @@ from flaregate.providers.mock import StaticResponse
 from flaregate.ratelimits.estimate import StreamUsage, estimate_tokens
 from flaregate.ratelimits.headers import ietf_headers
 from flaregate.ratelimits.policies import RateLimitPolicy
-from flaregate.ratelimits.scope import address, anonymise_ip
+from flaregate.ratelimits.scope import address
+from flaregate.signing import sign_request
 from tests.support.fakes import (
     FakeClock,
     InlineTasks,
@@ -68,6 +69,7 @@ def build(vars=None, *, limiter=None, transport=None):
               "priced": [{"provider": "up", "model": "m", "input_price_per_1m": 1000, "output_price_per_1m": 2000}]}
     base = {"FLAREGATE_API_KEYS": f"{KEY},{OTHER_KEY}", "FLAREGATE_PROVIDERS": json.dumps(providers),
             "FLAREGATE_ROUTES": json.dumps(routes), "CACHE_TTL_SECONDS": "0", "FLAREGATE_ADMIN_KEY": ADMIN,
+            "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
             "RATE_LIMIT_CAPACITY": "1000", "RATE_LIMIT_REFILL_PER_SECOND": "1"}
     settings = settings_from_vars({**base, **(vars or {})})
     return Gateway(settings, ports), hub, tasks, clock
@@ -89,19 +91,19 @@ def error(response):
 
 # -- scope ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("raw", "network"),
+    ("raw", "partition"),
     [
-        ("203.0.113.77", "203.0.113.0/24"),
-        ("2001:db8:abcd:1234::1", "2001:db8:abcd::/48"),
-        ("[2001:db8:abcd:ffff::2]", "2001:db8:abcd::/48"),
-        ("fe80::1%eth0", "fe80::/48"),
-        ("::ffff:198.51.100.9", "198.51.100.0/24"),
-        ("not an address", "unknown"),
-        (None, "unknown"),
+        ("203.0.113.77", "ip:203.0.113.0"),
+        ("2001:db8:abcd:1234::1", "ip:2001:db8:abcd::"),
+        ("fe80::1%eth0", "ip:fe80::"),
+        ("::ffff:198.51.100.9", "ip:198.51.100.0"),
+        ("not an address", "ip:unknown"),
+        (None, "ip:unknown"),
     ],
 )
-def test_client_addresses_are_anonymised_to_their_network(raw, network):
-    assert anonymise_ip(raw) == network
+def test_client_addresses_count_by_their_network_never_the_address(raw, partition):
+    policy = RateLimitPolicy(name="p", algorithm="fixed_window", limit=1, window_seconds=1, scope="ip")
+    assert address(policy, "key_1", raw, "gpt", Headers()) == (partition, "p")
 
 
 def test_addresses_come_from_the_servers_view_and_users_stay_inside_their_key():
@@ -110,7 +112,7 @@ def test_addresses_come_from_the_servers_view_and_users_stay_inside_their_key():
 
     headers = Headers({"x-user": "alice@example.com", "x-forwarded-for": "192.0.2.1"})
     assert address(policy("key"), "key_1", "203.0.113.7", "gpt", headers) == ("key:key_1", "p")
-    assert address(policy("ip"), "key_1", "203.0.113.7", "gpt", headers) == ("ip:203.0.113.0/24", "p")
+    assert address(policy("ip"), "key_1", "203.0.113.7", "gpt", headers) == ("ip:203.0.113.0", "p")
     assert address(policy("model"), "key_1", None, "gpt-4o", headers) == ("model:gpt-4o", "p")
     assert address(policy("key+model"), "key_1", None, "a b|c", headers)[1].startswith("p|model:h:")
     partition, row = address(policy(["user"], user_header="x-user"), "key_1", None, "gpt", headers)
@@ -269,9 +271,12 @@ async def test_fail_closed_refuses_with_503_and_retry_after():
 
 
 # -- admin -----------------------------------------------------------------------------------
-def admin(method, key, token=ADMIN, query=None):
-    headers = Headers({"authorization": f"Bearer {token}"} if token else {})
-    return Request(method, f"/admin/ratelimits/{key}", headers, b"", query or {})
+def admin(method, key, token=ADMIN, query=None, sign=True):
+    path = f"/admin/ratelimits/{key}"
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    if sign:  # /admin/ requires signed requests by default (SIGNED_ROUTES)
+        headers.update(sign_request(ADMIN, method, path, b"", timestamp=int(FakeClock().now())))
+    return Request(method, path, Headers(headers), b"", query or {})
 
 
 async def test_admin_reads_and_resets_a_keys_usage():
@@ -293,6 +298,7 @@ async def test_admin_reads_and_resets_a_keys_usage():
     ("request_", "status", "code"),
     [
         (admin("GET", key_id(KEY), token=None), 401, "invalid_admin_key"),
+        (admin("GET", key_id(KEY), sign=False), 401, "signature_required"),
         (admin("GET", key_id(KEY), token=KEY), 401, "invalid_admin_key"),
         (admin("GET", "key_nothex"), 404, "invalid_key_id"),
         (admin("GET", key_id(KEY) + "/x"), 404, "invalid_key_id"),
@@ -307,6 +313,49 @@ async def test_admin_refuses_bad_requests(request_, status, code):
 
 
 async def test_admin_is_disabled_without_an_admin_key():
-    gateway, *_ = build({"FLAREGATE_ADMIN_KEY": ""})
+    gateway, *_ = build({"FLAREGATE_ADMIN_KEY": "", "SIGNED_ROUTES": ""})
     response = await gateway.handle(admin("GET", key_id(KEY)))
     assert response.status == 403 and error(response)["code"] == "admin_disabled"
+
+
+# -- stored keys: a named policy, a budget -------------------------------------------------
+async def test_a_stored_key_is_held_to_the_policy_it_names_and_to_its_own_budget():
+    from tests.support.security import SecureRig, chat_request
+
+    gold = {"name": "gold", "algorithm": "fixed_window", "limit": 3, "window_seconds": 60, "applies_to": "named_keys"}
+    priced = {"mock-1": [{"provider": "mock", "input_price_per_1m": 1e6, "output_price_per_1m": 1e6}]}  # $1/token
+    rig = SecureRig({"FLAREGATE_RATE_LIMITS": json.dumps([gold]), "FLAREGATE_ROUTES": json.dumps(priced),
+                     "RATE_LIMIT_CAPACITY": "1", "RATE_LIMIT_REFILL_PER_SECOND": "0.001", "CACHE_TTL_SECONDS": "0"})
+    emitted = []
+    rig.gateway.webhooks.emit = lambda kind, data, **kw: emitted.append((kind, data))
+    plain_key = (await rig.create_key())["key"]
+    gold_key = (await rig.create_key(rate_limit_policy="gold"))["key"]
+    thrifty = (await rig.create_key(budget_usd=20, rate_limit_policy="gold"))["key"]
+
+    def statuses(key, n):
+        return [rig.gateway.handle(chat_request(key)) for _ in range(n)]
+
+    def small(key):
+        return chat({"model": "mock-1", "max_tokens": 1, "messages": [{"role": "user", "content": "hello"}]}, key=key)
+
+    assert [(await r).status for r in statuses(plain_key, 2)] == [200, 429]  # the default: 1
+    gold_answers = [await r for r in statuses(gold_key, 4)]
+    assert [r.status for r in gold_answers] == [200, 200, 200, 429]  # gold replaces the default
+    assert '"gold";q=3' in gold_answers[0].headers["ratelimit-policy"]
+    assert '"default"' not in gold_answers[0].headers["ratelimit-policy"]
+    # 20 USD a month: each call really costs 6 tokens = 6 USD, and reserves a bit more.
+    spent = [await rig.gateway.handle(small(thrifty)) for _ in range(3)]
+    assert [r.status for r in spent] == [200, 200, 429]
+    refused = spent[-1]
+    assert error(refused)["type"] == "insufficient_quota" and error(refused)["code"] == "budget_exceeded"
+    assert "'key_budget'" in error(refused)["message"] and "month" in error(refused)["message"]
+    assert ("budget.exceeded", {"key_id": key_id(thrifty), "budget": "key_budget", "limit_usd": 20,
+                                "period": "month"}) in emitted
+    assert any(kind == "rate_limit.saturated" for kind, _ in emitted)
+
+
+def test_the_stored_key_budget_name_is_reserved():
+    from flaregate.config import ConfigError
+
+    with pytest.raises(ConfigError, match="reserved"):
+        settings_from_vars({"FLAREGATE_BUDGETS": '[{"name": "key_budget", "period": "day", "limit_usd": 1}]'})

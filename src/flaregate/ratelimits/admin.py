@@ -1,18 +1,18 @@
 """``/admin/ratelimits/{key_id}``: read a gateway key's current usage (GET) or reset it
-(DELETE, optionally ``?policy=NAME``). Guarded by ``FLAREGATE_ADMIN_KEY`` as a Bearer token.
+(DELETE, optionally ``?policy=NAME``). Guarded like every ``/admin/*`` endpoint: the admin
+key (:func:`flaregate.admin.require_admin`) and, by default, a signed request.
 
-A key id is ``key_`` + the first 16 hex digits of the key's SHA-256 (see ``flaregate.auth``),
-so an operator can name a key without the key travelling again. The view covers every
-policy scoped by key (with its model, user and network rows); policies scoped only by
-network or model live in objects of their own and are not listed here.
+A key id is ``key_`` + the first 16 hex digits of the key's SHA-256, for configured and
+stored keys alike (``GET /admin/keys`` lists the stored ones). The view covers every policy
+scoped by key (with its model, user and network rows); policies scoped only by network or
+model live in objects of their own and are not listed here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 
+from ..admin import require_admin
 from ..config import Settings
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
@@ -23,26 +23,13 @@ _KEY_ID = re.compile(r"^key_[0-9a-f]{16}$")
 _POLICY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-def require_admin(settings: Settings, request: Request) -> None:
-    """Raise unless the request carries the admin secret (compared in constant time)."""
-    if settings.admin_key is None:
-        raise GatewayError(403, "The admin API is disabled: set the FLAREGATE_ADMIN_KEY secret.",
-                           type="permission_error", code="admin_disabled")
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-    expected = hashlib.sha256(settings.admin_key.get_secret_value().encode()).digest()
-    presented = hashlib.sha256(token.strip().encode()).digest()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(expected, presented):
-        raise GatewayError(401, "Missing or incorrect admin key: send 'Authorization: Bearer <admin key>'.",
-                           type="authentication_error", code="invalid_admin_key")
-
-
 class RateLimitAdmin:
     def __init__(self, settings: Settings, limits: Limits) -> None:
         self._settings = settings
         self._limits = limits
 
     async def handle(self, request: Request) -> Response:
-        require_admin(self._settings, request)
+        require_admin(request, self._settings)
         key_id = request.path[len(PREFIX):]
         if not _KEY_ID.match(key_id):
             raise GatewayError(404, "Unknown key id: expected key_ followed by 16 hex digits.",

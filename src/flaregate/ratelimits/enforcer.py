@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..access import Principal
+from ..alerts import Alerts
 from ..analytics import Analytics
 from ..config import Settings
 from ..errors import GatewayError
@@ -30,7 +32,7 @@ from ..objects.rate_limiter import RateLimiter
 from ..ports import Clock, RateLimiterClient
 from .estimate import PriceTable, Usage, estimate_tokens
 from .headers import ietf_headers, openai_headers, retry_after
-from .policies import DEFAULT_POLICY, LimitPolicy, RateLimitPolicy
+from .policies import DEFAULT_POLICY, KEY_BUDGET, BudgetPolicy, LimitPolicy, RateLimitPolicy
 from .scope import address, key_partition
 
 log = logging.getLogger("flaregate.ratelimits")
@@ -42,7 +44,8 @@ DEGRADED_EVENT = "ratelimit_degraded"
 
 def effective_policies(settings: Settings) -> list[LimitPolicy]:
     """The simple ``RATE_LIMIT_*`` policy named ``default`` (unless ``FLAREGATE_RATE_LIMITS``
-    defines its own ``default``), then the configured rate limits, then the budgets."""
+    defines its own ``default``), then the configured rate limits, then the budgets.
+    (Policies with ``applies_to: named_keys`` apply only to keys that name them.)"""
     policies: list[LimitPolicy] = []
     if not any(p.name == DEFAULT_POLICY for p in settings.rate_limits):
         simple = settings.rate_limit
@@ -158,25 +161,54 @@ class Admission:
 
 
 class Limits:
-    def __init__(self, settings: Settings, client: RateLimiterClient, clock: Clock, analytics: Analytics) -> None:
+    def __init__(self, settings: Settings, client: RateLimiterClient, clock: Clock, analytics: Analytics,
+                 alerts: Alerts | None = None) -> None:
         self.policies = effective_policies(settings)
         self.prices = PriceTable(settings.routes)
         self._client = client
         self._clock = clock
         self._analytics = analytics
+        self._alerts = alerts
         self._fallback = RateLimiter.in_memory(clock)
-        self._estimates = any(p.is_budget or getattr(p, "unit", "requests") != "requests" for p in self.policies)
+        self._for_all = [p for p in self.policies if getattr(p, "applies_to", "all") == "all"]
+        self._by_name = {p.name: p for p in self.policies if not p.is_budget}
+        self._key_budgets: dict[float, BudgetPolicy] = {}
+        self._estimates = self.prices.priced or any(getattr(p, "unit", "requests") != "requests"
+                                                    for p in self.policies)
         self._last_report = -math.inf
         self._unreported = 0
 
+    def policies_for(self, principal: Principal) -> list[LimitPolicy]:
+        """The policies a key is held to: every ``applies_to: all`` policy; a stored key's
+        ``rate_limit_policy`` replaces ``default`` with the policy it names; its
+        ``budget_usd`` adds a budget per calendar month named ``KEY_BUDGET``."""
+        policies = self._for_all
+        named = self._by_name.get(principal.policy.rate_limit_policy or "")
+        if named is not None:
+            policies = [p for p in policies if p.name not in (DEFAULT_POLICY, named.name)] + [named]
+        elif principal.policy.rate_limit_policy:
+            log.warning("key %s names unknown rate-limit policy %r; the default applies",
+                        principal.key_id, principal.policy.rate_limit_policy[:64])
+        budget = principal.policy.budget_usd
+        if budget is not None:
+            if budget not in self._key_budgets:
+                if len(self._key_budgets) > 1000:
+                    self._key_budgets.clear()
+                # A budget of 0 allows no spending: a limit too small for any priced request.
+                self._key_budgets[budget] = BudgetPolicy(name=KEY_BUDGET, period="month",
+                                                         limit_usd=max(budget, 1e-9))
+            policies = [*policies, self._key_budgets[budget]]
+        return policies
+
     # -- admission -----------------------------------------------------------------------
-    async def admit(self, request: Request, key_id: str, model: str, body: Mapping[str, Any],
+    async def admit(self, request: Request, principal: Principal, model: str, body: Mapping[str, Any],
                     out: dict[str, str], event: dict[str, Any]) -> Admission:
         """Reserve this request's units under every policy, or raise 429 (or 503)."""
+        key_id = principal.key_id
         estimate = estimate_tokens(body) if self._estimates else Usage(0, 0)
         price = self.prices.estimate(model, estimate) if self._estimates else 0.0
         groups: dict[str, list[_Check]] = {}
-        for policy in self.policies:
+        for policy in self.policies_for(principal):
             if policy.is_budget and price <= 0:
                 continue  # budgets count money: an unpriced route is outside them
             partition, row = address(policy, key_id, request.client_ip, model, request.headers)
@@ -200,10 +232,10 @@ class Limits:
                                headers={**out, "retry-after": "1"})
         if refused:
             event["rate_limited"] = True
-            raise self._refusal(refused, out)
+            raise self._refusal(key_id, refused, out)
         return Admission(self, model, list(outcomes), out)
 
-    def _refusal(self, refused: list[_Outcome], out: dict[str, str]) -> GatewayError:
+    def _refusal(self, key_id: str, refused: list[_Outcome], out: dict[str, str]) -> GatewayError:
         pairs = [(c, r) for o in refused for c, r in zip(o.checks, o.answer["results"], strict=True)  # type: ignore[index]
                  if not r["allowed"]]
         wait = retry_after(r for _, r in pairs)
@@ -214,11 +246,15 @@ class Limits:
             period = getattr(check.policy, "period", "period")
             # Waiting seconds will not help: tell the OpenAI SDKs not to retry.
             headers["x-should-retry"] = "false"
+            if self._alerts is not None:
+                self._alerts.budget_exceeded(key_id, check.policy.name, result["limit"], period)
             return GatewayError(429, f"Budget '{check.policy.name}' exceeded: {result['used']} of "
                                 f"{result['limit']} USD spent this {period}; it resets in {wait}s.",
                                 type="insufficient_quota", code="budget_exceeded", headers=headers)
         check, result = max(pairs, key=lambda pair: pair[1]["retry_after_seconds"])
         unit = check.unit
+        if self._alerts is not None:
+            self._alerts.rate_limited(key_id, result["limit"])
         if result.get("exceeds_limit"):
             message = (f"This request may use up to {math.ceil(check.cost)} {unit}, more than policy "
                        f"'{check.policy.name}' allows ({result['limit']} {unit}); lower max_tokens or shorten it.")

@@ -15,6 +15,7 @@ HEADER_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
 MAX_WINDOW_SECONDS = 366 * 86400
 MAX_LIMIT = 1e12
 DEFAULT_POLICY = "default"
+KEY_BUDGET = "key_budget"  # the monthly budget of a stored key's budget_usd (a reserved name)
 
 Scope = Literal["key", "ip", "model", "user"]
 
@@ -69,6 +70,9 @@ class RateLimitPolicy(_Policy):
     limit: PositiveFloat = Field(le=MAX_LIMIT)  # bucket capacity, or units per window
     window_seconds: PositiveFloat | None = Field(default=None, le=MAX_WINDOW_SECONDS)
     refill_per_second: PositiveFloat | None = None  # token bucket only
+    # "named_keys": only for stored keys whose rate_limit_policy names this policy (it then
+    # replaces "default" for them); "all": every request.
+    applies_to: Literal["all", "named_keys"] = "all"
 
     @model_validator(mode="after")
     def _timing_fits_the_algorithm(self) -> RateLimitPolicy:
@@ -111,6 +115,8 @@ LimitPolicy = RateLimitPolicy | BudgetPolicy
 
 def check_unique_names(rate_limits: tuple[RateLimitPolicy, ...], budgets: tuple[BudgetPolicy, ...]) -> None:
     names = [p.name for p in rate_limits] + [b.name for b in budgets]
+    if KEY_BUDGET in names:
+        raise ValueError(f"the policy name {KEY_BUDGET!r} is reserved for stored keys' budget_usd")
     for name in names:
         if names.count(name) > 1:
             raise ValueError(f"limit policy names must be unique: {name!r} is used twice")

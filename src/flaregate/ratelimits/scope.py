@@ -2,34 +2,21 @@
 
 The client never names its own limit key: the gateway key comes from authentication, the
 client address from the host (the socket peer locally, ``CF-Connecting-IP`` on the edge)
-and is anonymised before use; a user id header is read only when a policy names it, and
-always inside the gateway key's namespace, so one key cannot touch another key's counters.
+and is anonymised before use (IPv4 /24, IPv6 /48, by ``flaregate.privacy``); a user id
+header is read only when a policy names it, and always inside the gateway key's
+namespace, so one key cannot touch another key's counters.
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 
 from ..http import Headers
+from ..privacy import anonymize_ip
 from .policies import LimitPolicy
 
-UNKNOWN_NETWORK = "unknown"
 _SAFE_LABEL = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
-
-
-def anonymise_ip(address: str | None) -> str:
-    """The client's network, never its address: IPv4 /24, IPv6 /48."""
-    text = (address or "").strip().strip("[]").split("%")[0]
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return UNKNOWN_NETWORK
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 def _digest(value: str) -> str:
@@ -57,9 +44,9 @@ def address(policy: LimitPolicy, key_id: str, client_ip: str | None, model: str,
     if "key" in scope or "user" in scope:
         partition = key_partition(key_id)
         if "ip" in scope:
-            parts.append("ip:" + anonymise_ip(client_ip))
+            parts.append("ip:" + anonymize_ip(client_ip or ""))
     elif "ip" in scope:
-        partition = "ip:" + anonymise_ip(client_ip)
+        partition = "ip:" + anonymize_ip(client_ip or "")
     else:
         partition = "model:" + label(model)
     if "model" in scope and not partition.startswith("model:"):

@@ -18,6 +18,7 @@ from ...clock import SystemClock
 from ...config import ConfigError, Settings, settings_from_vars
 from ...objects.metrics_hub import MetricsHub
 from ...objects.rate_limiter import RateLimiter
+from ...objects.security_store import SecurityStore
 from .ports import AlarmScheduler, DurableSql, HibernationBroadcaster, env_vars, plain
 
 log = logging.getLogger("flaregate.edge")
@@ -49,6 +50,14 @@ def usage(limiter: RateLimiter) -> dict[str, Any]:
 
 def reset(limiter: RateLimiter, policy: Any = "") -> dict[str, Any]:
     return limiter.reset(str(policy or ""))
+
+
+def security_store(ctx: Any) -> SecurityStore:
+    return SecurityStore(DurableSql(ctx.storage.sql), SystemClock())
+
+
+def security_op(store: SecurityStore, op: Any, args: Any) -> Any:
+    return store.call(str(op), plain(args) or {})
 
 
 def _tick_seconds(env: Any) -> float:

@@ -24,6 +24,7 @@ from ...ports import UpstreamError, UpstreamTimeout
 log = logging.getLogger("flaregate.edge")
 
 HUB_NAME = "global"  # the single metrics hub instance
+SECURITY_NAME = "global"  # the single security store instance
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,17 @@ class DurableMetricsHub:
 
     async def snapshot(self) -> dict[str, Any]:
         return plain(await self._stub().snapshot())
+
+
+class DurableSecurityStore:
+    """The single SecurityStore Durable Object (key hashes, nonces, webhooks), over RPC."""
+
+    def __init__(self, binding: str = "SECURITY_STORE") -> None:
+        self._binding = binding
+
+    async def call(self, op: str, args: dict[str, Any]) -> Any:
+        stub = getattr(current().env, self._binding).getByName(SECURITY_NAME)
+        return plain(await stub.run_op(op, dict(args)))
 
 
 # -- Durable Object side --------------------------------------------------------------------

@@ -25,6 +25,7 @@ from .ports import (
     HUB_NAME,
     DurableMetricsHub,
     DurableRateLimiter,
+    DurableSecurityStore,
     FetchTransport,
     KVStore,
     RequestScope,
@@ -52,6 +53,8 @@ def gateway_for(env: Any) -> Gateway:
             tasks=WaitUntilTasks(),
             rate_limiter=DurableRateLimiter("RATE_LIMITER"),
             metrics_hub=DurableMetricsHub("METRICS_HUB"),
+            # Stored keys, signing nonces, webhooks; without the binding: configured keys only.
+            security=DurableSecurityStore("SECURITY_STORE") if hasattr(env, "SECURITY_STORE") else None,
         )
         settings = settings_from_vars(found)
         _configure_logging(settings.log_level)
@@ -87,7 +90,7 @@ async def _handle(request: Any, env: Any) -> Any:
                            code="configuration_error") from None
     core = await _to_core(request, gateway.settings.max_body_bytes)
     if core.method == "GET" and core.path == "/ws":
-        gateway.authorize(core)
+        await gateway.authorize(core)
         if (core.headers.get("upgrade") or "").lower() != "websocket":
             raise GatewayError(426, "GET /ws needs a WebSocket upgrade ('Upgrade: websocket').",
                                code="upgrade_required", headers={"upgrade": "websocket"})
