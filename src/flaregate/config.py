@@ -38,6 +38,13 @@ KNOWN_VARS = (
     "RATE_LIMIT_REFILL_PER_SECOND",
     "RATE_LIMIT_PER_HOUR",
     "CACHE_TTL_SECONDS",
+    "CACHE_MAX_TTL_SECONDS",
+    "CACHE_MEMORY_MAX_ENTRIES",
+    "CACHE_MEMORY_MAX_BYTES",
+    "CACHE_MEMORY_TTL_SECONDS",
+    "CACHE_MAX_ENTRY_BYTES",
+    "CACHE_SKIP_LENGTH_FINISH",
+    "FLAREGATE_ADMIN_KEY",
     "MAX_BODY_BYTES",
     "METRICS_TICK_SECONDS",
     "UPSTREAM_TIMEOUT_SECONDS",
@@ -80,6 +87,26 @@ class RouteTarget(_Model):
     model: str | None = None  # None: send the requested model name unchanged
 
 
+class CacheSettings(_Model):
+    """The response cache beyond its default TTL (``cache_ttl_seconds``); see docs/cache.md."""
+
+    max_ttl_seconds: int = Field(default=30 * 86400, ge=1)  # per-request TTLs are clamped to this
+    memory_max_entries: int = Field(default=1000, ge=0)  # 0 turns the in-process tier off
+    memory_max_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    memory_ttl_seconds: int = Field(default=60, ge=1)  # bounds staleness across edge isolates
+    max_entry_bytes: int = Field(default=1_000_000, ge=1024)
+    skip_length_finish: bool = True  # never store answers cut by max_tokens
+    route_ttl_seconds: dict[str, int] = {}  # model alias -> default TTL (0: no cache on that route)
+
+    @field_validator("route_ttl_seconds")
+    @classmethod
+    def _non_negative(cls, ttls: dict[str, int]) -> dict[str, int]:
+        for alias, ttl in ttls.items():
+            if ttl < 0:
+                raise ValueError(f"route {alias!r}: cache_ttl_seconds must be >= 0")
+        return ttls
+
+
 class Settings(_Model):
     environment: str = "development"
     log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
@@ -90,6 +117,8 @@ class Settings(_Model):
     }
     rate_limit: TokenBucketPolicy = TokenBucketPolicy()
     cache_ttl_seconds: int = Field(default=300, ge=0)
+    cache: CacheSettings = CacheSettings()
+    admin_key: SecretStr | None = None  # Bearer secret of the /admin endpoints; unset: disabled
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     metrics_tick_seconds: PositiveFloat = 1.0
     upstream_timeout_seconds: PositiveFloat = 60.0
@@ -111,6 +140,9 @@ class Settings(_Model):
             for target in targets:
                 if target.provider not in names:
                     raise ValueError(f"route {alias!r} names unknown provider {target.provider!r}")
+        for alias in self.cache.route_ttl_seconds:
+            if alias not in self.routes:
+                raise ValueError(f"cache TTL for unknown route {alias!r}")
         return self
 
 
@@ -127,6 +159,33 @@ def _route_target(spec: Any) -> Any:
         provider, _, model = spec.partition("/")
         return {"provider": provider, "model": model or None}
     return spec
+
+
+def _route(alias: str, spec: Any, ttls: dict[str, Any]) -> list[Any]:
+    # A route is a list of targets, one target, or {"targets": [...], "cache_ttl_seconds": N}.
+    if isinstance(spec, dict) and "targets" in spec:
+        extra = set(spec) - {"targets", "cache_ttl_seconds"}
+        if extra:
+            raise ConfigError(f"FLAREGATE_ROUTES: route {alias!r} has unknown fields {sorted(extra)}")
+        if "cache_ttl_seconds" in spec:
+            ttls[alias] = spec["cache_ttl_seconds"]
+        spec = spec["targets"]
+    return [_route_target(t) for t in (spec if isinstance(spec, list) else [spec])]
+
+
+def _cache(vars: Mapping[str, str], route_ttls: dict[str, Any]) -> dict[str, Any]:
+    names = {
+        "CACHE_MAX_TTL_SECONDS": "max_ttl_seconds",
+        "CACHE_MEMORY_MAX_ENTRIES": "memory_max_entries",
+        "CACHE_MEMORY_MAX_BYTES": "memory_max_bytes",
+        "CACHE_MEMORY_TTL_SECONDS": "memory_ttl_seconds",
+        "CACHE_MAX_ENTRY_BYTES": "max_entry_bytes",
+        "CACHE_SKIP_LENGTH_FINISH": "skip_length_finish",
+    }
+    cache: dict[str, Any] = {field: vars[var] for var, field in names.items() if vars.get(var, "") != ""}
+    if route_ttls:
+        cache["route_ttl_seconds"] = route_ttls
+    return cache
 
 
 def _providers(vars: Mapping[str, str]) -> list[dict[str, Any]] | None:
@@ -173,14 +232,12 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     providers = _providers(vars)
     if providers is not None:
         data["providers"] = providers
+    route_ttls: dict[str, Any] = {}
     if "FLAREGATE_ROUTES" in vars:
         raw = _json(vars, "FLAREGATE_ROUTES")
         if not isinstance(raw, dict):
             raise ConfigError("FLAREGATE_ROUTES: must be a JSON object of alias -> targets")
-        data["routes"] = {
-            alias: [_route_target(t) for t in (targets if isinstance(targets, list) else [targets])]
-            for alias, targets in raw.items()
-        }
+        data["routes"] = {alias: _route(alias, spec, route_ttls) for alias, spec in raw.items()}
     elif providers is not None:
         # Providers but no routes: every model name goes to the first provider unchanged.
         first = providers[0].get("name") if isinstance(providers[0], dict) else None
@@ -197,6 +254,11 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
             raise ConfigError("RATE_LIMIT_PER_HOUR: must be a number") from None
     if limit:
         data["rate_limit"] = limit
+    cache = _cache(vars, route_ttls)
+    if cache:
+        data["cache"] = cache
+    if vars.get("FLAREGATE_ADMIN_KEY", "").strip():
+        data["admin_key"] = vars["FLAREGATE_ADMIN_KEY"].strip()
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

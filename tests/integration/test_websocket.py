@@ -70,4 +70,4 @@ async def test_garbage_and_abrupt_disconnects_do_not_disturb_others(fresh):
             assert (await http.post(fresh.base_url + "/v1/chat/completions", json=body)).status_code == 200
         metrics = await next_message(steady, "metrics")
         assert metrics["metrics"]["totals"]["requests"] == 1
-        assert httpx.get(fresh.base_url + "/health").status_code == 200
+        assert httpx.get(fresh.base_url + "/health").status_code == 200  # noqa: ASYNC210
