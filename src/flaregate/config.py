@@ -44,6 +44,7 @@ KNOWN_VARS = (
     "CACHE_MEMORY_TTL_SECONDS",
     "CACHE_MAX_ENTRY_BYTES",
     "CACHE_SKIP_LENGTH_FINISH",
+    "CACHE_SINGLE_FLIGHT",
     "FLAREGATE_ADMIN_KEY",
     "MAX_BODY_BYTES",
     "METRICS_TICK_SECONDS",
@@ -96,6 +97,7 @@ class CacheSettings(_Model):
     memory_ttl_seconds: int = Field(default=60, ge=1)  # bounds staleness across edge isolates
     max_entry_bytes: int = Field(default=1_000_000, ge=1024)
     skip_length_finish: bool = True  # never store answers cut by max_tokens
+    single_flight: bool = True  # identical concurrent requests share one upstream call
     route_ttl_seconds: dict[str, int] = {}  # model alias -> default TTL (0: no cache on that route)
 
     @field_validator("route_ttl_seconds")
@@ -181,6 +183,7 @@ def _cache(vars: Mapping[str, str], route_ttls: dict[str, Any]) -> dict[str, Any
         "CACHE_MEMORY_TTL_SECONDS": "memory_ttl_seconds",
         "CACHE_MAX_ENTRY_BYTES": "max_entry_bytes",
         "CACHE_SKIP_LENGTH_FINISH": "skip_length_finish",
+        "CACHE_SINGLE_FLIGHT": "single_flight",
     }
     cache: dict[str, Any] = {field: vars[var] for var, field in names.items() if vars.get(var, "") != ""}
     if route_ttls:

@@ -131,6 +131,7 @@ class CacheLayer:
         self.cache = ResponseCache(ports.cache, ports.clock, ports.tasks, memory, policy.memory_ttl_seconds)
         self.namespaces = NamespaceGenerations(ports.cache, ports.clock, policy.max_ttl_seconds + 86400)
         self.flights = SingleFlight()
+        self._solo = 0
         self.statuses: Counter[str] = Counter()
 
     def _default_ttl(self, model: str) -> int:
@@ -205,7 +206,11 @@ class CacheLayer:
                 event["bytes_saved"] = reader.delivered
                 event["tokens_saved"] = getattr(reader.recorder, "tokens", 0)
 
-        target, reader = await self.flights.join(plan.flight_key, call, lambda: _Recorder(self, plan), on_close)
+        flight_key = plan.flight_key
+        if not self.settings.cache.single_flight:  # a flight of one: recorded, never shared
+            self._solo += 1
+            flight_key += f"|solo{self._solo}"
+        target, reader = await self.flights.join(flight_key, call, lambda: _Recorder(self, plan), on_close)
         if reader.follower:
             event["cache_collapsed"] = True
         return target, reader

@@ -5,10 +5,13 @@ is in flight join it. Every participant gets its own reader (an UpstreamResponse
 sees the same status, headers and bytes from the start, in step with the upstream: a
 streamed answer reaches every reader chunk by chunk as it arrives, never held back.
 
-There is no background pump: whichever reader needs the next chunk first pulls it, and
-the others wait for it. When the last reader leaves before the end, the upstream call is
-closed (no one pays for tokens no one reads). A ``FlightRecorder`` sees every chunk once
-and is told, once, how the flight ended; the cache uses it to store the answer.
+There is no background pump. The request that opened the call reads the upstream body
+and the others wait for each chunk it reads; only when it has left (its client went away)
+does the next reader take over. That owner rule matters on the edge, where workerd lets no
+request read an I/O object (a fetch body) that belongs to another. When the last reader
+leaves before the end, the upstream call is closed (no one pays for tokens no one reads).
+A ``FlightRecorder`` sees every chunk once and is told, once, how the flight ended; the
+cache uses it to store the answer.
 
 In process only: one registry per process locally, one per isolate on the edge.
 """
@@ -46,6 +49,7 @@ class _Flight:
         self.upstream: UpstreamResponse | None = None
         self.chunks: list[bytes] = []
         self.readers = 0
+        self.owner_reading = True  # the opener's reader is still here: only it pulls
         self.pulling = False
         self.finished = False
         self.failure: UpstreamError | None = None
@@ -72,6 +76,13 @@ class _Flight:
 
     async def wait_for_change(self) -> None:
         await self._changed.wait()
+
+    def may_pull(self, reader: SharedResponse) -> bool:
+        return not self.pulling and (reader.owner or not self.owner_reading)
+
+    def owner_left(self) -> None:
+        self.owner_reading = False
+        self._notify()  # a waiting follower takes over the pulling
 
     async def pull(self, wanted: str) -> None:
         """Fetch the next piece of the body for every reader (only one puller at a time)."""
@@ -151,6 +162,7 @@ class SharedResponse:
         self.status = upstream.status
         self.headers: Mapping[str, str] = upstream.headers
         self.follower = follower
+        self.owner = not follower
         self.delivered = 0  # bytes this reader received
         self._on_close = on_close
         self._closed = False
@@ -171,18 +183,18 @@ class SharedResponse:
                 if flight.failure is not None:
                     raise flight.failure
                 return
-            elif flight.pulling:
-                await flight.wait_for_change()
-            else:
+            elif flight.may_pull(self):
                 await flight.pull("stream")
+            else:
+                await flight.wait_for_change()
 
     async def read(self) -> bytes:
         flight = self._flight
         while not flight.finished:
-            if flight.pulling:
-                await flight.wait_for_change()
-            else:
+            if flight.may_pull(self):
                 await flight.pull("read")
+            else:
+                await flight.wait_for_change()
         if flight.failure is not None:
             raise flight.failure
         body = b"".join(flight.chunks)
@@ -193,6 +205,8 @@ class SharedResponse:
         if self._closed:
             return
         self._closed = True
+        if self.owner:
+            self._flight.owner_left()
         if self._on_close is not None:
             try:
                 self._on_close(self)
@@ -232,6 +246,8 @@ class SingleFlight:
         try:
             target, upstream = await asyncio.shield(flight.opening)
         except BaseException:
+            if not follower:
+                flight.owner_reading = False
             flight.readers -= 1
             if flight.readers == 0 and flight.upstream is not None and not flight.finished:
                 flight._finish(UpstreamError("every reader went away"))

@@ -216,6 +216,17 @@ async def test_twenty_identical_concurrent_requests_make_one_upstream_call(strea
     assert (await gateway.handle(ask("a", stream=stream))).headers["x-flaregate-cache"] == "HIT"
 
 
+async def test_single_flight_can_be_turned_off():
+    transport = GatedTransport(completion("one"), completion("two"))
+    gateway, _, _ = build({"CACHE_SINGLE_FLIGHT": "false"}, transport=transport)
+    pending = [asyncio.ensure_future(gateway.handle(ask("a"))) for _ in range(2)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    transport.gate.set()
+    assert sorted(content_of(r.body) for r in await asyncio.gather(*pending)) == ["one", "two"]
+    assert (await gateway.handle(ask("a"))).headers["x-flaregate-cache"] == "HIT"
+
+
 async def test_different_shapes_do_not_share_a_flight_but_share_the_entry():
     transport = GatedTransport(completion("json answer"), sse_response("sse answer"))
     gateway, _, _ = build(transport=transport)

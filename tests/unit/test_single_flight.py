@@ -102,6 +102,21 @@ async def test_a_late_joiner_gets_the_chunks_it_missed_then_follows_live():
     assert await late_task == [b"1", b"2", b"3"] and late.follower
 
 
+async def test_only_the_opener_reads_the_upstream_until_it_leaves_then_a_follower_takes_over():
+    # On the edge a request may not read another request's fetch body while that one is alive.
+    flights = SingleFlight()
+    response = GatedResponse([b"1", b"2"])
+    _, owner = await flights.join("k", opener(response, []), Recorder)
+    _, follower = await flights.join("k", opener(response, []), Recorder)
+    waiting = asyncio.ensure_future(drain(follower))
+    response.release(2)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert response.pulled == 0 and not waiting.done()
+    await owner.aclose()
+    assert await waiting == [b"1", b"2"]
+
+
 async def test_the_opener_failure_reaches_everyone_and_the_next_request_tries_again():
     flights, calls = SingleFlight(), []
     gate = asyncio.Event()
