@@ -74,12 +74,21 @@ class MetricsHub:
         self._tick = tick_seconds
         for statement in SCHEMA:
             sql.exec(statement)
-        existing = {row["name"] for row in sql.exec("PRAGMA table_info(hub_minute)")}
-        for column in _ADDED_COLUMNS:
-            if column not in existing:
-                sql.exec(f"ALTER TABLE hub_minute ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+        self._add_columns()
         if self._state("started_at") is None:
             self._set_state("started_at", clock.now())
+
+    def _add_columns(self) -> None:
+        try:
+            existing = {row["name"] for row in self._sql.exec("PRAGMA table_info(hub_minute)")}
+        except Exception:  # a store without this PRAGMA: try each column
+            existing = set()
+        for column in _ADDED_COLUMNS:
+            if column not in existing:
+                try:
+                    self._sql.exec(f"ALTER TABLE hub_minute ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+                except Exception:  # already there
+                    pass
 
     # -- state helpers -------------------------------------------------------------------
     def _state(self, name: str) -> float | None:
