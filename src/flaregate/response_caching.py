@@ -62,6 +62,13 @@ class CachePlan:
         return f"{self.key}|{'sse' if self.stream else 'json'}|{int(self.include_usage)}"
 
 
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    entry: CacheEntry
+    tier: Tier
+    body: bytes  # rendered in the requested shape (JSON, or SSE ending in [DONE])
+
+
 class _Recorder:
     """Sees one flight's bytes; at the end, stores the answer when it may be cached."""
 
@@ -156,7 +163,11 @@ class CacheLayer:
         except NamespaceStoreError:
             log.warning("cache store unreachable; request not cached")
             return self._count(plan)
-        plan.key = cache_key(tenant, route_signature(targets), body, namespace, generation)
+        try:
+            plan.key = cache_key(tenant, route_signature(targets), body, namespace, generation)
+        except RecursionError:  # absurdly deep JSON: served, but not cached
+            log.warning("request body too deeply nested to key; request not cached")
+            return self._count(plan)
         plan.status = REFRESH if directives.no_cache else MISS
         return self._count(plan)
 
@@ -164,32 +175,37 @@ class CacheLayer:
         self.statuses[plan.status] += 1
         return plan
 
-    async def lookup(self, plan: CachePlan) -> tuple[CacheEntry, Tier] | None:
+    async def lookup(self, plan: CachePlan) -> CachedAnswer | None:
+        """The stored answer, already in the shape the request asked for, or None."""
         if plan.status != MISS or plan.key is None:
             return None
         found = await self.cache.get(plan.key)
-        if found is not None:
-            self.statuses[MISS] -= 1
-            self.statuses[HIT] += 1
-        return found
+        if found is None:
+            return None
+        entry, tier = found
+        try:
+            body = render_sse(entry.completion, plan.include_usage) if plan.stream else entry.body.encode()
+        except (RecursionError, ValueError, TypeError):  # cannot be replayed: serve it fresh
+            log.warning("cache entry %s cannot be rendered; treating as a miss", key_hash(plan.key))
+            return None
+        self.statuses[MISS] -= 1
+        self.statuses[HIT] += 1
+        return CachedAnswer(entry, tier, body)
 
     def _debug(self, plan: CachePlan) -> dict[str, str]:
         return {KEY_HEADER: key_hash(plan.key)} if plan.debug and plan.key else {}
 
-    def hit_response(self, plan: CachePlan, found: tuple[CacheEntry, Tier], out: dict[str, str],
+    def hit_response(self, plan: CachePlan, hit: CachedAnswer, out: dict[str, str],
                      event: dict[str, Any]) -> Response:
-        entry, tier = found
-        now = self.clock.now()
+        entry, body, now = hit.entry, hit.body, self.clock.now()
         if plan.stream:
-            body = render_sse(entry.completion, plan.include_usage)
             shape = {"content-type": "text/event-stream", "cache-control": "no-cache"}
         else:
-            body = entry.body.encode()
             shape = {"content-type": "application/json"}
         headers = {**out, **shape, STATUS_HEADER: HIT, "x-flaregate-provider": entry.provider,
-                   "cache-status": cache_status(HIT, tier=tier, ttl=entry.expires_at - now),
+                   "cache-status": cache_status(HIT, tier=hit.tier, ttl=entry.expires_at - now),
                    "age": str(max(0, int(now - entry.stored_at))), **self._debug(plan)}
-        event.update(cache=HIT, cache_tier=tier, provider=entry.provider, bytes_saved=len(body),
+        event.update(cache=HIT, cache_tier=hit.tier, provider=entry.provider, bytes_saved=len(body),
                      tokens_saved=entry.tokens)
         if plan.stream:
             event["stream_outcome"] = "replayed"

@@ -55,6 +55,7 @@ class _Flight:
         self.failure: UpstreamError | None = None
         self.mode: str | None = None  # "stream" (chunk by chunk) or "read" (the whole body)
         self._iterator: AsyncIterator[bytes] | None = None
+        self._recorder_broken = False
         self._changed = asyncio.Event()
 
     async def open(self, opener: Opener) -> tuple[Any, UpstreamResponse]:
@@ -121,9 +122,12 @@ class _Flight:
         self._feed(chunk)
 
     def _feed(self, chunk: bytes) -> None:
+        if self._recorder_broken:
+            return
         try:
             self.recorder.feed(chunk)
-        except Exception:  # recording is best effort; the answer still flows
+        except Exception:  # recording is best effort; the answer still flows, unrecorded
+            self._recorder_broken = True
             log.warning("flight recorder failed", exc_info=True)
 
     def _finish(self, failure: UpstreamError | None) -> None:
@@ -132,7 +136,8 @@ class _Flight:
         self.finished = True
         self.failure = failure
         try:
-            self.recorder.finish(self.target, self.upstream.status if self.upstream else 0, failure is None)
+            if not self._recorder_broken:  # a recorder that missed a chunk must not store
+                self.recorder.finish(self.target, self.upstream.status if self.upstream else 0, failure is None)
         except Exception:
             log.warning("flight recorder failed", exc_info=True)
         self.registry._forget(self)  # after the recorder stored the answer: no gap for newcomers

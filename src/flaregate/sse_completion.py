@@ -79,6 +79,12 @@ class StreamAssembler:
             return
         self._pending += chunk
         *lines, self._pending = self._pending.split(b"\n")
+        try:
+            self._lines(lines)
+        except RecursionError:
+            self._fail("the stream carried an event nested too deeply")
+
+    def _lines(self, lines: list[bytes]) -> None:
         for raw in lines:
             line = raw.rstrip(b"\r").decode("utf-8", "replace")
             if not line:
@@ -105,6 +111,9 @@ class StreamAssembler:
             return
         try:
             event = json.loads(data)
+        except RecursionError:
+            self._fail("the stream carried an event nested too deeply")
+            return
         except ValueError:
             self._fail("the stream carried an event that is not JSON")
             return

@@ -152,7 +152,7 @@ async def test_a_store_hit_is_promoted_into_memory():
     assert (await cache.get("k"))[1] == "memory"
 
 
-async def test_corrupt_entry_is_a_miss_and_is_deleted():
+async def test_corrupt_entry_is_a_miss_is_deleted_and_is_logged(caplog):
     clock, kv, tasks, cache = two_tiers(memory_entries=0)
     good = entry(clock).to_text()
     for corrupt in ("{not json", good[: len(good) // 2], json.dumps([1]),
@@ -164,6 +164,7 @@ async def test_corrupt_entry_is_a_miss_and_is_deleted():
         assert await cache.get("k") is None
         assert "k" not in kv.data
     assert cache.stats()["store"]["corrupt_deleted"] == 7
+    assert sum("corrupt cache entry" in r.message for r in caplog.records) == 7
 
 
 async def test_a_store_that_is_down_degrades_to_no_cache():

@@ -356,6 +356,14 @@ async def test_a_corrupt_stored_entry_is_a_miss_is_deleted_and_never_reaches_the
     assert json.loads(kv[key][0])["body"]  # replaced by the fresh answer
 
 
+async def test_a_body_too_deep_to_key_is_served_uncached():
+    gateway, _, _ = build()
+    deep = b"[" * 600 + b"]" * 600
+    raw = b'{"model": "mock-1", "messages": [{"role": "user", "content": "x"}], "extra": ' + deep + b"}"
+    response = await gateway.handle(chat(raw=raw))
+    assert response.status == 200 and response.headers["x-flaregate-cache"] == "BYPASS"
+
+
 async def test_tenants_never_read_each_other():
     transport = ScriptedTransport(completion("for one"), completion("for two"))
     gateway, _, _ = build({"FLAREGATE_API_KEYS": f"{KEY},second-key"}, transport=transport)

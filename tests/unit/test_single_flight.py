@@ -163,6 +163,21 @@ async def test_a_broken_upstream_reaches_every_reader_after_the_chunks_it_sent()
         assert got == [b"1"]
 
 
+async def test_a_recorder_that_fails_once_never_stores_a_partial_answer():
+    class Flaky(Recorder):
+        def feed(self, chunk):
+            if chunk == b"2":
+                raise RuntimeError("boom")
+            super().feed(chunk)
+
+    flights, recorder = SingleFlight(), Flaky()
+    response = GatedResponse([b"1", b"2", b"3"])
+    _, reader = await flights.join("k", opener(response, []), lambda: recorder)
+    response.release(3)
+    assert await drain(reader) == [b"1", b"2", b"3"]  # the client still gets every chunk
+    assert recorder.fed == [b"1"] and recorder.finished == []
+
+
 async def test_read_shares_the_whole_body_and_reports_bytes_delivered():
     flights = SingleFlight()
     response = GatedResponse([b'{"a":', b"1}"])

@@ -99,6 +99,9 @@ def test_incomplete_broken_or_oversized_streams_are_not_assembled():
     assert assemble(sse(b"{not json") + whole)[1] == "the stream carried an event that is not JSON"
     assert "larger" in assemble(whole, max_bytes=50)[1]
     assert assemble(sse(b"[DONE]"))[1] == "the stream had no choices"
+    for depth in (700, 5000):  # too deep to copy, too deep to parse
+        deep = b'{"choices": [{"index": 0, "delta": {"x": ' + b"[" * depth + b"]" * depth + b"}}]}"
+        assert assemble(sse(deep) + whole)[1] == "the stream carried an event nested too deeply"
 
 
 def test_storable_rules():
