@@ -7,6 +7,7 @@ host's (it needs an upgrade) but authorisation goes through :meth:`Gateway.autho
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +21,7 @@ from .admin_api import AdminApi
 from .alerts import Alerts
 from .analytics import Analytics
 from .auth import KeyRing
-from .cache import ResponseCache, cache_key
+from .cache_admin import CacheAdmin
 from .config import Settings
 from .errors import GatewayError, bad_request, upstream_error
 from .http import Request, Response, json_response
@@ -31,7 +32,8 @@ from .providers import build_providers
 from .ratelimits import admin as limits_admin
 from .ratelimits.enforcer import Admission, Limits
 from .ratelimits.estimate import StreamUsage, usage_from
-from .routing import Router, Target, route_signature
+from .response_caching import CacheLayer
+from .routing import Router, Target
 from .schemas import ChatCompletionRequest, validation_error
 from .security_gate import SecurityGate
 from .webhooks import WebhookDispatcher
@@ -53,12 +55,15 @@ class Gateway:
         self.ports = ports
         self.keys = keys if keys is not None else KeyRing(k.get_secret_value() for k in settings.api_keys)
         self.router = Router(settings, build_providers(settings, ports.upstream))
-        self.cache = ResponseCache(ports.cache, settings.cache_ttl_seconds)
+        self.caching = CacheLayer(settings, ports)
+        cache_admin = CacheAdmin(self.caching)
         self.analytics = Analytics(ports.metrics_hub, ports.tasks)
         self._routes: dict[tuple[str, str], Callable[[Request, dict[str, str]], Awaitable[Response]]] = {
             ("GET", "/health"): self._health,
             ("GET", "/v1/models"): self._models,
             ("POST", CHAT_PATH): self._chat,
+            ("POST", "/admin/cache/purge"): cache_admin.purge,
+            ("GET", "/admin/cache/stats"): cache_admin.stats,
         }
         self._paths = {path for _, path in self._routes} | {"/ws"}
         # Keys, signing, limits, CORS, webhooks: see access.py, security_gate.py, webhooks.py.
@@ -160,28 +165,24 @@ class Gateway:
             targets = self.router.resolve(body["model"])
         with profiler.phase("ratelimit"):
             admission = await self.ratelimits.admit(request, principal, body["model"], body, out, event)
-        key = None
-        if self.cache.enabled and not stream:
-            with profiler.phase("cache"):
-                key = cache_key(tenant, route_signature(targets), body)
-                entry = await self.cache.get(key)
-            if entry is not None:
-                await admission.refund()  # nothing went upstream: the reserved tokens go back
-                event.update(cache="HIT", provider=entry["provider"])
-                return Response(200, {**out, "content-type": "application/json", "x-flaregate-cache": "HIT",
-                                      "x-flaregate-provider": entry["provider"]}, entry["body"].encode())
-            event["cache"] = "MISS"
+        with profiler.phase("cache"):
+            plan = await self.caching.plan(request.headers, tenant, body, targets)
+            hit = await self.caching.lookup(plan)
+        event["cache"] = plan.status
+        if hit is not None:
+            await admission.refund()  # nothing went upstream: the reserved tokens go back
+            return self.caching.hit_response(plan, hit, out, event)
         forward = {"x-request-id": out["x-request-id"],
                    "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
         upstream_started = self.ports.clock.monotonic()
         try:
-            target, upstream = await self._call_upstream(targets, body, forward, event)
+            target, upstream = await self.caching.fetch(
+                plan, lambda: self._call_upstream(targets, body, forward, event), event)
         except GatewayError:
             await admission.refund()
             raise
         event["provider"] = target.provider.name
-        headers = {**out, "x-flaregate-provider": target.provider.name,
-                   "x-flaregate-cache": "MISS" if key else "BYPASS",
+        headers = {**out, "x-flaregate-provider": target.provider.name, **self.caching.miss_headers(plan, upstream),
                    "content-type": upstream.headers.get("content-type", "application/json")}
         if stream and upstream.status == 200:
             profiler.add("upstream_first_byte", (self.ports.clock.monotonic() - upstream_started) * 1000)
@@ -202,16 +203,18 @@ class Gateway:
             try:
                 completion = json.loads(payload)
                 usage = completion.get("usage") or {}
-                event["tokens_in"] = usage.get("prompt_tokens")
-                event["tokens_out"] = usage.get("completion_tokens")
+                if not event.get("cache_collapsed"):  # a shared answer cost nothing: tokens_saved
+                    event["tokens_in"] = usage.get("prompt_tokens")
+                    event["tokens_out"] = usage.get("completion_tokens")
             except (ValueError, AttributeError):
                 await admission.refund()
                 raise upstream_error(502, f"Upstream provider '{target.provider.name}' returned malformed JSON.",
                                      code="upstream_malformed_response") from None
-            headers.update(await admission.settle(usage_from(completion), target.provider.name, target.model))
-        if key is not None:
-            with profiler.phase("cache_store"):
-                await self.cache.put(key, payload, target.provider.name)
+            if event.get("cache_collapsed"):  # another request's answer: nothing spent upstream
+                headers.update(await admission.refund())
+            else:
+                headers.update(await admission.settle(usage_from(completion), target.provider.name, target.model))
+        self.caching.mark_stored(headers, upstream)
         return Response(200, headers, payload)
 
     def _parse_chat(self, request: Request) -> dict[str, Any]:
@@ -315,15 +318,20 @@ class Gateway:
             outcome = "interrupted"
             yield _stream_error_event(f"The upstream stream was interrupted: {exc}", "upstream_stream_interrupted")
             yield b"data: [DONE]\n\n"
+        except (GeneratorExit, asyncio.CancelledError):
+            outcome = "aborted"  # the client went away; not an upstream error
+            raise
         finally:
             await upstream.aclose()
             profiler.add("upstream", (self.ports.clock.monotonic() - started) * 1000)
             event["stream_outcome"] = outcome
-            if outcome != "complete":
+            if outcome not in ("complete", "aborted"):
                 event["error"] = outcome
             self._finish(event, 200, profiler)
             usage = sniffer.usage() if sniffer is not None else None
-            if usage is not None:
+            if event.get("cache_collapsed"):  # another request's stream: nothing spent upstream
+                self.ports.tasks.run(admission.settle_later(None, target.provider.name, target.model))
+            elif usage is not None:
                 self.ports.tasks.run(admission.settle_later(usage, target.provider.name, target.model))
             else:
                 admission.keep()  # no usage in the stream: the estimate stands

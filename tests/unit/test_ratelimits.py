@@ -359,3 +359,13 @@ def test_the_stored_key_budget_name_is_reserved():
 
     with pytest.raises(ConfigError, match="reserved"):
         settings_from_vars({"FLAREGATE_BUDGETS": '[{"name": "key_budget", "period": "day", "limit_usd": 1}]'})
+
+
+async def test_a_cache_hit_costs_no_tokens():
+    gateway, *_ = build({**policies(TPM), "CACHE_TTL_SECONDS": "60"})
+    body = {"model": "mock-1", "max_tokens": 300, "messages": [{"role": "user", "content": "same again"}]}
+    first, second = await gateway.handle(chat(body)), await gateway.handle(chat(body))
+    assert (first.headers["x-flaregate-cache"], second.headers["x-flaregate-cache"]) == ("MISS", "HIT")
+    spent = json.loads(first.body)["usage"]["total_tokens"]
+    assert first.headers["x-ratelimit-remaining-tokens"] == str(10000 - spent)
+    assert second.headers["x-ratelimit-remaining-tokens"] == str(10000 - spent)  # the estimate went back

@@ -124,8 +124,12 @@ class Admission:
         return await self._finish(usage.total, self._limits.prices.cost(self._model, provider, upstream_model, usage))
 
     async def settle_later(self, usage: Usage | None, provider: str, upstream_model: str) -> None:
-        """``settle`` as background work (a stream's usage arrives after its response)."""
-        await self.settle(usage, provider, upstream_model)
+        """As background work (a stream's usage arrives after its response): ``settle``
+        with the usage, or ``refund`` without one."""
+        if usage is None:
+            await self.refund()
+        else:
+            await self.settle(usage, provider, upstream_model)
 
     async def _finish(self, tokens: int, cost: float) -> dict[str, str]:
         """Returns the token headers as they stand afterwards (also updated in place in the
