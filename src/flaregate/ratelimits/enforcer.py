@@ -177,6 +177,7 @@ class Limits:
         self._for_all = [p for p in self.policies if getattr(p, "applies_to", "all") == "all"]
         self._by_name = {p.name: p for p in self.policies if not p.is_budget}
         self._key_budgets: dict[float, BudgetPolicy] = {}
+        self._warned: set[str] = set()
         self._estimates = self.prices.priced or any(getattr(p, "unit", "requests") != "requests"
                                                     for p in self.policies)
         self._last_report = -math.inf
@@ -190,7 +191,8 @@ class Limits:
         named = self._by_name.get(principal.policy.rate_limit_policy or "")
         if named is not None:
             policies = [p for p in policies if p.name not in (DEFAULT_POLICY, named.name)] + [named]
-        elif principal.policy.rate_limit_policy:
+        elif principal.policy.rate_limit_policy and principal.key_id not in self._warned:
+            self._warned.add(principal.key_id)  # once per key and process, not per request
             log.warning("key %s names unknown rate-limit policy %r; the default applies",
                         principal.key_id, principal.policy.rate_limit_policy[:64])
         budget = principal.policy.budget_usd
