@@ -15,12 +15,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     PositiveFloat,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+
+from .ratelimits.policies import BudgetPolicy, RateLimitPolicy, check_unique_names
 
 MOCK_PROVIDER = "mock"
 WILDCARD_ROUTE = "*"
@@ -37,6 +40,8 @@ KNOWN_VARS = (
     "RATE_LIMIT_CAPACITY",
     "RATE_LIMIT_REFILL_PER_SECOND",
     "RATE_LIMIT_PER_HOUR",
+    "FLAREGATE_RATE_LIMITS",
+    "FLAREGATE_BUDGETS",
     "CACHE_TTL_SECONDS",
     "CACHE_MAX_TTL_SECONDS",
     "CACHE_MEMORY_MAX_ENTRIES",
@@ -92,6 +97,9 @@ class ProviderConfig(_Model):
 class RouteTarget(_Model):
     provider: str
     model: str | None = None  # None: send the requested model name unchanged
+    # USD per 1 million tokens, for spending budgets (unpriced targets cost nothing).
+    input_price_per_1m: NonNegativeFloat | None = None
+    output_price_per_1m: NonNegativeFloat | None = None
 
 
 class SecuritySettings(_Model):
@@ -144,6 +152,8 @@ class Settings(_Model):
         "mock-1": (RouteTarget(provider=MOCK_PROVIDER),)
     }
     rate_limit: TokenBucketPolicy = TokenBucketPolicy()
+    rate_limits: tuple[RateLimitPolicy, ...] = ()  # added to (or, named "default", replacing) rate_limit
+    budgets: tuple[BudgetPolicy, ...] = ()
     cache_ttl_seconds: int = Field(default=300, ge=0)
     cache: CacheSettings = CacheSettings()
     admin_key: SecretStr | None = None  # Bearer secret of the /admin endpoints; unset: disabled
@@ -172,6 +182,7 @@ class Settings(_Model):
         for alias in self.cache.route_ttl_seconds:
             if alias not in self.routes:
                 raise ValueError(f"cache TTL for unknown route {alias!r}")
+        check_unique_names(self.rate_limits, self.budgets)
         return self
 
 
@@ -302,6 +313,12 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
             raise ConfigError("RATE_LIMIT_PER_HOUR: must be a number") from None
     if limit:
         data["rate_limit"] = limit
+    for var, field in (("FLAREGATE_RATE_LIMITS", "rate_limits"), ("FLAREGATE_BUDGETS", "budgets")):
+        if vars.get(var, "").strip():
+            policies = _json(vars, var)
+            if not isinstance(policies, list):
+                raise ConfigError(f"{var}: must be a JSON list of policies")
+            data[field] = policies
     data["security"] = _security(vars)
 
     cache = _cache(vars, route_ttls)

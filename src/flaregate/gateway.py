@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -30,6 +29,9 @@ from .ports import Ports, UpstreamError, UpstreamResponse, UpstreamTimeout
 from .privacy import client_address, redact
 from .profiler import Profiler
 from .providers import build_providers
+from .ratelimits import admin as limits_admin
+from .ratelimits.enforcer import Admission, Limits
+from .ratelimits.estimate import StreamUsage, usage_from
 from .response_caching import CacheLayer
 from .routing import Router, Target
 from .schemas import ChatCompletionRequest, validation_error
@@ -40,14 +42,6 @@ log = logging.getLogger("flaregate")
 
 CHAT_PATH = "/v1/chat/completions"
 _MAX_ERROR_BODY = 4096
-
-
-def _format_duration(seconds: float) -> str:
-    """OpenAI's reset format: '1s', '6m0s', '0.5s'."""
-    if seconds < 60:
-        return f"{max(0.0, round(seconds, 3)):g}s"
-    minutes, secs = divmod(int(math.ceil(seconds)), 60)
-    return f"{minutes}m{secs}s"
 
 
 def _stream_error_event(message: str, code: str) -> bytes:
@@ -64,7 +58,6 @@ class Gateway:
         self.caching = CacheLayer(settings, ports)
         cache_admin = CacheAdmin(self.caching)
         self.analytics = Analytics(ports.metrics_hub, ports.tasks)
-        self._policy = settings.rate_limit.as_dict()
         self._routes: dict[tuple[str, str], Callable[[Request, dict[str, str]], Awaitable[Response]]] = {
             ("GET", "/health"): self._health,
             ("GET", "/v1/models"): self._models,
@@ -80,6 +73,8 @@ class Gateway:
         self.webhooks = WebhookDispatcher(security, ports.security, ports.upstream, ports.tasks, ports.clock)
         self.alerts = Alerts(self.webhooks, ports.clock)
         self.admin_api = AdminApi(settings, ports.security, self.access, self.webhooks, ports.clock)
+        self.ratelimits = Limits(settings, ports.rate_limiter, ports.clock, self.analytics, self.alerts)
+        self._ratelimits_admin = limits_admin.RateLimitAdmin(settings, self.ratelimits)
         self._upstream_secrets = [p.api_key.get_secret_value() for p in settings.providers if p.api_key]
 
     # -- entry points --------------------------------------------------------------------
@@ -89,7 +84,8 @@ class Gateway:
         try:
             response = await self.gate.screen(request)
             if response is None:
-                handler = self._routes.get((request.method, request.path)) or self.admin_api.route(request)
+                handler = (self._routes.get((request.method, request.path)) or self.admin_api.route(request)
+                           or self._ratelimit_admin_route(request))
                 if handler is None:
                     raise self._no_route(request)
                 response = await handler(request, out_headers)
@@ -115,6 +111,12 @@ class Gateway:
         return GatewayError(404, f"Unknown path {redact(request.path[:200])}.", code="unknown_url")
 
     # -- small endpoints -----------------------------------------------------------------
+    def _ratelimit_admin_route(self, request: Request) -> Callable[[Request, dict[str, str]], Awaitable[Response]] | None:
+        return self._ratelimit_admin if request.path.startswith(limits_admin.PREFIX) else None
+
+    async def _ratelimit_admin(self, request: Request, out: dict[str, str]) -> Response:
+        return await self._ratelimits_admin.handle(request)
+
     async def _health(self, request: Request, out: dict[str, str]) -> Response:
         return json_response({"status": "ok", "version": __version__, "environment": self.settings.environment})
 
@@ -159,37 +161,44 @@ class Gateway:
             principal = await self.access.authenticate(request)
             self.access.check_model(principal, body["model"])
             event["key_id"] = tenant = principal.key_id
-        with profiler.phase("ratelimit"):
-            await self._rate_limit(tenant, out, event)
-        with profiler.phase("route"):
+        with profiler.phase("route"):  # before the limits: an unrouted model costs nothing
             targets = self.router.resolve(body["model"])
+        with profiler.phase("ratelimit"):
+            admission = await self.ratelimits.admit(request, principal, body["model"], body, out, event)
         with profiler.phase("cache"):
             plan = await self.caching.plan(request.headers, tenant, body, targets)
             hit = await self.caching.lookup(plan)
         event["cache"] = plan.status
         if hit is not None:
+            await admission.refund()  # nothing went upstream: the reserved tokens go back
             return self.caching.hit_response(plan, hit, out, event)
         forward = {"x-request-id": out["x-request-id"],
                    "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
         upstream_started = self.ports.clock.monotonic()
-        target, upstream = await self.caching.fetch(
-            plan, lambda: self._call_upstream(targets, body, forward, event), event)
+        try:
+            target, upstream = await self.caching.fetch(
+                plan, lambda: self._call_upstream(targets, body, forward, event), event)
+        except GatewayError:
+            await admission.refund()
+            raise
         event["provider"] = target.provider.name
         headers = {**out, "x-flaregate-provider": target.provider.name, **self.caching.miss_headers(plan, upstream),
                    "content-type": upstream.headers.get("content-type", "application/json")}
         if stream and upstream.status == 200:
             profiler.add("upstream_first_byte", (self.ports.clock.monotonic() - upstream_started) * 1000)
             headers["cache-control"] = "no-cache"
-            return Response(200, headers, self._relay(upstream, profiler, event))
+            return Response(200, headers, self._relay(upstream, profiler, event, admission, target))
         with profiler.phase("upstream"):
             try:
                 payload = await upstream.read()
             except UpstreamError as exc:
+                await admission.refund()
                 raise upstream_error(502, f"Upstream provider '{target.provider.name}' broke the connection: {exc}") from None
             finally:
                 await upstream.aclose()
         with profiler.phase("format"):
             if upstream.status != 200:
+                headers.update(await admission.refund())
                 return self._upstream_failure_response(upstream.status, upstream.headers, payload, headers)
             try:
                 completion = json.loads(payload)
@@ -198,8 +207,13 @@ class Gateway:
                     event["tokens_in"] = usage.get("prompt_tokens")
                     event["tokens_out"] = usage.get("completion_tokens")
             except (ValueError, AttributeError):
+                await admission.refund()
                 raise upstream_error(502, f"Upstream provider '{target.provider.name}' returned malformed JSON.",
                                      code="upstream_malformed_response") from None
+            if event.get("cache_collapsed"):  # another request's answer: nothing spent upstream
+                headers.update(await admission.refund())
+            else:
+                headers.update(await admission.settle(usage_from(completion), target.provider.name, target.model))
         self.caching.mark_stored(headers, upstream)
         return Response(200, headers, payload)
 
@@ -219,24 +233,6 @@ class Gateway:
             raise validation_error(exc) from None
         limits.check_chat(body, self.settings.security)
         return body
-
-    async def _rate_limit(self, tenant: str, out: dict[str, str], event: dict[str, Any]) -> None:
-        try:
-            decision = await self.ports.rate_limiter.check(f"key:{tenant}", self._policy, 1.0)
-        except Exception:
-            # Fail open: an unreachable limiter must not take the API down (logged loudly).
-            log.error("rate limiter unreachable; admitting request", exc_info=True)
-            return
-        out["x-ratelimit-limit-requests"] = str(decision["limit"])
-        out["x-ratelimit-remaining-requests"] = str(decision["remaining"])
-        out["x-ratelimit-reset-requests"] = _format_duration(decision["reset_seconds"])
-        if not decision["allowed"]:
-            event["rate_limited"] = True
-            self.alerts.rate_limited(tenant, decision["limit"])
-            retry = max(1, math.ceil(decision["retry_after_seconds"]))
-            raise GatewayError(429, f"Rate limit reached for this key: {decision['limit']} requests; retry in {retry}s.",
-                               type="rate_limit_error", code="rate_limit_exceeded",
-                               headers={**out, "retry-after": str(retry)})
 
     async def _call_upstream(self, targets: list[Target], body: dict[str, Any], forward: dict[str, str],
                              event: dict[str, Any]) -> tuple[Target, UpstreamResponse]:
@@ -292,23 +288,27 @@ class Gateway:
             exc = upstream_error(502, message)
         elif status == 429:
             exc = GatewayError(429, message, type="rate_limit_error", code="upstream_rate_limited")
-            if "retry-after" in upstream_headers:
-                exc.headers["retry-after"] = upstream_headers["retry-after"]
+            # Retry-After on every 429: the provider's when it sent one, else a short wait.
+            exc.headers["retry-after"] = upstream_headers.get("retry-after") or "1"
         else:
             exc = GatewayError(status, message, type="invalid_request_error", code="upstream_rejected")
         response = exc.to_response()
         response.headers = {**headers, **response.headers}
         return response
 
-    async def _relay(self, upstream: UpstreamResponse, profiler: Profiler, event: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def _relay(self, upstream: UpstreamResponse, profiler: Profiler, event: dict[str, Any],
+                     admission: Admission, target: Target) -> AsyncIterator[bytes]:
         """Pass SSE through chunk by chunk; a broken stream ends with an explicit error event."""
         started = self.ports.clock.monotonic()
         tail = b""
         outcome = "complete"
+        sniffer = StreamUsage() if admission.needs_usage else None
         try:
             async for chunk in upstream.aiter_bytes():
                 if chunk:
                     tail = (tail + chunk)[-64:]
+                    if sniffer is not None:
+                        sniffer.feed(chunk)
                     yield chunk
             if b"[DONE]" not in tail:
                 outcome = "truncated"
@@ -328,3 +328,10 @@ class Gateway:
             if outcome not in ("complete", "aborted"):
                 event["error"] = outcome
             self._finish(event, 200, profiler)
+            usage = sniffer.usage() if sniffer is not None else None
+            if event.get("cache_collapsed"):  # another request's stream: nothing spent upstream
+                self.ports.tasks.run(admission.settle_later(None, target.provider.name, target.model))
+            elif usage is not None:
+                self.ports.tasks.run(admission.settle_later(usage, target.provider.name, target.model))
+            else:
+                admission.keep()  # no usage in the stream: the estimate stands

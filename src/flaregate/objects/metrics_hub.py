@@ -105,15 +105,31 @@ class MetricsHub:
 
     # -- ingest --------------------------------------------------------------------------
     async def record(self, events: list[dict[str, Any]]) -> int:
-        """Aggregate request events; returns how many were accepted. Bad events are skipped."""
+        """Aggregate request events; returns how many were accepted. Bad events are skipped.
+
+        Events with a ``type`` other than ``request`` (e.g. ``ratelimit_degraded``) are not
+        requests: they are only counted, in hub_state as ``event:<type>``.
+        """
         accepted = 0
         for event in events if isinstance(events, list) else []:
-            if isinstance(event, dict) and self._record_one(event):
+            if not isinstance(event, dict):
+                continue
+            kind = event.get("type", "request")
+            if kind != "request":
+                self._count_other(kind)
+            elif self._record_one(event):
                 accepted += 1
         if accepted:
             self._set_state("dirty", 1)
             await self._request_tick()
         return accepted
+
+    def _count_other(self, kind: Any) -> None:
+        self._sql.exec(
+            "INSERT INTO hub_state (name, value) VALUES (?, 1)"
+            " ON CONFLICT(name) DO UPDATE SET value = COALESCE(value, 0) + 1",
+            "event:" + _label(kind),
+        )
 
     def _record_one(self, event: dict[str, Any]) -> bool:
         ts = _num(event.get("ts")) or self._clock.now()
