@@ -1,8 +1,10 @@
 """Analytics events: one per API request, sent to the metrics hub in batches, in the background.
 
 :meth:`Analytics.record` completes the gateway's raw event (error class, upstream attempts,
-gateway overhead, cost from the optional price table), writes the access log line and
-buffers the event. The buffer goes to the hub as one ``publish`` call when it holds
+gateway overhead, cost from the route targets' prices: the same ``PriceTable`` the spending
+budgets use), writes the access log line and buffers the event. Events with a ``type``
+other than ``request`` (e.g. ``ratelimit_degraded``) are operational: they are buffered as
+they are, never logged or counted as requests. The buffer goes to the hub as one ``publish`` call when it holds
 ``batch_size`` events or ``batch_delay_ms`` after its first event, whichever comes first,
 through the background-tasks port (``ctx.waitUntil`` on the edge, asyncio tasks locally),
 so every event reaches the hub within the delay and no request waits for it. A hub that
@@ -14,12 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from .error_classes import classify
-from .logs import anonymize_ip
 from .ports import BackgroundTasks, MetricsHubClient
+from .ratelimits.estimate import PriceTable, Usage
 
 log = logging.getLogger("flaregate.analytics")
 access_log = logging.getLogger("flaregate.access")
@@ -31,14 +32,6 @@ _LOGGED_FIELDS = ("request_id", "trace_id", "status", "error_class", "model", "p
                   "cost_usd")
 
 
-def price_for(prices: Mapping[str, Any], event: dict[str, Any]) -> Any | None:
-    provider, upstream_model, model = event.get("provider"), event.get("upstream_model"), event.get("model")
-    for key in (f"{provider}/{upstream_model}", upstream_model, f"{provider}/{model}", model):
-        if isinstance(key, str) and key in prices:
-            return prices[key]
-    return None
-
-
 class Analytics:
     def __init__(
         self,
@@ -47,25 +40,26 @@ class Analytics:
         *,
         batch_size: int = 50,
         batch_delay_ms: int = 100,
-        prices: Mapping[str, Any] | None = None,
-        anonymize_ips: bool = True,
+        prices: PriceTable | None = None,
     ) -> None:
         self._hub = hub
         self._tasks = tasks
         self._batch_size = max(1, batch_size)
         self._delay = max(0, batch_delay_ms) / 1000
-        self._prices = prices or {}
-        self._anonymize = anonymize_ips
+        self._prices = prices
         self._buffer: list[dict[str, Any]] = []
         self._timer = False
 
     # -- recording -----------------------------------------------------------------------
-    def record(self, event: dict[str, Any], client_ip: str | None = None) -> None:
-        """``client_ip`` (or the event's ``client_ip``) goes to the access log only, never
-        to the hub."""
-        client_ip = client_ip or event.get("client_ip")
+    def record(self, event: dict[str, Any]) -> None:
+        """The event's ``client`` (already anonymised unless ``ANONYMIZE_IPS=false``) goes
+        to the access log only, never to the hub."""
+        if event.get("type", "request") != "request":
+            self.notify(event)
+            return
+        client = event.get("client")
         event = self.complete(event)
-        self._log(event, client_ip)
+        self._log(event, client)
         self._submit(event)
 
     def notify(self, event: dict[str, Any]) -> None:
@@ -75,29 +69,38 @@ class Analytics:
 
     def complete(self, raw: dict[str, Any]) -> dict[str, Any]:
         event = dict(raw)
-        event.pop("client_ip", None)
+        event.pop("client", None)
         event["error_class"] = classify(event)
         failed = event.pop("failed_providers", None) or []
         attempts = [[provider, False] for provider in failed if isinstance(provider, str)]
         if event.get("provider") and "upstream_status" in event:
             attempts.append([event["provider"], event["error_class"] not in _FAILED_ANSWER])
         event["upstream_attempts"] = attempts
-        latency = event.get("latency_ms")
+        latency, upstream = event.get("latency_ms"), event.get("upstream_ms")
         if isinstance(latency, int | float):
-            upstream = event.get("upstream_ms") if isinstance(event.get("upstream_ms"), int | float) else 0.0
-            event["overhead_ms"] = round(max(0.0, latency - upstream), 3)
-        price = price_for(self._prices, event)
-        if price is not None:
-            tokens_in = event.get("tokens_in") if isinstance(event.get("tokens_in"), int) else 0
-            tokens_out = event.get("tokens_out") if isinstance(event.get("tokens_out"), int) else 0
-            event["cost_usd"] = round((tokens_in * price.input_per_1m + tokens_out * price.output_per_1m) / 1e6, 9)
+            spent: float = upstream if isinstance(upstream, int | float) else 0.0
+            event["overhead_ms"] = round(max(0.0, latency - spent), 3)
+        cost = self._cost(event)
+        if cost is not None:
+            event["cost_usd"] = cost
         return event
 
-    def _log(self, event: dict[str, Any], client_ip: str | None) -> None:
+    def _cost(self, event: dict[str, Any]) -> float | None:
+        model, provider = event.get("model"), event.get("provider")
+        if self._prices is None or not isinstance(model, str) or not self._prices.prices_model(model):
+            return None
+        raw_in, raw_out, raw_upstream = event.get("tokens_in"), event.get("tokens_out"), event.get("upstream_model")
+        tokens_in: int = raw_in if isinstance(raw_in, int) else 0
+        tokens_out: int = raw_out if isinstance(raw_out, int) else 0
+        upstream_model: str = raw_upstream if isinstance(raw_upstream, str) else model
+        usage = Usage(max(0, tokens_in), max(0, tokens_out))
+        return round(self._prices.cost(model, str(provider or ""), upstream_model, usage), 9)
+
+    def _log(self, event: dict[str, Any], client: str | None) -> None:
         if not access_log.isEnabledFor(logging.INFO):
             return
         fields = {name: event[name] for name in _LOGGED_FIELDS if event.get(name) is not None}
-        fields["client_ip"] = anonymize_ip(client_ip) if self._anonymize else (client_ip or "-")
+        fields["client_ip"] = client or "-"
         access_log.info("request", extra={"fields": fields})
 
     # -- batching ------------------------------------------------------------------------

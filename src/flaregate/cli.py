@@ -11,31 +11,17 @@ from pathlib import Path
 from . import __version__
 from .config import ConfigError, settings_from_vars
 
-KEY_FILE = "gateway-keys.txt"
 ADMIN_KEY_FILE = "admin-key.txt"
 WS_MAX_FRAME_BYTES = 1 << 20  # the protocol layer closes bigger frames (1009); the hub caps lower
 
 
-def _local_keys(settings_keys: list[str], data_dir: Path) -> tuple[list[str], str | None]:
-    """Configured keys, else the data dir's key file, created with a fresh key at first start.
-    Returns (keys, newly created key or None)."""
-    if settings_keys:
-        return settings_keys, None
-    path = data_dir / KEY_FILE
-    if path.exists():
-        keys = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if keys:
-            return keys, None
-    key = "fg-" + secrets.token_urlsafe(32)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(key + "\n")
-    return [key], key
-
-
 def _local_admin_key(settings_key: str | None, data_dir: Path) -> tuple[str, str | None]:
     """The configured admin key, else the data dir's one, created at first start.
-    Returns (key, where it is kept: "file", "created" or None when configured)."""
+    Returns (key, where it is kept: "file", "created" or None when configured).
+
+    Unlike gateway keys (hashed at rest) the admin key is kept in plain, in a 0600 file:
+    it is also the default HMAC secret that signed /admin/ requests are verified with,
+    and a server holding only its hash could not verify a signature."""
     if settings_key:
         return settings_key, None
     path = data_dir / ADMIN_KEY_FILE
@@ -44,6 +30,7 @@ def _local_admin_key(settings_key: str | None, data_dir: Path) -> tuple[str, str
     key = "fga-" + secrets.token_urlsafe(32)
     data_dir.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
+    path.chmod(0o600)
     path.write_text(key + "\n")
     return key, "created"
 
@@ -54,35 +41,38 @@ def serve(args: argparse.Namespace) -> int:
 
     from .hosts.local.app import LocalHost
     from .hosts.local.config_files import load_vars
+    from .hosts.local.keys import ensure_local_key
     from .logs import configure_logging
 
     config = Path(args.config) if args.config else None
-    if config is None and Path("wrangler.toml").exists() and not args.no_config:
-        config = Path("wrangler.toml")
     try:
         settings = settings_from_vars(load_vars(config, args.env))
     except (ConfigError, ValueError, OSError) as exc:
         print(f"flaregate: {exc}", file=sys.stderr)
         return 2
     data_dir = Path(args.data_dir)
-    keys, created = _local_keys([k.get_secret_value() for k in settings.api_keys], data_dir)
-    admin_key, admin_source = _local_admin_key(
-        settings.admin_key.get_secret_value() if settings.admin_key else None, data_dir)
-    settings = settings.model_copy(update={"admin_key": SecretStr(admin_key)})
-    configure_logging(settings, extra_secrets=keys)
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its handshake lines carry URLs
+    keys = [k.get_secret_value() for k in settings.api_keys]
+    admin_key, admin_source = None, None
+    if not args.no_admin_key:
+        admin_key, admin_source = _local_admin_key(
+            settings.admin_key.get_secret_value() if settings.admin_key else None, data_dir)
+        settings = settings.model_copy(update={"admin_key": SecretStr(admin_key)})
     host = LocalHost(settings, data_dir, keys)
+    # Without configured keys the server uses its key store; at first start it makes a key.
+    created = None if keys else ensure_local_key(host.security, data_dir)
+    configure_logging(settings, extra_secrets=[*keys, *([created] if created else [])])
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its handshake lines carry URLs
     providers = ", ".join(f"{p.name} ({p.kind})" for p in settings.providers)
     print(f"Flaregate {__version__} on http://{args.host}:{args.port}  env={settings.environment}"
           f"  config={config or 'embedded defaults'}  providers={providers}", flush=True)
     if created:
-        print(f"Created a gateway key (kept in {data_dir / KEY_FILE}): {created}", flush=True)
+        print(f"Created a gateway key (shown only now; the server keeps its hash): {created}", flush=True)
     elif not settings.api_keys:
-        print(f"Gateway keys: {data_dir / KEY_FILE}", flush=True)
+        print("Gateway keys: the server's key store (manage with /admin/keys or `flaregate keys`)", flush=True)
     dashboard = f"http://{args.host}:{args.port}/dashboard#token="
     if admin_source == "created":
-        print(f"Created an admin key for /dashboard, /ws, /metrics and /v1/analytics (kept in "
-              f"{data_dir / ADMIN_KEY_FILE}).\nDashboard: {dashboard}{admin_key}", flush=True)
+        print(f"Created an admin key for /dashboard, /ws, /metrics, /v1/analytics and /admin/ (kept in "
+              f"{data_dir / ADMIN_KEY_FILE}, mode 0600).\nDashboard: {dashboard}{admin_key}", flush=True)
     elif admin_source == "file":
         print(f"Dashboard: {dashboard}$(cat {data_dir / ADMIN_KEY_FILE})", flush=True)
     server = uvicorn.Server(uvicorn.Config(host, host=args.host, port=args.port, log_level="warning",
@@ -100,10 +90,21 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8787)
     run.add_argument("--data-dir", default=".flaregate", help="folder for the SQLite file and keys")
-    run.add_argument("--config", help="wrangler.toml to read [vars] from (default: ./wrangler.toml if present)")
-    run.add_argument("--no-config", action="store_true", help="ignore ./wrangler.toml: embedded defaults only")
+    run.add_argument("--config", help="a wrangler.toml to read [vars] from (default: embedded defaults)")
     run.add_argument("--env", help="use [env.NAME] of the config, as `wrangler --env NAME`")
+    run.add_argument("--no-admin-key", action="store_true",
+                     help=f"without FLAREGATE_ADMIN_KEY, do not create {ADMIN_KEY_FILE}: admin views and API closed")
+    keys = sub.add_parser("keys", help="create, list or revoke gateway keys in the local key store")
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("key_id", nargs="?", default="", help="for revoke: the key id (key_...)")
+    keys.add_argument("--data-dir", default=".flaregate")
+    keys.add_argument("--name", default="")
+    keys.add_argument("--models", default="", help="for create: comma-separated allowed models (default: all)")
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        from .hosts.local.keys import keys_command
+
+        return keys_command(Path(args.data_dir), args.action, args.name, args.models, args.key_id)
     return serve(args)
 
 

@@ -15,12 +15,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     PositiveFloat,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+
+from .ratelimits.policies import BudgetPolicy, RateLimitPolicy, check_unique_names
 
 MOCK_PROVIDER = "mock"
 WILDCARD_ROUTE = "*"
@@ -37,17 +40,30 @@ KNOWN_VARS = (
     "RATE_LIMIT_CAPACITY",
     "RATE_LIMIT_REFILL_PER_SECOND",
     "RATE_LIMIT_PER_HOUR",
+    "FLAREGATE_RATE_LIMITS",
+    "FLAREGATE_BUDGETS",
     "CACHE_TTL_SECONDS",
+    "CACHE_MAX_TTL_SECONDS",
+    "CACHE_MEMORY_MAX_ENTRIES",
+    "CACHE_MEMORY_MAX_BYTES",
+    "CACHE_MEMORY_TTL_SECONDS",
+    "CACHE_MAX_ENTRY_BYTES",
+    "CACHE_SKIP_LENGTH_FINISH",
+    "CACHE_SINGLE_FLIGHT",
     "MAX_BODY_BYTES",
     "METRICS_TICK_SECONDS",
     "UPSTREAM_TIMEOUT_SECONDS",
-    # observability (issue 6)
     "FLAREGATE_ADMIN_KEY",
-    "FLAREGATE_PRICES",
+    *(  # security and webhooks (see SecuritySettings)
+        "FLAREGATE_SIGNING_SECRET", "SIGNED_ROUTES", "SIGNATURE_MAX_AGE_SECONDS", "KEY_CACHE_SECONDS",
+        "MAX_MESSAGES", "MAX_MESSAGE_CHARS", "MAX_JSON_DEPTH", "MAX_HEADER_BYTES", "MAX_HEADER_COUNT",
+        "CORS_ALLOW_ORIGINS", "CORS_MAX_AGE_SECONDS", "ANONYMIZE_IPS", "WEBHOOK_ALLOW_PRIVATE_TARGETS",
+        "WEBHOOK_MAX_ATTEMPTS", "WEBHOOK_RETRY_BASE_SECONDS", "WEBHOOK_TIMEOUT_SECONDS",
+    ),
+    # observability (issue 6)
     "ANALYTICS_BATCH_SIZE",
     "ANALYTICS_BATCH_DELAY_MS",
     "HEALTH_LATENCY_TARGET_MS",
-    "LOG_ANONYMIZE_IPS",
     "WS_OUTBOX_LIMIT",
 )
 
@@ -83,14 +99,53 @@ class ProviderConfig(_Model):
         return self
 
 
-class ModelPrice(_Model):
-    input_per_1m: float = Field(ge=0)
-    output_per_1m: float = Field(ge=0)
-
-
 class RouteTarget(_Model):
     provider: str
     model: str | None = None  # None: send the requested model name unchanged
+    # USD per 1 million tokens, for spending budgets (unpriced targets cost nothing).
+    input_price_per_1m: NonNegativeFloat | None = None
+    output_price_per_1m: NonNegativeFloat | None = None
+
+
+class SecuritySettings(_Model):
+    """Request signing, input limits, CORS, privacy and webhook delivery."""
+
+    signing_secret: SecretStr | None = None  # HMAC key for signed requests; default: the admin key
+    signed_routes: tuple[str, ...] = ("/admin/",)  # path prefixes that must be signed
+    signature_max_age_seconds: int = Field(default=300, ge=1, le=86_400)
+    key_cache_seconds: float = Field(default=30.0, ge=0)  # stored-key lookups cached per isolate
+    max_messages: int = Field(default=2048, ge=1)
+    max_message_chars: int = Field(default=500_000, ge=1)
+    max_json_depth: int = Field(default=64, ge=2, le=900)
+    max_header_bytes: int = Field(default=32_768, ge=1024)
+    max_header_count: int = Field(default=100, ge=8)
+    cors_allow_origins: tuple[str, ...] = ()  # empty: CORS off; "*" allows any origin
+    cors_max_age_seconds: int = Field(default=600, ge=0)
+    anonymize_ips: bool = True
+    webhook_allow_private_targets: bool = False  # development only: loopback/private receivers
+    webhook_max_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_retry_base_seconds: float = Field(default=1.0, ge=0, le=60)
+    webhook_timeout_seconds: PositiveFloat = 10.0
+
+class CacheSettings(_Model):
+    """The response cache beyond its default TTL (``cache_ttl_seconds``); see docs/cache.md."""
+
+    max_ttl_seconds: int = Field(default=30 * 86400, ge=1)  # per-request TTLs are clamped to this
+    memory_max_entries: int = Field(default=1000, ge=0)  # 0 turns the in-process tier off
+    memory_max_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    memory_ttl_seconds: int = Field(default=60, ge=1)  # bounds staleness across edge isolates
+    max_entry_bytes: int = Field(default=1_000_000, ge=1024)
+    skip_length_finish: bool = True  # never store answers cut by max_tokens
+    single_flight: bool = True  # identical concurrent requests share one upstream call
+    route_ttl_seconds: dict[str, int] = {}  # model alias -> default TTL (0: no cache on that route)
+
+    @field_validator("route_ttl_seconds")
+    @classmethod
+    def _non_negative(cls, ttls: dict[str, int]) -> dict[str, int]:
+        for alias, ttl in ttls.items():
+            if ttl < 0:
+                raise ValueError(f"route {alias!r}: cache_ttl_seconds must be >= 0")
+        return ttls
 
 
 class Settings(_Model):
@@ -102,18 +157,19 @@ class Settings(_Model):
         "mock-1": (RouteTarget(provider=MOCK_PROVIDER),)
     }
     rate_limit: TokenBucketPolicy = TokenBucketPolicy()
+    rate_limits: tuple[RateLimitPolicy, ...] = ()  # added to (or, named "default", replacing) rate_limit
+    budgets: tuple[BudgetPolicy, ...] = ()
     cache_ttl_seconds: int = Field(default=300, ge=0)
+    cache: CacheSettings = CacheSettings()
+    admin_key: SecretStr | None = None  # /admin/*, /ws, /metrics, /v1/analytics; unset: disabled
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     metrics_tick_seconds: PositiveFloat = 1.0
     upstream_timeout_seconds: PositiveFloat = 60.0
-    # Observability: the admin credential for /ws, /metrics, /v1/analytics (never a gateway key).
-    admin_key: SecretStr | None = None
-    # Optional price table: model (or "provider/model") -> USD per 1M tokens in and out.
-    prices: dict[str, ModelPrice] = {}
+    security: SecuritySettings = SecuritySettings()
+    # Observability (the admin key above also opens /ws, /metrics and /v1/analytics).
     analytics_batch_size: int = Field(default=50, ge=1, le=1000)
     analytics_batch_delay_ms: int = Field(default=100, ge=0, le=10_000)
     health_latency_target_ms: PositiveFloat = 2000.0
-    log_anonymize_ips: bool = True
     ws_outbox_limit: int = Field(default=64, ge=4, le=10_000)  # room for the greeting and a tick
 
     @field_validator("routes")
@@ -133,6 +189,10 @@ class Settings(_Model):
             for target in targets:
                 if target.provider not in names:
                     raise ValueError(f"route {alias!r} names unknown provider {target.provider!r}")
+        for alias in self.cache.route_ttl_seconds:
+            if alias not in self.routes:
+                raise ValueError(f"cache TTL for unknown route {alias!r}")
+        check_unique_names(self.rate_limits, self.budgets)
         return self
 
 
@@ -149,6 +209,34 @@ def _route_target(spec: Any) -> Any:
         provider, _, model = spec.partition("/")
         return {"provider": provider, "model": model or None}
     return spec
+
+
+def _route(alias: str, spec: Any, ttls: dict[str, Any]) -> list[Any]:
+    # A route is a list of targets, one target, or {"targets": [...], "cache_ttl_seconds": N}.
+    if isinstance(spec, dict) and "targets" in spec:
+        extra = set(spec) - {"targets", "cache_ttl_seconds"}
+        if extra:
+            raise ConfigError(f"FLAREGATE_ROUTES: route {alias!r} has unknown fields {sorted(extra)}")
+        if "cache_ttl_seconds" in spec:
+            ttls[alias] = spec["cache_ttl_seconds"]
+        spec = spec["targets"]
+    return [_route_target(t) for t in (spec if isinstance(spec, list) else [spec])]
+
+
+def _cache(vars: Mapping[str, str], route_ttls: dict[str, Any]) -> dict[str, Any]:
+    names = {
+        "CACHE_MAX_TTL_SECONDS": "max_ttl_seconds",
+        "CACHE_MEMORY_MAX_ENTRIES": "memory_max_entries",
+        "CACHE_MEMORY_MAX_BYTES": "memory_max_bytes",
+        "CACHE_MEMORY_TTL_SECONDS": "memory_ttl_seconds",
+        "CACHE_MAX_ENTRY_BYTES": "max_entry_bytes",
+        "CACHE_SKIP_LENGTH_FINISH": "skip_length_finish",
+        "CACHE_SINGLE_FLIGHT": "single_flight",
+    }
+    cache: dict[str, Any] = {field: vars[var] for var, field in names.items() if vars.get(var, "") != ""}
+    if route_ttls:
+        cache["route_ttl_seconds"] = route_ttls
+    return cache
 
 
 def _providers(vars: Mapping[str, str]) -> list[dict[str, Any]] | None:
@@ -175,6 +263,21 @@ def _providers(vars: Mapping[str, str]) -> list[dict[str, Any]] | None:
     return None  # the built-in mock provider
 
 
+def _security(vars: Mapping[str, str]) -> dict[str, Any]:
+    fields = {name.lower(): name for name in (
+        "SIGNATURE_MAX_AGE_SECONDS", "KEY_CACHE_SECONDS", "MAX_MESSAGES", "MAX_MESSAGE_CHARS",
+        "MAX_JSON_DEPTH", "MAX_HEADER_BYTES", "MAX_HEADER_COUNT", "CORS_MAX_AGE_SECONDS",
+        "ANONYMIZE_IPS", "WEBHOOK_ALLOW_PRIVATE_TARGETS", "WEBHOOK_MAX_ATTEMPTS",
+        "WEBHOOK_RETRY_BASE_SECONDS", "WEBHOOK_TIMEOUT_SECONDS")}
+    data: dict[str, Any] = {field: vars[var] for field, var in fields.items() if vars.get(var, "") != ""}
+    if vars.get("FLAREGATE_SIGNING_SECRET"):
+        data["signing_secret"] = vars["FLAREGATE_SIGNING_SECRET"]
+    for var, field in (("SIGNED_ROUTES", "signed_routes"), ("CORS_ALLOW_ORIGINS", "cors_allow_origins")):
+        if var in vars:  # present but empty means "none" (e.g. signing off everywhere)
+            data[field] = [item.strip() for item in vars[var].split(",") if item.strip()]
+    return data
+
+
 def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     """Build validated settings from flat string variables (missing ones take defaults)."""
     data: dict[str, Any] = {}
@@ -189,32 +292,29 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         "ANALYTICS_BATCH_SIZE": "analytics_batch_size",
         "ANALYTICS_BATCH_DELAY_MS": "analytics_batch_delay_ms",
         "HEALTH_LATENCY_TARGET_MS": "health_latency_target_ms",
-        "LOG_ANONYMIZE_IPS": "log_anonymize_ips",
         "WS_OUTBOX_LIMIT": "ws_outbox_limit",
     }
     for var, field in simple.items():
         if vars.get(var, "") != "":
             data[field] = vars[var].lower() if var == "LOG_LEVEL" else vars[var]
+    if "admin_key" in data:
+        data["admin_key"] = data["admin_key"].strip() or None  # a stray space in .dev.vars
     keys = [k.strip() for k in vars.get("FLAREGATE_API_KEYS", "").split(",") if k.strip()]
     if keys:
         data["api_keys"] = keys
     providers = _providers(vars)
     if providers is not None:
         data["providers"] = providers
+    route_ttls: dict[str, Any] = {}
     if "FLAREGATE_ROUTES" in vars:
         raw = _json(vars, "FLAREGATE_ROUTES")
         if not isinstance(raw, dict):
             raise ConfigError("FLAREGATE_ROUTES: must be a JSON object of alias -> targets")
-        data["routes"] = {
-            alias: [_route_target(t) for t in (targets if isinstance(targets, list) else [targets])]
-            for alias, targets in raw.items()
-        }
+        data["routes"] = {alias: _route(alias, spec, route_ttls) for alias, spec in raw.items()}
     elif providers is not None:
         # Providers but no routes: every model name goes to the first provider unchanged.
         first = providers[0].get("name") if isinstance(providers[0], dict) else None
         data["routes"] = {WILDCARD_ROUTE: [{"provider": first}]}
-    if "FLAREGATE_PRICES" in vars:
-        data["prices"] = _json(vars, "FLAREGATE_PRICES")
     limit: dict[str, Any] = {}
     if vars.get("RATE_LIMIT_CAPACITY"):
         limit["capacity"] = vars["RATE_LIMIT_CAPACITY"]
@@ -227,6 +327,17 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
             raise ConfigError("RATE_LIMIT_PER_HOUR: must be a number") from None
     if limit:
         data["rate_limit"] = limit
+    for var, field in (("FLAREGATE_RATE_LIMITS", "rate_limits"), ("FLAREGATE_BUDGETS", "budgets")):
+        if vars.get(var, "").strip():
+            policies = _json(vars, var)
+            if not isinstance(policies, list):
+                raise ConfigError(f"{var}: must be a JSON list of policies")
+            data[field] = policies
+    data["security"] = _security(vars)
+
+    cache = _cache(vars, route_ttls)
+    if cache:
+        data["cache"] = cache
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

@@ -13,6 +13,8 @@ ERROR_CLASSES = CLIENT_SIDE + SERVER_SIDE
 
 _BY_CODE = {
     "rate_limit_exceeded": "rate_limited",
+    "budget_exceeded": "rate_limited",
+    "rate_limiter_unavailable": "internal",
     "upstream_rate_limited": "upstream_rate_limited",
     "upstream_timeout": "upstream_timeout",
     "upstream_unreachable": "upstream_unreachable",
@@ -25,8 +27,10 @@ _BY_CODE = {
 
 def classify(event: dict[str, Any]) -> str | None:
     """The error class of a finished request event, or None when it succeeded."""
-    status = event.get("status") if isinstance(event.get("status"), int) else 0
-    if event.get("stream_outcome") not in (None, "complete") or (status == 200 and event.get("error")):
+    raw_status = event.get("status")
+    status: int = raw_status if isinstance(raw_status, int) else 0
+    # A client that leaves mid-stream ("aborted") is not a failure, nor is a cached replay.
+    if event.get("stream_outcome") not in (None, "complete", "replayed", "aborted") or (status == 200 and event.get("error")):
         return "stream_error"
     if status < 400:
         return None

@@ -7,28 +7,37 @@ host's (it needs an upgrade) but authorisation goes through :meth:`Gateway.autho
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
 
-from . import __version__, tracing
-from .admin_auth import AdminAuth
+from . import __version__, limits, tracing
+from .access import AccessControl
+from .admin_api import AdminApi
+from .alerts import Alerts
 from .analytics import Analytics
 from .auth import KeyRing
-from .cache import ResponseCache, cache_key
+from .cache_admin import CacheAdmin
 from .config import Settings
 from .errors import GatewayError, bad_request, upstream_error
 from .http import Request, Response, json_response
 from .observability import Observability
 from .ports import Ports, UpstreamError, UpstreamResponse, UpstreamTimeout
+from .privacy import client_address, redact
 from .profiler import Profiler
 from .providers import build_providers
-from .routing import Router, Target, route_signature
+from .ratelimits import admin as limits_admin
+from .ratelimits.enforcer import Admission, Limits
+from .ratelimits.estimate import PriceTable, StreamUsage, usage_from
+from .response_caching import CacheLayer
+from .routing import Router, Target
 from .schemas import ChatCompletionRequest, validation_error
+from .security_gate import SecurityGate
+from .webhooks import WebhookDispatcher
 
 log = logging.getLogger("flaregate")
 
@@ -36,17 +45,19 @@ CHAT_PATH = "/v1/chat/completions"
 _MAX_ERROR_BODY = 4096
 
 
-def _format_duration(seconds: float) -> str:
-    """OpenAI's reset format: '1s', '6m0s', '0.5s'."""
-    if seconds < 60:
-        return f"{max(0.0, round(seconds, 3)):g}s"
-    minutes, secs = divmod(int(math.ceil(seconds)), 60)
-    return f"{minutes}m{secs}s"
-
-
 def _stream_error_event(message: str, code: str) -> bytes:
     error = {"error": {"message": message, "type": "api_error", "code": code, "param": None}}
     return b"data: " + json.dumps(error).encode() + b"\n\n"
+
+
+def _note_request_limit(out: dict[str, str], event: dict[str, Any]) -> None:
+    """Copy the request-unit limit the client was told about into the analytics event
+    (the hub's rate-limit saturation alert reads it)."""
+    try:
+        event["ratelimit_limit"] = float(out["x-ratelimit-limit-requests"])
+        event["ratelimit_remaining"] = float(out["x-ratelimit-remaining-requests"])
+    except (KeyError, ValueError):
+        pass
 
 
 class Gateway:
@@ -55,30 +66,44 @@ class Gateway:
         self.ports = ports
         self.keys = keys if keys is not None else KeyRing(k.get_secret_value() for k in settings.api_keys)
         self.router = Router(settings, build_providers(settings, ports.upstream))
-        self.cache = ResponseCache(ports.cache, settings.cache_ttl_seconds)
+        self.caching = CacheLayer(settings, ports)
+        cache_admin = CacheAdmin(self.caching)
         self.analytics = Analytics(ports.metrics_hub, ports.tasks, batch_size=settings.analytics_batch_size,
-                                   batch_delay_ms=settings.analytics_batch_delay_ms, prices=settings.prices,
-                                   anonymize_ips=settings.log_anonymize_ips)
-        self.admin = AdminAuth(settings.admin_key.get_secret_value() if settings.admin_key else None)
-        self.observability = Observability(ports.metrics_hub, self.admin)
-        self._policy = settings.rate_limit.as_dict()
+                                   batch_delay_ms=settings.analytics_batch_delay_ms,
+                                   prices=PriceTable(settings.routes))
+        self.observability = Observability(settings, ports.metrics_hub)
         self._routes: dict[tuple[str, str], Callable[[Request, dict[str, str]], Awaitable[Response]]] = {
             ("GET", "/health"): self._health,
             ("GET", "/v1/models"): self._models,
             ("POST", CHAT_PATH): self._chat,
+            ("POST", "/admin/cache/purge"): cache_admin.purge,
+            ("GET", "/admin/cache/stats"): cache_admin.stats,
             **self.observability.routes(),
         }
         self._paths = {path for _, path in self._routes} | {"/ws"}
+        # Keys, signing, limits, CORS, webhooks: see access.py, security_gate.py, webhooks.py.
+        security = settings.security
+        self.access = AccessControl(self.keys, ports.security, ports.clock, security.key_cache_seconds)
+        self.gate = SecurityGate(settings, ports.clock, ports.security)
+        self.webhooks = WebhookDispatcher(security, ports.security, ports.upstream, ports.tasks, ports.clock)
+        self.alerts = Alerts(self.webhooks, ports.clock)
+        self.admin_api = AdminApi(settings, ports.security, self.access, self.webhooks, ports.clock)
+        self.ratelimits = Limits(settings, ports.rate_limiter, ports.clock, self.analytics, self.alerts)
+        self._ratelimits_admin = limits_admin.RateLimitAdmin(settings, self.ratelimits)
+        self._upstream_secrets = [p.api_key.get_secret_value() for p in settings.providers if p.api_key]
 
     # -- entry points --------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
         rid = tracing.request_id(request.headers.get("x-request-id"))
         out_headers = {"x-request-id": rid, "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
         try:
-            handler = self._routes.get((request.method, request.path))
-            if handler is None:
-                raise self._no_route(request)
-            response = await handler(request, out_headers)
+            response = await self.gate.screen(request)
+            if response is None:
+                handler = (self._routes.get((request.method, request.path)) or self.admin_api.route(request)
+                           or self._ratelimit_admin_route(request))
+                if handler is None:
+                    raise self._no_route(request)
+                response = await handler(request, out_headers)
         except GatewayError as exc:
             response = exc.to_response()
         except Exception:
@@ -86,42 +111,51 @@ class Gateway:
             response = GatewayError(500, "Internal gateway error.", type="api_error", code="internal_error").to_response()
         for name, value in out_headers.items():
             response.headers.setdefault(name, value)
+        self.gate.finish(request, response)
         return response
 
-    def authorize(self, request: Request) -> str:
+    async def authorize(self, request: Request) -> str:
         """Check the gateway key of a non-API request such as ``/ws``; raise GatewayError."""
-        return self.keys.authenticate(request.headers, request.query.get("token"))
+        return (await self.access.authenticate(request)).key_id
 
     def authorize_admin(self, request: Request) -> str | None:
         """Check the admin key of ``/ws`` (header, ``?token=`` or subprotocol); raise
-        GatewayError. Returns the subprotocol the WebSocket handshake must select."""
-        return self.admin.authorize(request)
+        GatewayError. Returns the subprotocol the WebSocket handshake must select.
+        Synchronous on purpose: nothing to await, so no call site can forget to."""
+        return self.observability.authorize(request)
 
     def _no_route(self, request: Request) -> GatewayError:
         if request.path in self._paths:
             allowed = sorted(m for m, p in self._routes if p == request.path) or ["GET"]
             return GatewayError(405, f"Method {request.method} is not allowed on {request.path}.",
                                 code="method_not_allowed", headers={"allow": ", ".join(allowed)})
-        return GatewayError(404, f"Unknown path {request.path}.", code="unknown_url")
+        return GatewayError(404, f"Unknown path {redact(request.path[:200])}.", code="unknown_url")
 
     # -- small endpoints -----------------------------------------------------------------
+    def _ratelimit_admin_route(self, request: Request) -> Callable[[Request, dict[str, str]], Awaitable[Response]] | None:
+        return self._ratelimit_admin if request.path.startswith(limits_admin.PREFIX) else None
+
+    async def _ratelimit_admin(self, request: Request, out: dict[str, str]) -> Response:
+        return await self._ratelimits_admin.handle(request)
+
     async def _health(self, request: Request, out: dict[str, str]) -> Response:
         return json_response({"status": "ok", "version": __version__, "environment": self.settings.environment,
                               **await self.observability.health()})
 
     async def _models(self, request: Request, out: dict[str, str]) -> Response:
-        self.authorize(request)
+        principal = await self.access.authenticate(request)
         data = [{"id": alias, "object": "model", "created": 0, "owned_by": provider}
-                for alias, provider in self.router.models()]
+                for alias, provider in self.router.models() if principal.allows_model(alias)]
         return json_response({"object": "list", "data": data})
 
     # -- chat completions ----------------------------------------------------------------
     async def _chat(self, request: Request, out: dict[str, str]) -> Response:
         profiler = Profiler(self.ports.clock)
         event: dict[str, Any] = {"ts": self.ports.clock.now(), "request_id": out["x-request-id"],
-                                 "trace_id": tracing.trace_id(out["traceparent"]), "client_ip": request.client_ip,
+                                 "trace_id": tracing.trace_id(out["traceparent"]),
                                  "path": CHAT_PATH, "status": 0, "model": None, "provider": None,
-                                 "cache": None, "stream": False}
+                                 "cache": None, "stream": False,
+                                 "client": client_address(request.client_ip, self.settings.security.anonymize_ips)}
         try:
             response = await self._chat_steps(request, out, profiler, event)
         except GatewayError as exc:
@@ -142,6 +176,7 @@ class Gateway:
         if "upstream" in event["phases"]:
             event["upstream_ms"] = event["phases"]["upstream"]
         self.analytics.record(event)
+        self.alerts.request_finished(status)
 
     async def _chat_steps(self, request: Request, out: dict[str, str], profiler: Profiler,
                           event: dict[str, Any]) -> Response:
@@ -149,60 +184,70 @@ class Gateway:
             body = self._parse_chat(request)
             event["stream"] = stream = body.get("stream") is True
         with profiler.phase("auth"):
-            tenant = self.authorize(request)
+            principal = await self.access.authenticate(request)
+            self.access.check_model(principal, body["model"])
+            tenant = principal.key_id
             # Labels only for authenticated requests: junk cannot grow the metrics' label sets.
             event.update(key_id=tenant, model=body["model"])
-        with profiler.phase("ratelimit"):
-            await self._rate_limit(tenant, out, event)
-        with profiler.phase("route"):
+        with profiler.phase("route"):  # before the limits: an unrouted model costs nothing
             targets = self.router.resolve(body["model"])
-        key = None
-        if self.cache.enabled and not stream:
-            with profiler.phase("cache"):
-                key = cache_key(tenant, route_signature(targets), body)
-                entry = await self.cache.get(key)
-            if entry is not None:
-                event.update(cache="HIT", provider=entry["provider"])
-                return Response(200, {**out, "content-type": "application/json", "x-flaregate-cache": "HIT",
-                                      "x-flaregate-provider": entry["provider"]}, entry["body"].encode())
-            event["cache"] = "MISS"
+        with profiler.phase("ratelimit"):
+            try:
+                admission = await self.ratelimits.admit(request, principal, body["model"], body, out, event)
+            finally:
+                _note_request_limit(out, event)
+        with profiler.phase("cache"):
+            plan = await self.caching.plan(request.headers, tenant, body, targets)
+            hit = await self.caching.lookup(plan)
+        event["cache"] = plan.status
+        if hit is not None:
+            await admission.refund()  # nothing went upstream: the reserved tokens go back
+            return self.caching.hit_response(plan, hit, out, event)
         forward = {"x-request-id": out["x-request-id"], "traceparent": out["traceparent"]}
         upstream_started = self.ports.clock.monotonic()
         try:
-            target, upstream = await self._call_upstream(targets, body, forward, event)
+            target, upstream = await self.caching.fetch(
+                plan, lambda: self._call_upstream(targets, body, forward, event), event)
         except GatewayError:
             profiler.add("upstream", (self.ports.clock.monotonic() - upstream_started) * 1000)
+            await admission.refund()
             raise
         profiler.add("upstream_ttfb", (self.ports.clock.monotonic() - upstream_started) * 1000)
         event.update(provider=target.provider.name, upstream_model=target.model or body["model"],
                      upstream_status=upstream.status)
-        headers = {**out, "x-flaregate-provider": target.provider.name,
-                   "x-flaregate-cache": "MISS" if key else "BYPASS",
+        headers = {**out, "x-flaregate-provider": target.provider.name, **self.caching.miss_headers(plan, upstream),
                    "content-type": upstream.headers.get("content-type", "application/json")}
         if stream and upstream.status == 200:
             headers["cache-control"] = "no-cache"
-            return Response(200, headers, self._relay(upstream, profiler, event, upstream_started))
+            return Response(200, headers, self._relay(upstream, profiler, event, admission, target, upstream_started))
         try:
             payload = await upstream.read()
         except UpstreamError as exc:
+            await admission.refund()
             raise upstream_error(502, f"Upstream provider '{target.provider.name}' broke the connection: {exc}") from None
         finally:
             await upstream.aclose()
+            # Failover attempts included: "upstream" is all the time spent on providers.
             profiler.add("upstream", (self.ports.clock.monotonic() - upstream_started) * 1000)
         with profiler.phase("format"):
             if upstream.status != 200:
+                headers.update(await admission.refund())
                 return self._upstream_failure_response(upstream.status, upstream.headers, payload, headers)
             try:
                 completion = json.loads(payload)
                 usage = completion.get("usage") or {}
-                event["tokens_in"] = usage.get("prompt_tokens")
-                event["tokens_out"] = usage.get("completion_tokens")
+                if not event.get("cache_collapsed"):  # a shared answer cost nothing: tokens_saved
+                    event["tokens_in"] = usage.get("prompt_tokens")
+                    event["tokens_out"] = usage.get("completion_tokens")
             except (ValueError, AttributeError):
+                await admission.refund()
                 raise upstream_error(502, f"Upstream provider '{target.provider.name}' returned malformed JSON.",
                                      code="upstream_malformed_response") from None
-        if key is not None:
-            with profiler.phase("cache_store"):
-                await self.cache.put(key, payload, target.provider.name)
+            if event.get("cache_collapsed"):  # another request's answer: nothing spent upstream
+                headers.update(await admission.refund())
+            else:
+                headers.update(await admission.settle(usage_from(completion), target.provider.name, target.model))
+        self.caching.mark_stored(headers, upstream)
         return Response(200, headers, payload)
 
     def _parse_chat(self, request: Request) -> dict[str, Any]:
@@ -212,35 +257,15 @@ class Gateway:
         if len(request.body) > self.settings.max_body_bytes:
             raise GatewayError(413, f"Request body exceeds {self.settings.max_body_bytes} bytes.",
                                code="request_too_large")
-        try:
-            body = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError):
-            raise bad_request("We could not parse the JSON body of your request.", code="invalid_json") from None
+        body = limits.parse_json(request.body, self.settings.security.max_json_depth)
         if not isinstance(body, dict):
             raise bad_request("The request body must be a JSON object.", code="invalid_json")
         try:
             ChatCompletionRequest.model_validate(body)
         except ValidationError as exc:
             raise validation_error(exc) from None
+        limits.check_chat(body, self.settings.security)
         return body
-
-    async def _rate_limit(self, tenant: str, out: dict[str, str], event: dict[str, Any]) -> None:
-        try:
-            decision = await self.ports.rate_limiter.check(f"key:{tenant}", self._policy, 1.0)
-        except Exception:
-            # Fail open: an unreachable limiter must not take the API down (logged loudly).
-            log.error("rate limiter unreachable; admitting request", exc_info=True)
-            return
-        out["x-ratelimit-limit-requests"] = str(decision["limit"])
-        out["x-ratelimit-remaining-requests"] = str(decision["remaining"])
-        out["x-ratelimit-reset-requests"] = _format_duration(decision["reset_seconds"])
-        event.update(ratelimit_limit=decision["limit"], ratelimit_remaining=decision["remaining"])
-        if not decision["allowed"]:
-            event["rate_limited"] = True
-            retry = max(1, math.ceil(decision["retry_after_seconds"]))
-            raise GatewayError(429, f"Rate limit reached for this key: {decision['limit']} requests; retry in {retry}s.",
-                               type="rate_limit_error", code="rate_limit_exceeded",
-                               headers={**out, "retry-after": str(retry)})
 
     async def _call_upstream(self, targets: list[Target], body: dict[str, Any], forward: dict[str, str],
                              event: dict[str, Any]) -> tuple[Target, UpstreamResponse]:
@@ -257,20 +282,32 @@ class Gateway:
             except UpstreamTimeout:
                 failure = upstream_error(504, f"Upstream provider '{target.provider.name}' timed out.",
                                          code="upstream_timeout")
+                self._upstream_failed(targets, attempt, body, "timeout")
                 failed.append(target.provider.name)
                 continue
             except UpstreamError as exc:
                 failure = upstream_error(502, f"Upstream provider '{target.provider.name}' is unreachable: {exc}",
                                          code="upstream_unreachable")
+                self._upstream_failed(targets, attempt, body, "unreachable")
                 failed.append(target.provider.name)
                 continue
+            self.alerts.upstream_result(target.provider.name, upstream.status < 500)
             if (upstream.status == 429 or upstream.status >= 500) and attempt < len(targets):
+                self._upstream_failed(targets, attempt, body, f"http {upstream.status}", counted=True)
                 await upstream.aclose()
                 failed.append(target.provider.name)
                 continue
             return target, upstream
         assert failure is not None
         raise failure
+
+    def _upstream_failed(self, targets: list[Target], attempt: int, body: dict[str, Any], reason: str,
+                         counted: bool = False) -> None:
+        name = targets[attempt - 1].provider.name
+        if not counted:
+            self.alerts.upstream_result(name, False, reason)
+        if attempt < len(targets):
+            self.alerts.failover(body["model"], name, targets[attempt].provider.name, reason)
 
     def _upstream_failure_response(self, status: int, upstream_headers: Any, payload: bytes,
                                    headers: dict[str, str]) -> Response:
@@ -282,13 +319,14 @@ class Gateway:
         except ValueError:
             message = ""
         provider = headers.get("x-flaregate-provider", "upstream")
-        message = f"Upstream provider '{provider}' answered {status}" + (f": {message[:500]}" if message else ".")
+        message = redact(message[:500], self._upstream_secrets)  # providers may echo a key
+        message = f"Upstream provider '{provider}' answered {status}" + (f": {message}" if message else ".")
         if status >= 500:
             exc = upstream_error(502, message)
         elif status == 429:
             exc = GatewayError(429, message, type="rate_limit_error", code="upstream_rate_limited")
-            if "retry-after" in upstream_headers:
-                exc.headers["retry-after"] = upstream_headers["retry-after"]
+            # Retry-After on every 429: the provider's when it sent one, else a short wait.
+            exc.headers["retry-after"] = upstream_headers.get("retry-after") or "1"
         else:
             exc = GatewayError(status, message, type="invalid_request_error", code="upstream_rejected")
         response = exc.to_response()
@@ -296,16 +334,19 @@ class Gateway:
         return response
 
     async def _relay(self, upstream: UpstreamResponse, profiler: Profiler, event: dict[str, Any],
-                     started: float) -> AsyncIterator[bytes]:
+                     admission: Admission, target: Target, started: float) -> AsyncIterator[bytes]:
         """Pass SSE through chunk by chunk; a broken stream ends with an explicit error event."""
         tail = b""
         outcome = "complete"
+        sniffer = StreamUsage() if admission.needs_usage else None
         try:
             async for chunk in upstream.aiter_bytes():
                 if chunk:
                     if not tail:  # time to first token: the first chunk the client gets
                         event["ttft_ms"] = round(profiler.elapsed_ms(), 3)
                     tail = (tail + chunk)[-64:]
+                    if sniffer is not None:
+                        sniffer.feed(chunk)
                     yield chunk
             if b"[DONE]" not in tail:
                 outcome = "truncated"
@@ -315,10 +356,20 @@ class Gateway:
             outcome = "interrupted"
             yield _stream_error_event(f"The upstream stream was interrupted: {exc}", "upstream_stream_interrupted")
             yield b"data: [DONE]\n\n"
+        except (GeneratorExit, asyncio.CancelledError):
+            outcome = "aborted"  # the client went away; not an upstream error
+            raise
         finally:
             await upstream.aclose()
             profiler.add("upstream", (self.ports.clock.monotonic() - started) * 1000)
             event["stream_outcome"] = outcome
-            if outcome != "complete":
+            if outcome not in ("complete", "aborted"):
                 event["error"] = outcome
             self._finish(event, 200, profiler)
+            usage = sniffer.usage() if sniffer is not None else None
+            if event.get("cache_collapsed"):  # another request's stream: nothing spent upstream
+                self.ports.tasks.run(admission.settle_later(None, target.provider.name, target.model))
+            elif usage is not None:
+                self.ports.tasks.run(admission.settle_later(usage, target.provider.name, target.model))
+            else:
+                admission.keep()  # no usage in the stream: the estimate stands

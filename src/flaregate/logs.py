@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object a line, secrets redacted, client IPs anonymised.
+"""Structured logs: one JSON object a line, secrets redacted (client IPs come anonymised:
+:mod:`flaregate.privacy`).
 
 Hosts call :func:`configure_logging` once with the settings (``LOG_LEVEL`` comes from the
 environment's vars). Redaction runs on every formatted line, so a secret cannot leak
@@ -9,7 +10,6 @@ query parameters.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import re
@@ -33,18 +33,6 @@ _RECORD_ATTRS = frozenset({
     "exc_text", "stack_info", "lineno", "funcName", "created", "msecs", "relativeCreated", "thread",
     "threadName", "processName", "process", "taskName", "message", "asctime", "fields",
 })
-
-
-def anonymize_ip(ip: str | None) -> str:
-    """IPv4 to its /24 (``203.0.113.0``), IPv6 to its /48 (``2001:db8:1::``); junk to ``-``."""
-    try:
-        address = ipaddress.ip_address((ip or "").strip())
-    except ValueError:
-        return "-"
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    prefix = 24 if address.version == 4 else 48
-    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
 
 
 class Redactor:

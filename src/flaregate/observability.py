@@ -13,7 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .admin_auth import AdminAuth
+from .admin_auth import authorize_observer
+from .config import Settings
 from .errors import GatewayError
 from .http import Request, Response, json_response
 from .ports import MetricsHubClient
@@ -43,9 +44,13 @@ def _hub_unavailable() -> GatewayError:
 
 
 class Observability:
-    def __init__(self, hub: MetricsHubClient, auth: AdminAuth) -> None:
+    def __init__(self, settings: Settings, hub: MetricsHubClient) -> None:
+        self._settings = settings
         self._hub = hub
-        self._auth = auth
+
+    def authorize(self, request: Request) -> str | None:
+        """The admin check (see admin_auth.py); returns the WebSocket subprotocol to select."""
+        return authorize_observer(request, self._settings)
 
     def routes(self) -> dict[tuple[str, str], Handler]:
         return {
@@ -62,12 +67,12 @@ class Observability:
             raise _hub_unavailable() from None
 
     async def _metrics(self, request: Request, out: dict[str, str]) -> Response:
-        self._auth.authorize(request)
+        self.authorize(request)
         text = await self._call(self._hub.prometheus)
         return Response(200, {"content-type": CONTENT_TYPE, "cache-control": "no-store"}, text.encode())
 
     async def _analytics(self, request: Request, out: dict[str, str]) -> Response:
-        self._auth.authorize(request)
+        self.authorize(request)
         window = request.query.get("window") or None
         if window is not None and window not in WINDOWS:
             raise GatewayError(400, f"Unknown window {window[:20]!r}; use one of {', '.join(WINDOWS)}.",

@@ -36,8 +36,12 @@ class KeyValueStore(Protocol):
 
 
 class UpstreamResponse(Protocol):
-    status: int
-    headers: Mapping[str, str]  # lower-cased names
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Lower-cased names."""
 
     def aiter_bytes(self) -> AsyncIterator[bytes]: ...
 
@@ -73,9 +77,19 @@ class BackgroundTasks(Protocol):
 
 
 class RateLimiterClient(Protocol):
-    """Reaches the rate-limiter object that owns ``key`` (one Durable Object per key)."""
+    """Reaches the rate-limiter object named by its first argument (one Durable Object per
+    partition on the edge, ``getByName(name)``) and calls the method of the same name on
+    ``flaregate.objects.rate_limiter.RateLimiter`` with the remaining arguments."""
 
     async def check(self, key: str, policy: dict[str, Any], cost: float) -> dict[str, Any]: ...
+
+    async def acquire(self, name: str, checks: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    async def reconcile(self, name: str, adjustments: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    async def usage(self, name: str) -> dict[str, Any]: ...
+
+    async def reset(self, name: str, policy: str = "") -> dict[str, Any]: ...
 
 
 class MetricsHubClient(Protocol):
@@ -110,6 +124,13 @@ class Scheduler(Protocol):
     async def schedule(self, at: float) -> None: ...
 
 
+class SecurityStoreClient(Protocol):
+    """Reaches the security store (gateway keys, signing nonces, webhooks): one Durable
+    Object on the edge, an in-process object locally. Arguments and results are JSON-able."""
+
+    async def call(self, op: str, args: dict[str, Any]) -> Any: ...
+
+
 @dataclass(slots=True)
 class Ports:
     clock: Clock
@@ -118,3 +139,4 @@ class Ports:
     tasks: BackgroundTasks
     rate_limiter: RateLimiterClient
     metrics_hub: MetricsHubClient
+    security: SecurityStoreClient | None = None  # None: configured keys only, no admin key store

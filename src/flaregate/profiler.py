@@ -2,7 +2,7 @@
 
 Phases: parse, auth, ratelimit, cache, route, upstream_ttfb (until the provider's
 response headers, failover attempts included), upstream (the whole provider call),
-format, cache_store; plus ``overhead`` (total minus upstream) and ``total``.
+format; plus ``overhead`` (total minus upstream) and ``total``.
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ def where_the_time_goes(samples: list[dict[str, Any]]) -> dict[str, Any]:
         return float(phases.get(name, 0.0))
 
     tail_total = sum(s["total_ms"] for s in tail) or 1.0
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in names:
         values = sorted(phase_ms(s, name) for s in usable)
         if not any(values):

@@ -12,7 +12,8 @@ from .conftest import ADMIN_KEY, GATEWAY_KEY, UPSTREAM_KEY, run_gateway, upstrea
 
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 WRONG_KEY = "fg-wrong-key-abcdefghijkl"
-PRICES = {"upstream/gpt-test": {"input_per_1m": 1_000_000, "output_per_1m": 2_000_000}}  # $1 / $2 a token
+# Prices live on the route targets (the same ones the budgets use): $1 / $2 a token.
+PRICED_GPT_TEST = [{"provider": "upstream", "input_price_per_1m": 1_000_000, "output_price_per_1m": 2_000_000}]
 TOTAL_REQUESTS = 12
 
 
@@ -23,7 +24,8 @@ def ask(client, model, content, **kw):
 @pytest.fixture(scope="module")
 def traffic(upstream, tmp_path_factory):
     """One server, one known mix of requests; the tests below read what it recorded."""
-    env = upstream_env(upstream.base_url, FLAREGATE_PRICES=json.dumps(PRICES))
+    env = upstream_env(upstream.base_url)
+    env["FLAREGATE_ROUTES"] = json.dumps({**json.loads(env["FLAREGATE_ROUTES"]), "gpt-test": PRICED_GPT_TEST})
     with run_gateway(tmp_path_factory.mktemp("observability"), env) as server:
         client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=GATEWAY_KEY, max_retries=0, timeout=20)
         usage = {"in": 0, "out": 0}

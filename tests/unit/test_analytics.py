@@ -4,7 +4,8 @@ import asyncio
 import logging
 
 from flaregate.analytics import Analytics
-from flaregate.config import ModelPrice
+from flaregate.config import RouteTarget
+from flaregate.ratelimits.estimate import PriceTable
 from tests.support.fakes import InlineTasks
 
 
@@ -62,17 +63,30 @@ async def test_a_failing_hub_never_raises_and_the_buffer_stays_bounded(caplog):
 
 
 def test_complete_fills_in_class_attempts_overhead_and_cost():
-    prices = {"p/gpt-real": ModelPrice(input_per_1m=2.0, output_per_1m=10.0)}
+    # One price source: the route targets, as for budgets.
+    prices = PriceTable({"m": (RouteTarget(provider="dead"),
+                               RouteTarget(provider="p", model="gpt-real", input_price_per_1m=2.0,
+                                           output_price_per_1m=10.0))})
     analytics = Analytics(RecordingHub(), InlineTasks(), prices=prices)
     event = analytics.complete(raw(upstream_model="gpt-real", upstream_status=200, upstream_ms=7.5,
                                    failed_providers=["dead"], tokens_in=1000, tokens_out=500,
-                                   client_ip="203.0.113.9"))
+                                   client="203.0.113.0"))
     assert event["error_class"] is None
     assert event["upstream_attempts"] == [["dead", False], ["p", True]]
     assert event["overhead_ms"] == 2.5
     assert event["cost_usd"] == 0.007
-    assert "client_ip" not in event and "failed_providers" not in event
+    assert "client" not in event and "failed_providers" not in event
     relayed_5xx = analytics.complete(raw(status=502, upstream_status=503))
     assert relayed_5xx["error_class"] == "upstream_error"
     assert relayed_5xx["upstream_attempts"] == [["p", False]]
     assert "cost_usd" not in analytics.complete(raw(model="unpriced"))
+
+
+async def test_typed_operational_events_are_passed_on_not_counted_or_logged_as_requests(caplog):
+    hub, tasks = RecordingHub(), InlineTasks()
+    analytics = Analytics(hub, tasks, batch_size=1)
+    with caplog.at_level(logging.INFO, logger="flaregate.access"):
+        analytics.record({"type": "ratelimit_degraded", "mode": "fail_open", "count": 3})
+    await tasks.drain()
+    assert hub.batches == [[{"type": "ratelimit_degraded", "mode": "fail_open", "count": 3}]]
+    assert "request" not in caplog.text  # no access-log line for it

@@ -63,3 +63,12 @@ def test_reply_to_client_frames():
     assert json.loads(hub.reply('{"type": "snapshot"}'))["type"] == "snapshot"
     for garbage in ("not json", "[1,2]", '{"type": "nope"}', b"\x00\x01", "x" * 10_000):
         assert json.loads(hub.reply(garbage))["type"] == "error"
+
+
+async def test_events_that_are_not_requests_are_counted_apart():
+    hub, clock, sched, bc = make()
+    assert await hub.record([{"type": "ratelimit_degraded", "mode": "fail_open"}, event()]) == 1
+    await hub.record([{"type": "ratelimit_degraded"}])
+    assert hub.snapshot()["totals"]["requests"] == 1
+    counted = hub._sql.exec("SELECT value FROM hub_state WHERE name = 'event:ratelimit_degraded'")
+    assert counted == [{"value": 2}]

@@ -1,5 +1,5 @@
 """Operational events the hub pushes to subscribers: failover, circuit change, rate-limit
-saturation and error spikes.
+saturation, error spikes and a degraded (unreachable) rate limiter.
 
 Each becomes one ``{"type": "event", ...}`` message (shape in docs/hub-protocol.md). Bursts
 are folded: after an event of a given kind and subject is sent, the same one is held back
@@ -15,9 +15,11 @@ from typing import Any
 from ..ports import SqlStorage
 from .hub_store import HubStore, ParsedEvent, label
 
-KINDS = ("failover", "circuit", "rate_limit_saturation", "error_spike")
-COOLDOWN_SECONDS = {"failover": 30.0, "circuit": 0.0, "rate_limit_saturation": 60.0, "error_spike": 60.0}
-SEVERITY = {"failover": "warning", "rate_limit_saturation": "warning", "error_spike": "critical"}
+KINDS = ("failover", "circuit", "rate_limit_saturation", "error_spike", "ratelimit_degraded")
+COOLDOWN_SECONDS = {"failover": 30.0, "circuit": 0.0, "rate_limit_saturation": 60.0, "error_spike": 60.0,
+                    "ratelimit_degraded": 60.0}
+SEVERITY = {"failover": "warning", "rate_limit_saturation": "warning", "error_spike": "critical",
+            "ratelimit_degraded": "critical"}
 RECENT_KEPT = 50
 
 SATURATION_AT = 0.8  # share of a key's limit used
@@ -90,6 +92,22 @@ class EventDetector:
             found += self._emit("circuit", f"{provider}:{state}", now, {
                 "provider": provider, "state": state, "previous": previous,
             }, f"Circuit for provider {provider} is now {state.replace('_', '-')}.", severity)
+        return found
+
+    def from_operational(self, items: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+        """Typed operational events (``{"type": ...}``) from the core, e.g. the rate
+        limiter's ``ratelimit_degraded`` report (ratelimits/enforcer.py)."""
+        found: list[dict[str, Any]] = []
+        for item in items:
+            if item.get("type") != "ratelimit_degraded":
+                continue
+            mode = label(item.get("mode"))
+            policies = [label(p) for p in item.get("policies", [])[:20]] if isinstance(item.get("policies"), list) else []
+            count = item.get("count") if isinstance(item.get("count"), int) else 1
+            found += self._emit("ratelimit_degraded", mode, now, {
+                "mode": mode, "policies": policies, "error": label(item.get("error")), "checks": count,
+            }, f"The rate limiter is unreachable; {', '.join(policies) or 'its policies'} "
+               f"{'admit' if mode == 'fail_open' else 'refuse'} requests ({mode.replace('_', ' ')}).")
         return found
 
     # -- folding and the log -------------------------------------------------------------

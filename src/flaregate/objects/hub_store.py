@@ -26,7 +26,7 @@ import contextlib
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..error_classes import ERROR_CLASSES, SERVER_SIDE, classify
@@ -43,10 +43,16 @@ _FAR_FUTURE = 2**62
 INT_COUNTERS = (
     "requests", "errors", "failures", "cache_hits", "cache_misses", "rate_limited", "streams",
     "failovers", "attempts", "attempt_failures", "tokens_in", "tokens_out", "ttft_count",
+    "cache_bytes_saved", "cache_tokens_saved",  # answers served from the cache or a shared flight
 )
 SUM_COUNTERS = ("cost_usd", "latency_sum_ms", "upstream_sum_ms", "overhead_sum_ms", "ttft_sum_ms")
 COUNTERS = INT_COUNTERS + SUM_COUNTERS
 _KEYS = "resolution, bucket, provider, model, key_id"
+# Counters added after hub_rollup was first created: ALTER TABLE adds them to older tables.
+_ADDED_COUNTERS = ("cache_bytes_saved", "cache_tokens_saved")
+# The totals of the first hub's table (hub_minute), carried into lifetime rows once.
+_LEGACY_COUNTERS = ("requests", "errors", "cache_hits", "cache_misses", "rate_limited", "tokens_in",
+                    "tokens_out", "latency_sum_ms", "cache_bytes_saved", "cache_tokens_saved")
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS hub_rollup (resolution INTEGER NOT NULL, bucket INTEGER NOT NULL,"
@@ -135,6 +141,8 @@ class ParsedEvent:
             "tokens_in": _int(event.get("tokens_in")),
             "tokens_out": _int(event.get("tokens_out")),
             "ttft_count": 1 if ttft is not None else 0,
+            "cache_bytes_saved": _int(event.get("bytes_saved")),
+            "cache_tokens_saved": _int(event.get("tokens_saved")),
             "cost_usd": _num(event.get("cost_usd")) or 0.0,
             "latency_sum_ms": total or 0.0,
             "upstream_sum_ms": upstream or 0.0,
@@ -148,6 +156,41 @@ class HubStore:
         self.sql = sql
         for statement in SCHEMA:
             sql.exec(statement)
+        self._add_columns()
+        self._migrate_hub_minute()
+
+    def _columns(self, table: str) -> set[str] | None:
+        try:
+            return {row["name"] for row in self.sql.exec(f"PRAGMA table_info({table})")}
+        except Exception:  # a store without this PRAGMA
+            return None
+
+    def _add_columns(self) -> None:
+        existing = self._columns("hub_rollup")
+        for column in _ADDED_COUNTERS:
+            if existing is None or column not in existing:
+                with contextlib.suppress(Exception):  # already there
+                    self.sql.exec(f"ALTER TABLE hub_rollup ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+
+    def _migrate_hub_minute(self) -> None:
+        """A hub upgraded from the first schema keeps its totals: hub_minute's rows become
+        lifetime rows (key "-"), then the old tables go, in one transaction."""
+        legacy = self._columns("hub_minute")
+        if not legacy:
+            return
+        carried = [c for c in _LEGACY_COUNTERS if c in legacy]
+
+        def migrate() -> None:
+            self.sql.exec(
+                f"INSERT INTO hub_rollup ({_KEYS}, {', '.join(carried)})"
+                f" SELECT {LIFETIME}, 0, provider, model, '-', {', '.join(f'SUM({c})' for c in carried)}"
+                " FROM hub_minute GROUP BY provider, model"
+                f" ON CONFLICT({_KEYS}) DO UPDATE SET " + ", ".join(f"{c} = {c} + excluded.{c}" for c in carried),
+            )
+            self.sql.exec("DROP TABLE hub_minute")
+            self.sql.exec("DROP TABLE IF EXISTS hub_latency")
+
+        self.atomically(migrate)
 
     # -- small state ---------------------------------------------------------------------
     def state(self, name: str) -> float | None:
@@ -183,14 +226,19 @@ class HubStore:
         return parsed
 
     def ingest(self, events: list[ParsedEvent], now: float) -> None:
-        with self._atomic():
-            self._ingest(events, now)
+        self.atomically(lambda: self._ingest(events, now))
 
-    def _atomic(self) -> Any:
-        """One transaction for a whole batch where the storage offers it (sqlite3); a
-        Durable Object already commits the writes of one synchronous run together."""
+    def atomically(self, work: Callable[[], None]) -> None:
+        """Run ``work`` as one transaction where the storage offers one (optional port
+        extras): ``transaction_sync(work)`` on a Durable Object (``transactionSync``),
+        ``with transaction()`` on sqlite3. Without either, plain calls."""
+        run = getattr(self.sql, "transaction_sync", None)
+        if run is not None:
+            run(work)
+            return
         transaction = getattr(self.sql, "transaction", None)
-        return transaction() if transaction is not None else contextlib.nullcontext()
+        with transaction() if transaction is not None else contextlib.nullcontext():
+            work()
 
     def _ingest(self, events: list[ParsedEvent], now: float) -> None:
         rows: dict[tuple, dict[str, float]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
@@ -274,10 +322,12 @@ class HubStore:
         report = {"hours_rolled": 0, "days_rolled": 0, "deleted": 0}
         if hour_end > rolled_hour:
             report["hours_rolled"] = (hour_end - rolled_hour) // HOUR
-            with self._atomic():  # the lifetime view must never see the hour twice or not at all
+            def roll_hours() -> None:  # the lifetime view must never see the hour twice or not at all
                 self._roll(MINUTE, HOUR, rolled_hour, hour_end)
                 self._roll(MINUTE, LIFETIME, rolled_hour, hour_end)
                 self.set_state("rolled_hour", hour_end)
+
+            self.atomically(roll_hours)
         if day_end > rolled_day:
             report["days_rolled"] = (day_end - rolled_day) // DAY
             self._roll(HOUR, DAY, rolled_day, day_end)
@@ -345,6 +395,18 @@ class HubStore:
         select = f"{group_by} AS name, " if group_by else ""
         tail = f" GROUP BY {group_by} ORDER BY {group_by}" if group_by else ""
         return self.sql.exec(f"SELECT {select}{sums} FROM hub_rollup WHERE {where}{tail}", *params)
+
+    def count_event(self, kind: str) -> None:
+        """An operational event (not a request) seen by the hub: counted in ``event:<kind>``."""
+        self.sql.exec(
+            "INSERT INTO hub_state (name, value) VALUES (?, 1)"
+            " ON CONFLICT(name) DO UPDATE SET value = COALESCE(value, 0) + 1",
+            "event:" + label(kind)[:64],
+        )
+
+    def event_counts(self) -> dict[str, int]:
+        rows = self.sql.exec("SELECT name, value FROM hub_state WHERE name LIKE 'event:%' ORDER BY name")
+        return {row["name"][6:]: int(row["value"] or 0) for row in rows}
 
     def series(self, where: str, params: list[Any], step: int) -> list[dict[str, Any]]:
         return self.sql.exec(

@@ -84,17 +84,34 @@ class MetricsHub:
 
     # -- ingest --------------------------------------------------------------------------
     async def record(self, events: list[dict[str, Any]]) -> int:
-        """Aggregate request events (and published operational events such as a circuit
-        change); returns how many were accepted. Bad events are skipped."""
+        """Aggregate request events; returns how many requests were accepted (plus
+        published ``{"event": ...}`` items such as a circuit change). Bad events are skipped.
+
+        Only events without a ``type`` or with ``type: "request"`` are requests. Any other
+        ``type`` (e.g. ``ratelimit_degraded``) and every ``{"event": ...}`` item is
+        operational: counted in hub_state as ``event:<type>``, never as a request; the kinds
+        the detector knows (circuit, ratelimit_degraded) also become pushed events.
+        """
         if not isinstance(events, list):
             return 0
         now = self._clock.now()
         items = [e for e in events[:MAX_BATCH] if isinstance(e, dict)]
-        published = [e for e in items if "event" in e]
-        parsed = self._store.parse([e for e in items if "event" not in e], now)
+        requests, published, operational = [], [], []
+        for item in items:
+            kind = item.get("type", "request")
+            if "event" in item:
+                published.append(item)
+                self._store.count_event(item["event"])
+            elif kind != "request":
+                operational.append(item)
+                self._store.count_event(kind)
+            else:
+                requests.append(item)
+        parsed = self._store.parse(requests, now)
         if parsed:
             self._store.ingest(parsed, now)
-        alerts = self._events.from_requests(parsed, now) + self._events.from_publishers(published, now)
+        alerts = (self._events.from_requests(parsed, now) + self._events.from_publishers(published, now)
+                  + self._events.from_operational(operational, now))
         if parsed or alerts:
             self._set_state("dirty", 1)
             if self._state("compact_at") is None:
@@ -197,7 +214,10 @@ class MetricsHub:
             "ts": round(now, 3),
             "uptime_s": round(now - (self._state("started_at") or now), 3),
             "totals": {**{name: life[name] for name in _COUNTERS}, "failures": life["failures"],
-                       "streams": life["streams"], "failovers": life["failovers"], "cost_usd": life["cost_usd"]},
+                       "streams": life["streams"], "failovers": life["failovers"], "cost_usd": life["cost_usd"],
+                       "cache_bytes_saved": life["cache_bytes_saved"],
+                       "cache_tokens_saved": life["cache_tokens_saved"]},
+            "operational_events": store.event_counts(),
             "error_rate": round(life["errors"] / life["requests"], 4) if life["requests"] else 0.0,
             "cache_hit_rate": round(life["cache_hits"] / lookups, 4) if lookups else None,
             "rps_1m": round(live["requests"] / LIVE_WINDOW_SECONDS, 3),
@@ -329,7 +349,7 @@ class MetricsHub:
         return {
             **{c: n[c] for c in ("requests", "errors", "failures", "cache_hits", "cache_misses", "rate_limited",
                                  "streams", "failovers", "attempts", "attempt_failures", "tokens_in",
-                                 "tokens_out", "cost_usd")},
+                                 "tokens_out", "cost_usd", "cache_bytes_saved", "cache_tokens_saved")},
             "rps": round(n["requests"] / span, 4),
             "error_rate": _rate(n["errors"], n["requests"]),
             "failure_rate": _rate(n["failures"], n["requests"]),
@@ -357,7 +377,11 @@ class MetricsHub:
             ("flaregate_failovers_total", "failovers", "Requests that needed more than one provider attempt."),
             ("flaregate_upstream_attempts_total", "attempts", "Calls to providers, failover attempts included."),
             ("flaregate_upstream_attempt_failures_total", "attempt_failures", "Provider calls that failed."),
-            ("flaregate_cost_usd_total", "cost_usd", "Estimated cost from the configured price table."),
+            ("flaregate_cost_usd_total", "cost_usd", "Estimated cost from the route targets' prices."),
+            ("flaregate_cache_bytes_saved_total", "cache_bytes_saved",
+             "Response bytes served from the cache or a shared in-flight answer instead of a provider."),
+            ("flaregate_cache_tokens_saved_total", "cache_tokens_saved",
+             "Completion tokens served from the cache or a shared in-flight answer."),
         )
         for name, column, help_text in counters:
             out.family(name, "counter", help_text)
@@ -380,6 +404,10 @@ class MetricsHub:
         out.family("flaregate_provider_health_score", "gauge", "Provider health score, 0-100.")
         for provider, detail in sorted(provider_health.items()):
             out.sample("flaregate_provider_health_score", {"provider": provider}, detail["health"])
+        out.family("flaregate_operational_events_total", "counter",
+                   "Operational events the hub received (not requests), by type.")
+        for kind, count in self._store.event_counts().items():
+            out.sample("flaregate_operational_events_total", {"type": kind}, count)
         out.family("flaregate_hub_subscribers", "gauge", "Live WebSocket subscribers of the metrics hub.")
         out.sample("flaregate_hub_subscribers", {}, self._broadcaster.subscriber_count())
         process = self._process()

@@ -17,6 +17,7 @@ from ...gateway import Gateway
 from ...http import Headers, Request, Response
 from ...objects.metrics_hub import MAX_CLIENT_FRAME, MetricsHub
 from ...objects.rate_limiter import RateLimiter
+from ...objects.security_store import SecurityStore
 from ...ports import Ports
 from .host_stats import ProcessStats
 from .runtime import (
@@ -24,6 +25,7 @@ from .runtime import (
     AsyncioTasks,
     LocalHubClient,
     LocalRateLimiterClient,
+    LocalSecurityClient,
     PeriodicTask,
     Subscriber,
     SubscriberSet,
@@ -55,6 +57,7 @@ class LocalHost:
         scheduler.target = self.hub.alarm
         self.compaction = PeriodicTask(COMPACT_EVERY_SECONDS, self.hub.compact)
         self.transport = HttpxTransport()
+        self.security = SecurityStore(self.storage, clock)  # gateway keys (hashed), nonces, webhooks
         ports = Ports(
             clock=clock,
             cache=SqliteKeyValueStore(self.storage, clock),
@@ -62,6 +65,7 @@ class LocalHost:
             tasks=self.tasks,
             rate_limiter=LocalRateLimiterClient(RateLimiter(self.storage, clock)),
             metrics_hub=LocalHubClient(self.hub),
+            security=LocalSecurityClient(self.security),
         )
         self.gateway = Gateway(settings, ports, KeyRing(api_keys))
 
@@ -149,7 +153,7 @@ class LocalHost:
             # Runs the relay's cleanup (close upstream, record analytics) even when the
             # client went away mid-stream.
             with contextlib.suppress(Exception):
-                await stream.aclose()  # type: ignore[union-attr]
+                await stream.aclose()  # type: ignore[attr-defined]
 
     async def _websocket(self, scope: Scope, receive: Any, send: Any) -> None:
         request = self._request(scope)
@@ -157,7 +161,7 @@ class LocalHost:
             await send({"type": "websocket.close", "code": 1008, "reason": "unknown path"})
             return
         try:
-            subprotocol = self.gateway.authorize_admin(request)
+            subprotocol = self.gateway.authorize_admin(request)  # the admin key, not a gateway key
         except GatewayError as exc:
             await self._reject(scope, send, exc)
             return

@@ -11,6 +11,7 @@ from typing import Any
 
 from ...objects.metrics_hub import MetricsHub
 from ...objects.rate_limiter import RateLimiter
+from ...objects.security_store import SecurityStore
 
 log = logging.getLogger("flaregate.local")
 
@@ -43,6 +44,19 @@ class LocalRateLimiterClient:
     async def check(self, key: str, policy: dict[str, Any], cost: float) -> dict[str, Any]:
         return self._limiter.check(key, policy, cost)
 
+    # One object per partition, as on the edge, all over the one SQLite table.
+    async def acquire(self, name: str, checks: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._limiter.partition(name).acquire(checks)
+
+    async def reconcile(self, name: str, adjustments: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._limiter.partition(name).reconcile(adjustments)
+
+    async def usage(self, name: str) -> dict[str, Any]:
+        return self._limiter.partition(name).usage()
+
+    async def reset(self, name: str, policy: str = "") -> dict[str, Any]:
+        return self._limiter.partition(name).reset(policy)
+
 
 class LocalHubClient:
     def __init__(self, hub: MetricsHub) -> None:
@@ -59,6 +73,14 @@ class LocalHubClient:
 
     async def prometheus(self) -> str:
         return self._hub.prometheus()
+
+
+class LocalSecurityClient:
+    def __init__(self, store: SecurityStore) -> None:
+        self._store = store
+
+    async def call(self, op: str, args: dict[str, Any]) -> Any:
+        return self._store.call(op, args)
 
 
 class Subscriber:
