@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from .resilience_config import RESILIENCE_VARS, ResiliencePolicy, resilience_from_vars
+
 MOCK_PROVIDER = "mock"
 WILDCARD_ROUTE = "*"
 
@@ -41,6 +43,7 @@ KNOWN_VARS = (
     "MAX_BODY_BYTES",
     "METRICS_TICK_SECONDS",
     "UPSTREAM_TIMEOUT_SECONDS",
+    *RESILIENCE_VARS,
 )
 
 
@@ -61,16 +64,28 @@ class TokenBucketPolicy(_Model):
         return self.model_dump()
 
 
+# Kinds whose base_url has a sensible default (the provider's public endpoint).
+DEFAULT_BASE_URLS = {
+    "anthropic": "https://api.anthropic.com/v1",
+    "huggingface": "https://router.huggingface.co/v1",
+    "workers_ai": "https://api.cloudflare.com/client/v4",
+}
+STRATEGIES = ("fallback", "weighted", "latency", "least_busy", "cost", "score")
+
+
 class ProviderConfig(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    kind: Literal["openai", "mock"] = "openai"
+    kind: Literal["openai", "mock", "anthropic", "workers_ai", "huggingface"] = "openai"
     base_url: str | None = None
     api_key: SecretStr | None = None
     timeout_seconds: PositiveFloat | None = None
+    account_id: str | None = None  # workers_ai over REST: the Cloudflare account
+    fault: str | None = None  # mock only: every call fails this way (see providers/mock.py)
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> ProviderConfig:
-        if self.kind != "mock" and not (self.base_url or "").startswith(("http://", "https://")):
+        base_url = self.base_url or DEFAULT_BASE_URLS.get(self.kind, "")
+        if self.kind != "mock" and not base_url.startswith(("http://", "https://")):
             raise ValueError(f"provider {self.name!r} needs an http(s) base_url")
         return self
 
@@ -78,6 +93,24 @@ class ProviderConfig(_Model):
 class RouteTarget(_Model):
     provider: str
     model: str | None = None  # None: send the requested model name unchanged
+    weight: float = Field(default=1.0, ge=0)  # the "weighted" strategy's share
+    price_in: float | None = Field(default=None, ge=0)  # USD per million input tokens ("cost")
+    price_out: float | None = Field(default=None, ge=0)  # USD per million output tokens
+
+
+class RouteConfig(_Model):
+    strategy: Literal["fallback", "weighted", "latency", "least_busy", "cost", "score"] = "fallback"
+    targets: tuple[RouteTarget, ...]
+
+    # Read like a tuple of targets, so code written for plain target lists keeps working.
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.targets)
+
+    def __getitem__(self, index: int) -> RouteTarget:
+        return self.targets[index]
+
+    def __len__(self) -> int:
+        return len(self.targets)
 
 
 class Settings(_Model):
@@ -85,21 +118,33 @@ class Settings(_Model):
     log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
     api_keys: tuple[SecretStr, ...] = ()
     providers: tuple[ProviderConfig, ...] = (ProviderConfig(name=MOCK_PROVIDER, kind="mock"),)
-    routes: dict[str, tuple[RouteTarget, ...]] = {
-        "mock-1": (RouteTarget(provider=MOCK_PROVIDER),)
+    routes: dict[str, RouteConfig] = {
+        "mock-1": RouteConfig(targets=(RouteTarget(provider=MOCK_PROVIDER),))
     }
     rate_limit: TokenBucketPolicy = TokenBucketPolicy()
     cache_ttl_seconds: int = Field(default=300, ge=0)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     metrics_tick_seconds: PositiveFloat = 1.0
     upstream_timeout_seconds: PositiveFloat = 60.0
+    resilience: ResiliencePolicy = ResiliencePolicy()
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _route_shorthand(cls, routes: Any) -> Any:
+        # A bare list of targets is an ordered-fallback route.
+        if isinstance(routes, dict):
+            return {alias: {"targets": spec} if isinstance(spec, list | tuple) else spec
+                    for alias, spec in routes.items()}
+        return routes
 
     @field_validator("routes")
     @classmethod
-    def _routes_have_targets(cls, routes: dict[str, tuple[RouteTarget, ...]]) -> dict:
-        for alias, targets in routes.items():
-            if not targets:
+    def _routes_have_targets(cls, routes: dict[str, RouteConfig]) -> dict:
+        for alias, route in routes.items():
+            if not route.targets:
                 raise ValueError(f"route {alias!r} has no targets")
+            if route.strategy == "weighted" and not any(t.weight > 0 for t in route.targets):
+                raise ValueError(f"route {alias!r}: weighted strategy needs a target with weight > 0")
         return routes
 
     @model_validator(mode="after")
@@ -127,6 +172,14 @@ def _route_target(spec: Any) -> Any:
         provider, _, model = spec.partition("/")
         return {"provider": provider, "model": model or None}
     return spec
+
+
+def _route(spec: Any) -> Any:
+    # A list (or one target) is an ordered-fallback route; an object may name a strategy.
+    if isinstance(spec, dict) and "targets" in spec:
+        targets = spec["targets"]
+        return {**spec, "targets": [_route_target(t) for t in (targets if isinstance(targets, list) else [targets])]}
+    return {"targets": [_route_target(t) for t in (spec if isinstance(spec, list) else [spec])]}
 
 
 def _providers(vars: Mapping[str, str]) -> list[dict[str, Any]] | None:
@@ -177,10 +230,7 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         raw = _json(vars, "FLAREGATE_ROUTES")
         if not isinstance(raw, dict):
             raise ConfigError("FLAREGATE_ROUTES: must be a JSON object of alias -> targets")
-        data["routes"] = {
-            alias: [_route_target(t) for t in (targets if isinstance(targets, list) else [targets])]
-            for alias, targets in raw.items()
-        }
+        data["routes"] = {alias: _route(spec) for alias, spec in raw.items()}
     elif providers is not None:
         # Providers but no routes: every model name goes to the first provider unchanged.
         first = providers[0].get("name") if isinstance(providers[0], dict) else None
@@ -197,6 +247,9 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
             raise ConfigError("RATE_LIMIT_PER_HOUR: must be a number") from None
     if limit:
         data["rate_limit"] = limit
+    resilience = resilience_from_vars(vars)
+    if resilience:
+        data["resilience"] = resilience
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

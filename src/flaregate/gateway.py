@@ -22,11 +22,12 @@ from .cache import ResponseCache, cache_key
 from .config import Settings
 from .errors import GatewayError, bad_request, upstream_error
 from .http import Request, Response, json_response
-from .ports import Ports, UpstreamError, UpstreamResponse, UpstreamTimeout
+from .ports import Ports, UpstreamError, UpstreamResponse
 from .profiler import Profiler
 from .providers import build_providers
-from .routing import Router, Target, route_signature
+from .routing import Router, route_signature
 from .schemas import ChatCompletionRequest, validation_error
+from .upstream_call import PIN_HEADER, UpstreamCaller
 
 log = logging.getLogger("flaregate")
 
@@ -55,11 +56,13 @@ class Gateway:
         self.router = Router(settings, build_providers(settings, ports.upstream))
         self.cache = ResponseCache(ports.cache, settings.cache_ttl_seconds)
         self.analytics = Analytics(ports.metrics_hub, ports.tasks)
+        self.upstream = UpstreamCaller(settings, ports.clock, self.analytics.record)
         self._policy = settings.rate_limit.as_dict()
         self._routes: dict[tuple[str, str], Callable[[Request, dict[str, str]], Awaitable[Response]]] = {
             ("GET", "/health"): self._health,
             ("GET", "/v1/models"): self._models,
             ("POST", CHAT_PATH): self._chat,
+            ("GET", "/v1/providers"): self._providers,
         }
         self._paths = {path for _, path in self._routes} | {"/ws"}
 
@@ -101,6 +104,11 @@ class Gateway:
         data = [{"id": alias, "object": "model", "created": 0, "owned_by": provider}
                 for alias, provider in self.router.models()]
         return json_response({"object": "list", "data": data})
+
+    async def _providers(self, request: Request, out: dict[str, str]) -> Response:
+        self.authorize(request)
+        kinds = {p.name: p.kind for p in self.settings.providers}
+        return json_response(self.upstream.report(self.router.routes(), kinds))
 
     # -- chat completions ----------------------------------------------------------------
     async def _chat(self, request: Request, out: dict[str, str]) -> Response:
@@ -151,9 +159,9 @@ class Gateway:
         forward = {"x-request-id": out["x-request-id"],
                    "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
         upstream_started = self.ports.clock.monotonic()
-        target, upstream = await self._call_upstream(targets, body, forward, event)
+        target, upstream = await self.upstream.call(targets, body, forward, event, pin=request.headers.get(PIN_HEADER))
         event["provider"] = target.provider.name
-        headers = {**out, "x-flaregate-provider": target.provider.name,
+        headers = {**out, "x-flaregate-provider": target.provider.name, "x-flaregate-attempts": str(event["attempts"]),
                    "x-flaregate-cache": "MISS" if key else "BYPASS",
                    "content-type": upstream.headers.get("content-type", "application/json")}
         if stream and upstream.status == 200:
@@ -218,32 +226,6 @@ class Gateway:
             raise GatewayError(429, f"Rate limit reached for this key: {decision['limit']} requests; retry in {retry}s.",
                                type="rate_limit_error", code="rate_limit_exceeded",
                                headers={**out, "retry-after": str(retry)})
-
-    async def _call_upstream(self, targets: list[Target], body: dict[str, Any], forward: dict[str, str],
-                             event: dict[str, Any]) -> tuple[Target, UpstreamResponse]:
-        """Try targets in order; move on after connection errors, 429 and 5xx.
-
-        The last target's HTTP error is returned as is, for the caller to relay honestly.
-        """
-        failure: GatewayError | None = None
-        for attempt, target in enumerate(targets, start=1):
-            event["attempts"] = attempt
-            try:
-                upstream = await target.provider.chat(body, target.model, forward)
-            except UpstreamTimeout:
-                failure = upstream_error(504, f"Upstream provider '{target.provider.name}' timed out.",
-                                         code="upstream_timeout")
-                continue
-            except UpstreamError as exc:
-                failure = upstream_error(502, f"Upstream provider '{target.provider.name}' is unreachable: {exc}",
-                                         code="upstream_unreachable")
-                continue
-            if (upstream.status == 429 or upstream.status >= 500) and attempt < len(targets):
-                await upstream.aclose()
-                continue
-            return target, upstream
-        assert failure is not None
-        raise failure
 
     def _upstream_failure_response(self, status: int, upstream_headers: Any, payload: bytes,
                                    headers: dict[str, str]) -> Response:

@@ -91,12 +91,19 @@ class MetricsHub:
         """Aggregate request events; returns how many were accepted. Bad events are skipped."""
         accepted = 0
         for event in events if isinstance(events, list) else []:
-            if isinstance(event, dict) and self._record_one(event):
+            if isinstance(event, dict) and event.get("type", "request") != "request":
+                self._relay_operational(event)  # circuit / cooldown / failover: not a request
+            elif isinstance(event, dict) and self._record_one(event):
                 accepted += 1
         if accepted:
             self._set_state("dirty", 1)
             await self._request_tick()
         return accepted
+
+    def _relay_operational(self, event: dict[str, Any]) -> None:
+        """Operational events go straight to the subscribers, as they happen."""
+        if self._broadcaster.subscriber_count() and isinstance(event.get("type"), str):
+            self._broadcaster.broadcast(json.dumps({**event, "protocol": PROTOCOL_VERSION}, default=str))
 
     def _record_one(self, event: dict[str, Any]) -> bool:
         ts = _num(event.get("ts")) or self._clock.now()
