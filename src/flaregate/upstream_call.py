@@ -39,6 +39,7 @@ from .strategies import rank
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 MAX_ERROR_BODY = 4096
 MAX_FIRST_EVENT = 65536  # bytes held back while waiting for the first complete SSE event
+MAX_PENDING_EVENT = 1 << 20  # a partial event larger than this is passed on as it is
 PIN_HEADER = "x-flaregate-provider"
 
 Emit = Callable[[dict[str, Any]], None]
@@ -87,16 +88,29 @@ class PeekedStream:
         self._closed = False
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        tail = self._first[-64:]
-        yield self._first
+        # Only whole SSE events go out: when the upstream breaks mid-event, the partial
+        # event is dropped, so the error event that follows is never glued onto it.
+        tail = b""
+        pending = self._first
         try:
-            async for chunk in self._rest:
-                if chunk:
-                    tail = (tail + chunk)[-64:]
-                    yield chunk
+            while True:
+                cut = _last_event_end(pending)
+                if cut or len(pending) > MAX_PENDING_EVENT:
+                    cut = cut or len(pending)
+                    out, pending = pending[:cut], pending[cut:]
+                    tail = (tail + out)[-64:]
+                    yield out
+                chunk = await anext(self._rest, None)
+                if chunk is None:
+                    break
+                pending += chunk
         except UpstreamError as exc:
             self._outcome, self._detail = ("stalled" if isinstance(exc, UpstreamTimeout) else "interrupted"), str(exc)
             raise
+        if pending.strip():  # a last event without its closing blank line
+            out = pending.rstrip(b"\r\n") + b"\n\n"
+            tail = (tail + out)[-64:]
+            yield out
         self._outcome = "complete" if self._done_marker in tail else "truncated"
 
     async def read(self) -> bytes:
@@ -124,6 +138,12 @@ class Failure:
 class Outcome:
     response: UpstreamResponse
     relay_only: bool = False  # a client error to relay: no verdict on the provider
+
+
+def _last_event_end(data: bytes) -> int:
+    """Index just past the last SSE event boundary (blank line) in ``data``; 0 if none."""
+    lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
 
 
 def _first_event(buffer: bytes) -> bytes | None:
