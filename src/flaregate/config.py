@@ -87,6 +87,8 @@ class ProviderConfig(_Model):
         base_url = self.base_url or DEFAULT_BASE_URLS.get(self.kind, "")
         if self.kind != "mock" and not base_url.startswith(("http://", "https://")):
             raise ValueError(f"provider {self.name!r} needs an http(s) base_url")
+        if self.kind == "workers_ai" and not self.account_id:
+            raise ValueError(f"provider {self.name!r} (workers_ai) needs an account_id")
         return self
 
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from . import __version__, tracing
 from .analytics import Analytics
@@ -28,6 +28,7 @@ from .providers import build_providers
 from .routing import Router, route_signature
 from .schemas import ChatCompletionRequest, validation_error
 from .upstream_call import PIN_HEADER, UpstreamCaller
+from .upstream_endpoints import EMBEDDINGS_PATH, MESSAGES_PATH, UpstreamEndpoints
 
 log = logging.getLogger("flaregate")
 
@@ -53,16 +54,19 @@ class Gateway:
         self.settings = settings
         self.ports = ports
         self.keys = keys if keys is not None else KeyRing(k.get_secret_value() for k in settings.api_keys)
-        self.router = Router(settings, build_providers(settings, ports.upstream))
+        self.router = Router(settings, build_providers(settings, ports.upstream, ports.ai))
         self.cache = ResponseCache(ports.cache, settings.cache_ttl_seconds)
         self.analytics = Analytics(ports.metrics_hub, ports.tasks)
         self.upstream = UpstreamCaller(settings, ports.clock, self.analytics.record)
+        endpoints = UpstreamEndpoints(self)
         self._policy = settings.rate_limit.as_dict()
         self._routes: dict[tuple[str, str], Callable[[Request, dict[str, str]], Awaitable[Response]]] = {
             ("GET", "/health"): self._health,
             ("GET", "/v1/models"): self._models,
             ("POST", CHAT_PATH): self._chat,
             ("GET", "/v1/providers"): self._providers,
+            ("POST", EMBEDDINGS_PATH): endpoints.embeddings,
+            ("POST", MESSAGES_PATH): endpoints.messages,
         }
         self._paths = {path for _, path in self._routes} | {"/ws"}
 
@@ -191,7 +195,7 @@ class Gateway:
                 await self.cache.put(key, payload, target.provider.name)
         return Response(200, headers, payload)
 
-    def _parse_chat(self, request: Request) -> dict[str, Any]:
+    def _parse_chat(self, request: Request, schema: type[BaseModel] = ChatCompletionRequest) -> dict[str, Any]:
         ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         if ctype != "application/json" and not ctype.endswith("+json"):
             raise GatewayError(415, "Content-Type must be application/json.", code="unsupported_media_type")
@@ -205,7 +209,7 @@ class Gateway:
         if not isinstance(body, dict):
             raise bad_request("The request body must be a JSON object.", code="invalid_json")
         try:
-            ChatCompletionRequest.model_validate(body)
+            schema.model_validate(body)
         except ValidationError as exc:
             raise validation_error(exc) from None
         return body

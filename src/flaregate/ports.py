@@ -66,6 +66,15 @@ class UpstreamTransport(Protocol):
         """Send a request; the body is not read yet. Raises UpstreamError on I/O failure."""
 
 
+class AiBinding(Protocol):
+    """Workers AI on the edge (the ``AI`` binding): ``env.AI.run(model, inputs)``.
+
+    Returns the answer as a dict, or, when ``inputs["stream"]`` is true, an async iterator of
+    SSE bytes. Raises UpstreamError when the binding fails."""
+
+    async def run(self, model: str, inputs: dict[str, Any]) -> Any: ...
+
+
 class BackgroundTasks(Protocol):
     """Work that outlives the response (``ctx.waitUntil`` on the edge)."""
 
@@ -106,3 +115,4 @@ class Ports:
     tasks: BackgroundTasks
     rate_limiter: RateLimiterClient
     metrics_hub: MetricsHubClient
+    ai: AiBinding | None = None  # the edge's Workers AI binding; None elsewhere (REST instead)

@@ -15,6 +15,9 @@ Endpoints
     POST /v1/embeddings        deterministic 8-float vectors (sha256 of each input)
     GET  /v1/models            a few model ids
     POST /v1/messages          Anthropic Messages API (text; tool_use if tools + "weather"; SSE)
+    POST /client/v4/accounts/{account}/ai/run/{model}
+                               Cloudflare Workers AI REST: {"result": {"response", "usage"},
+                               "success": true}; streaming: data: {"response": piece} ... [DONE]
     GET  /_mock/stats          {"calls": {path: n}, "total": n, "requests": [last 50 records],
                                 "faults_pending": n}; /_mock/* calls are never counted
     POST /_mock/reset          clear counters, request log and faults
@@ -82,6 +85,7 @@ MAX_RECORDS = 50
 
 _WORDS = re.compile(r"\S+\s*|\s+")  # pieces whose concatenation is exactly the input
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
+_WORKERS_AI = re.compile(r"^/client/v4/accounts/[^/]+/ai/run/.+$")
 _INVALID = object()  # marker: body was present but not JSON
 
 _OPENAI_ERR = {
@@ -417,6 +421,8 @@ class MockUpstreamApp:
             "/v1/embeddings": self._embeddings,
             "/v1/messages": self._messages,
         }.get(path)
+        if _WORKERS_AI.match(path):
+            handler = self._workers_ai
         if handler is None:
             return _error(404, f"unknown path {path}", anthropic)
         if method != "POST":
@@ -506,6 +512,22 @@ class MockUpstreamApp:
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             },
         )
+
+    def _workers_ai(self, headers: dict, body: dict) -> Reply:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return _json_reply(400, {"result": None, "success": False,
+                                     "errors": [{"code": 5006, "message": "messages: required"}], "messages": []})
+        text = "echo: " + _text(_last_user(messages).get("content"))
+        prompt = sum(_words(_text(m.get("content"))) for m in messages if isinstance(m, dict))
+        usage = {"prompt_tokens": prompt, "completion_tokens": _words(text),
+                 "total_tokens": prompt + _words(text)}
+        if body.get("stream") is not True:
+            return _json_reply(200, {"result": {"response": text, "usage": usage}, "success": True,
+                                     "errors": [], "messages": []})
+        events = [_sse({"response": p, "p": "abcdef"}) for p in _WORDS.findall(text)]
+        events += [_sse({"response": "", "usage": usage}), b"data: [DONE]\n\n"]
+        return Reply(200, list(_SSE_HEADERS), events=events)
 
     def _messages(self, headers: dict, body: dict) -> Reply:
         messages = body.get("messages")
