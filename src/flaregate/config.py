@@ -105,7 +105,7 @@ class RouteConfig(_Model):
     targets: tuple[RouteTarget, ...]
 
     # Read like a tuple of targets, so code written for plain target lists keeps working.
-    def __iter__(self):  # type: ignore[override]
+    def __iter__(self):  # targets, not pydantic's (field, value) pairs
         return iter(self.targets)
 
     def __getitem__(self, index: int) -> RouteTarget:

@@ -36,8 +36,12 @@ class KeyValueStore(Protocol):
 
 
 class UpstreamResponse(Protocol):
-    status: int
-    headers: Mapping[str, str]  # lower-cased names
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Lower-cased names."""
 
     def aiter_bytes(self) -> AsyncIterator[bytes]: ...
 

@@ -27,6 +27,7 @@ class RouteTargets(list):
 
 class Router:
     def __init__(self, settings: Settings, providers: dict[str, Provider]) -> None:
+        self.providers = providers
         self._routes = {
             alias: (route.strategy, tuple((providers[t.provider], t) for t in route.targets))
             for alias, route in settings.routes.items()

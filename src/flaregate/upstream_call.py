@@ -219,7 +219,7 @@ class UpstreamCaller:
                      stream=stream, body=body, rng=self._random())
         deadline = self._clock.monotonic() + self.policy.deadline_seconds
         tried = [0] * len(candidates)
-        attempts, failures = 0, []
+        attempts, failures = 0, list[Failure]()
         skipped_wait: float | None = None
         previous: int | None = None
         while attempts < self.policy.max_attempts:

@@ -128,7 +128,7 @@ class UpstreamEndpoints:
             await upstream.aclose()
         if upstream.status != 200:
             response = gw._upstream_failure_response(upstream.status, upstream.headers, payload, headers)
-            if operation == "messages":
+            if operation == "messages" and isinstance(response.body, bytes):
                 error = json.loads(response.body)["error"]
                 response = anthropic_error(GatewayError(response.status, error["message"], headers=response.headers))
             return response

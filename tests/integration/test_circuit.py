@@ -121,3 +121,29 @@ async def test_circuit_opens_moves_traffic_half_opens_and_closes(server, pair):
     failovers = [e for e in events if e["type"] == "failover"]
     assert failovers and all(e["from"] == "a/gpt-a" and e["to"] == "b/gpt-b" for e in failovers)
     assert all(e.get("protocol") == 1 for e in events)
+
+
+def test_active_probes_close_a_recovered_circuit_without_client_traffic(tmp_path):
+    with MockUpstreamProcess() as mock:
+        providers = [{"name": "solo", "base_url": mock.base_url + "/v1"}]
+        env = {"FLAREGATE_API_KEYS": GATEWAY_KEY, "FLAREGATE_PROVIDERS": json.dumps(providers),
+               "FLAREGATE_ROUTES": json.dumps({"solo": ["solo/gpt-x"]}), "CACHE_TTL_SECONDS": "0",
+               "UPSTREAM_MAX_ATTEMPTS": "1", "CIRCUIT_FAILURE_THRESHOLD": "1",
+               "CIRCUIT_COOLDOWN_SECONDS": "0.3", "HEALTH_PROBE_INTERVAL_SECONDS": "0.1"}
+        with run_gateway(tmp_path / "probes", env) as gw:
+            mock.add_faults([{"kind": "status", "status": 500, "path": "/v1/chat/completions"},
+                             {"kind": "status", "status": 500, "path": "/v1/models"}])
+            body = {"model": "solo", "messages": [{"role": "user", "content": "x"}]}
+            assert httpx.post(gw.base_url + "/v1/chat/completions", json=body, headers=AUTH).status_code == 502
+            chats = mock.stats()["calls"]["/v1/chat/completions"]
+            states = []
+            for _ in range(100):  # bounded wait for the probe to close it
+                entry = httpx.get(gw.base_url + "/v1/providers", headers=AUTH).json()["data"][0]
+                states.append(entry["circuit"])
+                if entry["circuit"] == "closed":
+                    break
+                time.sleep(0.05)
+            assert states[0] == "open" and states[-1] == "closed"
+            stats = mock.stats()
+            assert stats["calls"]["/v1/chat/completions"] == chats  # no client request was spent
+            assert stats["calls"]["/v1/models"] >= 2  # a failed probe, then the one that closed it

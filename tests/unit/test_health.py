@@ -101,3 +101,37 @@ def test_latency_ewma_and_report():
 def test_parse_retry_after(headers, expected):
     now = 1_795_788_000.0  # Fri, 27 Nov 2026 14:00:00 GMT
     assert parse_retry_after(headers, now) == expected
+
+
+class Probed:
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = 0
+
+    async def probe(self, timeout):
+        self.calls += 1
+        return self.answers.pop(0)
+
+
+async def test_active_probes_recover_open_circuits_only():
+    from flaregate.config import settings_from_vars
+    from flaregate.health_probes import HealthProber
+    from flaregate.upstream_call import UpstreamCaller
+
+    clock = FakeClock()
+    events = []
+    settings = settings_from_vars({"CIRCUIT_FAILURE_THRESHOLD": "1", "CIRCUIT_COOLDOWN_SECONDS": "10"})
+    caller = UpstreamCaller(settings, clock, events.append)
+    healthy, sick = caller.health.get("ok", "m"), caller.health.get("down", "m")
+    providers = {"ok": Probed([]), "down": Probed([False, True])}
+    prober = HealthProber(caller, providers)
+    fail(caller.health, sick)
+    assert await prober.run_once() == 0  # still inside the cooldown: nothing to probe
+    clock.advance(10)
+    assert await prober.run_once() == 1  # the failed probe opens it for another cooldown
+    assert sick.state == OPEN and caller.health.circuit_wait(sick) == 10
+    clock.advance(10)
+    await prober.run_once()
+    assert sick.state == CLOSED and healthy.state == CLOSED
+    assert providers["ok"].calls == 0  # closed circuits are never probed
+    assert [e["to"] for e in events if e["type"] == "circuit"] == [OPEN, HALF_OPEN, OPEN, HALF_OPEN, CLOSED]
