@@ -224,6 +224,18 @@ def test_anthropic_stream(mock, http):
 # -------------------- counters
 
 
+def test_workers_ai_rest(http):
+    path = "/client/v4/accounts/acct/ai/run/@cf/meta/llama-3.1-8b-instruct"
+    r = http.post(path, json={"messages": [{"role": "user", "content": "hi cf"}]})
+    assert r.status_code == 200 and r.json()["success"] is True
+    assert r.json()["result"]["response"] == "echo: hi cf" and r.json()["result"]["usage"]["total_tokens"] > 0
+    r = http.post(path, json={"messages": [{"role": "user", "content": "a b"}], "stream": True})
+    data = sse_data(r.text)
+    assert data[-1] == "[DONE]" and "usage" in json.loads(data[-2])
+    assert "".join(json.loads(d)["response"] for d in data[:-1]) == "echo: a b"
+    assert http.post(path, json={"messages": []}).json()["success"] is False
+
+
 def test_counters(mock, http):
     http.post("/v1/chat/completions", json=CHAT, headers={"X-Custom": "Yes"})
     http.post("/v1/chat/completions", content=b"junk")
