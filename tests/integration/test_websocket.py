@@ -68,6 +68,6 @@ async def test_garbage_and_abrupt_disconnects_do_not_disturb_others(fresh):
         async with httpx.AsyncClient(headers=AUTH) as http:
             body = {"model": "mock-1", "messages": [{"role": "user", "content": "still there?"}]}
             assert (await http.post(fresh.base_url + "/v1/chat/completions", json=body)).status_code == 200
-        metrics = await next_message(steady, "metrics")
-        assert metrics["metrics"]["totals"]["requests"] == 1
-        assert httpx.get(fresh.base_url + "/health").status_code == 200
+            metrics = await next_message(steady, "metrics")
+            assert metrics["metrics"]["totals"]["requests"] == 1
+            assert (await http.get(fresh.base_url + "/health")).status_code == 200
