@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import WILDCARD_ROUTE, Settings
+from .config import WILDCARD_ROUTE, RouteTarget, Settings
 from .errors import not_found
 from .providers import Provider
 
@@ -52,10 +52,9 @@ class Router:
         """(alias, first provider name) for every explicit route."""
         return [(alias, t[1][0][0].name) for alias, t in self._routes.items() if alias != WILDCARD_ROUTE]
 
-    def routes(self) -> list[tuple[str, str, list[tuple[str, str | None]]]]:
-        """(alias, strategy, [(provider name, configured model or None)]) for every route."""
-        return [(alias, strategy, [(p.name, t.model) for p, t in targets])
-                for alias, (strategy, targets) in self._routes.items()]
+    def routes(self) -> list[tuple[str, str, list[RouteTarget]]]:
+        """(alias, strategy, configured targets) for every route."""
+        return [(alias, strategy, [t for _, t in targets]) for alias, (strategy, targets) in self._routes.items()]
 
 
 def route_signature(targets: list[Target]) -> str:

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import WILDCARD_ROUTE, Settings
+from .config import WILDCARD_ROUTE, RouteTarget, Settings
 from .errors import GatewayError, bad_request, upstream_error
 from .health import HealthRegistry, TargetHealth, parse_retry_after
 from .ports import Clock, UpstreamError, UpstreamResponse, UpstreamTimeout
@@ -425,19 +425,19 @@ class UpstreamCaller:
         return exc
 
     # -- visibility ------------------------------------------------------------------------
-    def report(self, routes: list[tuple[str, str, list[tuple[str, str | None]]]],
-               kinds: Mapping[str, str]) -> dict[str, Any]:
+    def report(self, routes: list[tuple[str, str, list[RouteTarget]]], kinds: Mapping[str, str]) -> dict[str, Any]:
         data = []
         listed = set()
         for alias, strategy, targets in routes:
-            for provider, model in targets:
-                if model is None and alias == WILDCARD_ROUTE:
+            for t in targets:
+                if t.model is None and alias == WILDCARD_ROUTE:
                     continue  # keyed by each requested model: listed from the registry below
-                model = model or alias  # None: the requested model, i.e. the alias itself
-                listed.add((provider, model))
-                data.append({"route": alias, "strategy": strategy, "provider": provider,
-                             "kind": kinds.get(provider), "model": model,
-                             **self.health.report(self.health.get(provider, model))})
+                model = t.model or alias  # None: the requested model, i.e. the alias itself
+                listed.add((t.provider, model))
+                data.append({"route": alias, "strategy": strategy, "provider": t.provider,
+                             "kind": kinds.get(t.provider), "model": model, "weight": t.weight,
+                             "price_in": t.price_in, "price_out": t.price_out,
+                             **self.health.report(self.health.get(t.provider, model))})
         # Targets reached through the wildcard route are keyed by the requested model.
         for h in self.health.all():
             if (h.provider, h.model) not in listed:
