@@ -22,6 +22,7 @@ OpenAI error JSON, with ``x-flaregate-attempts``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import random
@@ -33,6 +34,8 @@ from .config import WILDCARD_ROUTE, RouteTarget, Settings
 from .errors import GatewayError, bad_request, upstream_error
 from .health import HealthRegistry, TargetHealth, parse_retry_after
 from .ports import Clock, UpstreamError, UpstreamResponse, UpstreamTimeout
+from .providers.base import CHAT, MESSAGES
+from .providers.messages_over_chat import messages_over_chat
 from .routing import Target
 from .strategies import rank
 
@@ -203,7 +206,7 @@ class UpstreamCaller:
                    event: dict[str, Any], *, operation: str = "chat", stream: bool | None = None,
                    pin: str | None = None) -> tuple[Target, UpstreamResponse]:
         stream = body.get("stream") is True if stream is None else stream
-        candidates = [t for t in targets if operation in getattr(t.provider, "operations", {"chat"})]
+        candidates = [t for t in targets if self._sender(t.provider, operation) is not None]
         if pin:
             candidates = [t for t in candidates if t.provider.name == pin]
             if not candidates:
@@ -276,6 +279,15 @@ class UpstreamCaller:
         return None if best is None else (order[best[2]], best[0])
 
     @staticmethod
+    def _sender(provider: Any, operation: str) -> Callable[..., Any] | None:
+        operations = getattr(provider, "operations", {CHAT})
+        if operation in operations:
+            return getattr(provider, operation)
+        if operation == MESSAGES and CHAT in operations:  # Messages clients, any chat provider
+            return functools.partial(messages_over_chat, provider)
+        return None
+
+    @staticmethod
     def _key(target: Target) -> str:
         return f"{target.provider.name}/{target.model}"
 
@@ -288,7 +300,8 @@ class UpstreamCaller:
         # The transport's own timeout bounds each network wait; for streams that is the
         # longest silence allowed between chunks once the stream runs.
         io_timeout = (self.policy.stream_idle_timeout_seconds or attempt_timeout) if stream else attempt_timeout
-        send = getattr(target.provider, operation)
+        send = self._sender(target.provider, operation)
+        assert send is not None  # candidates were filtered on it
         self.health.acquire(health)
         handed_over = False
         try:

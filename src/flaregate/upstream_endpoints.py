@@ -3,8 +3,9 @@
 Both parse and validate, authenticate, rate limit, route and call the upstream with
 retries and failover (``UpstreamCaller``), and record one analytics event, reusing the
 gateway's steps. Only the targets whose provider offers the operation are tried:
-embeddings go to OpenAI-compatible and mock providers, messages (Anthropic's native API,
-passed through unchanged) to ``anthropic`` providers. Errors on ``/v1/messages`` are
+embeddings go to OpenAI-compatible and mock providers; messages (Anthropic's native API)
+pass through unchanged to ``anthropic`` providers and are translated for every other chat
+provider (``providers/messages_over_chat.py``). Errors on ``/v1/messages`` are
 Anthropic-shaped (``{"type": "error", "error": {"type", "message"}}``) so Anthropic SDKs
 read them; stream breaks end with an Anthropic ``error`` event.
 """

@@ -55,6 +55,8 @@ def server(mocks, tmp_path_factory):
         "hf-chat": ["hf/meta-llama/Llama-3.1-8B-Instruct"],
         "resilient": ["broken", "builtin"],
         "mock-fault": ["builtin/fail-429"],
+        "gpt-for-claude-clients": ["oai/gpt-4o-mini"],
+        "claude-then-gpt": ["claude", "oai/gpt-4o-mini"],
     }
     env = {
         "FLAREGATE_API_KEYS": GATEWAY_KEY,
@@ -225,8 +227,47 @@ def test_messages_bad_input_is_an_anthropic_error(server):
                           json={"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
     assert response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"
     response = httpx.post(server.base_url + "/v1/messages", headers={"x-api-key": GATEWAY_KEY},
-                          json={"model": "llama", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
-    assert response.status_code == 400 and "messages" in response.json()["error"]["message"]
+                          json={"model": "claude-x", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]})
+    assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+
+
+# -- Messages clients on any chat provider (Anthropic -> OpenAI -> Anthropic) -------------------
+def test_messages_clients_reach_openai_providers_with_tools_round_tripped(claude, mocks):
+    tools = [{"name": "get_weather", "description": "w", "input_schema": {"type": "object"}}]
+    asked = [{"role": "user", "content": "weather in Paris?"}]
+    first = claude.messages.create(model="gpt-for-claude-clients", max_tokens=50, system="Be brief.",
+                                   tools=tools, messages=asked)
+    assert first.stop_reason == "tool_use"
+    tool_use = first.content[0]
+    assert tool_use.type == "tool_use" and tool_use.name == "get_weather" and tool_use.input == {"city": "Paris"}
+    sent = mocks[0].stats()["requests"][-1]
+    assert sent["path"] == "/v1/chat/completions" and sent["body"]["model"] == "gpt-4o-mini"
+    assert sent["body"]["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert sent["body"]["tools"][0]["function"]["name"] == "get_weather"
+    answered = asked + [{"role": "assistant", "content": [b.model_dump() for b in first.content]},
+                        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use.id,
+                                                      "content": "sunny"}]}]
+    final = claude.messages.create(model="gpt-for-claude-clients", max_tokens=50, tools=tools, messages=answered)
+    assert final.content[0].text == "echo: sunny" and final.stop_reason == "end_turn"
+    assert mocks[0].stats()["requests"][-1]["body"]["messages"][-1] == {
+        "role": "tool", "tool_call_id": tool_use.id, "content": "sunny"}
+    with claude.messages.stream(model="gpt-for-claude-clients", max_tokens=50, tools=tools, messages=asked) as s:
+        streamed = s.get_final_message()
+    assert streamed.stop_reason == "tool_use" and streamed.content[0].input == {"city": "Paris"}
+    with claude.messages.stream(model="gpt-for-claude-clients", max_tokens=50,
+                                messages=[{"role": "user", "content": "five little words here"}]) as s:
+        pieces = list(s.text_stream)
+        done = s.get_final_message()
+    assert "".join(pieces) == "echo: five little words here" and len(pieces) > 3
+    assert done.usage.output_tokens > 0
+
+
+def test_messages_fail_over_from_anthropic_to_an_openai_provider(claude, mocks):
+    mocks[0].add_faults([{"kind": "status", "status": 529, "path": "/v1/messages"}])
+    raw = claude.messages.with_raw_response.create(model="claude-then-gpt", max_tokens=20,
+                                                   messages=[{"role": "user", "content": "still here?"}])
+    assert raw.headers["x-flaregate-provider"] == "oai" and raw.headers["x-flaregate-attempts"] == "2"
+    assert raw.parse().content[0].text == "echo: still here?"
 
 
 # -- embeddings ---------------------------------------------------------------------------------

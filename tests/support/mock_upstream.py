@@ -9,7 +9,9 @@ Run it (prints exactly one stdout line, ``MOCK_UPSTREAM_READY http://HOST:PORT``
     python -m tests.support.mock_upstream --port 0          # from the repo root
 
 Endpoints
-    POST /v1/chat/completions  reply "echo: <last user text>", streaming supported; the
+    POST /v1/chat/completions  reply "echo: <last user text>" (or of a last tool message), streaming
+                               supported; a tool call {"city": "Paris"} when tools are given and
+                               the last user message mentions "weather"; the
                                ``x-mock-fixed: 1`` header gives a precomputed ~600-byte reply
                                (20 content chunks when streaming) for benchmarks
     POST /v1/embeddings        deterministic 8-float vectors (sha256 of each input)
@@ -444,7 +446,16 @@ class MockUpstreamApp:
         if headers.get("x-mock-fixed") == "1":
             return self._fixed_chat(model, stream, include_usage)
 
-        content = "echo: " + _text(_last_user(messages).get("content"))
+        tools = body.get("tools")
+        last_text = _text(_last_user(messages).get("content"))
+        last_is_user = isinstance(messages[-1], dict) and messages[-1].get("role") == "user"
+        if isinstance(tools, list) and tools and isinstance(tools[0], dict) and last_is_user \
+                and _WEATHER.search(last_text):
+            name = str((tools[0].get("function") or {}).get("name", "tool"))
+            return _chat_tool_reply(f"chatcmpl-mock-{next(self._seq)}", model, name, stream, include_usage)
+        if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool":
+            last_text = _text(messages[-1].get("content"))  # answer the tool's result
+        content = "echo: " + last_text
         prompt = sum(_words(_text(m.get("content"))) for m in messages if isinstance(m, dict))
         completion = _words(content)
         usage = {
@@ -600,6 +611,34 @@ class MockUpstreamApp:
             {"type": "message_stop"},
         ]
         return Reply(200, list(_SSE_HEADERS), events=[_anthropic_sse(e) for e in events])
+
+
+def _chat_tool_reply(cid: str, model: str, name: str, stream: bool, include_usage: bool) -> Reply:
+    """An OpenAI tool call {"city": "Paris"}; streamed as the id/name chunk, then argument pieces."""
+    args = json.dumps({"city": "Paris"})
+    usage = {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+    call = {"id": f"call_{cid[-6:]}", "type": "function", "function": {"name": name, "arguments": args}}
+    base = {"id": cid, "created": int(time.time()), "model": model, "system_fingerprint": "fp_mock"}
+    if not stream:
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        return _json_reply(200, {**base, "object": "chat.completion", "usage": usage, "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}]})
+
+    def chunk(delta: dict, finish: str | None = None) -> bytes:
+        return _sse({**base, "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+
+    first = {"index": 0, "id": call["id"], "type": "function", "function": {"name": name, "arguments": ""}}
+    pieces = [args[: len(args) // 2], args[len(args) // 2 :]]
+    events = [
+        chunk({"role": "assistant", "content": None, "tool_calls": [first]}),
+        *(chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces),
+        chunk({}, "tool_calls"),
+    ]
+    if include_usage:
+        events.append(_sse({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}))
+    events.append(b"data: [DONE]\n\n")
+    return Reply(200, list(_SSE_HEADERS), events=events)
 
 
 def _chat_reply(

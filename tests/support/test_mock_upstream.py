@@ -398,3 +398,19 @@ def test_cli_as_module():
         proc.terminate()
         proc.wait(5)
     assert proc.stdout.read() == ""  # exactly one stdout line
+
+
+def test_openai_tool_calls_stream_and_not(mock):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    asked = [{"role": "user", "content": "weather in Paris?"}]
+    r = oai(mock).chat.completions.create(model="gpt-4o-mini", messages=asked, tools=tools)
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "tool_calls" and json.loads(call.function.arguments) == {"city": "Paris"}
+    chunks = list(oai(mock).chat.completions.create(model="gpt-4o-mini", messages=asked, tools=tools, stream=True))
+    args = "".join(c.choices[0].delta.tool_calls[0].function.arguments or "" for c in chunks
+                   if c.choices and c.choices[0].delta.tool_calls)
+    assert json.loads(args) == {"city": "Paris"}
+    answered = asked + [r.choices[0].message.model_dump(exclude_none=True),
+                        {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+    final = oai(mock).chat.completions.create(model="gpt-4o-mini", messages=answered, tools=tools)
+    assert final.choices[0].message.content == "echo: sunny"

@@ -130,3 +130,64 @@ def test_workers_ai_inputs_and_stream():
     chunks = chunks_of(out)
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "Hi there"
     assert chunks[-1]["usage"]["total_tokens"] == 3 and out.endswith(b"data: [DONE]\n\n")
+
+
+def test_messages_request_to_chat():
+    from flaregate.providers.messages_over_chat import to_chat_request
+
+    body = {"model": "m", "max_tokens": 64, "system": [{"type": "text", "text": "Be kind."}], "stream": True,
+            "stop_sequences": ["END"], "metadata": {"user_id": "u9"},
+            "tools": [{"name": "t", "description": "d", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "tool", "name": "t", "disable_parallel_tool_use": True},
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "look"},
+                                             {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                          "data": "AAAA"}}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "calling"},
+                                                  {"type": "tool_use", "id": "tu1", "name": "t", "input": {"a": 1}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu1", "content": "42"},
+                                             {"type": "text", "text": "thanks"}]}]}
+    out = to_chat_request(body)
+    assert out["messages"][0] == {"role": "system", "content": "Be kind."}
+    assert out["messages"][1]["content"][1] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    assert out["messages"][2] == {"role": "assistant", "content": "calling", "tool_calls": [
+        {"id": "tu1", "type": "function", "function": {"name": "t", "arguments": '{"a": 1}'}}]}
+    assert out["messages"][3:] == [{"role": "tool", "tool_call_id": "tu1", "content": "42"},
+                                   {"role": "user", "content": "thanks"}]
+    assert out["tool_choice"] == {"type": "function", "function": {"name": "t"}} and out["parallel_tool_calls"] is False
+    assert out["stop"] == ["END"] and out["user"] == "u9" and out["stream_options"] == {"include_usage": True}
+
+
+def test_chat_chunks_to_anthropic_events():
+    from flaregate.providers.messages_over_chat import ChunksToEvents
+
+    def chunk(delta, finish=None, **extra):
+        data = {"id": "c1", "model": "gpt", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return f"data: {json.dumps(data)}\n\n".encode()
+
+    raw = b"".join([
+        chunk({"role": "assistant", "content": ""}), chunk({"content": "Hi"}), chunk({"content": "!"}),
+        chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                               "function": {"name": "t", "arguments": ""}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a"'}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": ': 1}'}}]}),
+        chunk({}, "tool_calls"),
+        f"data: {json.dumps({'id': 'c1', 'choices': [], 'usage': {'prompt_tokens': 3, 'completion_tokens': 4}})}\n\n".encode(),
+        b"data: [DONE]\n\n",
+    ])
+    translator = ChunksToEvents("alias")
+    out = b"".join(translator.feed(raw[i:i + 11]) for i in range(0, len(raw), 11)).decode()
+    events = [json.loads(e.split("data: ", 1)[1]) for e in out.split("\n\n") if e]
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "message_start" and kinds[-2:] == ["message_delta", "message_stop"]
+    assert events[0]["message"]["id"] == "c1"
+    text = "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta"
+                   and e["delta"]["type"] == "text_delta")
+    assert text == "Hi!"
+    starts = [e for e in events if e["type"] == "content_block_start"]
+    assert [s["content_block"]["type"] for s in starts] == ["text", "tool_use"] and starts[1]["index"] == 1
+    assert kinds.count("content_block_stop") == 2
+    args = "".join(e["delta"]["partial_json"] for e in events if e["type"] == "content_block_delta"
+                   and e["delta"]["type"] == "input_json_delta")
+    assert json.loads(args) == {"a": 1}
+    assert events[-2]["delta"]["stop_reason"] == "tool_use" and events[-2]["usage"]["output_tokens"] == 4
