@@ -70,6 +70,7 @@ class TargetHealth:
     in_flight: int = 0
     opened_at: float | None = None  # monotonic
     cooldown_until: float = 0.0  # monotonic; from Retry-After
+    last_failure_at: float | None = None  # monotonic
     trial_in_flight: bool = False
     trial_successes: int = 0
     circuit_opens: int = 0
@@ -108,6 +109,12 @@ class HealthRegistry:
     def cooldown_wait(self, h: TargetHealth) -> float:
         return max(0.0, h.cooldown_until - self._clock.monotonic())
 
+    def failed_recently(self, h: TargetHealth) -> bool:
+        """Its last attempt failed less than a circuit cooldown ago (a softer signal than the
+        circuit: performance strategies rank such targets last until the cooldown passes)."""
+        return (h.consecutive_failures > 0 and h.last_failure_at is not None
+                and self._clock.monotonic() - h.last_failure_at < self.policy.circuit_cooldown_seconds)
+
     def acquire(self, h: TargetHealth) -> None:
         """An attempt on ``h`` starts (the caller checked it is available)."""
         if h.state == OPEN:
@@ -141,6 +148,7 @@ class HealthRegistry:
         alpha = self.policy.ewma_alpha
         h.failures += 1
         h.consecutive_failures += 1
+        h.last_failure_at = self._clock.monotonic()
         h.success_rate = (1 - alpha) * h.success_rate
         if latency_ms is not None:  # a slow failure is slow: the latency strategies should know
             h.latency_ms = latency_ms if h.latency_ms is None else (1 - alpha) * h.latency_ms + alpha * latency_ms

@@ -2,7 +2,9 @@
 
 Each strategy ranks the targets; the first is tried first and the rest are its fallbacks,
 in rank order. Health (circuit, cooldowns) is applied afterwards by the caller, so a
-strategy only expresses preference.
+strategy only expresses preference. The performance strategies (latency, least_busy,
+cost, score) rank targets that failed recently (``penalized``) after the others, so a
+target that fails fast never looks like the fastest or the idlest.
 
 - ``fallback``: the configured order.
 - ``weighted``: weighted random order (weights from the route), drawn per request.
@@ -49,7 +51,8 @@ def _weighted_order(indices: list[int], weights: Sequence[float], rng: random.Ra
 
 
 def rank(strategy: str, targets: Sequence[Any], healths: Sequence[TargetHealth], *,
-         stream: bool, body: dict[str, Any], rng: random.Random) -> list[int]:
+         stream: bool, body: dict[str, Any], rng: random.Random,
+         penalized: frozenset[int] = frozenset()) -> list[int]:
     """Indices of ``targets`` in the order to try them."""
     indices = list(range(len(targets)))
     if strategy == "weighted":
@@ -76,4 +79,4 @@ def rank(strategy: str, targets: Sequence[Any], healths: Sequence[TargetHealth],
             return (-load_balance_score(healths[i]), i)
     else:  # fallback
         return indices
-    return sorted(indices, key=key)
+    return sorted(indices, key=lambda i: (i in penalized, key(i)))

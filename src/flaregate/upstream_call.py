@@ -218,8 +218,9 @@ class UpstreamCaller:
             raise bad_request(f"No provider routed for model '{body.get('model')}' supports {operation}.",
                               param="model", code="unsupported_operation")
         healths = [self.health.get(t.provider.name, t.model) for t in candidates]
+        penalized = frozenset(i for i, h in enumerate(healths) if self.health.failed_recently(h))
         order = rank(getattr(targets, "strategy", "fallback"), candidates, healths,
-                     stream=stream, body=body, rng=self._random())
+                     stream=stream, body=body, rng=self._random(), penalized=penalized)
         deadline = self._clock.monotonic() + self.policy.deadline_seconds
         tried = [0] * len(candidates)
         attempts, failures = 0, list[Failure]()
@@ -324,7 +325,9 @@ class UpstreamCaller:
                 self.health.release(health)
 
     def _failed(self, health: TargetHealth, started: float, failure: Failure) -> Failure:
-        latency = (self._clock.monotonic() - started) * 1000
+        # A timeout is a latency sample (the target is slow); a fast refusal is not one, or a
+        # failing target would look like the fastest to the latency strategies.
+        latency = (self._clock.monotonic() - started) * 1000 if failure.kind == "timeout" else None
         self.health.failure(health, failure.kind, failure.message, failure.status, failure.retry_after, latency)
         return failure
 

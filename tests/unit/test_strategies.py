@@ -65,3 +65,12 @@ def test_score_is_the_seed_formula():
     assert load_balance_score(slow) == 100
     ts = targets(*[(1, None, None)] * 2)
     assert rank("score", ts, [slow, h], stream=False, body={}, rng=random.Random()) == [1, 0]
+
+
+def test_performance_strategies_rank_recently_failed_targets_last():
+    ts = targets(*[(1, 1.0, 1.0)] * 3)
+    hs = healths(3, latency_ms=[None, 50.0, 10.0], in_flight=[0, 1, 2])
+    for strategy in ("latency", "least_busy", "cost", "score"):
+        order = rank(strategy, ts, hs, stream=False, body={}, rng=random.Random(), penalized=frozenset({0}))
+        assert order[-1] == 0, strategy
+    assert rank("fallback", ts, hs, stream=False, body={}, rng=random.Random(), penalized=frozenset({0}))[0] == 0

@@ -199,3 +199,17 @@ async def test_providers_endpoint_needs_the_gateway_key():
     gateway, _, _, _ = build({"r": ["good"]})
     response = await gateway.handle(Request("GET", "/v1/providers"))
     assert response.status == 401
+
+
+async def test_latency_strategy_is_not_fooled_by_fast_failures_and_tracks_in_flight():
+    routes = {"lat": {"strategy": "latency", "targets": ["bad/fail-unreachable", "good"]}}
+    gateway, _, _, _ = build(routes)
+    for _ in range(3):
+        response = await gateway.handle(chat("lat"))
+        assert response.headers["x-flaregate-provider"] == "good"
+    report = await providers_report(gateway)
+    bad, good = report[("bad", "fail-unreachable")], report[("good", "lat")]
+    # Tried first while unmeasured; after its fast failure it ranks last for a cooldown.
+    assert bad["latency_ewma_ms"] is None and bad["failures"] == 1
+    assert good["latency_ewma_ms"] is not None and good["in_flight"] == 0
+    assert bad["weight"] == 1.0 and report[("good", "lat")]["strategy"] == "latency"
