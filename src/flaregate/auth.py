@@ -29,6 +29,15 @@ class KeyRing:
     def __bool__(self) -> bool:
         return bool(self._ids)
 
+    def find(self, token: str) -> str | None:
+        """The key id of a configured key, or None; compares every digest in constant time."""
+        digest = key_digest(token)
+        found = None
+        for known, ident in self._ids.items():
+            if hmac.compare_digest(known, digest):
+                found = ident
+        return found
+
     def authenticate_token(self, token: str | None) -> str:
         """Return the key id for a presented key, or raise a 401 GatewayError."""
         if not self._ids:

@@ -44,6 +44,13 @@ KNOWN_VARS = (
     "METRICS_TICK_SECONDS",
     "UPSTREAM_TIMEOUT_SECONDS",
     *RESILIENCE_VARS,
+    "FLAREGATE_ADMIN_KEY",
+    *(  # security and webhooks (see SecuritySettings)
+        "FLAREGATE_SIGNING_SECRET", "SIGNED_ROUTES", "SIGNATURE_MAX_AGE_SECONDS", "KEY_CACHE_SECONDS",
+        "MAX_MESSAGES", "MAX_MESSAGE_CHARS", "MAX_JSON_DEPTH", "MAX_HEADER_BYTES", "MAX_HEADER_COUNT",
+        "CORS_ALLOW_ORIGINS", "CORS_MAX_AGE_SECONDS", "ANONYMIZE_IPS", "WEBHOOK_ALLOW_PRIVATE_TARGETS",
+        "WEBHOOK_MAX_ATTEMPTS", "WEBHOOK_RETRY_BASE_SECONDS", "WEBHOOK_TIMEOUT_SECONDS",
+    ),
 )
 
 
@@ -115,6 +122,27 @@ class RouteConfig(_Model):
         return len(self.targets)
 
 
+class SecuritySettings(_Model):
+    """Request signing, input limits, CORS, privacy and webhook delivery."""
+
+    signing_secret: SecretStr | None = None  # HMAC key for signed requests; default: the admin key
+    signed_routes: tuple[str, ...] = ("/admin/",)  # path prefixes that must be signed
+    signature_max_age_seconds: int = Field(default=300, ge=1, le=86_400)
+    key_cache_seconds: float = Field(default=30.0, ge=0)  # stored-key lookups cached per isolate
+    max_messages: int = Field(default=2048, ge=1)
+    max_message_chars: int = Field(default=500_000, ge=1)
+    max_json_depth: int = Field(default=64, ge=2, le=900)
+    max_header_bytes: int = Field(default=32_768, ge=1024)
+    max_header_count: int = Field(default=100, ge=8)
+    cors_allow_origins: tuple[str, ...] = ()  # empty: CORS off; "*" allows any origin
+    cors_max_age_seconds: int = Field(default=600, ge=0)
+    anonymize_ips: bool = True
+    webhook_allow_private_targets: bool = False  # development only: loopback/private receivers
+    webhook_max_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_retry_base_seconds: float = Field(default=1.0, ge=0, le=60)
+    webhook_timeout_seconds: PositiveFloat = 10.0
+
+
 class Settings(_Model):
     environment: str = "development"
     log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
@@ -129,6 +157,8 @@ class Settings(_Model):
     metrics_tick_seconds: PositiveFloat = 1.0
     upstream_timeout_seconds: PositiveFloat = 60.0
     resilience: ResiliencePolicy = ResiliencePolicy()
+    admin_key: SecretStr | None = None
+    security: SecuritySettings = SecuritySettings()
 
     @field_validator("routes", mode="before")
     @classmethod
@@ -184,6 +214,17 @@ def _route(spec: Any) -> Any:
     return {"targets": [_route_target(t) for t in (spec if isinstance(spec, list) else [spec])]}
 
 
+def provider_key_names(providers_json: Any) -> list[str]:
+    """The secret names that ``FLAREGATE_PROVIDERS`` points at with ``api_key_env`` (hosts that
+    read only known names, like the Worker, look these up too)."""
+    try:
+        raw = json.loads(providers_json) if isinstance(providers_json, str) else None
+    except ValueError:
+        return []
+    return [str(p["api_key_env"]) for p in raw if isinstance(p, dict) and p.get("api_key_env")] \
+        if isinstance(raw, list) else []
+
+
 def _providers(vars: Mapping[str, str]) -> list[dict[str, Any]] | None:
     if "FLAREGATE_PROVIDERS" in vars:
         raw = _json(vars, "FLAREGATE_PROVIDERS")
@@ -208,6 +249,21 @@ def _providers(vars: Mapping[str, str]) -> list[dict[str, Any]] | None:
     return None  # the built-in mock provider
 
 
+def _security(vars: Mapping[str, str]) -> dict[str, Any]:
+    fields = {name.lower(): name for name in (
+        "SIGNATURE_MAX_AGE_SECONDS", "KEY_CACHE_SECONDS", "MAX_MESSAGES", "MAX_MESSAGE_CHARS",
+        "MAX_JSON_DEPTH", "MAX_HEADER_BYTES", "MAX_HEADER_COUNT", "CORS_MAX_AGE_SECONDS",
+        "ANONYMIZE_IPS", "WEBHOOK_ALLOW_PRIVATE_TARGETS", "WEBHOOK_MAX_ATTEMPTS",
+        "WEBHOOK_RETRY_BASE_SECONDS", "WEBHOOK_TIMEOUT_SECONDS")}
+    data: dict[str, Any] = {field: vars[var] for field, var in fields.items() if vars.get(var, "") != ""}
+    if vars.get("FLAREGATE_SIGNING_SECRET"):
+        data["signing_secret"] = vars["FLAREGATE_SIGNING_SECRET"]
+    for var, field in (("SIGNED_ROUTES", "signed_routes"), ("CORS_ALLOW_ORIGINS", "cors_allow_origins")):
+        if var in vars:  # present but empty means "none" (e.g. signing off everywhere)
+            data[field] = [item.strip() for item in vars[var].split(",") if item.strip()]
+    return data
+
+
 def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     """Build validated settings from flat string variables (missing ones take defaults)."""
     data: dict[str, Any] = {}
@@ -218,6 +274,7 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         "MAX_BODY_BYTES": "max_body_bytes",
         "METRICS_TICK_SECONDS": "metrics_tick_seconds",
         "UPSTREAM_TIMEOUT_SECONDS": "upstream_timeout_seconds",
+        "FLAREGATE_ADMIN_KEY": "admin_key",
     }
     for var, field in simple.items():
         if vars.get(var, "") != "":
@@ -252,6 +309,7 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     resilience = resilience_from_vars(vars)
     if resilience:
         data["resilience"] = resilience
+    data["security"] = _security(vars)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

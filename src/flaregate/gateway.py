@@ -15,20 +15,27 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from . import __version__, tracing
+from . import __version__, limits, tracing
+from .access import AccessControl
+from .admin_api import AdminApi
+from .alerts import Alerts
 from .analytics import Analytics
 from .auth import KeyRing
 from .cache import ResponseCache, cache_key
 from .config import Settings
 from .errors import GatewayError, bad_request, upstream_error
 from .http import Request, Response, json_response
+from .operational_events import OperationalEvents
 from .ports import Ports, UpstreamError, UpstreamResponse
+from .privacy import client_address, redact
 from .profiler import Profiler
 from .providers import build_providers
 from .routing import Router, route_signature
 from .schemas import ChatCompletionRequest, validation_error
+from .security_gate import SecurityGate
 from .upstream_call import PIN_HEADER, UpstreamCaller
 from .upstream_endpoints import EMBEDDINGS_PATH, MESSAGES_PATH, UpstreamEndpoints
+from .webhooks import WebhookDispatcher
 
 log = logging.getLogger("flaregate")
 
@@ -57,7 +64,6 @@ class Gateway:
         self.router = Router(settings, build_providers(settings, ports.upstream, ports.ai))
         self.cache = ResponseCache(ports.cache, settings.cache_ttl_seconds)
         self.analytics = Analytics(ports.metrics_hub, ports.tasks)
-        self.upstream = UpstreamCaller(settings, ports.clock, self.analytics.record)
         endpoints = UpstreamEndpoints(self)
         self._policy = settings.rate_limit.as_dict()
         self._routes: dict[tuple[str, str], Callable[[Request, dict[str, str]], Awaitable[Response]]] = {
@@ -69,16 +75,28 @@ class Gateway:
             ("POST", MESSAGES_PATH): endpoints.messages,
         }
         self._paths = {path for _, path in self._routes} | {"/ws"}
+        # Keys, signing, limits, CORS, webhooks: see access.py, security_gate.py, webhooks.py.
+        security = settings.security
+        self.access = AccessControl(self.keys, ports.security, ports.clock, security.key_cache_seconds)
+        self.gate = SecurityGate(settings, ports.clock, ports.security)
+        self.webhooks = WebhookDispatcher(security, ports.security, ports.upstream, ports.tasks, ports.clock)
+        self.alerts = Alerts(self.webhooks, ports.clock)
+        events = OperationalEvents(self.analytics, self.alerts, self.webhooks)
+        self.upstream = UpstreamCaller(settings, ports.clock, events.emit, on_attempt=self.alerts.upstream_result)
+        self.admin_api = AdminApi(settings, ports.security, self.access, self.webhooks, ports.clock)
+        self._upstream_secrets = [p.api_key.get_secret_value() for p in settings.providers if p.api_key]
 
     # -- entry points --------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
         rid = tracing.request_id(request.headers.get("x-request-id"))
         out_headers = {"x-request-id": rid}
         try:
-            handler = self._routes.get((request.method, request.path))
-            if handler is None:
-                raise self._no_route(request)
-            response = await handler(request, out_headers)
+            response = await self.gate.screen(request)
+            if response is None:
+                handler = self._routes.get((request.method, request.path)) or self.admin_api.route(request)
+                if handler is None:
+                    raise self._no_route(request)
+                response = await handler(request, out_headers)
         except GatewayError as exc:
             response = exc.to_response()
         except Exception:
@@ -86,31 +104,32 @@ class Gateway:
             response = GatewayError(500, "Internal gateway error.", type="api_error", code="internal_error").to_response()
         for name, value in out_headers.items():
             response.headers.setdefault(name, value)
+        self.gate.finish(request, response)
         return response
 
-    def authorize(self, request: Request) -> str:
+    async def authorize(self, request: Request) -> str:
         """Check the gateway key of a non-API request such as ``/ws``; raise GatewayError."""
-        return self.keys.authenticate(request.headers, request.query.get("token"))
+        return (await self.access.authenticate(request)).key_id
 
     def _no_route(self, request: Request) -> GatewayError:
         if request.path in self._paths:
             allowed = sorted(m for m, p in self._routes if p == request.path) or ["GET"]
             return GatewayError(405, f"Method {request.method} is not allowed on {request.path}.",
                                 code="method_not_allowed", headers={"allow": ", ".join(allowed)})
-        return GatewayError(404, f"Unknown path {request.path}.", code="unknown_url")
+        return GatewayError(404, f"Unknown path {redact(request.path[:200])}.", code="unknown_url")
 
     # -- small endpoints -----------------------------------------------------------------
     async def _health(self, request: Request, out: dict[str, str]) -> Response:
         return json_response({"status": "ok", "version": __version__, "environment": self.settings.environment})
 
     async def _models(self, request: Request, out: dict[str, str]) -> Response:
-        self.authorize(request)
+        principal = await self.access.authenticate(request)
         data = [{"id": alias, "object": "model", "created": 0, "owned_by": provider}
-                for alias, provider in self.router.models()]
+                for alias, provider in self.router.models() if principal.allows_model(alias)]
         return json_response({"object": "list", "data": data})
 
     async def _providers(self, request: Request, out: dict[str, str]) -> Response:
-        self.authorize(request)
+        await self.authorize(request)
         kinds = {p.name: p.kind for p in self.settings.providers}
         return json_response(self.upstream.report(self.router.routes(), kinds))
 
@@ -119,7 +138,8 @@ class Gateway:
         profiler = Profiler(self.ports.clock)
         event: dict[str, Any] = {"ts": self.ports.clock.now(), "request_id": out["x-request-id"],
                                  "path": CHAT_PATH, "status": 0, "model": None, "provider": None,
-                                 "cache": None, "stream": False}
+                                 "cache": None, "stream": False,
+                                 "client": client_address(request.client_ip, self.settings.security.anonymize_ips)}
         try:
             response = await self._chat_steps(request, out, profiler, event)
         except GatewayError as exc:
@@ -136,6 +156,7 @@ class Gateway:
         event["status"] = status
         event["latency_ms"] = round(profiler.elapsed_ms(), 3)
         self.analytics.record(event)
+        self.alerts.request_finished(status)
 
     async def _chat_steps(self, request: Request, out: dict[str, str], profiler: Profiler,
                           event: dict[str, Any]) -> Response:
@@ -144,8 +165,9 @@ class Gateway:
             event["model"] = body["model"]
             event["stream"] = stream = body.get("stream") is True
         with profiler.phase("auth"):
-            tenant = self.authorize(request)
-            event["key_id"] = tenant
+            principal = await self.access.authenticate(request)
+            self.access.check_model(principal, body["model"])
+            event["key_id"] = tenant = principal.key_id
         with profiler.phase("ratelimit"):
             await self._rate_limit(tenant, out, event)
         with profiler.phase("route"):
@@ -202,16 +224,14 @@ class Gateway:
         if len(request.body) > self.settings.max_body_bytes:
             raise GatewayError(413, f"Request body exceeds {self.settings.max_body_bytes} bytes.",
                                code="request_too_large")
-        try:
-            body = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError):
-            raise bad_request("We could not parse the JSON body of your request.", code="invalid_json") from None
+        body = limits.parse_json(request.body, self.settings.security.max_json_depth)
         if not isinstance(body, dict):
             raise bad_request("The request body must be a JSON object.", code="invalid_json")
         try:
             schema.model_validate(body)
         except ValidationError as exc:
             raise validation_error(exc) from None
+        limits.check_chat(body, self.settings.security)
         return body
 
     async def _rate_limit(self, tenant: str, out: dict[str, str], event: dict[str, Any]) -> None:
@@ -226,6 +246,7 @@ class Gateway:
         out["x-ratelimit-reset-requests"] = _format_duration(decision["reset_seconds"])
         if not decision["allowed"]:
             event["rate_limited"] = True
+            self.alerts.rate_limited(tenant, decision["limit"])
             retry = max(1, math.ceil(decision["retry_after_seconds"]))
             raise GatewayError(429, f"Rate limit reached for this key: {decision['limit']} requests; retry in {retry}s.",
                                type="rate_limit_error", code="rate_limit_exceeded",
@@ -241,7 +262,8 @@ class Gateway:
         except ValueError:
             message = ""
         provider = headers.get("x-flaregate-provider", "upstream")
-        message = f"Upstream provider '{provider}' answered {status}" + (f": {message[:500]}" if message else ".")
+        message = redact(message[:500], self._upstream_secrets)  # providers may echo a key
+        message = f"Upstream provider '{provider}' answered {status}" + (f": {message}" if message else ".")
         if status >= 500:
             exc = upstream_error(502, message)
         elif status == 429:

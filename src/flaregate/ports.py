@@ -111,6 +111,13 @@ class Scheduler(Protocol):
     async def schedule(self, at: float) -> None: ...
 
 
+class SecurityStoreClient(Protocol):
+    """Reaches the security store (gateway keys, signing nonces, webhooks): one Durable
+    Object on the edge, an in-process object locally. Arguments and results are JSON-able."""
+
+    async def call(self, op: str, args: dict[str, Any]) -> Any: ...
+
+
 @dataclass(slots=True)
 class Ports:
     clock: Clock
@@ -119,4 +126,5 @@ class Ports:
     tasks: BackgroundTasks
     rate_limiter: RateLimiterClient
     metrics_hub: MetricsHubClient
+    security: SecurityStoreClient | None = None  # None: configured keys only, no admin key store
     ai: AiBinding | None = None  # the edge's Workers AI binding; None elsewhere (REST instead)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 import secrets
 
+from .privacy import looks_like_secret
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
 def request_id(incoming: str | None) -> str:
-    if incoming and _REQUEST_ID.match(incoming):
+    # A key pasted into the id would be echoed and forwarded upstream: mint one instead.
+    if incoming and _REQUEST_ID.match(incoming) and not looks_like_secret(incoming):
         return incoming
     return "req_" + secrets.token_hex(12)
 

@@ -181,10 +181,13 @@ def _error_message(payload: bytes) -> str:
 
 class UpstreamCaller:
     def __init__(self, settings: Settings, clock: Clock, emit: Emit,
+                 on_attempt: Callable[[str, bool, str], None] | None = None,
                  sleep: Callable[[float], Any] = asyncio.sleep) -> None:
         self.policy = settings.resilience
         self._clock = clock
         self._emit = emit
+        # Told of each attempt's verdict: (provider, ok, reason); a 4xx or 429 is not a fault.
+        self._on_attempt = on_attempt or (lambda provider, ok, reason: None)
         self.sleep = sleep
         self.health = HealthRegistry(self.policy, clock, emit)
         self._timeouts = {p.name: p.timeout_seconds or settings.upstream_timeout_seconds for p in settings.providers}
@@ -245,7 +248,7 @@ class UpstreamCaller:
                 self._emit({"type": "failover", "ts": round(self._clock.now(), 3),
                             "request_id": event.get("request_id"), "from": self._key(candidates[previous]),
                             "to": self._key(target), "reason": failures[-1].kind, "status": failures[-1].status,
-                            "attempt": attempts + 1})
+                            "attempt": attempts + 1, "model": body.get("model")})
             attempts += 1
             tried[index] += 1
             event["attempts"] = attempts
@@ -329,6 +332,7 @@ class UpstreamCaller:
         # failing target would look like the fastest to the latency strategies.
         latency = (self._clock.monotonic() - started) * 1000 if failure.kind == "timeout" else None
         self.health.failure(health, failure.kind, failure.message, failure.status, failure.retry_after, latency)
+        self._on_attempt(health.provider, failure.status is not None and failure.status < 500, failure.message)
         return failure
 
     def _left(self, started: float, budget: float) -> float:
@@ -344,6 +348,7 @@ class UpstreamCaller:
             await response.aclose()
         if not _retryable(response.status):
             self.health.success(health, (self._clock.monotonic() - started) * 1000)
+            self._on_attempt(health.provider, True, "")
             return Outcome(BufferedResponse(response.status, response.headers, payload), relay_only=True)
         detail = _error_message(payload)
         retry_after = parse_retry_after(response.headers, self._clock.now())
@@ -367,6 +372,7 @@ class UpstreamCaller:
         if not isinstance(parsed, dict):
             return self._failed(health, started, Failure("malformed", "200 whose body is not a JSON object"))
         self.health.success(health, (self._clock.monotonic() - started) * 1000)
+        self._on_attempt(health.provider, True, "")
         return Outcome(BufferedResponse(200, response.headers, payload))
 
     async def _first_event(self, response: UpstreamResponse, health: TargetHealth, started: float,
@@ -405,10 +411,12 @@ class UpstreamCaller:
             total = (self._clock.monotonic() - started) * 1000
             if outcome == "complete":
                 self.health.success(health, total, ttft)
+                self._on_attempt(health.provider, True, "")
             elif outcome == "abandoned":
                 self.health.abandon(health)
             else:
                 self.health.failure(health, f"stream_{outcome}", detail or f"stream {outcome} after it began")
+                self._on_attempt(health.provider, False, f"stream {outcome}")
 
         marker = b"message_stop" if operation == "messages" else b"[DONE]"
         return Outcome(PeekedStream(response, rest, buffer, on_close, marker))

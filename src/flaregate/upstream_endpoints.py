@@ -12,6 +12,7 @@ read them; stream breaks end with an Anthropic ``error`` event.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -20,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from . import tracing
 from .errors import GatewayError
-from .http import Request, Response, json_response
+from .http import Headers, Request, Response, json_response
 from .ports import UpstreamError, UpstreamResponse
+from .privacy import client_address
 from .profiler import Profiler
 from .upstream_call import PIN_HEADER
 
@@ -74,7 +76,8 @@ class UpstreamEndpoints:
         gw = self.gw
         profiler = Profiler(gw.ports.clock)
         event: dict[str, Any] = {"ts": gw.ports.clock.now(), "request_id": out["x-request-id"], "path": path,
-                                 "status": 0, "model": None, "provider": None, "cache": None, "stream": False}
+                                 "status": 0, "model": None, "provider": None, "cache": None, "stream": False,
+                                 "client": client_address(request.client_ip, gw.settings.security.anonymize_ips)}
         try:
             response = await self._steps(request, out, profiler, event, operation)
         except GatewayError as exc:
@@ -88,12 +91,15 @@ class UpstreamEndpoints:
         response.headers["server-timing"] = profiler.server_timing()
         return response
 
-    def _authorize(self, request: Request, operation: str) -> str:
+    async def _authorize(self, request: Request, operation: str, model: str) -> str:
         # Anthropic SDKs send their key as x-api-key; accept the gateway key there too.
-        api_key = request.headers.get("x-api-key")
+        api_key = (request.headers.get("x-api-key") or "").strip()
         if operation == "messages" and api_key and "authorization" not in request.headers:
-            return self.gw.keys.authenticate_token(api_key.strip())
-        return self.gw.authorize(request)
+            headers = Headers([*request.headers.items(), ("authorization", f"Bearer {api_key}")])
+            request = dataclasses.replace(request, headers=headers)
+        principal = await self.gw.access.authenticate(request)
+        self.gw.access.check_model(principal, model)
+        return principal.key_id
 
     async def _steps(self, request: Request, out: dict[str, str], profiler: Profiler, event: dict[str, Any],
                      operation: str) -> Response:
@@ -104,7 +110,7 @@ class UpstreamEndpoints:
             event["model"] = body["model"]
             event["stream"] = stream = body.get("stream") is True
         with profiler.phase("auth"):
-            tenant = self._authorize(request, operation)
+            tenant = await self._authorize(request, operation, body["model"])
             event["key_id"] = tenant
         with profiler.phase("ratelimit"):
             await gw._rate_limit(tenant, out, event)

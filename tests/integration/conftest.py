@@ -15,7 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import wrangler_dev
 from tests.support.mock_upstream import MockUpstreamProcess
+
+# Which host the suite runs against: "local" (the standalone server) or "edge" (the Worker
+# under `wrangler dev`; skips with the runtime's reason where it cannot start). scripts/e2e.
+TARGET = os.environ.get("FLAREGATE_TARGET", "local")
 
 GATEWAY_KEY = "fg-test-gateway-key-0123456789"
 UPSTREAM_KEY = "sk-upstream-secret-abcdef"
@@ -64,7 +69,30 @@ def upstream_env(upstream_url: str, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def run_gateway(data_dir: Path, env: dict[str, str], args: tuple[str, ...] = ("--no-config",)) -> Iterator[GatewayServer]:
+def run_gateway(data_dir: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> Iterator[GatewayServer]:
+    runner = run_edge_gateway if TARGET == "edge" else run_local_gateway
+    with runner(data_dir, env, args) as server:
+        yield server
+
+
+@contextmanager
+def run_edge_gateway(data_dir: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> Iterator[GatewayServer]:
+    """The Worker under `wrangler dev`, configured with the same variables (via --env-file)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env_file = wrangler_dev.write_env_file(data_dir / "test.env", env)
+    command = wrangler_dev.wrangler_command(free_port(), free_port(), data_dir / "state", env_file)
+    try:
+        dev = wrangler_dev.start(command, log_path=data_dir / "wrangler.log", ready_timeout=120)
+    except wrangler_dev.RuntimeUnavailable as exc:
+        pytest.skip(f"the Workers runtime cannot start here: {exc}")
+    try:
+        yield GatewayServer(dev.base_url, dev.process, dev.log_path)
+    finally:
+        wrangler_dev.stop(dev.process)
+
+
+@contextmanager
+def run_local_gateway(data_dir: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> Iterator[GatewayServer]:
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"

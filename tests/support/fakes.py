@@ -88,3 +88,8 @@ class InlineTasks:
         while self.pending:
             jobs, self.pending = self.pending, []
             await asyncio.gather(*jobs)
+
+    def __del__(self) -> None:
+        for job in self.pending:  # never drained by the test: close quietly
+            if hasattr(job, "close"):
+                job.close()

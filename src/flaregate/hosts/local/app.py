@@ -18,12 +18,14 @@ from ...health_probes import HealthProber
 from ...http import Headers, Request, Response
 from ...objects.metrics_hub import MetricsHub
 from ...objects.rate_limiter import RateLimiter
+from ...objects.security_store import SecurityStore
 from ...ports import Ports
 from .runtime import (
     AsyncioScheduler,
     AsyncioTasks,
     LocalHubClient,
     LocalRateLimiterClient,
+    LocalSecurityClient,
     Subscriber,
     SubscriberSet,
 )
@@ -50,6 +52,7 @@ class LocalHost:
         self.hub = MetricsHub(self.storage, clock, self.subscribers, scheduler, settings.metrics_tick_seconds)
         scheduler.target = self.hub.alarm
         self.transport = HttpxTransport()
+        self.security = SecurityStore(self.storage, clock)  # gateway keys (hashed), nonces, webhooks
         ports = Ports(
             clock=clock,
             cache=SqliteKeyValueStore(self.storage, clock),
@@ -57,6 +60,7 @@ class LocalHost:
             tasks=self.tasks,
             rate_limiter=LocalRateLimiterClient(RateLimiter(self.storage, clock)),
             metrics_hub=LocalHubClient(self.hub),
+            security=LocalSecurityClient(self.security),
         )
         self.gateway = Gateway(settings, ports, KeyRing(api_keys))
         self._prober: asyncio.Task[None] | None = None
@@ -148,7 +152,7 @@ class LocalHost:
             # Runs the relay's cleanup (close upstream, record analytics) even when the
             # client went away mid-stream.
             with contextlib.suppress(Exception):
-                await stream.aclose()  # type: ignore[union-attr]
+                await stream.aclose()  # type: ignore[attr-defined]
 
     async def _websocket(self, scope: Scope, receive: Any, send: Any) -> None:
         request = self._request(scope)
@@ -156,7 +160,7 @@ class LocalHost:
             await send({"type": "websocket.close", "code": 1008, "reason": "unknown path"})
             return
         try:
-            self.gateway.authorize(request)
+            await self.gateway.authorize(request)
         except GatewayError as exc:
             await self._reject(scope, send, exc)
             return

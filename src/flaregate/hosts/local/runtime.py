@@ -10,6 +10,7 @@ from typing import Any
 
 from ...objects.metrics_hub import MetricsHub
 from ...objects.rate_limiter import RateLimiter
+from ...objects.security_store import SecurityStore
 
 log = logging.getLogger("flaregate.local")
 
@@ -52,6 +53,14 @@ class LocalHubClient:
 
     async def snapshot(self) -> dict[str, Any]:
         return self._hub.snapshot()
+
+
+class LocalSecurityClient:
+    def __init__(self, store: SecurityStore) -> None:
+        self._store = store
+
+    async def call(self, op: str, args: dict[str, Any]) -> Any:
+        return self._store.call(op, args)
 
 
 class Subscriber:

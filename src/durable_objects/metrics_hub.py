@@ -1,0 +1,35 @@
+"""The MetricsHub Durable Object: the single ("global") aggregator and WebSocket hub."""
+
+from typing import Any
+
+from workers import DurableObject
+
+from flaregate.hosts.edge import objects
+
+
+class MetricsHub(DurableObject):
+    def __init__(self, ctx: Any, env: Any) -> None:
+        super().__init__(ctx, env)
+        self._body = objects.MetricsHubBody(self.ctx, self.env)
+
+    async def fetch(self, request: Any) -> Any:  # GET /ws, already authorised by the Worker
+        return self._body.accept()
+
+    async def webSocketMessage(self, ws: Any, message: Any) -> None:
+        self._body.on_message(ws, message)
+
+    async def webSocketClose(self, ws: Any, code: int, reason: str, wasClean: bool) -> None:
+        objects.close_quietly(ws, code, reason)
+
+    async def webSocketError(self, ws: Any, error: Any) -> None:
+        objects.close_quietly(ws, 1011, "error")
+
+    async def alarm(self, alarm_info: Any = None) -> None:
+        await self._body.hub.alarm()
+
+    # RPC from the Worker.
+    async def publish(self, events: list[dict[str, Any]]) -> int:
+        return await self._body.publish(events)
+
+    async def snapshot(self) -> dict[str, Any]:
+        return self._body.hub.snapshot()

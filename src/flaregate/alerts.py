@@ -1,0 +1,84 @@
+"""Operational events the core can see for itself, turned into webhook events.
+
+- ``provider.down`` after ``DOWN_AFTER`` consecutive failed calls to a provider
+  (connection error, timeout, 5xx), ``provider.up`` on its first success after that;
+- ``failover`` each time a request moves on from a failed target to the next one;
+- ``rate_limit.saturated`` when a key is refused by the rate limiter (once per key per
+  ``QUIET_SECONDS``);
+- ``error_rate.high`` when, over the last ``WINDOW_SECONDS``, at least ``MIN_REQUESTS``
+  requests were answered and ``ERROR_RATE`` of them with a 5xx (once per ``QUIET_SECONDS``).
+
+State is per process (per isolate on the edge), so on the edge an event may be raised by
+more than one isolate. Circuit-breaker and budget events are emitted by their own modules
+through the same dispatcher.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from .ports import Clock
+from .webhooks import WebhookDispatcher
+
+DOWN_AFTER = 3
+WINDOW_SECONDS = 60.0
+MIN_REQUESTS = 20
+ERROR_RATE = 0.5
+QUIET_SECONDS = 300.0
+_MAX_SAMPLES = 10_000
+_MAX_THROTTLED = 10_000
+
+
+class Alerts:
+    def __init__(self, dispatcher: WebhookDispatcher, clock: Clock) -> None:
+        self._dispatcher = dispatcher
+        self._clock = clock
+        self._failures: dict[str, int] = {}
+        self._down: set[str] = set()
+        self._outcomes: deque[tuple[float, bool]] = deque(maxlen=_MAX_SAMPLES)
+        self._last_sent: dict[str, float] = {}
+
+    def _throttled(self, key: str) -> bool:
+        now = self._clock.monotonic()
+        last = self._last_sent.get(key)
+        if last is not None and now - last < QUIET_SECONDS:
+            return True
+        if len(self._last_sent) >= _MAX_THROTTLED:
+            self._last_sent.clear()
+        self._last_sent[key] = now
+        return False
+
+    def upstream_result(self, provider: str, ok: bool, reason: str = "") -> None:
+        if ok:
+            self._failures.pop(provider, None)
+            if provider in self._down:
+                self._down.discard(provider)
+                self._dispatcher.emit("provider.up", {"provider": provider})
+            return
+        count = self._failures[provider] = self._failures.get(provider, 0) + 1
+        if count >= DOWN_AFTER and provider not in self._down:
+            self._down.add(provider)
+            self._dispatcher.emit("provider.down", {"provider": provider, "consecutive_failures": count,
+                                                    "last_error": reason})
+
+    def failover(self, model: str, failed: str, next_provider: str, reason: str) -> None:
+        self._dispatcher.emit("failover", {"model": model[:256], "from": failed, "to": next_provider,
+                                           "reason": reason})
+
+    def rate_limited(self, key_id: str, limit: Any) -> None:
+        if not self._throttled("ratelimit:" + key_id):
+            self._dispatcher.emit("rate_limit.saturated", {"key_id": key_id, "limit": limit})
+
+    def request_finished(self, status: int) -> None:
+        now = self._clock.monotonic()
+        self._outcomes.append((now, status >= 500))
+        while self._outcomes and self._outcomes[0][0] < now - WINDOW_SECONDS:
+            self._outcomes.popleft()
+        total = len(self._outcomes)
+        if total < MIN_REQUESTS:
+            return
+        errors = sum(1 for _, failed in self._outcomes if failed)
+        if errors / total >= ERROR_RATE and not self._throttled("error_rate"):
+            self._dispatcher.emit("error_rate.high", {"window_seconds": WINDOW_SECONDS, "requests": total,
+                                                      "errors": errors, "error_rate": round(errors / total, 3)})

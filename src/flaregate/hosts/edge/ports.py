@@ -1,0 +1,265 @@
+"""The core's ports over Workers bindings.
+
+The Gateway is built once per isolate, but ``env`` and ``ctx`` arrive with each request, so
+Worker-side ports look their binding up in the current :class:`RequestScope` at call time
+(a context variable: concurrent requests in one isolate each see their own).
+Durable-Object-side ports take their objects directly: a DO instance owns them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import workers
+
+from ...config import KNOWN_VARS, provider_key_names
+from ...ports import UpstreamError, UpstreamTimeout
+
+log = logging.getLogger("flaregate.edge")
+
+HUB_NAME = "global"  # the single metrics hub instance
+SECURITY_NAME = "global"  # the single security store instance
+
+
+@dataclass(frozen=True, slots=True)
+class RequestScope:
+    env: Any
+    ctx: Any
+
+
+_scope: ContextVar[RequestScope] = ContextVar("flaregate_edge_scope")
+
+
+def current() -> RequestScope:
+    try:
+        return _scope.get()
+    except LookupError:
+        raise RuntimeError("no Worker request is being handled (use bind(env, ctx))") from None
+
+
+@contextmanager
+def bind(env: Any, ctx: Any) -> Iterator[RequestScope]:
+    """Make ``env``/``ctx`` the current request's for the enclosed code."""
+    scope = RequestScope(env, ctx)
+    token = _scope.set(scope)
+    try:
+        yield scope
+    finally:
+        _scope.reset(token)
+
+
+def plain(value: Any) -> Any:
+    """JsProxy / JsDict (what RPC and SQL hand back) -> plain Python containers."""
+    if hasattr(value, "to_py"):
+        value = value.to_py()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def env_vars(env: Any) -> dict[str, str]:
+    """The gateway's variables from a Worker ``env`` (vars and secrets are str attributes)."""
+    found = {name: getattr(env, name, None) for name in KNOWN_VARS}
+    for name in provider_key_names(found.get("FLAREGATE_PROVIDERS")):  # api_key_env secrets
+        found[name] = getattr(env, name, None)
+    return {name: str(value) for name, value in found.items() if value is not None}
+
+
+# -- Worker side: bindings of the current request ------------------------------------------
+class KVStore:
+    """The response cache over a KV namespace binding."""
+
+    def __init__(self, binding: str = "CACHE") -> None:
+        self._binding = binding
+
+    def _kv(self) -> Any:
+        return getattr(current().env, self._binding)
+
+    async def get(self, key: str) -> str | None:
+        value = await self._kv().get(key)
+        return None if value is None else str(value)
+
+    async def put(self, key: str, value: str, ttl_seconds: int) -> None:
+        # KV rejects expirationTtl below 60 s.
+        await self._kv().put(key, value, expirationTtl=max(60, int(ttl_seconds)))
+
+    async def delete(self, key: str) -> None:
+        await self._kv().delete(key)
+
+
+class FetchUpstreamResponse:
+    """An UpstreamResponse over a ``workers.fetch`` response; the body is a JS stream."""
+
+    def __init__(self, response: Any, timeout: float) -> None:
+        self._response = response
+        self._timeout = timeout
+        self._done = False
+        self.status = int(response.status)
+        self.headers = {str(k).lower(): str(v) for k, v in response.headers.items()}
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        body = self._response.body
+        if body is None:
+            self._done = True
+            return
+        chunks = aiter(body)
+        while True:
+            try:
+                # The timeout bounds each wait for the next chunk, not the whole stream.
+                chunk = await asyncio.wait_for(anext(chunks), self._timeout)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise UpstreamTimeout(f"no data for {self._timeout:g}s") from None
+            except Exception as exc:  # a JsException from the stream
+                raise UpstreamError(_describe(exc)) from None
+            yield chunk.to_bytes() if hasattr(chunk, "to_bytes") else bytes(chunk)
+        self._done = True
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.aiter_bytes()])
+
+    async def aclose(self) -> None:
+        body = self._response.body
+        if self._done or body is None:
+            return
+        self._done = True
+        try:
+            await body.cancel()  # tell the upstream we stopped reading
+        except Exception:
+            log.debug("cancelling the upstream body failed", exc_info=True)
+
+
+def _describe(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__)[:200]
+
+
+class FetchTransport:
+    """Outbound HTTP with ``workers.fetch`` (looked up at call time so tests can swap it)."""
+
+    async def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes, timeout: float
+    ) -> FetchUpstreamResponse:
+        options: dict[str, Any] = {"method": method, "headers": dict(headers), "redirect": "manual"}
+        if body:
+            options["body"] = body
+        try:
+            response = await asyncio.wait_for(workers.fetch(url, **options), timeout)
+        except TimeoutError:
+            raise UpstreamTimeout(f"no response within {timeout:g}s") from None
+        except Exception as exc:  # workers.fetch turns JS errors into OSError
+            raise UpstreamError(_describe(exc)) from None
+        return FetchUpstreamResponse(response, timeout)
+
+
+class WaitUntilTasks:
+    """Background work through ``ctx.waitUntil`` of the current request."""
+
+    def run(self, job: Awaitable[None]) -> None:
+        scope = current()
+        scope.ctx.waitUntil(within(scope, job))
+
+
+async def within(scope: RequestScope, job: Awaitable[Any]) -> Any:
+    """Await ``job`` with ``scope`` current, however and whenever the runtime runs it."""
+    token = _scope.set(scope)
+    try:
+        return await job
+    finally:
+        _scope.reset(token)
+
+
+class DurableRateLimiter:
+    """One RateLimiter Durable Object per limit key, reached over RPC."""
+
+    def __init__(self, binding: str = "RATE_LIMITER") -> None:
+        self._binding = binding
+
+    async def check(self, key: str, policy: dict[str, Any], cost: float) -> dict[str, Any]:
+        stub = getattr(current().env, self._binding).getByName(key)
+        return plain(await stub.check(key, dict(policy), float(cost)))
+
+
+class DurableMetricsHub:
+    """The single MetricsHub Durable Object, reached over RPC."""
+
+    def __init__(self, binding: str = "METRICS_HUB") -> None:
+        self._binding = binding
+
+    def _stub(self) -> Any:
+        return getattr(current().env, self._binding).getByName(HUB_NAME)
+
+    async def publish(self, events: list[dict[str, Any]]) -> None:
+        await self._stub().publish(events)
+
+    async def snapshot(self) -> dict[str, Any]:
+        return plain(await self._stub().snapshot())
+
+
+class DurableSecurityStore:
+    """The single SecurityStore Durable Object (key hashes, nonces, webhooks), over RPC."""
+
+    def __init__(self, binding: str = "SECURITY_STORE") -> None:
+        self._binding = binding
+
+    async def call(self, op: str, args: dict[str, Any]) -> Any:
+        stub = getattr(current().env, self._binding).getByName(SECURITY_NAME)
+        return plain(await stub.run_op(op, dict(args)))
+
+
+# -- Durable Object side --------------------------------------------------------------------
+class DurableSql:
+    """SqlStorage over ``ctx.storage.sql``: each cursor is consumed at once (an open cursor
+    can lock the database) and its rows become plain dicts."""
+
+    def __init__(self, sql: Any) -> None:
+        self._sql = sql
+
+    def exec(self, query: str, *params: Any) -> list[dict[str, Any]]:
+        return [plain(row) for row in self._sql.exec(query, *params).toArray()]
+
+
+class AlarmScheduler:
+    """The hub's wake-ups as the Durable Object alarm (one alarm: keep the earliest)."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+
+    async def schedule(self, at: float) -> None:
+        when = int(at * 1000)
+        pending = await self._storage.getAlarm()  # epoch ms, or None
+        if pending is None or float(pending) > when:
+            await self._storage.setAlarm(when)
+
+
+class HibernationBroadcaster:
+    """Fan-out to the hibernatable WebSockets accepted with ``tag``."""
+
+    def __init__(self, ctx: Any, tag: str) -> None:
+        self._ctx = ctx
+        self._tag = tag
+
+    def _sockets(self) -> list[Any]:
+        return list(self._ctx.getWebSockets(self._tag))
+
+    def broadcast(self, text: str) -> None:
+        for ws in self._sockets():
+            try:
+                ws.send(text)
+            except Exception:
+                # A socket we cannot write to is gone; close it so it leaves the set.
+                try:
+                    ws.close(1011, "send failed")
+                except Exception:
+                    pass
+
+    def subscriber_count(self) -> int:
+        return len(self._sockets())

@@ -1,0 +1,158 @@
+"""The Worker's fetch handler: ``workers.Request`` -> core Request -> Gateway -> ``workers.Response``.
+
+``GET /ws`` is authorised here and then handed, as the original request, to the metrics hub
+Durable Object, which holds the hibernatable WebSockets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import js
+import workers
+from pyodide.ffi import to_js
+
+from ...clock import SystemClock
+from ...config import ConfigError, settings_from_vars
+from ...errors import GatewayError
+from ...gateway import Gateway
+from ...http import Headers, Request, Response
+from ...ports import Ports
+from .ports import (
+    HUB_NAME,
+    DurableMetricsHub,
+    DurableRateLimiter,
+    DurableSecurityStore,
+    FetchTransport,
+    KVStore,
+    RequestScope,
+    WaitUntilTasks,
+    bind,
+    current,
+    env_vars,
+    within,
+)
+from .workers_ai import WorkersAiBinding
+
+log = logging.getLogger("flaregate.edge")
+
+# One Gateway per isolate, rebuilt only when the variables change (e.g. a new secret).
+_cached: tuple[tuple[tuple[str, str], ...], Gateway] | None = None
+
+
+def gateway_for(env: Any) -> Gateway:
+    global _cached
+    found = env_vars(env)
+    key = tuple(sorted(found.items()))
+    if _cached is None or _cached[0] != key:
+        ports = Ports(
+            clock=SystemClock(),
+            cache=KVStore("CACHE"),
+            upstream=FetchTransport(),
+            tasks=WaitUntilTasks(),
+            rate_limiter=DurableRateLimiter("RATE_LIMITER"),
+            metrics_hub=DurableMetricsHub("METRICS_HUB"),
+            # Stored keys, signing nonces, webhooks; without the binding: configured keys only.
+            security=DurableSecurityStore("SECURITY_STORE") if hasattr(env, "SECURITY_STORE") else None,
+            # Workers AI through the AI binding when there is one; else its REST API.
+            ai=WorkersAiBinding(lambda: current().env.AI) if hasattr(env, "AI") else None,
+        )
+        settings = settings_from_vars(found)
+        _configure_logging(settings.log_level)
+        _cached = (key, Gateway(settings, ports))
+    return _cached[1]
+
+
+def _configure_logging(level: str) -> None:
+    # Python logging reaches Workers logs through stderr; LOG_LEVEL sets the gateway's level.
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("flaregate").setLevel("WARNING" if level.startswith("warn") else level.upper())
+
+
+async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
+    with bind(env, ctx) as scope:
+        try:
+            response = await _handle(request, env)
+        except GatewayError as exc:
+            response = exc.to_response()
+        except Exception:  # glue failures still answer as OpenAI JSON, never a bare 1101
+            log.exception("unhandled error in the Worker host")
+            response = GatewayError(500, "Internal gateway error.", type="api_error",
+                                    code="internal_error").to_response()
+        return _to_workers(response, scope) if isinstance(response, Response) else response
+
+
+async def _handle(request: Any, env: Any) -> Any:
+    try:
+        gateway = gateway_for(env)
+    except ConfigError as exc:
+        log.error("invalid configuration: %s", exc)  # details in the log, not in the body
+        raise GatewayError(500, "The gateway is misconfigured.", type="api_error",
+                           code="configuration_error") from None
+    core = await _to_core(request, gateway.settings.max_body_bytes)
+    if core.method == "GET" and core.path == "/ws":
+        await gateway.authorize(core)
+        if (core.headers.get("upgrade") or "").lower() != "websocket":
+            raise GatewayError(426, "GET /ws needs a WebSocket upgrade ('Upgrade: websocket').",
+                               code="upgrade_required", headers={"upgrade": "websocket"})
+        # Forward the original request: a WebSocket cannot travel back over RPC, only fetch.
+        return await env.METRICS_HUB.getByName(HUB_NAME).fetch(request)
+    return await gateway.handle(core)
+
+
+async def _to_core(request: Any, max_body: int) -> Request:
+    split = urlsplit(str(request.url))
+    method = str(request.method).upper()
+    headers = Headers(list(request.headers.items()))
+    body = b""
+    if method not in ("GET", "HEAD"):
+        # Refuse a declared oversize body before buffering it.
+        declared = headers.get("content-length") or ""
+        if declared.isdigit() and int(declared) > max_body:
+            raise _too_large(max_body)
+        body = await request.bytes()
+        if len(body) > max_body:
+            raise _too_large(max_body)
+    return Request(
+        method=method,
+        path=split.path or "/",
+        headers=headers,
+        body=body,
+        query=dict(parse_qsl(split.query, keep_blank_values=True)),
+        client_ip=headers.get("cf-connecting-ip"),
+    )
+
+
+def _too_large(max_body: int) -> GatewayError:
+    return GatewayError(413, f"Request body exceeds {max_body} bytes.", code="request_too_large")
+
+
+def _to_workers(response: Response, scope: RequestScope) -> Any:
+    body = response.body
+    if isinstance(body, bytes | bytearray):
+        return workers.Response(bytes(body) or None, status=response.status, headers=response.headers)
+    # Stream: return the readable side now and write from a background task, so the client
+    # starts reading while chunks are produced (awaiting writes first would deadlock).
+    stream = js.TransformStream.new()
+    writer = stream.writable.getWriter()
+    scope.ctx.waitUntil(within(scope, _pump(body, writer)))
+    return workers.Response(stream.readable, status=response.status, headers=response.headers)
+
+
+async def _pump(chunks: AsyncIterator[bytes], writer: Any) -> None:
+    try:
+        async for chunk in chunks:
+            await writer.write(to_js(chunk))  # bytes -> Uint8Array
+    except Exception:
+        log.warning("streaming the response stopped early (client gone?)", exc_info=True)
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()  # runs the core's cleanup (upstream close, analytics) if we stopped early
+        try:
+            await writer.close()
+        except Exception:
+            log.debug("closing the response stream failed", exc_info=True)

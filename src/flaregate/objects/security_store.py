@@ -1,0 +1,151 @@
+"""The security store: gateway keys (hashes only), signing nonces, webhooks and their
+delivery log, written once over the SQL-storage port.
+
+Locally it is an in-process instance over the server's SQLite file; on the edge it is meant
+to live in one Durable Object (``SecurityStore`` binding) so that key revocation and
+nonce checks are strongly consistent; the Worker reaches it through
+:class:`flaregate.ports.SecurityStoreClient`, whose ``call(op, args)`` takes and returns
+JSON-able values only. No plain gateway key ever reaches this object: callers hash first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from ..ports import Clock, SqlStorage
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS gateway_keys ("
+    " id TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL, name TEXT NOT NULL,"
+    " policy TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL, revoked_at REAL)",
+    "CREATE TABLE IF NOT EXISTS signing_nonces (nonce TEXT PRIMARY KEY, expires_at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS webhooks ("
+    " id TEXT PRIMARY KEY, url TEXT NOT NULL, events TEXT NOT NULL, secret TEXT NOT NULL,"
+    " created_at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS webhook_deliveries ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, webhook_id TEXT NOT NULL, delivery_id TEXT NOT NULL,"
+    " event TEXT NOT NULL, attempt INTEGER NOT NULL, status INTEGER, error TEXT,"
+    " ts REAL NOT NULL, delivered INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, id)",
+)
+DELIVERY_LOG_LIMIT = 1000  # rows kept per webhook
+_SWEEP_EVERY = 256
+
+
+def _key_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "prefix": row["prefix"], "name": row["name"],
+            "policy": json.loads(row["policy"]), "created_at": row["created_at"],
+            "expires_at": row["expires_at"], "revoked_at": row["revoked_at"]}
+
+
+class SecurityStore:
+    def __init__(self, sql: SqlStorage, clock: Clock) -> None:
+        self._sql = sql
+        self._clock = clock
+        self._nonce_writes = 0
+        for statement in SCHEMA:
+            sql.exec(statement)
+        self._ops: dict[str, Callable[..., Any]] = {
+            "keys.create": self.create_key, "keys.list": self.list_keys, "keys.revoke": self.revoke_key,
+            "keys.find": self.find_key, "keys.count_active": self.count_active_keys,
+            "nonces.use": self.use_nonce,
+            "webhooks.create": self.create_webhook, "webhooks.list": self.list_webhooks,
+            "webhooks.delete": self.delete_webhook, "webhooks.for_event": self.webhooks_for_event,
+            "deliveries.log": self.log_delivery, "deliveries.list": self.list_deliveries,
+        }
+
+    def call(self, op: str, args: dict[str, Any]) -> Any:
+        """The one entry point a host forwards to (a Durable Object RPC on the edge)."""
+        method = self._ops.get(op)
+        if method is None:
+            raise ValueError(f"unknown security-store operation {op!r}")
+        return method(**args)
+
+    # -- gateway keys --------------------------------------------------------------------
+    def create_key(self, id: str, digest: str, prefix: str, name: str, policy: dict[str, Any],
+                   expires_at: float | None) -> dict[str, Any]:
+        self._sql.exec(
+            "INSERT INTO gateway_keys (id, digest, prefix, name, policy, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            id, digest, prefix, name, json.dumps(policy), self._clock.now(), expires_at)
+        return _key_row(self._sql.exec("SELECT * FROM gateway_keys WHERE id = ?", id)[0])
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return [_key_row(r) for r in self._sql.exec("SELECT * FROM gateway_keys ORDER BY created_at, id")]
+
+    def revoke_key(self, id: str) -> dict[str, Any] | None:
+        self._sql.exec("UPDATE gateway_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                       self._clock.now(), id)
+        rows = self._sql.exec("SELECT * FROM gateway_keys WHERE id = ?", id)
+        return _key_row(rows[0]) if rows else None
+
+    def find_key(self, digest: str) -> dict[str, Any] | None:
+        rows = self._sql.exec("SELECT * FROM gateway_keys WHERE digest = ?", digest)
+        if not rows:
+            return None
+        return {**_key_row(rows[0]), "digest": rows[0]["digest"]}
+
+    def count_active_keys(self) -> int:
+        rows = self._sql.exec(
+            "SELECT COUNT(*) AS n FROM gateway_keys WHERE revoked_at IS NULL"
+            " AND (expires_at IS NULL OR expires_at > ?)", self._clock.now())
+        return int(rows[0]["n"])
+
+    # -- signing nonces ------------------------------------------------------------------
+    def use_nonce(self, nonce: str, expires_at: float) -> bool:
+        """Record a nonce; False when it was already used (a replay) and has not expired."""
+        now = self._clock.now()
+        self._nonce_writes += 1
+        if self._nonce_writes % _SWEEP_EVERY == 0:
+            self._sql.exec("DELETE FROM signing_nonces WHERE expires_at <= ?", now)
+        rows = self._sql.exec(
+            "INSERT INTO signing_nonces (nonce, expires_at) VALUES (?, ?)"
+            " ON CONFLICT(nonce) DO UPDATE SET expires_at = excluded.expires_at"
+            " WHERE signing_nonces.expires_at <= ? RETURNING nonce", nonce, expires_at, now)
+        return bool(rows)
+
+    # -- webhooks ------------------------------------------------------------------------
+    def create_webhook(self, id: str, url: str, events: list[str], secret: str) -> dict[str, Any]:
+        self._sql.exec("INSERT INTO webhooks (id, url, events, secret, created_at) VALUES (?, ?, ?, ?, ?)",
+                       id, url, json.dumps(events), secret, self._clock.now())
+        return self._public_webhook(self._sql.exec("SELECT * FROM webhooks WHERE id = ?", id)[0])
+
+    @staticmethod
+    def _public_webhook(row: dict[str, Any]) -> dict[str, Any]:
+        return {"id": row["id"], "url": row["url"], "events": json.loads(row["events"]),
+                "created_at": row["created_at"]}
+
+    def list_webhooks(self) -> list[dict[str, Any]]:
+        return [self._public_webhook(r) for r in self._sql.exec("SELECT * FROM webhooks ORDER BY created_at, id")]
+
+    def delete_webhook(self, id: str) -> bool:
+        return bool(self._sql.exec("DELETE FROM webhooks WHERE id = ? RETURNING id", id))
+
+    def webhooks_for_event(self, event: str, webhook_id: str | None = None) -> list[dict[str, Any]]:
+        """Targets of an event (or the one webhook named), with their signing secrets (these
+        never leave the gateway)."""
+        hooks = []
+        for row in self._sql.exec("SELECT * FROM webhooks ORDER BY created_at, id"):
+            events = json.loads(row["events"])
+            if row["id"] == webhook_id or (webhook_id is None and ("*" in events or event in events)):
+                hooks.append({"id": row["id"], "url": row["url"], "secret": row["secret"]})
+        return hooks
+
+    def log_delivery(self, webhook_id: str, delivery_id: str, event: str, attempt: int,
+                     status: int | None, error: str | None, delivered: bool) -> None:
+        self._sql.exec(
+            "INSERT INTO webhook_deliveries (webhook_id, delivery_id, event, attempt, status, error, ts, delivered)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            webhook_id, delivery_id, event, attempt, status, error, self._clock.now(), int(delivered))
+        self._sql.exec(
+            "DELETE FROM webhook_deliveries WHERE webhook_id = ? AND id <= ("
+            " SELECT id FROM webhook_deliveries WHERE webhook_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            webhook_id, webhook_id, DELIVERY_LOG_LIMIT)
+
+    def list_deliveries(self, webhook_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._sql.exec(
+            "SELECT delivery_id, event, attempt, status, error, ts, delivered FROM webhook_deliveries"
+            " WHERE webhook_id = ? ORDER BY id DESC LIMIT ?", webhook_id, max(1, min(limit, DELIVERY_LOG_LIMIT)))
+        return [{**r, "delivered": bool(r["delivered"])} for r in rows]

@@ -1,0 +1,392 @@
+"""Tier 3: the Worker entry and Durable Objects under CPython, with the runtime faked.
+
+The three runtime-only modules get small hand-written stand-ins (only the JS globals our
+code touches), so tests can assert what was written to streams and sockets. Bindings are
+fakes with the same call shapes as the real ones; Durable Object namespaces forward RPC to
+in-process instances of the real DO classes. ``workers.Response`` / ``workers.fetch`` need
+JS, so they are swapped for fakes (our modules look them up on ``workers`` at call time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import inspect
+import json
+import logging
+import sqlite3
+import sys
+import types
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+# -- the runtime-only modules ------------------------------------------------------------------
+class FakeWriter:
+    """The writable side of a TransformStream: records every write and the close."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.closed = False
+        self.fail = False  # the client went away
+
+    async def write(self, chunk: Any) -> None:
+        assert not self.closed, "write after close"
+        if self.fail:
+            raise RuntimeError("Network connection lost.")
+        self.chunks.append(bytes(chunk))
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeReadable:
+    def __init__(self, writer: FakeWriter) -> None:
+        self.writer = writer
+
+    def data(self) -> bytes:
+        return b"".join(self.writer.chunks)
+
+
+class FakeTransformStream:
+    created: list[FakeTransformStream] = []
+
+    def __init__(self) -> None:
+        writer = FakeWriter()
+        self.writable = types.SimpleNamespace(getWriter=lambda: writer)
+        self.readable = FakeReadable(writer)
+
+    @classmethod
+    def new(cls) -> FakeTransformStream:
+        stream = cls()
+        cls.created.append(stream)
+        return stream
+
+
+class FakeWebSocket:
+    def __init__(self, fail_send: bool = False) -> None:
+        self.sent: list[str] = []
+        self.closed: tuple[int, str] | None = None
+        self.fail_send = fail_send
+
+    def send(self, text: str) -> None:
+        if self.fail_send or self.closed:
+            raise RuntimeError("WebSocket is closed")
+        self.sent.append(text)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if code in (1005, 1006):
+            raise ValueError("reserved close code")  # what the runtime does
+        self.closed = (code, reason)
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [json.loads(text) for text in self.sent]
+
+
+class FakeWebSocketPair:
+    @staticmethod
+    def new() -> Any:
+        client, server = FakeWebSocket(), FakeWebSocket()
+        return types.SimpleNamespace(object_values=lambda: (client, server))
+
+
+def _install_runtime_stubs() -> None:
+    js = types.ModuleType("js")
+    js.TransformStream = FakeTransformStream  # type: ignore[attr-defined]
+    js.WebSocketPair = FakeWebSocketPair  # type: ignore[attr-defined]
+    js.Object = types.SimpleNamespace(fromEntries=dict)  # type: ignore[attr-defined]
+    js.console = types.SimpleNamespace(log=print, error=print)  # type: ignore[attr-defined]
+    flags = types.ModuleType("_cloudflare_compat_flags")
+    helper = types.ModuleType("_pyodide_entrypoint_helper")
+    helper.patchWaitUntil = lambda ctx: None  # type: ignore[attr-defined]
+    for module in (js, flags, helper):
+        sys.modules.setdefault(module.__name__, module)
+    if str(SRC) not in sys.path:
+        sys.path.insert(0, str(SRC))  # the Worker's import root: `import entry`, `import durable_objects`
+
+
+_install_runtime_stubs()
+
+import workers  # noqa: E402  (needs the stubs above)
+
+from flaregate.hosts.edge import worker as edge_worker  # noqa: E402
+
+
+# -- workers.Response / workers.fetch --------------------------------------------------------
+class FakeResponse:
+    """workers.Response's constructor signature, keeping what it was given."""
+
+    def __init__(self, body: Any = None, status: int | None = None, status_text: str = "",
+                 headers: dict[str, str] | None = None, web_socket: Any = None) -> None:
+        self.body = body
+        self.status = status or 200
+        self.headers = {k.lower(): v for k, v in (headers or {}).items()}
+        self.web_socket = web_socket
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class FakeChunk:
+    """A JS Uint8Array proxy as a ReadableStream yields it."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def to_bytes(self) -> bytes:
+        return self._data
+
+
+class FakeBodyStream:
+    """A JS ReadableStream proxy: async-iterable, cancellable, may fail mid-way."""
+
+    def __init__(self, chunks: Iterable[bytes], fail_after: int | None = None, delay: float = 0) -> None:
+        self._chunks = list(chunks)
+        self._fail_after = fail_after
+        self._delay = delay
+        self.cancelled = False
+
+    async def __aiter__(self):
+        for i, chunk in enumerate(self._chunks):
+            if self._fail_after is not None and i >= self._fail_after:
+                raise RuntimeError("Network connection lost.")
+            if self._delay:
+                await asyncio.sleep(self._delay)
+            yield FakeChunk(chunk)
+
+    async def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeFetchResponse:
+    def __init__(self, status: int, headers: dict[str, str], body: FakeBodyStream | None) -> None:
+        self.status = status
+        self.headers = http.client.HTTPMessage()
+        for name, value in headers.items():
+            self.headers[name] = value
+        self.body = body
+
+
+class FakeFetch:
+    """Stands in for workers.fetch: records calls, answers with queued responses."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.responses: list[Any] = []
+
+    async def __call__(self, url: str, **options: Any) -> FakeFetchResponse:
+        self.calls.append({"url": url, **options})
+        answer = self.responses.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        if callable(answer):
+            return await answer()
+        return answer
+
+
+# -- incoming requests ------------------------------------------------------------------------
+class FakeRequest:
+    """The parts of workers.Request the Worker reads."""
+
+    def __init__(self, method: str, url: str, headers: dict[str, str] | None = None,
+                 body: bytes = b"") -> None:
+        self.method = method
+        self.url = url
+        self.headers = http.client.HTTPMessage()
+        for name, value in (headers or {}).items():
+            self.headers[name] = value
+        self._body = body
+        self.body_reads = 0
+
+    async def bytes(self) -> bytes:
+        self.body_reads += 1
+        if self.body_reads > 1:
+            raise OSError("Body already used")
+        return self._body
+
+
+# -- bindings -----------------------------------------------------------------------------
+class FakeKV:
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.puts: list[dict[str, Any]] = []
+
+    async def get(self, key: str) -> str | None:
+        return self.data.get(key)
+
+    async def put(self, key: str, value: str, **options: Any) -> None:
+        self.puts.append({"key": key, "value": value, **options})
+        self.data[key] = value
+
+    async def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+class FakeJsRow:
+    """A row as a raw JsProxy: not a dict, converts with to_py()."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def to_py(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class FakeCursor:
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self._rows = rows
+
+    def toArray(self) -> list[FakeJsRow]:
+        return [FakeJsRow(row) for row in self._rows]
+
+
+class FakeSql:
+    """ctx.storage.sql over a real SQLite engine."""
+
+    def __init__(self) -> None:
+        self.db = sqlite3.connect(":memory:", isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.statements = 0
+
+    def exec(self, query: str, *params: Any) -> FakeCursor:
+        self.statements += 1
+        return FakeCursor([dict(row) for row in self.db.execute(query, params)])
+
+
+class FakeStorage:
+    def __init__(self) -> None:
+        self.sql = FakeSql()
+        self.alarm: int | None = None
+        self.alarm_sets: list[int] = []
+
+    async def getAlarm(self) -> int | None:
+        return self.alarm
+
+    async def setAlarm(self, when: int) -> None:
+        self.alarm = when
+        self.alarm_sets.append(when)
+
+
+class FakeCtx:
+    """ExecutionContext and DurableObjectState in one: waitUntil, storage, WebSockets."""
+
+    live: list[FakeCtx] = []  # drained after each test, as the runtime would
+
+    def __init__(self, storage: FakeStorage | None = None) -> None:
+        FakeCtx.live.append(self)
+        self.storage = storage or FakeStorage()
+        self.waiting: list[Any] = []
+        self.accepted: list[tuple[FakeWebSocket, list[str]]] = []
+
+    def waitUntil(self, job: Any) -> None:
+        assert inspect.isawaitable(job), "waitUntil needs an awaitable"
+        self.waiting.append(job)
+
+    async def drain(self) -> None:
+        """Run background work the way the runtime would, including work it schedules."""
+        while self.waiting:
+            jobs, self.waiting = self.waiting, []
+            for job in jobs:
+                await job
+
+    def acceptWebSocket(self, ws: FakeWebSocket, tags: list[str]) -> None:
+        self.accepted.append((ws, list(tags)))
+
+    def getWebSockets(self, tag: str | None = None) -> list[FakeWebSocket]:
+        return [ws for ws, tags in self.accepted if ws.closed is None and (tag is None or tag in tags)]
+
+
+def rpc_copy(value: Any) -> Any:
+    """RPC serialises: nothing is shared between caller and callee."""
+    return json.loads(json.dumps(value))
+
+
+class FakeStub:
+    def __init__(self, namespace: FakeDONamespace, name: str) -> None:
+        self._namespace = namespace
+        self._name = name
+
+    async def fetch(self, request: Any) -> Any:
+        return await self._namespace.instance(self._name).fetch(request)
+
+    def __getattr__(self, method: str) -> Any:
+        async def call(*args: Any) -> Any:
+            target = getattr(self._namespace.instance(self._name), method)
+            result = target(*rpc_copy(list(args)))
+            if inspect.isawaitable(result):
+                result = await result
+            return rpc_copy(result)
+
+        return call
+
+
+class FakeDONamespace:
+    """getByName(name) -> a stub over one in-process instance of the real DO class per name."""
+
+    def __init__(self, cls: type, env: Any = None) -> None:
+        self.cls = cls
+        self.env = env
+        self.names: list[str] = []
+        self.ctxs: dict[str, FakeCtx] = {}
+        self.instances: dict[str, Any] = {}
+
+    def getByName(self, name: str) -> FakeStub:
+        self.names.append(name)
+        return FakeStub(self, name)
+
+    def instance(self, name: str) -> Any:
+        if name not in self.instances:
+            ctx = self.ctxs.setdefault(name, FakeCtx())
+            self.instances[name] = self.cls(ctx, self.env)
+        return self.instances[name]
+
+    def evict(self, name: str) -> None:
+        """Hibernation: drop the instance, keep its storage and sockets."""
+        self.instances.pop(name, None)
+
+
+# -- fixtures -----------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def fake_http(monkeypatch: pytest.MonkeyPatch) -> FakeFetch:
+    fetch = FakeFetch()
+    monkeypatch.setattr(workers, "Response", FakeResponse)
+    monkeypatch.setattr(workers, "fetch", fetch)
+    monkeypatch.setattr(edge_worker, "_cached", None)  # a fresh per-isolate Gateway per test
+    logger = logging.getLogger("flaregate")
+    monkeypatch.setattr(logger, "level", logger.level)  # the Worker sets it from LOG_LEVEL
+    FakeTransformStream.created.clear()
+    return fetch
+
+
+@pytest.fixture(autouse=True)
+async def drain_background_work():
+    """Background work the runtime would still run after a response (no leaked coroutines)."""
+    FakeCtx.live.clear()
+    yield
+    for ctx in FakeCtx.live:
+        await ctx.drain()
+
+
+API_KEY = "fg-test-key"
+
+
+@pytest.fixture
+def make_env():
+    """An env like the Worker's: vars as str attributes plus the three bindings."""
+    from durable_objects.metrics_hub import MetricsHub
+    from durable_objects.rate_limiter import RateLimiter
+    from durable_objects.security_store import SecurityStore
+
+    def make(**vars: str) -> types.SimpleNamespace:
+        env = types.SimpleNamespace(CACHE=FakeKV(), **{"FLAREGATE_API_KEYS": API_KEY, **vars})
+        env.RATE_LIMITER = FakeDONamespace(RateLimiter, env)
+        env.METRICS_HUB = FakeDONamespace(MetricsHub, env)
+        env.SECURITY_STORE = FakeDONamespace(SecurityStore, env)
+        return env
+
+    return make

@@ -1,0 +1,266 @@
+"""The Worker entry end to end under CPython: entry.Default -> core -> fake bindings/DOs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+import entry
+from flaregate.auth import key_id
+from flaregate.hosts.edge.ports import FetchTransport, KVStore, bind
+from flaregate.ports import UpstreamError, UpstreamTimeout
+
+from .conftest import (
+    API_KEY,
+    FakeBodyStream,
+    FakeCtx,
+    FakeFetchResponse,
+    FakeKV,
+    FakeReadable,
+    FakeRequest,
+    FakeResponse,
+)
+
+BASE = "https://flaregate.example.workers.dev"
+AUTH = {"authorization": f"Bearer {API_KEY}"}
+CHAT = {"model": "mock-1", "messages": [{"role": "user", "content": "hello edge"}]}
+
+
+def chat_request(body: Any = CHAT, headers: dict[str, str] | None = None) -> FakeRequest:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    merged = {"content-type": "application/json", **AUTH, "cf-connecting-ip": "203.0.113.9"}
+    return FakeRequest("POST", f"{BASE}/v1/chat/completions", {**merged, **(headers or {})}, raw)
+
+
+async def call(env: Any, request: FakeRequest, ctx: FakeCtx | None = None) -> FakeResponse:
+    ctx = ctx or FakeCtx()
+    return await entry.Default(ctx, env).fetch(request)
+
+
+async def test_health(make_env):
+    response = await call(make_env(), FakeRequest("GET", f"{BASE}/health"))
+    assert response.status == 200
+    assert response.json()["status"] == "ok"
+    assert response.json()["environment"] == "development"
+    assert response.headers["x-request-id"]
+
+
+async def test_chat_completion_then_cache_hit(make_env):
+    env = make_env()
+    first = await call(env, chat_request())
+    assert first.status == 200
+    completion = first.json()
+    assert completion["object"] == "chat.completion"
+    assert completion["choices"][0]["message"]["content"] == "Flaregate mock reply to: hello edge"
+    assert first.headers["x-request-id"].startswith("req_")
+    assert "total;dur=" in first.headers["server-timing"]
+    assert first.headers["x-flaregate-cache"] == "MISS"
+    assert first.headers["x-flaregate-provider"] == "mock"
+    assert first.headers["x-ratelimit-limit-requests"] == "100"
+    [put] = env.CACHE.puts
+    assert put["expirationTtl"] >= 60 and put["expirationTtl"] == 300
+
+    second = await call(env, chat_request(headers={"x-request-id": "client-id-1"}))
+    assert second.status == 200
+    assert second.headers["x-flaregate-cache"] == "HIT"
+    assert second.headers["x-request-id"] == "client-id-1"
+    assert second.json() == completion
+    assert len(env.CACHE.puts) == 1
+
+
+async def test_streaming_chat_writes_sse_to_the_transform_stream(make_env):
+    env, ctx = make_env(), FakeCtx()
+    response = await call(env, chat_request({**CHAT, "stream": True}), ctx)
+    assert response.status == 200
+    assert response.headers["content-type"] == "text/event-stream"
+    assert isinstance(response.body, FakeReadable)
+    writer = response.body.writer
+    assert writer.chunks == []  # nothing is written before the response is returned
+    await ctx.drain()
+    assert writer.closed
+    text = response.body.data().decode()
+    events = [line for line in text.split("\n\n") if line]
+    assert all(event.startswith("data: ") for event in events)
+    assert events[-1] == "data: [DONE]"
+    deltas = [json.loads(e[6:])["choices"][0]["delta"].get("content", "") for e in events[:-1]]
+    assert "".join(deltas) == "Flaregate mock reply to: hello edge"
+    # The stream's analytics event was published once the stream ended.
+    snapshot = await env.METRICS_HUB.getByName("global").snapshot()
+    assert snapshot["totals"]["requests"] == 1
+
+
+async def test_client_gone_mid_stream_still_closes_and_records(make_env):
+    env, ctx = make_env(), FakeCtx()
+    response = await call(env, chat_request({**CHAT, "stream": True}), ctx)
+    response.body.writer.fail = True
+    await ctx.drain()
+    assert response.body.writer.closed
+    snapshot = await env.METRICS_HUB.getByName("global").snapshot()
+    assert snapshot["totals"]["requests"] == 1
+
+
+async def test_glue_failure_is_an_openai_500(make_env):
+    class Broken(FakeRequest):
+        async def bytes(self) -> bytes:
+            raise OSError("Body already used")
+
+    response = await call(make_env(), Broken("POST", f"{BASE}/v1/chat/completions", AUTH))
+    assert response.status == 500
+    assert response.json()["error"]["code"] == "internal_error"
+
+
+async def test_bad_json_is_400(make_env):
+    response = await call(make_env(), chat_request(b"{not json"))
+    assert response.status == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
+async def test_missing_key_is_401(make_env):
+    request = FakeRequest("POST", f"{BASE}/v1/chat/completions",
+                          {"content-type": "application/json"}, json.dumps(CHAT).encode())
+    response = await call(make_env(), request)
+    assert response.status == 401
+    assert response.json()["error"]["type"] == "authentication_error"
+
+
+async def test_declared_oversize_body_is_refused_before_reading(make_env):
+    request = chat_request(headers={"content-length": "5000"})
+    response = await call(make_env(MAX_BODY_BYTES="2048"), request)
+    assert response.status == 413
+    assert request.body_reads == 0
+
+
+async def test_rate_limit_sixth_request_is_429_in_the_key_durable_object(make_env):
+    env = make_env(RATE_LIMIT_CAPACITY="5")
+    statuses = []
+    for i in range(6):
+        response = await call(env, chat_request({**CHAT, "messages": [{"role": "user", "content": f"m{i}"}]}))
+        statuses.append(response.status)
+    assert statuses == [200] * 5 + [429]
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
+    expected = f"key:{key_id(API_KEY)}"
+    assert set(env.RATE_LIMITER.names) == {expected}
+    assert list(env.RATE_LIMITER.instances) == [expected]  # one DO per limit key
+
+
+async def test_ws_without_auth_is_401(make_env):
+    env = make_env()
+    response = await call(env, FakeRequest("GET", f"{BASE}/ws", {"upgrade": "websocket"}))
+    assert response.status == 401
+    assert env.METRICS_HUB.names == []
+
+
+async def test_ws_without_upgrade_is_426(make_env):
+    response = await call(make_env(), FakeRequest("GET", f"{BASE}/ws", AUTH))
+    assert response.status == 426
+    assert response.json()["error"]["code"] == "upgrade_required"
+
+
+async def test_ws_with_token_is_forwarded_to_the_hub_which_accepts_and_greets(make_env):
+    env = make_env()
+    request = FakeRequest("GET", f"{BASE}/ws?token={API_KEY}", {"upgrade": "websocket"})
+    response = await call(env, request)
+    assert response.status == 101
+    assert response.web_socket is not None
+    assert env.METRICS_HUB.names == ["global"]
+    [(server, tags)] = env.METRICS_HUB.ctxs["global"].accepted
+    assert tags == ["metrics"]
+    [welcome] = server.messages()
+    assert welcome["type"] == "snapshot"
+    assert welcome["metrics"]["subscribers"] == 1
+
+
+async def test_analytics_reach_the_hub_through_wait_until(make_env):
+    env, ctx = make_env(), FakeCtx()
+    await call(env, chat_request(), ctx)
+    hub = env.METRICS_HUB
+    assert "global" not in hub.instances  # nothing published before waitUntil work runs
+    assert ctx.waiting
+    await ctx.drain()
+    snapshot = await hub.getByName("global").snapshot()
+    assert snapshot["totals"]["requests"] == 1
+    assert snapshot["totals"]["cache_misses"] == 1
+    assert snapshot["providers"] == {"mock": {"requests": 1, "errors": 0}}
+    assert hub.ctxs["global"].storage.alarm_sets  # the hub asked for a tick
+
+
+async def test_openai_provider_goes_through_workers_fetch(make_env, fake_http):
+    env = make_env(OPENAI_API_KEY="sk-upstream", OPENAI_BASE_URL="https://llm.example/v1")
+    upstream = {"id": "x", "object": "chat.completion", "choices": [], "usage": {"prompt_tokens": 2}}
+    fake_http.responses.append(FakeFetchResponse(
+        200, {"Content-Type": "application/json"}, FakeBodyStream([json.dumps(upstream).encode()])))
+    response = await call(env, chat_request({**CHAT, "model": "gpt-x"}))
+    assert response.status == 200
+    assert response.json() == upstream
+    [sent] = fake_http.calls
+    assert sent["url"] == "https://llm.example/v1/chat/completions"
+    assert sent["method"] == "POST"
+    assert sent["headers"]["authorization"] == "Bearer sk-upstream"
+    assert sent["headers"]["traceparent"].startswith("00-")
+    assert json.loads(sent["body"])["model"] == "gpt-x"
+
+
+async def test_invalid_configuration_is_a_500_without_details(make_env):
+    response = await call(make_env(FLAREGATE_ROUTES="{broken"), FakeRequest("GET", f"{BASE}/health"))
+    assert response.status == 500
+    assert response.json()["error"]["code"] == "configuration_error"
+    assert "broken" not in response.body.decode()
+
+
+# -- the ports on their own ------------------------------------------------------------------
+async def test_kv_ttl_is_raised_to_the_kv_minimum():
+    kv = FakeKV()
+    with bind(type("Env", (), {"CACHE": kv})(), FakeCtx()):
+        store = KVStore()
+        await store.put("k", "v", 5)
+        assert await store.get("k") == "v"
+        await store.delete("k")
+        assert await store.get("k") is None
+    assert kv.puts == [{"key": "k", "value": "v", "expirationTtl": 60}]
+
+
+async def test_transport_streams_and_lowercases_headers(fake_http):
+    body = FakeBodyStream([b"data: 1\n\n", b"data: [DONE]\n\n"])
+    fake_http.responses.append(FakeFetchResponse(200, {"Content-Type": "text/event-stream"}, body))
+    response = await FetchTransport().send("POST", "https://u.example", {"a": "b"}, b"{}", 5)
+    assert response.status == 200
+    assert response.headers["content-type"] == "text/event-stream"
+    assert [c async for c in response.aiter_bytes()] == [b"data: 1\n\n", b"data: [DONE]\n\n"]
+    await response.aclose()
+    assert not body.cancelled  # fully read: nothing to cancel
+
+
+async def test_transport_maps_js_errors_and_timeouts(fake_http):
+    transport = FetchTransport()
+    fake_http.responses.append(OSError("Network connection lost."))
+    with pytest.raises(UpstreamError, match="Network connection lost"):
+        await transport.send("POST", "https://u.example", {}, b"", 5)
+
+    async def never() -> None:
+        await asyncio.sleep(10)
+
+    fake_http.responses.append(never)
+    with pytest.raises(UpstreamTimeout):
+        await transport.send("POST", "https://u.example", {}, b"", 0.05)
+
+
+async def test_transport_stream_failure_and_idle_timeout(fake_http):
+    transport = FetchTransport()
+    broken = FakeBodyStream([b"a", b"b"], fail_after=1)
+    fake_http.responses.append(FakeFetchResponse(200, {}, broken))
+    response = await transport.send("GET", "https://u.example", {}, b"", 5)
+    with pytest.raises(UpstreamError):
+        [c async for c in response.aiter_bytes()]
+
+    slow = FakeBodyStream([b"a"], delay=1)
+    fake_http.responses.append(FakeFetchResponse(200, {}, slow))
+    response = await transport.send("GET", "https://u.example", {}, b"", 0.05)
+    with pytest.raises(UpstreamTimeout):
+        await response.read()
+    await response.aclose()
+    assert slow.cancelled  # an unfinished body is cancelled

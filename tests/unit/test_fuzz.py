@@ -1,0 +1,194 @@
+"""Fuzzing the request parser (``Gateway.handle``) and the admin API with malformed
+bodies, headers, paths and methods: never a 5xx, never an unhandled exception, always an
+OpenAI-style error. About 3 000 examples in all; derandomised so CI runs are repeatable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flaregate.http import Headers, Request
+from flaregate.providers.mock import StaticResponse
+from flaregate.signing import sign_request
+from tests.support.security import ADMIN_KEY, CONFIG_KEY, SecureRig
+
+FUZZ = settings(max_examples=750, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+class AlwaysOk:
+    async def send(self, method, url, headers, body, timeout):
+        if json.loads(body).get("stream") is True:  # a stream is answered as one (the gateway checks)
+            chunk = {"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]}
+            return StaticResponse(200, {"content-type": "text/event-stream"},
+                                  [b"data: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n"])
+        payload = {"choices": [{"message": {"role": "assistant", "content": "ok"}}], "usage": {}}
+        return StaticResponse(200, {"content-type": "application/json"}, [json.dumps(payload).encode()])
+
+
+class Rig:
+    """One gateway per test (not per example); the loop is reused across examples."""
+
+    def __init__(self, vars: dict[str, str]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.secure = SecureRig({"RATE_LIMIT_CAPACITY": "1000000", "RATE_LIMIT_REFILL_PER_SECOND": "1000",
+                                 "MAX_JSON_DEPTH": "16", "WEBHOOK_MAX_ATTEMPTS": "1", **vars}, transport=AlwaysOk())
+
+    def run(self, request: Request) -> None:
+        self.loop.run_until_complete(self._check(request))
+
+    async def _check(self, request: Request) -> None:
+        response = await self.secure.gateway.handle(request)
+        body = response.body
+        if response.is_stream:
+            body = b"".join([chunk async for chunk in body])
+        await self.secure.tasks.drain()
+        assert response.status < 500, (request, response.status, body[:300])
+        for name, value in response.headers.items():
+            assert "\n" not in value and "\r" not in value, name
+        if response.status >= 400:
+            error = json.loads(body)["error"]
+            assert set(error) == {"message", "type", "code", "param"}
+            assert isinstance(error["message"], str) and error["message"]
+            assert ADMIN_KEY not in error["message"] and CONFIG_KEY not in error["message"]
+
+
+class NoUnhandled(logging.Handler):
+    """Fails the test if the gateway logs an unhandled error (it would answer 500)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def watch_errors():
+    handler = NoUnhandled()
+    logging.getLogger("flaregate").addHandler(handler)
+    return handler
+
+
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20))
+json_value = st.recursive(json_leaf, lambda kids: st.one_of(st.lists(kids, max_size=4),
+                                                            st.dictionaries(st.text(max_size=8), kids, max_size=4)),
+                          max_leaves=20)
+message = st.one_of(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant", "tool", "x", ""]),
+                           "content": st.one_of(st.text(max_size=30), json_value)}),
+    json_value,
+)
+valid_message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "system", "assistant", "developer"]),
+     "content": st.one_of(st.text(max_size=40), st.lists(st.fixed_dictionaries(
+         {"type": st.just("text"), "text": st.text(max_size=20)}), max_size=3))},
+    optional={"name": json_value})
+valid_chat = st.fixed_dictionaries(
+    {"model": st.sampled_from(["mock-1", "a", "ab"]), "messages": st.lists(valid_message, min_size=1, max_size=5)},
+    optional={"stream": st.booleans(), "temperature": json_value, "tools": json_value, "user": st.text(max_size=10)})
+chat_body = st.one_of(
+    valid_chat,
+    valid_chat,
+
+    st.fixed_dictionaries({"model": st.one_of(st.sampled_from(["mock-1", "a", "ab", "nope", ""]), json_value),
+                           "messages": st.one_of(st.lists(message, max_size=4), json_value)},
+                          optional={"stream": st.one_of(st.booleans(), json_value),
+                                    "temperature": json_value, "n": json_value}),
+    json_value,
+)
+body_bytes = st.one_of(
+    chat_body.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=200),
+    st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.integers(1, 40).map(lambda n: b"[" * n * 10 + b"]" * n * 10),
+)
+header_name = st.one_of(st.sampled_from(["content-type", "authorization", "x-request-id", "traceparent", "origin",
+                                         "x-admin-key", "content-length", "cookie", "x-flaregate-timestamp",
+                                         "x-flaregate-nonce", "x-flaregate-signature"]),
+                        st.text(min_size=1, max_size=20), st.text(min_size=1, max_size=20),
+                        st.text(min_size=1, max_size=20))
+header_value = st.one_of(st.text(max_size=60), st.sampled_from([
+    "application/json", "text/plain", f"Bearer {CONFIG_KEY}", "Bearer ", "bearer x", "v1=zz", "-1", "99999999999999",
+    "00-" + "0" * 32 + "-" + "0" * 16 + "-01", "a\r\nb: c"]))
+headers = st.lists(st.tuples(header_name, header_value), max_size=5)
+path = st.one_of(st.sampled_from(["/v1/chat/completions", "/v1/models", "/health", "/ws", "/admin/keys",
+                                  "/admin/webhooks", "/admin/keys/key_x", "/admin/webhooks/wh_1/deliveries",
+                                  "/admin/webhooks/wh_1/test", "/", "//", "/v1/../admin/keys"]),
+                 st.text(max_size=40).map(lambda t: "/" + t))
+method = st.one_of(st.sampled_from(["GET", "POST", "DELETE", "PUT", "OPTIONS", "HEAD", "PATCH"]), st.text(max_size=10))
+
+
+def test_fuzz_the_api_with_anything():
+    rig = Rig({"CORS_ALLOW_ORIGINS": "https://app.example"})
+    errors = watch_errors()
+
+    @FUZZ
+    @given(method=method, path=path, headers=headers, body=body_bytes, ip=st.one_of(st.none(), st.text(max_size=40)))
+    def run(method, path, headers, body, ip):
+        rig.run(Request(method, path, Headers(headers), body, client_ip=ip))
+
+    run()
+    assert not errors.records
+
+
+def test_fuzz_chat_bodies_from_an_authenticated_client():
+    rig = Rig({})
+    errors = watch_errors()
+
+    @FUZZ
+    @given(body=body_bytes, extra=headers)
+    def run(body, extra):
+        base = [("content-type", "application/json"), ("authorization", f"Bearer {CONFIG_KEY}")]
+        rig.run(Request("POST", "/v1/chat/completions", Headers(base + extra), body))
+
+    run()
+    assert not errors.records
+
+
+def test_fuzz_the_admin_api_past_authentication():
+    rig = Rig({"SIGNED_ROUTES": ""})
+    errors = watch_errors()
+    admin_body = st.one_of(
+        st.fixed_dictionaries({}, optional={"name": json_value, "allowed_models": json_value,
+                                            "allowed_routes": json_value, "rate_limit_policy": json_value,
+                                            "budget_usd": json_value, "expires_at": json_value,
+                                            "expires_in_seconds": json_value, "url": json_value,
+                                            "events": json_value, "secret": json_value}),
+        json_value,
+    ).map(lambda v: json.dumps(v).encode())
+
+    @FUZZ
+    @given(method=st.sampled_from(["GET", "POST", "DELETE", "PUT"]),
+           path=st.one_of(st.sampled_from(["/admin/keys", "/admin/webhooks"]),
+                          st.text(max_size=30).map(lambda t: "/admin/keys/" + t),
+                          st.text(max_size=30).map(lambda t: "/admin/webhooks/" + t + "/deliveries")),
+           body=st.one_of(admin_body, body_bytes), ctype=st.sampled_from(["application/json", "text/plain", ""]))
+    def run(method, path, body, ctype):
+        hs = Headers([("content-type", ctype), ("authorization", f"Bearer {ADMIN_KEY}")])
+        rig.run(Request(method, path, hs, body))
+
+    run()
+    assert not errors.records
+
+
+def test_fuzz_signed_admin_requests_with_mangled_signature_headers():
+    rig = Rig({})
+    errors = watch_errors()
+    now = int(rig.secure.clock.now())
+
+    @FUZZ
+    @given(body=body_bytes, ts=st.one_of(st.integers(-10**13, 10**13), st.just(now)),
+           mangle=st.dictionaries(st.sampled_from(["x-flaregate-timestamp", "x-flaregate-nonce",
+                                                   "x-flaregate-signature"]), header_value, max_size=3))
+    def run(body, ts, mangle):
+        signed = sign_request(ADMIN_KEY, "POST", "/admin/keys", body, timestamp=ts)
+        hs = {"content-type": "application/json", "authorization": f"Bearer {ADMIN_KEY}", **signed, **mangle}
+        rig.run(Request("POST", "/admin/keys", Headers(hs), body))
+
+    run()
+    assert not errors.records
