@@ -171,7 +171,7 @@ class Gateway:
         with profiler.phase("ratelimit"):
             await self._rate_limit(tenant, out, event)
         with profiler.phase("route"):
-            targets = self.router.resolve(body["model"])
+            targets = self.upstream.pinned(self.router.resolve(body["model"]), request.headers.get(PIN_HEADER))
         key = None
         if self.cache.enabled and not stream:
             with profiler.phase("cache"):
@@ -185,7 +185,7 @@ class Gateway:
         forward = {"x-request-id": out["x-request-id"],
                    "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
         upstream_started = self.ports.clock.monotonic()
-        target, upstream = await self.upstream.call(targets, body, forward, event, pin=request.headers.get(PIN_HEADER))
+        target, upstream = await self.upstream.call(targets, body, forward, event)
         event["provider"] = target.provider.name
         headers = {**out, "x-flaregate-provider": target.provider.name, "x-flaregate-attempts": str(event["attempts"]),
                    "x-flaregate-cache": "MISS" if key else "BYPASS",

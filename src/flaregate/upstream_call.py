@@ -36,7 +36,7 @@ from .health import HealthRegistry, TargetHealth, parse_retry_after
 from .ports import Clock, UpstreamError, UpstreamResponse, UpstreamTimeout
 from .providers.base import CHAT, MESSAGES
 from .providers.messages_over_chat import messages_over_chat
-from .routing import Target
+from .routing import RouteTargets, Target
 from .strategies import rank
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
@@ -205,18 +205,28 @@ class UpstreamCaller:
         return ceiling / 2 + self._random().uniform(0, ceiling / 2)  # "equal jitter"
 
     # -- the call --------------------------------------------------------------------------
+    @staticmethod
+    def pinned(targets: RouteTargets, pin: str | None) -> RouteTargets:
+        """The route's targets of the provider a request pinned (``x-flaregate-provider``).
+        Applied when routing, so the cache key (built from the targets) tells pins apart."""
+        if not pin:
+            return targets
+        kept = RouteTargets(t for t in targets if t.provider.name == pin)
+        if not kept:
+            raise bad_request(f"Provider '{pin[:64]}' does not serve this model here; "
+                              f"omit the {PIN_HEADER} header or name one of: "
+                              f"{', '.join(sorted({t.provider.name for t in targets}))}.",
+                              param=PIN_HEADER, code="invalid_provider")
+        kept.strategy, kept.alias = targets.strategy, targets.alias
+        return kept
+
     async def call(self, targets: list[Target], body: dict[str, Any], forward: Mapping[str, str],
                    event: dict[str, Any], *, operation: str = "chat", stream: bool | None = None,
                    pin: str | None = None) -> tuple[Target, UpstreamResponse]:
         stream = body.get("stream") is True if stream is None else stream
+        if pin and isinstance(targets, RouteTargets):
+            targets = self.pinned(targets, pin)
         candidates = [t for t in targets if self._sender(t.provider, operation) is not None]
-        if pin:
-            candidates = [t for t in candidates if t.provider.name == pin]
-            if not candidates:
-                raise bad_request(f"Provider '{pin}' does not serve this model here; "
-                                  f"omit the {PIN_HEADER} header or name one of: "
-                                  f"{', '.join(sorted({t.provider.name for t in targets}))}.",
-                                  param=PIN_HEADER, code="invalid_provider")
         if not candidates:
             raise bad_request(f"No provider routed for model '{body.get('model')}' supports {operation}.",
                               param="model", code="unsupported_operation")

@@ -15,7 +15,7 @@ import websockets
 
 from tests.support.mock_upstream import MockUpstreamProcess
 
-from .conftest import GATEWAY_KEY, run_gateway
+from .conftest import GATEWAY_KEY, TARGET, run_gateway
 
 AUTH = {"authorization": f"Bearer {GATEWAY_KEY}"}
 COOLDOWN = 0.5
@@ -123,6 +123,8 @@ async def test_circuit_opens_moves_traffic_half_opens_and_closes(server, pair):
     assert all(e.get("protocol") == 1 for e in events)
 
 
+@pytest.mark.skipif(TARGET == "edge", reason="active probes are the local host's background task; "
+                    "the Worker has none (a cron trigger would run them there)")
 def test_active_probes_close_a_recovered_circuit_without_client_traffic(tmp_path):
     with MockUpstreamProcess() as mock:
         providers = [{"name": "solo", "base_url": mock.base_url + "/v1"}]

@@ -213,3 +213,12 @@ async def test_latency_strategy_is_not_fooled_by_fast_failures_and_tracks_in_fli
     assert bad["latency_ewma_ms"] is None and bad["failures"] == 1
     assert good["latency_ewma_ms"] is not None and good["in_flight"] == 0
     assert bad["weight"] == 1.0 and report[("good", "lat")]["strategy"] == "latency"
+
+
+async def test_a_pinned_request_never_gets_another_providers_cached_answer():
+    gateway, _, _, _ = build({"r": ["good", "bad"]}, CACHE_TTL_SECONDS="300")
+    first = await gateway.handle(chat("r"))
+    assert first.headers["x-flaregate-provider"] == "good" and first.headers["x-flaregate-cache"] == "MISS"
+    assert (await gateway.handle(chat("r"))).headers["x-flaregate-cache"] == "HIT"
+    pinned = await gateway.handle(chat("r", headers=[("x-flaregate-provider", "bad")]))
+    assert pinned.headers["x-flaregate-provider"] == "bad" and pinned.headers["x-flaregate-cache"] == "MISS"
