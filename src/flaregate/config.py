@@ -40,6 +40,13 @@ KNOWN_VARS = (
     "RATE_LIMIT_REFILL_PER_SECOND",
     "RATE_LIMIT_PER_HOUR",
     "CACHE_TTL_SECONDS",
+    "CACHE_MAX_TTL_SECONDS",
+    "CACHE_MEMORY_MAX_ENTRIES",
+    "CACHE_MEMORY_MAX_BYTES",
+    "CACHE_MEMORY_TTL_SECONDS",
+    "CACHE_MAX_ENTRY_BYTES",
+    "CACHE_SKIP_LENGTH_FINISH",
+    "CACHE_SINGLE_FLIGHT",
     "MAX_BODY_BYTES",
     "METRICS_TICK_SECONDS",
     "UPSTREAM_TIMEOUT_SECONDS",
@@ -142,6 +149,26 @@ class SecuritySettings(_Model):
     webhook_retry_base_seconds: float = Field(default=1.0, ge=0, le=60)
     webhook_timeout_seconds: PositiveFloat = 10.0
 
+class CacheSettings(_Model):
+    """The response cache beyond its default TTL (``cache_ttl_seconds``); see docs/cache.md."""
+
+    max_ttl_seconds: int = Field(default=30 * 86400, ge=1)  # per-request TTLs are clamped to this
+    memory_max_entries: int = Field(default=1000, ge=0)  # 0 turns the in-process tier off
+    memory_max_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    memory_ttl_seconds: int = Field(default=60, ge=1)  # bounds staleness across edge isolates
+    max_entry_bytes: int = Field(default=1_000_000, ge=1024)
+    skip_length_finish: bool = True  # never store answers cut by max_tokens
+    single_flight: bool = True  # identical concurrent requests share one upstream call
+    route_ttl_seconds: dict[str, int] = {}  # model alias -> default TTL (0: no cache on that route)
+
+    @field_validator("route_ttl_seconds")
+    @classmethod
+    def _non_negative(cls, ttls: dict[str, int]) -> dict[str, int]:
+        for alias, ttl in ttls.items():
+            if ttl < 0:
+                raise ValueError(f"route {alias!r}: cache_ttl_seconds must be >= 0")
+        return ttls
+
 
 class Settings(_Model):
     environment: str = "development"
@@ -153,11 +180,12 @@ class Settings(_Model):
     }
     rate_limit: TokenBucketPolicy = TokenBucketPolicy()
     cache_ttl_seconds: int = Field(default=300, ge=0)
+    cache: CacheSettings = CacheSettings()
+    admin_key: SecretStr | None = None  # Bearer secret of the /admin endpoints; unset: disabled
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     metrics_tick_seconds: PositiveFloat = 1.0
     upstream_timeout_seconds: PositiveFloat = 60.0
     resilience: ResiliencePolicy = ResiliencePolicy()
-    admin_key: SecretStr | None = None
     security: SecuritySettings = SecuritySettings()
 
     @field_validator("routes", mode="before")
@@ -188,6 +216,9 @@ class Settings(_Model):
             for target in targets:
                 if target.provider not in names:
                     raise ValueError(f"route {alias!r} names unknown provider {target.provider!r}")
+        for alias in self.cache.route_ttl_seconds:
+            if alias not in self.routes:
+                raise ValueError(f"cache TTL for unknown route {alias!r}")
         return self
 
 
@@ -206,12 +237,20 @@ def _route_target(spec: Any) -> Any:
     return spec
 
 
-def _route(spec: Any) -> Any:
-    # A list (or one target) is an ordered-fallback route; an object may name a strategy.
+def _route(alias: str, spec: Any, ttls: dict[str, Any]) -> Any:
+    # A route is a list of targets, one target (ordered fallback), or
+    # {"targets": [...], "strategy": S, "cache_ttl_seconds": N}.
+    strategy = None
     if isinstance(spec, dict) and "targets" in spec:
-        targets = spec["targets"]
-        return {**spec, "targets": [_route_target(t) for t in (targets if isinstance(targets, list) else [targets])]}
-    return {"targets": [_route_target(t) for t in (spec if isinstance(spec, list) else [spec])]}
+        extra = set(spec) - {"targets", "strategy", "cache_ttl_seconds"}
+        if extra:
+            raise ConfigError(f"FLAREGATE_ROUTES: route {alias!r} has unknown fields {sorted(extra)}")
+        if "cache_ttl_seconds" in spec:
+            ttls[alias] = spec["cache_ttl_seconds"]
+        strategy = spec.get("strategy")
+        spec = spec["targets"]
+    targets = [_route_target(t) for t in (spec if isinstance(spec, list) else [spec])]
+    return {"targets": targets} if strategy is None else {"strategy": strategy, "targets": targets}
 
 
 def provider_key_names(providers_json: Any) -> list[str]:
@@ -223,6 +262,22 @@ def provider_key_names(providers_json: Any) -> list[str]:
         return []
     return [str(p["api_key_env"]) for p in raw if isinstance(p, dict) and p.get("api_key_env")] \
         if isinstance(raw, list) else []
+
+
+def _cache(vars: Mapping[str, str], route_ttls: dict[str, Any]) -> dict[str, Any]:
+    names = {
+        "CACHE_MAX_TTL_SECONDS": "max_ttl_seconds",
+        "CACHE_MEMORY_MAX_ENTRIES": "memory_max_entries",
+        "CACHE_MEMORY_MAX_BYTES": "memory_max_bytes",
+        "CACHE_MEMORY_TTL_SECONDS": "memory_ttl_seconds",
+        "CACHE_MAX_ENTRY_BYTES": "max_entry_bytes",
+        "CACHE_SKIP_LENGTH_FINISH": "skip_length_finish",
+        "CACHE_SINGLE_FLIGHT": "single_flight",
+    }
+    cache: dict[str, Any] = {field: vars[var] for var, field in names.items() if vars.get(var, "") != ""}
+    if route_ttls:
+        cache["route_ttl_seconds"] = route_ttls
+    return cache
 
 
 def _providers(vars: Mapping[str, str]) -> list[dict[str, Any]] | None:
@@ -279,17 +334,20 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     for var, field in simple.items():
         if vars.get(var, "") != "":
             data[field] = vars[var].lower() if var == "LOG_LEVEL" else vars[var]
+    if "admin_key" in data:
+        data["admin_key"] = data["admin_key"].strip() or None  # a stray space in .dev.vars
     keys = [k.strip() for k in vars.get("FLAREGATE_API_KEYS", "").split(",") if k.strip()]
     if keys:
         data["api_keys"] = keys
     providers = _providers(vars)
     if providers is not None:
         data["providers"] = providers
+    route_ttls: dict[str, Any] = {}
     if "FLAREGATE_ROUTES" in vars:
         raw = _json(vars, "FLAREGATE_ROUTES")
         if not isinstance(raw, dict):
             raise ConfigError("FLAREGATE_ROUTES: must be a JSON object of alias -> targets")
-        data["routes"] = {alias: _route(spec) for alias, spec in raw.items()}
+        data["routes"] = {alias: _route(alias, spec, route_ttls) for alias, spec in raw.items()}
     elif providers is not None:
         # Providers but no routes: every model name goes to the first provider unchanged.
         first = providers[0].get("name") if isinstance(providers[0], dict) else None
@@ -310,6 +368,10 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     if resilience:
         data["resilience"] = resilience
     data["security"] = _security(vars)
+
+    cache = _cache(vars, route_ttls)
+    if cache:
+        data["cache"] = cache
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

@@ -7,6 +7,7 @@ host's (it needs an upgrade) but authorisation goes through :meth:`Gateway.autho
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ from .admin_api import AdminApi
 from .alerts import Alerts
 from .analytics import Analytics
 from .auth import KeyRing
-from .cache import ResponseCache, cache_key
+from .cache_admin import CacheAdmin
 from .config import Settings
 from .errors import GatewayError, bad_request, upstream_error
 from .http import Request, Response, json_response
@@ -30,7 +31,8 @@ from .ports import Ports, UpstreamError, UpstreamResponse
 from .privacy import client_address, redact
 from .profiler import Profiler
 from .providers import build_providers
-from .routing import Router, route_signature
+from .response_caching import CacheLayer
+from .routing import Router
 from .schemas import ChatCompletionRequest, validation_error
 from .security_gate import SecurityGate
 from .upstream_call import PIN_HEADER, UpstreamCaller
@@ -62,7 +64,8 @@ class Gateway:
         self.ports = ports
         self.keys = keys if keys is not None else KeyRing(k.get_secret_value() for k in settings.api_keys)
         self.router = Router(settings, build_providers(settings, ports.upstream, ports.ai))
-        self.cache = ResponseCache(ports.cache, settings.cache_ttl_seconds)
+        self.caching = CacheLayer(settings, ports)
+        cache_admin = CacheAdmin(self.caching)
         self.analytics = Analytics(ports.metrics_hub, ports.tasks)
         endpoints = UpstreamEndpoints(self)
         self._policy = settings.rate_limit.as_dict()
@@ -73,6 +76,8 @@ class Gateway:
             ("GET", "/v1/providers"): self._providers,
             ("POST", EMBEDDINGS_PATH): endpoints.embeddings,
             ("POST", MESSAGES_PATH): endpoints.messages,
+            ("POST", "/admin/cache/purge"): cache_admin.purge,
+            ("GET", "/admin/cache/stats"): cache_admin.stats,
         }
         self._paths = {path for _, path in self._routes} | {"/ws"}
         # Keys, signing, limits, CORS, webhooks: see access.py, security_gate.py, webhooks.py.
@@ -172,23 +177,24 @@ class Gateway:
             await self._rate_limit(tenant, out, event)
         with profiler.phase("route"):
             targets = self.upstream.pinned(self.router.resolve(body["model"]), request.headers.get(PIN_HEADER))
-        key = None
-        if self.cache.enabled and not stream:
-            with profiler.phase("cache"):
-                key = cache_key(tenant, route_signature(targets), body)
-                entry = await self.cache.get(key)
-            if entry is not None:
-                event.update(cache="HIT", provider=entry["provider"])
-                return Response(200, {**out, "content-type": "application/json", "x-flaregate-cache": "HIT",
-                                      "x-flaregate-provider": entry["provider"]}, entry["body"].encode())
-            event["cache"] = "MISS"
+        with profiler.phase("cache"):
+            plan = await self.caching.plan(request.headers, tenant, body, targets)
+            hit = await self.caching.lookup(plan)
+        event["cache"] = plan.status
+        if hit is not None:
+            return self.caching.hit_response(plan, hit, out, event)
         forward = {"x-request-id": out["x-request-id"],
                    "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
         upstream_started = self.ports.clock.monotonic()
-        target, upstream = await self.upstream.call(targets, body, forward, event)
+        try:
+            target, upstream = await self.caching.fetch(
+                plan, lambda: self.upstream.call(targets, body, forward, event), event)
+        except GatewayError as exc:  # every attempt failed: the answer still says how the cache was
+            exc.headers.update({**self.caching.miss_headers(plan, None), **exc.headers})  # type: ignore[arg-type]
+            raise
         event["provider"] = target.provider.name
-        headers = {**out, "x-flaregate-provider": target.provider.name, "x-flaregate-attempts": str(event["attempts"]),
-                   "x-flaregate-cache": "MISS" if key else "BYPASS",
+        headers = {**out, "x-flaregate-provider": target.provider.name, **self.caching.miss_headers(plan, upstream),
+                   "x-flaregate-attempts": str(event.get("attempts", 0)),
                    "content-type": upstream.headers.get("content-type", "application/json")}
         if stream and upstream.status == 200:
             profiler.add("upstream_first_byte", (self.ports.clock.monotonic() - upstream_started) * 1000)
@@ -207,14 +213,13 @@ class Gateway:
             try:
                 completion = json.loads(payload)
                 usage = completion.get("usage") or {}
-                event["tokens_in"] = usage.get("prompt_tokens")
-                event["tokens_out"] = usage.get("completion_tokens")
+                if not event.get("cache_collapsed"):  # a shared answer cost nothing: tokens_saved
+                    event["tokens_in"] = usage.get("prompt_tokens")
+                    event["tokens_out"] = usage.get("completion_tokens")
             except (ValueError, AttributeError):
                 raise upstream_error(502, f"Upstream provider '{target.provider.name}' returned malformed JSON.",
                                      code="upstream_malformed_response") from None
-        if key is not None:
-            with profiler.phase("cache_store"):
-                await self.cache.put(key, payload, target.provider.name)
+        self.caching.mark_stored(headers, upstream)
         return Response(200, headers, payload)
 
     def _parse_chat(self, request: Request, schema: type[BaseModel] = ChatCompletionRequest) -> dict[str, Any]:
@@ -294,10 +299,13 @@ class Gateway:
             outcome = "interrupted"
             yield _stream_error_event(f"The upstream stream was interrupted: {exc}", "upstream_stream_interrupted")
             yield b"data: [DONE]\n\n"
+        except (GeneratorExit, asyncio.CancelledError):
+            outcome = "aborted"  # the client went away; not an upstream error
+            raise
         finally:
             await upstream.aclose()
             profiler.add("upstream", (self.ports.clock.monotonic() - started) * 1000)
             event["stream_outcome"] = outcome
-            if outcome != "complete":
+            if outcome not in ("complete", "aborted"):
                 event["error"] = outcome
             self._finish(event, 200, profiler)

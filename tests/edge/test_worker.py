@@ -49,8 +49,8 @@ async def test_health(make_env):
 
 
 async def test_chat_completion_then_cache_hit(make_env):
-    env = make_env()
-    first = await call(env, chat_request())
+    env, ctx = make_env(), FakeCtx()
+    first = await call(env, chat_request(), ctx)
     assert first.status == 200
     completion = first.json()
     assert completion["object"] == "chat.completion"
@@ -60,6 +60,7 @@ async def test_chat_completion_then_cache_hit(make_env):
     assert first.headers["x-flaregate-cache"] == "MISS"
     assert first.headers["x-flaregate-provider"] == "mock"
     assert first.headers["x-ratelimit-limit-requests"] == "100"
+    await ctx.drain()  # the KV write runs after the response, through ctx.waitUntil
     [put] = env.CACHE.puts
     assert put["expirationTtl"] >= 60 and put["expirationTtl"] == 300
 

@@ -24,13 +24,17 @@ SCHEMA = (
     " cache_hits INTEGER NOT NULL DEFAULT 0, cache_misses INTEGER NOT NULL DEFAULT 0,"
     " rate_limited INTEGER NOT NULL DEFAULT 0, tokens_in INTEGER NOT NULL DEFAULT 0,"
     " tokens_out INTEGER NOT NULL DEFAULT 0, latency_sum_ms REAL NOT NULL DEFAULT 0,"
+    " cache_bytes_saved INTEGER NOT NULL DEFAULT 0, cache_tokens_saved INTEGER NOT NULL DEFAULT 0,"
     " PRIMARY KEY (bucket, provider, model))",
     "CREATE TABLE IF NOT EXISTS hub_latency ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, ms REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS hub_state (name TEXT PRIMARY KEY, value REAL)",
 )
 
-_COUNTERS = ("requests", "errors", "cache_hits", "cache_misses", "rate_limited", "tokens_in", "tokens_out")
+_COUNTERS = ("requests", "errors", "cache_hits", "cache_misses", "rate_limited", "tokens_in", "tokens_out",
+             "cache_bytes_saved", "cache_tokens_saved")
+# Columns added after the first release, for hub tables created before them.
+_ADDED_COLUMNS = ("cache_bytes_saved", "cache_tokens_saved")
 
 
 def _int(value: Any) -> int:
@@ -70,8 +74,21 @@ class MetricsHub:
         self._tick = tick_seconds
         for statement in SCHEMA:
             sql.exec(statement)
+        self._add_columns()
         if self._state("started_at") is None:
             self._set_state("started_at", clock.now())
+
+    def _add_columns(self) -> None:
+        try:
+            existing = {row["name"] for row in self._sql.exec("PRAGMA table_info(hub_minute)")}
+        except Exception:  # a store without this PRAGMA: try each column
+            existing = set()
+        for column in _ADDED_COLUMNS:
+            if column not in existing:
+                try:
+                    self._sql.exec(f"ALTER TABLE hub_minute ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+                except Exception:  # already there
+                    pass
 
     # -- state helpers -------------------------------------------------------------------
     def _state(self, name: str) -> float | None:
@@ -118,12 +135,14 @@ class MetricsHub:
             "rate_limited": 1 if status == 429 and event.get("rate_limited") else 0,
             "tokens_in": _int(event.get("tokens_in")),
             "tokens_out": _int(event.get("tokens_out")),
+            "cache_bytes_saved": _int(event.get("bytes_saved")),
+            "cache_tokens_saved": _int(event.get("tokens_saved")),
         }
         latency = _num(event.get("latency_ms"))
         self._sql.exec(
             "INSERT INTO hub_minute (bucket, provider, model, requests, errors, cache_hits,"
-            " cache_misses, rate_limited, tokens_in, tokens_out, latency_sum_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " cache_misses, rate_limited, tokens_in, tokens_out, cache_bytes_saved, cache_tokens_saved,"
+            " latency_sum_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(bucket, provider, model) DO UPDATE SET"
             " requests = requests + excluded.requests, errors = errors + excluded.errors,"
             " cache_hits = cache_hits + excluded.cache_hits,"
@@ -131,6 +150,8 @@ class MetricsHub:
             " rate_limited = rate_limited + excluded.rate_limited,"
             " tokens_in = tokens_in + excluded.tokens_in,"
             " tokens_out = tokens_out + excluded.tokens_out,"
+            " cache_bytes_saved = cache_bytes_saved + excluded.cache_bytes_saved,"
+            " cache_tokens_saved = cache_tokens_saved + excluded.cache_tokens_saved,"
             " latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms",
             bucket,
             _label(event.get("provider")),

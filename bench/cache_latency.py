@@ -1,0 +1,122 @@
+"""Cache-hit vs cache-miss latency through the real local server, side by side in one run.
+
+Starts the mock upstream and the standalone gateway (twice: once with the in-process tier,
+once with it off so hits come from the SQLite store), then sends interleaved requests over
+one keep-alive connection: misses (a new prompt each time, so every one goes upstream) and
+hits (one prompt, answered from cache). Prints client-observed latency and the gateway's
+own ``server-timing`` total, p50/p99, and the miss/hit ratio.
+
+    .venv/bin/python bench/cache_latency.py [--requests 300] [--upstream-delay-ms 0] [--stream]
+
+The mock upstream answers in about a millisecond, so by default the miss column is the
+gateway's work plus one local round trip; pass --upstream-delay-ms to model a real provider.
+Not part of the test suite: it prints figures and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.integration.conftest import GATEWAY_KEY, run_gateway, upstream_env  # noqa: E402
+from tests.support.mock_upstream import MockUpstreamProcess  # noqa: E402
+
+CHAT = "/v1/chat/completions"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def server_total(response: httpx.Response) -> float:
+    for part in response.headers.get("server-timing", "").split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        if name == "total":
+            return float(duration)
+    return float("nan")
+
+
+def timed(client: httpx.Client, body: dict, stream: bool) -> tuple[float, float, str]:
+    started = time.perf_counter()
+    if stream:
+        with client.stream("POST", CHAT, json=body) as response:
+            for _ in response.iter_bytes():
+                pass
+    else:
+        response = client.post(CHAT, json=body)
+    elapsed = (time.perf_counter() - started) * 1000
+    response.raise_for_status()
+    return elapsed, server_total(response), response.headers.get("x-flaregate-cache", "?")
+
+
+def measure(base_url: str, requests: int, stream: bool, want_misses: bool) -> dict[str, dict[str, list[float]]]:
+    auth = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    hot = {"model": "gpt-test", "stream": stream, "messages": [{"role": "user", "content": "the same question"}]}
+    samples: dict[str, dict[str, list[float]]] = {"MISS": {"client": [], "server": []},
+                                                 "HIT": {"client": [], "server": []}}
+    with httpx.Client(base_url=base_url, headers=auth, timeout=30) as client:
+        for _ in range(20):  # warm-up: connection, imports, the hot entry
+            timed(client, hot, stream)
+            timed(client, {**hot, "messages": [{"role": "user", "content": uuid.uuid4().hex}]}, stream)
+        for _ in range(requests):  # interleaved, so drift affects both columns alike
+            if want_misses:
+                cold = {**hot, "messages": [{"role": "user", "content": f"question {uuid.uuid4().hex}"}]}
+                client_ms, server_ms, status = timed(client, cold, stream)
+                assert status == "MISS", status
+                samples["MISS"]["client"].append(client_ms)
+                samples["MISS"]["server"].append(server_ms)
+            client_ms, server_ms, status = timed(client, hot, stream)
+            assert status == "HIT", status
+            samples["HIT"]["client"].append(client_ms)
+            samples["HIT"]["server"].append(server_ms)
+    return samples
+
+
+def row(label: str, values: dict[str, list[float]]) -> str:
+    c, s = values["client"], values["server"]
+    return (f"{label:<22} {len(c):>5} {percentile(c, .5):>9.2f} {percentile(c, .99):>9.2f} "
+            f"{statistics.fmean(c):>9.2f} {percentile(s, .5):>11.2f} {percentile(s, .99):>11.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=300, help="measured requests per column")
+    parser.add_argument("--upstream-delay-ms", type=float, default=0.0, help="added to every upstream answer")
+    parser.add_argument("--stream", action="store_true", help="streaming requests (SSE) instead of JSON")
+    args = parser.parse_args()
+
+    with MockUpstreamProcess() as upstream, tempfile.TemporaryDirectory() as tmp:
+        if args.upstream_delay_ms:
+            upstream.add_faults({"kind": "delay", "seconds": args.upstream_delay_ms / 1000, "path": CHAT,
+                                 "times": -1})
+        env = upstream_env(upstream.base_url, LOG_LEVEL="warning")
+        with run_gateway(Path(tmp) / "memory", env) as server:
+            with_memory = measure(server.base_url, args.requests, args.stream, want_misses=True)
+        with run_gateway(Path(tmp) / "store", {**env, "CACHE_MEMORY_MAX_ENTRIES": "0"}) as server:
+            store_only = measure(server.base_url, args.requests, args.stream, want_misses=False)
+
+    shape = "stream (SSE)" if args.stream else "JSON"
+    print(f"Flaregate cache latency, local server + mock upstream, {shape}, "
+          f"upstream delay {args.upstream_delay_ms:g} ms, milliseconds")
+    print(f"{'':<22} {'n':>5} {'p50':>9} {'p99':>9} {'mean':>9} {'server p50':>11} {'server p99':>11}")
+    print(row("miss (upstream call)", with_memory["MISS"]))
+    print(row("hit, memory tier", with_memory["HIT"]))
+    print(row("hit, SQLite store tier", store_only["HIT"]))
+    miss_p50 = percentile(with_memory["MISS"]["client"], .5)
+    for label, values in (("memory", with_memory["HIT"]), ("store", store_only["HIT"])):
+        print(f"miss/hit ratio ({label}): p50 {miss_p50 / percentile(values['client'], .5):.2f}x, "
+              f"p99 {percentile(with_memory['MISS']['client'], .99) / percentile(values['client'], .99):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
