@@ -5,11 +5,13 @@
 - ``failover`` each time a request moves on from a failed target to the next one;
 - ``rate_limit.saturated`` when a key is refused by the rate limiter (once per key per
   ``QUIET_SECONDS``);
+- ``budget.exceeded`` when a key's spending budget refuses a request (once per key and
+  budget per ``QUIET_SECONDS``);
 - ``error_rate.high`` when, over the last ``WINDOW_SECONDS``, at least ``MIN_REQUESTS``
   requests were answered and ``ERROR_RATE`` of them with a 5xx (once per ``QUIET_SECONDS``).
 
 State is per process (per isolate on the edge), so on the edge an event may be raised by
-more than one isolate. Circuit-breaker and budget events are emitted by their own modules
+more than one isolate. Circuit-breaker events are emitted by their own module
 through the same dispatcher.
 """
 
@@ -69,6 +71,11 @@ class Alerts:
     def rate_limited(self, key_id: str, limit: Any) -> None:
         if not self._throttled("ratelimit:" + key_id):
             self._dispatcher.emit("rate_limit.saturated", {"key_id": key_id, "limit": limit})
+
+    def budget_exceeded(self, key_id: str, budget: str, limit_usd: Any, period: str) -> None:
+        if not self._throttled(f"budget:{key_id}:{budget}"):
+            self._dispatcher.emit("budget.exceeded", {"key_id": key_id, "budget": budget,
+                                                      "limit_usd": limit_usd, "period": period})
 
     def request_finished(self, status: int) -> None:
         now = self._clock.monotonic()

@@ -8,13 +8,14 @@ environment. Structured values (providers, routes) are JSON strings.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     PositiveFloat,
     SecretStr,
     ValidationError,
@@ -22,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from .ratelimits.policies import BudgetPolicy, RateLimitPolicy, check_unique_names
 from .resilience_config import RESILIENCE_VARS, ResiliencePolicy, resilience_from_vars
 
 MOCK_PROVIDER = "mock"
@@ -39,6 +41,8 @@ KNOWN_VARS = (
     "RATE_LIMIT_CAPACITY",
     "RATE_LIMIT_REFILL_PER_SECOND",
     "RATE_LIMIT_PER_HOUR",
+    "FLAREGATE_RATE_LIMITS",
+    "FLAREGATE_BUDGETS",
     "CACHE_TTL_SECONDS",
     "CACHE_MAX_TTL_SECONDS",
     "CACHE_MEMORY_MAX_ENTRIES",
@@ -110,8 +114,9 @@ class RouteTarget(_Model):
     provider: str
     model: str | None = None  # None: send the requested model name unchanged
     weight: float = Field(default=1.0, ge=0)  # the "weighted" strategy's share
-    price_in: float | None = Field(default=None, ge=0)  # USD per million input tokens ("cost")
-    price_out: float | None = Field(default=None, ge=0)  # USD per million output tokens
+    # USD per 1 million tokens: for spending budgets and the "cost" strategy (unpriced: free).
+    input_price_per_1m: NonNegativeFloat | None = None
+    output_price_per_1m: NonNegativeFloat | None = None
 
 
 class RouteConfig(_Model):
@@ -119,7 +124,7 @@ class RouteConfig(_Model):
     targets: tuple[RouteTarget, ...]
 
     # Read like a tuple of targets, so code written for plain target lists keeps working.
-    def __iter__(self):  # targets, not pydantic's (field, value) pairs
+    def __iter__(self) -> Iterator[RouteTarget]:  # type: ignore[override]  # not pydantic's field pairs
         return iter(self.targets)
 
     def __getitem__(self, index: int) -> RouteTarget:
@@ -179,6 +184,8 @@ class Settings(_Model):
         "mock-1": RouteConfig(targets=(RouteTarget(provider=MOCK_PROVIDER),))
     }
     rate_limit: TokenBucketPolicy = TokenBucketPolicy()
+    rate_limits: tuple[RateLimitPolicy, ...] = ()  # added to (or, named "default", replacing) rate_limit
+    budgets: tuple[BudgetPolicy, ...] = ()
     cache_ttl_seconds: int = Field(default=300, ge=0)
     cache: CacheSettings = CacheSettings()
     admin_key: SecretStr | None = None  # Bearer secret of the /admin endpoints; unset: disabled
@@ -219,6 +226,7 @@ class Settings(_Model):
         for alias in self.cache.route_ttl_seconds:
             if alias not in self.routes:
                 raise ValueError(f"cache TTL for unknown route {alias!r}")
+        check_unique_names(self.rate_limits, self.budgets)
         return self
 
 
@@ -367,6 +375,12 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     resilience = resilience_from_vars(vars)
     if resilience:
         data["resilience"] = resilience
+    for var, field in (("FLAREGATE_RATE_LIMITS", "rate_limits"), ("FLAREGATE_BUDGETS", "budgets")):
+        if vars.get(var, "").strip():
+            policies = _json(vars, var)
+            if not isinstance(policies, list):
+                raise ConfigError(f"{var}: must be a JSON list of policies")
+            data[field] = policies
     data["security"] = _security(vars)
 
     cache = _cache(vars, route_ttls)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,8 +30,11 @@ from .ports import Ports, UpstreamError, UpstreamResponse
 from .privacy import client_address, redact
 from .profiler import Profiler
 from .providers import build_providers
+from .ratelimits import admin as limits_admin
+from .ratelimits.enforcer import Admission, Limits
+from .ratelimits.estimate import StreamUsage, usage_from
 from .response_caching import CacheLayer
-from .routing import Router
+from .routing import Router, Target
 from .schemas import ChatCompletionRequest, validation_error
 from .security_gate import SecurityGate
 from .upstream_call import PIN_HEADER, UpstreamCaller
@@ -43,14 +45,6 @@ log = logging.getLogger("flaregate")
 
 CHAT_PATH = "/v1/chat/completions"
 _MAX_ERROR_BODY = 4096
-
-
-def _format_duration(seconds: float) -> str:
-    """OpenAI's reset format: '1s', '6m0s', '0.5s'."""
-    if seconds < 60:
-        return f"{max(0.0, round(seconds, 3)):g}s"
-    minutes, secs = divmod(int(math.ceil(seconds)), 60)
-    return f"{minutes}m{secs}s"
 
 
 def _stream_error_event(message: str, code: str) -> bytes:
@@ -68,7 +62,6 @@ class Gateway:
         cache_admin = CacheAdmin(self.caching)
         self.analytics = Analytics(ports.metrics_hub, ports.tasks)
         endpoints = UpstreamEndpoints(self)
-        self._policy = settings.rate_limit.as_dict()
         self._routes: dict[tuple[str, str], Callable[[Request, dict[str, str]], Awaitable[Response]]] = {
             ("GET", "/health"): self._health,
             ("GET", "/v1/models"): self._models,
@@ -89,6 +82,8 @@ class Gateway:
         events = OperationalEvents(self.analytics, self.alerts, self.webhooks)
         self.upstream = UpstreamCaller(settings, ports.clock, events.emit, on_attempt=self.alerts.upstream_result)
         self.admin_api = AdminApi(settings, ports.security, self.access, self.webhooks, ports.clock)
+        self.ratelimits = Limits(settings, ports.rate_limiter, ports.clock, self.analytics, self.alerts)
+        self._ratelimits_admin = limits_admin.RateLimitAdmin(settings, self.ratelimits)
         self._upstream_secrets = [p.api_key.get_secret_value() for p in settings.providers if p.api_key]
 
     # -- entry points --------------------------------------------------------------------
@@ -98,7 +93,8 @@ class Gateway:
         try:
             response = await self.gate.screen(request)
             if response is None:
-                handler = self._routes.get((request.method, request.path)) or self.admin_api.route(request)
+                handler = (self._routes.get((request.method, request.path)) or self.admin_api.route(request)
+                           or self._ratelimit_admin_route(request))
                 if handler is None:
                     raise self._no_route(request)
                 response = await handler(request, out_headers)
@@ -124,6 +120,12 @@ class Gateway:
         return GatewayError(404, f"Unknown path {redact(request.path[:200])}.", code="unknown_url")
 
     # -- small endpoints -----------------------------------------------------------------
+    def _ratelimit_admin_route(self, request: Request) -> Callable[[Request, dict[str, str]], Awaitable[Response]] | None:
+        return self._ratelimit_admin if request.path.startswith(limits_admin.PREFIX) else None
+
+    async def _ratelimit_admin(self, request: Request, out: dict[str, str]) -> Response:
+        return await self._ratelimits_admin.handle(request)
+
     async def _health(self, request: Request, out: dict[str, str]) -> Response:
         return json_response({"status": "ok", "version": __version__, "environment": self.settings.environment})
 
@@ -173,15 +175,16 @@ class Gateway:
             principal = await self.access.authenticate(request)
             self.access.check_model(principal, body["model"])
             event["key_id"] = tenant = principal.key_id
-        with profiler.phase("ratelimit"):
-            await self._rate_limit(tenant, out, event)
-        with profiler.phase("route"):
+        with profiler.phase("route"):  # before the limits: an unrouted model costs nothing
             targets = self.upstream.pinned(self.router.resolve(body["model"]), request.headers.get(PIN_HEADER))
+        with profiler.phase("ratelimit"):
+            admission = await self.ratelimits.admit(request, principal, body["model"], body, out, event)
         with profiler.phase("cache"):
             plan = await self.caching.plan(request.headers, tenant, body, targets)
             hit = await self.caching.lookup(plan)
         event["cache"] = plan.status
         if hit is not None:
+            await admission.refund()  # nothing went upstream: the reserved tokens go back
             return self.caching.hit_response(plan, hit, out, event)
         forward = {"x-request-id": out["x-request-id"],
                    "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
@@ -190,6 +193,7 @@ class Gateway:
             target, upstream = await self.caching.fetch(
                 plan, lambda: self.upstream.call(targets, body, forward, event), event)
         except GatewayError as exc:  # every attempt failed: the answer still says how the cache was
+            await admission.refund()
             exc.headers.update({**self.caching.miss_headers(plan, None), **exc.headers})  # type: ignore[arg-type]
             raise
         event["provider"] = target.provider.name
@@ -199,16 +203,18 @@ class Gateway:
         if stream and upstream.status == 200:
             profiler.add("upstream_first_byte", (self.ports.clock.monotonic() - upstream_started) * 1000)
             headers["cache-control"] = "no-cache"
-            return Response(200, headers, self._relay(upstream, profiler, event))
+            return Response(200, headers, self._relay(upstream, profiler, event, admission, target))
         with profiler.phase("upstream"):
             try:
                 payload = await upstream.read()
             except UpstreamError as exc:
+                await admission.refund()
                 raise upstream_error(502, f"Upstream provider '{target.provider.name}' broke the connection: {exc}") from None
             finally:
                 await upstream.aclose()
         with profiler.phase("format"):
             if upstream.status != 200:
+                headers.update(await admission.refund())
                 return self._upstream_failure_response(upstream.status, upstream.headers, payload, headers)
             try:
                 completion = json.loads(payload)
@@ -217,8 +223,13 @@ class Gateway:
                     event["tokens_in"] = usage.get("prompt_tokens")
                     event["tokens_out"] = usage.get("completion_tokens")
             except (ValueError, AttributeError):
+                await admission.refund()
                 raise upstream_error(502, f"Upstream provider '{target.provider.name}' returned malformed JSON.",
                                      code="upstream_malformed_response") from None
+            if event.get("cache_collapsed"):  # another request's answer: nothing spent upstream
+                headers.update(await admission.refund())
+            else:
+                headers.update(await admission.settle(usage_from(completion), target.provider.name, target.model))
         self.caching.mark_stored(headers, upstream)
         return Response(200, headers, payload)
 
@@ -239,23 +250,6 @@ class Gateway:
         limits.check_chat(body, self.settings.security)
         return body
 
-    async def _rate_limit(self, tenant: str, out: dict[str, str], event: dict[str, Any]) -> None:
-        try:
-            decision = await self.ports.rate_limiter.check(f"key:{tenant}", self._policy, 1.0)
-        except Exception:
-            # Fail open: an unreachable limiter must not take the API down (logged loudly).
-            log.error("rate limiter unreachable; admitting request", exc_info=True)
-            return
-        out["x-ratelimit-limit-requests"] = str(decision["limit"])
-        out["x-ratelimit-remaining-requests"] = str(decision["remaining"])
-        out["x-ratelimit-reset-requests"] = _format_duration(decision["reset_seconds"])
-        if not decision["allowed"]:
-            event["rate_limited"] = True
-            self.alerts.rate_limited(tenant, decision["limit"])
-            retry = max(1, math.ceil(decision["retry_after_seconds"]))
-            raise GatewayError(429, f"Rate limit reached for this key: {decision['limit']} requests; retry in {retry}s.",
-                               type="rate_limit_error", code="rate_limit_exceeded",
-                               headers={**out, "retry-after": str(retry)})
 
     def _upstream_failure_response(self, status: int, upstream_headers: Any, payload: bytes,
                                    headers: dict[str, str]) -> Response:
@@ -273,23 +267,27 @@ class Gateway:
             exc = upstream_error(502, message)
         elif status == 429:
             exc = GatewayError(429, message, type="rate_limit_error", code="upstream_rate_limited")
-            if "retry-after" in upstream_headers:
-                exc.headers["retry-after"] = upstream_headers["retry-after"]
+            # Retry-After on every 429: the provider's when it sent one, else a short wait.
+            exc.headers["retry-after"] = upstream_headers.get("retry-after") or "1"
         else:
             exc = GatewayError(status, message, type="invalid_request_error", code="upstream_rejected")
         response = exc.to_response()
         response.headers = {**headers, **response.headers}
         return response
 
-    async def _relay(self, upstream: UpstreamResponse, profiler: Profiler, event: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def _relay(self, upstream: UpstreamResponse, profiler: Profiler, event: dict[str, Any],
+                     admission: Admission, target: Target) -> AsyncIterator[bytes]:
         """Pass SSE through chunk by chunk; a broken stream ends with an explicit error event."""
         started = self.ports.clock.monotonic()
         tail = b""
         outcome = "complete"
+        sniffer = StreamUsage() if admission.needs_usage else None
         try:
             async for chunk in upstream.aiter_bytes():
                 if chunk:
                     tail = (tail + chunk)[-64:]
+                    if sniffer is not None:
+                        sniffer.feed(chunk)
                     yield chunk
             if b"[DONE]" not in tail:
                 outcome = "truncated"
@@ -309,3 +307,10 @@ class Gateway:
             if outcome not in ("complete", "aborted"):
                 event["error"] = outcome
             self._finish(event, 200, profiler)
+            usage = sniffer.usage() if sniffer is not None else None
+            if event.get("cache_collapsed"):  # another request's stream: nothing spent upstream
+                self.ports.tasks.run(admission.settle_later(None, target.provider.name, target.model))
+            elif usage is not None:
+                self.ports.tasks.run(admission.settle_later(usage, target.provider.name, target.model))
+            else:
+                admission.keep()  # no usage in the stream: the estimate stands

@@ -86,9 +86,19 @@ class BackgroundTasks(Protocol):
 
 
 class RateLimiterClient(Protocol):
-    """Reaches the rate-limiter object that owns ``key`` (one Durable Object per key)."""
+    """Reaches the rate-limiter object named by its first argument (one Durable Object per
+    partition on the edge, ``getByName(name)``) and calls the method of the same name on
+    ``flaregate.objects.rate_limiter.RateLimiter`` with the remaining arguments."""
 
     async def check(self, key: str, policy: dict[str, Any], cost: float) -> dict[str, Any]: ...
+
+    async def acquire(self, name: str, checks: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    async def reconcile(self, name: str, adjustments: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    async def usage(self, name: str) -> dict[str, Any]: ...
+
+    async def reset(self, name: str, policy: str = "") -> dict[str, Any]: ...
 
 
 class MetricsHubClient(Protocol):

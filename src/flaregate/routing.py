@@ -43,7 +43,7 @@ class Router:
             )
         strategy, targets = self._routes[alias]
         resolved = RouteTargets(
-            Target(provider, t.model or model, t.weight, t.price_in, t.price_out) for provider, t in targets
+            Target(provider, t.model or model, t.weight, t.input_price_per_1m, t.output_price_per_1m) for provider, t in targets
         )
         resolved.strategy, resolved.alias = strategy, alias
         return resolved

@@ -11,8 +11,9 @@ target that fails fast never looks like the fastest or the idlest.
 - ``latency``: lowest EWMA latency first (time to first token for streams); targets with
   no sample yet come first so they get measured.
 - ``least_busy``: fewest in-flight requests first.
-- ``cost``: cheapest first, from the target's price per million input/output tokens and
-  the request's estimated tokens; targets with no price come last.
+- ``cost``: cheapest first, from the target's price per million input/output tokens
+  (``input_price_per_1m`` / ``output_price_per_1m``, the budgets' price table) and the
+  request's estimated tokens; targets with no price come last.
 - ``score``: the seed's load-balance score, highest first:
   ``success rate x 100 - in-flight x 2 + max(0, 1000 - average latency ms)``.
 """

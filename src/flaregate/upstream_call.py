@@ -470,7 +470,7 @@ class UpstreamCaller:
                 listed.add((t.provider, model))
                 data.append({"route": alias, "strategy": strategy, "provider": t.provider,
                              "kind": kinds.get(t.provider), "model": model, "weight": t.weight,
-                             "price_in": t.price_in, "price_out": t.price_out,
+                             "input_price_per_1m": t.input_price_per_1m, "output_price_per_1m": t.output_price_per_1m,
                              **self.health.report(self.health.get(t.provider, model))})
         # Targets reached through the wildcard route are keyed by the requested model.
         for h in self.health.all():

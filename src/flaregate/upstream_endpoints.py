@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from . import tracing
+from .access import Principal
 from .errors import GatewayError
 from .http import Headers, Request, Response, json_response
 from .ports import UpstreamError, UpstreamResponse
 from .privacy import client_address
 from .profiler import Profiler
+from .ratelimits.estimate import Usage
 from .upstream_call import PIN_HEADER
 
 if TYPE_CHECKING:
@@ -91,7 +93,7 @@ class UpstreamEndpoints:
         response.headers["server-timing"] = profiler.server_timing()
         return response
 
-    async def _authorize(self, request: Request, operation: str, model: str) -> str:
+    async def _authorize(self, request: Request, operation: str, model: str) -> Principal:
         # Anthropic SDKs send their key as x-api-key; accept the gateway key there too.
         api_key = (request.headers.get("x-api-key") or "").strip()
         if operation == "messages" and api_key and "authorization" not in request.headers:
@@ -99,7 +101,7 @@ class UpstreamEndpoints:
             request = dataclasses.replace(request, headers=headers)
         principal = await self.gw.access.authenticate(request)
         self.gw.access.check_model(principal, model)
-        return principal.key_id
+        return principal
 
     async def _steps(self, request: Request, out: dict[str, str], profiler: Profiler, event: dict[str, Any],
                      operation: str) -> Response:
@@ -110,30 +112,36 @@ class UpstreamEndpoints:
             event["model"] = body["model"]
             event["stream"] = stream = body.get("stream") is True
         with profiler.phase("auth"):
-            tenant = await self._authorize(request, operation, body["model"])
-            event["key_id"] = tenant
+            principal = await self._authorize(request, operation, body["model"])
+            event["key_id"] = principal.key_id
+        with profiler.phase("route"):  # before the limits: an unrouted model costs nothing
+            targets = gw.upstream.pinned(gw.router.resolve(body["model"]), request.headers.get(PIN_HEADER))
         with profiler.phase("ratelimit"):
-            await gw._rate_limit(tenant, out, event)
-        with profiler.phase("route"):
-            targets = gw.router.resolve(body["model"])
+            admission = await gw.ratelimits.admit(request, principal, body["model"], body, out, event)
         forward = {"x-request-id": out["x-request-id"],
                    "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
         if operation == "messages" and request.headers.get("anthropic-beta"):
             forward["anthropic-beta"] = request.headers["anthropic-beta"]
         started = gw.ports.clock.monotonic()
-        target, upstream = await gw.upstream.call(targets, body, forward, event, operation=operation,
-                                                  stream=stream, pin=request.headers.get(PIN_HEADER))
+        try:
+            target, upstream = await gw.upstream.call(targets, body, forward, event, operation=operation,
+                                                      stream=stream)
+        except GatewayError:
+            await admission.refund()  # nothing was answered: the reservation goes back
+            raise
         event["provider"] = target.provider.name
         headers = {**out, "x-flaregate-provider": target.provider.name, "x-flaregate-attempts": str(event["attempts"]),
                    "content-type": upstream.headers.get("content-type", "application/json")}
         if stream and upstream.status == 200:
             profiler.add("upstream_first_byte", (gw.ports.clock.monotonic() - started) * 1000)
             headers["cache-control"] = "no-cache"
+            admission.keep()  # a passed-through stream's usage is not read: the estimate stands
             return Response(200, headers, self._relay(upstream, profiler, event))
         with profiler.phase("upstream"):
             payload = await upstream.read()
             await upstream.aclose()
         if upstream.status != 200:
+            headers.update(await admission.refund())
             response = gw._upstream_failure_response(upstream.status, upstream.headers, payload, headers)
             if operation == "messages" and isinstance(response.body, bytes):
                 error = json.loads(response.body)["error"]
@@ -143,6 +151,8 @@ class UpstreamEndpoints:
         if isinstance(usage, dict):
             event["tokens_in"] = usage.get("input_tokens", usage.get("prompt_tokens"))
             event["tokens_out"] = usage.get("output_tokens", usage.get("completion_tokens"))
+        real = Usage(event["tokens_in"], event["tokens_out"] or 0) if isinstance(event.get("tokens_in"), int) else None
+        headers.update(await admission.settle(real, target.provider.name, target.model))
         return Response(200, headers, payload)
 
     async def _relay(self, upstream: UpstreamResponse, profiler: Profiler, event: dict[str, Any]) -> AsyncIterator[bytes]:

@@ -75,3 +75,12 @@ async def test_operational_events_go_to_subscribers_and_are_not_requests():
     assert hub.snapshot()["totals"]["requests"] == 1
     quiet, _, _, quiet_bc = make(subscribers=0)
     assert await quiet.record([circuit]) == 0 and quiet_bc.sent == []
+
+
+async def test_events_that_are_not_requests_are_counted_apart():
+    hub, clock, sched, bc = make()
+    assert await hub.record([{"type": "ratelimit_degraded", "mode": "fail_open"}, event()]) == 1
+    await hub.record([{"type": "ratelimit_degraded"}])
+    assert hub.snapshot()["totals"]["requests"] == 1
+    counted = hub._sql.exec("SELECT value FROM hub_state WHERE name = 'event:ratelimit_degraded'")
+    assert counted == [{"value": 2}]

@@ -12,13 +12,14 @@ PROVIDERS = json.dumps([{"name": "a", "base_url": "http://a/v1"}, {"name": "b", 
 def test_route_objects_and_the_list_shorthand_side_by_side():
     routes = {"plain": ["a", "b/x"],
               "split": {"strategy": "weighted", "targets": [{"provider": "a", "weight": 3}, "b/y"]},
-              "cheap": {"strategy": "cost", "targets": [{"provider": "a", "model": "m", "price_in": 0.1, "price_out": 2}]}}
+              "cheap": {"strategy": "cost", "targets": [{"provider": "a", "model": "m", "input_price_per_1m": 0.1,
+                                                                "output_price_per_1m": 2}]}}
     settings = settings_from_vars({"FLAREGATE_PROVIDERS": PROVIDERS, "FLAREGATE_ROUTES": json.dumps(routes)})
     assert settings.routes["plain"].strategy == "fallback"
     assert [(t.provider, t.model) for t in settings.routes["plain"]] == [("a", None), ("b", "x")]
     split = settings.routes["split"]
     assert split.strategy == "weighted" and [t.weight for t in split] == [3.0, 1.0]
-    assert settings.routes["cheap"][0].price_out == 2.0
+    assert settings.routes["cheap"][0].output_price_per_1m == 2.0
 
 
 def test_resilience_variables():

@@ -5,7 +5,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flaregate.objects.token_bucket import take
+from flaregate.objects.token_bucket import adjust, take
 
 capacities = st.integers(min_value=1, max_value=50).map(float)
 rates = st.sampled_from([0.25, 0.5, 1.0, 2.0, 10.0])
@@ -60,3 +60,12 @@ def test_clock_stepping_backwards_refills_nothing():
         state = take(state, 50.0, 3.0, 1.0, 1.0).state
     assert not take(state, 10.0, 3.0, 1.0, 1.0).allowed
     assert take(state, 10.0, 3.0, 1.0, 1.0).state.updated_at == 50.0
+
+
+def test_adjust_charges_real_usage_and_refunds_without_overfilling():
+    state = take(None, 0.0, 100.0, 1.0, 40.0).state  # reserved 40
+    assert adjust(state, 0.0, 100.0, 1.0, -30.0).tokens == 90.0  # used 10: 30 back
+    debt = adjust(state, 0.0, 100.0, 1.0, 80.0)  # used 120 in the end: a debt
+    assert debt.tokens == -20.0
+    assert take(debt, 20.0, 100.0, 1.0, 1.0).retry_after == 1.0  # the debt is waited out
+    assert adjust(state, 0.0, 100.0, 1.0, -1000.0).tokens == 100.0  # never above capacity

@@ -105,12 +105,21 @@ class MetricsHub:
 
     # -- ingest --------------------------------------------------------------------------
     async def record(self, events: list[dict[str, Any]]) -> int:
-        """Aggregate request events; returns how many were accepted. Bad events are skipped."""
+        """Aggregate request events; returns how many were accepted. Bad events are skipped.
+
+        Events with a ``type`` other than ``request`` (e.g. ``ratelimit_degraded``, ``circuit``)
+        are not requests: they are counted, in hub_state as ``event:<type>``, and relayed to
+        the subscribers at once.
+        """
         accepted = 0
         for event in events if isinstance(events, list) else []:
-            if isinstance(event, dict) and event.get("type", "request") != "request":
-                self._relay_operational(event)  # circuit / cooldown / failover: not a request
-            elif isinstance(event, dict) and self._record_one(event):
+            if not isinstance(event, dict):
+                continue
+            kind = event.get("type", "request")
+            if kind != "request":
+                self._count_other(kind)
+                self._relay_operational(event)  # circuit / cooldown / failover: as they happen
+            elif self._record_one(event):
                 accepted += 1
         if accepted:
             self._set_state("dirty", 1)
@@ -121,6 +130,13 @@ class MetricsHub:
         """Operational events go straight to the subscribers, as they happen."""
         if self._broadcaster.subscriber_count() and isinstance(event.get("type"), str):
             self._broadcaster.broadcast(json.dumps({**event, "protocol": PROTOCOL_VERSION}, default=str))
+
+    def _count_other(self, kind: Any) -> None:
+        self._sql.exec(
+            "INSERT INTO hub_state (name, value) VALUES (?, 1)"
+            " ON CONFLICT(name) DO UPDATE SET value = COALESCE(value, 0) + 1",
+            "event:" + _label(kind),
+        )
 
     def _record_one(self, event: dict[str, Any]) -> bool:
         ts = _num(event.get("ts")) or self._clock.now()

@@ -35,6 +35,23 @@ def check(limiter: RateLimiter, key: Any, policy: Any, cost: Any) -> dict[str, A
     return limiter.check(str(key), plain(policy), float(cost))
 
 
+# The limits' calls (flaregate.ratelimits.enforcer): lists of plain dicts in, a plain dict out.
+def acquire(limiter: RateLimiter, checks: Any) -> dict[str, Any]:
+    return limiter.acquire(plain(checks))
+
+
+def reconcile(limiter: RateLimiter, adjustments: Any) -> dict[str, Any]:
+    return limiter.reconcile(plain(adjustments))
+
+
+def usage(limiter: RateLimiter) -> dict[str, Any]:
+    return limiter.usage()
+
+
+def reset(limiter: RateLimiter, policy: Any = "") -> dict[str, Any]:
+    return limiter.reset(str(policy or ""))
+
+
 def security_store(ctx: Any) -> SecurityStore:
     return SecurityStore(DurableSql(ctx.storage.sql), SystemClock())
 

@@ -178,14 +178,29 @@ async def within(scope: RequestScope, job: Awaitable[Any]) -> Any:
 
 
 class DurableRateLimiter:
-    """One RateLimiter Durable Object per limit key, reached over RPC."""
+    """One RateLimiter Durable Object per partition (a gateway key, a client network, a
+    model: see flaregate.ratelimits.scope), reached over RPC by its name."""
 
     def __init__(self, binding: str = "RATE_LIMITER") -> None:
         self._binding = binding
 
+    def _stub(self, name: str) -> Any:
+        return getattr(current().env, self._binding).getByName(name)
+
     async def check(self, key: str, policy: dict[str, Any], cost: float) -> dict[str, Any]:
-        stub = getattr(current().env, self._binding).getByName(key)
-        return plain(await stub.check(key, dict(policy), float(cost)))
+        return plain(await self._stub(key).check(key, dict(policy), float(cost)))
+
+    async def acquire(self, name: str, checks: list[dict[str, Any]]) -> dict[str, Any]:
+        return plain(await self._stub(name).acquire(checks))
+
+    async def reconcile(self, name: str, adjustments: list[dict[str, Any]]) -> dict[str, Any]:
+        return plain(await self._stub(name).reconcile(adjustments))
+
+    async def usage(self, name: str) -> dict[str, Any]:
+        return plain(await self._stub(name).usage())
+
+    async def reset(self, name: str, policy: str = "") -> dict[str, Any]:
+        return plain(await self._stub(name).reset(policy))
 
 
 class DurableMetricsHub:

@@ -43,6 +43,19 @@ class LocalRateLimiterClient:
     async def check(self, key: str, policy: dict[str, Any], cost: float) -> dict[str, Any]:
         return self._limiter.check(key, policy, cost)
 
+    # One object per partition, as on the edge, all over the one SQLite table.
+    async def acquire(self, name: str, checks: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._limiter.partition(name).acquire(checks)
+
+    async def reconcile(self, name: str, adjustments: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._limiter.partition(name).reconcile(adjustments)
+
+    async def usage(self, name: str) -> dict[str, Any]:
+        return self._limiter.partition(name).usage()
+
+    async def reset(self, name: str, policy: str = "") -> dict[str, Any]:
+        return self._limiter.partition(name).reset(policy)
+
 
 class LocalHubClient:
     def __init__(self, hub: MetricsHub) -> None:

@@ -1,0 +1,329 @@
+"""Limits as the gateway applies them: reserve before the upstream call, settle after it.
+
+For each request every policy gives one check (partition, row, cost). The checks of one
+partition go to its rate-limiter object in one call, all or nothing; when a request spans
+several partitions (say a per-key and a per-network policy) and one refuses, what the others
+admitted is given back. Token and money checks reserve an estimate; ``Admission.settle``
+charges the difference to the real usage, or refunds it all when the call failed.
+
+When an object cannot be reached (error or ``LIMITER_TIMEOUT_SECONDS``), each policy's
+``failure_mode`` decides: ``open`` admits against an in-isolate fallback limiter with the
+same policy (limits then hold per isolate rather than globally), ``closed`` refuses with
+503. Either way the metrics hub gets a ``ratelimit_degraded`` event (at most one per
+``REPORT_EVERY_SECONDS``, with a count) and the log one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..access import Principal
+from ..alerts import Alerts
+from ..analytics import Analytics
+from ..config import Settings
+from ..errors import GatewayError
+from ..http import Request
+from ..objects.rate_limiter import RateLimiter
+from ..ports import Clock, RateLimiterClient
+from .estimate import PriceTable, Usage, estimate_tokens
+from .headers import ietf_headers, openai_headers, retry_after
+from .policies import DEFAULT_POLICY, KEY_BUDGET, BudgetPolicy, LimitPolicy, RateLimitPolicy
+from .scope import address, key_partition
+
+log = logging.getLogger("flaregate.ratelimits")
+
+LIMITER_TIMEOUT_SECONDS = 2.0
+REPORT_EVERY_SECONDS = 10.0
+DEGRADED_EVENT = "ratelimit_degraded"
+
+
+def effective_policies(settings: Settings) -> list[LimitPolicy]:
+    """The simple ``RATE_LIMIT_*`` policy named ``default`` (unless ``FLAREGATE_RATE_LIMITS``
+    defines its own ``default``), then the configured rate limits, then the budgets.
+    (Policies with ``applies_to: named_keys`` apply only to keys that name them.)"""
+    policies: list[LimitPolicy] = []
+    if not any(p.name == DEFAULT_POLICY for p in settings.rate_limits):
+        simple = settings.rate_limit
+        policies.append(RateLimitPolicy(name=DEFAULT_POLICY, algorithm="token_bucket", limit=simple.capacity,
+                                        refill_per_second=simple.refill_per_second))
+    return [*policies, *settings.rate_limits, *settings.budgets]
+
+
+@dataclass(slots=True)
+class _Check:
+    policy: LimitPolicy
+    wire: dict[str, Any]
+    partition: str
+    row: str
+    cost: float
+
+    @property
+    def unit(self) -> str:
+        return self.wire["unit"]
+
+    def entry(self, amount: str = "cost", value: float | None = None) -> dict[str, Any]:
+        return {"key": self.row, "policy": self.wire, amount: self.cost if value is None else value}
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """One partition's answer: the object's, the fallback's, or none (unreachable, fail closed)."""
+
+    partition: str
+    checks: list[_Check]
+    answer: dict[str, Any] | None
+    degraded: bool = False
+
+
+_RESULT_FIELDS = frozenset({"key", "unit", "allowed", "limit", "remaining", "used", "reset_seconds",
+                            "retry_after_seconds", "window_seconds"})
+
+
+def _valid_answer(answer: Any, count: int) -> bool:
+    results = answer.get("results") if isinstance(answer, Mapping) else None
+    return (isinstance(results, list) and len(results) == count and "allowed" in answer
+            and all(isinstance(r, Mapping) and _RESULT_FIELDS <= r.keys() for r in results))
+
+
+class Admission:
+    """What one admitted request reserved; settled exactly once."""
+
+    def __init__(self, limits: Limits, model: str, outcomes: list[_Outcome], out: dict[str, str]) -> None:
+        self._limits = limits
+        self._model = model
+        self._outcomes = outcomes
+        self._out = out
+        self._settled = False
+
+    @property
+    def needs_usage(self) -> bool:
+        """Whether settling depends on the real usage (token or money policies apply)."""
+        return any(c.unit != "requests" for o in self._outcomes for c in o.checks)
+
+    def keep(self) -> None:
+        """Let the reservations stand (the usage is unknown, e.g. a stream without usage)."""
+        self._settled = True
+
+    async def refund(self) -> dict[str, str]:
+        """The call failed or never went upstream: give back the reserved tokens and money."""
+        return await self._finish(0, 0.0)
+
+    async def settle(self, usage: Usage | None, provider: str, upstream_model: str) -> dict[str, str]:
+        """Charge the real ``usage`` of the target that answered instead of the estimate.
+
+        Without usage (the provider sent none) the estimate stands.
+        """
+        if usage is None:
+            self.keep()
+            return {}
+        return await self._finish(usage.total, self._limits.prices.cost(self._model, provider, upstream_model, usage))
+
+    async def settle_later(self, usage: Usage | None, provider: str, upstream_model: str) -> None:
+        """As background work (a stream's usage arrives after its response): ``settle``
+        with the usage, or ``refund`` without one."""
+        if usage is None:
+            await self.refund()
+        else:
+            await self.settle(usage, provider, upstream_model)
+
+    async def _finish(self, tokens: int, cost: float) -> dict[str, str]:
+        """Returns the token headers as they stand afterwards (also updated in place in the
+        response headers given to ``admit``). Never raises: the answer is already won."""
+        if self._settled or not self.needs_usage:
+            return {}
+        self._settled = True
+        try:
+            return await self._reconcile_all({"tokens": tokens, "usd": cost})
+        except Exception:
+            log.warning("could not settle rate-limit reservations", exc_info=True)
+            return {}
+
+    async def _reconcile_all(self, real: dict[str, float]) -> dict[str, str]:
+        token_results: dict[str, dict[str, Any]] = {}
+        jobs = []
+        for outcome in self._outcomes:
+            assert outcome.answer is not None
+            for check, result in zip(outcome.checks, outcome.answer["results"], strict=True):
+                if check.unit == "tokens":
+                    token_results[check.row] = result
+            changes = [(c, real[c.unit] - c.cost) for c in outcome.checks if c.unit != "requests"]
+            changes = [(c, delta) for c, delta in changes if abs(delta) > 1e-12]
+            if changes:
+                jobs.append(self._limits._reconcile(outcome, changes))
+        for answer in await asyncio.gather(*jobs):
+            for result in (answer or {}).get("results", []):
+                if result.get("unit") == "tokens":
+                    token_results[result["key"]] = result
+        headers = openai_headers(token_results.values())
+        self._out.update(headers)
+        return headers
+
+
+class Limits:
+    def __init__(self, settings: Settings, client: RateLimiterClient, clock: Clock, analytics: Analytics,
+                 alerts: Alerts | None = None) -> None:
+        self.policies = effective_policies(settings)
+        self.prices = PriceTable(settings.routes)
+        self._client = client
+        self._clock = clock
+        self._analytics = analytics
+        self._alerts = alerts
+        self._fallback = RateLimiter.in_memory(clock)
+        self._for_all = [p for p in self.policies if getattr(p, "applies_to", "all") == "all"]
+        self._by_name = {p.name: p for p in self.policies if not p.is_budget}
+        self._key_budgets: dict[float, BudgetPolicy] = {}
+        self._warned: set[str] = set()
+        self._estimates = self.prices.priced or any(getattr(p, "unit", "requests") != "requests"
+                                                    for p in self.policies)
+        self._last_report = -math.inf
+        self._unreported = 0
+
+    def policies_for(self, principal: Principal) -> list[LimitPolicy]:
+        """The policies a key is held to: every ``applies_to: all`` policy; a stored key's
+        ``rate_limit_policy`` replaces ``default`` with the policy it names; its
+        ``budget_usd`` adds a budget per calendar month named ``KEY_BUDGET``."""
+        policies = self._for_all
+        named = self._by_name.get(principal.policy.rate_limit_policy or "")
+        if named is not None:
+            policies = [p for p in policies if p.name not in (DEFAULT_POLICY, named.name)] + [named]
+        elif principal.policy.rate_limit_policy and principal.key_id not in self._warned:
+            self._warned.add(principal.key_id)  # once per key and process, not per request
+            log.warning("key %s names unknown rate-limit policy %r; the default applies",
+                        principal.key_id, principal.policy.rate_limit_policy[:64])
+        budget = principal.policy.budget_usd
+        if budget is not None:
+            if budget not in self._key_budgets:
+                if len(self._key_budgets) > 1000:
+                    self._key_budgets.clear()
+                # A budget of 0 allows no spending: a limit too small for any priced request.
+                self._key_budgets[budget] = BudgetPolicy(name=KEY_BUDGET, period="month",
+                                                         limit_usd=max(budget, 1e-9))
+            policies = [*policies, self._key_budgets[budget]]
+        return policies
+
+    # -- admission -----------------------------------------------------------------------
+    async def admit(self, request: Request, principal: Principal, model: str, body: Mapping[str, Any],
+                    out: dict[str, str], event: dict[str, Any]) -> Admission:
+        """Reserve this request's units under every policy, or raise 429 (or 503)."""
+        key_id = principal.key_id
+        estimate = estimate_tokens(body) if self._estimates else Usage(0, 0)
+        price = self.prices.estimate(model, estimate) if self._estimates else 0.0
+        groups: dict[str, list[_Check]] = {}
+        for policy in self.policies_for(principal):
+            if policy.is_budget and price <= 0:
+                continue  # budgets count money: an unpriced route is outside them
+            partition, row = address(policy, key_id, request.client_ip, model, request.headers)
+            wire = policy.wire()
+            cost = {"requests": 1.0, "tokens": float(estimate.total), "usd": price}[wire["unit"]]
+            groups.setdefault(partition, []).append(_Check(policy, wire, partition, row, cost))
+        outcomes = await asyncio.gather(*(self._acquire(p, checks) for p, checks in groups.items()))
+        unreachable = [o for o in outcomes if o.answer is None]
+        refused = [o for o in outcomes if o.answer is not None and not o.answer["allowed"]]
+        returned: dict[tuple[str, str], dict[str, Any]] = {}
+        if unreachable or refused:
+            returned = await self._give_back([o for o in outcomes if o.answer is not None and o.answer["allowed"]])
+        results = [returned.get((o.partition, c.row), r) for o in outcomes if o.answer
+                   for c, r in zip(o.checks, o.answer["results"], strict=True)]
+        out.update(openai_headers(results))
+        out.update(ietf_headers(results))
+        if unreachable:
+            names = sorted({c.policy.name for o in unreachable for c in o.checks if c.policy.failure_mode == "closed"})
+            raise GatewayError(503, f"The rate limiter is unavailable and policy {', '.join(map(repr, names))} fails"
+                               " closed; retry shortly.", type="api_error", code="rate_limiter_unavailable",
+                               headers={**out, "retry-after": "1"})
+        if refused:
+            event["rate_limited"] = True
+            raise self._refusal(key_id, refused, out)
+        return Admission(self, model, list(outcomes), out)
+
+    def _refusal(self, key_id: str, refused: list[_Outcome], out: dict[str, str]) -> GatewayError:
+        pairs = [(c, r) for o in refused for c, r in zip(o.checks, o.answer["results"], strict=True)  # type: ignore[index]
+                 if not r["allowed"]]
+        wait = retry_after(r for _, r in pairs)
+        headers = {**out, "retry-after": str(wait)}
+        budgets = [(c, r) for c, r in pairs if c.policy.is_budget]
+        if budgets:
+            check, result = budgets[0]
+            period = getattr(check.policy, "period", "period")
+            # Waiting seconds will not help: tell the OpenAI SDKs not to retry.
+            headers["x-should-retry"] = "false"
+            if self._alerts is not None:
+                self._alerts.budget_exceeded(key_id, check.policy.name, result["limit"], period)
+            return GatewayError(429, f"Budget '{check.policy.name}' exceeded: {result['used']} of "
+                                f"{result['limit']} USD spent this {period}; it resets in {wait}s.",
+                                type="insufficient_quota", code="budget_exceeded", headers=headers)
+        check, result = max(pairs, key=lambda pair: pair[1]["retry_after_seconds"])
+        unit = check.unit
+        if self._alerts is not None:
+            self._alerts.rate_limited(key_id, result["limit"])
+        if result.get("exceeds_limit"):
+            message = (f"This request may use up to {math.ceil(check.cost)} {unit}, more than policy "
+                       f"'{check.policy.name}' allows ({result['limit']} {unit}); lower max_tokens or shorten it.")
+        else:
+            message = (f"Rate limit reached for policy '{check.policy.name}': {result['limit']} {unit}; "
+                       f"retry in {wait}s.")
+        return GatewayError(429, message, type="rate_limit_error", code="rate_limit_exceeded", headers=headers)
+
+    async def _acquire(self, partition: str, checks: list[_Check]) -> _Outcome:
+        entries = [c.entry() for c in checks]
+        try:
+            answer = await asyncio.wait_for(self._client.acquire(partition, entries), LIMITER_TIMEOUT_SECONDS)
+            if not _valid_answer(answer, len(checks)):
+                raise ValueError("malformed answer from the rate limiter")
+            return _Outcome(partition, checks, answer)
+        except Exception as exc:
+            closed = any(c.policy.failure_mode == "closed" for c in checks)
+            self._report_degraded(checks, exc, "closed" if closed else "open")
+            if closed:
+                return _Outcome(partition, checks, None, degraded=True)
+            return _Outcome(partition, checks, self._fallback.partition(partition).acquire(entries), degraded=True)
+
+    async def _give_back(self, admitted: list[_Outcome]) -> dict[tuple[str, str], dict[str, Any]]:
+        """Return what partitions admitted for a request another partition refused.
+        Returns the rows' state afterwards, by (partition, row)."""
+        answers = await asyncio.gather(*(self._reconcile(o, [(c, -c.cost) for c in o.checks if c.cost])
+                                         for o in admitted))
+        return {(o.partition, r["key"]): r for o, a in zip(admitted, answers, strict=True)
+                for r in (a or {}).get("results", [])}
+
+    async def _reconcile(self, outcome: _Outcome, changes: list[tuple[_Check, float]]) -> dict[str, Any] | None:
+        if not changes:
+            return None
+        assert outcome.answer is not None
+        at = outcome.answer.get("at")
+        entries = [{**c.entry("delta", delta), "at": at} for c, delta in changes]
+        try:
+            if outcome.degraded:
+                return self._fallback.partition(outcome.partition).reconcile(entries)
+            return await asyncio.wait_for(self._client.reconcile(outcome.partition, entries), LIMITER_TIMEOUT_SECONDS)
+        except Exception:
+            log.warning("could not reconcile rate-limit reservations in %s", outcome.partition.split(":")[0],
+                        exc_info=True)
+            return None
+
+    def _report_degraded(self, checks: list[_Check], exc: Exception, mode: str) -> None:
+        self._unreported += 1
+        now = self._clock.monotonic()
+        if now - self._last_report < REPORT_EVERY_SECONDS:
+            return
+        self._last_report = now
+        count, self._unreported = self._unreported, 0
+        policies = sorted({c.policy.name for c in checks})
+        log.error("rate limiter unreachable (%s); failing %s for %s (%d checks since the last report)",
+                  type(exc).__name__, mode, ", ".join(policies), count)
+        self._analytics.record({"type": DEGRADED_EVENT, "ts": self._clock.now(), "mode": f"fail_{mode}",
+                                "policies": policies, "error": type(exc).__name__, "count": count})
+
+    # -- admin ---------------------------------------------------------------------------
+    async def usage(self, key_id: str) -> dict[str, Any]:
+        return await asyncio.wait_for(self._client.usage(key_partition(key_id)), LIMITER_TIMEOUT_SECONDS)
+
+    async def reset(self, key_id: str, policy: str = "") -> dict[str, Any]:
+        partition = key_partition(key_id)
+        self._fallback.partition(partition).reset(policy)
+        return await asyncio.wait_for(self._client.reset(partition, policy), LIMITER_TIMEOUT_SECONDS)

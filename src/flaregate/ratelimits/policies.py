@@ -1,0 +1,122 @@
+"""Limit policies as configured: ``FLAREGATE_RATE_LIMITS`` and ``FLAREGATE_BUDGETS``.
+
+Validated when configuration loads, so nonsense (zero limits, unknown algorithms, a user
+scope without a header to read it from) stops the gateway with a message naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+HEADER_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
+MAX_WINDOW_SECONDS = 366 * 86400
+MAX_LIMIT = 1e12
+DEFAULT_POLICY = "default"
+KEY_BUDGET = "key_budget"  # the monthly budget of a stored key's budget_usd (a reserved name)
+
+Scope = Literal["key", "ip", "model", "user"]
+
+
+class _Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    # Whose usage is counted: the gateway key, the client's network (IPv4 /24, IPv6 /48),
+    # the model asked for, a user id header (always inside the key's namespace), or several.
+    scope: tuple[Scope, ...] = ("key",)
+    user_header: str | None = Field(default=None, pattern=HEADER_PATTERN)
+    # Limiter unreachable: "open" admits against an in-isolate fallback, "closed" refuses.
+    failure_mode: Literal["open", "closed"] = "open"
+
+    @field_validator("scope", mode="before")
+    @classmethod
+    def _scope_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "key+model" as shorthand for ["key", "model"]
+            return tuple(part.strip() for part in value.split("+"))
+        return value
+
+    @field_validator("scope")
+    @classmethod
+    def _scope_is_a_set(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("scope needs at least one of key, ip, model, user")
+        if len(set(value)) != len(value):
+            raise ValueError("scope names an element twice")
+        return value
+
+    @model_validator(mode="after")
+    def _user_header_matches_scope(self) -> _Policy:
+        if "user" in self.scope and not self.user_header:
+            raise ValueError(f"policy {self.name!r}: scope 'user' needs user_header (the header holding the user id)")
+        if self.user_header and "user" not in self.scope:
+            raise ValueError(f"policy {self.name!r}: user_header is set but scope has no 'user'")
+        return self
+
+    @property
+    def is_budget(self) -> bool:
+        return False
+
+    def wire(self) -> dict[str, Any]:
+        """The policy as the rate-limiter object takes it (plain values: it crosses RPC)."""
+        raise NotImplementedError
+
+
+class RateLimitPolicy(_Policy):
+    algorithm: Literal["token_bucket", "sliding_window", "fixed_window"]
+    unit: Literal["requests", "tokens"] = "requests"
+    limit: PositiveFloat = Field(le=MAX_LIMIT)  # bucket capacity, or units per window
+    window_seconds: PositiveFloat | None = Field(default=None, le=MAX_WINDOW_SECONDS)
+    refill_per_second: PositiveFloat | None = None  # token bucket only
+    # "named_keys": only for stored keys whose rate_limit_policy names this policy (it then
+    # replaces "default" for them); "all": every request.
+    applies_to: Literal["all", "named_keys"] = "all"
+
+    @model_validator(mode="after")
+    def _timing_fits_the_algorithm(self) -> RateLimitPolicy:
+        if self.algorithm == "token_bucket":
+            if (self.refill_per_second is None) == (self.window_seconds is None):
+                raise ValueError(f"policy {self.name!r}: a token_bucket needs exactly one of refill_per_second"
+                                 " or window_seconds (refill = limit / window_seconds)")
+        elif self.window_seconds is None:
+            raise ValueError(f"policy {self.name!r}: a {self.algorithm} needs window_seconds")
+        elif self.refill_per_second is not None:
+            raise ValueError(f"policy {self.name!r}: refill_per_second is only for a token_bucket")
+        return self
+
+    def wire(self) -> dict[str, Any]:
+        if self.algorithm == "token_bucket":
+            refill = self.refill_per_second or self.limit / (self.window_seconds or 1)
+            return {"name": self.name, "algorithm": self.algorithm, "unit": self.unit, "limit": self.limit,
+                    "refill_per_second": refill}
+        return {"name": self.name, "algorithm": self.algorithm, "unit": self.unit, "limit": self.limit,
+                "window_seconds": self.window_seconds}
+
+
+class BudgetPolicy(_Policy):
+    """Spending per UTC day or calendar month, in USD, priced from the route targets."""
+
+    period: Literal["day", "month"]
+    limit_usd: PositiveFloat = Field(le=MAX_LIMIT)
+
+    @property
+    def is_budget(self) -> bool:
+        return True
+
+    def wire(self) -> dict[str, Any]:
+        window = {"window_seconds": 86400} if self.period == "day" else {"calendar": "month"}
+        return {"name": self.name, "algorithm": "fixed_window", "unit": "usd", "limit": self.limit_usd, **window}
+
+
+LimitPolicy = RateLimitPolicy | BudgetPolicy
+
+
+def check_unique_names(rate_limits: tuple[RateLimitPolicy, ...], budgets: tuple[BudgetPolicy, ...]) -> None:
+    names = [p.name for p in rate_limits] + [b.name for b in budgets]
+    if KEY_BUDGET in names:
+        raise ValueError(f"the policy name {KEY_BUDGET!r} is reserved for stored keys' budget_usd")
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"limit policy names must be unique: {name!r} is used twice")
