@@ -65,6 +65,18 @@ def test_reply_to_client_frames():
         assert json.loads(hub.reply(garbage))["type"] == "error"
 
 
+async def test_operational_events_go_to_subscribers_and_are_not_requests():
+    hub, _, sched, bc = make()
+    circuit = {"type": "circuit", "target": "a/m", "from": "closed", "to": "open", "reason": "5 failures"}
+    assert await hub.record([circuit, event(), {"type": "failover", "from": "a/m", "to": "b/m"}]) == 1
+    relayed = [json.loads(m) for m in bc.sent]
+    assert [m["type"] for m in relayed] == ["circuit", "failover"]
+    assert relayed[0]["to"] == "open" and relayed[0]["protocol"] == 1
+    assert hub.snapshot()["totals"]["requests"] == 1
+    quiet, _, _, quiet_bc = make(subscribers=0)
+    assert await quiet.record([circuit]) == 0 and quiet_bc.sent == []
+
+
 async def test_events_that_are_not_requests_are_counted_apart():
     hub, clock, sched, bc = make()
     assert await hub.record([{"type": "ratelimit_degraded", "mode": "fail_open"}, event()]) == 1

@@ -107,8 +107,9 @@ class MetricsHub:
     async def record(self, events: list[dict[str, Any]]) -> int:
         """Aggregate request events; returns how many were accepted. Bad events are skipped.
 
-        Events with a ``type`` other than ``request`` (e.g. ``ratelimit_degraded``) are not
-        requests: they are only counted, in hub_state as ``event:<type>``.
+        Events with a ``type`` other than ``request`` (e.g. ``ratelimit_degraded``, ``circuit``)
+        are not requests: they are counted, in hub_state as ``event:<type>``, and relayed to
+        the subscribers at once.
         """
         accepted = 0
         for event in events if isinstance(events, list) else []:
@@ -117,12 +118,18 @@ class MetricsHub:
             kind = event.get("type", "request")
             if kind != "request":
                 self._count_other(kind)
+                self._relay_operational(event)  # circuit / cooldown / failover: as they happen
             elif self._record_one(event):
                 accepted += 1
         if accepted:
             self._set_state("dirty", 1)
             await self._request_tick()
         return accepted
+
+    def _relay_operational(self, event: dict[str, Any]) -> None:
+        """Operational events go straight to the subscribers, as they happen."""
+        if self._broadcaster.subscriber_count() and isinstance(event.get("type"), str):
+            self._broadcaster.broadcast(json.dumps({**event, "protocol": PROTOCOL_VERSION}, default=str))
 
     def _count_other(self, kind: Any) -> None:
         self._sql.exec(

@@ -31,9 +31,11 @@ from .ports import (
     RequestScope,
     WaitUntilTasks,
     bind,
+    current,
     env_vars,
     within,
 )
+from .workers_ai import WorkersAiBinding
 
 log = logging.getLogger("flaregate.edge")
 
@@ -55,6 +57,8 @@ def gateway_for(env: Any) -> Gateway:
             metrics_hub=DurableMetricsHub("METRICS_HUB"),
             # Stored keys, signing nonces, webhooks; without the binding: configured keys only.
             security=DurableSecurityStore("SECURITY_STORE") if hasattr(env, "SECURITY_STORE") else None,
+            # Workers AI through the AI binding when there is one; else its REST API.
+            ai=WorkersAiBinding(lambda: current().env.AI) if hasattr(env, "AI") else None,
         )
         settings = settings_from_vars(found)
         _configure_logging(settings.log_level)
