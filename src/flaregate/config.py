@@ -8,7 +8,7 @@ environment. Structured values (providers, routes) are JSON strings.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from pydantic import (
@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from .ratelimits.policies import BudgetPolicy, RateLimitPolicy, check_unique_names
+from .resilience_config import RESILIENCE_VARS, ResiliencePolicy, resilience_from_vars
 
 MOCK_PROVIDER = "mock"
 WILDCARD_ROUTE = "*"
@@ -53,6 +54,7 @@ KNOWN_VARS = (
     "MAX_BODY_BYTES",
     "METRICS_TICK_SECONDS",
     "UPSTREAM_TIMEOUT_SECONDS",
+    *RESILIENCE_VARS,
     "FLAREGATE_ADMIN_KEY",
     *(  # security and webhooks (see SecuritySettings)
         "FLAREGATE_SIGNING_SECRET", "SIGNED_ROUTES", "SIGNATURE_MAX_AGE_SECONDS", "KEY_CACHE_SECONDS",
@@ -85,26 +87,56 @@ class TokenBucketPolicy(_Model):
         return self.model_dump()
 
 
+# Kinds whose base_url has a sensible default (the provider's public endpoint).
+DEFAULT_BASE_URLS = {
+    "anthropic": "https://api.anthropic.com/v1",
+    "huggingface": "https://router.huggingface.co/v1",
+    "workers_ai": "https://api.cloudflare.com/client/v4",
+}
+STRATEGIES = ("fallback", "weighted", "latency", "least_busy", "cost", "score")
+
+
 class ProviderConfig(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    kind: Literal["openai", "mock"] = "openai"
+    kind: Literal["openai", "mock", "anthropic", "workers_ai", "huggingface"] = "openai"
     base_url: str | None = None
     api_key: SecretStr | None = None
     timeout_seconds: PositiveFloat | None = None
+    account_id: str | None = None  # workers_ai over REST: the Cloudflare account
+    fault: str | None = None  # mock only: every call fails this way (see providers/mock.py)
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> ProviderConfig:
-        if self.kind != "mock" and not (self.base_url or "").startswith(("http://", "https://")):
+        base_url = self.base_url or DEFAULT_BASE_URLS.get(self.kind, "")
+        if self.kind != "mock" and not base_url.startswith(("http://", "https://")):
             raise ValueError(f"provider {self.name!r} needs an http(s) base_url")
+        if self.kind == "workers_ai" and not self.account_id:
+            raise ValueError(f"provider {self.name!r} (workers_ai) needs an account_id")
         return self
 
 
 class RouteTarget(_Model):
     provider: str
     model: str | None = None  # None: send the requested model name unchanged
-    # USD per 1 million tokens, for spending budgets (unpriced targets cost nothing).
+    weight: float = Field(default=1.0, ge=0)  # the "weighted" strategy's share
+    # USD per 1 million tokens: for spending budgets and the "cost" strategy (unpriced: free).
     input_price_per_1m: NonNegativeFloat | None = None
     output_price_per_1m: NonNegativeFloat | None = None
+
+
+class RouteConfig(_Model):
+    strategy: Literal["fallback", "weighted", "latency", "least_busy", "cost", "score"] = "fallback"
+    targets: tuple[RouteTarget, ...]
+
+    # Read like a tuple of targets, so code written for plain target lists keeps working.
+    def __iter__(self) -> Iterator[RouteTarget]:  # type: ignore[override]  # not pydantic's field pairs
+        return iter(self.targets)
+
+    def __getitem__(self, index: int) -> RouteTarget:
+        return self.targets[index]
+
+    def __len__(self) -> int:
+        return len(self.targets)
 
 
 class SecuritySettings(_Model):
@@ -153,8 +185,8 @@ class Settings(_Model):
     log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
     api_keys: tuple[SecretStr, ...] = ()
     providers: tuple[ProviderConfig, ...] = (ProviderConfig(name=MOCK_PROVIDER, kind="mock"),)
-    routes: dict[str, tuple[RouteTarget, ...]] = {
-        "mock-1": (RouteTarget(provider=MOCK_PROVIDER),)
+    routes: dict[str, RouteConfig] = {
+        "mock-1": RouteConfig(targets=(RouteTarget(provider=MOCK_PROVIDER),))
     }
     rate_limit: TokenBucketPolicy = TokenBucketPolicy()
     rate_limits: tuple[RateLimitPolicy, ...] = ()  # added to (or, named "default", replacing) rate_limit
@@ -165,6 +197,7 @@ class Settings(_Model):
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     metrics_tick_seconds: PositiveFloat = 1.0
     upstream_timeout_seconds: PositiveFloat = 60.0
+    resilience: ResiliencePolicy = ResiliencePolicy()
     security: SecuritySettings = SecuritySettings()
     # Observability (the admin key above also opens /ws, /metrics and /v1/analytics).
     analytics_batch_size: int = Field(default=50, ge=1, le=1000)
@@ -172,12 +205,23 @@ class Settings(_Model):
     health_latency_target_ms: PositiveFloat = 2000.0
     ws_outbox_limit: int = Field(default=64, ge=4, le=10_000)  # room for the greeting and a tick
 
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _route_shorthand(cls, routes: Any) -> Any:
+        # A bare list of targets is an ordered-fallback route.
+        if isinstance(routes, dict):
+            return {alias: {"targets": spec} if isinstance(spec, list | tuple) else spec
+                    for alias, spec in routes.items()}
+        return routes
+
     @field_validator("routes")
     @classmethod
-    def _routes_have_targets(cls, routes: dict[str, tuple[RouteTarget, ...]]) -> dict:
-        for alias, targets in routes.items():
-            if not targets:
+    def _routes_have_targets(cls, routes: dict[str, RouteConfig]) -> dict:
+        for alias, route in routes.items():
+            if not route.targets:
                 raise ValueError(f"route {alias!r} has no targets")
+            if route.strategy == "weighted" and not any(t.weight > 0 for t in route.targets):
+                raise ValueError(f"route {alias!r}: weighted strategy needs a target with weight > 0")
         return routes
 
     @model_validator(mode="after")
@@ -211,16 +255,31 @@ def _route_target(spec: Any) -> Any:
     return spec
 
 
-def _route(alias: str, spec: Any, ttls: dict[str, Any]) -> list[Any]:
-    # A route is a list of targets, one target, or {"targets": [...], "cache_ttl_seconds": N}.
+def _route(alias: str, spec: Any, ttls: dict[str, Any]) -> Any:
+    # A route is a list of targets, one target (ordered fallback), or
+    # {"targets": [...], "strategy": S, "cache_ttl_seconds": N}.
+    strategy = None
     if isinstance(spec, dict) and "targets" in spec:
-        extra = set(spec) - {"targets", "cache_ttl_seconds"}
+        extra = set(spec) - {"targets", "strategy", "cache_ttl_seconds"}
         if extra:
             raise ConfigError(f"FLAREGATE_ROUTES: route {alias!r} has unknown fields {sorted(extra)}")
         if "cache_ttl_seconds" in spec:
             ttls[alias] = spec["cache_ttl_seconds"]
+        strategy = spec.get("strategy")
         spec = spec["targets"]
-    return [_route_target(t) for t in (spec if isinstance(spec, list) else [spec])]
+    targets = [_route_target(t) for t in (spec if isinstance(spec, list) else [spec])]
+    return {"targets": targets} if strategy is None else {"strategy": strategy, "targets": targets}
+
+
+def provider_key_names(providers_json: Any) -> list[str]:
+    """The secret names that ``FLAREGATE_PROVIDERS`` points at with ``api_key_env`` (hosts that
+    read only known names, like the Worker, look these up too)."""
+    try:
+        raw = json.loads(providers_json) if isinstance(providers_json, str) else None
+    except ValueError:
+        return []
+    return [str(p["api_key_env"]) for p in raw if isinstance(p, dict) and p.get("api_key_env")] \
+        if isinstance(raw, list) else []
 
 
 def _cache(vars: Mapping[str, str], route_ttls: dict[str, Any]) -> dict[str, Any]:
@@ -327,6 +386,9 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
             raise ConfigError("RATE_LIMIT_PER_HOUR: must be a number") from None
     if limit:
         data["rate_limit"] = limit
+    resilience = resilience_from_vars(vars)
+    if resilience:
+        data["resilience"] = resilience
     for var, field in (("FLAREGATE_RATE_LIMITS", "rate_limits"), ("FLAREGATE_BUDGETS", "budgets")):
         if vars.get(var, "").strip():
             policies = _json(vars, var)

@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from . import __version__, limits, tracing
 from .access import AccessControl
@@ -26,7 +26,8 @@ from .config import Settings
 from .errors import GatewayError, bad_request, upstream_error
 from .http import Request, Response, json_response
 from .observability import Observability
-from .ports import Ports, UpstreamError, UpstreamResponse, UpstreamTimeout
+from .operational_events import OperationalEvents
+from .ports import Ports, UpstreamError, UpstreamResponse
 from .privacy import client_address, redact
 from .profiler import Profiler
 from .providers import build_providers
@@ -37,6 +38,8 @@ from .response_caching import CacheLayer
 from .routing import Router, Target
 from .schemas import ChatCompletionRequest, validation_error
 from .security_gate import SecurityGate
+from .upstream_call import PIN_HEADER, UpstreamCaller
+from .upstream_endpoints import EMBEDDINGS_PATH, MESSAGES_PATH, UpstreamEndpoints
 from .webhooks import WebhookDispatcher
 
 log = logging.getLogger("flaregate")
@@ -65,17 +68,21 @@ class Gateway:
         self.settings = settings
         self.ports = ports
         self.keys = keys if keys is not None else KeyRing(k.get_secret_value() for k in settings.api_keys)
-        self.router = Router(settings, build_providers(settings, ports.upstream))
+        self.router = Router(settings, build_providers(settings, ports.upstream, ports.ai))
         self.caching = CacheLayer(settings, ports)
         cache_admin = CacheAdmin(self.caching)
         self.analytics = Analytics(ports.metrics_hub, ports.tasks, batch_size=settings.analytics_batch_size,
                                    batch_delay_ms=settings.analytics_batch_delay_ms,
                                    prices=PriceTable(settings.routes))
         self.observability = Observability(settings, ports.metrics_hub)
+        endpoints = UpstreamEndpoints(self)
         self._routes: dict[tuple[str, str], Callable[[Request, dict[str, str]], Awaitable[Response]]] = {
             ("GET", "/health"): self._health,
             ("GET", "/v1/models"): self._models,
             ("POST", CHAT_PATH): self._chat,
+            ("GET", "/v1/providers"): self._providers,
+            ("POST", EMBEDDINGS_PATH): endpoints.embeddings,
+            ("POST", MESSAGES_PATH): endpoints.messages,
             ("POST", "/admin/cache/purge"): cache_admin.purge,
             ("GET", "/admin/cache/stats"): cache_admin.stats,
             **self.observability.routes(),
@@ -87,6 +94,8 @@ class Gateway:
         self.gate = SecurityGate(settings, ports.clock, ports.security)
         self.webhooks = WebhookDispatcher(security, ports.security, ports.upstream, ports.tasks, ports.clock)
         self.alerts = Alerts(self.webhooks, ports.clock)
+        events = OperationalEvents(self.analytics, self.alerts, self.webhooks)
+        self.upstream = UpstreamCaller(settings, ports.clock, events.emit, on_attempt=self.alerts.upstream_result)
         self.admin_api = AdminApi(settings, ports.security, self.access, self.webhooks, ports.clock)
         self.ratelimits = Limits(settings, ports.rate_limiter, ports.clock, self.analytics, self.alerts)
         self._ratelimits_admin = limits_admin.RateLimitAdmin(settings, self.ratelimits)
@@ -148,6 +157,11 @@ class Gateway:
                 for alias, provider in self.router.models() if principal.allows_model(alias)]
         return json_response({"object": "list", "data": data})
 
+    async def _providers(self, request: Request, out: dict[str, str]) -> Response:
+        await self.authorize(request)
+        kinds = {p.name: p.kind for p in self.settings.providers}
+        return json_response(self.upstream.report(self.router.routes(), kinds))
+
     # -- chat completions ----------------------------------------------------------------
     async def _chat(self, request: Request, out: dict[str, str]) -> Response:
         profiler = Profiler(self.ports.clock)
@@ -190,7 +204,7 @@ class Gateway:
             # Labels only for authenticated requests: junk cannot grow the metrics' label sets.
             event.update(key_id=tenant, model=body["model"])
         with profiler.phase("route"):  # before the limits: an unrouted model costs nothing
-            targets = self.router.resolve(body["model"])
+            targets = self.upstream.pinned(self.router.resolve(body["model"]), request.headers.get(PIN_HEADER))
         with profiler.phase("ratelimit"):
             try:
                 admission = await self.ratelimits.admit(request, principal, body["model"], body, out, event)
@@ -207,15 +221,17 @@ class Gateway:
         upstream_started = self.ports.clock.monotonic()
         try:
             target, upstream = await self.caching.fetch(
-                plan, lambda: self._call_upstream(targets, body, forward, event), event)
-        except GatewayError:
+                plan, lambda: self.upstream.call(targets, body, forward, event), event)
+        except GatewayError as exc:  # every attempt failed: the answer still says how the cache was
             profiler.add("upstream", (self.ports.clock.monotonic() - upstream_started) * 1000)
             await admission.refund()
+            exc.headers.update({**self.caching.miss_headers(plan, None), **exc.headers})  # type: ignore[arg-type]
             raise
         profiler.add("upstream_ttfb", (self.ports.clock.monotonic() - upstream_started) * 1000)
         event.update(provider=target.provider.name, upstream_model=target.model or body["model"],
                      upstream_status=upstream.status)
         headers = {**out, "x-flaregate-provider": target.provider.name, **self.caching.miss_headers(plan, upstream),
+                   "x-flaregate-attempts": str(event.get("attempts", 0)),
                    "content-type": upstream.headers.get("content-type", "application/json")}
         if stream and upstream.status == 200:
             headers["cache-control"] = "no-cache"
@@ -227,7 +243,7 @@ class Gateway:
             raise upstream_error(502, f"Upstream provider '{target.provider.name}' broke the connection: {exc}") from None
         finally:
             await upstream.aclose()
-            # Failover attempts included: "upstream" is all the time spent on providers.
+            # Retries and failover included: "upstream" is all the time spent on providers.
             profiler.add("upstream", (self.ports.clock.monotonic() - upstream_started) * 1000)
         with profiler.phase("format"):
             if upstream.status != 200:
@@ -250,7 +266,7 @@ class Gateway:
         self.caching.mark_stored(headers, upstream)
         return Response(200, headers, payload)
 
-    def _parse_chat(self, request: Request) -> dict[str, Any]:
+    def _parse_chat(self, request: Request, schema: type[BaseModel] = ChatCompletionRequest) -> dict[str, Any]:
         ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         if ctype != "application/json" and not ctype.endswith("+json"):
             raise GatewayError(415, "Content-Type must be application/json.", code="unsupported_media_type")
@@ -261,53 +277,12 @@ class Gateway:
         if not isinstance(body, dict):
             raise bad_request("The request body must be a JSON object.", code="invalid_json")
         try:
-            ChatCompletionRequest.model_validate(body)
+            schema.model_validate(body)
         except ValidationError as exc:
             raise validation_error(exc) from None
         limits.check_chat(body, self.settings.security)
         return body
 
-    async def _call_upstream(self, targets: list[Target], body: dict[str, Any], forward: dict[str, str],
-                             event: dict[str, Any]) -> tuple[Target, UpstreamResponse]:
-        """Try targets in order; move on after connection errors, 429 and 5xx.
-
-        The last target's HTTP error is returned as is, for the caller to relay honestly.
-        """
-        failure: GatewayError | None = None
-        failed = event.setdefault("failed_providers", [])
-        for attempt, target in enumerate(targets, start=1):
-            event["attempts"] = attempt
-            try:
-                upstream = await target.provider.chat(body, target.model, forward)
-            except UpstreamTimeout:
-                failure = upstream_error(504, f"Upstream provider '{target.provider.name}' timed out.",
-                                         code="upstream_timeout")
-                self._upstream_failed(targets, attempt, body, "timeout")
-                failed.append(target.provider.name)
-                continue
-            except UpstreamError as exc:
-                failure = upstream_error(502, f"Upstream provider '{target.provider.name}' is unreachable: {exc}",
-                                         code="upstream_unreachable")
-                self._upstream_failed(targets, attempt, body, "unreachable")
-                failed.append(target.provider.name)
-                continue
-            self.alerts.upstream_result(target.provider.name, upstream.status < 500)
-            if (upstream.status == 429 or upstream.status >= 500) and attempt < len(targets):
-                self._upstream_failed(targets, attempt, body, f"http {upstream.status}", counted=True)
-                await upstream.aclose()
-                failed.append(target.provider.name)
-                continue
-            return target, upstream
-        assert failure is not None
-        raise failure
-
-    def _upstream_failed(self, targets: list[Target], attempt: int, body: dict[str, Any], reason: str,
-                         counted: bool = False) -> None:
-        name = targets[attempt - 1].provider.name
-        if not counted:
-            self.alerts.upstream_result(name, False, reason)
-        if attempt < len(targets):
-            self.alerts.failover(body["model"], name, targets[attempt].provider.name, reason)
 
     def _upstream_failure_response(self, status: int, upstream_headers: Any, payload: bytes,
                                    headers: dict[str, str]) -> Response:

@@ -70,6 +70,15 @@ class UpstreamTransport(Protocol):
         """Send a request; the body is not read yet. Raises UpstreamError on I/O failure."""
 
 
+class AiBinding(Protocol):
+    """Workers AI on the edge (the ``AI`` binding): ``env.AI.run(model, inputs)``.
+
+    Returns the answer as a dict, or, when ``inputs["stream"]`` is true, an async iterator of
+    SSE bytes. Raises UpstreamError when the binding fails."""
+
+    async def run(self, model: str, inputs: dict[str, Any]) -> Any: ...
+
+
 class BackgroundTasks(Protocol):
     """Work that outlives the response (``ctx.waitUntil`` on the edge)."""
 
@@ -140,3 +149,4 @@ class Ports:
     rate_limiter: RateLimiterClient
     metrics_hub: MetricsHubClient
     security: SecurityStoreClient | None = None  # None: configured keys only, no admin key store
+    ai: AiBinding | None = None  # the edge's Workers AI binding; None elsewhere (REST instead)

@@ -63,6 +63,9 @@ def upstream_env(upstream_url: str, **extra: str) -> dict[str, str]:
         "FLAREGATE_ROUTES": json.dumps(routes),
         "RATE_LIMIT_CAPACITY": "10000",
         "RATE_LIMIT_REFILL_PER_SECOND": "1000",
+        # Retries stay quick, and failures injected by one test don't open circuits for the next.
+        "RETRY_BACKOFF_BASE_SECONDS": "0.02",
+        "CIRCUIT_FAILURE_THRESHOLD": "50",
         **extra,
     }
 

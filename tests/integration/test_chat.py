@@ -75,10 +75,12 @@ def test_failover_skips_the_dead_target(client):
 
 
 def test_upstream_5xx_without_fallback_is_a_502(client, upstream):
-    upstream.add_faults([{"kind": "status", "status": 503, "path": "/v1/chat/completions"}])
+    # Every attempt (4 by default: the first and three retries) gets the 503.
+    upstream.add_faults([{"kind": "status", "status": 503, "path": "/v1/chat/completions", "times": 4}])
     with pytest.raises(openai.InternalServerError) as info:
         client.chat.completions.create(model="gpt-test", messages=unique("fail"))
     assert info.value.status_code == 502
+    assert info.value.response.headers["x-flaregate-attempts"] == "4"
 
 
 def test_stream_cut_midway_ends_with_an_error_the_sdk_raises(client, upstream):

@@ -15,6 +15,7 @@ WRONG_KEY = "fg-wrong-key-abcdefghijkl"
 # Prices live on the route targets (the same ones the budgets use): $1 / $2 a token.
 PRICED_GPT_TEST = [{"provider": "upstream", "input_price_per_1m": 1_000_000, "output_price_per_1m": 2_000_000}]
 TOTAL_REQUESTS = 12
+DEAD_ATTEMPTS = 4 + 1  # UPSTREAM_MAX_ATTEMPTS for gpt-dead, one for gpt-failover
 
 
 def ask(client, model, content, **kw):
@@ -24,7 +25,8 @@ def ask(client, model, content, **kw):
 @pytest.fixture(scope="module")
 def traffic(upstream, tmp_path_factory):
     """One server, one known mix of requests; the tests below read what it recorded."""
-    env = upstream_env(upstream.base_url)
+    # Retries as configured by default (UPSTREAM_MAX_ATTEMPTS 4), with short backoffs.
+    env = upstream_env(upstream.base_url, RETRY_BACKOFF_BASE_SECONDS="0.01", RETRY_BACKOFF_MAX_SECONDS="0.02")
     env["FLAREGATE_ROUTES"] = json.dumps({**json.loads(env["FLAREGATE_ROUTES"]), "gpt-test": PRICED_GPT_TEST})
     with run_gateway(tmp_path_factory.mktemp("observability"), env) as server:
         client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=GATEWAY_KEY, max_retries=0, timeout=20)
@@ -95,8 +97,9 @@ def test_metrics_parse_and_match_the_traffic(traffic):
     assert value(errors, **{"class": "bad_request"}) == 1 and value(errors, **{"class": "auth"}) == 1
     assert value(errors) == 3
     assert value(m["flaregate_failovers"], model="gpt-failover") == 1
-    assert value(m["flaregate_upstream_attempts"], provider="dead") == 2
-    assert value(m["flaregate_upstream_attempt_failures"], provider="dead") == 2
+    # gpt-dead: all 4 attempts on its one target; gpt-failover: dead once, then upstream.
+    assert value(m["flaregate_upstream_attempts"], provider="dead") == DEAD_ATTEMPTS
+    assert value(m["flaregate_upstream_attempt_failures"], provider="dead") == DEAD_ATTEMPTS
     assert value(m["flaregate_upstream_attempt_failures"], provider="upstream") == 0
     assert value(m["flaregate_tokens"], model="gpt-test", direction="in") == usage["in"]
     assert value(m["flaregate_tokens"], model="gpt-test", direction="out") == usage["out"]
@@ -148,9 +151,10 @@ def test_health_has_the_score_and_process_memory(traffic):
     health = httpx.get(server.base_url + "/health").json()
     assert health["status"] == "ok"
     score = health["health"]
-    # One failure in 12 requests (8.3 %); 2 of 10 provider calls failed (5 + 1 upstream, 2 mock, 2 dead).
-    assert score["failure_rate"] == round(1 / 12, 4) and score["availability"] == 0.8
-    expected = round(100 * (0.5 * (1 - (1 / 12) / 0.10) + 0.25 * score["components"]["latency"] + 0.25 * 0.8))
+    # One failure in 12 requests (8.3 %); 5 of 13 provider calls failed (5 + 1 upstream, 2 mock, 5 dead).
+    availability = round(8 / (8 + DEAD_ATTEMPTS), 4)
+    assert score["failure_rate"] == round(1 / 12, 4) and score["availability"] == availability
+    expected = round(100 * (0.5 * (1 - (1 / 12) / 0.10) + 0.25 * score["components"]["latency"] + 0.25 * availability))
     assert score["score"] == expected and score["status"] in ("healthy", "degraded", "unhealthy")
     assert health["process"]["rss_bytes"] > 1_000_000
 

@@ -9,12 +9,17 @@ Run it (prints exactly one stdout line, ``MOCK_UPSTREAM_READY http://HOST:PORT``
     python -m tests.support.mock_upstream --port 0          # from the repo root
 
 Endpoints
-    POST /v1/chat/completions  reply "echo: <last user text>", streaming supported; the
+    POST /v1/chat/completions  reply "echo: <last user text>" (or of a last tool message), streaming
+                               supported; a tool call {"city": "Paris"} when tools are given and
+                               the last user message mentions "weather"; the
                                ``x-mock-fixed: 1`` header gives a precomputed ~600-byte reply
                                (20 content chunks when streaming) for benchmarks
     POST /v1/embeddings        deterministic 8-float vectors (sha256 of each input)
     GET  /v1/models            a few model ids
     POST /v1/messages          Anthropic Messages API (text; tool_use if tools + "weather"; SSE)
+    POST /client/v4/accounts/{account}/ai/run/{model}
+                               Cloudflare Workers AI REST: {"result": {"response", "usage"},
+                               "success": true}; streaming: data: {"response": piece} ... [DONE]
     GET  /_mock/stats          {"calls": {path: n}, "total": n, "requests": [last 50 records],
                                 "faults_pending": n}; /_mock/* calls are never counted
     POST /_mock/reset          clear counters, request log and faults
@@ -82,6 +87,7 @@ MAX_RECORDS = 50
 
 _WORDS = re.compile(r"\S+\s*|\s+")  # pieces whose concatenation is exactly the input
 _WEATHER = re.compile(r"\bweather\b", re.IGNORECASE)
+_WORKERS_AI = re.compile(r"^/client/v4/accounts/[^/]+/ai/run/.+$")
 _INVALID = object()  # marker: body was present but not JSON
 
 _OPENAI_ERR = {
@@ -417,6 +423,8 @@ class MockUpstreamApp:
             "/v1/embeddings": self._embeddings,
             "/v1/messages": self._messages,
         }.get(path)
+        if _WORKERS_AI.match(path):
+            handler = self._workers_ai
         if handler is None:
             return _error(404, f"unknown path {path}", anthropic)
         if method != "POST":
@@ -438,7 +446,16 @@ class MockUpstreamApp:
         if headers.get("x-mock-fixed") == "1":
             return self._fixed_chat(model, stream, include_usage)
 
-        content = "echo: " + _text(_last_user(messages).get("content"))
+        tools = body.get("tools")
+        last_text = _text(_last_user(messages).get("content"))
+        last_is_user = isinstance(messages[-1], dict) and messages[-1].get("role") == "user"
+        if isinstance(tools, list) and tools and isinstance(tools[0], dict) and last_is_user \
+                and _WEATHER.search(last_text):
+            name = str((tools[0].get("function") or {}).get("name", "tool"))
+            return _chat_tool_reply(f"chatcmpl-mock-{next(self._seq)}", model, name, stream, include_usage)
+        if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool":
+            last_text = _text(messages[-1].get("content"))  # answer the tool's result
+        content = "echo: " + last_text
         prompt = sum(_words(_text(m.get("content"))) for m in messages if isinstance(m, dict))
         completion = _words(content)
         usage = {
@@ -506,6 +523,22 @@ class MockUpstreamApp:
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             },
         )
+
+    def _workers_ai(self, headers: dict, body: dict) -> Reply:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return _json_reply(400, {"result": None, "success": False,
+                                     "errors": [{"code": 5006, "message": "messages: required"}], "messages": []})
+        text = "echo: " + _text(_last_user(messages).get("content"))
+        prompt = sum(_words(_text(m.get("content"))) for m in messages if isinstance(m, dict))
+        usage = {"prompt_tokens": prompt, "completion_tokens": _words(text),
+                 "total_tokens": prompt + _words(text)}
+        if body.get("stream") is not True:
+            return _json_reply(200, {"result": {"response": text, "usage": usage}, "success": True,
+                                     "errors": [], "messages": []})
+        events = [_sse({"response": p, "p": "abcdef"}) for p in _WORDS.findall(text)]
+        events += [_sse({"response": "", "usage": usage}), b"data: [DONE]\n\n"]
+        return Reply(200, list(_SSE_HEADERS), events=events)
 
     def _messages(self, headers: dict, body: dict) -> Reply:
         messages = body.get("messages")
@@ -578,6 +611,34 @@ class MockUpstreamApp:
             {"type": "message_stop"},
         ]
         return Reply(200, list(_SSE_HEADERS), events=[_anthropic_sse(e) for e in events])
+
+
+def _chat_tool_reply(cid: str, model: str, name: str, stream: bool, include_usage: bool) -> Reply:
+    """An OpenAI tool call {"city": "Paris"}; streamed as the id/name chunk, then argument pieces."""
+    args = json.dumps({"city": "Paris"})
+    usage = {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+    call = {"id": f"call_{cid[-6:]}", "type": "function", "function": {"name": name, "arguments": args}}
+    base = {"id": cid, "created": int(time.time()), "model": model, "system_fingerprint": "fp_mock"}
+    if not stream:
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        return _json_reply(200, {**base, "object": "chat.completion", "usage": usage, "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}]})
+
+    def chunk(delta: dict, finish: str | None = None) -> bytes:
+        return _sse({**base, "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+
+    first = {"index": 0, "id": call["id"], "type": "function", "function": {"name": name, "arguments": ""}}
+    pieces = [args[: len(args) // 2], args[len(args) // 2 :]]
+    events = [
+        chunk({"role": "assistant", "content": None, "tool_calls": [first]}),
+        *(chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces),
+        chunk({}, "tool_calls"),
+    ]
+    if include_usage:
+        events.append(_sse({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}))
+    events.append(b"data: [DONE]\n\n")
+    return Reply(200, list(_SSE_HEADERS), events=events)
 
 
 def _chat_reply(

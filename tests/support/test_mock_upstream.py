@@ -224,6 +224,18 @@ def test_anthropic_stream(mock, http):
 # -------------------- counters
 
 
+def test_workers_ai_rest(http):
+    path = "/client/v4/accounts/acct/ai/run/@cf/meta/llama-3.1-8b-instruct"
+    r = http.post(path, json={"messages": [{"role": "user", "content": "hi cf"}]})
+    assert r.status_code == 200 and r.json()["success"] is True
+    assert r.json()["result"]["response"] == "echo: hi cf" and r.json()["result"]["usage"]["total_tokens"] > 0
+    r = http.post(path, json={"messages": [{"role": "user", "content": "a b"}], "stream": True})
+    data = sse_data(r.text)
+    assert data[-1] == "[DONE]" and "usage" in json.loads(data[-2])
+    assert "".join(json.loads(d)["response"] for d in data[:-1]) == "echo: a b"
+    assert http.post(path, json={"messages": []}).json()["success"] is False
+
+
 def test_counters(mock, http):
     http.post("/v1/chat/completions", json=CHAT, headers={"X-Custom": "Yes"})
     http.post("/v1/chat/completions", content=b"junk")
@@ -386,3 +398,19 @@ def test_cli_as_module():
         proc.terminate()
         proc.wait(5)
     assert proc.stdout.read() == ""  # exactly one stdout line
+
+
+def test_openai_tool_calls_stream_and_not(mock):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    asked = [{"role": "user", "content": "weather in Paris?"}]
+    r = oai(mock).chat.completions.create(model="gpt-4o-mini", messages=asked, tools=tools)
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "tool_calls" and json.loads(call.function.arguments) == {"city": "Paris"}
+    chunks = list(oai(mock).chat.completions.create(model="gpt-4o-mini", messages=asked, tools=tools, stream=True))
+    args = "".join(c.choices[0].delta.tool_calls[0].function.arguments or "" for c in chunks
+                   if c.choices and c.choices[0].delta.tool_calls)
+    assert json.loads(args) == {"city": "Paris"}
+    answered = asked + [r.choices[0].message.model_dump(exclude_none=True),
+                        {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+    final = oai(mock).chat.completions.create(model="gpt-4o-mini", messages=answered, tools=tools)
+    assert final.choices[0].message.content == "echo: sunny"

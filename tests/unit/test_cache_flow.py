@@ -148,7 +148,7 @@ async def test_the_ttl_header_and_the_route_default_ttl():
 async def test_errors_unfinished_and_truncated_answers_are_never_stored(stream, bad):
     good = sse_response("fine") if stream else completion("fine")
     transport = ScriptedTransport(bad, good)
-    gateway, _, _ = build(transport=transport)
+    gateway, _, _ = build({"UPSTREAM_MAX_ATTEMPTS": "1"}, transport=transport)  # the bad answer is final
     statuses = []
     for _ in range(3):
         response = await gateway.handle(ask("a", stream=stream))

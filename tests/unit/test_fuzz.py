@@ -22,6 +22,10 @@ FUZZ = settings(max_examples=750, deadline=None, derandomize=True,
 
 class AlwaysOk:
     async def send(self, method, url, headers, body, timeout):
+        if json.loads(body).get("stream") is True:  # a stream is answered as one (the gateway checks)
+            chunk = {"choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]}
+            return StaticResponse(200, {"content-type": "text/event-stream"},
+                                  [b"data: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n"])
         payload = {"choices": [{"message": {"role": "assistant", "content": "ok"}}], "usage": {}}
         return StaticResponse(200, {"content-type": "application/json"}, [json.dumps(payload).encode()])
 

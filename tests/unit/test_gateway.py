@@ -25,7 +25,8 @@ KEY = "gw-test-key"
 
 
 class ScriptedTransport:
-    """Answers upstream calls from a script: a StaticResponse, or an exception to raise."""
+    """Answers upstream calls from a script: a StaticResponse, or an exception to raise.
+    The last step repeats once the script runs out (retries see the same answer)."""
 
     def __init__(self, *script):
         self.script = list(script)
@@ -33,7 +34,7 @@ class ScriptedTransport:
 
     async def send(self, method, url, headers, body, timeout):
         self.calls.append({"url": url, "headers": dict(headers), "body": json.loads(body)})
-        step = self.script.pop(0)
+        step = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if isinstance(step, Exception):
             raise step
         return step
@@ -64,6 +65,11 @@ def build(vars=None, transport=None):
     base = {"FLAREGATE_API_KEYS": KEY, "FLAREGATE_PROVIDERS": providers, "A_API_KEY": "sk-upstream",
             "FLAREGATE_ROUTES": json.dumps({"mock-1": ["mock"], "ab": ["a", "b"], "a": ["a"]})}
     gateway = Gateway(settings_from_vars({**base, **(vars or {})}), ports)
+
+    async def sleep(seconds):  # backoff and cooldown waits pass on the fake clock
+        clock.advance(seconds)
+
+    gateway.upstream.sleep = sleep
     return gateway, hub, tasks
 
 
@@ -173,7 +179,7 @@ async def test_failover_to_the_next_target_and_credentials_stay_upstream():
         ([StaticResponse(500, {}, [b'{"error": {"message": "boom"}}'])], 502, "upstream_error"),
         ([StaticResponse(200, {}, [b"not json"])], 502, "upstream_malformed_response"),
         ([StaticResponse(400, {}, [b'{"error": {"message": "bad tool"}}'])], 400, "upstream_rejected"),
-        ([StaticResponse(429, {"retry-after": "7"}, [b"{}"])], 429, "upstream_rate_limited"),
+        ([StaticResponse(429, {"retry-after": "7"}, [b"{}"])], 503, "upstream_rate_limited"),
     ],
 )
 async def test_upstream_failures_are_reported_honestly(script, status, code):

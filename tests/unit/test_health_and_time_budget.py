@@ -2,7 +2,7 @@
 
 import pytest
 
-from flaregate.health import health_score
+from flaregate.health_score import health_score
 from flaregate.histogram import BOUNDS_MS, bucket_index, quantile
 from flaregate.objects.metrics_hub import MetricsHub
 from flaregate.time_budget import RECOMMENDATIONS, where_the_time_goes

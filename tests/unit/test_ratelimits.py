@@ -187,7 +187,7 @@ async def test_reservation_is_reconciled_to_the_real_usage():
 
 async def test_a_failed_upstream_call_refunds_the_reservation():
     transport = Transport(UpstreamError("refused"), completion(1, 1))
-    gateway, *_ = build(policies(TPM), transport=transport)
+    gateway, *_ = build({**policies(TPM), "UPSTREAM_MAX_ATTEMPTS": "1"}, transport=transport)  # no retry
     body = {"model": "priced", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 500}
     failed = await gateway.handle(chat(body))
     assert failed.status == 502

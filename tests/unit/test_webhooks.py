@@ -119,7 +119,7 @@ async def test_a_receiver_that_never_answers_2xx_gets_a_bounded_number_of_attemp
 
 async def test_core_events_provider_down_failover_and_up(monkeypatch):
     receiver = Receiver()
-    rig = SecureRig(transport=receiver)
+    rig = SecureRig({"UPSTREAM_MAX_ATTEMPTS": "2"}, transport=receiver)  # one pass: a, then b
     await register(rig, "https://h.example.com/all")
     for _ in range(3):  # a and b both unreachable
         status, _, _ = await rig.call(chat_request(CONFIG_KEY, "ab"))

@@ -48,7 +48,7 @@ class EventDetector:
         found: list[dict[str, Any]] = []
         for event in events:
             failed = [provider for provider, ok in event.attempts if not ok]
-            if failed and len(event.attempts) > 1:
+            if failed and event.counts["failovers"]:
                 to = event.attempts[-1][0] if event.attempts[-1][1] else None
                 found += self._emit("failover", f"{'>'.join(failed)}>{to}", now, {
                     "from": failed, "to": to, "model": event.model,
@@ -95,10 +95,17 @@ class EventDetector:
         return found
 
     def from_operational(self, items: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
-        """Typed operational events (``{"type": ...}``) from the core, e.g. the rate
-        limiter's ``ratelimit_degraded`` report (ratelimits/enforcer.py)."""
+        """Typed operational events (``{"type": ...}``) from the core: the rate limiter's
+        ``ratelimit_degraded`` report (ratelimits/enforcer.py) and circuit changes (health.py).
+        Typed ``failover`` events are relayed as they are but not folded here: the failover
+        event below comes from the request's attempts, once per request."""
         found: list[dict[str, Any]] = []
         for item in items:
+            if item.get("type") == "circuit":  # from the upstream caller (health.py)
+                found += self.from_publishers([{
+                    "event": "circuit", "provider": item.get("provider") or str(item.get("target") or "").split("/")[0],
+                    "state": item.get("to"), "previous": item.get("from")}], now)
+                continue
             if item.get("type") != "ratelimit_degraded":
                 continue
             mode = label(item.get("mode"))

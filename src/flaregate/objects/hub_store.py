@@ -137,7 +137,8 @@ class ParsedEvent:
             "cache_misses": 1 if cache == "MISS" else 0,
             "rate_limited": 1 if self.error_class == "rate_limited" else 0,
             "streams": 1 if event.get("stream") is True else 0,
-            "failovers": 1 if len(self.attempts) > 1 else 0,
+            # A retry of the same provider is no failover: another provider must have been tried.
+            "failovers": 1 if len({provider for provider, _ in self.attempts}) > 1 else 0,
             "tokens_in": _int(event.get("tokens_in")),
             "tokens_out": _int(event.get("tokens_out")),
             "ttft_count": 1 if ttft is not None else 0,

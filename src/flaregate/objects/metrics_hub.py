@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 from .. import __version__
-from ..health import HEALTH_WINDOW_SECONDS, health_score
+from ..health_score import HEALTH_WINDOW_SECONDS, health_score
 from ..histogram import BOUNDS_MS, INF_INDEX, METRICS, percentile, quantile
 from ..ports import Broadcaster, Clock, HostStats, Scheduler, SqlStorage
 from ..prometheus import Exposition
@@ -88,9 +88,11 @@ class MetricsHub:
         published ``{"event": ...}`` items such as a circuit change). Bad events are skipped.
 
         Only events without a ``type`` or with ``type: "request"`` are requests. Any other
-        ``type`` (e.g. ``ratelimit_degraded``) and every ``{"event": ...}`` item is
-        operational: counted in hub_state as ``event:<type>``, never as a request; the kinds
-        the detector knows (circuit, ratelimit_degraded) also become pushed events.
+        ``type`` (``circuit``, ``cooldown``, ``failover`` from the upstream caller,
+        ``ratelimit_degraded``) and every ``{"event": ...}`` item is operational: counted in
+        hub_state as ``event:<type>``, never as a request. Typed ones are relayed to the
+        subscribers at once, as they are; the kinds the detector knows (circuit,
+        ratelimit_degraded) also become folded ``event`` messages.
         """
         if not isinstance(events, list):
             return 0
@@ -105,6 +107,7 @@ class MetricsHub:
             elif kind != "request":
                 operational.append(item)
                 self._store.count_event(kind)
+                self._relay_operational(item)  # circuit / cooldown / failover: as they happen
             else:
                 requests.append(item)
         parsed = self._store.parse(requests, now)
@@ -121,6 +124,11 @@ class MetricsHub:
             for alert in alerts:
                 self._broadcaster.broadcast(json.dumps({**alert, "protocol": PROTOCOL_VERSION}))
         return len(parsed) + len(published)
+
+    def _relay_operational(self, event: dict[str, Any]) -> None:
+        """Typed operational events go straight to the subscribers, as they happen."""
+        if self._broadcaster.subscriber_count() and isinstance(event.get("type"), str):
+            self._broadcaster.broadcast(json.dumps({**event, "protocol": PROTOCOL_VERSION}, default=str))
 
     # -- wake-ups ------------------------------------------------------------------------
     async def _request_tick(self) -> None:

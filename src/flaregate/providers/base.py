@@ -7,12 +7,25 @@ from typing import Any, Protocol
 
 from ..ports import UpstreamResponse
 
+# Operations a provider may offer (``Provider.operations``); the gateway only routes an
+# operation to the targets whose provider has it.
+CHAT, EMBEDDINGS, MESSAGES = "chat", "embeddings", "messages"
+
 
 class Provider(Protocol):
     name: str
+    kind: str
+    operations: frozenset[str]
 
     async def chat(
-        self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str]
+        self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str], *,
+        timeout: float | None = None,
     ) -> UpstreamResponse:
         """Send an OpenAI chat-completions body (stream or not) and return the raw response,
-        whose body is OpenAI-shaped JSON or OpenAI-shaped SSE."""
+        whose body is OpenAI-shaped JSON or OpenAI-shaped SSE. ``timeout`` bounds each
+        network wait (connect, each read); None means the provider's own timeout.
+
+        Providers with ``"embeddings"`` in ``operations`` also have ``embeddings`` (same
+        signature, OpenAI embeddings JSON); with ``"messages"``, ``messages`` (Anthropic
+        Messages body in, Anthropic JSON or SSE out, unchanged). ``probe(timeout)`` is an
+        optional cheap health check returning True when the provider answers."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,8 +81,8 @@ class StreamUsage:
 class PriceTable:
     """USD per 1M tokens for each route target (``input_price_per_1m``, ``output_price_per_1m``)."""
 
-    def __init__(self, routes: Mapping[str, tuple[RouteTarget, ...]]) -> None:
-        self._routes = routes
+    def __init__(self, routes: Mapping[str, Iterable[RouteTarget]]) -> None:
+        self._routes = {alias: tuple(targets) for alias, targets in routes.items()}
 
     def _targets(self, model: str) -> tuple[RouteTarget, ...]:
         return self._routes.get(model) or self._routes.get(WILDCARD_ROUTE) or ()

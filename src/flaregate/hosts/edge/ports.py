@@ -18,7 +18,7 @@ from typing import Any
 
 import workers
 
-from ...config import KNOWN_VARS
+from ...config import KNOWN_VARS, provider_key_names
 from ...ports import UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("flaregate.edge")
@@ -68,6 +68,8 @@ def plain(value: Any) -> Any:
 def env_vars(env: Any) -> dict[str, str]:
     """The gateway's variables from a Worker ``env`` (vars and secrets are str attributes)."""
     found = {name: getattr(env, name, None) for name in KNOWN_VARS}
+    for name in provider_key_names(found.get("FLAREGATE_PROVIDERS")):  # api_key_env secrets
+        found[name] = getattr(env, name, None)
     return {name: str(value) for name, value in found.items() if value is not None}
 
 

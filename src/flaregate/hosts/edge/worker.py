@@ -34,9 +34,11 @@ from .ports import (
     RequestScope,
     WaitUntilTasks,
     bind,
+    current,
     env_vars,
     within,
 )
+from .workers_ai import WorkersAiBinding
 
 log = logging.getLogger("flaregate.edge")
 
@@ -58,6 +60,8 @@ def gateway_for(env: Any) -> Gateway:
             metrics_hub=DurableMetricsHub("METRICS_HUB"),
             # Stored keys, signing nonces, webhooks; without the binding: configured keys only.
             security=DurableSecurityStore("SECURITY_STORE") if hasattr(env, "SECURITY_STORE") else None,
+            # Workers AI through the AI binding when there is one; else its REST API.
+            ai=WorkersAiBinding(lambda: current().env.AI) if hasattr(env, "AI") else None,
         )
         settings = settings_from_vars(found)
         # Once per isolate (and per change of the variables): JSON lines on stderr, which

@@ -14,6 +14,7 @@ from ...clock import SystemClock
 from ...config import Settings
 from ...errors import GatewayError
 from ...gateway import Gateway
+from ...health_probes import HealthProber
 from ...http import Headers, Request, Response
 from ...objects.metrics_hub import MAX_CLIENT_FRAME, MetricsHub
 from ...objects.rate_limiter import RateLimiter
@@ -68,8 +69,11 @@ class LocalHost:
             security=LocalSecurityClient(self.security),
         )
         self.gateway = Gateway(settings, ports, KeyRing(api_keys))
+        self._prober: asyncio.Task[None] | None = None
 
     async def aclose(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
         await self.compaction.stop()
         await self.gateway.analytics.flush()
         await self.tasks.drain()
@@ -90,6 +94,10 @@ class LocalHost:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.compaction.start()
+                interval = self.settings.resilience.probe_interval_seconds
+                if interval > 0:  # active health probes of open circuits (see health_probes.py)
+                    prober = HealthProber(self.gateway.upstream, self.gateway.router.providers)
+                    self._prober = asyncio.ensure_future(prober.run_forever(interval))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()

@@ -1,0 +1,193 @@
+"""Cloudflare Workers AI: the ``AI`` binding on the edge, the REST endpoint elsewhere.
+
+Both run ``{"messages", "stream", ...}`` against a model (``@cf/meta/llama-3.1-8b-instruct``)
+and answer ``{"response": text, "tool_calls"?, "usage"?}`` (REST wraps it in
+``{"result": ..., "success": true}``), or, streaming, SSE events ``data: {"response": piece}``
+ending in ``data: [DONE]``. This adapter turns both into OpenAI shapes.
+
+REST: ``POST {base_url}/accounts/{account_id}/ai/run/{model}`` with ``Authorization: Bearer``
+(an API token with Workers AI permission); ``base_url`` defaults to
+``https://api.cloudflare.com/client/v4``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from ..ports import AiBinding, UpstreamError, UpstreamResponse, UpstreamTransport
+from .anthropic_translate import SseParser
+from .base import CHAT
+
+# Fields Workers AI text generation accepts, beside messages and stream.
+_PASSED = ("max_tokens", "temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty",
+           "tools", "response_format")
+
+
+def to_workers_ai_inputs(body: dict[str, Any]) -> dict[str, Any]:
+    inputs: dict[str, Any] = {"messages": [
+        {"role": m.get("role"), "content": m.get("content") if isinstance(m.get("content"), str)
+         else "".join(p.get("text", "") for p in m.get("content") or [] if isinstance(p, dict))}
+        for m in body.get("messages") or []
+    ]}
+    if body.get("stream") is True:
+        inputs["stream"] = True
+    if body.get("max_completion_tokens"):
+        inputs["max_tokens"] = body["max_completion_tokens"]
+    for name in _PASSED:
+        if body.get(name) is not None and name not in inputs:
+            inputs[name] = body[name]
+    return inputs
+
+
+def _usage(usage: Any) -> dict[str, int]:
+    usage = usage if isinstance(usage, dict) else {}
+    prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def to_openai_completion(result: dict[str, Any], model: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": result.get("response")}
+    calls = result.get("tool_calls") or []
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.get("id") or f"call_{i}", "type": "function",
+             "function": {"name": c.get("name", ""), "arguments": c.get("arguments") if isinstance(
+                 c.get("arguments"), str) else json.dumps(c.get("arguments") or {})}}
+            for i, c in enumerate(calls)]
+    content = message["content"]
+    if not isinstance(content, str):  # some models answer JSON objects (response_format)
+        message["content"] = json.dumps(content) if content is not None else None
+    return {"id": f"chatcmpl-wai-{int(time.time() * 1000)}", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "message": message, "logprobs": None,
+                                         "finish_reason": "tool_calls" if calls else "stop"}],
+            "usage": _usage(result.get("usage"))}
+
+
+class _StreamTranslator:
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self._model = model
+        self._include_usage = include_usage
+        self._id = f"chatcmpl-wai-{int(time.time() * 1000)}"
+        self._created = int(time.time())
+        self._parser = SseParser()
+        self._started = False
+        self._usage: Any = None
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        event = {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
+                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = []
+        for _, data in self._parser.feed(chunk):
+            if data.strip() == "[DONE]":
+                out.append(self._chunk({}, "stop"))
+                if self._include_usage:
+                    usage = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                             "model": self._model, "choices": [], "usage": _usage(self._usage)}
+                    out.append(b"data: " + json.dumps(usage, separators=(",", ":")).encode() + b"\n\n")
+                out.append(b"data: [DONE]\n\n")
+                continue
+            try:
+                event = json.loads(data)
+            except ValueError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            if event.get("usage"):
+                self._usage = event["usage"]
+            piece = event.get("response")
+            if not self._started:
+                self._started = True
+                out.append(self._chunk({"role": "assistant", "content": piece or ""}))
+            elif piece:
+                out.append(self._chunk({"content": piece}))
+        return b"".join(out)
+
+
+class _Translated:
+    """A Workers AI response (REST or binding) read as an OpenAI one."""
+
+    def __init__(self, status: int, headers: Mapping[str, str], source: AsyncIterator[bytes] | None,
+                 closer: Any, model: str, stream: bool, include_usage: bool, result: Any = None) -> None:
+        self.status = status
+        self.headers = {**headers, "content-type": "text/event-stream" if stream and status == 200
+                        else "application/json"}
+        self.headers.pop("content-length", None)
+        self._source, self._closer, self._model = source, closer, model
+        self._stream, self._include_usage, self._result = stream and status == 200, include_usage, result
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        if not self._stream:
+            yield await self.read()
+            return
+        translator = _StreamTranslator(self._model, self._include_usage)
+        async for chunk in self._source or _nothing():
+            out = translator.feed(chunk)
+            if out:
+                yield out
+
+    async def read(self) -> bytes:
+        if self._stream:
+            return b"".join([chunk async for chunk in self.aiter_bytes()])
+        raw = self._result if self._result is not None else b"".join([c async for c in self._source or _nothing()])
+        try:
+            parsed = json.loads(raw) if isinstance(raw, bytes | str) else raw
+        except (ValueError, UnicodeDecodeError):
+            return raw
+        if not isinstance(parsed, dict):
+            return raw if isinstance(raw, bytes) else json.dumps(parsed).encode()
+        if self.status != 200:
+            errors = parsed.get("errors") or [{}]
+            message = errors[0].get("message") if isinstance(errors[0], dict) else str(errors[0])
+            error = {"error": {"message": message or "Workers AI error", "type": "server_error",
+                               "code": None, "param": None}}
+            return json.dumps(error).encode()
+        result = parsed.get("result", parsed)  # REST wraps the answer, the binding does not
+        return json.dumps(to_openai_completion(result if isinstance(result, dict) else {}, self._model)).encode()
+
+    async def aclose(self) -> None:
+        if self._closer is not None:
+            await self._closer()
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""
+
+
+class WorkersAiProvider:
+    kind = "workers_ai"
+    operations = frozenset({CHAT})
+
+    def __init__(self, name: str, base_url: str, account_id: str | None, api_key: str | None,
+                 transport: UpstreamTransport, timeout: float, binding: AiBinding | None = None) -> None:
+        self.name = name
+        self._base = f"{base_url.rstrip('/')}/accounts/{account_id}/ai/run/"
+        self._transport = transport
+        self._timeout = timeout
+        self._binding = binding
+        self._headers = {"content-type": "application/json"}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+
+    async def chat(self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str], *,
+                   timeout: float | None = None) -> UpstreamResponse:
+        inputs = to_workers_ai_inputs(body)
+        stream = inputs.get("stream") is True
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if self._binding is not None:
+            result = await self._binding.run(model, inputs)
+            if stream:
+                if isinstance(result, dict):
+                    raise UpstreamError("the AI binding answered JSON to a streaming request")
+                return _Translated(200, {}, result, None, model, True, include_usage)
+            return _Translated(200, {}, None, None, model, False, include_usage, result=result)
+        response = await self._transport.send("POST", self._base + model, {**forward_headers, **self._headers},
+                                              json.dumps(inputs).encode(), timeout or self._timeout)
+        return _Translated(response.status, response.headers, response.aiter_bytes(), response.aclose,
+                           model, stream, include_usage)
