@@ -382,7 +382,7 @@ class MetricsHub:
             ("flaregate_cache_misses_total", "cache_misses", "Cacheable requests the cache could not answer."),
             ("flaregate_rate_limited_total", "rate_limited", "Requests the gateway's rate limiter rejected."),
             ("flaregate_streams_total", "streams", "Streaming requests."),
-            ("flaregate_failovers_total", "failovers", "Requests that needed more than one provider attempt."),
+            ("flaregate_failovers_total", "failovers", "Requests answered (or failed) after trying more than one provider."),
             ("flaregate_upstream_attempts_total", "attempts", "Calls to providers, failover attempts included."),
             ("flaregate_upstream_attempt_failures_total", "attempt_failures", "Provider calls that failed."),
             ("flaregate_cost_usd_total", "cost_usd", "Estimated cost from the route targets' prices."),
