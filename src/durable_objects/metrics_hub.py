@@ -1,4 +1,7 @@
-"""The MetricsHub Durable Object: the single ("global") aggregator and WebSocket hub."""
+"""The MetricsHub Durable Object: the single ("global") aggregator and WebSocket hub.
+
+Its alarm drives both the metrics ticks and the retention compaction (one alarm slot;
+the hub keeps the earliest wake-up), so no cron trigger is needed."""
 
 from typing import Any
 
@@ -13,7 +16,7 @@ class MetricsHub(DurableObject):
         self._body = objects.MetricsHubBody(self.ctx, self.env)
 
     async def fetch(self, request: Any) -> Any:  # GET /ws, already authorised by the Worker
-        return self._body.accept()
+        return self._body.accept(request)
 
     async def webSocketMessage(self, ws: Any, message: Any) -> None:
         self._body.on_message(ws, message)
@@ -33,3 +36,9 @@ class MetricsHub(DurableObject):
 
     async def snapshot(self) -> dict[str, Any]:
         return self._body.hub.snapshot()
+
+    async def analytics(self, window: str | None = None) -> dict[str, Any]:
+        return self._body.analytics(window)
+
+    async def prometheus(self) -> str:
+        return self._body.prometheus()

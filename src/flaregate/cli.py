@@ -4,19 +4,45 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import sys
 from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, settings_from_vars
 
+ADMIN_KEY_FILE = "admin-key.txt"
+WS_MAX_FRAME_BYTES = 1 << 20  # the protocol layer closes bigger frames (1009); the hub caps lower
+
+
+def _local_admin_key(settings_key: str | None, data_dir: Path) -> tuple[str, str | None]:
+    """The configured admin key, else the data dir's one, created at first start.
+    Returns (key, where it is kept: "file", "created" or None when configured).
+
+    Unlike gateway keys (hashed at rest) the admin key is kept in plain, in a 0600 file:
+    it is also the default HMAC secret that signed /admin/ requests are verified with,
+    and a server holding only its hash could not verify a signature."""
+    if settings_key:
+        return settings_key, None
+    path = data_dir / ADMIN_KEY_FILE
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip(), "file"
+    key = "fga-" + secrets.token_urlsafe(32)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(key + "\n")
+    return key, "created"
+
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import SecretStr
 
     from .hosts.local.app import LocalHost
     from .hosts.local.config_files import load_vars
     from .hosts.local.keys import ensure_local_key
+    from .logs import configure_logging
 
     config = Path(args.config) if args.config else None
     try:
@@ -24,14 +50,18 @@ def serve(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, OSError) as exc:
         print(f"flaregate: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # The environment's level applies to the gateway's own loggers, not to libraries'.
-    logging.getLogger("flaregate").setLevel("WARNING" if settings.log_level == "warn" else settings.log_level.upper())
     data_dir = Path(args.data_dir)
     keys = [k.get_secret_value() for k in settings.api_keys]
+    admin_key, admin_source = None, None
+    if not args.no_admin_key:
+        admin_key, admin_source = _local_admin_key(
+            settings.admin_key.get_secret_value() if settings.admin_key else None, data_dir)
+        settings = settings.model_copy(update={"admin_key": SecretStr(admin_key)})
     host = LocalHost(settings, data_dir, keys)
     # Without configured keys the server uses its key store; at first start it makes a key.
     created = None if keys else ensure_local_key(host.security, data_dir)
+    configure_logging(settings, extra_secrets=[*keys, *([created] if created else [])])
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its handshake lines carry URLs
     providers = ", ".join(f"{p.name} ({p.kind})" for p in settings.providers)
     print(f"Flaregate {__version__} on http://{args.host}:{args.port}  env={settings.environment}"
           f"  config={config or 'embedded defaults'}  providers={providers}", flush=True)
@@ -39,8 +69,15 @@ def serve(args: argparse.Namespace) -> int:
         print(f"Created a gateway key (shown only now; the server keeps its hash): {created}", flush=True)
     elif not settings.api_keys:
         print("Gateway keys: the server's key store (manage with /admin/keys or `flaregate keys`)", flush=True)
+    dashboard = f"http://{args.host}:{args.port}/dashboard#token="
+    if admin_source == "created":
+        print(f"Created an admin key for /dashboard, /ws, /metrics, /v1/analytics and /admin/ (kept in "
+              f"{data_dir / ADMIN_KEY_FILE}, mode 0600).\nDashboard: {dashboard}{admin_key}", flush=True)
+    elif admin_source == "file":
+        print(f"Dashboard: {dashboard}$(cat {data_dir / ADMIN_KEY_FILE})", flush=True)
     server = uvicorn.Server(uvicorn.Config(host, host=args.host, port=args.port, log_level="warning",
-                                           lifespan="on", ws="websockets-sansio", ws_ping_interval=20))
+                                           lifespan="on", ws="websockets-sansio", ws_ping_interval=20,
+                                           ws_max_size=WS_MAX_FRAME_BYTES, log_config=None))
     server.run()
     return 0
 
@@ -55,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--data-dir", default=".flaregate", help="folder for the SQLite file and keys")
     run.add_argument("--config", help="a wrangler.toml to read [vars] from (default: embedded defaults)")
     run.add_argument("--env", help="use [env.NAME] of the config, as `wrangler --env NAME`")
+    run.add_argument("--no-admin-key", action="store_true",
+                     help=f"without FLAREGATE_ADMIN_KEY, do not create {ADMIN_KEY_FILE}: admin views and API closed")
     keys = sub.add_parser("keys", help="create, list or revoke gateway keys in the local key store")
     keys.add_argument("action", choices=["create", "list", "revoke"])
     keys.add_argument("key_id", nargs="?", default="", help="for revoke: the key id (key_...)")

@@ -62,6 +62,11 @@ KNOWN_VARS = (
         "CORS_ALLOW_ORIGINS", "CORS_MAX_AGE_SECONDS", "ANONYMIZE_IPS", "WEBHOOK_ALLOW_PRIVATE_TARGETS",
         "WEBHOOK_MAX_ATTEMPTS", "WEBHOOK_RETRY_BASE_SECONDS", "WEBHOOK_TIMEOUT_SECONDS",
     ),
+    # observability (issue 6)
+    "ANALYTICS_BATCH_SIZE",
+    "ANALYTICS_BATCH_DELAY_MS",
+    "HEALTH_LATENCY_TARGET_MS",
+    "WS_OUTBOX_LIMIT",
 )
 
 
@@ -188,12 +193,17 @@ class Settings(_Model):
     budgets: tuple[BudgetPolicy, ...] = ()
     cache_ttl_seconds: int = Field(default=300, ge=0)
     cache: CacheSettings = CacheSettings()
-    admin_key: SecretStr | None = None  # Bearer secret of the /admin endpoints; unset: disabled
+    admin_key: SecretStr | None = None  # /admin/*, /ws, /metrics, /v1/analytics; unset: disabled
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     metrics_tick_seconds: PositiveFloat = 1.0
     upstream_timeout_seconds: PositiveFloat = 60.0
     resilience: ResiliencePolicy = ResiliencePolicy()
     security: SecuritySettings = SecuritySettings()
+    # Observability (the admin key above also opens /ws, /metrics and /v1/analytics).
+    analytics_batch_size: int = Field(default=50, ge=1, le=1000)
+    analytics_batch_delay_ms: int = Field(default=100, ge=0, le=10_000)
+    health_latency_target_ms: PositiveFloat = 2000.0
+    ws_outbox_limit: int = Field(default=64, ge=4, le=10_000)  # room for the greeting and a tick
 
     @field_validator("routes", mode="before")
     @classmethod
@@ -338,6 +348,10 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         "METRICS_TICK_SECONDS": "metrics_tick_seconds",
         "UPSTREAM_TIMEOUT_SECONDS": "upstream_timeout_seconds",
         "FLAREGATE_ADMIN_KEY": "admin_key",
+        "ANALYTICS_BATCH_SIZE": "analytics_batch_size",
+        "ANALYTICS_BATCH_DELAY_MS": "analytics_batch_delay_ms",
+        "HEALTH_LATENCY_TARGET_MS": "health_latency_target_ms",
+        "WS_OUTBOX_LIMIT": "ws_outbox_limit",
     }
     for var, field in simple.items():
         if vars.get(var, "") != "":

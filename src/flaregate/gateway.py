@@ -25,6 +25,7 @@ from .cache_admin import CacheAdmin
 from .config import Settings
 from .errors import GatewayError, bad_request, upstream_error
 from .http import Request, Response, json_response
+from .observability import Observability
 from .operational_events import OperationalEvents
 from .ports import Ports, UpstreamError, UpstreamResponse
 from .privacy import client_address, redact
@@ -32,7 +33,7 @@ from .profiler import Profiler
 from .providers import build_providers
 from .ratelimits import admin as limits_admin
 from .ratelimits.enforcer import Admission, Limits
-from .ratelimits.estimate import StreamUsage, usage_from
+from .ratelimits.estimate import PriceTable, StreamUsage, usage_from
 from .response_caching import CacheLayer
 from .routing import Router, Target
 from .schemas import ChatCompletionRequest, validation_error
@@ -52,6 +53,16 @@ def _stream_error_event(message: str, code: str) -> bytes:
     return b"data: " + json.dumps(error).encode() + b"\n\n"
 
 
+def _note_request_limit(out: dict[str, str], event: dict[str, Any]) -> None:
+    """Copy the request-unit limit the client was told about into the analytics event
+    (the hub's rate-limit saturation alert reads it)."""
+    try:
+        event["ratelimit_limit"] = float(out["x-ratelimit-limit-requests"])
+        event["ratelimit_remaining"] = float(out["x-ratelimit-remaining-requests"])
+    except (KeyError, ValueError):
+        pass
+
+
 class Gateway:
     def __init__(self, settings: Settings, ports: Ports, keys: KeyRing | None = None) -> None:
         self.settings = settings
@@ -60,7 +71,10 @@ class Gateway:
         self.router = Router(settings, build_providers(settings, ports.upstream, ports.ai))
         self.caching = CacheLayer(settings, ports)
         cache_admin = CacheAdmin(self.caching)
-        self.analytics = Analytics(ports.metrics_hub, ports.tasks)
+        self.analytics = Analytics(ports.metrics_hub, ports.tasks, batch_size=settings.analytics_batch_size,
+                                   batch_delay_ms=settings.analytics_batch_delay_ms,
+                                   prices=PriceTable(settings.routes))
+        self.observability = Observability(settings, ports.metrics_hub)
         endpoints = UpstreamEndpoints(self)
         self._routes: dict[tuple[str, str], Callable[[Request, dict[str, str]], Awaitable[Response]]] = {
             ("GET", "/health"): self._health,
@@ -71,6 +85,7 @@ class Gateway:
             ("POST", MESSAGES_PATH): endpoints.messages,
             ("POST", "/admin/cache/purge"): cache_admin.purge,
             ("GET", "/admin/cache/stats"): cache_admin.stats,
+            **self.observability.routes(),
         }
         self._paths = {path for _, path in self._routes} | {"/ws"}
         # Keys, signing, limits, CORS, webhooks: see access.py, security_gate.py, webhooks.py.
@@ -89,7 +104,7 @@ class Gateway:
     # -- entry points --------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
         rid = tracing.request_id(request.headers.get("x-request-id"))
-        out_headers = {"x-request-id": rid}
+        out_headers = {"x-request-id": rid, "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
         try:
             response = await self.gate.screen(request)
             if response is None:
@@ -112,6 +127,12 @@ class Gateway:
         """Check the gateway key of a non-API request such as ``/ws``; raise GatewayError."""
         return (await self.access.authenticate(request)).key_id
 
+    def authorize_admin(self, request: Request) -> str | None:
+        """Check the admin key of ``/ws`` (header, ``?token=`` or subprotocol); raise
+        GatewayError. Returns the subprotocol the WebSocket handshake must select.
+        Synchronous on purpose: nothing to await, so no call site can forget to."""
+        return self.observability.authorize(request)
+
     def _no_route(self, request: Request) -> GatewayError:
         if request.path in self._paths:
             allowed = sorted(m for m, p in self._routes if p == request.path) or ["GET"]
@@ -127,7 +148,8 @@ class Gateway:
         return await self._ratelimits_admin.handle(request)
 
     async def _health(self, request: Request, out: dict[str, str]) -> Response:
-        return json_response({"status": "ok", "version": __version__, "environment": self.settings.environment})
+        return json_response({"status": "ok", "version": __version__, "environment": self.settings.environment,
+                              **await self.observability.health()})
 
     async def _models(self, request: Request, out: dict[str, str]) -> Response:
         principal = await self.access.authenticate(request)
@@ -144,12 +166,14 @@ class Gateway:
     async def _chat(self, request: Request, out: dict[str, str]) -> Response:
         profiler = Profiler(self.ports.clock)
         event: dict[str, Any] = {"ts": self.ports.clock.now(), "request_id": out["x-request-id"],
+                                 "trace_id": tracing.trace_id(out["traceparent"]),
                                  "path": CHAT_PATH, "status": 0, "model": None, "provider": None,
                                  "cache": None, "stream": False,
                                  "client": client_address(request.client_ip, self.settings.security.anonymize_ips)}
         try:
             response = await self._chat_steps(request, out, profiler, event)
         except GatewayError as exc:
+            event["error_code"] = exc.code
             response = exc.to_response()
         except Exception:
             self._finish(event, 500, profiler)
@@ -162,6 +186,9 @@ class Gateway:
     def _finish(self, event: dict[str, Any], status: int, profiler: Profiler) -> None:
         event["status"] = status
         event["latency_ms"] = round(profiler.elapsed_ms(), 3)
+        event["phases"] = profiler.snapshot()
+        if "upstream" in event["phases"]:
+            event["upstream_ms"] = event["phases"]["upstream"]
         self.analytics.record(event)
         self.alerts.request_finished(status)
 
@@ -169,16 +196,20 @@ class Gateway:
                           event: dict[str, Any]) -> Response:
         with profiler.phase("parse"):
             body = self._parse_chat(request)
-            event["model"] = body["model"]
             event["stream"] = stream = body.get("stream") is True
         with profiler.phase("auth"):
             principal = await self.access.authenticate(request)
             self.access.check_model(principal, body["model"])
-            event["key_id"] = tenant = principal.key_id
+            tenant = principal.key_id
+            # Labels only for authenticated requests: junk cannot grow the metrics' label sets.
+            event.update(key_id=tenant, model=body["model"])
         with profiler.phase("route"):  # before the limits: an unrouted model costs nothing
             targets = self.upstream.pinned(self.router.resolve(body["model"]), request.headers.get(PIN_HEADER))
         with profiler.phase("ratelimit"):
-            admission = await self.ratelimits.admit(request, principal, body["model"], body, out, event)
+            try:
+                admission = await self.ratelimits.admit(request, principal, body["model"], body, out, event)
+            finally:
+                _note_request_limit(out, event)
         with profiler.phase("cache"):
             plan = await self.caching.plan(request.headers, tenant, body, targets)
             hit = await self.caching.lookup(plan)
@@ -186,32 +217,34 @@ class Gateway:
         if hit is not None:
             await admission.refund()  # nothing went upstream: the reserved tokens go back
             return self.caching.hit_response(plan, hit, out, event)
-        forward = {"x-request-id": out["x-request-id"],
-                   "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
+        forward = {"x-request-id": out["x-request-id"], "traceparent": out["traceparent"]}
         upstream_started = self.ports.clock.monotonic()
         try:
             target, upstream = await self.caching.fetch(
                 plan, lambda: self.upstream.call(targets, body, forward, event), event)
         except GatewayError as exc:  # every attempt failed: the answer still says how the cache was
+            profiler.add("upstream", (self.ports.clock.monotonic() - upstream_started) * 1000)
             await admission.refund()
             exc.headers.update({**self.caching.miss_headers(plan, None), **exc.headers})  # type: ignore[arg-type]
             raise
-        event["provider"] = target.provider.name
+        profiler.add("upstream_ttfb", (self.ports.clock.monotonic() - upstream_started) * 1000)
+        event.update(provider=target.provider.name, upstream_model=target.model or body["model"],
+                     upstream_status=upstream.status)
         headers = {**out, "x-flaregate-provider": target.provider.name, **self.caching.miss_headers(plan, upstream),
                    "x-flaregate-attempts": str(event.get("attempts", 0)),
                    "content-type": upstream.headers.get("content-type", "application/json")}
         if stream and upstream.status == 200:
-            profiler.add("upstream_first_byte", (self.ports.clock.monotonic() - upstream_started) * 1000)
             headers["cache-control"] = "no-cache"
-            return Response(200, headers, self._relay(upstream, profiler, event, admission, target))
-        with profiler.phase("upstream"):
-            try:
-                payload = await upstream.read()
-            except UpstreamError as exc:
-                await admission.refund()
-                raise upstream_error(502, f"Upstream provider '{target.provider.name}' broke the connection: {exc}") from None
-            finally:
-                await upstream.aclose()
+            return Response(200, headers, self._relay(upstream, profiler, event, admission, target, upstream_started))
+        try:
+            payload = await upstream.read()
+        except UpstreamError as exc:
+            await admission.refund()
+            raise upstream_error(502, f"Upstream provider '{target.provider.name}' broke the connection: {exc}") from None
+        finally:
+            await upstream.aclose()
+            # Retries and failover included: "upstream" is all the time spent on providers.
+            profiler.add("upstream", (self.ports.clock.monotonic() - upstream_started) * 1000)
         with profiler.phase("format"):
             if upstream.status != 200:
                 headers.update(await admission.refund())
@@ -276,15 +309,16 @@ class Gateway:
         return response
 
     async def _relay(self, upstream: UpstreamResponse, profiler: Profiler, event: dict[str, Any],
-                     admission: Admission, target: Target) -> AsyncIterator[bytes]:
+                     admission: Admission, target: Target, started: float) -> AsyncIterator[bytes]:
         """Pass SSE through chunk by chunk; a broken stream ends with an explicit error event."""
-        started = self.ports.clock.monotonic()
         tail = b""
         outcome = "complete"
         sniffer = StreamUsage() if admission.needs_usage else None
         try:
             async for chunk in upstream.aiter_bytes():
                 if chunk:
+                    if not tail:  # time to first token: the first chunk the client gets
+                        event["ttft_ms"] = round(profiler.elapsed_ms(), 3)
                     tail = (tail + chunk)[-64:]
                     if sniffer is not None:
                         sniffer.feed(chunk)

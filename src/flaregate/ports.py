@@ -106,6 +106,12 @@ class MetricsHubClient(Protocol):
 
     async def snapshot(self) -> dict[str, Any]: ...
 
+    async def analytics(self, window: str | None) -> dict[str, Any]:
+        """Windows ("1h", "24h", "30d"; None for all), where the time goes, recent events."""
+
+    async def prometheus(self) -> str:
+        """Lifetime counters and histograms in Prometheus text format."""
+
 
 class Broadcaster(Protocol):
     """Sends one text frame to every live WebSocket subscriber of the hub."""
@@ -113,6 +119,12 @@ class Broadcaster(Protocol):
     def broadcast(self, text: str) -> None: ...
 
     def subscriber_count(self) -> int: ...
+
+
+class HostStats(Protocol):
+    """Figures only a host can measure, e.g. process memory on the local host."""
+
+    def sample(self) -> dict[str, float]: ...
 
 
 class Scheduler(Protocol):

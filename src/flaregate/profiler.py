@@ -1,4 +1,9 @@
-"""Per-request phase timings, reported in ``server-timing`` and analytics."""
+"""Per-request phase timings, reported in ``server-timing`` and analytics.
+
+Phases: parse, auth, ratelimit, cache, route, upstream_ttfb (until the provider's
+response headers, failover attempts included), upstream (the whole provider call),
+format; plus ``overhead`` (total minus upstream) and ``total``.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +35,13 @@ class Profiler:
     def elapsed_ms(self) -> float:
         return (self._clock.monotonic() - self._start) * 1000
 
+    def snapshot(self) -> dict[str, float]:
+        return {name: round(ms, 3) for name, ms in self.phases.items()}
+
     def server_timing(self) -> str:
+        total = self.elapsed_ms()
         parts = [f"{name};dur={ms:.2f}" for name, ms in self.phases.items()]
-        parts.append(f"total;dur={self.elapsed_ms():.2f}")
+        if "upstream" in self.phases:
+            parts.append(f"overhead;dur={max(0.0, total - self.phases['upstream']):.2f}")
+        parts.append(f"total;dur={total:.2f}")
         return ", ".join(parts)

@@ -1,4 +1,8 @@
-"""Request ids and W3C trace context: accepted when well formed, minted otherwise."""
+"""Request ids and W3C trace context: accepted when well formed, minted otherwise.
+
+The gateway is one span of the caller's trace: it keeps the incoming trace id (or starts
+a trace), mints its own span id, sends that ``traceparent`` upstream and returns it.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,11 @@ def request_id(incoming: str | None) -> str:
     if incoming and _REQUEST_ID.match(incoming) and not looks_like_secret(incoming):
         return incoming
     return "req_" + secrets.token_hex(12)
+
+
+def trace_id(traceparent: str) -> str | None:
+    match = _TRACEPARENT.match(traceparent or "")
+    return match.group(1) if match else None
 
 
 def child_traceparent(incoming: str | None) -> str:

@@ -269,6 +269,8 @@ class UpstreamCaller:
                     event["upstream_failures"] = [f.kind for f in failures]
                 return target, result.response
             failures.append(result)
+            # Per-provider attempt outcomes for the hub (availability, failover events).
+            event.setdefault("failed_providers", []).append(target.provider.name)
             previous = index
         event["attempts"] = attempts
         raise self._exhausted(failures, attempts, skipped_wait, deadline)

@@ -210,6 +210,14 @@ class FakeRequest:
         return self._body
 
 
+class FakeForwardedRequest(FakeRequest):
+    """workers.Request(input, headers=...): a copy of ``input`` with its headers replaced."""
+
+    def __init__(self, input: FakeRequest, headers: dict[str, str] | None = None) -> None:
+        super().__init__(input.method, input.url, headers if headers is not None else dict(input.headers.items()),
+                         input._body)
+
+
 # -- bindings -----------------------------------------------------------------------------
 class FakeKV:
     def __init__(self) -> None:
@@ -263,6 +271,19 @@ class FakeStorage:
         self.sql = FakeSql()
         self.alarm: int | None = None
         self.alarm_sets: list[int] = []
+        self.transactions = 0
+
+    def transactionSync(self, work: Any) -> Any:
+        """All of ``work``'s writes or none, as the runtime's ``transactionSync``."""
+        self.transactions += 1
+        self.sql.db.execute("BEGIN")
+        try:
+            result = work()
+        except BaseException:
+            self.sql.db.execute("ROLLBACK")
+            raise
+        self.sql.db.execute("COMMIT")
+        return result
 
     async def getAlarm(self) -> int | None:
         return self.alarm
@@ -356,9 +377,13 @@ def fake_http(monkeypatch: pytest.MonkeyPatch) -> FakeFetch:
     fetch = FakeFetch()
     monkeypatch.setattr(workers, "Response", FakeResponse)
     monkeypatch.setattr(workers, "fetch", fetch)
+    monkeypatch.setattr(workers, "Request", FakeForwardedRequest)
     monkeypatch.setattr(edge_worker, "_cached", None)  # a fresh per-isolate Gateway per test
     logger = logging.getLogger("flaregate")
     monkeypatch.setattr(logger, "level", logger.level)  # the Worker sets it from LOG_LEVEL
+    root = logging.getLogger()  # configure_logging (Worker and hub) installs a JSON handler there
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
     FakeTransformStream.created.clear()
     return fetch
 
@@ -373,6 +398,7 @@ async def drain_background_work():
 
 
 API_KEY = "fg-test-key"
+ADMIN_KEY = "fga-edge-admin-key-0123456789"
 
 
 @pytest.fixture
@@ -383,7 +409,8 @@ def make_env():
     from durable_objects.security_store import SecurityStore
 
     def make(**vars: str) -> types.SimpleNamespace:
-        env = types.SimpleNamespace(CACHE=FakeKV(), **{"FLAREGATE_API_KEYS": API_KEY, **vars})
+        env = types.SimpleNamespace(CACHE=FakeKV(), **{"FLAREGATE_API_KEYS": API_KEY, "FLAREGATE_ADMIN_KEY": ADMIN_KEY,
+                                                       **vars})
         env.RATE_LIMITER = FakeDONamespace(RateLimiter, env)
         env.METRICS_HUB = FakeDONamespace(MetricsHub, env)
         env.SECURITY_STORE = FakeDONamespace(SecurityStore, env)

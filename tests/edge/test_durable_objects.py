@@ -71,7 +71,7 @@ async def test_hub_records_ticks_on_the_alarm_and_broadcasts(clock: FakeClock):
     ctx = FakeCtx()
     hub = MetricsHub(ctx, ENV)
     first, second = await subscribe(hub), await subscribe(hub)
-    assert [ws.messages()[0]["type"] for ws in (first, second)] == ["snapshot", "snapshot"]
+    assert [[m["type"] for m in ws.messages()] for ws in (first, second)] == [["hello", "snapshot"]] * 2
     assert [tags for _, tags in ctx.accepted] == [["metrics"], ["metrics"]]
 
     assert await hub.publish([event(), event(status=500)]) == 2
@@ -171,3 +171,72 @@ async def test_alarm_scheduler_keeps_the_earliest_alarm():
     assert storage.alarm == 100_500
     await scheduler.schedule(50.0)  # earlier: replaces it
     assert storage.alarm_sets == [100_500, 50_000]
+
+
+# -- the observability hub on the Durable Object ----------------------------------------------
+async def test_accept_sends_the_whole_greeting_and_selects_only_our_subprotocol(clock: FakeClock):
+    hub = MetricsHub(FakeCtx(), ENV)
+    ws = await subscribe(hub)
+    assert [m["type"] for m in ws.messages()] == ["hello", "snapshot"]
+    chosen = await hub.fetch(FakeRequest("GET", "https://hub/ws", {"x-flaregate-subprotocol": "flaregate.v1"}))
+    assert chosen.headers["sec-websocket-protocol"] == "flaregate.v1"
+    odd = await hub.fetch(FakeRequest("GET", "https://hub/ws", {"x-flaregate-subprotocol": "bearer.secret"}))
+    assert "sec-websocket-protocol" not in odd.headers
+
+
+async def test_a_frame_over_the_limit_closes_with_1009_others_get_answers(clock: FakeClock):
+    hub = MetricsHub(FakeCtx(), ENV)
+    ws, big_binary = await subscribe(hub), await subscribe(hub)
+    await hub.webSocketMessage(ws, "x" * 70_000)
+    assert ws.closed == (1009, "message too big")
+    await hub.webSocketMessage(big_binary, types.SimpleNamespace(byteLength=70_000))  # a JS ArrayBuffer
+    assert big_binary.closed == (1009, "message too big")
+    other = await subscribe(hub)
+    await hub.webSocketMessage(other, "x" * 5000)  # over 4 KiB but under 64 KiB: an error message
+    assert other.closed is None and other.messages()[-1]["type"] == "error"
+
+
+async def test_analytics_and_prometheus_are_rpc_methods_of_the_hub(clock: FakeClock):
+    hub = MetricsHub(FakeCtx(), ENV)
+    await hub.publish([event(tokens_in=3, tokens_out=2, cost_usd=0.25), event(status=502, upstream_status=503),
+                       {"type": "ratelimit_degraded", "mode": "fail_open", "policies": ["default"]}])
+    analytics = await hub.analytics("1h")
+    assert list(analytics["windows"]) == ["1h"]
+    assert analytics["windows"]["1h"]["requests"] == 2  # the degraded report is not a request
+    assert any(e["event"] == "ratelimit_degraded" for e in analytics["recent_events"])
+    text = await hub.prometheus()
+    assert 'flaregate_requests_total{provider="mock",model="mock-1",key="-"} 2' in text
+    assert 'flaregate_operational_events_total{type="ratelimit_degraded"} 1' in text
+    assert (await hub.snapshot())["totals"]["cost_usd"] == 0.25
+
+
+async def test_ingest_is_one_transaction_sync_on_the_durable_object(clock: FakeClock):
+    ctx = FakeCtx()
+    hub = MetricsHub(ctx, ENV)
+    before = ctx.storage.transactions
+    await hub.publish([event(), event(), event()])
+    assert ctx.storage.transactions == before + 1
+
+
+async def test_the_alarm_compacts_and_a_new_instance_keeps_lifetime_totals_and_retention_rows(clock: FakeClock):
+    ctx = FakeCtx()
+    hub = MetricsHub(ctx, ENV)
+    await hub.publish([event(cache_bytes_saved=0, bytes_saved=100, tokens_saved=7, cache="HIT")])
+    await hub.publish([event()])
+    clock.advance(2 * 3600)  # two hours later the alarm rolls the hour up
+    due = ctx.storage.alarm
+    assert due is not None
+    await fire_alarm(hub, ctx.storage)
+    sql = ctx.storage.sql.db
+    hourly = sql.execute("SELECT SUM(requests) FROM hub_rollup WHERE resolution = 3600").fetchone()[0]
+    assert hourly == 2
+    assert sql.execute("SELECT COUNT(*) FROM hub_rollup WHERE resolution = 60").fetchone()[0] == 0  # expired
+    assert ctx.storage.alarm is not None  # still scheduled: the hourly rows need compacting later
+
+    woken = MetricsHub(ctx, ENV)  # re-instantiated over the same storage (hibernation, eviction)
+    totals = (await woken.snapshot())["totals"]
+    assert totals["requests"] == 2 and totals["cache_hits"] == 1
+    assert totals["cache_bytes_saved"] == 100 and totals["cache_tokens_saved"] == 7
+    day = (await woken.analytics("24h"))["windows"]["24h"]
+    assert day["requests"] == 2
+    assert 'flaregate_cache_bytes_saved_total{provider="mock",model="mock-1",key="-"} 100' in await woken.prometheus()

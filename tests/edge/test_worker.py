@@ -14,6 +14,7 @@ from flaregate.hosts.edge.ports import FetchTransport, KVStore, bind
 from flaregate.ports import UpstreamError, UpstreamTimeout
 
 from .conftest import (
+    ADMIN_KEY,
     API_KEY,
     FakeBodyStream,
     FakeCtx,
@@ -149,31 +150,84 @@ async def test_rate_limit_sixth_request_is_429_in_the_key_durable_object(make_en
     assert list(env.RATE_LIMITER.instances) == [expected]  # one DO per limit key
 
 
-async def test_ws_without_auth_is_401(make_env):
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+UPGRADE = {"upgrade": "websocket"}
+
+
+@pytest.mark.parametrize("headers", [{}, AUTH, {"authorization": "Bearer wrong"},
+                                     {"sec-websocket-protocol": "flaregate.v1, bearer.wrong"}])
+async def test_ws_without_the_admin_key_is_401_and_never_reaches_the_hub(make_env, headers):
     env = make_env()
-    response = await call(env, FakeRequest("GET", f"{BASE}/ws", {"upgrade": "websocket"}))
-    assert response.status == 401
+    response = await call(env, FakeRequest("GET", f"{BASE}/ws", {**UPGRADE, **headers}))
+    assert response.status == 401  # a gateway key is for the API, not for the hub
     assert env.METRICS_HUB.names == []
 
 
+async def test_ws_without_an_admin_key_configured_is_closed(make_env):
+    env = make_env()
+    del env.FLAREGATE_ADMIN_KEY
+    response = await call(env, FakeRequest("GET", f"{BASE}/ws?token=anything", UPGRADE))
+    assert response.status == 403 and response.json()["error"]["code"] == "admin_disabled"
+
+
 async def test_ws_without_upgrade_is_426(make_env):
-    response = await call(make_env(), FakeRequest("GET", f"{BASE}/ws", AUTH))
+    response = await call(make_env(), FakeRequest("GET", f"{BASE}/ws", ADMIN))
     assert response.status == 426
     assert response.json()["error"]["code"] == "upgrade_required"
 
 
 async def test_ws_with_token_is_forwarded_to_the_hub_which_accepts_and_greets(make_env):
     env = make_env()
-    request = FakeRequest("GET", f"{BASE}/ws?token={API_KEY}", {"upgrade": "websocket"})
+    request = FakeRequest("GET", f"{BASE}/ws?token={ADMIN_KEY}", UPGRADE)
     response = await call(env, request)
     assert response.status == 101
     assert response.web_socket is not None
+    assert "sec-websocket-protocol" not in response.headers  # none offered, none selected
     assert env.METRICS_HUB.names == ["global"]
     [(server, tags)] = env.METRICS_HUB.ctxs["global"].accepted
     assert tags == ["metrics"]
-    [welcome] = server.messages()
+    hello, welcome = server.messages()  # the whole greeting, in order
+    assert hello["type"] == "hello" and hello["protocol"] == 1 and hello["max_frame_bytes"] == 65536
     assert welcome["type"] == "snapshot"
     assert welcome["metrics"]["subscribers"] == 1
+
+
+async def test_ws_subprotocol_key_selects_flaregate_v1_in_the_101_and_is_never_echoed(make_env):
+    env = make_env()
+    offered = {**UPGRADE, "sec-websocket-protocol": f"flaregate.v1, bearer.{ADMIN_KEY}"}
+    response = await call(env, FakeRequest("GET", f"{BASE}/ws", offered))
+    assert response.status == 101
+    assert response.headers["sec-websocket-protocol"] == "flaregate.v1"
+    assert ADMIN_KEY not in json.dumps(response.headers)
+
+
+async def test_a_client_cannot_choose_the_subprotocol_header_the_worker_sets(make_env):
+    env = make_env()
+    forged = {**ADMIN, **UPGRADE, "x-flaregate-subprotocol": "flaregate.v1"}  # nothing offered
+    response = await call(env, FakeRequest("GET", f"{BASE}/ws", forged))
+    assert response.status == 101 and "sec-websocket-protocol" not in response.headers
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/v1/analytics?window=1h"])
+async def test_operator_endpoints_are_served_from_the_hub_over_rpc(make_env, path):
+    env, ctx = make_env(), FakeCtx()
+    await call(env, chat_request(), ctx)
+    await ctx.drain()
+    assert (await call(env, FakeRequest("GET", f"{BASE}{path}", AUTH))).status == 401  # gateway key
+    response = await call(env, FakeRequest("GET", f"{BASE}{path}", ADMIN))
+    assert response.status == 200
+    body = response.body.decode()
+    if path == "/metrics":
+        assert response.headers["content-type"].startswith("text/plain")
+        assert 'flaregate_requests_total{provider="mock",model="mock-1"' in body
+    else:
+        window = json.loads(body)["windows"]["1h"]
+        assert window["requests"] == 1 and list(window["by_provider"]) == ["mock"]
+
+
+async def test_health_carries_the_hub_health_score(make_env):
+    response = await call(make_env(), FakeRequest("GET", f"{BASE}/health"))
+    assert response.status == 200 and response.json()["health"]["score"] == 100
 
 
 async def test_analytics_reach_the_hub_through_wait_until(make_env):
@@ -186,7 +240,8 @@ async def test_analytics_reach_the_hub_through_wait_until(make_env):
     snapshot = await hub.getByName("global").snapshot()
     assert snapshot["totals"]["requests"] == 1
     assert snapshot["totals"]["cache_misses"] == 1
-    assert snapshot["providers"] == {"mock": {"requests": 1, "errors": 0}}
+    assert list(snapshot["providers"]) == ["mock"]
+    assert snapshot["providers"]["mock"]["requests"] == 1 and snapshot["providers"]["mock"]["errors"] == 0
     assert hub.ctxs["global"].storage.alarm_sets  # the hub asked for a tick
 
 

@@ -24,6 +24,7 @@ TARGET = os.environ.get("FLAREGATE_TARGET", "local")
 
 GATEWAY_KEY = "fg-test-gateway-key-0123456789"
 UPSTREAM_KEY = "sk-upstream-secret-abcdef"
+ADMIN_KEY = "fga-test-admin-key-9876543210"
 
 
 def free_port() -> int:
@@ -56,6 +57,7 @@ def upstream_env(upstream_url: str, **extra: str) -> dict[str, str]:
     routes = {"gpt-test": ["upstream"], "gpt-dead": ["dead"], "gpt-failover": ["dead", "upstream"], "mock-1": ["mock"]}
     return {
         "FLAREGATE_API_KEYS": GATEWAY_KEY,
+        "FLAREGATE_ADMIN_KEY": ADMIN_KEY,
         "UPSTREAM_API_KEY": UPSTREAM_KEY,
         "FLAREGATE_PROVIDERS": json.dumps(providers),
         "FLAREGATE_ROUTES": json.dumps(routes),

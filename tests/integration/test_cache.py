@@ -174,9 +174,13 @@ def test_purge_by_namespace_and_by_key_hash(sdk, cached):
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_admin_key"
 
 
-def test_the_admin_api_is_absent_without_an_admin_key(gateway):
-    response = httpx.post(gateway.base_url + "/admin/cache/purge", json={"namespace": "x"},
-                          headers={"authorization": f"Bearer {GATEWAY_KEY}"})
+def test_the_admin_api_is_absent_without_an_admin_key(upstream, tmp_path):
+    env = upstream_env(upstream.base_url)
+    del env["FLAREGATE_ADMIN_KEY"]
+    # --no-admin-key: the local server would otherwise create one (admin-key.txt).
+    with run_gateway(tmp_path / "no-admin", env, ("--no-admin-key",)) as gateway:
+        response = httpx.post(gateway.base_url + "/admin/cache/purge", json={"namespace": "x"},
+                              headers={"authorization": f"Bearer {GATEWAY_KEY}"})
     # Closed either way: without an admin key there is no signing secret for /admin/ either.
     assert response.status_code == 403
     assert response.json()["error"]["code"] in ("admin_disabled", "signing_not_configured")

@@ -15,9 +15,10 @@ import websockets
 
 from tests.support.mock_upstream import MockUpstreamProcess
 
-from .conftest import GATEWAY_KEY, TARGET, run_gateway
+from .conftest import ADMIN_KEY, GATEWAY_KEY, TARGET, run_gateway
 
 AUTH = {"authorization": f"Bearer {GATEWAY_KEY}"}
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}  # the hub (/ws) is the operator's
 COOLDOWN = 0.5
 BOUND = 60  # requests we are prepared to send while waiting for a state
 
@@ -36,6 +37,7 @@ def server(pair, tmp_path_factory):
         {"provider": "a", "model": "gpt-a", "weight": 1}, {"provider": "b", "model": "gpt-b", "weight": 1}]}}
     env = {
         "FLAREGATE_API_KEYS": GATEWAY_KEY,
+        "FLAREGATE_ADMIN_KEY": ADMIN_KEY,
         "FLAREGATE_PROVIDERS": json.dumps(providers),
         "FLAREGATE_ROUTES": json.dumps(routes),
         "RATE_LIMIT_CAPACITY": "10000",
@@ -69,7 +71,7 @@ async def collect(ws, into):
 async def test_circuit_opens_moves_traffic_half_opens_and_closes(server, pair):
     a, b = pair
     events: list[dict] = []
-    async with websockets.connect(server.ws_url, additional_headers=AUTH) as ws, \
+    async with websockets.connect(server.ws_url, additional_headers=ADMIN) as ws, \
             httpx.AsyncClient(headers=AUTH, timeout=10) as http:
         listener = asyncio.ensure_future(collect(ws, events))
         try:

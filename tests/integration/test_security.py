@@ -152,7 +152,10 @@ async def _ws_messages(server) -> list[str]:
     with pytest.raises(websockets.exceptions.InvalidStatus):
         async with websockets.connect(server.ws_url + f"?token={QUERY_TOKEN}"):
             pass
-    async with websockets.connect(server.ws_url, additional_headers={"authorization": f"Bearer {GATEWAY_KEY}"}) as ws:
+    with pytest.raises(websockets.exceptions.InvalidStatus):  # a gateway key does not open the hub
+        async with websockets.connect(server.ws_url, additional_headers={"authorization": f"Bearer {GATEWAY_KEY}"}):
+            pass
+    async with websockets.connect(server.ws_url, additional_headers={"authorization": f"Bearer {ADMIN_KEY}"}) as ws:
         texts.append(await asyncio.wait_for(ws.recv(), 5))
         await ws.send(json.dumps({"type": "snapshot", "key": GATEWAY_KEY}))
         texts.append(await asyncio.wait_for(ws.recv(), 5))

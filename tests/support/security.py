@@ -47,8 +47,9 @@ class SecureRig:
         providers = json.dumps([{"name": "mock", "kind": "mock"},
                                 {"name": "a", "base_url": "http://a.invalid/v1", "api_key_env": "A_API_KEY"},
                                 {"name": "b", "base_url": "http://b.invalid/v1"}])
+        # ANALYTICS_BATCH_DELAY_MS=0: draining the tasks must not sleep out the batch delay.
         base = {"FLAREGATE_API_KEYS": CONFIG_KEY, "FLAREGATE_ADMIN_KEY": ADMIN_KEY, "A_API_KEY": UPSTREAM_KEY,
-                "FLAREGATE_PROVIDERS": providers,
+                "FLAREGATE_PROVIDERS": providers, "ANALYTICS_BATCH_DELAY_MS": "0",
                 "FLAREGATE_ROUTES": json.dumps({"mock-1": ["mock"], "mock-2": ["mock"], "ab": ["a", "b"],
                                                 "a": ["a"]})}
         self.settings = settings_from_vars({**base, **(vars or {})})

@@ -32,3 +32,14 @@ def test_keys_cli_create_list_revoke(tmp_path, capsys):
     db = sqlite3.connect(tmp_path / "flaregate.sqlite3")
     assert db.execute("SELECT revoked_at IS NOT NULL FROM gateway_keys WHERE id = ?", (key_id,)).fetchone() == (1,)
     db.close()
+
+
+def test_local_admin_key_is_created_once_in_a_0600_file_and_a_configured_one_wins(tmp_path):
+    from flaregate.cli import ADMIN_KEY_FILE, _local_admin_key
+
+    key, source = _local_admin_key(None, tmp_path)
+    assert source == "created" and key.startswith("fga-")
+    path = tmp_path / ADMIN_KEY_FILE
+    assert path.stat().st_mode & 0o777 == 0o600  # plain on purpose (the HMAC signing secret), owner only
+    assert _local_admin_key(None, tmp_path) == (key, "file")
+    assert _local_admin_key("configured-admin-key", tmp_path) == ("configured-admin-key", None)

@@ -69,9 +69,12 @@ async def test_operational_events_go_to_subscribers_and_are_not_requests():
     hub, _, sched, bc = make()
     circuit = {"type": "circuit", "target": "a/m", "from": "closed", "to": "open", "reason": "5 failures"}
     assert await hub.record([circuit, event(), {"type": "failover", "from": "a/m", "to": "b/m"}]) == 1
-    relayed = [json.loads(m) for m in bc.sent]
+    sent = [json.loads(m) for m in bc.sent]
+    relayed = [m for m in sent if m["type"] != "event"]  # raw, as they happened
     assert [m["type"] for m in relayed] == ["circuit", "failover"]
     assert relayed[0]["to"] == "open" and relayed[0]["protocol"] == 1
+    folded = [m for m in sent if m["type"] == "event"]  # the dashboard's view of the circuit change
+    assert [(m["event"], m["detail"]["provider"], m["detail"]["state"]) for m in folded] == [("circuit", "a", "open")]
     assert hub.snapshot()["totals"]["requests"] == 1
     quiet, _, _, quiet_bc = make(subscribers=0)
     assert await quiet.record([circuit]) == 0 and quiet_bc.sent == []

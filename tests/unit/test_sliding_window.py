@@ -37,7 +37,8 @@ def test_an_empty_log_admits_exactly_its_limit_in_a_burst(limit, window, now):
         log = decision.log
         admitted += decision.allowed
     assert admitted == limit
-    assert window <= decision.retry_after <= window + window / BUCKETS + 1e-9
+    # 1e-9 either side: float noise (e.g. now=1.1, window=3 gives 2.9999999999999996).
+    assert window - 1e-9 <= decision.retry_after <= window + window / BUCKETS + 1e-9
 
 
 @settings(max_examples=200, deadline=None)

@@ -96,6 +96,10 @@ class PriceTable:
     def priced(self) -> bool:
         return any(t.input_price_per_1m or t.output_price_per_1m for ts in self._routes.values() for t in ts)
 
+    def prices_model(self, model: str) -> bool:
+        """Whether any target of the route for ``model`` has a price."""
+        return any(t.input_price_per_1m or t.output_price_per_1m for t in self._targets(model))
+
     def estimate(self, model: str, usage: Usage) -> float:
         """The dearest target of the route: failover may land on any of them."""
         return max((self._price(t, usage) for t in self._targets(model)), default=0.0)

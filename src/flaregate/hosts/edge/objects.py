@@ -14,9 +14,11 @@ import js
 import workers
 from pyodide.ffi import to_js
 
+from ...admin_auth import SUBPROTOCOL
 from ...clock import SystemClock
 from ...config import ConfigError, Settings, settings_from_vars
-from ...objects.metrics_hub import MetricsHub
+from ...logs import configure_logging
+from ...objects.metrics_hub import MAX_CLIENT_FRAME, MetricsHub
 from ...objects.rate_limiter import RateLimiter
 from ...objects.security_store import SecurityStore
 from .ports import AlarmScheduler, DurableSql, HibernationBroadcaster, env_vars, plain
@@ -24,6 +26,12 @@ from .ports import AlarmScheduler, DurableSql, HibernationBroadcaster, env_vars,
 log = logging.getLogger("flaregate.edge")
 
 SUBSCRIBER_TAG = "metrics"  # the hibernation tag of dashboard sockets
+# Set by the Worker on the request it forwards to the hub after the admin check: the
+# subprotocol the 101 must select (never the client's own header, which carries the key).
+SUBPROTOCOL_HEADER = "x-flaregate-subprotocol"
+
+# Settings per isolate, parsed (and logging configured) once per set of variables.
+_settings: tuple[tuple[tuple[str, str], ...], Settings] | None = None
 
 
 def rate_limiter(ctx: Any) -> RateLimiter:
@@ -60,12 +68,21 @@ def security_op(store: SecurityStore, op: Any, args: Any) -> Any:
     return store.call(str(op), plain(args) or {})
 
 
-def _tick_seconds(env: Any) -> float:
-    try:
-        return settings_from_vars(env_vars(env)).metrics_tick_seconds
-    except ConfigError as exc:
-        log.error("invalid configuration in the metrics hub, using defaults: %s", exc)
-        return Settings().metrics_tick_seconds
+def settings_for(env: Any) -> Settings:
+    """The isolate's settings: parsed once per set of variables, logging configured then.
+    A bad configuration falls back to the defaults (logged) so the hub keeps counting."""
+    global _settings
+    found = env_vars(env)
+    key = tuple(sorted(found.items()))
+    if _settings is None or _settings[0] != key:
+        try:
+            settings = settings_from_vars(found)
+        except ConfigError as exc:
+            log.error("invalid configuration in the metrics hub, using defaults: %s", exc)
+            settings = Settings()
+        configure_logging(settings)
+        _settings = (key, settings)
+    return _settings[1]
 
 
 def close_quietly(ws: Any, code: int, reason: str) -> None:
@@ -76,25 +93,44 @@ def close_quietly(ws: Any, code: int, reason: str) -> None:
         pass
 
 
+def frame_size(message: Any) -> int:
+    """Bytes in a client frame: text (str) or binary (a JS ArrayBuffer's byteLength)."""
+    if isinstance(message, str):
+        return len(message.encode())
+    size = getattr(message, "byteLength", 0)
+    return size if isinstance(size, int) else 0
+
+
 class MetricsHubBody:
     def __init__(self, ctx: Any, env: Any) -> None:
+        settings = settings_for(env)
         self._ctx = ctx
         self.hub = MetricsHub(
-            DurableSql(ctx.storage.sql),
+            DurableSql(ctx.storage.sql, ctx.storage),
             SystemClock(),
             HibernationBroadcaster(ctx, SUBSCRIBER_TAG),
             AlarmScheduler(ctx.storage),
-            _tick_seconds(env),
+            settings.metrics_tick_seconds,
+            latency_target_ms=settings.health_latency_target_ms,
         )
 
-    def accept(self) -> Any:
-        """Accept a dashboard socket with the hibernation API and greet it with a snapshot."""
+    def accept(self, request: Any = None) -> Any:
+        """Accept a dashboard socket with the hibernation API, send it the greeting (hello,
+        snapshot) and select the subprotocol the Worker chose, if any."""
         client, server = js.WebSocketPair.new().object_values()
         self._ctx.acceptWebSocket(server, to_js([SUBSCRIBER_TAG]))  # tags must be a JS Array
-        server.send(self.hub.welcome())
-        return workers.Response(None, status=101, web_socket=client)
+        for message in self.hub.greeting():
+            server.send(message)
+        headers = {}
+        chosen = request.headers.get(SUBPROTOCOL_HEADER) if request is not None else None
+        if chosen == SUBPROTOCOL:  # only the one protocol we speak, never a client-chosen value
+            headers["sec-websocket-protocol"] = SUBPROTOCOL
+        return workers.Response(None, status=101, web_socket=client, headers=headers)
 
     def on_message(self, ws: Any, message: Any) -> None:
+        if frame_size(message) > MAX_CLIENT_FRAME:
+            close_quietly(ws, 1009, "message too big")  # as the local host does
+            return
         # Binary frames arrive as a JS ArrayBuffer: the hub answers those with an error.
         reply = self.hub.reply(message if isinstance(message, str) else b"")
         if reply is not None:
@@ -105,3 +141,9 @@ class MetricsHubBody:
 
     async def publish(self, events: Any) -> int:
         return await self.hub.record(plain(events))
+
+    def analytics(self, window: Any = None) -> dict[str, Any]:
+        return self.hub.analytics(str(window) if window else None)
+
+    def prometheus(self) -> str:
+        return self.hub.prometheus()

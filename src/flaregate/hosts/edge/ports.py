@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -218,6 +218,12 @@ class DurableMetricsHub:
     async def snapshot(self) -> dict[str, Any]:
         return plain(await self._stub().snapshot())
 
+    async def analytics(self, window: str | None) -> dict[str, Any]:
+        return plain(await self._stub().analytics(window))
+
+    async def prometheus(self) -> str:
+        return str(await self._stub().prometheus())
+
 
 class DurableSecurityStore:
     """The single SecurityStore Durable Object (key hashes, nonces, webhooks), over RPC."""
@@ -233,13 +239,22 @@ class DurableSecurityStore:
 # -- Durable Object side --------------------------------------------------------------------
 class DurableSql:
     """SqlStorage over ``ctx.storage.sql``: each cursor is consumed at once (an open cursor
-    can lock the database) and its rows become plain dicts."""
+    can lock the database) and its rows become plain dicts. Given the storage too, it
+    offers ``transaction_sync(work)``: ``ctx.storage.transactionSync``, all of ``work``'s
+    writes or none (the plain implicit transaction would keep the writes made before an
+    exception)."""
 
-    def __init__(self, sql: Any) -> None:
+    def __init__(self, sql: Any, storage: Any = None) -> None:
         self._sql = sql
+        self._storage = storage
 
     def exec(self, query: str, *params: Any) -> list[dict[str, Any]]:
         return [plain(row) for row in self._sql.exec(query, *params).toArray()]
+
+    def transaction_sync(self, work: Callable[[], Any]) -> Any:
+        if self._storage is None:
+            return work()
+        return self._storage.transactionSync(work)
 
 
 class AlarmScheduler:

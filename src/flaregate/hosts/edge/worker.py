@@ -1,7 +1,8 @@
 """The Worker's fetch handler: ``workers.Request`` -> core Request -> Gateway -> ``workers.Response``.
 
-``GET /ws`` is authorised here and then handed, as the original request, to the metrics hub
-Durable Object, which holds the hibernatable WebSockets.
+``GET /ws`` is authorised here with the admin key (header, ``?token=`` or the subprotocol
+``bearer.<key>``) and then handed, as a copy of the request carrying the subprotocol the
+101 must select, to the metrics hub Durable Object, which holds the hibernatable WebSockets.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from ...config import ConfigError, settings_from_vars
 from ...errors import GatewayError
 from ...gateway import Gateway
 from ...http import Headers, Request, Response
+from ...logs import configure_logging
 from ...ports import Ports
+from .objects import SUBPROTOCOL_HEADER
 from .ports import (
     HUB_NAME,
     DurableMetricsHub,
@@ -61,15 +64,11 @@ def gateway_for(env: Any) -> Gateway:
             ai=WorkersAiBinding(lambda: current().env.AI) if hasattr(env, "AI") else None,
         )
         settings = settings_from_vars(found)
-        _configure_logging(settings.log_level)
+        # Once per isolate (and per change of the variables): JSON lines on stderr, which
+        # reach Workers logs, at LOG_LEVEL, with every configured secret redacted.
+        configure_logging(settings)
         _cached = (key, Gateway(settings, ports))
     return _cached[1]
-
-
-def _configure_logging(level: str) -> None:
-    # Python logging reaches Workers logs through stderr; LOG_LEVEL sets the gateway's level.
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("flaregate").setLevel("WARNING" if level.startswith("warn") else level.upper())
 
 
 async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
@@ -94,12 +93,16 @@ async def _handle(request: Any, env: Any) -> Any:
                            code="configuration_error") from None
     core = await _to_core(request, gateway.settings.max_body_bytes)
     if core.method == "GET" and core.path == "/ws":
-        await gateway.authorize(core)
+        subprotocol = gateway.authorize_admin(core)  # synchronous: nothing to forget to await
         if (core.headers.get("upgrade") or "").lower() != "websocket":
             raise GatewayError(426, "GET /ws needs a WebSocket upgrade ('Upgrade: websocket').",
                                code="upgrade_required", headers={"upgrade": "websocket"})
-        # Forward the original request: a WebSocket cannot travel back over RPC, only fetch.
-        return await env.METRICS_HUB.getByName(HUB_NAME).fetch(request)
+        # Forward the request (a WebSocket cannot travel back over RPC, only fetch), telling
+        # the hub which subprotocol to select; a client cannot set that header itself.
+        headers = {name: value for name, value in core.headers.items() if name.lower() != SUBPROTOCOL_HEADER}
+        if subprotocol:
+            headers[SUBPROTOCOL_HEADER] = subprotocol
+        return await env.METRICS_HUB.getByName(HUB_NAME).fetch(workers.Request(request, headers=headers))
     return await gateway.handle(core)
 
 

@@ -16,16 +16,18 @@ from ...errors import GatewayError
 from ...gateway import Gateway
 from ...health_probes import HealthProber
 from ...http import Headers, Request, Response
-from ...objects.metrics_hub import MetricsHub
+from ...objects.metrics_hub import MAX_CLIENT_FRAME, MetricsHub
 from ...objects.rate_limiter import RateLimiter
 from ...objects.security_store import SecurityStore
 from ...ports import Ports
+from .host_stats import ProcessStats
 from .runtime import (
     AsyncioScheduler,
     AsyncioTasks,
     LocalHubClient,
     LocalRateLimiterClient,
     LocalSecurityClient,
+    PeriodicTask,
     Subscriber,
     SubscriberSet,
 )
@@ -35,6 +37,8 @@ from .transport import HttpxTransport
 log = logging.getLogger("flaregate.local")
 
 Scope = dict[str, Any]
+COMPACT_EVERY_SECONDS = 60.0  # the periodic retention task (the hub's alarm does it too)
+SLOW_CLOSE_GRACE_SECONDS = 1.0
 
 
 class LocalHost:
@@ -47,10 +51,12 @@ class LocalHost:
         clock = SystemClock()
         self.storage = SqliteStorage(data / "flaregate.sqlite3")
         self.tasks = AsyncioTasks()
-        self.subscribers = SubscriberSet()
+        self.subscribers = SubscriberSet(settings.ws_outbox_limit)
         scheduler = AsyncioScheduler(self.tasks)
-        self.hub = MetricsHub(self.storage, clock, self.subscribers, scheduler, settings.metrics_tick_seconds)
+        self.hub = MetricsHub(self.storage, clock, self.subscribers, scheduler, settings.metrics_tick_seconds,
+                              latency_target_ms=settings.health_latency_target_ms, host_stats=ProcessStats())
         scheduler.target = self.hub.alarm
+        self.compaction = PeriodicTask(COMPACT_EVERY_SECONDS, self.hub.compact)
         self.transport = HttpxTransport()
         self.security = SecurityStore(self.storage, clock)  # gateway keys (hashed), nonces, webhooks
         ports = Ports(
@@ -68,6 +74,8 @@ class LocalHost:
     async def aclose(self) -> None:
         if self._prober is not None:
             self._prober.cancel()
+        await self.compaction.stop()
+        await self.gateway.analytics.flush()
         await self.tasks.drain()
         await self.transport.aclose()
         self.storage.close()
@@ -85,6 +93,7 @@ class LocalHost:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self.compaction.start()
                 interval = self.settings.resilience.probe_interval_seconds
                 if interval > 0:  # active health probes of open circuits (see health_probes.py)
                     prober = HealthProber(self.gateway.upstream, self.gateway.router.providers)
@@ -160,31 +169,48 @@ class LocalHost:
             await send({"type": "websocket.close", "code": 1008, "reason": "unknown path"})
             return
         try:
-            await self.gateway.authorize(request)
+            subprotocol = self.gateway.authorize_admin(request)  # the admin key, not a gateway key
         except GatewayError as exc:
             await self._reject(scope, send, exc)
             return
         if (await receive())["type"] != "websocket.connect":
             return
-        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.accept", "subprotocol": subprotocol})
         subscriber = self.subscribers.add()
-        self.subscribers.send(subscriber, self.hub.welcome())
+        try:
+            for text in self.hub.greeting():
+                self.subscribers.send(subscriber, text)
+        except Exception:  # a failing hub store: close with a reason rather than a stack trace
+            log.warning("metrics hub unavailable for a new subscriber", exc_info=True)
+            self.subscribers.remove(subscriber)
+            await send({"type": "websocket.close", "code": 1011, "reason": "metrics hub unavailable"})
+            return
         sender = asyncio.ensure_future(self._pump(subscriber, send))
         receiver = asyncio.ensure_future(self._listen(subscriber, receive))
+        dropped = asyncio.ensure_future(subscriber.dropped.wait())
         try:
-            await asyncio.wait(
-                [sender, receiver, asyncio.ensure_future(subscriber.dropped.wait())],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            await asyncio.wait([sender, receiver, dropped], return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.subscribers.remove(subscriber)
-            for task in (sender, receiver):
+            for task in (sender, receiver, dropped):
                 task.cancel()
-            if subscriber.dropped.is_set():
+            close = subscriber.close_reason or ((1008, "subscriber too slow") if subscriber.dropped.is_set() else None)
+            if close is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        send({"type": "websocket.close", "code": 1008, "reason": "subscriber too slow"}), 2
-                    )
+                    await asyncio.wait_for(send({"type": "websocket.close", "code": close[0], "reason": close[1]}),
+                                           SLOW_CLOSE_GRACE_SECONDS)
+            if subscriber.dropped.is_set():
+                self._abort_later(send)
+
+    @staticmethod
+    def _abort_later(send: Any) -> None:
+        """Tear down a connection whose peer stopped reading. A close (ours, or uvicorn's
+        after its close timeout) waits for unsent bytes to drain, which for such a peer is
+        forever. ASGI has no abort, so reach uvicorn's transport (as the mock upstream does)
+        and abort it after a grace period in which a merely slow peer can read the close."""
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if transport is not None:
+            asyncio.get_running_loop().call_later(SLOW_CLOSE_GRACE_SECONDS, transport.abort)
 
     async def _reject(self, scope: Scope, send: Any, exc: GatewayError) -> None:
         response = exc.to_response()
@@ -207,6 +233,16 @@ class LocalHost:
             if message["type"] == "websocket.disconnect":
                 return
             frame = message.get("text")
-            reply = self.hub.reply(frame if frame is not None else message.get("bytes") or b"")
+            frame = frame if frame is not None else message.get("bytes") or b""
+            if len(frame.encode() if isinstance(frame, str) else frame) > MAX_CLIENT_FRAME:
+                subscriber.close_reason = (1009, f"message too big (limit {MAX_CLIENT_FRAME} bytes)")
+                return
+            try:
+                reply = self.hub.reply(frame)
+            except Exception:
+                log.warning("metrics hub could not answer a subscriber", exc_info=True)
+                reply = '{"type": "error", "message": "metrics hub unavailable"}'
             if reply is not None:
-                self.subscribers.send(subscriber, reply)
+                # Replies wait for room: a client that floods requests slows itself down
+                # (we stop reading it); only broadcasts drop a subscriber that stops reading.
+                await subscriber.outbox.put(reply)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -67,6 +68,12 @@ class LocalHubClient:
     async def snapshot(self) -> dict[str, Any]:
         return self._hub.snapshot()
 
+    async def analytics(self, window: str | None) -> dict[str, Any]:
+        return self._hub.analytics(window)
+
+    async def prometheus(self) -> str:
+        return self._hub.prometheus()
+
 
 class LocalSecurityClient:
     def __init__(self, store: SecurityStore) -> None:
@@ -82,6 +89,7 @@ class Subscriber:
     def __init__(self, limit: int) -> None:
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=limit)
         self.dropped = asyncio.Event()
+        self.close_reason: tuple[int, str] | None = None  # set when the server closes it
 
 
 class SubscriberSet:
@@ -113,6 +121,35 @@ class SubscriberSet:
 
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+
+class PeriodicTask:
+    """Runs ``job`` every ``interval`` seconds until stopped; a failing run is logged and
+    the next one still happens (the local stand-in for the hub's compaction alarm)."""
+
+    def __init__(self, interval: float, job: Callable[[], Any]) -> None:
+        self._interval = interval
+        self._job = job
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                self._job()
+            except Exception:
+                log.warning("periodic task failed", exc_info=True)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
 
 class AsyncioScheduler:

@@ -1,0 +1,314 @@
+"""The live dashboard: one self-contained page (inline CSS and JS, charts drawn on <canvas>,
+no build step, nothing loaded from elsewhere) fed by the ``/ws`` hub.
+
+The admin key comes from the URL fragment (``/dashboard#token=KEY``, never sent to the
+server) or a form; the page keeps it in sessionStorage, removes it from the address bar
+and offers it as the WebSocket subprotocol ``bearer.KEY`` next to ``flaregate.v1``.
+"""
+
+HTML = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Flaregate · live</title>
+<style>
+  :root { --bg:#0f1419; --panel:#171e26; --line:#263241; --text:#e6edf3; --muted:#8b98a5;
+          --accent:#f6821f; --blue:#58a6ff; --green:#3fb950; --yellow:#d29922; --red:#f85149; }
+  * { box-sizing: border-box; }
+  body { margin:0; background:var(--bg); color:var(--text);
+         font:14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
+  header { display:flex; align-items:center; gap:16px; padding:14px 22px; border-bottom:1px solid var(--line); }
+  header h1 { font-size:18px; margin:0; font-weight:600; }
+  header h1 span { color:var(--accent); }
+  .pill { padding:2px 10px; border-radius:999px; font-size:12px; border:1px solid var(--line); color:var(--muted); }
+  .pill.live { color:var(--green); border-color:var(--green); }
+  .pill.down { color:var(--red); border-color:var(--red); }
+  header .meta { margin-left:auto; color:var(--muted); font-size:12px; display:flex; gap:16px; }
+  main { padding:18px 22px; display:grid; gap:16px; }
+  .tiles { display:grid; grid-template-columns:repeat(auto-fit, minmax(150px, 1fr)); gap:12px; }
+  .tile { background:var(--panel); border:1px solid var(--line); border-radius:8px; padding:12px 14px; }
+  .tile .label { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
+  .tile .value { font-size:26px; font-weight:600; margin-top:4px; font-variant-numeric:tabular-nums; }
+  .tile .sub { color:var(--muted); font-size:12px; }
+  .charts { display:grid; grid-template-columns:repeat(2, 1fr); gap:12px; }
+  .card { background:var(--panel); border:1px solid var(--line); border-radius:8px; padding:12px 14px; }
+  .card h2 { font-size:13px; margin:0 0 8px; color:var(--muted); font-weight:600; text-transform:uppercase; letter-spacing:.04em; }
+  .card canvas { width:100%; height:170px; display:block; }
+  .legend { font-size:12px; color:var(--muted); margin-left:8px; text-transform:none; letter-spacing:0; }
+  .legend i { display:inline-block; width:10px; height:3px; margin:0 4px 3px 8px; vertical-align:middle; }
+  .row { display:grid; grid-template-columns:2fr 1fr; gap:12px; }
+  table { width:100%; border-collapse:collapse; font-variant-numeric:tabular-nums; }
+  th, td { text-align:left; padding:6px 8px; border-bottom:1px solid var(--line); }
+  th { color:var(--muted); font-weight:500; font-size:12px; }
+  .bar { height:8px; background:var(--line); border-radius:4px; overflow:hidden; width:120px; display:inline-block; vertical-align:middle; }
+  .bar b { display:block; height:100%; }
+  .empty { color:var(--muted); font-style:italic; }
+  #events { list-style:none; margin:0; padding:0; max-height:260px; overflow:auto; font-size:13px; }
+  #events li { padding:6px 0; border-bottom:1px solid var(--line); }
+  #events .sev-critical { color:var(--red); } #events .sev-warning { color:var(--yellow); } #events .sev-info { color:var(--blue); }
+  #events time { color:var(--muted); font-size:12px; margin-right:6px; }
+  form#login { display:none; gap:8px; align-items:center; }
+  form#login input { background:var(--bg); color:var(--text); border:1px solid var(--line); border-radius:6px; padding:6px 8px; width:320px; }
+  form#login button { background:var(--accent); color:#111; border:0; border-radius:6px; padding:6px 12px; font-weight:600; cursor:pointer; }
+  @media (max-width: 900px) { .row, .charts { grid-template-columns:1fr; } }
+</style>
+</head>
+<body>
+<header>
+  <h1><span>Flaregate</span> live</h1>
+  <span id="status" class="pill">connecting…</span>
+  <form id="login"><input id="token-input" type="password" placeholder="admin key" autocomplete="off"><button>Connect</button></form>
+  <div class="meta"><span>uptime <b id="uptime">–</b></span><span>subscribers <b id="subscribers">–</b></span><span>memory <b id="memory">–</b></span><span id="updated">–</span></div>
+</header>
+<main>
+  <section class="tiles">
+    <div class="tile"><div class="label">Requests / s</div><div class="value" id="rps">–</div><div class="sub">last 10 s · <span id="rps-1m">–</span> over 1 min</div></div>
+    <div class="tile"><div class="label">Latency p50</div><div class="value" id="p50">–</div><div class="sub">last 60 s</div></div>
+    <div class="tile"><div class="label">Latency p95</div><div class="value" id="p95">–</div><div class="sub">overhead p95 <span id="overhead-p95">–</span></div></div>
+    <div class="tile"><div class="label">Error rate</div><div class="value" id="error-rate">–</div><div class="sub">last 60 s</div></div>
+    <div class="tile"><div class="label">Cache hit rate</div><div class="value" id="cache-hit-rate">–</div><div class="sub">last 60 s</div></div>
+    <div class="tile"><div class="label">Health</div><div class="value" id="health-score">–</div><div class="sub" id="health-status">–</div></div>
+    <div class="tile"><div class="label">Requests</div><div class="value" id="requests-total">–</div><div class="sub"><span id="errors-total">–</span> errors · <span id="rate-limited-total">–</span> limited</div></div>
+    <div class="tile"><div class="label">Tokens</div><div class="value" id="tokens">–</div><div class="sub">cost <span id="cost">–</span></div></div>
+  </section>
+  <section class="charts">
+    <div class="card"><h2>Requests per second</h2><canvas id="chart-rps"></canvas></div>
+    <div class="card"><h2>Latency (ms) <span class="legend"><i style="background:var(--blue)"></i>p50<i style="background:var(--accent)"></i>p95</span></h2><canvas id="chart-latency"></canvas></div>
+    <div class="card"><h2>Error rate (%)</h2><canvas id="chart-errors"></canvas></div>
+    <div class="card"><h2>Cache hit rate (%)</h2><canvas id="chart-cache"></canvas></div>
+  </section>
+  <section class="row">
+    <div class="card"><h2>Provider health</h2>
+      <table><thead><tr><th>provider</th><th>health</th><th>status</th><th>requests</th><th>errors</th><th>availability</th><th>p95</th></tr></thead>
+      <tbody id="providers"><tr><td colspan="7" class="empty">no provider traffic yet</td></tr></tbody></table>
+    </div>
+    <div class="card"><h2>Events</h2><ul id="events"><li class="empty">no events yet</li></ul></div>
+  </section>
+</main>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+const WINDOW_S = 300;                 // charts keep the last five minutes ...
+const MIN_SPAN_S = 30;                // ... and zoom in while there is less history
+const series = { rps: [], p50: [], p95: [], errors: [], cache: [] };
+const charts = {
+  "chart-rps": { lines: [["rps", "#3fb950"]], unit: "" },
+  "chart-latency": { lines: [["p50", "#58a6ff"], ["p95", "#f6821f"]], unit: "" },
+  "chart-errors": { lines: [["errors", "#f85149"]], unit: "%", max: 100 },
+  "chart-cache": { lines: [["cache", "#d29922"]], unit: "%", max: 100 },
+};
+let eventsShown = 0, socket = null, retry = 1000;
+
+function takeToken() {
+  const fromUrl = new URLSearchParams(location.hash.slice(1)).get("token") || new URLSearchParams(location.search).get("token");
+  if (fromUrl) { sessionStorage.setItem("flaregate-admin", fromUrl); history.replaceState(null, "", location.pathname); }
+  return sessionStorage.getItem("flaregate-admin");
+}
+
+const fmt = {
+  ms: (v) => v == null ? "–" : v >= 1000 ? (v / 1000).toFixed(2) + " s" : v.toFixed(v < 10 ? 2 : 1) + " ms",
+  pct: (v) => v == null ? "–" : (v * 100).toFixed(v < 0.1 ? 2 : 1) + " %",
+  num: (v) => v == null ? "–" : v >= 1e6 ? (v / 1e6).toFixed(2) + "M" : v >= 1e4 ? (v / 1e3).toFixed(1) + "k" : String(v),
+  rate: (v) => v == null ? "–" : v.toFixed(v < 10 ? 2 : 1),
+  bytes: (v) => v == null ? "–" : (v / 1048576).toFixed(1) + " MiB",
+  dur: (s) => s == null ? "–" : s < 120 ? Math.round(s) + " s" : s < 7200 ? Math.round(s / 60) + " min" : (s / 3600).toFixed(1) + " h",
+  usd: (v) => v == null ? "–" : "$" + v.toFixed(v < 1 ? 4 : 2),
+};
+
+function setStatus(text, cls) { const el = $("status"); el.textContent = text; el.className = "pill " + (cls || ""); }
+
+function push(name, t, v) {
+  const s = series[name];
+  if (v == null || !isFinite(v)) return;
+  if (s.length && s[s.length - 1].t >= t) s.pop();
+  s.push({ t, v });
+  while (s.length && s[0].t < t - WINDOW_S) s.shift();
+}
+
+function update(m, seed) {
+  const t = m.ts, live = m.live || {};
+  $("rps").textContent = fmt.rate(m.rps_10s);
+  $("rps-1m").textContent = fmt.rate(m.rps_1m);
+  $("p50").textContent = fmt.ms(m.latency_ms && m.latency_ms.p50);
+  $("p95").textContent = fmt.ms(m.latency_ms && m.latency_ms.p95);
+  $("overhead-p95").textContent = fmt.ms(m.overhead_ms && m.overhead_ms.p95);
+  $("error-rate").textContent = fmt.pct(live.error_rate);
+  $("cache-hit-rate").textContent = fmt.pct(live.cache_hit_rate);
+  const totals = m.totals || {};
+  $("requests-total").textContent = fmt.num(totals.requests);
+  $("errors-total").textContent = fmt.num(totals.errors);
+  $("rate-limited-total").textContent = fmt.num(totals.rate_limited);
+  $("tokens").textContent = fmt.num((totals.tokens_in || 0) + (totals.tokens_out || 0));
+  $("cost").textContent = fmt.usd(totals.cost_usd);
+  const h = m.health || {};
+  const score = $("health-score");
+  score.textContent = h.score == null ? "–" : h.score;
+  score.style.color = h.status === "healthy" ? "var(--green)" : h.status === "degraded" ? "var(--yellow)" : "var(--red)";
+  $("health-status").textContent = h.status ? h.status + " · " + fmt.pct(h.failure_rate) + " failures" : "–";
+  $("uptime").textContent = fmt.dur(m.uptime_s);
+  $("subscribers").textContent = m.subscribers == null ? "–" : m.subscribers;
+  $("memory").textContent = m.process ? fmt.bytes(m.process.rss_bytes) : "n/a";
+  $("updated").textContent = "updated " + new Date(t * 1000).toLocaleTimeString();
+  if (!seed) {
+    push("rps", t, m.rps_10s);
+    push("p50", t, m.latency_ms && m.latency_ms.p50);
+    push("p95", t, m.latency_ms && m.latency_ms.p95);
+    push("errors", t, live.error_rate == null ? 0 : live.error_rate * 100);
+    if (live.cache_hit_rate != null) push("cache", t, live.cache_hit_rate * 100);
+  }
+  providers(m.providers || {});
+  draw();
+}
+
+function seedHistory(history) {
+  // Per-second counts of the last two minutes: 10-second sliding rates, as the live tiles use.
+  for (let i = 0; i < history.length; i++) {
+    const end = history[i].t, win = history.filter((p) => p.t > end - 10 && p.t <= end);
+    const sum = (k) => win.reduce((a, p) => a + p[k], 0);
+    const req = sum("requests"), looks = sum("cache_hits") + sum("cache_misses");
+    push("rps", end, req / 10);
+    if (req) push("errors", end, 100 * sum("errors") / req);
+    if (looks) push("cache", end, 100 * sum("cache_hits") / looks);
+  }
+}
+
+function providers(list) {
+  const names = Object.keys(list).sort();
+  const body = $("providers");
+  if (!names.length) return;
+  body.innerHTML = "";
+  for (const name of names) {
+    const p = list[name], tr = document.createElement("tr");
+    const color = p.status === "healthy" ? "var(--green)" : p.status === "degraded" ? "var(--yellow)" : "var(--red)";
+    const cells = [name, null, p.status || "–", fmt.num(p.requests), fmt.num(p.errors),
+                   p.availability == null ? "–" : fmt.pct(p.availability), fmt.ms(p.p95_ms)];
+    cells.forEach((text, i) => {
+      const td = document.createElement("td");
+      if (i === 1) {
+        const bar = document.createElement("span"), fill = document.createElement("b");
+        bar.className = "bar"; fill.style.width = (p.health || 0) + "%"; fill.style.background = color;
+        bar.appendChild(fill); td.appendChild(bar); td.append(" " + (p.health == null ? "–" : p.health));
+      } else { td.textContent = text; }
+      if (i === 2) td.style.color = color;
+      tr.appendChild(td);
+    });
+    body.appendChild(tr);
+  }
+}
+
+function addEvent(e) {
+  const list = $("events");
+  if (!eventsShown) list.innerHTML = "";
+  eventsShown++;
+  const li = document.createElement("li"), time = document.createElement("time");
+  time.textContent = new Date(e.ts * 1000).toLocaleTimeString();
+  li.className = "sev-" + (e.severity || "info");
+  li.appendChild(time);
+  li.append(e.event + (e.count > 1 ? " ×" + e.count : "") + ": " + (e.message || ""));
+  list.prepend(li);
+  while (list.children.length > 50) list.lastChild.remove();
+}
+
+function span(now) {
+  let first = now;
+  for (const s of Object.values(series)) if (s.length) first = Math.min(first, s[0].t);
+  return Math.min(WINDOW_S, Math.max(MIN_SPAN_S, Math.ceil((now - first + 2) / 10) * 10));
+}
+
+function draw() {
+  const now = Date.now() / 1000, shown = span(now);
+  const step = shown <= 60 ? 10 : shown <= 150 ? 30 : 60;
+  for (const [id, spec] of Object.entries(charts)) {
+    const canvas = $(id), ctx = canvas.getContext("2d"), dpr = window.devicePixelRatio || 1;
+    const w = canvas.clientWidth, h = canvas.clientHeight;
+    if (canvas.width !== w * dpr || canvas.height !== h * dpr) { canvas.width = w * dpr; canvas.height = h * dpr; }
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    const left = 44, right = 8, top = 8, bottom = 20, pw = w - left - right, ph = h - top - bottom;
+    let max = spec.max || 0;
+    if (!spec.max) for (const [name] of spec.lines) for (const p of series[name]) max = Math.max(max, p.v);
+    max = spec.max || niceMax(max);
+    ctx.font = "11px system-ui, sans-serif"; ctx.fillStyle = "#8b98a5"; ctx.strokeStyle = "#263241"; ctx.lineWidth = 1;
+    for (let i = 0; i <= 4; i++) {
+      const y = top + ph - (ph * i) / 4;
+      ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(left + pw, y); ctx.stroke();
+      const label = (max * i) / 4;
+      ctx.textAlign = "right"; ctx.fillText(label >= 100 ? label.toFixed(0) : label.toFixed(label >= 10 ? 1 : 2), left - 6, y + 4);
+    }
+    ctx.textAlign = "center";
+    for (let s = 0; s <= shown; s += step) {
+      const x = left + pw - (pw * s) / shown;
+      ctx.textAlign = s === 0 ? "right" : "center";
+      ctx.fillText(s === 0 ? "now" : s % 60 ? "-" + s + "s" : "-" + s / 60 + "m", x, h - 5);
+    }
+    const x = (t) => left + pw - (pw * (now - t)) / shown;
+    const y = (v) => top + ph - (ph * Math.min(v, max)) / max;
+    for (const [name, color] of spec.lines) {
+      const pts = series[name].filter((p) => p.t >= now - shown);
+      if (!pts.length) continue;
+      ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
+      pts.forEach((p, i) => (i ? ctx.lineTo(x(p.t), y(p.v)) : ctx.moveTo(x(p.t), y(p.v))));
+      ctx.stroke();
+      if (spec.lines.length === 1) {
+        ctx.lineTo(x(pts[pts.length - 1].t), top + ph); ctx.lineTo(x(pts[0].t), top + ph); ctx.closePath();
+        ctx.globalAlpha = 0.12; ctx.fillStyle = color; ctx.fill(); ctx.globalAlpha = 1;
+      }
+      const last = pts[pts.length - 1];
+      ctx.fillStyle = color; ctx.beginPath(); ctx.arc(x(last.t), y(last.v), 3, 0, 2 * Math.PI); ctx.fill();
+    }
+  }
+}
+
+function niceMax(v) {
+  if (v <= 0) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(v))), n = v / p;
+  return (n <= 1 ? 1 : n <= 2 ? 2 : n <= 5 ? 5 : 10) * p;
+}
+
+function connect(token) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const tokenChars = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(token);
+  const url = scheme + "//" + location.host + "/ws" + (tokenChars ? "" : "?token=" + encodeURIComponent(token));
+  setStatus("connecting…");
+  socket = tokenChars ? new WebSocket(url, ["flaregate.v1", "bearer." + token]) : new WebSocket(url);
+  socket.onopen = () => { retry = 1000; setStatus("live", "live"); };
+  socket.onmessage = (msg) => {
+    let m; try { m = JSON.parse(msg.data); } catch (e) { return; }
+    if (m.type === "snapshot") {
+      if (m.history) seedHistory(m.history);
+      (m.recent_events || []).slice().reverse().forEach(addEvent);
+      update(m.metrics, true);
+    } else if (m.type === "metrics") update(m.metrics, false);
+    else if (m.type === "event") addEvent(m);
+  };
+  socket.onclose = (e) => {
+    setStatus(e.code === 1006 && retry === 1000 ? "disconnected (check the admin key)" : "disconnected", "down");
+    setTimeout(() => connect(token), retry);
+    retry = Math.min(retry * 2, 30000);
+  };
+}
+
+function start() {
+  const token = takeToken();
+  if (!token) {
+    setStatus("admin key needed", "down");
+    const form = $("login");
+    form.style.display = "flex";
+    form.onsubmit = (e) => {
+      e.preventDefault();
+      const value = $("token-input").value.trim();
+      if (value) { sessionStorage.setItem("flaregate-admin", value); form.style.display = "none"; connect(value); }
+    };
+    return;
+  }
+  connect(token);
+}
+
+window.addEventListener("resize", draw);
+setInterval(draw, 1000);   // keep the time axis moving between messages
+start();
+</script>
+</body>
+</html>
+"""
