@@ -97,10 +97,11 @@ def test_wrangler_vars_are_valid_gateway_settings(env: str | None):
     environment, log_level, per_hour = EXPECTED[env]
     assert (settings.environment, settings.log_level, vars["RATE_LIMIT_PER_HOUR"]) == (
         environment, log_level, per_hour)
-    # Bindings are not inherited by [env.*]: each environment declares all three.
+    # Bindings are not inherited by [env.*]: each environment declares all of them.
     assert [kv["binding"] for kv in section["kv_namespaces"]] == ["CACHE"]
     assert {b["name"]: b["class_name"] for b in section["durable_objects"]["bindings"]} == {
         "RATE_LIMITER": "RateLimiter", "METRICS_HUB": "MetricsHub", "SECURITY_STORE": "SecurityStore"}
+    assert section["ai"] == {"binding": "AI"}  # Workers AI provider
 
 
 def _wrangler_or_skip() -> None:
@@ -141,3 +142,4 @@ def test_dry_run_bundle(env: str | None, tmp_path: Path):
     assert "env.METRICS_HUB (MetricsHub)" in out
     assert "env.SECURITY_STORE (SecurityStore)" in out
     assert "env.CACHE (" in out
+    assert re.search(r"env\.AI\s+AI", out)
