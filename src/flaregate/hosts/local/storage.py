@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,37 +13,116 @@ from typing import Any
 
 from ...ports import Clock
 
+log = logging.getLogger("flaregate.local")
+
+# Tables written on every request, whose last few milliseconds may be lost in a crash:
+# rate-limit buckets, the response cache, the metrics hub. Writes to them are grouped.
+HOT_TABLE_PREFIXES = ("rl_", "kv", "hub_")
+COMMIT_DELAY_SECONDS = 0.02
+
+_READ, _HOT_WRITE, _WRITE = "read", "hot", "write"
+_WRITE_TARGET = re.compile(
+    r"^\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)"
+    r"\s+[\"`\[]?(\w+)", re.IGNORECASE)
+
+
+def statement_kind(sql: str, hot_prefixes: tuple[str, ...] = HOT_TABLE_PREFIXES) -> str:
+    """read (SELECT, PRAGMA), hot (a write to a hot table) or write (anything else)."""
+    if sql.lstrip()[:6].upper() in ("SELECT", "PRAGMA"):
+        return _READ
+    match = _WRITE_TARGET.match(sql)
+    if match and match.group(1).lower().startswith(hot_prefixes):
+        return _HOT_WRITE
+    return _WRITE
+
 
 class SqliteStorage:
-    """The ``exec(sql, *params) -> rows`` shape of Durable Object SQL, over sqlite3."""
+    """The ``exec(sql, *params) -> rows`` shape of Durable Object SQL, over sqlite3.
 
-    def __init__(self, path: str | Path) -> None:
-        # Autocommit: every statement is its own transaction, as in a Durable Object.
-        self._db = sqlite3.connect(str(path), isolation_level=None)
+    Writes to hot tables are grouped into one transaction committed ``commit_delay``
+    seconds after its first write (group commit, as a Durable Object coalesces the writes
+    of one event): each autocommitted write costs a WAL commit, several per request. Reads
+    on this connection see the open batch. Any other write (keys, webhooks, schema)
+    commits the batch first and is committed at once. Without a running event loop (the
+    CLI, plain scripts) every statement is its own transaction.
+    """
+
+    def __init__(self, path: str | Path, commit_delay: float = COMMIT_DELAY_SECONDS,
+                 hot_prefixes: tuple[str, ...] = HOT_TABLE_PREFIXES) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None)  # autocommit unless batching
         self._db.row_factory = sqlite3.Row
         if str(path) != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+        self._commit_delay = commit_delay
+        self._hot = hot_prefixes
+        self._kinds: dict[str, str] = {}  # SQL text -> kind; statements are constants
+        self._batch: asyncio.TimerHandle | None = None
+        self._explicit = 0  # depth of transaction() blocks: a plain write must not commit them
 
     def exec(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        kind = self._kinds.get(sql)
+        if kind is None:
+            kind = statement_kind(sql, self._hot)
+            if len(self._kinds) < 4096:
+                self._kinds[sql] = kind
+        if kind is _HOT_WRITE:
+            if self._batch is None and self._commit_delay > 0:
+                self._open_batch()
+        elif kind is _WRITE and self._batch is not None and not self._explicit:
+            self.commit()
         return [dict(row) for row in self._db.execute(sql, params)]
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """Statements inside commit together (optional port extra: a Durable Object commits
-        the writes of one synchronous run together anyway). Nested use joins the outer one."""
+        the writes of one synchronous run together anyway). Nested use joins the outer one,
+        and so does use while a group-commit batch is open: it commits with the batch."""
         if self._db.in_transaction:
-            yield
+            self._explicit += 1
+            try:
+                yield
+            finally:
+                self._explicit -= 1
             return
         self._db.execute("BEGIN")
+        self._explicit += 1
         try:
             yield
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        finally:
+            self._explicit -= 1
         self._db.execute("COMMIT")
 
+    def _open_batch(self) -> None:
+        if self._db.in_transaction:
+            return  # inside transaction(): its writes commit with it
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop: autocommit
+        self._db.execute("BEGIN")
+        self._batch = loop.call_later(self._commit_delay, self.commit)
+
+    def commit(self) -> None:
+        """Commit the open batch of hot writes, if any."""
+        if self._batch is None:
+            return
+        self._batch.cancel()
+        self._batch = None
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            log.error("group commit failed; its writes are lost", exc_info=True)
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+
     def close(self) -> None:
+        self.commit()
         self._db.close()
 
 
@@ -48,12 +130,15 @@ class SqliteKeyValueStore:
     """Text values with expiry; expired rows read as missing and are swept on write."""
 
     SCHEMA = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)"
+    # The sweep reads only expired rows instead of scanning the whole table.
+    INDEX = "CREATE INDEX IF NOT EXISTS kv_expires_at ON kv (expires_at)"
 
     def __init__(self, sql: SqliteStorage, clock: Clock) -> None:
         self._sql = sql
         self._clock = clock
         self._writes = 0
         sql.exec(self.SCHEMA)
+        sql.exec(self.INDEX)
 
     async def get(self, key: str) -> str | None:
         rows = self._sql.exec("SELECT value FROM kv WHERE key = ? AND expires_at > ?", key, self._clock.now())
