@@ -112,7 +112,7 @@ def flaregate_server(name: str, python: Path, mock_url: str, work: Path, **extra
            "FLAREGATE_PROVIDERS": json.dumps(providers),
            "FLAREGATE_ROUTES": json.dumps({"bench-model": ["mock-upstream"]}),
            "RATE_LIMIT_CAPACITY": "1000000000", "RATE_LIMIT_REFILL_PER_SECOND": "1000000000", **extra}
-    cmd = [str(python), "-m", "flaregate", "serve", "--no-config", "--port", str(port),
+    cmd = [str(python), "-m", "flaregate", "serve", "--port", str(port),
            "--data-dir", str(work / name)]
     return Server(name, cmd, env, port, "/health", work, cwd=work)
 
