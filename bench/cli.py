@@ -27,7 +27,7 @@ from typing import Any
 
 from . import summary
 from .peers import UPSTREAM_KEY, Peer, litellm_peer, portkey_peer
-from .procs import Server, free_port
+from .procs import Server, free_port, machine_busy_seconds, own_cpu_seconds
 from .stream_client import measure_streams
 
 BENCH = Path(__file__).resolve().parent
@@ -194,12 +194,19 @@ def run_stream(target: Target, connections: int, seconds: float, run_id: str) ->
     }
 
 
-def measure(target: Target, server: Server, connections: int, seconds: float, run_id: str) -> dict[str, Any]:
-    before = server.cpu_seconds()
+def measure(target: Target, server: Server, connections: int, seconds: float, run_id: str,
+            servers: list[Server] = ()) -> dict[str, Any]:
+    """One run. Besides the target's own figures it records how busy the machine was with
+    work that is not ours (other users of the shared cores), which makes runs noisy."""
+    ours = [s.cpu_seconds() for s in servers]
+    before, busy, own, started = server.cpu_seconds(), machine_busy_seconds(), own_cpu_seconds(), time.monotonic()
     record = (run_stream if target.kind == "stream" else run_wrk)(target, connections, seconds, run_id)
     cpu = server.cpu_seconds() - before
+    elapsed = time.monotonic() - started
+    mine = own_cpu_seconds() - own + sum(s.cpu_seconds() - b for s, b in zip(servers, ours, strict=True))
     record.update(target=target.id, connections=connections, cpu_s=cpu,
-                  cpu_s_per_1k=summary.cpu_per_1k(cpu, record["requests"]))
+                  cpu_s_per_1k=summary.cpu_per_1k(cpu, record["requests"]),
+                  others_cores=max(0.0, (machine_busy_seconds() - busy - mine) / elapsed))
     return record
 
 
@@ -308,18 +315,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Measuring {len(targets)} targets × {len(connections)} connection counts × {args.repeats} repeats"
               f" × {seconds:g}s (~{(total_runs * (seconds + 0.5) + len(targets) * warmup) / 60:.1f} min)", flush=True)
         for target in targets:  # warm pools, JITs and caches; not recorded
-            measure(target, by_name[target.server], max(connections), warmup, "warmup-" + uuid.uuid4().hex[:8])
+            measure(target, by_name[target.server], max(connections), warmup, "warmup-" + uuid.uuid4().hex[:8], servers)
         runs: list[dict[str, Any]] = []
         for repeat in range(args.repeats):
             order = targets[repeat % len(targets):] + targets[:repeat % len(targets)]  # rotate: interleave
             for conns in connections:
                 for target in order:
-                    record = measure(target, by_name[target.server], conns, seconds, uuid.uuid4().hex[:12])
+                    record = measure(target, by_name[target.server], conns, seconds, uuid.uuid4().hex[:12], servers)
                     record["repeat"] = repeat
                     runs.append(record)
                     print(f"  [{repeat + 1}/{args.repeats}] {target.id:<16} c={conns:<3} p50 {summary.fmt(record['p50_ms'])} ms"
                           f"  p99 {summary.fmt(record['p99_ms'])} ms  {summary.fmt(record['rps'], 0)} req/s"
-                          f"  non-2xx {record['non_2xx']}  errors {record['socket_errors']}", flush=True)
+                          f"  non-2xx {record['non_2xx']}  errors {record['socket_errors']}"
+                          f"  others {record['others_cores']:.2f} cores", flush=True)
                     time.sleep(0.2)
         rss = {s.name: round(s.peak_rss_mb(), 1) for s in servers}
         versions["node"] = next((p.setup.split("on Node ")[1].split(",")[0] for p in peers
@@ -338,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "bench/run" + (" --quick" if args.quick else "") + (" --no-peers" if args.no_peers else ""),
         "wall_seconds": round(time.time() - started, 1),
-        "machine": {**host, "loadavg_at_end": os.getloadavg()},
+        "machine": {**host, "loadavg_at_end": os.getloadavg(), **background(runs)},
         "versions": versions,
         "settings": {"seconds": seconds, "warmup_seconds": warmup, "repeats": args.repeats,
                      "connections": connections, "wrk_threads": 1},
@@ -353,6 +361,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_outputs(report, out)
     return 0
+
+
+def background(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """How many cores other processes (not wrk, the servers or this driver) kept busy."""
+    values = sorted(r["others_cores"] for r in runs)
+    if not values:
+        return {}
+    return {"others_cores_median": round(values[len(values) // 2], 2), "others_cores_max": round(values[-1], 2)}
 
 
 def method_text(seconds: float, repeats: int, connections: list[int]) -> str:
@@ -391,7 +407,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     m, v = report["machine"], report["versions"]
     lines = [
         f"Run {report['generated_at']} with `{report['command']}` ({report['wall_seconds'] / 60:.1f} min) on "
-        f"{m['cores']} × {m['cpu']}, load average at start {m['loadavg_at_start'][0]:.2f}.",
+        f"{m['cores']} × {m['cpu']}, load average at start {m['loadavg_at_start'][0]:.2f}. "
+        f"Other processes on the machine kept a median of {m.get('others_cores_median', 0):.2f} cores "
+        f"(at most {m.get('others_cores_max', 0):.2f}) busy during the measurements.",
         "",
         summary.render_table(report["results"], report["peak_rss_mb"], servers),
         summary.render_checks(report["checks"]),

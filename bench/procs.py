@@ -65,6 +65,18 @@ def peak_rss_mb(pids: list[int]) -> float:
     return total_kb / 1024
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat: everything but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+
+
+def own_cpu_seconds() -> float:
+    """CPU of this process and its finished children (wrk runs are waited for)."""
+    me, children = os.times()[:2], os.times()[2:4]
+    return sum(me) + sum(children)
+
+
 class Server:
     """One server process with its log in ``log_dir``; ``pids()`` covers its worker children."""
 

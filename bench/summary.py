@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 # The figures one wrk (or streaming-client) run yields, all medians-of-repeats afterwards.
-METRICS = ("p50_ms", "p90_ms", "p99_ms", "rps", "cpu_s_per_1k", "ttfb_p50_ms", "ttfb_p99_ms")
+METRICS = ("p50_ms", "p90_ms", "p99_ms", "rps", "cpu_s_per_1k", "ttfb_p50_ms", "ttfb_p99_ms", "others_cores")
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
