@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 COLOURS = {"direct": "#555555", "direct-stream": "#999999", "fg-miss": "#f38020", "fg-hit": "#2a9d8f",
            "fg-429": "#8e44ad", "fg-stream": "#e9c46a", "litellm-miss": "#1f77b4", "litellm-stream": "#7fb3e0",
-           "portkey-miss": "#d62728", "portkey-stream": "#f08a8b"}
+           "portkey-miss": "#d62728", "portkey-stream": "#f08a8b", "cmp-miss": "#b35806", "cmp-hit": "#1b7837",
+           "cmp-429": "#542788", "cmp-stream": "#a6761d"}
 
 
 def _median_curve(runs: list[dict[str, Any]]) -> list[tuple[float, float]]:

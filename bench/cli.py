@@ -151,7 +151,7 @@ def preflight(target: Target) -> str | None:
         return "stream did not end with [DONE]"
     if target.expect == 200 and target.kind == "wrk" and b'"usage"' not in raw:
         return f"no completion in the answer: {raw[:300]!r}"
-    want = {"fg-miss": "MISS", "fg-hit": "HIT"}.get(target.id)
+    want = {"miss": "MISS", "hit": "HIT"}.get(target.id.rsplit("-", 1)[-1]) if target.server.startswith("flaregate") else None
     if want and headers.get("x-flaregate-cache") != want:
         return f"x-flaregate-cache is {headers.get('x-flaregate-cache')!r}, expected {want}"
     return None
@@ -213,23 +213,31 @@ def measure(target: Target, server: Server, connections: int, seconds: float, ru
 # -- the run --------------------------------------------------------------------------------------
 
 
-def build_targets(mock: Server, fg: Server, fg429: Server, peers: list[Peer]) -> list[Target]:
-    upstream = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
+def flaregate_targets(prefix: str, name: str, fg: Server, fg429: Server, server: str) -> list[Target]:
     gateway = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+    return [
+        Target(f"{prefix}-miss", f"{name}, cache miss", server, "wrk", "unique", gateway, "direct", port=fg.port,
+               note="a new prompt per request: cache lookup, upstream call, cache store"),
+        Target(f"{prefix}-hit", f"{name}, cache hit", server, "wrk", "fixed", gateway, "direct", port=fg.port,
+               note="the same prompt every time: answered from the cache"),
+        Target(f"{prefix}-429", f"{name}, 429 rejected", server + "-429", "wrk", "unique", gateway, "direct",
+               expect=429, port=fg429.port, note="a one-request bucket: every request is refused by the limiter"),
+        Target(f"{prefix}-stream", f"{name}, stream", server, "stream", "unique", gateway, "direct-stream",
+               port=fg.port, note="SSE relayed chunk by chunk"),
+    ]
+
+
+def build_targets(mock: Server, gateways: list[tuple[str, str, Server, Server]], peers: list[Peer]) -> list[Target]:
+    """``gateways``: (id prefix, label, server, 429 server) per Flaregate build under test."""
+    upstream = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
     targets = [
         Target("direct", "direct → mock", "mock", "wrk", "unique", upstream, None, port=mock.port,
                note="the baseline: wrk straight to the mock upstream"),
-        Target("fg-miss", "Flaregate, cache miss", "flaregate", "wrk", "unique", gateway, "direct", port=fg.port,
-               note="a new prompt per request: cache lookup, upstream call, cache store"),
-        Target("fg-hit", "Flaregate, cache hit", "flaregate", "wrk", "fixed", gateway, "direct", port=fg.port,
-               note="the same prompt every time: answered from the SQLite cache"),
-        Target("fg-429", "Flaregate, 429 rejected", "flaregate-429", "wrk", "unique", gateway, "direct",
-               expect=429, port=fg429.port, note="a one-request bucket: every request is refused by the limiter"),
         Target("direct-stream", "direct → mock, stream", "mock", "stream", "unique", upstream, None,
                port=mock.port, note="the streaming baseline: 20 content chunks, then [DONE]"),
-        Target("fg-stream", "Flaregate, stream", "flaregate", "stream", "unique", gateway, "direct-stream",
-               port=fg.port, note="SSE relayed chunk by chunk"),
     ]
+    for prefix, name, fg, fg429 in gateways:
+        targets += flaregate_targets(prefix, name, fg, fg429, fg.name)
     for peer in peers:
         if peer.server is None:
             continue
@@ -252,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated target ids to run (e.g. direct,fg-miss)")
     parser.add_argument("--out", help="output path prefix (default bench/results/latest, quick: .../quick)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and data")
+    parser.add_argument("--compare", metavar="PYTHON",
+                        help="also measure the Flaregate installed for this interpreter (e.g. another checkout's "
+                             ".venv/bin/python), interleaved with this one: targets cmp-*")
     args = parser.parse_args(argv)
 
     seconds = args.duration or (2.0 if args.quick else 5.0)
@@ -276,12 +287,21 @@ def main(argv: list[str] | None = None) -> int:
                                "--port", str(mock_port), "--fixed"], clean_env(), mock_port, "/v1/models", work)
         mock.start()
         servers.append(mock)
-        fg = flaregate_server("flaregate", python, mock.base_url, work)
-        fg429 = flaregate_server("flaregate-429", python, mock.base_url, work,
-                                 RATE_LIMIT_CAPACITY="1", RATE_LIMIT_REFILL_PER_SECOND="0.0001")
-        for server in (fg, fg429):
-            server.start()
-            servers.append(server)
+        builds = [("fg", "Flaregate", "flaregate", python)]
+        if args.compare:
+            builds.append(("cmp", "Flaregate (compared build)", "flaregate-cmp", Path(args.compare)))
+        gateways = []
+        for prefix, name, server_name, interpreter in builds:
+            fg = flaregate_server(server_name, interpreter, mock.base_url, work)
+            fg429 = flaregate_server(server_name + "-429", interpreter, mock.base_url, work,
+                                     RATE_LIMIT_CAPACITY="1", RATE_LIMIT_REFILL_PER_SECOND="0.0001")
+            for server in (fg, fg429):
+                server.start()
+                servers.append(server)
+            gateways.append((prefix, name, fg, fg429))
+        if args.compare:
+            versions["compared build"] = f"{args.compare} " + package_versions(Path(args.compare), ["flaregate"]).get(
+                "flaregate", "?")
         if want_peers:
             print("Peers:", flush=True)
             for make in (litellm_peer, portkey_peer):
@@ -298,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                     versions[peer.name] = peer.version
                 peers.append(peer)
         by_name = {s.name: s for s in servers}
-        targets = build_targets(mock, fg, fg429, peers)
+        targets = build_targets(mock, gateways, peers)
+        targets.sort(key=lambda t: t.kind == "stream")  # whole responses first, streams after
         if args.only:
             keep = set(args.only.split(","))
             targets = [t for t in targets if t.id in keep]
