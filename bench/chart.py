@@ -31,7 +31,7 @@ def _median_curve(runs: list[dict[str, Any]]) -> list[tuple[float, float]]:
 def render_chart(report: dict[str, Any], path: Path) -> None:
     connections = report["settings"]["connections"]
     targets = report["targets"]
-    fig, axes = plt.subplots(2, len(connections), figsize=(7 * len(connections), 10), squeeze=False)
+    fig, axes = plt.subplots(2, len(connections), figsize=(7 * len(connections) + 3, 10), squeeze=False)
     for col, conns in enumerate(connections):
         ax = axes[0][col]
         for t in targets:
@@ -49,14 +49,16 @@ def render_chart(report: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("latency, ms (log)")
         ax.set_title(f"Latency distribution, {conns} connection{'s' if conns > 1 else ''} (streams: to [DONE])")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        if col == len(connections) - 1:  # one legend, beside the last chart
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
         ax = axes[1][col]
         rows = [r for r in report["results"] if r["connections"] == conns and r.get("overhead_p50_ms") is not None]
         labels = [r["label"] for r in rows]
         y = range(len(rows))
-        p50 = [max(r["overhead_p50_ms"], 0.001) for r in rows]
-        p99 = [max(r["overhead_p99_ms"], 0.001) for r in rows]
+        floor = 0.01  # a log axis: an overhead at or under the baseline's (noise) shows as this
+        p50 = [max(r["overhead_p50_ms"], floor) for r in rows]
+        p99 = [max(r["overhead_p99_ms"], floor) for r in rows]
         ax.barh([i + 0.2 for i in y], p50, height=0.4, label="p50 overhead", color="#f38020")
         ax.barh([i - 0.2 for i in y], p99, height=0.4, label="p99 overhead", color="#6c3483")
         for i, r in enumerate(rows):
@@ -69,9 +71,10 @@ def render_chart(report: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("added latency over direct-to-mock, ms (log)")
         ax.set_title(f"Overhead per target, {conns} connection{'s' if conns > 1 else ''}")
         ax.grid(True, axis="x", which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        if col == len(connections) - 1:
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         right = max(p50 + p99, default=1)
-        ax.set_xlim(right=right * 20)
+        ax.set_xlim(left=floor, right=right * 30)
     fig.suptitle(f"Flaregate gateway overhead — {report['generated_at']} — {report['machine']['cores']} cores "
                  f"shared by wrk, the mock and the gateways (medians of {report['settings']['repeats']})")
     fig.tight_layout()
