@@ -2,6 +2,7 @@
 
 import asyncio
 import sqlite3
+import threading
 
 import pytest
 
@@ -88,3 +89,35 @@ async def test_kv_sweep_uses_the_expiry_index(tmp_path):
     plan = storage.exec("EXPLAIN QUERY PLAN DELETE FROM kv WHERE expires_at <= ?", 0.0)
     assert any("kv_expires_at" in row["detail"] for row in plan)
     storage.close()
+
+
+def checkpoint_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "flaregate-wal-checkpoint"]
+
+
+def wal_bytes(path) -> int:
+    wal = path.with_name(path.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+async def test_checkpoints_run_on_a_thread_and_the_log_stays_bounded(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    storage = SqliteStorage(path, commit_delay=60, checkpoint_interval=0.005)
+    storage.exec("CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    assert not checkpoint_threads()  # nothing batched yet: SQLite checkpoints as usual
+    for batch in range(120):  # ~12 MB of rows at random keys, committed in 120 batches
+        for n in range(100):
+            storage.exec("INSERT INTO kv VALUES (?, ?)", f"{(batch * 7919 + n * 104729) % 999983:06d}-{batch}-{n}",
+                         "x" * 1000)
+            if n == 0:
+                await asyncio.sleep(0.01)  # the thread's turn, while a batch is open (as under load)
+        if batch == 0:
+            assert storage.exec("PRAGMA wal_autocheckpoint")[0]["wal_autocheckpoint"] == 0
+            assert len(checkpoint_threads()) == 1
+        storage.commit()
+    # The log is started over instead of growing with every batch (12 MB and more).
+    assert wal_bytes(path) < 8_000_000
+    storage.close()
+    assert not checkpoint_threads()
+    assert wal_bytes(path) == 0  # the last connection checkpointed the rest and removed it
+    assert other_connection_sees(path, "SELECT COUNT(*) FROM kv") == [(12_000,)]

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import re
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ log = logging.getLogger("flaregate.local")
 # rate-limit buckets, the response cache, the metrics hub. Writes to them are grouped.
 HOT_TABLE_PREFIXES = ("rl_", "kv", "hub_")
 COMMIT_DELAY_SECONDS = 0.02
+CHECKPOINT_SECONDS = 0.05
+WAL_RESTART_FRAMES = 1000  # SQLite's own autocheckpoint size (~4 MB)
 
 _READ, _HOT_WRITE, _WRITE = "read", "hot", "write"
 _WRITE_TARGET = re.compile(
@@ -45,13 +48,24 @@ class SqliteStorage:
     on this connection see the open batch. Any other write (keys, webhooks, schema)
     commits the batch first and is committed at once. Without a running event loop (the
     CLI, plain scripts) every statement is its own transaction.
+
+    While batching, WAL checkpoints (copying the log into the database file, with fsync)
+    are done by a thread (:class:`WalCheckpointer`). Left to SQLite they ran inside a COMMIT
+    on the event loop, every ~600 cache misses, and put the 1-connection p99 of a miss at
+    ~5.5 ms instead of ~1.1 ms. Once the log is large, the commit that follows finishes
+    the thread's checkpoint (only the frames it has not copied yet), so the next write
+    starts the log over instead of growing it.
     """
 
     def __init__(self, path: str | Path, commit_delay: float = COMMIT_DELAY_SECONDS,
-                 hot_prefixes: tuple[str, ...] = HOT_TABLE_PREFIXES) -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None)  # autocommit unless batching
+                 hot_prefixes: tuple[str, ...] = HOT_TABLE_PREFIXES,
+                 checkpoint_interval: float = CHECKPOINT_SECONDS) -> None:
+        self._path = str(path)
+        self._db = sqlite3.connect(self._path, isolation_level=None)  # autocommit unless batching
         self._db.row_factory = sqlite3.Row
-        if str(path) != ":memory:":
+        self._checkpointer: WalCheckpointer | None = None
+        self._checkpoint_interval = checkpoint_interval
+        if self._path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._commit_delay = commit_delay
@@ -103,6 +117,9 @@ class SqliteStorage:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no event loop: autocommit
+        if self._checkpointer is None and self._path != ":memory:":
+            self._checkpointer = WalCheckpointer(self._path, self._checkpoint_interval)
+            self._db.execute("PRAGMA wal_autocheckpoint=0")  # the thread checkpoints from now on
         self._db.execute("BEGIN")
         self._batch = loop.call_later(self._commit_delay, self.commit)
 
@@ -120,10 +137,50 @@ class SqliteStorage:
             log.error("group commit failed; its writes are lost", exc_info=True)
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
+        checkpointer = self._checkpointer
+        if checkpointer is not None and checkpointer.wal_frames >= WAL_RESTART_FRAMES:
+            checkpointer.wal_frames = 0
+            try:  # busy when the thread is at it: then at a later commit
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:
+                log.warning("WAL checkpoint failed", exc_info=True)
 
     def close(self) -> None:
         self.commit()
-        self._db.close()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
+        self._db.close()  # the last connection to close checkpoints the rest
+
+
+class WalCheckpointer:
+    """Copies the WAL of ``path`` into the database every ``interval`` seconds from a
+    thread with its own connection. PASSIVE: it never waits for, nor blocks, the server's
+    connection (sqlite3 releases the GIL while it works)."""
+
+    def __init__(self, path: str, interval: float = CHECKPOINT_SECONDS) -> None:
+        self._path = path
+        self._interval = interval
+        self.wal_frames = 0  # frames in the log at the last checkpoint
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flaregate-wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            while not self._stopped.wait(self._interval):
+                try:
+                    _busy, frames, _copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.wal_frames = frames
+                except sqlite3.Error:
+                    log.warning("WAL checkpoint failed; retrying", exc_info=True)
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=10)
 
 
 class SqliteKeyValueStore:
