@@ -17,6 +17,17 @@ from ...ports import UpstreamError, UpstreamTimeout
 KEEPALIVE_SECONDS = 4.0
 
 
+def _unread(content: aiohttp.StreamReader) -> bytes:
+    """What aiohttp had received but not handed out when the connection broke: its reader
+    raises first and keeps them. They may hold the stream's first events, which decide
+    whether a stream had begun (then the client gets them and an error event) or may
+    still fail over. Private API; where it is missing those bytes are lost, as before."""
+    try:
+        return content._read_nowait(-1) if getattr(content, "_buffer", None) else b""
+    except Exception:
+        return b""
+
+
 class AiohttpUpstreamResponse:
     __slots__ = ("_response", "status", "headers", "_complete")
 
@@ -27,12 +38,16 @@ class AiohttpUpstreamResponse:
         self._complete = False
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        content = self._response.content
         try:
-            async for chunk in self._response.content.iter_any():
+            async for chunk in content.iter_any():
                 yield chunk
         except TimeoutError as exc:
             raise UpstreamTimeout(f"read timed out ({type(exc).__name__})") from None
         except aiohttp.ClientError as exc:
+            rest = _unread(content)
+            if rest:
+                yield rest
             raise UpstreamError(type(exc).__name__) from None
         self._complete = True
 
