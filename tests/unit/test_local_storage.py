@@ -121,3 +121,33 @@ async def test_checkpoints_run_on_a_thread_and_the_log_stays_bounded(tmp_path):
     assert not checkpoint_threads()
     assert wal_bytes(path) == 0  # the last connection checkpointed the rest and removed it
     assert other_connection_sees(path, "SELECT COUNT(*) FROM kv") == [(12_000,)]
+
+
+async def test_transaction_joins_an_open_batch_and_a_plain_write_does_not_split_it(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    storage = SqliteStorage(path, commit_delay=60)
+    storage.exec("CREATE TABLE hub_state (name TEXT PRIMARY KEY, value REAL)")
+    storage.exec("CREATE TABLE webhooks (id TEXT PRIMARY KEY)")
+    storage.exec("INSERT INTO hub_state VALUES (?, ?)", "batched", 1)  # opens a batch
+    with storage.transaction():
+        storage.exec("INSERT INTO hub_state VALUES (?, ?)", "inside", 2)
+        storage.exec("INSERT INTO webhooks VALUES (?)", "w1")  # would commit the batch outside
+        assert other_connection_sees(path, "SELECT name FROM hub_state") == []
+    storage.commit()
+    assert len(other_connection_sees(path, "SELECT name FROM hub_state")) == 2
+    storage.close()
+
+
+async def test_transaction_without_a_batch_commits_itself_and_hot_writes_join_it(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    storage = SqliteStorage(path, commit_delay=60)
+    storage.exec("CREATE TABLE hub_state (name TEXT PRIMARY KEY, value REAL)")
+    with storage.transaction():  # hot writes inside open no batch of their own
+        storage.exec("INSERT INTO hub_state VALUES (?, ?)", "a", 1)
+        storage.exec("INSERT INTO hub_state VALUES (?, ?)", "b", 2)
+    assert len(other_connection_sees(path, "SELECT name FROM hub_state")) == 2
+    with pytest.raises(RuntimeError), storage.transaction():
+        storage.exec("INSERT INTO hub_state VALUES (?, ?)", "c", 3)
+        raise RuntimeError("rolled back")
+    assert len(storage.exec("SELECT name FROM hub_state")) == 2
+    storage.close()
