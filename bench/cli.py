@@ -351,8 +351,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"  others {record['others_cores']:.2f} cores", flush=True)
                     time.sleep(0.2)
         rss = {s.name: round(s.peak_rss_mb(), 1) for s in servers}
-        versions["node"] = next((p.setup.split("on Node ")[1].split(",")[0] for p in peers
-                                 if p.name == "portkey" and "on Node " in p.setup), None) or "-"
+        node = next((p.setup.split("on Node ")[1].split(",")[0] for p in peers
+                     if p.name == "portkey" and "on Node " in p.setup), None)
+        if node:
+            versions["node"] = node
     finally:
         for server in reversed(servers):
             server.stop()
