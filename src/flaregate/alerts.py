@@ -39,6 +39,7 @@ class Alerts:
         self._failures: dict[str, int] = {}
         self._down: set[str] = set()
         self._outcomes: deque[tuple[float, bool]] = deque(maxlen=_MAX_SAMPLES)
+        self._errors = 0  # failed outcomes in the deque, kept as it changes (no per-request sum)
         self._last_sent: dict[str, float] = {}
 
     def _throttled(self, key: str) -> bool:
@@ -79,13 +80,17 @@ class Alerts:
 
     def request_finished(self, status: int) -> None:
         now = self._clock.monotonic()
-        self._outcomes.append((now, status >= 500))
-        while self._outcomes and self._outcomes[0][0] < now - WINDOW_SECONDS:
-            self._outcomes.popleft()
-        total = len(self._outcomes)
+        outcomes, failed = self._outcomes, status >= 500
+        if len(outcomes) == outcomes.maxlen and outcomes[0][1]:
+            self._errors -= 1  # the oldest outcome falls out of the bounded deque
+        outcomes.append((now, failed))
+        self._errors += failed
+        while outcomes and outcomes[0][0] < now - WINDOW_SECONDS:
+            self._errors -= outcomes.popleft()[1]
+        total = len(outcomes)
         if total < MIN_REQUESTS:
             return
-        errors = sum(1 for _, failed in self._outcomes if failed)
+        errors = self._errors
         if errors / total >= ERROR_RATE and not self._throttled("error_rate"):
             self._dispatcher.emit("error_rate.high", {"window_seconds": WINDOW_SECONDS, "requests": total,
                                                       "errors": errors, "error_rate": round(errors / total, 3)})

@@ -42,6 +42,7 @@ def serve(args: argparse.Namespace) -> int:
     from .hosts.local.app import LocalHost
     from .hosts.local.config_files import load_vars
     from .hosts.local.keys import ensure_local_key
+    from .hosts.local.server import server_config
     from .logs import configure_logging
 
     config = Path(args.config) if args.config else None
@@ -75,9 +76,8 @@ def serve(args: argparse.Namespace) -> int:
               f"{data_dir / ADMIN_KEY_FILE}, mode 0600).\nDashboard: {dashboard}{admin_key}", flush=True)
     elif admin_source == "file":
         print(f"Dashboard: {dashboard}$(cat {data_dir / ADMIN_KEY_FILE})", flush=True)
-    server = uvicorn.Server(uvicorn.Config(host, host=args.host, port=args.port, log_level="warning",
-                                           lifespan="on", ws="websockets-sansio", ws_ping_interval=20,
-                                           ws_max_size=WS_MAX_FRAME_BYTES, log_config=None))
+    server = uvicorn.Server(server_config(host, args.host, args.port, ws_max_size=WS_MAX_FRAME_BYTES,
+                                          log_config=None))
     server.run()
     return 0
 

@@ -12,8 +12,9 @@ Endpoints
     POST /v1/chat/completions  reply "echo: <last user text>" (or of a last tool message), streaming
                                supported; a tool call {"city": "Paris"} when tools are given and
                                the last user message mentions "weather"; the
-                               ``x-mock-fixed: 1`` header gives a precomputed ~600-byte reply
-                               (20 content chunks when streaming) for benchmarks
+                               ``x-mock-fixed: 1`` header (or ``--fixed`` for every request)
+                               gives a precomputed ~600-byte reply (20 content chunks when
+                               streaming) for benchmarks
     POST /v1/embeddings        deterministic 8-float vectors (sha256 of each input)
     GET  /v1/models            a few model ids
     POST /v1/messages          Anthropic Messages API (text; tool_use if tools + "weather"; SSE)
@@ -243,9 +244,10 @@ async def _abort(send, receive, rst: bool) -> None:
 class MockUpstreamApp:
     """Raw ASGI app; all state lives on the instance (one event loop, so no locks)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fixed: bool = False) -> None:
         self._seq = itertools.count(1)  # ids stay unique across resets
         self._fixed_cache: dict[tuple, Reply] = {}
+        self.fixed = fixed  # every chat completion gets the fixed benchmark reply
         self.reset()
 
     def reset(self) -> None:
@@ -443,7 +445,7 @@ class MockUpstreamApp:
         stream = body.get("stream") is True
         opts = body.get("stream_options")
         include_usage = stream and isinstance(opts, dict) and opts.get("include_usage") is True
-        if headers.get("x-mock-fixed") == "1":
+        if self.fixed or headers.get("x-mock-fixed") == "1":
             return self._fixed_chat(model, stream, include_usage)
 
         tools = body.get("tools")
@@ -728,7 +730,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loop", default="auto", help="uvicorn loop (auto|asyncio|uvloop)")
     parser.add_argument("--http", default="auto", help="uvicorn http protocol (auto|h11|httptools)")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument(
+        "--fixed", action="store_true", help="answer every chat completion with the fixed reply"
+    )
     args = parser.parse_args(argv)
+    app.fixed = args.fixed
 
     # Bind ourselves: --port 0 then yields one known port (uvicorn may bind v4+v6 separately).
     family = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0][0]

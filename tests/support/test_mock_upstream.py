@@ -108,6 +108,14 @@ def test_fixed_mode(http):
     assert "".join(c for c in content if c) == r.json()["choices"][0]["message"]["content"]
 
 
+def test_fixed_flag_serves_every_chat_the_fixed_reply():
+    with MockUpstreamProcess(extra_args=["--fixed"]) as fixed:
+        r = httpx.post(fixed.url("/v1/chat/completions"), json=CHAT, timeout=5)
+        echo = httpx.post(fixed.url("/v1/chat/completions"), json={**CHAT, "model": "other"}, timeout=5)
+    assert r.json()["id"] == "chatcmpl-mock-fixed" and 500 <= len(r.content) <= 700
+    assert echo.json()["choices"] == r.json()["choices"]  # not an echo of the prompt
+
+
 def test_embeddings_and_models(mock, http):
     client = oai(mock)
     a = client.embeddings.create(

@@ -1,1 +1,1 @@
-"""The local host: a standalone ASGI server (uvicorn) over sqlite3, httpx and asyncio."""
+"""The local host: a standalone ASGI server (uvicorn) over sqlite3, aiohttp and asyncio."""

@@ -32,7 +32,7 @@ from .runtime import (
     SubscriberSet,
 )
 from .storage import SqliteKeyValueStore, SqliteStorage
-from .transport import HttpxTransport
+from .transport import AiohttpTransport
 
 log = logging.getLogger("flaregate.local")
 
@@ -57,7 +57,7 @@ class LocalHost:
                               latency_target_ms=settings.health_latency_target_ms, host_stats=ProcessStats())
         scheduler.target = self.hub.alarm
         self.compaction = PeriodicTask(COMPACT_EVERY_SECONDS, self.hub.compact)
-        self.transport = HttpxTransport()
+        self.transport = AiohttpTransport()
         self.security = SecurityStore(self.storage, clock)  # gateway keys (hashed), nonces, webhooks
         ports = Ports(
             clock=clock,

@@ -1,62 +1,117 @@
-"""The upstream port over httpx: one pooled async client, bodies streamed, not buffered."""
+"""The upstream port over aiohttp: one pooled session, bodies streamed, not buffered.
+
+Chosen by measurement (``bench/``): at 16 concurrent requests to a local upstream httpx
+spent ~1.3 ms of CPU per request in its connection pool, aiohttp ~0.06 ms.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 
-import httpx
+import aiohttp
 
 from ...ports import UpstreamError, UpstreamTimeout
 
+# Idle pooled connections are dropped before the common 5 s server keep-alive expires,
+# so a request is rarely written onto a connection the server is closing.
+KEEPALIVE_SECONDS = 4.0
 
-class HttpxUpstreamResponse:
-    def __init__(self, response: httpx.Response) -> None:
+
+def _unread(content: aiohttp.StreamReader) -> bytes:
+    """What aiohttp had received but not handed out when the connection broke: its reader
+    raises first and keeps them. They may hold the stream's first events, which decide
+    whether a stream had begun (then the client gets them and an error event) or may
+    still fail over. Private API; where it is missing those bytes are lost, as before."""
+    try:
+        return content._read_nowait(-1) if getattr(content, "_buffer", None) else b""
+    except Exception:
+        return b""
+
+
+class AiohttpUpstreamResponse:
+    __slots__ = ("_response", "status", "headers", "_complete")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
-        self.status = response.status_code
+        self.status = response.status
         self.headers = {k.lower(): v for k, v in response.headers.items()}
+        self._complete = False
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        content = self._response.content
         try:
-            async for chunk in self._response.aiter_raw():
+            async for chunk in content.iter_any():
                 yield chunk
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeout(f"read timed out ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"{type(exc).__name__}") from None
+        except aiohttp.ClientError as exc:
+            rest = _unread(content)
+            if rest:
+                yield rest
+            raise UpstreamError(type(exc).__name__) from None
+        self._complete = True
 
     async def read(self) -> bytes:
         try:
-            return await self._response.aread()
-        except httpx.TimeoutException as exc:
+            body = await self._response.read()
+        except TimeoutError as exc:
             raise UpstreamTimeout(f"read timed out ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"{type(exc).__name__}") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(type(exc).__name__) from None
+        self._complete = True
+        return body
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        # A fully read response gives its connection back to the pool; anything else
+        # (a client that went away mid-stream) closes it, as the rest is unread.
+        if self._complete:
+            self._response.release()
+        else:
+            self._response.close()
 
 
-class HttpxTransport:
-    def __init__(self) -> None:
-        self._client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            follow_redirects=False,
-            trust_env=False,
-        )
+class AiohttpTransport:
+    def __init__(self, max_connections: int = 200) -> None:
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on first use: an aiohttp session belongs to the running event loop.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=KEEPALIVE_SECONDS)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),  # never carry one tenant's cookies to another
+                trust_env=False,
+                raise_for_status=False,
+            )
+        return self._session
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        # Like the former httpx Timeout(t): connect (pool wait included) and each read.
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds)
+            if len(self._timeouts) < 64:
+                self._timeouts[seconds] = timeout
+        return timeout
 
     async def send(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes, timeout: float
-    ) -> HttpxUpstreamResponse:
-        request = self._client.build_request(
-            method, url, headers=dict(headers), content=body, timeout=httpx.Timeout(timeout)
-        )
+    ) -> AiohttpUpstreamResponse:
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
+            response = await self._client().request(
+                method, url, headers=headers, data=body or None, timeout=self._timeout(timeout),
+                allow_redirects=False,
+            )
+        except TimeoutError as exc:
             raise UpstreamTimeout(f"no response within {timeout:g}s ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"{type(exc).__name__}") from None
-        return HttpxUpstreamResponse(response)
+        except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a URL aiohttp cannot use
+            raise UpstreamError(type(exc).__name__) from None
+        return AiohttpUpstreamResponse(response)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
