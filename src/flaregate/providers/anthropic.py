@@ -8,7 +8,7 @@ stream's events) back to OpenAI shapes, so routing, failover and the client neve
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..ports import UpstreamResponse, UpstreamTransport
@@ -18,52 +18,24 @@ from .anthropic_translate import (
     to_openai_completion,
     to_openai_error,
 )
-from .base import CHAT, MESSAGES
+from .base import CHAT, MESSAGES, probe_models
+from .translated import TranslatedResponse
 
 API_VERSION = "2023-06-01"
 
 
-class TranslatedResponse:
-    """An Anthropic response read as an OpenAI one (status and headers unchanged)."""
+class OpenAIFromAnthropic(TranslatedResponse):
+    """An Anthropic response read as an OpenAI one."""
 
     def __init__(self, response: UpstreamResponse, model: str, stream: bool, include_usage: bool) -> None:
-        self.status = response.status
-        self.headers = dict(response.headers)
-        self._response = response
-        self._model = model
-        self._stream = stream and response.status == 200
+        super().__init__(response, model, stream)
         self._include_usage = include_usage
-        if self._stream:
-            self.headers["content-type"] = "text/event-stream"
-        else:
-            self.headers["content-type"] = "application/json"
-            self.headers.pop("content-length", None)
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        if not self._stream:
-            yield await self.read()
-            return
-        translator = StreamTranslator(self._model, self._include_usage)
-        async for chunk in self._response.aiter_bytes():
-            out = translator.feed(chunk)
-            if out:
-                yield out
+    def stream_translator(self) -> StreamTranslator:
+        return StreamTranslator(self._model, self._include_usage)
 
-    async def read(self) -> bytes:
-        if self._stream:
-            return b"".join([chunk async for chunk in self.aiter_bytes()])
-        payload = await self._response.read()
-        try:
-            parsed = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            return payload  # not JSON: the caller reports it as malformed, as for any provider
-        if not isinstance(parsed, dict):
-            return payload
-        translated = to_openai_completion(parsed, self._model) if self.status == 200 else to_openai_error(parsed)
-        return json.dumps(translated, separators=(",", ":")).encode()
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
+    def translate(self, parsed: dict[str, Any]) -> dict[str, Any]:
+        return to_openai_completion(parsed, self._model) if self.status == 200 else to_openai_error(parsed)
 
 
 class AnthropicProvider:
@@ -91,16 +63,11 @@ class AnthropicProvider:
                    timeout: float | None = None) -> UpstreamResponse:
         response = await self._post(to_anthropic_request(body, model), forward_headers, timeout)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return TranslatedResponse(response, model, body.get("stream") is True, include_usage)
+        return OpenAIFromAnthropic(response, model, body.get("stream") is True, include_usage)
 
     async def messages(self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str], *,
                        timeout: float | None = None) -> UpstreamResponse:
         return await self._post({**body, "model": model}, forward_headers, timeout)
 
     async def probe(self, timeout: float) -> bool:
-        response = await self._transport.send("GET", self._base + "/models", self._headers, b"", timeout)
-        try:
-            await response.read()
-        finally:
-            await response.aclose()
-        return response.status < 500 and response.status != 429
+        return await probe_models(self._transport, self._base + "/models", self._headers, timeout)

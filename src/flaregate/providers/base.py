@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from ..ports import UpstreamResponse
+from ..ports import UpstreamResponse, UpstreamTransport
 
 # Operations a provider may offer (``Provider.operations``); the gateway only routes an
 # operation to the targets whose provider has it.
@@ -29,3 +29,14 @@ class Provider(Protocol):
         signature, OpenAI embeddings JSON); with ``"messages"``, ``messages`` (Anthropic
         Messages body in, Anthropic JSON or SSE out, unchanged). ``probe(timeout)`` is an
         optional cheap health check returning True when the provider answers."""
+
+
+async def probe_models(transport: UpstreamTransport, url: str, headers: Mapping[str, str],
+                       timeout: float) -> bool:
+    """A cheap health check: ``GET .../models`` answered without a 5xx or a 429."""
+    response = await transport.send("GET", url, headers, b"", timeout)
+    try:
+        await response.read()
+    finally:
+        await response.aclose()
+    return response.status < 500 and response.status != 429

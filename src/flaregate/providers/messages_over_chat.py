@@ -10,11 +10,12 @@ become Anthropic's event sequence (``message_start``, ``content_block_*``, ``mes
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..ports import UpstreamResponse
 from .anthropic_translate import SseParser
+from .translated import TranslatedResponse
 
 FINISH_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                   "content_filter": "refusal"}
@@ -234,43 +235,14 @@ class ChunksToEvents:
         return b"".join(out)
 
 
-class MessagesResponse:
+class MessagesResponse(TranslatedResponse):
     """A chat provider's response read as an Anthropic Messages one."""
 
-    def __init__(self, response: UpstreamResponse, model: str, stream: bool) -> None:
-        self.status = response.status
-        self._response = response
-        self._model = model
-        self._stream = stream and response.status == 200
-        self.headers = {**response.headers, "content-type": "text/event-stream" if self._stream
-                        else "application/json"}
-        self.headers.pop("content-length", None)
+    def stream_translator(self) -> ChunksToEvents:
+        return ChunksToEvents(self._model)
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        if not self._stream:
-            yield await self.read()
-            return
-        translator = ChunksToEvents(self._model)
-        async for chunk in self._response.aiter_bytes():
-            out = translator.feed(chunk)
-            if out:
-                yield out
-
-    async def read(self) -> bytes:
-        if self._stream:
-            return b"".join([chunk async for chunk in self.aiter_bytes()])
-        payload = await self._response.read()
-        try:
-            parsed = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            return payload
-        if not isinstance(parsed, dict):
-            return payload
-        out = to_message(parsed, self._model) if self.status == 200 else to_anthropic_error(self.status, parsed)
-        return json.dumps(out, separators=(",", ":")).encode()
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
+    def translate(self, parsed: dict[str, Any]) -> dict[str, Any]:
+        return to_message(parsed, self._model) if self.status == 200 else to_anthropic_error(self.status, parsed)
 
 
 async def messages_over_chat(provider: Any, body: dict[str, Any], model: str, forward_headers: Mapping[str, str],

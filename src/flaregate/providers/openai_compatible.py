@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..ports import UpstreamResponse, UpstreamTransport
-from .base import CHAT, EMBEDDINGS
+from .base import CHAT, EMBEDDINGS, probe_models
 
 
 class OpenAICompatibleProvider:
@@ -45,12 +45,7 @@ class OpenAICompatibleProvider:
 
     async def probe(self, timeout: float) -> bool:
         """``GET /models``: cheap, and answered by every OpenAI-compatible server."""
-        response = await self._transport.send("GET", self._base + "/models", self._headers, b"", timeout)
-        try:
-            await response.read()
-        finally:
-            await response.aclose()
-        return response.status < 500 and response.status != 429
+        return await probe_models(self._transport, self._base + "/models", self._headers, timeout)
 
 
 class HuggingFaceProvider(OpenAICompatibleProvider):
