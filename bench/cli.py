@@ -104,6 +104,13 @@ def clean_env() -> dict[str, str]:
             if not (k.startswith(("FLAREGATE_", "RATE_LIMIT", "CACHE_")) or k.endswith("_API_KEY"))}
 
 
+def mock_server(python: Path, work: Path) -> Server:
+    """The fast mock upstream, every chat answered with the fixed benchmark reply."""
+    port = free_port()
+    return Server("mock", [str(python), str(REPO / "tests" / "support" / "mock_upstream.py"),
+                           "--port", str(port), "--fixed"], clean_env(), port, "/v1/models", work)
+
+
 def flaregate_server(name: str, python: Path, mock_url: str, work: Path, **extra: str) -> Server:
     port = free_port()
     providers = [{"name": "mock-upstream", "kind": "openai", "base_url": mock_url + "/v1",
@@ -282,9 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[Server] = []
     peers: list[Peer] = []
     try:
-        mock_port = free_port()
-        mock = Server("mock", [str(python), str(REPO / "tests" / "support" / "mock_upstream.py"),
-                               "--port", str(mock_port), "--fixed"], clean_env(), mock_port, "/v1/models", work)
+        mock = mock_server(python, work)
         mock.start()
         servers.append(mock)
         builds = [("fg", "Flaregate", "flaregate", python)]

@@ -19,16 +19,15 @@ from pathlib import Path
 from .cli import (
     BENCH,
     GATEWAY_KEY,
-    REPO,
     Target,
-    clean_env,
     ensure_wrk,
     flaregate_server,
     gateway_python,
+    mock_server,
     preflight,
     run_wrk,
 )
-from .procs import Server, free_port
+from .procs import Server
 
 
 def top_functions(collapsed: Path, limit: int = 25) -> str:
@@ -67,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="flaregate-profile-"))
     servers: list[Server] = []
     try:
-        mock_port = free_port()
-        mock = Server("mock", [str(python), str(REPO / "tests" / "support" / "mock_upstream.py"),
-                               "--port", str(mock_port), "--fixed"], clean_env(), mock_port, "/v1/models", work)
+        mock = mock_server(python, work)
         mock.start()
         servers.append(mock)
         extra = {"RATE_LIMIT_CAPACITY": "1", "RATE_LIMIT_REFILL_PER_SECOND": "0.0001"} if args.target == "fg-429" else {}

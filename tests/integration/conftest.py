@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import wrangler_dev
+from tests.support import processes, wrangler_dev
 from tests.support.mock_upstream import MockUpstreamProcess
 
 # Which host the suite runs against: "local" (the standalone server) or "edge" (the Worker
@@ -45,6 +45,23 @@ class GatewayServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+# Retries, timeouts and deadlines small enough for fault tests to finish quickly; the
+# circuit stays closed so every row of a fault matrix reaches its target.
+FAILOVER_DEADLINE = 3.0
+FAST_FAILOVER = {
+    "RATE_LIMIT_CAPACITY": "10000",
+    "RATE_LIMIT_REFILL_PER_SECOND": "1000",
+    "CACHE_TTL_SECONDS": "0",
+    "UPSTREAM_TIMEOUT_SECONDS": "1",
+    "UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS": "0.5",
+    "UPSTREAM_STREAM_IDLE_TIMEOUT_SECONDS": "0.5",
+    "UPSTREAM_DEADLINE_SECONDS": str(FAILOVER_DEADLINE),
+    "UPSTREAM_MAX_ATTEMPTS": "2",
+    "RETRY_BACKOFF_BASE_SECONDS": "0.02",
+    "CIRCUIT_FAILURE_THRESHOLD": "1000",
+}
 
 
 def upstream_env(upstream_url: str, **extra: str) -> dict[str, str]:
@@ -120,12 +137,7 @@ def run_local_gateway(data_dir: Path, env: dict[str, str], args: tuple[str, ...]
             time.sleep(0.1)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        processes.stop(process)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ import httpx
 import pytest
 import websockets
 
+from tests.support import processes
+
 from .conftest import ADMIN_KEY, GATEWAY_KEY, run_gateway, upstream_env
 
 CHROMIUM = "/usr/bin/chromium"
@@ -73,12 +75,7 @@ def chromium(tmp_path):
             time.sleep(0.1)
         yield int(port_file.read_text().split()[0])
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        processes.stop(process)
 
 
 async def test_the_dashboard_shows_live_numbers_that_change_with_traffic(chromium, upstream, tmp_path):

@@ -15,9 +15,9 @@ import pytest
 
 from tests.support.mock_upstream import MockUpstreamProcess
 
-from .conftest import GATEWAY_KEY, free_port, run_gateway
+from .conftest import FAILOVER_DEADLINE, FAST_FAILOVER, GATEWAY_KEY, free_port, run_gateway
 
-DEADLINE = 3.0
+DEADLINE = FAILOVER_DEADLINE
 PIN_FLAKY = {"x-flaregate-provider": "flaky"}
 
 # (case, fault spec, statuses clients get with no fallback, error code)
@@ -59,16 +59,7 @@ def server(mocks, tmp_path_factory):
         "FLAREGATE_API_KEYS": GATEWAY_KEY,
         "FLAREGATE_PROVIDERS": json.dumps(providers),
         "FLAREGATE_ROUTES": json.dumps(routes),
-        "RATE_LIMIT_CAPACITY": "10000",
-        "RATE_LIMIT_REFILL_PER_SECOND": "1000",
-        "CACHE_TTL_SECONDS": "0",
-        "UPSTREAM_TIMEOUT_SECONDS": "1",
-        "UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS": "0.5",
-        "UPSTREAM_STREAM_IDLE_TIMEOUT_SECONDS": "0.5",
-        "UPSTREAM_DEADLINE_SECONDS": str(DEADLINE),
-        "UPSTREAM_MAX_ATTEMPTS": "2",
-        "RETRY_BACKOFF_BASE_SECONDS": "0.02",
-        "CIRCUIT_FAILURE_THRESHOLD": "1000",
+        **FAST_FAILOVER,
     }
     with run_gateway(tmp_path_factory.mktemp("faults"), env) as gw:
         yield gw

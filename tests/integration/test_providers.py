@@ -16,9 +16,9 @@ import pytest
 
 from tests.support.mock_upstream import MockUpstreamProcess
 
-from .conftest import GATEWAY_KEY, free_port, run_gateway
+from .conftest import FAILOVER_DEADLINE, FAST_FAILOVER, GATEWAY_KEY, free_port, run_gateway
 
-DEADLINE = 3.0
+DEADLINE = FAILOVER_DEADLINE
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                           "required": ["city"]}}}]
@@ -64,16 +64,7 @@ def server(mocks, tmp_path_factory):
         "CF_API_KEY": "cf-token",
         "FLAREGATE_PROVIDERS": json.dumps(providers),
         "FLAREGATE_ROUTES": json.dumps(routes),
-        "RATE_LIMIT_CAPACITY": "10000",
-        "RATE_LIMIT_REFILL_PER_SECOND": "1000",
-        "CACHE_TTL_SECONDS": "0",
-        "UPSTREAM_TIMEOUT_SECONDS": "1",
-        "UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS": "0.5",
-        "UPSTREAM_STREAM_IDLE_TIMEOUT_SECONDS": "0.5",
-        "UPSTREAM_DEADLINE_SECONDS": str(DEADLINE),
-        "UPSTREAM_MAX_ATTEMPTS": "2",
-        "RETRY_BACKOFF_BASE_SECONDS": "0.02",
-        "CIRCUIT_FAILURE_THRESHOLD": "1000",
+        **FAST_FAILOVER,
     }
     with run_gateway(tmp_path_factory.mktemp("providers"), env) as gw:
         yield gw
