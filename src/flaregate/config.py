@@ -93,7 +93,6 @@ DEFAULT_BASE_URLS = {
     "huggingface": "https://router.huggingface.co/v1",
     "workers_ai": "https://api.cloudflare.com/client/v4",
 }
-STRATEGIES = ("fallback", "weighted", "latency", "least_busy", "cost", "score")
 
 
 class ProviderConfig(_Model):

@@ -140,7 +140,6 @@ class Failure:
 @dataclass(slots=True)
 class Outcome:
     response: UpstreamResponse
-    relay_only: bool = False  # a client error to relay: no verdict on the provider
 
 
 def _last_event_end(data: bytes) -> int:
@@ -361,7 +360,7 @@ class UpstreamCaller:
         if not _retryable(response.status):
             self.health.success(health, (self._clock.monotonic() - started) * 1000)
             self._on_attempt(health.provider, True, "")
-            return Outcome(BufferedResponse(response.status, response.headers, payload), relay_only=True)
+            return Outcome(BufferedResponse(response.status, response.headers, payload))  # a client error to relay
         detail = _error_message(payload)
         retry_after = parse_retry_after(response.headers, self._clock.now())
         return self._failed(health, started, Failure(

@@ -27,7 +27,6 @@ from .hub_store import COUNTERS, HOUR, INT_COUNTERS, MINUTE, HubStore
 log = logging.getLogger("flaregate.hub")
 
 PROTOCOL_VERSION = 1
-LATENCY_SAMPLES = 1000  # recent latencies kept for exact percentiles
 MAX_CLIENT_MESSAGE = 4096  # larger text frames get an error message
 MAX_CLIENT_FRAME = 65536  # larger frames close the connection (1009) — hosts enforce it
 MAX_BATCH = 1000  # events per publish call; the rest of an oversized batch is ignored

@@ -23,7 +23,6 @@ from ..ports import UpstreamError, UpstreamTimeout
 from .base import CHAT, EMBEDDINGS
 
 FAULT_PREFIX = "fail-"
-FAULTS = ("500", "502", "503", "429", "timeout", "unreachable", "malformed", "stream_cut", "stream_error")
 
 
 def _text(content: Any) -> str:
