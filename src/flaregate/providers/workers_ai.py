@@ -20,6 +20,7 @@ from typing import Any
 from ..ports import AiBinding, UpstreamError, UpstreamResponse, UpstreamTransport
 from .anthropic_translate import SseParser
 from .base import CHAT
+from .translated import TranslatedResponse
 
 # Fields Workers AI text generation accepts, beside messages and stream.
 _PASSED = ("max_tokens", "temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty",
@@ -109,55 +110,51 @@ class _StreamTranslator:
         return b"".join(out)
 
 
-class _Translated:
+class OpenAIFromWorkersAi(TranslatedResponse):
     """A Workers AI response (REST or binding) read as an OpenAI one."""
 
-    def __init__(self, status: int, headers: Mapping[str, str], source: AsyncIterator[bytes] | None,
-                 closer: Any, model: str, stream: bool, include_usage: bool, result: Any = None) -> None:
-        self.status = status
-        self.headers = {**headers, "content-type": "text/event-stream" if stream and status == 200
-                        else "application/json"}
-        self.headers.pop("content-length", None)
-        self._source, self._closer, self._model = source, closer, model
-        self._stream, self._include_usage, self._result = stream and status == 200, include_usage, result
+    def __init__(self, response: UpstreamResponse, model: str, stream: bool, include_usage: bool) -> None:
+        super().__init__(response, model, stream)
+        self._include_usage = include_usage
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        if not self._stream:
-            yield await self.read()
-            return
-        translator = _StreamTranslator(self._model, self._include_usage)
-        async for chunk in self._source or _nothing():
-            out = translator.feed(chunk)
-            if out:
-                yield out
+    def stream_translator(self) -> _StreamTranslator:
+        return _StreamTranslator(self._model, self._include_usage)
 
-    async def read(self) -> bytes:
-        if self._stream:
-            return b"".join([chunk async for chunk in self.aiter_bytes()])
-        raw = self._result if self._result is not None else b"".join([c async for c in self._source or _nothing()])
-        try:
-            parsed = json.loads(raw) if isinstance(raw, bytes | str) else raw
-        except (ValueError, UnicodeDecodeError):
-            return raw
-        if not isinstance(parsed, dict):
-            return raw if isinstance(raw, bytes) else json.dumps(parsed).encode()
+    def translate(self, parsed: dict[str, Any]) -> dict[str, Any]:
         if self.status != 200:
             errors = parsed.get("errors") or [{}]
             message = errors[0].get("message") if isinstance(errors[0], dict) else str(errors[0])
-            error = {"error": {"message": message or "Workers AI error", "type": "server_error",
-                               "code": None, "param": None}}
-            return json.dumps(error).encode()
+            return {"error": {"message": message or "Workers AI error", "type": "server_error",
+                              "code": None, "param": None}}
         result = parsed.get("result", parsed)  # REST wraps the answer, the binding does not
-        return json.dumps(to_openai_completion(result if isinstance(result, dict) else {}, self._model)).encode()
+        return to_openai_completion(result if isinstance(result, dict) else {}, self._model)
+
+
+class _BindingResult:
+    """What ``env.AI.run`` returned (an answer, or a stream of SSE bytes) as an upstream response."""
+
+    def __init__(self, result: Any) -> None:
+        self.status = 200
+        self.headers: dict[str, str] = {}
+        self._result = result
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        if isinstance(self._result, dict) or not hasattr(self._result, "__aiter__"):
+            yield await self.read()
+            return
+        async for chunk in self._result:
+            yield chunk
+
+    async def read(self) -> bytes:
+        result = self._result
+        if hasattr(result, "__aiter__"):
+            return b"".join([chunk async for chunk in result])
+        if isinstance(result, bytes | str):
+            return result.encode() if isinstance(result, str) else result
+        return json.dumps(result).encode()
 
     async def aclose(self) -> None:
-        if self._closer is not None:
-            await self._closer()
-
-
-async def _nothing() -> AsyncIterator[bytes]:
-    return
-    yield b""
+        return None
 
 
 class WorkersAiProvider:
@@ -185,9 +182,7 @@ class WorkersAiProvider:
             if stream:
                 if isinstance(result, dict):
                     raise UpstreamError("the AI binding answered JSON to a streaming request")
-                return _Translated(200, {}, result, None, model, True, include_usage)
-            return _Translated(200, {}, None, None, model, False, include_usage, result=result)
+            return OpenAIFromWorkersAi(_BindingResult(result), model, stream, include_usage)
         response = await self._transport.send("POST", self._base + model, {**forward_headers, **self._headers},
                                               json.dumps(inputs).encode(), timeout or self._timeout)
-        return _Translated(response.status, response.headers, response.aiter_bytes(), response.aclose,
-                           model, stream, include_usage)
+        return OpenAIFromWorkersAi(response, model, stream, include_usage)
