@@ -43,7 +43,7 @@ def serve(args: argparse.Namespace) -> int:
     from .hosts.local.config_files import load_vars
     from .hosts.local.keys import ensure_local_key
     from .hosts.local.server import server_config
-    from .logs import configure_logging
+    from .observability.logs import configure_logging
 
     config = Path(args.config) if args.config else None
     try:

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from .ratelimits.policies import BudgetPolicy, RateLimitPolicy, check_unique_names
-from .resilience_config import RESILIENCE_VARS, ResiliencePolicy, resilience_from_vars
+from .routing.resilience import RESILIENCE_VARS, ResiliencePolicy, resilience_from_vars
 
 MOCK_PROVIDER = "mock"
 WILDCARD_ROUTE = "*"

@@ -13,39 +13,37 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
-from . import __version__, limits, tracing
-from .access import AccessControl
-from .admin_api import AdminApi
-from .alerts import Alerts
-from .analytics import Analytics
-from .auth import KeyRing
-from .cache_admin import CacheAdmin
+from . import __version__
+from .cache.admin import CacheAdmin
+from .cache.layer import CacheLayer
 from .config import Settings
-from .errors import GatewayError, bad_request, upstream_error
+from .endpoints import EMBEDDINGS_PATH, MESSAGES_PATH, UpstreamEndpoints
+from .errors import GatewayError, upstream_error
 from .http import Request, Response, json_response
-from .observability import Observability
-from .operational_events import OperationalEvents
+from .observability import tracing
+from .observability.alerts import Alerts
+from .observability.analytics import Analytics
+from .observability.endpoints import Observability
+from .observability.operational_events import OperationalEvents
+from .observability.profiler import Profiler
 from .ports import Ports, UpstreamError, UpstreamResponse
-from .privacy import client_address, redact
-from .profiler import Profiler
 from .providers import build_providers
 from .ratelimits import admin as limits_admin
 from .ratelimits.enforcer import Admission, Limits
 from .ratelimits.estimate import PriceTable, StreamUsage, usage_from
-from .response_caching import CacheLayer
-from .routing import Router, Target
-from .schemas import ChatCompletionRequest, validation_error
-from .security_gate import SecurityGate
-from .upstream_call import PIN_HEADER, UpstreamCaller
-from .upstream_endpoints import EMBEDDINGS_PATH, MESSAGES_PATH, UpstreamEndpoints
-from .webhooks import WebhookDispatcher
+from .routing.routes import Router, Target
+from .routing.upstream_call import PIN_HEADER, UpstreamCaller
+from .security.access import AccessControl
+from .security.admin_api import AdminApi
+from .security.gate import SecurityGate
+from .security.keys import KeyRing
+from .security.privacy import client_address, redact
+from .security.webhooks import WebhookDispatcher
+from .steps import RequestSteps
 
 log = logging.getLogger("flaregate")
 
 CHAT_PATH = "/v1/chat/completions"
-_MAX_ERROR_BODY = 4096
 
 
 def _stream_error_event(message: str, code: str) -> bytes:
@@ -75,14 +73,11 @@ class Gateway:
                                    batch_delay_ms=settings.analytics_batch_delay_ms,
                                    prices=PriceTable(settings.routes))
         self.observability = Observability(settings, ports.metrics_hub)
-        endpoints = UpstreamEndpoints(self)
         self._routes: dict[tuple[str, str], Callable[[Request, dict[str, str]], Awaitable[Response]]] = {
             ("GET", "/health"): self._health,
             ("GET", "/v1/models"): self._models,
             ("POST", CHAT_PATH): self._chat,
             ("GET", "/v1/providers"): self._providers,
-            ("POST", EMBEDDINGS_PATH): endpoints.embeddings,
-            ("POST", MESSAGES_PATH): endpoints.messages,
             ("POST", "/admin/cache/purge"): cache_admin.purge,
             ("GET", "/admin/cache/stats"): cache_admin.stats,
             **self.observability.routes(),
@@ -99,7 +94,12 @@ class Gateway:
         self.admin_api = AdminApi(settings, ports.security, self.access, self.webhooks, ports.clock)
         self.ratelimits = Limits(settings, ports.rate_limiter, ports.clock, self.analytics, self.alerts)
         self._ratelimits_admin = limits_admin.RateLimitAdmin(settings, self.ratelimits)
-        self._upstream_secrets = [p.api_key.get_secret_value() for p in settings.providers if p.api_key]
+        self.steps = RequestSteps(
+            settings, ports.clock, self.access, self.router, self.upstream, self.ratelimits, self.analytics,
+            self.alerts, [p.api_key.get_secret_value() for p in settings.providers if p.api_key])
+        endpoints = UpstreamEndpoints(self.steps)
+        self._routes[("POST", EMBEDDINGS_PATH)] = endpoints.embeddings
+        self._routes[("POST", MESSAGES_PATH)] = endpoints.messages
 
     # -- entry points --------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
@@ -176,26 +176,17 @@ class Gateway:
             event["error_code"] = exc.code
             response = exc.to_response()
         except Exception:
-            self._finish(event, 500, profiler)
+            self.steps.finish(event, 500, profiler)
             raise
         if not response.is_stream:  # a stream records its event when it ends
-            self._finish(event, response.status, profiler)
+            self.steps.finish(event, response.status, profiler)
         response.headers["server-timing"] = profiler.server_timing()
         return response
-
-    def _finish(self, event: dict[str, Any], status: int, profiler: Profiler) -> None:
-        event["status"] = status
-        event["latency_ms"] = round(profiler.elapsed_ms(), 3)
-        event["phases"] = profiler.snapshot()
-        if "upstream" in event["phases"]:
-            event["upstream_ms"] = event["phases"]["upstream"]
-        self.analytics.record(event)
-        self.alerts.request_finished(status)
 
     async def _chat_steps(self, request: Request, out: dict[str, str], profiler: Profiler,
                           event: dict[str, Any]) -> Response:
         with profiler.phase("parse"):
-            body = self._parse_chat(request)
+            body = self.steps.parse_body(request)
             event["stream"] = stream = body.get("stream") is True
         with profiler.phase("auth"):
             principal = await self.access.authenticate(request)
@@ -248,7 +239,7 @@ class Gateway:
         with profiler.phase("format"):
             if upstream.status != 200:
                 headers.update(await admission.refund())
-                return self._upstream_failure_response(upstream.status, upstream.headers, payload, headers)
+                return self.steps.upstream_failure_response(upstream.status, upstream.headers, payload, headers)
             try:
                 completion = json.loads(payload)
                 usage = completion.get("usage") or {}
@@ -265,48 +256,6 @@ class Gateway:
                 headers.update(await admission.settle(usage_from(completion), target.provider.name, target.model))
         self.caching.mark_stored(headers, upstream)
         return Response(200, headers, payload)
-
-    def _parse_chat(self, request: Request, schema: type[BaseModel] = ChatCompletionRequest) -> dict[str, Any]:
-        ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-        if ctype != "application/json" and not ctype.endswith("+json"):
-            raise GatewayError(415, "Content-Type must be application/json.", code="unsupported_media_type")
-        if len(request.body) > self.settings.max_body_bytes:
-            raise GatewayError(413, f"Request body exceeds {self.settings.max_body_bytes} bytes.",
-                               code="request_too_large")
-        body = limits.parse_json(request.body, self.settings.security.max_json_depth)
-        if not isinstance(body, dict):
-            raise bad_request("The request body must be a JSON object.", code="invalid_json")
-        try:
-            schema.model_validate(body)
-        except ValidationError as exc:
-            raise validation_error(exc) from None
-        limits.check_chat(body, self.settings.security)
-        return body
-
-
-    def _upstream_failure_response(self, status: int, upstream_headers: Any, payload: bytes,
-                                   headers: dict[str, str]) -> Response:
-        """Relay a provider's error honestly, as OpenAI error JSON, never its 5xx as ours."""
-        try:
-            parsed = json.loads(payload[:_MAX_ERROR_BODY])
-            error = parsed.get("error") if isinstance(parsed, dict) else None
-            message = (error.get("message") if isinstance(error, dict) else None) or str(error or "")
-        except ValueError:
-            message = ""
-        provider = headers.get("x-flaregate-provider", "upstream")
-        message = redact(message[:500], self._upstream_secrets)  # providers may echo a key
-        message = f"Upstream provider '{provider}' answered {status}" + (f": {message}" if message else ".")
-        if status >= 500:
-            exc = upstream_error(502, message)
-        elif status == 429:
-            exc = GatewayError(429, message, type="rate_limit_error", code="upstream_rate_limited")
-            # Retry-After on every 429: the provider's when it sent one, else a short wait.
-            exc.headers["retry-after"] = upstream_headers.get("retry-after") or "1"
-        else:
-            exc = GatewayError(status, message, type="invalid_request_error", code="upstream_rejected")
-        response = exc.to_response()
-        response.headers = {**headers, **response.headers}
-        return response
 
     async def _relay(self, upstream: UpstreamResponse, profiler: Profiler, event: dict[str, Any],
                      admission: Admission, target: Target, started: float) -> AsyncIterator[bytes]:
@@ -340,7 +289,7 @@ class Gateway:
             event["stream_outcome"] = outcome
             if outcome not in ("complete", "aborted"):
                 event["error"] = outcome
-            self._finish(event, 200, profiler)
+            self.steps.finish(event, 200, profiler)
             usage = sniffer.usage() if sniffer is not None else None
             if event.get("cache_collapsed"):  # another request's stream: nothing spent upstream
                 self.ports.tasks.run(admission.settle_later(None, target.provider.name, target.model))

@@ -88,7 +88,7 @@ class BackgroundTasks(Protocol):
 class RateLimiterClient(Protocol):
     """Reaches the rate-limiter object named by its first argument (one Durable Object per
     partition on the edge, ``getByName(name)``) and calls the method of the same name on
-    ``flaregate.objects.rate_limiter.RateLimiter`` with the remaining arguments."""
+    ``flaregate.ratelimits.limiter.RateLimiter`` with the remaining arguments."""
 
     async def check(self, key: str, policy: dict[str, Any], cost: float) -> dict[str, Any]: ...
 

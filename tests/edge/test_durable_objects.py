@@ -12,7 +12,7 @@ from durable_objects.metrics_hub import MetricsHub
 from durable_objects.rate_limiter import RateLimiter
 from flaregate.hosts.edge import objects as edge_objects
 from flaregate.hosts.edge.ports import AlarmScheduler
-from flaregate.objects.rate_limiter import RateLimiter as CoreRateLimiter
+from flaregate.ratelimits.limiter import RateLimiter as CoreRateLimiter
 from tests.support.fakes import FakeClock, MemorySql
 
 from .conftest import FakeCtx, FakeJsRow, FakeRequest, FakeStorage, FakeWebSocket

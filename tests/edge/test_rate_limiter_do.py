@@ -11,11 +11,11 @@ import pytest
 
 import entry
 from durable_objects.rate_limiter import RateLimiter
-from flaregate.auth import key_id
 from flaregate.hosts.edge import objects as edge_objects
 from flaregate.hosts.local.runtime import LocalRateLimiterClient
-from flaregate.objects.rate_limiter import RateLimiter as CoreRateLimiter
-from flaregate.signing import sign_request
+from flaregate.ratelimits.limiter import RateLimiter as CoreRateLimiter
+from flaregate.security.keys import key_id
+from flaregate.security.signing import sign_request
 from tests.support.fakes import FakeClock, MemorySql
 
 from .conftest import API_KEY, FakeCtx, FakeJsRow, FakeRequest, FakeResponse

@@ -8,7 +8,7 @@ from typing import Any
 
 import entry
 from flaregate.hosts.edge import worker as edge_worker
-from flaregate.signing import sign_request
+from flaregate.security.signing import sign_request
 
 from .conftest import API_KEY, FakeCtx, FakeRequest, FakeResponse
 

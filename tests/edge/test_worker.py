@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 import entry
-from flaregate.auth import key_id
 from flaregate.hosts.edge.ports import FetchTransport, KVStore, bind
 from flaregate.ports import UpstreamError, UpstreamTimeout
+from flaregate.security.keys import key_id
 
 from .conftest import (
     ADMIN_KEY,

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from flaregate.signing import sign_request
+from flaregate.security.signing import sign_request
 
 from .conftest import GATEWAY_KEY, run_gateway, upstream_env
 

@@ -16,7 +16,7 @@ import pytest
 import websockets
 import websockets.exceptions
 
-from flaregate.signing import sign_request
+from flaregate.security.signing import sign_request
 
 from .conftest import GATEWAY_KEY, TARGET, UPSTREAM_KEY, run_gateway, upstream_env
 

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
-from flaregate.signing import sign_request, verify_webhook
+from flaregate.security.signing import sign_request, verify_webhook
 
 from .conftest import GATEWAY_KEY, run_gateway, upstream_env
 

@@ -14,11 +14,11 @@ from flaregate.hosts.local.runtime import (
     LocalSecurityClient,
 )
 from flaregate.http import Headers, Request
-from flaregate.objects.metrics_hub import MetricsHub
-from flaregate.objects.rate_limiter import RateLimiter
-from flaregate.objects.security_store import SecurityStore
+from flaregate.observability.hub import MetricsHub
 from flaregate.ports import Ports
-from flaregate.signing import sign_request
+from flaregate.ratelimits.limiter import RateLimiter
+from flaregate.security.signing import sign_request
+from flaregate.security.store import SecurityStore
 from tests.support.fakes import (
     FakeClock,
     InlineTasks,

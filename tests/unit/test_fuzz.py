@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from flaregate.http import Headers, Request
 from flaregate.providers.mock import StaticResponse
-from flaregate.signing import sign_request
+from flaregate.security.signing import sign_request
 from tests.support.security import ADMIN_KEY, CONFIG_KEY, SecureRig
 
 FUZZ = settings(max_examples=750, deadline=None, derandomize=True,

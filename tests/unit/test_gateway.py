@@ -8,10 +8,10 @@ from flaregate.config import settings_from_vars
 from flaregate.gateway import Gateway
 from flaregate.hosts.local.runtime import LocalHubClient, LocalRateLimiterClient
 from flaregate.http import Headers, Request
-from flaregate.objects.metrics_hub import MetricsHub
-from flaregate.objects.rate_limiter import RateLimiter
+from flaregate.observability.hub import MetricsHub
 from flaregate.ports import Ports, UpstreamError, UpstreamTimeout
 from flaregate.providers.mock import StaticResponse
+from flaregate.ratelimits.limiter import RateLimiter
 from tests.support.fakes import (
     FakeClock,
     InlineTasks,

@@ -1,6 +1,6 @@
 """``/admin/ratelimits/{key_id}``: read a gateway key's current usage (GET) or reset it
 (DELETE, optionally ``?policy=NAME``). Guarded like every ``/admin/*`` endpoint: the admin
-key (:func:`flaregate.admin.require_admin`) and, by default, a signed request.
+key (:func:`flaregate.security.admin.require_admin`) and, by default, a signed request.
 
 A key id is ``key_`` + the first 16 hex digits of the key's SHA-256, for configured and
 stored keys alike (``GET /admin/keys`` lists the stored ones). The view covers every policy
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 
-from ..admin import require_admin
 from ..config import Settings
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
+from ..security.admin import require_admin
 from .enforcer import Limits
 
 PREFIX = "/admin/ratelimits/"

@@ -22,16 +22,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..access import Principal
-from ..alerts import Alerts
-from ..analytics import Analytics
 from ..config import Settings
 from ..errors import GatewayError
 from ..http import Request
-from ..objects.rate_limiter import RateLimiter
+from ..observability.alerts import Alerts
+from ..observability.analytics import Analytics
 from ..ports import Clock, RateLimiterClient
+from ..security.access import Principal
 from .estimate import PriceTable, Usage, estimate_tokens
 from .headers import ietf_headers, openai_headers, retry_after
+from .limiter import RateLimiter
 from .policies import DEFAULT_POLICY, KEY_BUDGET, BudgetPolicy, LimitPolicy, RateLimitPolicy
 from .scope import address, key_partition
 

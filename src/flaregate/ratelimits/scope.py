@@ -2,7 +2,7 @@
 
 The client never names its own limit key: the gateway key comes from authentication, the
 client address from the host (the socket peer locally, ``CF-Connecting-IP`` on the edge)
-and is anonymised before use (IPv4 /24, IPv6 /48, by ``flaregate.privacy``); a user id
+and is anonymised before use (IPv4 /24, IPv6 /48, by ``flaregate.security.privacy``); a user id
 header is read only when a policy names it, and always inside the gateway key's
 namespace, so one key cannot touch another key's counters.
 """
@@ -13,7 +13,7 @@ import hashlib
 import re
 
 from ..http import Headers
-from ..privacy import anonymize_ip
+from ..security.privacy import anonymize_ip
 from .policies import LimitPolicy
 
 _SAFE_LABEL = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")

@@ -14,13 +14,13 @@ import js
 import workers
 from pyodide.ffi import to_js
 
-from ...admin_auth import SUBPROTOCOL
 from ...clock import SystemClock
 from ...config import ConfigError, Settings, settings_from_vars
-from ...logs import configure_logging
-from ...objects.metrics_hub import MAX_CLIENT_FRAME, MetricsHub
-from ...objects.rate_limiter import RateLimiter
-from ...objects.security_store import SecurityStore
+from ...observability.hub import MAX_CLIENT_FRAME, MetricsHub
+from ...observability.logs import configure_logging
+from ...ratelimits.limiter import RateLimiter
+from ...security.admin import SUBPROTOCOL
+from ...security.store import SecurityStore
 from .ports import AlarmScheduler, DurableSql, HibernationBroadcaster, env_vars, plain
 
 log = logging.getLogger("flaregate.edge")

@@ -21,7 +21,7 @@ from ...config import ConfigError, settings_from_vars
 from ...errors import GatewayError
 from ...gateway import Gateway
 from ...http import Headers, Request, Response
-from ...logs import configure_logging
+from ...observability.logs import configure_logging
 from ...ports import Ports
 from .objects import SUBPROTOCOL_HEADER
 from .ports import (

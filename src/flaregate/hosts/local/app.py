@@ -9,17 +9,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ...auth import KeyRing
 from ...clock import SystemClock
 from ...config import Settings
 from ...errors import GatewayError
 from ...gateway import Gateway
-from ...health_probes import HealthProber
 from ...http import Headers, Request, Response
-from ...objects.metrics_hub import MAX_CLIENT_FRAME, MetricsHub
-from ...objects.rate_limiter import RateLimiter
-from ...objects.security_store import SecurityStore
+from ...observability.hub import MAX_CLIENT_FRAME, MetricsHub
 from ...ports import Ports
+from ...ratelimits.limiter import RateLimiter
+from ...routing.probes import HealthProber
+from ...security.keys import KeyRing
+from ...security.store import SecurityStore
 from .host_stats import ProcessStats
 from .runtime import (
     AsyncioScheduler,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from ...access import VISIBLE_PREFIX_CHARS, KeyPolicy, digest_hex, new_key
-from ...objects.security_store import SecurityStore
+from ...security.access import VISIBLE_PREFIX_CHARS, KeyPolicy, digest_hex, new_key
+from ...security.store import SecurityStore
 
 LEGACY_KEY_FILE = "gateway-keys.txt"
 

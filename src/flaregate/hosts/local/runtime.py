@@ -9,9 +9,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ...objects.metrics_hub import MetricsHub
-from ...objects.rate_limiter import RateLimiter
-from ...objects.security_store import SecurityStore
+from ...observability.hub import MetricsHub
+from ...ratelimits.limiter import RateLimiter
+from ...security.store import SecurityStore
 
 log = logging.getLogger("flaregate.local")
 

@@ -1,0 +1,254 @@
+"""The cache step of a chat request: plan it, answer hits, share and record misses.
+
+The gateway calls four things: :meth:`CacheLayer.plan` (read the controls, compute the
+key), :meth:`lookup` and :meth:`hit_response` (answer from either tier, in the shape the
+client asked for), and :meth:`fetch` (the upstream call, shared by identical concurrent
+requests, recorded as it passes and stored when complete).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import WILDCARD_ROUTE, Settings
+from ..http import Headers, Response
+from ..ports import Ports, UpstreamResponse
+from ..routing.routes import Target, route_signature
+from .controls import (
+    BYPASS,
+    HIT,
+    KEY_HEADER,
+    MISS,
+    REFRESH,
+    STATUS_HEADER,
+    cache_status,
+    parse_directives,
+)
+from .lru import MemoryLRU
+from .namespaces import NamespaceGenerations, NamespaceStoreError
+from .single_flight import SharedResponse, SingleFlight
+from .sse_completion import StreamAssembler, render_sse, storable_problem
+from .store import (
+    DEFAULT_NAMESPACE,
+    CacheEntry,
+    Origin,
+    ResponseCache,
+    Tier,
+    cache_key,
+    completion_tokens,
+    key_hash,
+)
+
+log = logging.getLogger("flaregate.cache")
+
+
+@dataclass(slots=True)
+class CachePlan:
+    status: str  # MISS (read, then write), REFRESH (write only) or BYPASS (neither)
+    key: str | None
+    ttl: int
+    namespace: str
+    debug: bool
+    stream: bool
+    include_usage: bool
+
+    @property
+    def flight_key(self) -> str:
+        # Only requests whose answers have the same shape share a flight.
+        return f"{self.key}|{'sse' if self.stream else 'json'}|{int(self.include_usage)}"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    entry: CacheEntry
+    tier: Tier
+    body: bytes  # rendered in the requested shape (JSON, or SSE ending in [DONE])
+
+
+class _Recorder:
+    """Sees one flight's bytes; at the end, stores the answer when it may be cached."""
+
+    def __init__(self, layer: CacheLayer, plan: CachePlan) -> None:
+        self._layer = layer
+        self._plan = plan
+        self._limit = layer.settings.cache.max_entry_bytes
+        self._assembler = StreamAssembler(self._limit) if plan.stream else None
+        self._parts: list[bytes] = []
+        self._size = 0
+        self.stored = False
+        self.tokens = 0
+        self.problem: str | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        if self._assembler is not None:
+            self._assembler.feed(chunk)
+        elif self._size <= self._limit:
+            self._parts.append(chunk)
+            self._size += len(chunk)
+
+    def finish(self, target: Target | None, status: int, ok: bool) -> None:
+        self.problem = self._store(target, status, ok)
+        if self.problem:
+            log.info("answer not cached: %s", self.problem)
+
+    def _store(self, target: Target | None, status: int, ok: bool) -> str | None:
+        if target is None or status != 200:
+            return f"upstream status {status}"
+        origin: Origin
+        if self._assembler is not None:  # a stream after [DONE] is complete even if cut later
+            completion = self._assembler.completion()
+            if completion is None:
+                return self._assembler.problem
+            body, origin = json.dumps(completion, separators=(",", ":")), "sse"
+        else:
+            if not ok:
+                return "the body did not arrive whole"
+            if self._size > self._limit:
+                return "the answer is larger than the cache's entry limit"
+            try:
+                body = b"".join(self._parts).decode()
+                completion = json.loads(body)
+            except (ValueError, RecursionError):
+                return "the answer is not JSON"
+            origin = "json"
+        if isinstance(completion, dict):
+            self.tokens = completion_tokens(completion)
+        problem = storable_problem(completion, self._layer.settings.cache.skip_length_finish)
+        if problem:
+            return problem
+        if len(body) > self._limit:
+            return "the answer is larger than the cache's entry limit"
+        entry = CacheEntry.create(target.provider.name, body, completion, origin,
+                                  self._layer.clock.now(), self._plan.ttl)
+        assert self._plan.key is not None
+        self._layer.cache.put(self._plan.key, entry)
+        self.stored = True
+        return None
+
+
+class CacheLayer:
+    def __init__(self, settings: Settings, ports: Ports) -> None:
+        self.settings = settings
+        self.clock = ports.clock
+        policy = settings.cache
+        memory: MemoryLRU[CacheEntry] = MemoryLRU(ports.clock, policy.memory_max_entries, policy.memory_max_bytes)
+        self.cache = ResponseCache(ports.cache, ports.clock, ports.tasks, memory, policy.memory_ttl_seconds)
+        self.namespaces = NamespaceGenerations(ports.cache, ports.clock, policy.max_ttl_seconds + 86400)
+        self.flights = SingleFlight()
+        self._solo = 0
+        self.statuses: Counter[str] = Counter()
+
+    def _default_ttl(self, model: str) -> int:
+        ttls = self.settings.cache.route_ttl_seconds
+        alias = model if model in self.settings.routes else WILDCARD_ROUTE
+        return ttls.get(alias, self.settings.cache_ttl_seconds)
+
+    async def plan(self, headers: Headers, tenant: str, body: dict[str, Any], targets: list[Target]) -> CachePlan:
+        """Read the request's cache controls (a malformed one is a 400) and compute the key."""
+        directives = parse_directives(headers, self.settings.cache.max_ttl_seconds)
+        ttl = directives.ttl if directives.ttl is not None else min(self._default_ttl(body["model"]),
+                                                                   self.settings.cache.max_ttl_seconds)
+        namespace = directives.namespace or DEFAULT_NAMESPACE
+        stream = body.get("stream") is True
+        options = body.get("stream_options")
+        include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
+        plan = CachePlan(BYPASS, None, ttl, namespace, directives.debug, stream, include_usage)
+        if directives.no_store or ttl <= 0:
+            return self._count(plan)
+        try:
+            generation = await self.namespaces.current(namespace)
+        except NamespaceStoreError:
+            log.warning("cache store unreachable; request not cached")
+            return self._count(plan)
+        try:
+            plan.key = cache_key(tenant, route_signature(targets), body, namespace, generation)
+        except RecursionError:  # absurdly deep JSON: served, but not cached
+            log.warning("request body too deeply nested to key; request not cached")
+            return self._count(plan)
+        plan.status = REFRESH if directives.no_cache else MISS
+        return self._count(plan)
+
+    def _count(self, plan: CachePlan) -> CachePlan:
+        self.statuses[plan.status] += 1
+        return plan
+
+    async def lookup(self, plan: CachePlan) -> CachedAnswer | None:
+        """The stored answer, already in the shape the request asked for, or None."""
+        if plan.status != MISS or plan.key is None:
+            return None
+        found = await self.cache.get(plan.key)
+        if found is None:
+            return None
+        entry, tier = found
+        try:
+            body = render_sse(entry.completion, plan.include_usage) if plan.stream else entry.body.encode()
+        except (RecursionError, ValueError, TypeError):  # cannot be replayed: serve it fresh
+            log.warning("cache entry %s cannot be rendered; treating as a miss", key_hash(plan.key))
+            return None
+        self.statuses[MISS] -= 1
+        self.statuses[HIT] += 1
+        return CachedAnswer(entry, tier, body)
+
+    def _debug(self, plan: CachePlan) -> dict[str, str]:
+        return {KEY_HEADER: key_hash(plan.key)} if plan.debug and plan.key else {}
+
+    def hit_response(self, plan: CachePlan, hit: CachedAnswer, out: dict[str, str],
+                     event: dict[str, Any]) -> Response:
+        entry, body, now = hit.entry, hit.body, self.clock.now()
+        if plan.stream:
+            shape = {"content-type": "text/event-stream", "cache-control": "no-cache"}
+        else:
+            shape = {"content-type": "application/json"}
+        headers = {**out, **shape, STATUS_HEADER: HIT, "x-flaregate-provider": entry.provider,
+                   "cache-status": cache_status(HIT, tier=hit.tier, ttl=entry.expires_at - now),
+                   "age": str(max(0, int(now - entry.stored_at))), **self._debug(plan)}
+        event.update(cache=HIT, cache_tier=hit.tier, provider=entry.provider, bytes_saved=len(body),
+                     tokens_saved=entry.tokens)
+        if plan.stream:
+            event["stream_outcome"] = "replayed"
+        return Response(200, headers, body)
+
+    async def fetch(self, plan: CachePlan, call: Callable[[], Awaitable[tuple[Target, UpstreamResponse]]],
+                    event: dict[str, Any]) -> tuple[Target, UpstreamResponse]:
+        """The upstream call: shared and recorded when the answer may be stored."""
+        if plan.status == BYPASS or plan.key is None:
+            return await call()
+
+        def on_close(reader: SharedResponse) -> None:
+            if reader.follower:  # served without paying the provider
+                event["bytes_saved"] = reader.delivered
+                event["tokens_saved"] = getattr(reader.recorder, "tokens", 0)
+
+        flight_key = plan.flight_key
+        if not self.settings.cache.single_flight:  # a flight of one: recorded, never shared
+            self._solo += 1
+            flight_key += f"|solo{self._solo}"
+        target, reader = await self.flights.join(flight_key, call, lambda: _Recorder(self, plan), on_close)
+        if reader.follower:
+            event["cache_collapsed"] = True
+        return target, reader
+
+    def miss_headers(self, plan: CachePlan, upstream: UpstreamResponse) -> dict[str, str]:
+        collapsed = isinstance(upstream, SharedResponse) and upstream.follower
+        return {STATUS_HEADER: plan.status, "cache-status": cache_status(plan.status, collapsed=collapsed),
+                **self._debug(plan)}
+
+    @staticmethod
+    def mark_stored(headers: dict[str, str], upstream: UpstreamResponse) -> None:
+        """After a whole (non-streamed) body: say in Cache-Status whether it was stored."""
+        if isinstance(upstream, SharedResponse) and getattr(upstream.recorder, "stored", False):
+            headers["cache-status"] += "; stored"
+
+    def stats(self) -> dict[str, Any]:
+        lookups = self.statuses[HIT] + self.statuses[MISS]
+        return {
+            "requests": {s: self.statuses[s] for s in (HIT, MISS, REFRESH, BYPASS)},
+            "hit_rate": round(self.statuses[HIT] / lookups, 4) if lookups else None,
+            **self.cache.stats(),
+            "flights": self.flights.stats(),
+        }

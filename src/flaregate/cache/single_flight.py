@@ -1,0 +1,274 @@
+"""Single-flight: identical concurrent requests share one upstream call (stampede protection).
+
+The first request for a flight key opens the upstream call; requests that arrive while it
+is in flight join it. Every participant gets its own reader (an UpstreamResponse), which
+sees the same status, headers and bytes from the start, in step with the upstream: a
+streamed answer reaches every reader chunk by chunk as it arrives, never held back.
+
+There is no background pump. The request that opened the call reads the upstream body
+and the others wait for each chunk it reads; only when it has left (its client went away)
+does the next reader take over. That owner rule matters on the edge, where workerd lets no
+request read an I/O object (a fetch body) that belongs to another. When the last reader
+leaves before the end, the upstream call is closed (no one pays for tokens no one reads).
+A ``FlightRecorder`` sees every chunk once and is told, once, how the flight ended; the
+cache uses it to store the answer.
+
+In process only: one registry per process locally, one per isolate on the edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from ..ports import UpstreamError, UpstreamResponse
+
+log = logging.getLogger("flaregate.single_flight")
+
+
+class FlightRecorder(Protocol):
+    def feed(self, chunk: bytes) -> None: ...
+
+    def finish(self, target: Any, status: int, ok: bool) -> None:
+        """Called once: ``ok`` is False when the body ended early or in an error."""
+
+
+Opener = Callable[[], Awaitable[tuple[Any, UpstreamResponse]]]
+
+
+class _Flight:
+    def __init__(self, key: str, registry: SingleFlight, recorder: FlightRecorder) -> None:
+        self.key = key
+        self.registry = registry
+        self.recorder = recorder
+        self.opening: asyncio.Future[tuple[Any, UpstreamResponse]] | None = None
+        self.target: Any = None
+        self.upstream: UpstreamResponse | None = None
+        self.chunks: list[bytes] = []
+        self.readers = 0
+        self.owner_reading = True  # the opener's reader is still here: only it pulls
+        self.pulling = False
+        self.finished = False
+        self.failure: UpstreamError | None = None
+        self.mode: str | None = None  # "stream" (chunk by chunk) or "read" (the whole body)
+        self._iterator: AsyncIterator[bytes] | None = None
+        self._recorder_broken = False
+        self._changed = asyncio.Event()
+
+    async def open(self, opener: Opener) -> tuple[Any, UpstreamResponse]:
+        try:
+            self.target, self.upstream = await opener()
+        except BaseException:
+            self.finished = True
+            self.registry._forget(self)
+            raise
+        if self.readers == 0:  # everyone left while the call was being made
+            self._finish(UpstreamError("every reader went away"))
+            await self._close_upstream()
+        return self.target, self.upstream
+
+    # -- pulling -------------------------------------------------------------------------
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_for_change(self) -> None:
+        await self._changed.wait()
+
+    def may_pull(self, reader: SharedResponse) -> bool:
+        return not self.pulling and (reader.owner or not self.owner_reading)
+
+    def owner_left(self) -> None:
+        self.owner_reading = False
+        self._notify()  # a waiting follower takes over the pulling
+
+    async def pull(self, wanted: str) -> None:
+        """Fetch the next piece of the body for every reader (only one puller at a time)."""
+        assert self.upstream is not None and not self.pulling and not self.finished
+        self.pulling = True
+        mode = self.mode = self.mode or wanted
+        try:
+            if mode == "read":
+                self._append(await self.upstream.read())
+                self._finish(None)
+            else:
+                if self._iterator is None:
+                    self._iterator = aiter(self.upstream.aiter_bytes())
+                try:
+                    chunk = await anext(self._iterator)
+                except StopAsyncIteration:
+                    self._finish(None)
+                else:
+                    if chunk:
+                        self._append(chunk)
+        except UpstreamError as exc:
+            self._finish(exc)
+        except Exception as exc:  # e.g. a host error type; never leave the readers hanging
+            self._finish(UpstreamError(type(exc).__name__))
+        except BaseException:  # the puller was cancelled: the others cannot go on without it
+            self._finish(UpstreamError("the upstream read was cancelled"))
+            raise
+        finally:
+            self.pulling = False
+            self._notify()
+        if self.finished:
+            await self._close_upstream()
+
+    def _append(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self._feed(chunk)
+
+    def _feed(self, chunk: bytes) -> None:
+        if self._recorder_broken:
+            return
+        try:
+            self.recorder.feed(chunk)
+        except Exception:  # recording is best effort; the answer still flows, unrecorded
+            self._recorder_broken = True
+            log.warning("flight recorder failed", exc_info=True)
+
+    def _finish(self, failure: UpstreamError | None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.failure = failure
+        try:
+            if not self._recorder_broken:  # a recorder that missed a chunk must not store
+                self.recorder.finish(self.target, self.upstream.status if self.upstream else 0, failure is None)
+        except Exception:
+            log.warning("flight recorder failed", exc_info=True)
+        self.registry._forget(self)  # after the recorder stored the answer: no gap for newcomers
+        self._notify()
+
+    async def _close_upstream(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._iterator is not None and hasattr(self._iterator, "aclose"):
+                await self._iterator.aclose()
+        with contextlib.suppress(Exception):
+            if self.upstream is not None:
+                await self.upstream.aclose()
+
+    async def detach(self) -> None:
+        self.readers -= 1
+        if self.readers == 0 and not self.finished and self.upstream is not None:
+            self._finish(UpstreamError("every reader went away"))
+            await self._close_upstream()
+
+
+class SharedResponse:
+    """One participant's view of a flight, shaped like an UpstreamResponse."""
+
+    def __init__(self, flight: _Flight, upstream: UpstreamResponse, follower: bool,
+                 on_close: Callable[[SharedResponse], None] | None) -> None:
+        self._flight = flight
+        self.status = upstream.status
+        self.headers: Mapping[str, str] = upstream.headers
+        self.follower = follower
+        self.owner = not follower
+        self.delivered = 0  # bytes this reader received
+        self._on_close = on_close
+        self._closed = False
+
+    @property
+    def recorder(self) -> FlightRecorder:
+        return self._flight.recorder
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        flight, index = self._flight, 0
+        while True:
+            if index < len(flight.chunks):
+                chunk = flight.chunks[index]
+                index += 1
+                self.delivered += len(chunk)
+                yield chunk
+            elif flight.finished:
+                if flight.failure is not None:
+                    raise flight.failure
+                return
+            elif flight.may_pull(self):
+                await flight.pull("stream")
+            else:
+                await flight.wait_for_change()
+
+    async def read(self) -> bytes:
+        flight = self._flight
+        while not flight.finished:
+            if flight.may_pull(self):
+                await flight.pull("read")
+            else:
+                await flight.wait_for_change()
+        if flight.failure is not None:
+            raise flight.failure
+        body = b"".join(flight.chunks)
+        self.delivered = len(body)
+        return body
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.owner:
+            self._flight.owner_left()
+        if self._on_close is not None:
+            try:
+                self._on_close(self)
+            except Exception:
+                log.warning("flight close hook failed", exc_info=True)
+        await self._flight.detach()
+
+
+class SingleFlight:
+    def __init__(self) -> None:
+        self._flights: dict[str, _Flight] = {}
+        self.opened = 0
+        self.collapsed = 0
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+    async def join(self, key: str, opener: Opener, recorder: Callable[[], FlightRecorder],
+                   on_close: Callable[[SharedResponse], None] | None = None) -> tuple[Any, SharedResponse]:
+        """Open the call for ``key`` or join the one in flight; returns (target, reader).
+
+        ``recorder`` is called only when this request opens the flight. An exception from
+        the opener (e.g. every target failed) reaches every participant.
+        """
+        flight = self._flights.get(key)
+        follower = flight is not None
+        if flight is None:
+            flight = _Flight(key, self, recorder())
+            self._flights[key] = flight
+            self.opened += 1
+            flight.opening = asyncio.ensure_future(flight.open(opener))
+            flight.opening.add_done_callback(_retrieve)
+        else:
+            self.collapsed += 1
+        flight.readers += 1
+        assert flight.opening is not None
+        try:
+            target, upstream = await asyncio.shield(flight.opening)
+        except BaseException:
+            if not follower:
+                flight.owner_reading = False
+            flight.readers -= 1
+            if flight.readers == 0 and flight.upstream is not None and not flight.finished:
+                flight._finish(UpstreamError("every reader went away"))
+                asyncio.ensure_future(flight._close_upstream())
+            raise
+        return target, SharedResponse(flight, upstream, follower, on_close)
+
+    def _forget(self, flight: _Flight) -> None:
+        if self._flights.get(flight.key) is flight:
+            del self._flights[flight.key]
+
+    def stats(self) -> dict[str, int]:
+        return {"in_flight": len(self._flights), "opened": self.opened, "collapsed": self.collapsed}
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # The opener's exception reaches the participants; this only stops "never retrieved".
+    if not future.cancelled():
+        future.exception()

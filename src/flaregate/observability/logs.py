@@ -1,0 +1,93 @@
+"""Structured logs: one JSON object a line, secrets redacted (client IPs come anonymised:
+:mod:`flaregate.security.privacy`).
+
+Hosts call :func:`configure_logging` once with the settings (``LOG_LEVEL`` comes from the
+environment's vars). Redaction runs on every formatted line, so a secret cannot leak
+through an exception message or a logged URL either: configured keys are replaced
+wherever they appear, and so are bearer tokens, ``sk-``/``fg-`` style keys and ``token=``
+query parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterable
+from typing import IO, Any
+
+REDACTED = "[REDACTED]"
+_PATTERNS = (
+    (re.compile(r"(?i)\b(bearer)\s+[^\s\"',;]+"), r"\1 " + REDACTED),
+    (re.compile(r"\b(?:sk|fg|pk|rk)-[A-Za-z0-9_\-]{8,}"), REDACTED),
+    (re.compile(r"(?i)([?&](?:token|api_key|key|access_token)=)[^&\s\"']+"), r"\1" + REDACTED),
+)
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+           "warning": logging.WARNING, "error": logging.ERROR}
+# Attributes every LogRecord has (listed, not sampled: nothing runs at import time);
+# anything else passed through ``extra`` is a field.
+_RECORD_ATTRS = frozenset({
+    "name", "msg", "args", "levelname", "levelno", "pathname", "filename", "module", "exc_info",
+    "exc_text", "stack_info", "lineno", "funcName", "created", "msecs", "relativeCreated", "thread",
+    "threadName", "processName", "process", "taskName", "message", "asctime", "fields",
+})
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Longest first, so a secret that contains another is replaced whole.
+        self._secrets = sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
+        return text
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, redact: Redactor | None = None) -> None:
+        super().__init__()
+        self._redact = redact or Redactor()
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        for name, value in vars(record).items():
+            if name not in _RECORD_ATTRS and not name.startswith("_"):
+                entry.setdefault(name, value)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return self._redact(json.dumps(entry, default=str, ensure_ascii=False))
+
+
+def secrets_of(settings: Any) -> list[str]:
+    """Every secret value in the settings: gateway keys, provider keys, the admin key."""
+    values = [k.get_secret_value() for k in getattr(settings, "api_keys", ())]
+    values += [p.api_key.get_secret_value() for p in getattr(settings, "providers", ()) if p.api_key]
+    admin = getattr(settings, "admin_key", None)
+    if admin is not None:
+        values.append(admin.get_secret_value())
+    return values
+
+
+def configure_logging(settings: Any, stream: IO[str] | None = None, extra_secrets: Iterable[str] = ()) -> None:
+    """Route every logger to one JSON handler at the environment's ``LOG_LEVEL``."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter(Redactor([*secrets_of(settings), *extra_secrets])))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_LEVELS.get(str(getattr(settings, "log_level", "info")).lower(), logging.INFO))

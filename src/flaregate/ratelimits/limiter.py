@@ -1,0 +1,363 @@
+"""The rate-limiter object: one instance per partition, one row per limit key, state in SQL.
+
+A partition is what the object is named by on the edge (one Durable Object each): a gateway
+key (``key:<key id>``), an anonymised client network (``ip:<net>``) or a model
+(``model:<name>``). Inside it, each policy and scope combination has its own row, so all
+of a key's limits are checked in one call, all or nothing.
+
+Every method is a read-modify-write with no ``await`` inside, so it is atomic both in a
+Durable Object (input gates, synchronous SQL) and in the local single-threaded loop. All
+arguments and results are plain dicts, lists, strings and numbers: on the edge they cross
+Durable Object RPC unchanged. The object's own clock decides; callers never send a time
+except an ``at`` this object returned earlier (to reconcile the right window).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..ports import Clock, SqlStorage
+from .algorithms import fixed_window, sliding_window, token_bucket
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS rl_state ("
+    " key TEXT PRIMARY KEY, policy TEXT NOT NULL, state TEXT NOT NULL, expires_at REAL NOT NULL)"
+)
+ALGORITHMS = ("token_bucket", "sliding_window", "fixed_window")
+UNITS = ("requests", "tokens", "usd")
+MAX_CHECKS = 32  # per call; a request applies a handful of policies
+MAX_KEY_LENGTH = 512
+SWEEP_EVERY = 128  # writes between sweeps of rows that have returned to their fresh state
+
+
+class PolicyError(ValueError):
+    """A policy or check the object cannot use (it came over RPC: never trust its shape)."""
+
+
+def _number(value: Any, name: str, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise PolicyError(f"{name} must be a finite number")
+    if value < 0 or (positive and value == 0):
+        raise PolicyError(f"{name} must be {'> 0' if positive else '>= 0'}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    algorithm: str
+    unit: str
+    limit: float
+    refill_per_second: float | None = None
+    window_seconds: float | None = None
+    calendar: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Policy:
+        if not isinstance(data, Mapping):
+            raise PolicyError("policy must be an object")
+        algorithm = data.get("algorithm", "token_bucket")
+        if algorithm not in ALGORITHMS:
+            raise PolicyError(f"algorithm must be one of {', '.join(ALGORITHMS)}")
+        unit = data.get("unit", "requests")
+        if unit not in UNITS:
+            raise PolicyError(f"unit must be one of {', '.join(UNITS)}")
+        name = data.get("name", "default")
+        if not isinstance(name, str) or not name:
+            raise PolicyError("name must be a non-empty string")
+        # "capacity" is the older name of a bucket's limit.
+        limit = _number(data.get("limit", data.get("capacity")), "limit", positive=True)
+        refill = window = calendar = None
+        if algorithm == "token_bucket":
+            refill = _number(data.get("refill_per_second"), "refill_per_second", positive=True)
+        elif data.get("calendar") is not None:
+            calendar = data["calendar"]
+            if algorithm != "fixed_window" or calendar != fixed_window.MONTH:
+                raise PolicyError("calendar must be 'month', for a fixed_window")
+        else:
+            window = _number(data.get("window_seconds"), "window_seconds", positive=True)
+        return cls(name, algorithm, unit, limit, refill, window, calendar)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "algorithm": self.algorithm, "unit": self.unit, "limit": self.limit,
+                "refill_per_second": self.refill_per_second, "window_seconds": self.window_seconds,
+                "calendar": self.calendar}
+
+
+def _count(value: float, unit: str, up: bool = False) -> float | int:
+    """Whole units for requests and tokens (remaining rounds down, used up: a bucket part
+    refilled is not yet a whole unit back), micro-dollar precision for USD."""
+    if unit == "usd":
+        return round(value, 6)
+    return max(0, math.ceil(value - 1e-9) if up else math.floor(value + 1e-9))
+
+
+def _in(prefix: str, name: str) -> str:
+    return f"{prefix}|{name}" if prefix and name else prefix or name
+
+
+class _SqlRows:
+    def __init__(self, sql: SqlStorage) -> None:
+        self._sql = sql
+        self.writes = 0
+        sql.exec(SCHEMA)
+
+    def get(self, key: str) -> tuple[str, str] | None:
+        rows = self._sql.exec("SELECT policy, state FROM rl_state WHERE key = ?", key)
+        return (rows[0]["policy"], rows[0]["state"]) if rows else None
+
+    def put(self, key: str, policy: str, state: str, expires_at: float) -> None:
+        self._sql.exec(
+            "INSERT INTO rl_state (key, policy, state, expires_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET policy = excluded.policy, state = excluded.state,"
+            " expires_at = excluded.expires_at",
+            key, policy, state, expires_at,
+        )
+
+    def all(self, prefix: str) -> list[tuple[str, str, str]]:
+        """Rows whose key is ``prefix|...`` (every row when prefix is ""), prefix removed."""
+        if prefix:
+            rows = self._sql.exec("SELECT key, policy, state FROM rl_state WHERE substr(key, 1, ?) = ?"
+                                  " ORDER BY key", len(prefix) + 1, prefix + "|")
+        else:
+            rows = self._sql.exec("SELECT key, policy, state FROM rl_state ORDER BY key")
+        skip = len(prefix) + 1 if prefix else 0
+        return [(r["key"][skip:], r["policy"], r["state"]) for r in rows]
+
+    def delete(self, name: str) -> int:
+        """Delete every row (name ""), or the row ``name`` and the rows ``name|...``."""
+        if not name:
+            count = self._sql.exec("SELECT COUNT(*) AS n FROM rl_state")[0]["n"]
+            self._sql.exec("DELETE FROM rl_state")
+            return int(count)
+        where = "key = ? OR substr(key, 1, ?) = ?"
+        args = (name, len(name) + 1, name + "|")
+        count = self._sql.exec(f"SELECT COUNT(*) AS n FROM rl_state WHERE {where}", *args)[0]["n"]
+        self._sql.exec(f"DELETE FROM rl_state WHERE {where}", *args)
+        return int(count)
+
+    def sweep(self, now: float) -> None:
+        self._sql.exec("DELETE FROM rl_state WHERE expires_at < ?", now)
+
+
+class _MemoryRows:
+    """The same rows in a dict: the in-isolate fallback when the real object is unreachable."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[str, str, float]] = {}
+        self.writes = 0
+
+    def get(self, key: str) -> tuple[str, str] | None:
+        row = self._rows.get(key)
+        return (row[0], row[1]) if row else None
+
+    def put(self, key: str, policy: str, state: str, expires_at: float) -> None:
+        self._rows[key] = (policy, state, expires_at)
+
+    def all(self, prefix: str) -> list[tuple[str, str, str]]:
+        skip = len(prefix) + 1 if prefix else 0
+        return [(k[skip:], v[0], v[1]) for k, v in sorted(self._rows.items())
+                if not prefix or k.startswith(prefix + "|")]
+
+    def delete(self, name: str) -> int:
+        doomed = [k for k in self._rows if not name or k == name or k.startswith(name + "|")]
+        for key in doomed:
+            del self._rows[key]
+        return len(doomed)
+
+    def sweep(self, now: float) -> None:
+        for key in [k for k, v in self._rows.items() if v[2] < now]:
+            del self._rows[key]
+
+
+@dataclass(slots=True)
+class _Outcome:
+    allowed: bool
+    state: dict[str, Any]
+    used: float
+    retry_after: float
+    reset_after: float
+    window_seconds: float
+    expires_at: float
+
+
+def _evaluate(policy: Policy, stored: dict[str, Any] | None, now: float, cost: float) -> _Outcome:
+    """One policy's decision for ``cost`` units; cost 0 is a read-only peek."""
+    p = policy
+    if p.algorithm == "token_bucket":
+        assert p.refill_per_second is not None
+        bucket = token_bucket.BucketState(float(stored["tokens"]), float(stored["updated_at"])) if stored else None
+        b = token_bucket.take(bucket, now, p.limit, p.refill_per_second, cost)
+        return _Outcome(b.allowed, {"tokens": b.state.tokens, "updated_at": b.state.updated_at},
+                        p.limit - b.state.tokens, b.retry_after, b.reset_after,
+                        p.limit / p.refill_per_second, now + b.reset_after)
+    if p.algorithm == "fixed_window":
+        window = fixed_window.WindowState(float(stored["start"]), float(stored["used"])) if stored else None
+        w = fixed_window.take(window, now, p.limit, cost, p.window_seconds, p.calendar)
+        return _Outcome(w.allowed, {"start": w.state.start, "used": w.state.used}, w.state.used,
+                        w.retry_after, w.reset_after, w.window_seconds, w.state.start + w.window_seconds)
+    assert p.window_seconds is not None
+    log = sliding_window.SlidingLog(tuple((float(s), float(u)) for s, u in stored["log"])) if stored else None
+    d = sliding_window.take(log, now, p.limit, p.window_seconds, cost)
+    return _Outcome(d.allowed, {"log": [list(e) for e in d.log.entries]}, d.used, d.retry_after,
+                    d.reset_after, p.window_seconds, now + d.reset_after)
+
+
+def _adjusted(
+    policy: Policy, stored: dict[str, Any] | None, now: float, at: float, delta: float
+) -> dict[str, Any] | None:
+    p = policy
+    if p.algorithm == "token_bucket":
+        assert p.refill_per_second is not None
+        bucket = token_bucket.BucketState(float(stored["tokens"]), float(stored["updated_at"])) if stored else None
+        s = token_bucket.adjust(bucket, now, p.limit, p.refill_per_second, delta)
+        return {"tokens": s.tokens, "updated_at": s.updated_at}
+    if p.algorithm == "fixed_window":
+        window = fixed_window.WindowState(float(stored["start"]), float(stored["used"])) if stored else None
+        w = fixed_window.adjust(window, now, at, delta, p.window_seconds, p.calendar)
+        return {"start": w.start, "used": w.used} if w else None
+    assert p.window_seconds is not None
+    log = sliding_window.SlidingLog(tuple((float(s), float(u)) for s, u in stored["log"])) if stored else None
+    return {"log": [list(e) for e in sliding_window.adjust(log, now, p.window_seconds, at, delta).entries]}
+
+
+class RateLimiter:
+    """One object's rows. ``partition(name)`` gives the object ``name`` over the same store:
+    how the local host keeps every partition in one SQLite table (a Durable Object has
+    storage of its own and needs no name)."""
+
+    def __init__(self, sql: SqlStorage, clock: Clock, _rows: _SqlRows | _MemoryRows | None = None,
+                 _name: str = "") -> None:
+        self._rows = _rows if _rows is not None else _SqlRows(sql)
+        self._clock = clock
+        self._name = _name
+
+    @classmethod
+    def in_memory(cls, clock: Clock) -> RateLimiter:
+        """A limiter with no storage of its own: the fail-open fallback inside one isolate."""
+        return cls(None, clock, _MemoryRows())  # type: ignore[arg-type]
+
+    def partition(self, name: str) -> RateLimiter:
+        if not isinstance(name, str) or not name or "|" in name or len(name) > MAX_KEY_LENGTH:
+            raise PolicyError("a partition name is a non-empty string without '|'")
+        return RateLimiter(None, self._clock, self._rows, _in(self._name, name))  # type: ignore[arg-type]
+
+    # -- helpers -------------------------------------------------------------------------
+    def _load(self, key: str, policy: Policy) -> dict[str, Any] | None:
+        row = self._rows.get(_in(self._name, key))
+        if row is None:
+            return None
+        stored_policy, state = json.loads(row[0]), json.loads(row[1])
+        # A policy whose algorithm changed starts afresh rather than misreading the state.
+        return state if stored_policy.get("algorithm") == policy.algorithm else None
+
+    def _save(self, key: str, policy: Policy, state: dict[str, Any], expires_at: float) -> None:
+        self._rows.put(_in(self._name, key), json.dumps(policy.as_dict()), json.dumps(state), expires_at)
+        self._rows.writes += 1
+        if self._rows.writes % SWEEP_EVERY == 0:
+            self._rows.sweep(self._clock.now())
+
+    @staticmethod
+    def _report(key: str, policy: Policy, outcome: _Outcome, cost: float) -> dict[str, Any]:
+        return {
+            "key": key,
+            "policy": policy.name,
+            "unit": policy.unit,
+            "allowed": outcome.allowed,
+            "limit": _count(policy.limit, policy.unit),
+            "used": _count(outcome.used, policy.unit, up=True),
+            "remaining": _count(max(0.0, policy.limit - outcome.used), policy.unit),
+            "reset_seconds": round(outcome.reset_after, 3),
+            "retry_after_seconds": round(outcome.retry_after, 3),
+            "window_seconds": round(outcome.window_seconds, 3),
+            # This request alone is more than the policy ever allows: waiting will not help.
+            "exceeds_limit": cost > policy.limit,
+        }
+
+    @staticmethod
+    def _parse_checks(items: Any, amount: str) -> list[tuple[str, Policy, float, float | None]]:
+        if not isinstance(items, list | tuple) or not items or len(items) > MAX_CHECKS:
+            raise PolicyError(f"expected a list of 1 to {MAX_CHECKS} entries")
+        parsed = []
+        for item in items:
+            if not isinstance(item, Mapping):
+                raise PolicyError("each entry must be an object")
+            key = item.get("key")
+            if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+                raise PolicyError(f"key must be a string of 1 to {MAX_KEY_LENGTH} characters")
+            value = item.get(amount, 1.0 if amount == "cost" else 0.0)
+            if amount == "cost":
+                value = _number(value, "cost")
+            elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise PolicyError("delta must be a finite number")
+            at = item.get("at")
+            if at is not None and (isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at)):
+                raise PolicyError("at must be a number")
+            parsed.append((key, Policy.from_dict(item.get("policy")), float(value), at))
+        return parsed
+
+    # -- the object's methods (RPC on the edge) ------------------------------------------
+    def check(self, key: str, policy: dict[str, Any], cost: float = 1.0) -> dict[str, Any]:
+        """One policy for one key: the decision, and the units taken when allowed."""
+        return self.acquire([{"key": key, "policy": policy, "cost": cost}])["results"][0]
+
+    def acquire(self, checks: list[dict[str, Any]]) -> dict[str, Any]:
+        """Take each check's ``cost`` from its row, all or nothing.
+
+        ``checks``: ``[{"key", "policy", "cost"}]``. Returns ``{"allowed", "at", "results"}``
+        with one decision per check; when any is refused, no row changes.
+        """
+        now = self._clock.now()
+        parsed = self._parse_checks(checks, "cost")
+        outcomes = [_evaluate(policy, self._load(key, policy), now, cost) for key, policy, cost, _ in parsed]
+        allowed = all(o.allowed for o in outcomes)
+        if allowed:
+            for (key, policy, _, _), outcome in zip(parsed, outcomes, strict=True):
+                self._save(key, policy, outcome.state, outcome.expires_at)
+        results = [self._report(key, policy, o, cost) for (key, policy, cost, _), o in zip(parsed, outcomes, strict=True)]
+        return {"allowed": allowed, "at": now, "results": results}
+
+    def reconcile(self, adjustments: list[dict[str, Any]]) -> dict[str, Any]:
+        """Correct reservations with real usage: ``[{"key", "policy", "delta", "at"}]``.
+
+        ``delta`` > 0 charges more (never refused, it was already spent), < 0 refunds;
+        ``at`` is the ``at`` of the acquire that reserved it. Returns the rows' new state.
+        """
+        now = self._clock.now()
+        results = []
+        for key, policy, delta, at in self._parse_checks(adjustments, "delta"):
+            state = _adjusted(policy, self._load(key, policy), now, now if at is None else float(at), delta)
+            outcome = _evaluate(policy, state, now, 0.0)
+            self._save(key, policy, outcome.state, outcome.expires_at)
+            results.append(self._report(key, policy, outcome, 0.0))
+        return {"at": now, "results": results}
+
+    def usage(self) -> dict[str, Any]:
+        """Every live row with its current use, read-only (the admin view)."""
+        now = self._clock.now()
+        limits = []
+        for key, policy_json, state_json in self._rows.all(self._name):
+            try:
+                policy = Policy.from_dict(json.loads(policy_json))
+                outcome = _evaluate(policy, json.loads(state_json), now, 0.0)
+            except (ValueError, KeyError, TypeError):
+                continue  # a row from an older layout: it will be overwritten or swept
+            if outcome.used <= 1e-9:
+                continue  # back to its fresh state: nothing to report
+            report = self._report(key, policy, outcome, 0.0)
+            report.pop("allowed")
+            report.pop("retry_after_seconds")
+            report.pop("exceeds_limit")
+            report["algorithm"] = policy.algorithm
+            limits.append(report)
+        return {"at": now, "limits": limits}
+
+    def reset(self, policy: str = "") -> dict[str, Any]:
+        """Forget the rows of one policy (every row when ``policy`` is empty)."""
+        if not isinstance(policy, str):
+            raise PolicyError("policy must be a string")
+        return {"reset": self._rows.delete(_in(self._name, policy))}

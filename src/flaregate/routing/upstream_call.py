@@ -1,0 +1,481 @@
+"""One upstream call with retries, failover, deadlines and honest failure reporting.
+
+The caller ranks the route's targets with the route's strategy, then makes at most
+``max_attempts`` attempts: untried available targets first (failover is immediate), then
+retries of targets already tried, each after an exponential backoff with jitter. A target
+whose circuit is open is skipped; one cooling down after a ``Retry-After`` is waited for
+only when the wait fits in the remaining deadline.
+
+An attempt succeeds only when the client can be given something whole:
+- non-streaming: a 200 whose body was read completely and parses as a JSON object;
+- streaming: a 200 whose first SSE event arrived within the time-to-first-byte timeout
+  and is not an error event. That event is held back and replayed, so everything that
+  can fail before the client sees a byte fails over transparently.
+Client errors from the provider (4xx other than 408/409/425/429) end the call at once and
+are relayed; they say nothing about the provider's health.
+
+When every attempt fails the client gets 502 (provider errors, unreachable, malformed),
+503 (rate limited or every circuit open; with ``Retry-After``) or 504 (timeouts), as
+OpenAI error JSON, with ``x-flaregate-attempts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import math
+import random
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import WILDCARD_ROUTE, RouteTarget, Settings
+from ..errors import GatewayError, bad_request, upstream_error
+from ..ports import Clock, UpstreamError, UpstreamResponse, UpstreamTimeout
+from ..providers.base import CHAT, MESSAGES
+from ..providers.messages_over_chat import messages_over_chat
+from .health import HealthRegistry, TargetHealth, parse_retry_after
+from .routes import RouteTargets, Target
+from .strategies import rank
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+MAX_ERROR_BODY = 4096
+MAX_FIRST_EVENT = 65536  # bytes held back while waiting for the first complete SSE event
+MAX_PENDING_EVENT = 1 << 20  # a partial event larger than this is passed on as it is
+PIN_HEADER = "x-flaregate-provider"
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+def _retryable(status: int) -> bool:
+    return status in RETRYABLE_STATUS or status >= 500
+
+
+class BufferedResponse:
+    """An upstream response whose body is already read (non-streaming answers)."""
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = dict(headers)
+        self._body = body
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        yield self._body
+
+    async def read(self) -> bytes:
+        return self._body
+
+    async def aclose(self) -> None:
+        return None
+
+
+class PeekedStream:
+    """A streaming upstream response whose first event was read before answering the client.
+
+    It replays that event, then the rest; when closed it reports the stream's outcome to
+    the target's health (a cut or stalled stream counts against the provider).
+    """
+
+    def __init__(self, response: UpstreamResponse, rest: AsyncIterator[bytes], first: bytes,
+                 on_close: Callable[[str, str], None], done_marker: bytes) -> None:
+        self.status = response.status
+        self.headers = dict(response.headers)
+        self._response = response
+        self._rest = rest
+        self._first = first
+        self._on_close = on_close
+        self._done_marker = done_marker
+        self._outcome = "abandoned"  # the client went away before the end
+        self._detail = ""
+        self._closed = False
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        # Only whole SSE events go out: when the upstream breaks mid-event, the partial
+        # event is dropped, so the error event that follows is never glued onto it.
+        tail = b""
+        pending = self._first
+        try:
+            while True:
+                cut = _last_event_end(pending)
+                if cut or len(pending) > MAX_PENDING_EVENT:
+                    cut = cut or len(pending)
+                    out, pending = pending[:cut], pending[cut:]
+                    tail = (tail + out)[-64:]
+                    yield out
+                chunk = await anext(self._rest, None)
+                if chunk is None:
+                    break
+                pending += chunk
+        except UpstreamError as exc:
+            self._outcome, self._detail = ("stalled" if isinstance(exc, UpstreamTimeout) else "interrupted"), str(exc)
+            raise
+        if pending.strip():  # a last event without its closing blank line
+            out = pending.rstrip(b"\r\n") + b"\n\n"
+            tail = (tail + out)[-64:]
+            yield out
+        self._outcome = "complete" if self._done_marker in tail else "truncated"
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.aiter_bytes()])
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._response.aclose()
+        finally:
+            self._on_close(self._outcome, self._detail)
+
+
+@dataclass(slots=True)
+class Failure:
+    kind: str  # timeout, unreachable, status, malformed, stream_error, stream_empty, interrupted
+    message: str
+    status: int | None = None  # the provider's HTTP status, when it sent one
+    retry_after: tuple[float, str] | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    response: UpstreamResponse
+
+
+def _last_event_end(data: bytes) -> int:
+    """Index just past the last SSE event boundary (blank line) in ``data``; 0 if none."""
+    lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+
+
+def _first_event(buffer: bytes) -> bytes | None:
+    """The first complete SSE event in ``buffer`` (without its blank line), or None."""
+    normal = buffer.replace(b"\r\n", b"\n")
+    end = normal.find(b"\n\n")
+    return normal[:end] if end >= 0 else None
+
+
+def _is_error_event(event: bytes) -> bool:
+    for line in event.split(b"\n"):
+        if line.startswith(b"event:") and line[6:].strip() == b"error":
+            return True
+        if line.startswith(b"data:"):
+            try:
+                data = json.loads(line[5:])
+            except ValueError:
+                return False
+            return isinstance(data, dict) and ("error" in data and "choices" not in data or data.get("type") == "error")
+    return False
+
+
+def _error_message(payload: bytes) -> str:
+    try:
+        parsed = json.loads(payload[:MAX_ERROR_BODY])
+    except ValueError:
+        return ""
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message)[:300] if message else ""
+
+
+class UpstreamCaller:
+    def __init__(self, settings: Settings, clock: Clock, emit: Emit,
+                 on_attempt: Callable[[str, bool, str], None] | None = None,
+                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+        self.policy = settings.resilience
+        self._clock = clock
+        self._emit = emit
+        # Told of each attempt's verdict: (provider, ok, reason); a 4xx or 429 is not a fault.
+        self._on_attempt = on_attempt or (lambda provider, ok, reason: None)
+        self.sleep = sleep
+        self.health = HealthRegistry(self.policy, clock, emit)
+        self._timeouts = {p.name: p.timeout_seconds or settings.upstream_timeout_seconds for p in settings.providers}
+        self._default_timeout = settings.upstream_timeout_seconds
+        self._rng: random.Random | None = None
+
+    def _random(self) -> random.Random:
+        # Seeded on first use (request time), never at import: Workers forbid entropy then.
+        if self._rng is None:
+            self._rng = random.Random()
+        return self._rng
+
+    def _backoff(self, retry: int) -> float:
+        ceiling = min(self.policy.backoff_max_seconds, self.policy.backoff_base_seconds * 2 ** (retry - 1))
+        return ceiling / 2 + self._random().uniform(0, ceiling / 2)  # "equal jitter"
+
+    # -- the call --------------------------------------------------------------------------
+    @staticmethod
+    def pinned(targets: RouteTargets, pin: str | None) -> RouteTargets:
+        """The route's targets of the provider a request pinned (``x-flaregate-provider``).
+        Applied when routing, so the cache key (built from the targets) tells pins apart."""
+        if not pin:
+            return targets
+        kept = RouteTargets(t for t in targets if t.provider.name == pin)
+        if not kept:
+            raise bad_request(f"Provider '{pin[:64]}' does not serve this model here; "
+                              f"omit the {PIN_HEADER} header or name one of: "
+                              f"{', '.join(sorted({t.provider.name for t in targets}))}.",
+                              param=PIN_HEADER, code="invalid_provider")
+        kept.strategy, kept.alias = targets.strategy, targets.alias
+        return kept
+
+    async def call(self, targets: list[Target], body: dict[str, Any], forward: Mapping[str, str],
+                   event: dict[str, Any], *, operation: str = "chat", stream: bool | None = None,
+                   pin: str | None = None) -> tuple[Target, UpstreamResponse]:
+        stream = body.get("stream") is True if stream is None else stream
+        if pin and isinstance(targets, RouteTargets):
+            targets = self.pinned(targets, pin)
+        candidates = [t for t in targets if self._sender(t.provider, operation) is not None]
+        if not candidates:
+            raise bad_request(f"No provider routed for model '{body.get('model')}' supports {operation}.",
+                              param="model", code="unsupported_operation")
+        healths = [self.health.get(t.provider.name, t.model) for t in candidates]
+        penalized = frozenset(i for i, h in enumerate(healths) if self.health.failed_recently(h))
+        order = rank(getattr(targets, "strategy", "fallback"), candidates, healths,
+                     stream=stream, body=body, rng=self._random(), penalized=penalized)
+        deadline = self._clock.monotonic() + self.policy.deadline_seconds
+        tried = [0] * len(candidates)
+        attempts, failures = 0, list[Failure]()
+        skipped_wait: float | None = None
+        previous: int | None = None
+        while attempts < self.policy.max_attempts:
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                break
+            choice = self._pick(order, healths, tried, remaining)
+            if choice is None:  # every target is switched off for longer than we can wait
+                skipped_wait = min((max(self.health.circuit_wait(h), self.health.cooldown_wait(h))
+                                    for h in healths), default=None)
+                break
+            index, wait = choice
+            if wait > 0:
+                await self.sleep(wait)
+                if deadline - self._clock.monotonic() <= 0:
+                    break
+            target, health = candidates[index], healths[index]
+            if previous is not None:
+                self._emit({"type": "failover", "ts": round(self._clock.now(), 3),
+                            "request_id": event.get("request_id"), "from": self._key(candidates[previous]),
+                            "to": self._key(target), "reason": failures[-1].kind, "status": failures[-1].status,
+                            "attempt": attempts + 1, "model": body.get("model")})
+            attempts += 1
+            tried[index] += 1
+            event["attempts"] = attempts
+            result = await self._attempt(target, health, operation, body, forward, stream, deadline)
+            if isinstance(result, Outcome):
+                event["failovers"] = sum(1 for n in tried if n) - 1
+                if failures:
+                    event["upstream_failures"] = [f.kind for f in failures]
+                return target, result.response
+            failures.append(result)
+            # Per-provider attempt outcomes for the hub (availability, failover events).
+            event.setdefault("failed_providers", []).append(target.provider.name)
+            previous = index
+        event["attempts"] = attempts
+        raise self._exhausted(failures, attempts, skipped_wait, deadline)
+
+    def _pick(self, order: list[int], healths: list[TargetHealth], tried: list[int],
+              remaining: float) -> tuple[int, float] | None:
+        """(index, seconds to wait first) for the next attempt, or None to give up."""
+        best: tuple[float, int, int] | None = None  # (wait, tries, rank position)
+        for position, i in enumerate(order):
+            h = healths[i]
+            circuit = self.health.circuit_wait(h)
+            if circuit > 0:
+                continue  # an open circuit fails fast; it is never waited for
+            wait = self.health.cooldown_wait(h)
+            if tried[i]:
+                wait = max(wait, self._backoff(tried[i]))
+            if wait >= remaining:
+                continue  # its wait would outlast the deadline: skip it
+            candidate = (0.0 if not tried[i] and wait == 0 else wait, tried[i], position)
+            if best is None or candidate < best:
+                best = candidate
+        return None if best is None else (order[best[2]], best[0])
+
+    @staticmethod
+    def _sender(provider: Any, operation: str) -> Callable[..., Any] | None:
+        operations = getattr(provider, "operations", {CHAT})
+        if operation in operations:
+            return getattr(provider, operation)
+        if operation == MESSAGES and CHAT in operations:  # Messages clients, any chat provider
+            return functools.partial(messages_over_chat, provider)
+        return None
+
+    @staticmethod
+    def _key(target: Target) -> str:
+        return f"{target.provider.name}/{target.model}"
+
+    # -- one attempt -----------------------------------------------------------------------
+    async def _attempt(self, target: Target, health: TargetHealth, operation: str, body: dict[str, Any],
+                       forward: Mapping[str, str], stream: bool, deadline: float) -> Outcome | Failure:
+        started = self._clock.monotonic()
+        attempt_timeout = min(self._timeouts.get(target.provider.name, self._default_timeout), deadline - started)
+        first_byte = min(self.policy.first_byte_timeout_seconds or attempt_timeout, attempt_timeout)
+        # The transport's own timeout bounds each network wait; for streams that is the
+        # longest silence allowed between chunks once the stream runs.
+        io_timeout = (self.policy.stream_idle_timeout_seconds or attempt_timeout) if stream else attempt_timeout
+        send = self._sender(target.provider, operation)
+        assert send is not None  # candidates were filtered on it
+        self.health.acquire(health)
+        handed_over = False
+        try:
+            try:
+                response = await asyncio.wait_for(send(body, target.model, forward, timeout=io_timeout), first_byte)
+            except (TimeoutError, UpstreamTimeout):
+                return self._failed(health, started, Failure(
+                    "timeout", f"no response within {first_byte:g}s"))
+            except UpstreamError as exc:
+                return self._failed(health, started, Failure("unreachable", f"unreachable ({exc})"))
+            if response.status != 200:
+                return await self._status(response, health, started, attempt_timeout)
+            if not stream:
+                return await self._whole_body(response, health, started, attempt_timeout)
+            result = await self._first_event(response, health, started, first_byte, operation)
+            handed_over = isinstance(result, Outcome)
+            return result
+        finally:
+            if not handed_over:
+                self.health.release(health)
+
+    def _failed(self, health: TargetHealth, started: float, failure: Failure) -> Failure:
+        # A timeout is a latency sample (the target is slow); a fast refusal is not one, or a
+        # failing target would look like the fastest to the latency strategies.
+        latency = (self._clock.monotonic() - started) * 1000 if failure.kind == "timeout" else None
+        self.health.failure(health, failure.kind, failure.message, failure.status, failure.retry_after, latency)
+        self._on_attempt(health.provider, failure.status is not None and failure.status < 500, failure.message)
+        return failure
+
+    def _left(self, started: float, budget: float) -> float:
+        return max(0.001, budget - (self._clock.monotonic() - started))
+
+    async def _status(self, response: UpstreamResponse, health: TargetHealth, started: float,
+                      budget: float) -> Outcome | Failure:
+        try:
+            payload = await asyncio.wait_for(response.read(), self._left(started, budget))
+        except (TimeoutError, UpstreamError):
+            payload = b""
+        finally:
+            await response.aclose()
+        if not _retryable(response.status):
+            self.health.success(health, (self._clock.monotonic() - started) * 1000)
+            self._on_attempt(health.provider, True, "")
+            return Outcome(BufferedResponse(response.status, response.headers, payload))  # a client error to relay
+        detail = _error_message(payload)
+        retry_after = parse_retry_after(response.headers, self._clock.now())
+        return self._failed(health, started, Failure(
+            "status", f"HTTP {response.status}" + (f": {detail}" if detail else ""), response.status, retry_after))
+
+    async def _whole_body(self, response: UpstreamResponse, health: TargetHealth, started: float,
+                          budget: float) -> Outcome | Failure:
+        try:
+            payload = await asyncio.wait_for(response.read(), self._left(started, budget))
+        except (TimeoutError, UpstreamTimeout):
+            return self._failed(health, started, Failure("timeout", f"body not complete within {budget:g}s"))
+        except UpstreamError as exc:
+            return self._failed(health, started, Failure("interrupted", f"connection broke mid-body ({exc})"))
+        finally:
+            await response.aclose()
+        try:
+            parsed = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+        if not isinstance(parsed, dict):
+            return self._failed(health, started, Failure("malformed", "200 whose body is not a JSON object"))
+        self.health.success(health, (self._clock.monotonic() - started) * 1000)
+        self._on_attempt(health.provider, True, "")
+        return Outcome(BufferedResponse(200, response.headers, payload))
+
+    async def _first_event(self, response: UpstreamResponse, health: TargetHealth, started: float,
+                           first_byte: float, operation: str) -> Outcome | Failure:
+        rest = response.aiter_bytes().__aiter__()
+        buffer = b""
+        failure: Failure | None = None
+        while failure is None:
+            try:
+                chunk = await asyncio.wait_for(rest.__anext__(), self._left(started, first_byte))
+            except StopAsyncIteration:
+                failure = Failure("stream_empty", "stream ended before its first event")
+                break
+            except (TimeoutError, UpstreamTimeout):
+                failure = Failure("timeout", f"no stream event within {first_byte:g}s")
+                break
+            except UpstreamError as exc:
+                failure = Failure("interrupted", f"stream broke before its first event ({exc})")
+                break
+            buffer += chunk
+            event = _first_event(buffer)
+            if event is not None:
+                if _is_error_event(event):
+                    failure = Failure("stream_error", "stream began with an error event: "
+                                      + event.decode(errors="replace")[:200])
+                break
+            if len(buffer) > MAX_FIRST_EVENT:
+                break  # an enormous first event: pass it on rather than buffer without bound
+        if failure is not None:
+            await response.aclose()
+            return self._failed(health, started, failure)
+        ttft = (self._clock.monotonic() - started) * 1000
+
+        def on_close(outcome: str, detail: str) -> None:
+            self.health.release(health)
+            total = (self._clock.monotonic() - started) * 1000
+            if outcome == "complete":
+                self.health.success(health, total, ttft)
+                self._on_attempt(health.provider, True, "")
+            elif outcome == "abandoned":
+                self.health.abandon(health)
+            else:
+                self.health.failure(health, f"stream_{outcome}", detail or f"stream {outcome} after it began")
+                self._on_attempt(health.provider, False, f"stream {outcome}")
+
+        marker = b"message_stop" if operation == "messages" else b"[DONE]"
+        return Outcome(PeekedStream(response, rest, buffer, on_close, marker))
+
+    # -- giving up -------------------------------------------------------------------------
+    def _exhausted(self, failures: list[Failure], attempts: int, skipped_wait: float | None,
+                   deadline: float) -> GatewayError:
+        headers = {"x-flaregate-attempts": str(attempts)}
+        summary = "; ".join(f.message for f in failures[-4:])
+        if not failures:
+            wait = skipped_wait if skipped_wait is not None else self.policy.circuit_cooldown_seconds
+            headers["retry-after"] = str(max(1, math.ceil(wait)))
+            exc = upstream_error(503, "Every provider for this model is unavailable (circuit open or cooling "
+                                 f"down); retry in {headers['retry-after']}s.", code="upstream_unavailable")
+        else:
+            last = failures[-1]
+            if last.status == 429:
+                wait = last.retry_after[0] if last.retry_after else (skipped_wait or 1.0)
+                headers["retry-after"] = str(max(1, math.ceil(wait)))
+                exc = upstream_error(503, f"Providers are rate limiting this model ({summary}); "
+                                     f"retry in {headers['retry-after']}s.", code="upstream_rate_limited")
+            elif last.kind == "timeout" or deadline - self._clock.monotonic() <= 0:
+                exc = upstream_error(504, f"Upstream timed out after {attempts} attempt(s): {summary}.",
+                                     code="upstream_timeout")
+            else:
+                code = {"unreachable": "upstream_unreachable", "malformed": "upstream_malformed_response"}.get(
+                    last.kind, "upstream_error")
+                exc = upstream_error(502, f"Upstream failed after {attempts} attempt(s): {summary}.", code=code)
+        exc.headers.update(headers)
+        return exc
+
+    # -- visibility ------------------------------------------------------------------------
+    def report(self, routes: list[tuple[str, str, list[RouteTarget]]], kinds: Mapping[str, str]) -> dict[str, Any]:
+        data = []
+        listed = set()
+        for alias, strategy, targets in routes:
+            for t in targets:
+                if t.model is None and alias == WILDCARD_ROUTE:
+                    continue  # keyed by each requested model: listed from the registry below
+                model = t.model or alias  # None: the requested model, i.e. the alias itself
+                listed.add((t.provider, model))
+                data.append({"route": alias, "strategy": strategy, "provider": t.provider,
+                             "kind": kinds.get(t.provider), "model": model, "weight": t.weight,
+                             "input_price_per_1m": t.input_price_per_1m, "output_price_per_1m": t.output_price_per_1m,
+                             **self.health.report(self.health.get(t.provider, model))})
+        # Targets reached through the wildcard route are keyed by the requested model.
+        for h in self.health.all():
+            if (h.provider, h.model) not in listed:
+                data.append({"route": "*", "strategy": None, "provider": h.provider,
+                             "kind": kinds.get(h.provider), "model": h.model, **self.health.report(h)})
+        return {"object": "list", "scope": "process", "data": data}

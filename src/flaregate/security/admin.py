@@ -1,0 +1,81 @@
+"""The admin secret: one check, shared by every ``/admin/*`` endpoint of every module and by
+the operator's observability endpoints (``/ws``, ``/metrics``, ``/v1/analytics``).
+
+The operator sets ``FLAREGATE_ADMIN_KEY``; a request presents it as
+``Authorization: Bearer <admin key>`` or ``X-Admin-Key: <admin key>``. Without the setting
+the admin API is closed (403). Request signing, required on ``/admin/`` by default, is
+checked before routing by :mod:`flaregate.security.signing`; this module only answers "is this the
+operator?".
+
+A browser cannot set headers on a WebSocket, so with ``browser=True`` (the observability
+endpoints, never ``/admin/*``) the key is also accepted as a ``?token=`` query parameter
+or as a WebSocket subprotocol ``bearer.<key>`` offered next to ``flaregate.v1``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from ..config import Settings
+from ..errors import GatewayError
+from ..http import Request
+
+TOKEN_SUBPROTOCOL_PREFIX = "bearer."
+
+
+def offered_subprotocols(request: Request) -> list[str]:
+    header = request.headers.get("sec-websocket-protocol") or ""
+    return [item.strip() for item in header.split(",") if item.strip()]
+
+
+def presented_admin_key(request: Request, browser: bool = False) -> str | None:
+    auth = request.headers.get("authorization") or ""
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    header = (request.headers.get("x-admin-key") or "").strip()
+    if header or not browser:
+        return header or None
+    for item in offered_subprotocols(request):
+        if item.startswith(TOKEN_SUBPROTOCOL_PREFIX) and len(item) > len(TOKEN_SUBPROTOCOL_PREFIX):
+            return item[len(TOKEN_SUBPROTOCOL_PREFIX):]
+    return request.query.get("token") or None
+
+
+def is_admin(request: Request, settings: Settings, browser: bool = False) -> bool:
+    if settings.admin_key is None:
+        return False
+    presented = presented_admin_key(request, browser)
+    if not presented:
+        return False
+    # Compare digests so neither length nor content leaks through timing.
+    expected = hashlib.sha256(settings.admin_key.get_secret_value().encode()).digest()
+    return hmac.compare_digest(expected, hashlib.sha256(presented.encode()).digest())
+
+
+def require_admin(request: Request, settings: Settings, browser: bool = False) -> None:
+    """Raise an OpenAI-style 401/403 GatewayError unless the request carries the admin key."""
+    if settings.admin_key is None:
+        raise GatewayError(403, "The admin API is disabled: set the FLAREGATE_ADMIN_KEY secret.",
+                           type="permission_error", code="admin_disabled")
+    if not presented_admin_key(request, browser):
+        how = ("'Authorization: Bearer <admin key>', '?token=' or the WebSocket subprotocol "
+               "'bearer.<admin key>'" if browser else "'Authorization: Bearer <admin key>'")
+        raise GatewayError(401, f"Missing admin key: send {how}.", type="authentication_error",
+                           code="invalid_admin_key")
+    if not is_admin(request, settings, browser):
+        raise GatewayError(401, "Incorrect admin key provided.", type="authentication_error",
+                           code="invalid_admin_key")
+
+
+# -- the operator's views: /ws, /metrics, /v1/analytics ------------------------------
+
+SUBPROTOCOL = "flaregate.v1"
+
+
+def authorize_observer(request: Request, settings: Settings) -> str | None:
+    """Raise a 401/403 GatewayError unless the admin key is presented. Returns the
+    subprotocol a WebSocket handshake must select (or None when none was offered)."""
+    require_admin(request, settings, browser=True)
+    return SUBPROTOCOL if SUBPROTOCOL in offered_subprotocols(request) else None

@@ -1,0 +1,96 @@
+"""The steps every API endpoint shares, given to each endpoint instead of the whole Gateway.
+
+Chat (``gateway.py``) and the endpoints routed like it (``endpoints.py``: embeddings and
+Anthropic messages) parse the same way, reach the same access control, router, upstream
+caller and limits, relay a provider's error the same way and record one analytics event
+per request. Holding these here keeps ``endpoints`` from importing ``gateway``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .config import Settings
+from .errors import GatewayError, bad_request, upstream_error
+from .http import Request, Response
+from .observability.alerts import Alerts
+from .observability.analytics import Analytics
+from .observability.profiler import Profiler
+from .ports import Clock
+from .ratelimits.enforcer import Limits
+from .routing.routes import Router
+from .routing.upstream_call import UpstreamCaller
+from .schemas import ChatCompletionRequest, validation_error
+from .security import limits
+from .security.access import AccessControl
+from .security.privacy import redact
+
+_MAX_ERROR_BODY = 4096
+
+
+@dataclass
+class RequestSteps:
+    settings: Settings
+    clock: Clock
+    access: AccessControl
+    router: Router
+    upstream: UpstreamCaller
+    ratelimits: Limits
+    analytics: Analytics
+    alerts: Alerts
+    upstream_secrets: list[str]
+
+    def parse_body(self, request: Request, schema: type[BaseModel] = ChatCompletionRequest) -> dict[str, Any]:
+        ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json" and not ctype.endswith("+json"):
+            raise GatewayError(415, "Content-Type must be application/json.", code="unsupported_media_type")
+        if len(request.body) > self.settings.max_body_bytes:
+            raise GatewayError(413, f"Request body exceeds {self.settings.max_body_bytes} bytes.",
+                               code="request_too_large")
+        body = limits.parse_json(request.body, self.settings.security.max_json_depth)
+        if not isinstance(body, dict):
+            raise bad_request("The request body must be a JSON object.", code="invalid_json")
+        try:
+            schema.model_validate(body)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        limits.check_chat(body, self.settings.security)
+        return body
+
+    def finish(self, event: dict[str, Any], status: int, profiler: Profiler) -> None:
+        """Complete the request's analytics event and hand it to the hub's batch."""
+        event["status"] = status
+        event["latency_ms"] = round(profiler.elapsed_ms(), 3)
+        event["phases"] = profiler.snapshot()
+        if "upstream" in event["phases"]:
+            event["upstream_ms"] = event["phases"]["upstream"]
+        self.analytics.record(event)
+        self.alerts.request_finished(status)
+
+    def upstream_failure_response(self, status: int, upstream_headers: Any, payload: bytes,
+                                  headers: dict[str, str]) -> Response:
+        """Relay a provider's error honestly, as OpenAI error JSON, never its 5xx as ours."""
+        try:
+            parsed = json.loads(payload[:_MAX_ERROR_BODY])
+            error = parsed.get("error") if isinstance(parsed, dict) else None
+            message = (error.get("message") if isinstance(error, dict) else None) or str(error or "")
+        except ValueError:
+            message = ""
+        provider = headers.get("x-flaregate-provider", "upstream")
+        message = redact(message[:500], self.upstream_secrets)  # providers may echo a key
+        message = f"Upstream provider '{provider}' answered {status}" + (f": {message}" if message else ".")
+        if status >= 500:
+            exc = upstream_error(502, message)
+        elif status == 429:
+            exc = GatewayError(429, message, type="rate_limit_error", code="upstream_rate_limited")
+            # Retry-After on every 429: the provider's when it sent one, else a short wait.
+            exc.headers["retry-after"] = upstream_headers.get("retry-after") or "1"
+        else:
+            exc = GatewayError(status, message, type="invalid_request_error", code="upstream_rejected")
+        response = exc.to_response()
+        response.headers = {**headers, **response.headers}
+        return response

@@ -1,0 +1,180 @@
+"""The rate-limiter object over real SQL (in-memory sqlite3) with a fake clock."""
+
+import sqlite3
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flaregate.ratelimits.limiter import MAX_CHECKS, SWEEP_EVERY, PolicyError, RateLimiter
+from tests.support.fakes import FakeClock, MemorySql
+
+POLICY = {"algorithm": "token_bucket", "capacity": 5, "refill_per_second": 0.5}
+BUCKET = {"name": "b", "algorithm": "token_bucket", "limit": 5, "refill_per_second": 0.5}
+SLIDING = {"name": "s", "algorithm": "sliding_window", "limit": 3, "window_seconds": 60}
+FIXED = {"name": "f", "algorithm": "fixed_window", "limit": 2, "window_seconds": 10}
+TOKENS = {"name": "t", "algorithm": "fixed_window", "unit": "tokens", "limit": 1000, "window_seconds": 3600}
+BUDGET = {"name": "d", "algorithm": "fixed_window", "unit": "usd", "limit": 0.5, "calendar": "month"}
+
+
+def test_sixth_request_is_refused_with_retry_after():
+    limiter = RateLimiter(MemorySql(), FakeClock())
+    decisions = [limiter.check("key:a", POLICY) for _ in range(6)]
+    assert [d["allowed"] for d in decisions] == [True] * 5 + [False]
+    assert [d["remaining"] for d in decisions[:5]] == [4, 3, 2, 1, 0]
+    assert decisions[-1]["retry_after_seconds"] == 2.0
+    assert decisions[-1]["limit"] == 5
+
+
+def test_keys_are_independent_and_state_survives_a_new_instance():
+    sql, clock = MemorySql(), FakeClock()
+    first = RateLimiter(sql, clock)
+    for _ in range(5):
+        first.check("key:a", POLICY)
+    second = RateLimiter(sql, clock)  # e.g. a Durable Object woken again, or a restart
+    assert not second.check("key:a", POLICY)["allowed"]
+    assert second.check("key:b", POLICY)["allowed"]
+    clock.advance(2.0)
+    assert second.check("key:a", POLICY)["allowed"]
+
+
+def test_acquire_is_all_or_nothing():
+    limiter = RateLimiter(MemorySql(), FakeClock())
+    checks = [{"key": "f", "policy": FIXED, "cost": 1}, {"key": "b", "policy": BUCKET, "cost": 1}]
+    assert [limiter.acquire(checks)["allowed"] for _ in range(3)] == [True, True, False]
+    refused = limiter.acquire(checks)
+    assert [r["allowed"] for r in refused["results"]] == [False, True]
+    # The bucket gave nothing for the refused requests: 2 taken, 3 left.
+    assert limiter.acquire([{"key": "b", "policy": BUCKET, "cost": 1}])["results"][0]["remaining"] == 2
+
+
+def test_reconcile_charges_the_real_usage_in_the_reserving_window():
+    clock = FakeClock()
+    limiter = RateLimiter(MemorySql(), clock)
+    reserved = limiter.acquire([{"key": "t", "policy": TOKENS, "cost": 300}])
+    assert reserved["results"][0]["remaining"] == 700
+    clock.advance(2)
+    settled = limiter.reconcile([{"key": "t", "policy": TOKENS, "delta": 42 - 300, "at": reserved["at"]}])
+    assert settled["results"][0]["remaining"] == 958 and settled["results"][0]["used"] == 42
+    over = limiter.reconcile([{"key": "t", "policy": TOKENS, "delta": 2000, "at": reserved["at"]}])
+    assert over["results"][0]["remaining"] == 0  # charged, never refused: it was already spent
+    assert not limiter.acquire([{"key": "t", "policy": TOKENS, "cost": 1}])["allowed"]
+
+
+def test_a_request_bigger_than_the_limit_says_so():
+    limiter = RateLimiter(MemorySql(), FakeClock())
+    result = limiter.acquire([{"key": "t", "policy": TOKENS, "cost": 5000}])["results"][0]
+    assert not result["allowed"] and result["exceeds_limit"]
+
+
+def test_usd_budget_counts_fractions_per_calendar_month():
+    limiter = RateLimiter(MemorySql(), FakeClock())
+    for _ in range(4):
+        assert limiter.acquire([{"key": "d", "policy": BUDGET, "cost": 0.125}])["allowed"]
+    result = limiter.acquire([{"key": "d", "policy": BUDGET, "cost": 0.001}])["results"][0]
+    assert not result["allowed"] and result["used"] == 0.5 and result["remaining"] == 0.0
+    assert 0 < result["retry_after_seconds"] <= 31 * 86400
+
+
+def test_usage_and_reset_per_partition_and_policy():
+    sql, clock = MemorySql(), FakeClock()
+    root = RateLimiter(sql, clock)
+    a, b = root.partition("key:a"), root.partition("key:b")
+    for limiter in (a, b):
+        limiter.acquire([{"key": "f", "policy": FIXED, "cost": 1}, {"key": "s|model:x", "policy": SLIDING, "cost": 1}])
+    usage = a.usage()["limits"]
+    assert [(u["key"], u["policy"], u["used"], u["remaining"]) for u in usage] == [("f", "f", 1, 1), ("s|model:x", "s", 1, 2)]
+    assert a.reset("s") == {"reset": 1}
+    assert [u["key"] for u in a.usage()["limits"]] == ["f"]
+    assert a.reset() == {"reset": 1} and a.usage()["limits"] == []
+    assert len(b.usage()["limits"]) == 2  # another partition is untouched
+
+
+def test_rows_back_to_their_fresh_state_are_swept():
+    sql, clock = MemorySql(), FakeClock()
+    limiter = RateLimiter(sql, clock)
+    for i in range(SWEEP_EVERY - 1):
+        limiter.check(f"k{i}", FIXED)
+    clock.advance(3600)
+    limiter.check("last", FIXED)  # the SWEEP_EVERY-th write sweeps the expired rows
+    assert [r["key"] for r in sql.exec("SELECT key FROM rl_state")] == ["last"]
+
+
+@pytest.mark.parametrize(
+    ("checks", "message"),
+    [
+        ([{"key": "k", "policy": {**FIXED, "algorithm": "leaky"}}], "algorithm"),
+        ([{"key": "k", "policy": {**FIXED, "limit": 0}}], "limit"),
+        ([{"key": "k", "policy": {**FIXED, "window_seconds": -1}}], "window_seconds"),
+        ([{"key": "k", "policy": {**BUCKET, "refill_per_second": None}}], "refill_per_second"),
+        ([{"key": "k", "policy": FIXED, "cost": -1}], "cost"),
+        ([{"key": "k", "policy": FIXED, "cost": float("nan")}], "cost"),
+        ([{"key": "", "policy": FIXED}], "key"),
+        ([{"key": "k", "policy": FIXED}] * (MAX_CHECKS + 1), "list"),
+        ("not a list", "list"),
+    ],
+)
+def test_nonsense_over_rpc_is_refused_naming_the_problem(checks, message):
+    with pytest.raises(PolicyError, match=message):
+        RateLimiter(MemorySql(), FakeClock()).acquire(checks)
+
+
+# -- the edge Durable Object's SQL versus the local sqlite3 file -------------------------
+class JsRow(dict):
+    """A row as Durable Object SQL hands it to Python (a JsDict: attribute access too)."""
+
+    __getattr__ = dict.__getitem__
+
+
+class DurableObjectSql:
+    """``ctx.storage.sql`` as the edge forwarder sees it: its own database, rows as JsDicts,
+    and numbers as JavaScript has them (an integral REAL comes back as a Python int)."""
+
+    def __init__(self) -> None:
+        self.db = sqlite3.connect(":memory:", isolation_level=None)
+
+    def exec(self, sql, *params):
+        cursor = self.db.execute(sql, params)
+        names = [c[0] for c in cursor.description or ()]
+        as_js = [[int(v) if isinstance(v, float) and v.is_integer() else v for v in row] for row in cursor]
+        return [JsRow(zip(names, row, strict=True)) for row in as_js]
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("acquire"), st.sampled_from(["b", "s", "f", "t", "d"]), st.integers(0, 400)),
+        st.tuples(st.just("reconcile"), st.sampled_from(["t", "d", "s"]), st.integers(-300, 300)),
+        st.tuples(st.just("advance"), st.sampled_from([0.5, 1, 7, 59, 3600]), st.just(0)),
+        st.tuples(st.just("usage"), st.just(""), st.just(0)),
+        st.tuples(st.just("reset"), st.sampled_from(["", "b", "t"]), st.just(0)),
+    ),
+    max_size=60,
+)
+POLICIES = {"b": BUCKET, "s": SLIDING, "f": FIXED, "t": TOKENS, "d": BUDGET}
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations)
+def test_the_edge_object_and_the_local_object_decide_the_same(ops):
+    clock = FakeClock()
+    edge = RateLimiter(DurableObjectSql(), clock)  # one Durable Object = one partition
+    local = RateLimiter(MemorySql(), clock).partition("key:key_0123456789abcdef")
+    last_at = clock.now()
+    for op, arg, amount in ops:
+        if op == "advance":
+            clock.advance(arg)
+            continue
+        if op == "acquire":
+            policy = POLICIES[arg]
+            cost = amount / 1000 if policy.get("unit") == "usd" else amount % 7
+            call = ("acquire", [{"key": arg, "policy": policy, "cost": cost}])
+        elif op == "reconcile":
+            call = ("reconcile", [{"key": arg, "policy": POLICIES[arg], "delta": amount, "at": last_at}])
+        elif op == "usage":
+            call = ("usage",)
+        else:
+            call = ("reset", arg)
+        from_edge = getattr(edge, call[0])(*call[1:])
+        from_local = getattr(local, call[0])(*call[1:])
+        assert from_edge == from_local, call
+        last_at = from_edge.get("at", last_at)
