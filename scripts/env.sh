@@ -44,3 +44,23 @@ ensure_wrangler() {
     npm ci --no-audit --no-fund --loglevel=error
   fi
 }
+
+# The Worker's Python runtime for `wrangler dev`. Offline, ../shared/edge-runtime/prepare
+# (idempotent) gives a workerd that loads the Pyodide bundle from disk and vendors the
+# packages into python_modules/; its env file points miniflare at that workerd. Without it
+# (a connected machine), `pywrangler sync` vendors the packages and workerd downloads the
+# official bundle; uv comes from PyPI into .venv so no step is left to the user.
+ensure_edge_runtime() {
+  local prepare
+  prepare="$(pwd)/../shared/edge-runtime/prepare"
+  if [ -x "$prepare" ]; then
+    local env_file
+    env_file="$("$prepare" "$(pwd)" | tail -n 1)"
+    # shellcheck disable=SC1090
+    source "$env_file"
+    return 0
+  fi
+  [ -x .venv/bin/uv ] || .venv/bin/python -m pip install --quiet uv
+  .venv/bin/uv run --only-group workers pywrangler sync \
+    || echo "pywrangler sync failed; the Worker will lack its vendored packages" >&2
+}
