@@ -150,3 +150,7 @@ class Ports:
     metrics_hub: MetricsHubClient
     security: SecurityStoreClient | None = None  # None: configured keys only, no admin key store
     ai: AiBinding | None = None  # the edge's Workers AI binding; None elsewhere (REST instead)
+    # False on the edge: workerd cancels a request that awaits a future or event another
+    # request resolves ("the Worker's code had hung"), so requests that share work there
+    # poll plain state on their own timers instead of waiting on each other.
+    cross_request_waits: bool = True

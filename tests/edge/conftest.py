@@ -99,8 +99,9 @@ def _install_runtime_stubs() -> None:
     js = types.ModuleType("js")
     js.TransformStream = FakeTransformStream  # type: ignore[attr-defined]
     js.WebSocketPair = FakeWebSocketPair  # type: ignore[attr-defined]
+    js.AbortController = types.SimpleNamespace(new=lambda: FakeAbortController())  # type: ignore[attr-defined]
     js.Object = types.SimpleNamespace(fromEntries=dict)  # type: ignore[attr-defined]
-    js.console = types.SimpleNamespace(log=print, error=print)  # type: ignore[attr-defined]
+    js.console = types.SimpleNamespace(log=print, debug=print, info=print, warn=print, error=print)  # type: ignore[attr-defined]
     flags = types.ModuleType("_cloudflare_compat_flags")
     helper = types.ModuleType("_pyodide_entrypoint_helper")
     helper.patchWaitUntil = lambda ctx: None  # type: ignore[attr-defined]
@@ -142,25 +143,81 @@ class FakeChunk:
         return self._data
 
 
+class FakeAbortController:
+    """js.AbortController: aborting rejects the fetch and the body reads it guards."""
+
+    def __init__(self) -> None:
+        self.signal = types.SimpleNamespace(aborted=False, event=asyncio.Event())
+
+    @classmethod
+    def new(cls) -> FakeAbortController:
+        return cls()
+
+    def abort(self) -> None:
+        self.signal.aborted = True
+        self.signal.event.set()
+
+
+async def until_aborted(signal: Any, work: Any) -> Any:
+    """Run ``work`` unless ``signal`` aborts first (then raise as the runtime does)."""
+    task = asyncio.ensure_future(work)
+    if signal is None:
+        return await task
+    aborted = asyncio.ensure_future(signal.event.wait())
+    done, _ = await asyncio.wait({task, aborted}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        aborted.cancel()
+        return task.result()
+    task.cancel()
+    raise OSError("AbortError: The operation was aborted.")
+
+
 class FakeBodyStream:
-    """A JS ReadableStream proxy: async-iterable, cancellable, may fail mid-way."""
+    """A JS ReadableStream proxy: read through a reader (which locks it), cancellable,
+    may fail mid-way; the fetch's abort signal errors a pending read."""
 
     def __init__(self, chunks: Iterable[bytes], fail_after: int | None = None, delay: float = 0) -> None:
         self._chunks = list(chunks)
         self._fail_after = fail_after
         self._delay = delay
         self.cancelled = False
+        self.locked = False
+        self.signal: Any = None
 
-    async def __aiter__(self):
-        for i, chunk in enumerate(self._chunks):
-            if self._fail_after is not None and i >= self._fail_after:
-                raise RuntimeError("Network connection lost.")
-            if self._delay:
-                await asyncio.sleep(self._delay)
-            yield FakeChunk(chunk)
+    def getReader(self) -> FakeReader:  # noqa: N802 (the JS name)
+        if self.locked:
+            raise TypeError("ReadableStream is currently locked to a reader")
+        self.locked = True
+        return FakeReader(self)
 
     async def cancel(self) -> None:
+        if self.locked:
+            raise TypeError("This ReadableStream is currently locked to a reader.")
         self.cancelled = True
+
+
+class FakeReader:
+    def __init__(self, stream: FakeBodyStream) -> None:
+        self._stream = stream
+        self._index = 0
+
+    async def read(self) -> Any:
+        return await until_aborted(self._stream.signal, self._next())
+
+    async def _next(self) -> Any:
+        stream = self._stream
+        if self._index >= len(stream._chunks):
+            return types.SimpleNamespace(done=True, value=None)
+        if stream._fail_after is not None and self._index >= stream._fail_after:
+            raise RuntimeError("Network connection lost.")
+        if stream._delay:
+            await asyncio.sleep(stream._delay)
+        chunk = stream._chunks[self._index]
+        self._index += 1
+        return types.SimpleNamespace(done=False, value=FakeChunk(chunk))
+
+    async def cancel(self) -> None:
+        self._stream.cancelled = True
 
 
 class FakeFetchResponse:
@@ -184,8 +241,11 @@ class FakeFetch:
         answer = self.responses.pop(0)
         if isinstance(answer, BaseException):
             raise answer
+        signal = options.get("signal")
         if callable(answer):
-            return await answer()
+            answer = await until_aborted(signal, answer())
+        if isinstance(getattr(answer, "body", None), FakeBodyStream):
+            answer.body.signal = signal  # aborting the fetch errors its body too
         return answer
 
 

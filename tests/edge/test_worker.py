@@ -320,3 +320,14 @@ async def test_transport_stream_failure_and_idle_timeout(fake_http):
         await response.read()
     await response.aclose()
     assert slow.cancelled  # an unfinished body is cancelled
+
+
+async def test_transport_cancels_a_body_it_started_reading(fake_http):
+    # The stream is locked to the transport's reader once read: cancel must go through it.
+    body = FakeBodyStream([b"a", b"b", b"c"])
+    fake_http.responses.append(FakeFetchResponse(200, {}, body))
+    response = await FetchTransport().send("GET", "https://u.example", {}, b"", 5)
+    chunks = response.aiter_bytes()
+    assert await anext(chunks) == b"a"
+    await response.aclose()
+    assert body.cancelled

@@ -22,6 +22,12 @@ from tests.support.mock_upstream import MockUpstreamProcess
 # under `wrangler dev`; skips with the runtime's reason where it cannot start). scripts/e2e.
 TARGET = os.environ.get("FLAREGATE_TARGET", "local")
 
+# The memory figure each host reports: the local process's RSS; on the edge the metrics hub
+# isolate's WebAssembly memory (an isolate has no process of its own).
+MEMORY_FIELD = "wasm_memory_bytes" if TARGET == "edge" else "rss_bytes"
+MEMORY_METRIC = ("flaregate_isolate_wasm_memory_bytes" if TARGET == "edge"
+                 else "flaregate_process_resident_memory_bytes")
+
 GATEWAY_KEY = "fg-test-gateway-key-0123456789"
 UPSTREAM_KEY = "sk-upstream-secret-abcdef"
 ADMIN_KEY = "fga-test-admin-key-9876543210"

@@ -139,7 +139,7 @@ class CacheLayer:
         memory: MemoryLRU[CacheEntry] = MemoryLRU(ports.clock, policy.memory_max_entries, policy.memory_max_bytes)
         self.cache = ResponseCache(ports.cache, ports.clock, ports.tasks, memory, policy.memory_ttl_seconds)
         self.namespaces = NamespaceGenerations(ports.cache, ports.clock, policy.max_ttl_seconds + 86400)
-        self.flights = SingleFlight()
+        self.flights = SingleFlight(poll=not ports.cross_request_waits)
         self._solo = 0
         self.statuses: Counter[str] = Counter()
 

@@ -13,7 +13,10 @@ leaves before the end, the upstream call is closed (no one pays for tokens no on
 A ``FlightRecorder`` sees every chunk once and is told, once, how the flight ended; the
 cache uses it to store the answer.
 
-In process only: one registry per process locally, one per isolate on the edge.
+In process only: one registry per process locally, one per isolate on the edge. On the
+edge (``poll=True``) a waiting reader never awaits a future or event that another request
+resolves, since workerd cancels such a request as hung: it sleeps on its own timer and
+looks at the flight's plain state again (10 ms, backing off to 50 ms).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class _Flight:
         self._iterator: AsyncIterator[bytes] | None = None
         self._recorder_broken = False
         self._changed = asyncio.Event()
+        self.version = 0  # bumped on every change: what polling readers watch
 
     async def open(self, opener: Opener) -> tuple[Any, UpstreamResponse]:
         try:
@@ -72,11 +76,16 @@ class _Flight:
 
     # -- pulling -------------------------------------------------------------------------
     def _notify(self) -> None:
+        self.version += 1
         self._changed.set()
         self._changed = asyncio.Event()
 
     async def wait_for_change(self) -> None:
-        await self._changed.wait()
+        if not self.registry.poll:
+            await self._changed.wait()
+            return
+        seen = self.version
+        await _poll(lambda: self.version != seen)
 
     def may_pull(self, reader: SharedResponse) -> bool:
         return not self.pulling and (reader.owner or not self.owner_reading)
@@ -220,8 +229,19 @@ class SharedResponse:
         await self._flight.detach()
 
 
+async def _poll(ready: Callable[[], bool]) -> None:
+    delay = _POLL_FIRST
+    while not ready():
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, _POLL_MAX)
+
+
+_POLL_FIRST, _POLL_MAX = 0.01, 0.05
+
+
 class SingleFlight:
-    def __init__(self) -> None:
+    def __init__(self, poll: bool = False) -> None:
+        self.poll = poll  # wait by polling: see the module's docstring
         self._flights: dict[str, _Flight] = {}
         self.opened = 0
         self.collapsed = 0
@@ -249,7 +269,12 @@ class SingleFlight:
         flight.readers += 1
         assert flight.opening is not None
         try:
-            target, upstream = await asyncio.shield(flight.opening)
+            if follower and self.poll:
+                opening = flight.opening
+                await _poll(opening.done)
+                target, upstream = opening.result()
+            else:
+                target, upstream = await asyncio.shield(flight.opening)
         except BaseException:
             if not follower:
                 flight.owner_reading = False

@@ -148,7 +148,8 @@ function update(m, seed) {
   $("health-status").textContent = h.status ? h.status + " · " + fmt.pct(h.failure_rate) + " failures" : "–";
   $("uptime").textContent = fmt.dur(m.uptime_s);
   $("subscribers").textContent = m.subscribers == null ? "–" : m.subscribers;
-  $("memory").textContent = m.process ? fmt.bytes(m.process.rss_bytes) : "n/a";
+  const memory = m.process && (m.process.rss_bytes || m.process.wasm_memory_bytes);
+  $("memory").textContent = memory ? fmt.bytes(memory) : "n/a";
   $("updated").textContent = "updated " + new Date(t * 1000).toLocaleTimeString();
   if (!seed) {
     push("rps", t, m.rps_10s);

@@ -421,6 +421,10 @@ class MetricsHub:
         if process and "rss_bytes" in process:
             out.family("flaregate_process_resident_memory_bytes", "gauge", "Resident memory of the gateway process.")
             out.sample("flaregate_process_resident_memory_bytes", {}, process["rss_bytes"])
+        if process and "wasm_memory_bytes" in process:  # the edge: the hub isolate's Python heap
+            out.family("flaregate_isolate_wasm_memory_bytes", "gauge",
+                       "WebAssembly memory of the metrics hub's isolate (its whole Python heap).")
+            out.sample("flaregate_isolate_wasm_memory_bytes", {}, process["wasm_memory_bytes"])
         return out.text()
 
     def _prometheus_histograms(self, out: Exposition, lifetime: str, params: list[Any]) -> None:

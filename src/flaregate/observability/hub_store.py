@@ -38,7 +38,9 @@ LIFETIME = 0
 RETENTION_SECONDS = {MINUTE: HOUR, HOUR: DAY, DAY: 30 * DAY}
 SECOND_ROWS_KEPT = 300
 SAMPLES_KEPT = 1000
-_FAR_FUTURE = 2**62
+# The largest integer JavaScript holds exactly: a bigger Python int would cross into a
+# Durable Object's sql.exec as a BigInt, which it rejects.
+_FAR_FUTURE = 2**53 - 1
 
 INT_COUNTERS = (
     "requests", "errors", "failures", "cache_hits", "cache_misses", "rate_limited", "streams",

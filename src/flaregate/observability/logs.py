@@ -82,9 +82,11 @@ def secrets_of(settings: Any) -> list[str]:
     return values
 
 
-def configure_logging(settings: Any, stream: IO[str] | None = None, extra_secrets: Iterable[str] = ()) -> None:
-    """Route every logger to one JSON handler at the environment's ``LOG_LEVEL``."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+def configure_logging(settings: Any, stream: IO[str] | None = None, extra_secrets: Iterable[str] = (),
+                      handler: logging.Handler | None = None) -> None:
+    """Route every logger to one JSON handler at the environment's ``LOG_LEVEL`` (a stream
+    handler on ``stream`` or stderr unless the host passes its own)."""
+    handler = handler or logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(Redactor([*secrets_of(settings), *extra_secrets])))
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -21,6 +21,8 @@ from ...observability.logs import configure_logging
 from ...ratelimits.limiter import RateLimiter
 from ...security.admin import SUBPROTOCOL
 from ...security.store import SecurityStore
+from .console_log import ConsoleHandler
+from .isolate_stats import IsolateStats
 from .ports import AlarmScheduler, DurableSql, HibernationBroadcaster, env_vars, plain
 
 log = logging.getLogger("flaregate.edge")
@@ -80,7 +82,7 @@ def settings_for(env: Any) -> Settings:
         except ConfigError as exc:
             log.error("invalid configuration in the metrics hub, using defaults: %s", exc)
             settings = Settings()
-        configure_logging(settings)
+        configure_logging(settings, handler=ConsoleHandler())
         _settings = (key, settings)
     return _settings[1]
 
@@ -112,6 +114,7 @@ class MetricsHubBody:
             AlarmScheduler(ctx.storage),
             settings.metrics_tick_seconds,
             latency_target_ms=settings.health_latency_target_ms,
+            host_stats=IsolateStats(),
         )
 
     def accept(self, request: Any = None) -> Any:

@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import js
 import workers
 
 from ...config import KNOWN_VARS, provider_key_names
@@ -95,12 +96,47 @@ class KVStore:
         await self._kv().delete(key)
 
 
-class FetchUpstreamResponse:
-    """An UpstreamResponse over a ``workers.fetch`` response; the body is a JS stream."""
+class _Deadline:
+    """Aborts a fetch through the runtime when a wait runs too long.
 
-    def __init__(self, response: Any, timeout: float) -> None:
+    ``asyncio.wait_for`` around a JS promise breaks Pyodide's loop in workerd (the request
+    hangs, then answers 500); an ``AbortController`` aborted from a Python timer makes the
+    runtime reject the pending fetch or body read instead, and tells the upstream to stop.
+    """
+
+    def __init__(self) -> None:
+        self.controller = js.AbortController.new()
+        self.expired = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def arm(self, seconds: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self.expired = True
+        self.abort()
+
+    def abort(self) -> None:
+        try:
+            self.controller.abort()
+        except Exception:
+            log.debug("aborting the upstream fetch failed", exc_info=True)
+
+
+class FetchUpstreamResponse:
+    """An UpstreamResponse over a ``workers.fetch`` response; the body is a JS stream read
+    through a reader this object holds, so that closing early can cancel it."""
+
+    def __init__(self, response: Any, timeout: float, deadline: _Deadline) -> None:
         self._response = response
         self._timeout = timeout
+        self._deadline = deadline
+        self._reader: Any = None
         self._done = False
         self.status = int(response.status)
         self.headers = {str(k).lower(): str(v) for k, v in response.headers.items()}
@@ -110,17 +146,22 @@ class FetchUpstreamResponse:
         if body is None:
             self._done = True
             return
-        chunks = aiter(body)
+        if self._reader is None:
+            self._reader = body.getReader()
         while True:
+            # The timeout bounds each wait for the next chunk, not the whole stream.
+            self._deadline.arm(self._timeout)
             try:
-                # The timeout bounds each wait for the next chunk, not the whole stream.
-                chunk = await asyncio.wait_for(anext(chunks), self._timeout)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                raise UpstreamTimeout(f"no data for {self._timeout:g}s") from None
-            except Exception as exc:  # a JsException from the stream
+                result = await self._reader.read()
+            except Exception as exc:  # a JsException: the stream broke or was aborted
+                if self._deadline.expired:
+                    raise UpstreamTimeout(f"no data for {self._timeout:g}s") from None
                 raise UpstreamError(_describe(exc)) from None
+            finally:
+                self._deadline.disarm()
+            if result.done:
+                break
+            chunk = result.value
             yield chunk.to_bytes() if hasattr(chunk, "to_bytes") else bytes(chunk)
         self._done = True
 
@@ -133,9 +174,12 @@ class FetchUpstreamResponse:
             return
         self._done = True
         try:
-            await body.cancel()  # tell the upstream we stopped reading
+            # Tell the upstream we stopped reading; the stream is locked to our reader once
+            # we read from it, so cancel through the reader then.
+            await (self._reader.cancel() if self._reader is not None else body.cancel())
         except Exception:
             log.debug("cancelling the upstream body failed", exc_info=True)
+            self._deadline.abort()
 
 
 def _describe(exc: BaseException) -> str:
@@ -148,16 +192,21 @@ class FetchTransport:
     async def send(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes, timeout: float
     ) -> FetchUpstreamResponse:
-        options: dict[str, Any] = {"method": method, "headers": dict(headers), "redirect": "manual"}
+        deadline = _Deadline()
+        options: dict[str, Any] = {"method": method, "headers": dict(headers), "redirect": "manual",
+                                   "signal": deadline.controller.signal}
         if body:
             options["body"] = body
+        deadline.arm(timeout)
         try:
-            response = await asyncio.wait_for(workers.fetch(url, **options), timeout)
-        except TimeoutError:
-            raise UpstreamTimeout(f"no response within {timeout:g}s") from None
+            response = await workers.fetch(url, **options)
         except Exception as exc:  # workers.fetch turns JS errors into OSError
+            if deadline.expired:
+                raise UpstreamTimeout(f"no response within {timeout:g}s") from None
             raise UpstreamError(_describe(exc)) from None
-        return FetchUpstreamResponse(response, timeout)
+        finally:
+            deadline.disarm()
+        return FetchUpstreamResponse(response, timeout, deadline)
 
 
 class WaitUntilTasks:
@@ -249,12 +298,24 @@ class DurableSql:
         self._storage = storage
 
     def exec(self, query: str, *params: Any) -> list[dict[str, Any]]:
-        return [plain(row) for row in self._sql.exec(query, *params).toArray()]
+        return [plain(row) for row in self._sql.exec(query, *map(_js_safe, params)).toArray()]
 
     def transaction_sync(self, work: Callable[[], Any]) -> Any:
         if self._storage is None:
             return work()
         return self._storage.transactionSync(work)
+
+
+_INT32 = 2**31
+
+
+def _js_safe(value: Any) -> Any:
+    """Pyodide hands a Python int that does not fit in 32 bits to JavaScript as a BigInt,
+    which ``sql.exec`` rejects ("Cannot convert a BigInt value to a number"): such ints
+    cross as floats, exact up to 2**53 (SQLite compares INTEGER and REAL by value)."""
+    if type(value) is int and not -_INT32 <= value < _INT32:
+        return float(value)
+    return value
 
 
 class AlarmScheduler:

@@ -23,6 +23,7 @@ from ...gateway import Gateway
 from ...http import Headers, Request, Response
 from ...observability.logs import configure_logging
 from ...ports import Ports
+from .console_log import ConsoleHandler
 from .objects import SUBPROTOCOL_HEADER
 from .ports import (
     HUB_NAME,
@@ -62,11 +63,12 @@ def gateway_for(env: Any) -> Gateway:
             security=DurableSecurityStore("SECURITY_STORE") if hasattr(env, "SECURITY_STORE") else None,
             # Workers AI through the AI binding when there is one; else its REST API.
             ai=WorkersAiBinding(lambda: current().env.AI) if hasattr(env, "AI") else None,
+            cross_request_waits=False,
         )
         settings = settings_from_vars(found)
         # Once per isolate (and per change of the variables): JSON lines on stderr, which
         # reach Workers logs, at LOG_LEVEL, with every configured secret redacted.
-        configure_logging(settings)
+        configure_logging(settings, handler=ConsoleHandler())
         _cached = (key, Gateway(settings, ports))
     return _cached[1]
 
