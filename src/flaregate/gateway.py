@@ -31,6 +31,7 @@ from .providers import build_providers
 from .ratelimits import admin as limits_admin
 from .ratelimits.enforcer import Admission, Limits
 from .ratelimits.estimate import PriceTable, StreamUsage, usage_from
+from .responses.endpoint import RESPONSES_PATH, ResponsesEndpoint
 from .routing.routes import Router, Target
 from .routing.upstream_call import PIN_HEADER, UpstreamCaller
 from .security.access import AccessControl
@@ -100,6 +101,8 @@ class Gateway:
         endpoints = UpstreamEndpoints(self.steps)
         self._routes[("POST", EMBEDDINGS_PATH)] = endpoints.embeddings
         self._routes[("POST", MESSAGES_PATH)] = endpoints.messages
+        self._routes[("POST", RESPONSES_PATH)] = ResponsesEndpoint(self.steps, ports.cache, ports.tasks).handle
+        self._paths.add(RESPONSES_PATH)
 
     # -- entry points --------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
