@@ -194,6 +194,7 @@ class Gateway:
         with profiler.phase("auth"):
             principal = await self.access.authenticate(request)
             self.access.check_model(principal, body["model"])
+            self.steps.tag(request, principal, event)
             tenant = principal.key_id
             # Labels only for authenticated requests: junk cannot grow the metrics' label sets.
             event.update(key_id=tenant, model=body["model"])

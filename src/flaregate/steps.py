@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .config import Settings
+from .metadata.tags import request_tags
 from .errors import GatewayError, bad_request, upstream_error
 from .http import Request, Response
 from .observability.alerts import Alerts
@@ -26,7 +27,7 @@ from .routing.routes import Router
 from .routing.upstream_call import UpstreamCaller
 from .schemas import ChatCompletionRequest, validation_error
 from .security import limits
-from .security.access import AccessControl
+from .security.access import AccessControl, Principal
 from .security.privacy import redact
 
 _MAX_ERROR_BODY = 4096
@@ -60,6 +61,14 @@ class RequestSteps:
             raise validation_error(exc) from None
         limits.check_chat(body, self.settings.security)
         return body
+
+    def tag(self, request: Request, principal: Principal, event: dict[str, Any]) -> dict[str, str]:
+        """The request's tags (its key's defaults, then ``x-flaregate-metadata``) into the
+        analytics event as ``tags``; a malformed header is a 400."""
+        tags = request_tags(request.headers, principal.policy.tags)
+        if tags:
+            event["tags"] = tags
+        return tags
 
     def finish(self, event: dict[str, Any], status: int, profiler: Profiler) -> None:
         """Complete the request's analytics event and hand it to the hub's batch."""

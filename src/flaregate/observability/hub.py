@@ -328,6 +328,7 @@ class MetricsHub:
                 row["name"]: self._summary(row, group_hist.get(row["name"], {}), group_errors.get(row["name"], {}), span)
                 for row in store.totals(where, params, group_by=column)
             }
+        summary["by_tag"] = store.tag_totals(start)  # request tags (x-flaregate-metadata)
         summary["series"] = [
             {"t": int(row["t"]), "requests": int(row["requests"]), "errors": int(row["errors"]),
              "failures": int(row["failures"]), "cache_hits": int(row["cache_hits"]),

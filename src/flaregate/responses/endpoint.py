@@ -92,6 +92,7 @@ class ResponsesEndpoint:
             principal = await steps.access.authenticate(request)
             steps.access.check_model(principal, body["model"])
             event["key_id"] = principal.key_id
+            steps.tag(request, principal, event)
         with profiler.phase("route"):
             targets = steps.upstream.pinned(steps.router.resolve(body["model"]), request.headers.get(PIN_HEADER))
         history: list[dict[str, Any]] = []
