@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from .guardrails.policy import GuardrailSettings
 from .ratelimits.policies import BudgetPolicy, RateLimitPolicy, check_unique_names
 from .routing.resilience import RESILIENCE_VARS, ResiliencePolicy, resilience_from_vars
 
@@ -67,6 +68,8 @@ KNOWN_VARS = (
     "ANALYTICS_BATCH_DELAY_MS",
     "HEALTH_LATENCY_TARGET_MS",
     "WS_OUTBOX_LIMIT",
+    # guardrails (issue 18)
+    "FLAREGATE_GUARDRAILS",
 )
 
 
@@ -203,6 +206,7 @@ class Settings(_Model):
     analytics_batch_delay_ms: int = Field(default=100, ge=0, le=10_000)
     health_latency_target_ms: PositiveFloat = 2000.0
     ws_outbox_limit: int = Field(default=64, ge=4, le=10_000)  # room for the greeting and a tick
+    guardrails: GuardrailSettings = GuardrailSettings()  # FLAREGATE_GUARDRAILS (guardrails/policy.py)
 
     @field_validator("routes", mode="before")
     @classmethod
@@ -399,6 +403,8 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     cache = _cache(vars, route_ttls)
     if cache:
         data["cache"] = cache
+    if vars.get("FLAREGATE_GUARDRAILS", "").strip():
+        data["guardrails"] = _json(vars, "FLAREGATE_GUARDRAILS")
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

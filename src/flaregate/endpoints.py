@@ -113,6 +113,7 @@ class UpstreamEndpoints:
             principal = await self._authorize(request, operation, body["model"])
             event["key_id"] = principal.key_id
             steps.tag(request, principal, event)
+            steps.guard_input(body, principal, event)
         with profiler.phase("route"):  # before the limits: an unrouted model costs nothing
             targets = steps.upstream.pinned(steps.router.resolve(body["model"]), request.headers.get(PIN_HEADER))
         with profiler.phase("ratelimit"):

@@ -19,6 +19,7 @@ from .cache.layer import CacheLayer
 from .config import Settings
 from .endpoints import EMBEDDINGS_PATH, MESSAGES_PATH, UpstreamEndpoints
 from .errors import GatewayError, upstream_error
+from .guardrails import Guardrails
 from .http import Request, Response, json_response
 from .observability import tracing
 from .observability.alerts import Alerts
@@ -97,7 +98,8 @@ class Gateway:
         self._ratelimits_admin = limits_admin.RateLimitAdmin(settings, self.ratelimits)
         self.steps = RequestSteps(
             settings, ports.clock, self.access, self.router, self.upstream, self.ratelimits, self.analytics,
-            self.alerts, [p.api_key.get_secret_value() for p in settings.providers if p.api_key])
+            self.alerts, [p.api_key.get_secret_value() for p in settings.providers if p.api_key],
+            Guardrails(settings.guardrails) if settings.guardrails.policies else None)
         endpoints = UpstreamEndpoints(self.steps)
         self._routes[("POST", EMBEDDINGS_PATH)] = endpoints.embeddings
         self._routes[("POST", MESSAGES_PATH)] = endpoints.messages
@@ -175,10 +177,13 @@ class Gateway:
                                  "client": client_address(request.client_ip, self.settings.security.anonymize_ips)}
         try:
             response = await self._chat_steps(request, out, profiler, event)
+            response = self.steps.guard_output(event.pop("_guard", None), response, event)
         except GatewayError as exc:
+            event.pop("_guard", None)  # the policy object never reaches the analytics event
             event["error_code"] = exc.code
             response = exc.to_response()
         except Exception:
+            event.pop("_guard", None)
             self.steps.finish(event, 500, profiler)
             raise
         if not response.is_stream:  # a stream records its event when it ends
@@ -200,6 +205,7 @@ class Gateway:
             event.update(key_id=tenant, model=body["model"])
         with profiler.phase("route"):  # before the limits: an unrouted model costs nothing
             targets = self.upstream.pinned(self.router.resolve(body["model"]), request.headers.get(PIN_HEADER))
+        event["_guard"] = self.steps.guard_input(body, principal, event)  # before the cache key
         with profiler.phase("ratelimit"):
             try:
                 admission = await self.ratelimits.admit(request, principal, body["model"], body, out, event)

@@ -15,9 +15,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .config import Settings
-from .metadata.tags import request_tags
 from .errors import GatewayError, bad_request, upstream_error
+from .guardrails.checks import Guardrails, guard_chat_stream
 from .http import Request, Response
+from .metadata.tags import request_tags
 from .observability.alerts import Alerts
 from .observability.analytics import Analytics
 from .observability.profiler import Profiler
@@ -44,6 +45,27 @@ class RequestSteps:
     analytics: Analytics
     alerts: Alerts
     upstream_secrets: list[str]
+    guardrails: Guardrails | None = None
+
+    def guard_input(self, body: dict[str, Any], principal: Principal, event: dict[str, Any]) -> Any:
+        """The route's or key's guardrail policy applied to ``body`` (redacted in place, so
+        before the cache key; a block is a 400); returns the policy for the answer."""
+        if self.guardrails is None:
+            return None
+        policy = self.guardrails.policy_for(body.get("model"), principal.key_id, principal.name)
+        self.guardrails.check_input(policy, body, event)
+        return policy
+
+    def guard_output(self, policy: Any, response: Response, event: dict[str, Any]) -> Response:
+        """A chat answer (whole, or its stream one event at a time) through the policy."""
+        if self.guardrails is None or policy is None or response.status != 200:
+            return response
+        if isinstance(response.body, bytes):
+            response.body = self.guardrails.check_chat_answer(policy, response.body, event)
+            response.headers.pop("content-length", None)
+        else:
+            response.body = guard_chat_stream(self.guardrails, policy, response.body, event)
+        return response
 
     def parse_body(self, request: Request, schema: type[BaseModel] = ChatCompletionRequest) -> dict[str, Any]:
         ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()

@@ -93,6 +93,7 @@ class ResponsesEndpoint:
             steps.access.check_model(principal, body["model"])
             event["key_id"] = principal.key_id
             steps.tag(request, principal, event)
+            steps.guard_input(body, principal, event)
         with profiler.phase("route"):
             targets = steps.upstream.pinned(steps.router.resolve(body["model"]), request.headers.get(PIN_HEADER))
         history: list[dict[str, Any]] = []
