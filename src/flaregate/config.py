@@ -25,6 +25,7 @@ from pydantic import (
 
 from .guardrails.policy import GuardrailSettings
 from .ratelimits.policies import BudgetPolicy, RateLimitPolicy, check_unique_names
+from .routing.conditions import ConditionalRoute
 from .routing.resilience import RESILIENCE_VARS, ResiliencePolicy, resilience_from_vars
 
 MOCK_PROVIDER = "mock"
@@ -70,6 +71,7 @@ KNOWN_VARS = (
     "WS_OUTBOX_LIMIT",
     # guardrails (issue 18)
     "FLAREGATE_GUARDRAILS",
+    "FLAREGATE_CONDITIONAL_ROUTES",
 )
 
 
@@ -207,6 +209,18 @@ class Settings(_Model):
     health_latency_target_ms: PositiveFloat = 2000.0
     ws_outbox_limit: int = Field(default=64, ge=4, le=10_000)  # room for the greeting and a tick
     guardrails: GuardrailSettings = GuardrailSettings()  # FLAREGATE_GUARDRAILS (guardrails/policy.py)
+    conditional_routes: dict[str, ConditionalRoute] = {}  # FLAREGATE_CONDITIONAL_ROUTES (routing/conditions.py)
+
+    @model_validator(mode="after")
+    def _conditional_routes_name_routes(self) -> Settings:
+        for alias, route in self.conditional_routes.items():
+            if alias in self.routes:
+                raise ValueError(f"conditional route {alias!r} is also a plain route")
+            for where, target in [*((f"branches.{i}.route", b.route) for i, b in enumerate(route.branches)),
+                                  ("default", route.default)]:
+                if target not in self.routes:
+                    raise ValueError(f"conditional route {alias!r}: {where} names unknown route {target!r}")
+        return self
 
     @field_validator("routes", mode="before")
     @classmethod
@@ -405,6 +419,8 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         data["cache"] = cache
     if vars.get("FLAREGATE_GUARDRAILS", "").strip():
         data["guardrails"] = _json(vars, "FLAREGATE_GUARDRAILS")
+    if vars.get("FLAREGATE_CONDITIONAL_ROUTES", "").strip():
+        data["conditional_routes"] = _json(vars, "FLAREGATE_CONDITIONAL_ROUTES")
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

@@ -204,7 +204,8 @@ class Gateway:
             # Labels only for authenticated requests: junk cannot grow the metrics' label sets.
             event.update(key_id=tenant, model=body["model"])
         with profiler.phase("route"):  # before the limits: an unrouted model costs nothing
-            targets = self.upstream.pinned(self.router.resolve(body["model"]), request.headers.get(PIN_HEADER))
+            routed = self.router.pick(body["model"], request.headers, body, event.get("tags") or {}, event)
+            targets = self.upstream.pinned(self.router.resolve(routed), request.headers.get(PIN_HEADER))
         event["_guard"] = self.steps.guard_input(body, principal, event)  # before the cache key
         with profiler.phase("ratelimit"):
             try:

@@ -95,7 +95,8 @@ class ResponsesEndpoint:
             steps.tag(request, principal, event)
             steps.guard_input(body, principal, event)
         with profiler.phase("route"):
-            targets = steps.upstream.pinned(steps.router.resolve(body["model"]), request.headers.get(PIN_HEADER))
+            routed = steps.router.pick(body["model"], request.headers, body, event.get("tags") or {}, event)
+            targets = steps.upstream.pinned(steps.router.resolve(routed), request.headers.get(PIN_HEADER))
         history: list[dict[str, Any]] = []
         previous = body.get("previous_response_id")
         if previous:
