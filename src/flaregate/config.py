@@ -72,6 +72,7 @@ KNOWN_VARS = (
     # guardrails (issue 18)
     "FLAREGATE_GUARDRAILS",
     "FLAREGATE_CONDITIONAL_ROUTES",
+    "METRICS_TAG_LABELS",
 )
 
 
@@ -210,6 +211,7 @@ class Settings(_Model):
     ws_outbox_limit: int = Field(default=64, ge=4, le=10_000)  # room for the greeting and a tick
     guardrails: GuardrailSettings = GuardrailSettings()  # FLAREGATE_GUARDRAILS (guardrails/policy.py)
     conditional_routes: dict[str, ConditionalRoute] = {}  # FLAREGATE_CONDITIONAL_ROUTES (routing/conditions.py)
+    metrics_tag_labels: tuple[str, ...] = Field(default=(), max_length=8)  # tags that become /metrics labels
 
     @model_validator(mode="after")
     def _conditional_routes_name_routes(self) -> Settings:
@@ -419,6 +421,8 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         data["cache"] = cache
     if vars.get("FLAREGATE_GUARDRAILS", "").strip():
         data["guardrails"] = _json(vars, "FLAREGATE_GUARDRAILS")
+    if vars.get("METRICS_TAG_LABELS", "").strip():
+        data["metrics_tag_labels"] = [t.strip() for t in vars["METRICS_TAG_LABELS"].split(",") if t.strip()]
     if vars.get("FLAREGATE_CONDITIONAL_ROUTES", "").strip():
         data["conditional_routes"] = _json(vars, "FLAREGATE_CONDITIONAL_ROUTES")
     try:

@@ -90,6 +90,10 @@ class RequestSteps:
         tags = request_tags(request.headers, principal.policy.tags)
         if tags:
             event["tags"] = tags
+            # Only allow-listed tags become /metrics labels: their values are the operator's.
+            labelled = {k: v for k, v in tags.items() if k in self.settings.metrics_tag_labels}
+            if labelled:
+                event["metric_tags"] = labelled
         return tags
 
     def finish(self, event: dict[str, Any], status: int, profiler: Profiler) -> None:

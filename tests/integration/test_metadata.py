@@ -19,7 +19,7 @@ HEADER = "x-flaregate-metadata"
 
 @pytest.fixture(scope="module")
 def server(upstream, tmp_path_factory):
-    env = upstream_env(upstream.base_url, CACHE_TTL_SECONDS="0")
+    env = upstream_env(upstream.base_url, CACHE_TTL_SECONDS="0", METRICS_TAG_LABELS="feature")
     with run_gateway(tmp_path_factory.mktemp("metadata"), env) as gw:
         yield gw
 
@@ -52,6 +52,9 @@ def test_tags_round_trip_into_analytics_group_by_tag(server):
     assert groups["search"]["requests"] == 3 and groups["chat"]["requests"] == 2
     assert groups["chat"]["tokens_in"] > 0
     assert _groups(server, "team", 3)["core"]["requests"] == 3
+    metrics = httpx.get(server.base_url + "/metrics", headers=ADMIN, timeout=10).text
+    assert 'flaregate_tag_requests_total{tag="feature",value="search"} 3' in metrics
+    assert 'tag="team"' not in metrics  # not allow-listed: no label, whatever its values
     untagged = httpx.get(server.base_url + "/v1/analytics", params={"window": "1h"}, headers=ADMIN).json()
     assert set(untagged["windows"]["1h"]["by_tag"]) == {"feature", "team"}
 

@@ -405,6 +405,14 @@ class MetricsHub:
             " GROUP BY provider, model, key_id, class ORDER BY provider, model, key_id, class", *params,
         ):
             out.sample("flaregate_errors_total", {**self._labels(row), "class": row["class"]}, row["n"])
+        tag_rows = self._sql.exec("SELECT tag, value, requests, errors FROM hub_tag_total ORDER BY tag, value")
+        out.family("flaregate_tag_requests_total", "counter",
+                   "Requests by request tag (only tags the operator allow-lists in METRICS_TAG_LABELS).")
+        for row in tag_rows:
+            out.sample("flaregate_tag_requests_total", {"tag": row["tag"], "value": row["value"]}, row["requests"])
+        out.family("flaregate_tag_errors_total", "counter", "Failed requests by allow-listed request tag.")
+        for row in tag_rows:
+            out.sample("flaregate_tag_errors_total", {"tag": row["tag"], "value": row["value"]}, row["errors"])
         self._prometheus_histograms(out, lifetime, params)
         health, provider_health = self._health(self._clock.now())
         out.family("flaregate_health_score", "gauge", "Gateway health score, 0-100 (formula in docs).")

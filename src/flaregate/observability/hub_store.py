@@ -76,6 +76,9 @@ SCHEMA = (
     " overhead_ms REAL, ttft_ms REAL, phases TEXT)",
     "CREATE TABLE IF NOT EXISTS hub_state (name TEXT PRIMARY KEY, value REAL)",
     # Request tags (issue 18): minute rows per (tag, value), kept TAG_ROWS_KEPT_SECONDS.
+    # Lifetime requests per allow-listed tag (the event's ``metric_tags``), for /metrics labels.
+    "CREATE TABLE IF NOT EXISTS hub_tag_total (tag TEXT NOT NULL, value TEXT NOT NULL, requests INTEGER NOT NULL,"
+    " errors INTEGER NOT NULL, PRIMARY KEY (tag, value))",
     "CREATE TABLE IF NOT EXISTS hub_tag (bucket INTEGER NOT NULL, tag TEXT NOT NULL, value TEXT NOT NULL, "
     + ", ".join(f"{c} REAL NOT NULL DEFAULT 0" for c in TAG_COUNTERS) + ", PRIMARY KEY (bucket, tag, value))",
 )
@@ -308,6 +311,17 @@ class HubStore:
                 minute, tag, value, *(counters[c] for c in TAG_COUNTERS))
         if rows:
             self.sql.exec("DELETE FROM hub_tag WHERE bucket < ?", int(now) - TAG_ROWS_KEPT_SECONDS)
+        totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        for event in events:
+            metric_tags = event.raw.get("metric_tags")
+            for tag, value in list(metric_tags.items())[:8] if isinstance(metric_tags, dict) else []:
+                total = totals[(label(tag), label(value))]
+                total[0] += 1
+                total[1] += int(event.counts.get("errors", 0))
+        for (tag, value), (requests, errors) in totals.items():
+            self.sql.exec("INSERT INTO hub_tag_total (tag, value, requests, errors) VALUES (?, ?, ?, ?)"
+                          " ON CONFLICT(tag, value) DO UPDATE SET requests = requests + excluded.requests,"
+                          " errors = errors + excluded.errors", tag, value, requests, errors)
 
     def tag_totals(self, since: float) -> dict[str, dict[str, dict[str, float]]]:
         """{tag: {value: counters}} over the minute rows since ``since``."""
