@@ -258,7 +258,8 @@ class UpstreamCaller:
                 self._emit({"type": "failover", "ts": round(self._clock.now(), 3),
                             "request_id": event.get("request_id"), "from": self._key(candidates[previous]),
                             "to": self._key(target), "reason": failures[-1].kind, "status": failures[-1].status,
-                            "attempt": attempts + 1, "model": body.get("model")})
+                            "attempt": attempts + 1, "model": body.get("model"),
+                            **({"tags": event["tags"]} if event.get("tags") else {})})
             attempts += 1
             tried[index] += 1
             event["attempts"] = attempts
