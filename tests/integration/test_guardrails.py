@@ -85,3 +85,13 @@ def test_hostile_guarded_bodies_never_give_a_5xx(server):
         r = httpx.post(server.base_url + "/v1/chat/completions", json=body, timeout=20,
                        headers={"authorization": f"Bearer {GATEWAY_KEY}"})
         assert r.status_code < 500, r.text
+
+
+def test_responses_output_is_checked_whole_and_per_stream_event(client):
+    response = client.responses.create(model="mock-1", input="reach me at bob@example.org")
+    assert "bob@example.org" not in response.output_text and "[REDACTED_EMAIL]" in response.output_text
+    with client.responses.stream(model="mock-1", input="write to bob@example.org") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert events and "bob@example.org" not in final.output_text
+    assert "[REDACTED_EMAIL]" in final.output_text

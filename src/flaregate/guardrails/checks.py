@@ -160,3 +160,54 @@ async def guard_chat_stream(guard: Guardrails, policy: _Compiled, chunks: Any, e
             yield raw + b"\n\n"
     if buffer:
         yield buffer
+
+
+_ANSWER_TEXT_KEYS = frozenset({"text", "delta"})  # Responses API: output_text parts and their deltas
+
+
+def _answer_texts(guard: Guardrails, policy: _Compiled, value: Any, event: dict[str, Any]) -> Any:
+    if isinstance(value, list):
+        return [_answer_texts(guard, policy, v, event) for v in value]
+    if isinstance(value, dict):
+        return {k: guard.check_output_text(policy, v, event) if k in _ANSWER_TEXT_KEYS and isinstance(v, str)
+                else _answer_texts(guard, policy, v, event) for k, v in value.items()}
+    return value
+
+
+def check_responses_answer(guard: Guardrails, policy: _Compiled | None, payload: bytes,
+                           event: dict[str, Any]) -> bytes:
+    """A non-streamed Responses answer with its output texts checked."""
+    if policy is None or not policy.policy.output or not policy.policy.pii:
+        return payload
+    try:
+        answer = json.loads(payload)
+    except ValueError:
+        return payload
+    if not isinstance(answer, dict) or not isinstance(answer.get("output"), list):
+        return payload
+    answer["output"] = _answer_texts(guard, policy, answer["output"], event)
+    return json.dumps(answer, separators=(",", ":")).encode()
+
+
+async def guard_responses_stream(guard: Guardrails, policy: _Compiled, chunks: Any, event: dict[str, Any]) -> Any:
+    """A Responses SSE stream checked one whole event at a time (deltas, done texts and the
+    final response alike); a block ends the stream with an ``error`` event."""
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk
+        while b"\n\n" in buffer:
+            raw, buffer = buffer.split(b"\n\n", 1)
+            head, sep, data = raw.partition(b"data: ")
+            if sep and data.startswith(b"{"):
+                try:
+                    parsed = _answer_texts(guard, policy, json.loads(data), event)
+                    raw = head + b"data: " + json.dumps(parsed, separators=(",", ":")).encode()
+                except GatewayError as exc:
+                    error = {"type": "error", "code": exc.code, "message": exc.message, "param": exc.param}
+                    yield b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n"
+                    return
+                except ValueError:
+                    pass
+            yield raw + b"\n\n"
+    if buffer:
+        yield buffer

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from ..errors import GatewayError, bad_request
+from ..guardrails.checks import check_responses_answer, guard_responses_stream
 from ..http import Request, Response
 from ..observability import tracing
 from ..observability.profiler import Profiler
@@ -93,7 +94,7 @@ class ResponsesEndpoint:
             steps.access.check_model(principal, body["model"])
             event["key_id"] = principal.key_id
             steps.tag(request, principal, event)
-            steps.guard_input(body, principal, event)
+            guard = steps.guard_input(body, principal, event)
         with profiler.phase("route"):
             routed = steps.router.pick(body["model"], request.headers, body, event.get("tags") or {}, event)
             targets = steps.upstream.pinned(steps.router.resolve(routed), request.headers.get(PIN_HEADER))
@@ -131,8 +132,11 @@ class ResponsesEndpoint:
             profiler.add("upstream_ttfb", (steps.clock.monotonic() - started) * 1000)
             headers["cache-control"] = "no-cache"
             admission.keep()  # usage is read from the final event only for the analytics
-            return Response(200, headers, self._relay(upstream, profiler, event, principal.key_id, history,
-                                                      body["input"] if keep else None))
+            relay = self._relay(upstream, profiler, event, principal.key_id, history,
+                                body["input"] if keep else None)
+            if guard is not None and steps.guardrails is not None:
+                relay = guard_responses_stream(steps.guardrails, guard, relay, event)
+            return Response(200, headers, relay)
         try:
             payload = await upstream.read()
         except UpstreamError as exc:
@@ -152,6 +156,9 @@ class ResponsesEndpoint:
             await admission.refund()
             raise GatewayError(502, f"Upstream provider '{target.provider.name}' returned malformed JSON.",
                                type="api_error", code="upstream_malformed_response") from None
+        if guard is not None and steps.guardrails is not None:
+            payload = check_responses_answer(steps.guardrails, guard, payload, event)
+            answer = json.loads(payload)
         real = self._usage(usage, event)
         headers.update(await admission.settle(real, target.provider.name, target.model))
         if keep:
