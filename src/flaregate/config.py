@@ -23,7 +23,9 @@ from pydantic import (
     model_validator,
 )
 
+from .guardrails.policy import GuardrailSettings
 from .ratelimits.policies import BudgetPolicy, RateLimitPolicy, check_unique_names
+from .routing.conditions import ConditionalRoute
 from .routing.resilience import RESILIENCE_VARS, ResiliencePolicy, resilience_from_vars
 
 MOCK_PROVIDER = "mock"
@@ -67,6 +69,10 @@ KNOWN_VARS = (
     "ANALYTICS_BATCH_DELAY_MS",
     "HEALTH_LATENCY_TARGET_MS",
     "WS_OUTBOX_LIMIT",
+    # guardrails (issue 18)
+    "FLAREGATE_GUARDRAILS",
+    "FLAREGATE_CONDITIONAL_ROUTES",
+    "METRICS_TAG_LABELS",
 )
 
 
@@ -203,6 +209,20 @@ class Settings(_Model):
     analytics_batch_delay_ms: int = Field(default=100, ge=0, le=10_000)
     health_latency_target_ms: PositiveFloat = 2000.0
     ws_outbox_limit: int = Field(default=64, ge=4, le=10_000)  # room for the greeting and a tick
+    guardrails: GuardrailSettings = GuardrailSettings()  # FLAREGATE_GUARDRAILS (guardrails/policy.py)
+    conditional_routes: dict[str, ConditionalRoute] = {}  # FLAREGATE_CONDITIONAL_ROUTES (routing/conditions.py)
+    metrics_tag_labels: tuple[str, ...] = Field(default=(), max_length=8)  # tags that become /metrics labels
+
+    @model_validator(mode="after")
+    def _conditional_routes_name_routes(self) -> Settings:
+        for alias, route in self.conditional_routes.items():
+            if alias in self.routes:
+                raise ValueError(f"conditional route {alias!r} is also a plain route")
+            for where, target in [*((f"branches.{i}.route", b.route) for i, b in enumerate(route.branches)),
+                                  ("default", route.default)]:
+                if target not in self.routes:
+                    raise ValueError(f"conditional route {alias!r}: {where} names unknown route {target!r}")
+        return self
 
     @field_validator("routes", mode="before")
     @classmethod
@@ -399,6 +419,12 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     cache = _cache(vars, route_ttls)
     if cache:
         data["cache"] = cache
+    if vars.get("FLAREGATE_GUARDRAILS", "").strip():
+        data["guardrails"] = _json(vars, "FLAREGATE_GUARDRAILS")
+    if vars.get("METRICS_TAG_LABELS", "").strip():
+        data["metrics_tag_labels"] = [t.strip() for t in vars["METRICS_TAG_LABELS"].split(",") if t.strip()]
+    if vars.get("FLAREGATE_CONDITIONAL_ROUTES", "").strip():
+        data["conditional_routes"] = _json(vars, "FLAREGATE_CONDITIONAL_ROUTES")
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

@@ -112,8 +112,11 @@ class UpstreamEndpoints:
         with profiler.phase("auth"):
             principal = await self._authorize(request, operation, body["model"])
             event["key_id"] = principal.key_id
+            steps.tag(request, principal, event)
+            steps.guard_input(body, principal, event)
         with profiler.phase("route"):  # before the limits: an unrouted model costs nothing
-            targets = steps.upstream.pinned(steps.router.resolve(body["model"]), request.headers.get(PIN_HEADER))
+            routed = steps.router.pick(body["model"], request.headers, body, event.get("tags") or {}, event)
+            targets = steps.upstream.pinned(steps.router.resolve(routed), request.headers.get(PIN_HEADER))
         with profiler.phase("ratelimit"):
             admission = await steps.ratelimits.admit(request, principal, body["model"], body, out, event)
         forward = {"x-request-id": out["x-request-id"],

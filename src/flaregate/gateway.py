@@ -19,6 +19,7 @@ from .cache.layer import CacheLayer
 from .config import Settings
 from .endpoints import EMBEDDINGS_PATH, MESSAGES_PATH, UpstreamEndpoints
 from .errors import GatewayError, upstream_error
+from .guardrails import Guardrails
 from .http import Request, Response, json_response
 from .observability import tracing
 from .observability.alerts import Alerts
@@ -31,6 +32,7 @@ from .providers import build_providers
 from .ratelimits import admin as limits_admin
 from .ratelimits.enforcer import Admission, Limits
 from .ratelimits.estimate import PriceTable, StreamUsage, usage_from
+from .responses.endpoint import RESPONSES_PATH, ResponsesEndpoint
 from .routing.routes import Router, Target
 from .routing.upstream_call import PIN_HEADER, UpstreamCaller
 from .security.access import AccessControl
@@ -96,10 +98,13 @@ class Gateway:
         self._ratelimits_admin = limits_admin.RateLimitAdmin(settings, self.ratelimits)
         self.steps = RequestSteps(
             settings, ports.clock, self.access, self.router, self.upstream, self.ratelimits, self.analytics,
-            self.alerts, [p.api_key.get_secret_value() for p in settings.providers if p.api_key])
+            self.alerts, [p.api_key.get_secret_value() for p in settings.providers if p.api_key],
+            Guardrails(settings.guardrails) if settings.guardrails.policies else None)
         endpoints = UpstreamEndpoints(self.steps)
         self._routes[("POST", EMBEDDINGS_PATH)] = endpoints.embeddings
         self._routes[("POST", MESSAGES_PATH)] = endpoints.messages
+        self._routes[("POST", RESPONSES_PATH)] = ResponsesEndpoint(self.steps, ports.cache, ports.tasks).handle
+        self._paths.add(RESPONSES_PATH)
 
     # -- entry points --------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
@@ -172,10 +177,13 @@ class Gateway:
                                  "client": client_address(request.client_ip, self.settings.security.anonymize_ips)}
         try:
             response = await self._chat_steps(request, out, profiler, event)
+            response = self.steps.guard_output(event.pop("_guard", None), response, event)
         except GatewayError as exc:
+            event.pop("_guard", None)  # the policy object never reaches the analytics event
             event["error_code"] = exc.code
             response = exc.to_response()
         except Exception:
+            event.pop("_guard", None)
             self.steps.finish(event, 500, profiler)
             raise
         if not response.is_stream:  # a stream records its event when it ends
@@ -191,11 +199,14 @@ class Gateway:
         with profiler.phase("auth"):
             principal = await self.access.authenticate(request)
             self.access.check_model(principal, body["model"])
+            self.steps.tag(request, principal, event)
             tenant = principal.key_id
             # Labels only for authenticated requests: junk cannot grow the metrics' label sets.
             event.update(key_id=tenant, model=body["model"])
         with profiler.phase("route"):  # before the limits: an unrouted model costs nothing
-            targets = self.upstream.pinned(self.router.resolve(body["model"]), request.headers.get(PIN_HEADER))
+            routed = self.router.pick(body["model"], request.headers, body, event.get("tags") or {}, event)
+            targets = self.upstream.pinned(self.router.resolve(routed), request.headers.get(PIN_HEADER))
+        event["_guard"] = self.steps.guard_input(body, principal, event)  # before the cache key
         with profiler.phase("ratelimit"):
             try:
                 admission = await self.ratelimits.admit(request, principal, body["model"], body, out, event)

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ValidationError
 
 from .config import Settings
 from .errors import GatewayError, bad_request, upstream_error
+from .guardrails.checks import Guardrails, guard_chat_stream
 from .http import Request, Response
+from .metadata.tags import request_tags
 from .observability.alerts import Alerts
 from .observability.analytics import Analytics
 from .observability.profiler import Profiler
@@ -26,7 +28,7 @@ from .routing.routes import Router
 from .routing.upstream_call import UpstreamCaller
 from .schemas import ChatCompletionRequest, validation_error
 from .security import limits
-from .security.access import AccessControl
+from .security.access import AccessControl, Principal
 from .security.privacy import redact
 
 _MAX_ERROR_BODY = 4096
@@ -43,6 +45,27 @@ class RequestSteps:
     analytics: Analytics
     alerts: Alerts
     upstream_secrets: list[str]
+    guardrails: Guardrails | None = None
+
+    def guard_input(self, body: dict[str, Any], principal: Principal, event: dict[str, Any]) -> Any:
+        """The route's or key's guardrail policy applied to ``body`` (redacted in place, so
+        before the cache key; a block is a 400); returns the policy for the answer."""
+        if self.guardrails is None:
+            return None
+        policy = self.guardrails.policy_for(body.get("model"), principal.key_id, principal.name)
+        self.guardrails.check_input(policy, body, event)
+        return policy
+
+    def guard_output(self, policy: Any, response: Response, event: dict[str, Any]) -> Response:
+        """A chat answer (whole, or its stream one event at a time) through the policy."""
+        if self.guardrails is None or policy is None or response.status != 200:
+            return response
+        if isinstance(response.body, bytes):
+            response.body = self.guardrails.check_chat_answer(policy, response.body, event)
+            response.headers.pop("content-length", None)
+        else:
+            response.body = guard_chat_stream(self.guardrails, policy, response.body, event)
+        return response
 
     def parse_body(self, request: Request, schema: type[BaseModel] = ChatCompletionRequest) -> dict[str, Any]:
         ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
@@ -60,6 +83,18 @@ class RequestSteps:
             raise validation_error(exc) from None
         limits.check_chat(body, self.settings.security)
         return body
+
+    def tag(self, request: Request, principal: Principal, event: dict[str, Any]) -> dict[str, str]:
+        """The request's tags (its key's defaults, then ``x-flaregate-metadata``) into the
+        analytics event as ``tags``; a malformed header is a 400."""
+        tags = request_tags(request.headers, principal.policy.tags)
+        if tags:
+            event["tags"] = tags
+            # Only allow-listed tags become /metrics labels: their values are the operator's.
+            labelled = {k: v for k, v in tags.items() if k in self.settings.metrics_tag_labels}
+            if labelled:
+                event["metric_tags"] = labelled
+        return tags
 
     def finish(self, event: dict[str, Any], status: int, profiler: Profiler) -> None:
         """Complete the request's analytics event and hand it to the hub's batch."""

@@ -424,6 +424,7 @@ class MockUpstreamApp:
             "/v1/chat/completions": self._chat,
             "/v1/embeddings": self._embeddings,
             "/v1/messages": self._messages,
+            "/v1/responses": self._responses,
         }.get(path)
         if _WORKERS_AI.match(path):
             handler = self._workers_ai
@@ -540,6 +541,47 @@ class MockUpstreamApp:
                                      "errors": [], "messages": []})
         events = [_sse({"response": p, "p": "abcdef"}) for p in _WORDS.findall(text)]
         events += [_sse({"response": "", "usage": usage}), b"data: [DONE]\n\n"]
+        return Reply(200, list(_SSE_HEADERS), events=events)
+
+    def _responses(self, headers: dict, body: dict) -> Reply:
+        """OpenAI's Responses API: echoes the last user text (the number of input items
+        too, so a test sees what history reached it), streamed as typed events."""
+        items = body.get("input")
+        if isinstance(items, str):
+            items = [{"role": "user", "content": items}]
+        if not isinstance(items, list) or not items:
+            return _error(400, "'input' must be a string or a non-empty array", False)
+        users = [i for i in items if isinstance(i, dict) and i.get("role") == "user"]
+        text = _text(users[-1].get("content")) if users else ""
+        n = next(self._seq)
+        rid, mid = f"resp_mock{n}", f"msg_mock{n}"
+        content = f"echo: {text} [items={len(items)}]"
+        usage = {"input_tokens": _words(text), "output_tokens": _words(content),
+                 "total_tokens": _words(text) + _words(content)}
+        part = {"type": "output_text", "text": content, "annotations": []}
+        item = {"type": "message", "id": mid, "status": "completed", "role": "assistant", "content": [part]}
+        response = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed",
+                    "model": str(body.get("model") or "mock"), "output": [item], "usage": usage,
+                    "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "error": None,
+                    "incomplete_details": None, "instructions": body.get("instructions"), "metadata": {}}
+        if body.get("stream") is not True:
+            return _json_reply(200, response)
+        seq = itertools.count()
+
+        def ev(kind: str, **data: Any) -> bytes:
+            return f"event: {kind}\n".encode() + _sse({"type": kind, "sequence_number": next(seq), **data})
+
+        events = [ev("response.created", response={**response, "status": "in_progress", "output": []}),
+                  ev("response.output_item.added", output_index=0, item={**item, "status": "in_progress",
+                                                                         "content": []}),
+                  ev("response.content_part.added", item_id=mid, output_index=0, content_index=0,
+                     part={**part, "text": ""})]
+        events += [ev("response.output_text.delta", item_id=mid, output_index=0, content_index=0, delta=w)
+                   for w in _WORDS.findall(content)]
+        events += [ev("response.output_text.done", item_id=mid, output_index=0, content_index=0, text=content),
+                   ev("response.content_part.done", item_id=mid, output_index=0, content_index=0, part=part),
+                   ev("response.output_item.done", output_index=0, item=item),
+                   ev("response.completed", response=response)]
         return Reply(200, list(_SSE_HEADERS), events=events)
 
     def _messages(self, headers: dict, body: dict) -> Reply:

@@ -65,9 +65,12 @@ class Alerts:
             self._dispatcher.emit("provider.down", {"provider": provider, "consecutive_failures": count,
                                                     "last_error": reason})
 
-    def failover(self, model: str, failed: str, next_provider: str, reason: str) -> None:
-        self._dispatcher.emit("failover", {"model": model[:256], "from": failed, "to": next_provider,
-                                           "reason": reason})
+    def failover(self, model: str, failed: str, next_provider: str, reason: str,
+                 tags: dict[str, str] | None = None) -> None:
+        payload: dict[str, Any] = {"model": model[:256], "from": failed, "to": next_provider, "reason": reason}
+        if tags:  # the request's tags (bounded by metadata/tags.py): whose traffic failed over
+            payload["tags"] = tags
+        self._dispatcher.emit("failover", payload)
 
     def rate_limited(self, key_id: str, limit: Any) -> None:
         if not self._throttled("ratelimit:" + key_id):

@@ -77,7 +77,17 @@ class Observability:
         if window is not None and window not in WINDOWS:
             raise GatewayError(400, f"Unknown window {window[:20]!r}; use one of {', '.join(WINDOWS)}.",
                                code="invalid_value", param="window")
+        group_by = request.query.get("group_by") or None
+        if group_by is not None and not (group_by.startswith("tag:") and 1 < len(group_by) <= 68):
+            raise GatewayError(400, "group_by must be tag:<name>, e.g. group_by=tag:feature.",
+                               code="invalid_value", param="group_by")
         data = await self._call(lambda: self._hub.analytics(window))
+        if group_by is not None:  # one tag's values per window, the other dimensions left out
+            tag = group_by[4:]
+            data = {"ts": data.get("ts"), "group_by": group_by, "windows": {
+                name: {"window": name, "start": w.get("start"), "end": w.get("end"),
+                       "groups": (w.get("by_tag") or {}).get(tag, {})}
+                for name, w in (data.get("windows") or {}).items()}}
         return json_response(data, headers={"cache-control": "no-store"})
 
     async def _dashboard(self, request: Request, out: dict[str, str]) -> Response:

@@ -328,6 +328,7 @@ class MetricsHub:
                 row["name"]: self._summary(row, group_hist.get(row["name"], {}), group_errors.get(row["name"], {}), span)
                 for row in store.totals(where, params, group_by=column)
             }
+        summary["by_tag"] = store.tag_totals(start)  # request tags (x-flaregate-metadata)
         summary["series"] = [
             {"t": int(row["t"]), "requests": int(row["requests"]), "errors": int(row["errors"]),
              "failures": int(row["failures"]), "cache_hits": int(row["cache_hits"]),
@@ -404,6 +405,14 @@ class MetricsHub:
             " GROUP BY provider, model, key_id, class ORDER BY provider, model, key_id, class", *params,
         ):
             out.sample("flaregate_errors_total", {**self._labels(row), "class": row["class"]}, row["n"])
+        tag_rows = self._sql.exec("SELECT tag, value, requests, errors FROM hub_tag_total ORDER BY tag, value")
+        out.family("flaregate_tag_requests_total", "counter",
+                   "Requests by request tag (only tags the operator allow-lists in METRICS_TAG_LABELS).")
+        for row in tag_rows:
+            out.sample("flaregate_tag_requests_total", {"tag": row["tag"], "value": row["value"]}, row["requests"])
+        out.family("flaregate_tag_errors_total", "counter", "Failed requests by allow-listed request tag.")
+        for row in tag_rows:
+            out.sample("flaregate_tag_errors_total", {"tag": row["tag"], "value": row["value"]}, row["errors"])
         self._prometheus_histograms(out, lifetime, params)
         health, provider_health = self._health(self._clock.now())
         out.family("flaregate_health_score", "gauge", "Gateway health score, 0-100 (formula in docs).")

@@ -49,6 +49,8 @@ INT_COUNTERS = (
 )
 SUM_COUNTERS = ("cost_usd", "latency_sum_ms", "upstream_sum_ms", "overhead_sum_ms", "ttft_sum_ms")
 COUNTERS = INT_COUNTERS + SUM_COUNTERS
+TAG_COUNTERS = ("requests", "errors", "tokens_in", "tokens_out", "cost_usd", "latency_sum_ms")
+TAG_ROWS_KEPT_SECONDS = 7 * 86_400
 _KEYS = "resolution, bucket, provider, model, key_id"
 # Counters added after hub_rollup was first created: ALTER TABLE adds them to older tables.
 _ADDED_COUNTERS = ("cache_bytes_saved", "cache_tokens_saved")
@@ -75,6 +77,12 @@ SCHEMA = (
     " provider TEXT NOT NULL, model TEXT NOT NULL, total_ms REAL NOT NULL, upstream_ms REAL,"
     " overhead_ms REAL, ttft_ms REAL, phases TEXT)",
     "CREATE TABLE IF NOT EXISTS hub_state (name TEXT PRIMARY KEY, value REAL)",
+    # Request tags (issue 18): minute rows per (tag, value), kept TAG_ROWS_KEPT_SECONDS.
+    # Lifetime requests per allow-listed tag (the event's ``metric_tags``), for /metrics labels.
+    "CREATE TABLE IF NOT EXISTS hub_tag_total (tag TEXT NOT NULL, value TEXT NOT NULL, requests INTEGER NOT NULL,"
+    " errors INTEGER NOT NULL, PRIMARY KEY (tag, value))",
+    "CREATE TABLE IF NOT EXISTS hub_tag (bucket INTEGER NOT NULL, tag TEXT NOT NULL, value TEXT NOT NULL, "
+    + ", ".join(f"{c} REAL NOT NULL DEFAULT 0" for c in TAG_COUNTERS) + ", PRIMARY KEY (bucket, tag, value))",
 )
 
 
@@ -283,7 +291,49 @@ class HubStore:
                 f" ON CONFLICT({_KEYS}, class) DO UPDATE SET count = count + excluded.count",
                 MINUTE, minute, *labels, error_class, count,
             )
+        self._ingest_tags(events, now)
         self._ingest_live(events, now)
+
+    def _ingest_tags(self, events: list[ParsedEvent], now: float) -> None:
+        rows: dict[tuple[int, str, str], dict[str, float]] = defaultdict(lambda: dict.fromkeys(TAG_COUNTERS, 0))
+        for event in events:
+            tags = event.raw.get("tags")
+            if not isinstance(tags, dict):
+                continue
+            minute = int(event.ts // MINUTE) * MINUTE
+            for tag, value in list(tags.items())[:8]:
+                row = rows[(minute, label(tag), label(value))]
+                for name in TAG_COUNTERS:
+                    row[name] += event.counts.get(name, 0)
+        for (minute, tag, value), counters in rows.items():
+            self.sql.exec(
+                f"INSERT INTO hub_tag (bucket, tag, value, {', '.join(TAG_COUNTERS)}) VALUES (?, ?, ?, "
+                + ", ".join("?" for _ in TAG_COUNTERS) + ") ON CONFLICT(bucket, tag, value) DO UPDATE SET "
+                + ", ".join(f"{c} = {c} + excluded.{c}" for c in TAG_COUNTERS),
+                minute, tag, value, *(counters[c] for c in TAG_COUNTERS))
+        if rows:
+            self.sql.exec("DELETE FROM hub_tag WHERE bucket < ?", int(now) - TAG_ROWS_KEPT_SECONDS)
+        totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        for event in events:
+            metric_tags = event.raw.get("metric_tags")
+            for tag, value in list(metric_tags.items())[:8] if isinstance(metric_tags, dict) else []:
+                total = totals[(label(tag), label(value))]
+                total[0] += 1
+                total[1] += int(event.counts.get("errors", 0))
+        for (tag, value), (requests, errors) in totals.items():
+            self.sql.exec("INSERT INTO hub_tag_total (tag, value, requests, errors) VALUES (?, ?, ?, ?)"
+                          " ON CONFLICT(tag, value) DO UPDATE SET requests = requests + excluded.requests,"
+                          " errors = errors + excluded.errors", tag, value, requests, errors)
+
+    def tag_totals(self, since: float) -> dict[str, dict[str, dict[str, float]]]:
+        """{tag: {value: counters}} over the minute rows since ``since``."""
+        rows = self.sql.exec(
+            "SELECT tag, value, " + ", ".join(f"SUM({c}) AS {c}" for c in TAG_COUNTERS)
+            + " FROM hub_tag WHERE bucket >= ? GROUP BY tag, value ORDER BY tag, value", int(since))
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for row in rows:
+            out.setdefault(row["tag"], {})[row["value"]] = {c: round(float(row[c] or 0), 6) for c in TAG_COUNTERS}
+        return out
 
     def _ingest_live(self, events: list[ParsedEvent], now: float) -> None:
         second = int(now)

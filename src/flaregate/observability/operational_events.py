@@ -32,7 +32,8 @@ class OperationalEvents:
         kind = event.get("type")
         if kind == "failover":
             self._alerts.failover(str(event.get("model") or ""), _provider(event.get("from")),
-                                  _provider(event.get("to")), str(event.get("reason") or ""))
+                                  _provider(event.get("to")), str(event.get("reason") or ""),
+                                  event.get("tags") if isinstance(event.get("tags"), dict) else None)
         elif kind == "circuit" and event.get("to") in _CIRCUIT_WEBHOOKS:
             self._webhooks.emit(_CIRCUIT_WEBHOOKS[event["to"]], {
                 "provider": event.get("provider"), "model": event.get("model"), "from": event.get("from"),

@@ -10,6 +10,7 @@ from ..ports import UpstreamResponse, UpstreamTransport
 # Operations a provider may offer (``Provider.operations``); the gateway only routes an
 # operation to the targets whose provider has it.
 CHAT, EMBEDDINGS, MESSAGES = "chat", "embeddings", "messages"
+RESPONSES = "responses"  # OpenAI's Responses API, passed through unchanged
 
 
 class Provider(Protocol):

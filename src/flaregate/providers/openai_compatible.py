@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..ports import UpstreamResponse, UpstreamTransport
-from .base import CHAT, EMBEDDINGS, probe_models
+from .base import CHAT, EMBEDDINGS, RESPONSES, probe_models
 
 
 class OpenAICompatibleProvider:
     kind = "openai"
-    operations = frozenset({CHAT, EMBEDDINGS})
+    operations = frozenset({CHAT, EMBEDDINGS, RESPONSES})
 
     def __init__(
         self, name: str, base_url: str, api_key: str | None, transport: UpstreamTransport, timeout: float
@@ -42,6 +42,11 @@ class OpenAICompatibleProvider:
         self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str], *, timeout: float | None = None
     ) -> UpstreamResponse:
         return await self._post(self._base + "/embeddings", body, model, forward_headers, timeout)
+
+    async def responses(
+        self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str], *, timeout: float | None = None
+    ) -> UpstreamResponse:
+        return await self._post(self._base + "/responses", body, model, forward_headers, timeout)
 
     async def probe(self, timeout: float) -> bool:
         """``GET /models``: cheap, and answered by every OpenAI-compatible server."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..config import WILDCARD_ROUTE, RouteTarget, Settings
 from ..errors import not_found
 from ..providers import Provider
+from .conditions import choose
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,17 @@ class Router:
             alias: (route.strategy, tuple((providers[t.provider], t) for t in route.targets))
             for alias, route in settings.routes.items()
         }
+        self._conditional = settings.conditional_routes
+
+    def pick(self, model: str, headers: Mapping[str, str], body: Mapping[str, Any], tags: Mapping[str, str],
+             event: dict[str, Any]) -> str:
+        """The route a conditional alias chooses for this request (else ``model`` itself)."""
+        route = self._conditional.get(model)
+        if route is None:
+            return model
+        chosen, branch = choose(route, headers, body, tags)
+        event["route_branch"] = "default" if branch is None else branch
+        return chosen
 
     def resolve(self, model: str) -> RouteTargets:
         alias = model if model in self._routes else WILDCARD_ROUTE

@@ -33,8 +33,9 @@ from typing import Any
 from ..config import WILDCARD_ROUTE, RouteTarget, Settings
 from ..errors import GatewayError, bad_request, upstream_error
 from ..ports import Clock, UpstreamError, UpstreamResponse, UpstreamTimeout
-from ..providers.base import CHAT, MESSAGES
+from ..providers.base import CHAT, MESSAGES, RESPONSES
 from ..providers.messages_over_chat import messages_over_chat
+from ..responses.translate import responses_sender
 from .health import HealthRegistry, TargetHealth, parse_retry_after
 from .routes import RouteTargets, Target
 from .strategies import rank
@@ -257,7 +258,8 @@ class UpstreamCaller:
                 self._emit({"type": "failover", "ts": round(self._clock.now(), 3),
                             "request_id": event.get("request_id"), "from": self._key(candidates[previous]),
                             "to": self._key(target), "reason": failures[-1].kind, "status": failures[-1].status,
-                            "attempt": attempts + 1, "model": body.get("model")})
+                            "attempt": attempts + 1, "model": body.get("model"),
+                            **({"tags": event["tags"]} if event.get("tags") else {})})
             attempts += 1
             tried[index] += 1
             event["attempts"] = attempts
@@ -296,6 +298,8 @@ class UpstreamCaller:
     @staticmethod
     def _sender(provider: Any, operation: str) -> Callable[..., Any] | None:
         operations = getattr(provider, "operations", {CHAT})
+        if operation == RESPONSES:  # pass-through where served, else over chat
+            return responses_sender(provider, operations)
         if operation in operations:
             return getattr(provider, operation)
         if operation == MESSAGES and CHAT in operations:  # Messages clients, any chat provider
@@ -429,7 +433,7 @@ class UpstreamCaller:
                 self.health.failure(health, f"stream_{outcome}", detail or f"stream {outcome} after it began")
                 self._on_attempt(health.provider, False, f"stream {outcome}")
 
-        marker = b"message_stop" if operation == "messages" else b"[DONE]"
+        marker = {MESSAGES: b"message_stop", RESPONSES: b"response.completed"}.get(operation, b"[DONE]")
         return Outcome(PeekedStream(response, rest, buffer, on_close, marker))
 
     # -- giving up -------------------------------------------------------------------------

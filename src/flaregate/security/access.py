@@ -18,10 +18,11 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from ..errors import GatewayError, unauthorized
 from ..http import Request
+from ..metadata.tags import check_tags
 from ..ports import Clock, SecurityStoreClient
 from .keys import KeyRing
 
@@ -39,6 +40,17 @@ class KeyPolicy(BaseModel):
     allowed_routes: list[StrictStr] | None = Field(default=None, max_length=64)  # paths, globs allowed
     rate_limit_policy: StrictStr | None = Field(default=None, max_length=64)
     budget_usd: float | None = Field(default=None, ge=0)
+    tags: dict[StrictStr, StrictStr] | None = None  # default request tags (metadata/tags.py bounds)
+
+    @field_validator("tags")
+    @classmethod
+    def _bounded_tags(cls, tags: dict[str, str] | None) -> dict[str, str] | None:
+        if tags is None:
+            return None
+        try:
+            return check_tags(tags, "tags")
+        except GatewayError as exc:
+            raise ValueError(exc.message) from None
 
 
 @dataclass(slots=True)

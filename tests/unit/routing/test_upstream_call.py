@@ -223,3 +223,14 @@ async def test_a_pinned_request_never_gets_another_providers_cached_answer():
     assert (await gateway.handle(chat("r"))).headers["x-flaregate-cache"] == "HIT"
     pinned = await gateway.handle(chat("r", headers=[("x-flaregate-provider", "bad")]))
     assert pinned.headers["x-flaregate-provider"] == "bad" and pinned.headers["x-flaregate-cache"] == "MISS"
+
+
+async def test_a_failover_event_carries_the_requests_tags():
+    """Failover events (relayed to webhooks and the hub) say whose traffic failed over."""
+    gateway, tasks, broadcaster, clock = build({"r": ["bad/fail-500", "good"]})
+    tags = json.dumps({"feature": "search"})
+    response = await gateway.handle(chat("r", headers=[("x-flaregate-metadata", tags)]))
+    assert response.status == 200
+    await tasks.drain()
+    failovers = [m for m in map(json.loads, broadcaster.sent) if m["type"] == "failover"]
+    assert failovers and all(f["tags"] == {"feature": "search"} for f in failovers)

@@ -117,6 +117,17 @@ async def test_a_receiver_that_never_answers_2xx_gets_a_bounded_number_of_attemp
     assert [e["delivered"] for e in log] == [False] * 3
 
 
+async def test_a_failover_webhook_carries_the_requests_tags():
+    receiver = Receiver()
+    rig = SecureRig({"UPSTREAM_MAX_ATTEMPTS": "2"}, transport=receiver)
+    await register(rig, "https://h.example.com/tags", ["failover"])
+    status, _, _ = await rig.call(chat_request(CONFIG_KEY, "ab", {"x-flaregate-metadata": '{"team": "core"}'}))
+    assert status == 502
+    await rig.tasks.drain()
+    failover = next(json.loads(d["body"]) for d in receiver.deliveries if json.loads(d["body"])["type"] == "failover")
+    assert failover["data"]["tags"] == {"team": "core"}
+
+
 async def test_core_events_provider_down_failover_and_up(monkeypatch):
     receiver = Receiver()
     rig = SecureRig({"UPSTREAM_MAX_ATTEMPTS": "2"}, transport=receiver)  # one pass: a, then b

@@ -1,0 +1,61 @@
+"""Policies applied to bodies: redaction in place, blocks as 400s, verdicts without the text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from flaregate.errors import GatewayError
+from flaregate.guardrails import Guardrails, GuardrailSettings
+
+SETTINGS = GuardrailSettings.model_validate({
+    "policies": {"redact": {"pii": ["all"]}, "block": {"pii": ["card"], "action": "block"},
+                 "deny": {"deny_words": ["project x"], "deny_patterns": ["(?i)drop\\s+table"], "max_tokens": 100}},
+    "routes": {"gpt": "redact", "strict": "block", "deny-route": "deny"}, "keys": {"k-deny": "deny"}})
+
+
+def _apply(route: str, body: dict, key: str = "k1") -> tuple[dict, dict]:
+    guard = Guardrails(SETTINGS)
+    event: dict = {}
+    guard.check_input(guard.policy_for(route, key), body, event)
+    return body, event
+
+
+def test_redact_rewrites_every_text_field_and_records_counts_only():
+    body = {"model": "gpt", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "mail a@b.io card 4111111111111111"}]}], "instructions": "ip 10.0.0.1"}
+    body, event = _apply("gpt", body)
+    assert body["messages"][0]["content"][0]["text"] == "mail [REDACTED_EMAIL] card [REDACTED_CARD]"
+    assert body["instructions"] == "ip [REDACTED_IP]"
+    assert event["guardrails"] == [{"policy": "redact", "stage": "input", "check": "pii", "action": "redact",
+                                    "kinds": {"email": 1, "card": 1, "ip": 1}}]
+    assert "a@b.io" not in json.dumps(event)
+
+
+def test_block_is_a_400_with_its_code():
+    with pytest.raises(GatewayError) as info:
+        _apply("strict", {"messages": [{"role": "user", "content": "4111 1111 1111 1111"}]})
+    assert info.value.status == 400 and info.value.code == "guardrail_blocked"
+
+
+@pytest.mark.parametrize("body", [{"input": "about Project X"}, {"messages": [{"content": "DROP  TABLE users"}]},
+                                  {"max_tokens": 101, "messages": []}])
+def test_deny_lists_and_max_tokens_block_by_route_and_by_key(body):
+    for route, key in (("deny-route", "k1"), ("gpt-other", "k-deny")):
+        with pytest.raises(GatewayError) as info:
+            _apply(route, json.loads(json.dumps(body)), key)
+        assert info.value.status == 400 and info.value.code in ("guardrail_blocked", "guardrail_max_tokens")
+
+
+def test_no_policy_leaves_the_body_alone():
+    body = {"messages": [{"content": "a@b.io"}]}
+    assert _apply("unguarded", body)[0] == {"messages": [{"content": "a@b.io"}]}
+
+
+@pytest.mark.parametrize("spec", [{"policies": {"p": {"pii": ["dna"]}}}, {"policies": {"p": {"deny_patterns": ["("]}}},
+                                  {"routes": {"gpt": "missing"}}, {"policies": {"p": {"action": "shout"}}}])
+def test_bad_settings_fail_at_start_naming_the_field(spec):
+    with pytest.raises(ValidationError):
+        GuardrailSettings.model_validate(spec)
