@@ -23,7 +23,7 @@ from .prometheus import CONTENT_TYPE
 log = logging.getLogger("flaregate.observability")
 
 HUB_TIMEOUT_SECONDS = 5.0
-WINDOWS = ("1h", "24h", "30d")
+WINDOWS = ("1h", "24h", "30d", "1y")
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
 _DASHBOARD_HEADERS = {

@@ -33,7 +33,8 @@ MAX_CLIENT_FRAME = 65536  # larger frames close the connection (1009) — hosts 
 MAX_BATCH = 1000  # events per publish call; the rest of an oversized batch is ignored
 LIVE_WINDOW_SECONDS = 60
 COMPACT_EVERY_SECONDS = 600
-WINDOWS = {"1h": (3600, 60), "24h": (86400, 3600), "30d": (30 * 86400, 86400)}
+WINDOWS = {"1h": (3600, 60), "24h": (86400, 3600), "30d": (30 * 86400, 86400),
+           "1y": (365 * 86400, 7 * 86400)}  # the archive: daily rows kept a year, weekly series
 CLIENT_MESSAGES = ("ping", "snapshot")
 
 # Kept for callers of the old module API.
