@@ -42,3 +42,6 @@ class MetricsHub(DurableObject):
 
     async def prometheus(self) -> str:
         return self._body.prometheus()
+
+    async def logs(self, params_json: str) -> dict[str, Any]:
+        return self._body.logs(params_json)

@@ -185,6 +185,19 @@ class CacheSettings(_Model):
         return ttls
 
 
+class RequestLogSettings(_Model):
+    """The request-log store (observability/request_logs.py): retention per level, seconds."""
+
+    debug_seconds: float = Field(default=3600, gt=0)
+    info_seconds: float = Field(default=86400, gt=0)
+    warn_seconds: float = Field(default=7 * 86400, gt=0)
+    error_seconds: float = Field(default=30 * 86400, gt=0)
+
+    def retention(self) -> dict[str, float]:
+        return {"debug": self.debug_seconds, "info": self.info_seconds, "warn": self.warn_seconds,
+                "error": self.error_seconds}
+
+
 class Settings(_Model):
     environment: str = "development"
     log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
@@ -198,6 +211,7 @@ class Settings(_Model):
     budgets: tuple[BudgetPolicy, ...] = ()
     cache_ttl_seconds: int = Field(default=300, ge=0)
     cache: CacheSettings = CacheSettings()
+    request_logs: RequestLogSettings = RequestLogSettings()
     admin_key: SecretStr | None = None  # /admin/*, /ws, /metrics, /v1/analytics; unset: disabled
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     metrics_tick_seconds: PositiveFloat = 1.0
@@ -425,6 +439,11 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         data["metrics_tag_labels"] = [t.strip() for t in vars["METRICS_TAG_LABELS"].split(",") if t.strip()]
     if vars.get("FLAREGATE_CONDITIONAL_ROUTES", "").strip():
         data["conditional_routes"] = _json(vars, "FLAREGATE_CONDITIONAL_ROUTES")
+    request_logs = {f"{level}_seconds": vars[f"LOG_RETENTION_{level.upper()}_SECONDS"]
+                    for level in ("debug", "info", "warn", "error")
+                    if vars.get(f"LOG_RETENTION_{level.upper()}_SECONDS", "") != ""}
+    if request_logs:
+        data["request_logs"] = request_logs
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

@@ -114,7 +114,7 @@ class Gateway:
             response = await self.gate.screen(request)
             if response is None:
                 handler = (self._routes.get((request.method, request.path)) or self.admin_api.route(request)
-                           or self._ratelimit_admin_route(request))
+                           or self._ratelimit_admin_route(request) or self.observability.route(request))
                 if handler is None:
                     raise self._no_route(request)
                 response = await handler(request, out_headers)

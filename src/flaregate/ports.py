@@ -109,6 +109,10 @@ class MetricsHubClient(Protocol):
     async def analytics(self, window: str | None) -> dict[str, Any]:
         """Windows ("1h", "24h", "30d"; None for all), where the time goes, recent events."""
 
+    async def logs(self, params: dict[str, str]) -> dict[str, Any]:
+        """The request-log store: a page of records, or ``{"record": ...}`` for ``id``."""
+        ...
+
     async def prometheus(self) -> str:
         """Lifetime counters and histograms in Prometheus text format."""
 

@@ -6,6 +6,8 @@ server) or a form; the page keeps it in sessionStorage, removes it from the addr
 and offers it as the WebSocket subprotocol ``bearer.KEY`` next to ``flaregate.v1``.
 """
 
+from . import dashboard_requests
+
 HTML = r"""<!doctype html>
 <html lang="en">
 <head>
@@ -282,6 +284,7 @@ function connect(token) {
       update(m.metrics, true);
     } else if (m.type === "metrics") update(m.metrics, false);
     else if (m.type === "event") addEvent(m);
+    if (m.type === "snapshot" || m.type === "metrics") refreshRequests(token);  // dashboard_requests.py
   };
   socket.onclose = (e) => {
     setStatus(e.code === 1006 && retry === 1000 ? "disconnected (check the admin key)" : "disconnected", "down");
@@ -313,3 +316,5 @@ start();
 </body>
 </html>
 """
+
+HTML = dashboard_requests.splice(HTML)  # the Requests view

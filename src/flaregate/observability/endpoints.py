@@ -23,7 +23,7 @@ from .prometheus import CONTENT_TYPE
 log = logging.getLogger("flaregate.observability")
 
 HUB_TIMEOUT_SECONDS = 5.0
-WINDOWS = ("1h", "24h", "30d")
+WINDOWS = ("1h", "24h", "30d", "1y")
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
 _DASHBOARD_HEADERS = {
@@ -57,7 +57,12 @@ class Observability:
             ("GET", "/metrics"): self._metrics,
             ("GET", "/v1/analytics"): self._analytics,
             ("GET", "/dashboard"): self._dashboard,
+            ("GET", "/v1/logs"): self._logs,
         }
+
+    def route(self, request: Request) -> Handler | None:
+        """``GET /v1/logs/{request_id}`` (the one prefix route here)."""
+        return self._log if request.method == "GET" and request.path.startswith("/v1/logs/") else None
 
     async def _call(self, make: Callable[[], Awaitable[Any]]) -> Any:
         try:
@@ -89,6 +94,18 @@ class Observability:
                        "groups": (w.get("by_tag") or {}).get(tag, {})}
                 for name, w in (data.get("windows") or {}).items()}}
         return json_response(data, headers={"cache-control": "no-store"})
+
+    async def _logs(self, request: Request, out: dict[str, str]) -> Response:
+        from .request_log_endpoints import logs  # imported on first use: keeps cold starts lean
+
+        self.authorize(request)
+        return await logs(request, lambda params: self._call(lambda: self._hub.logs(params)))
+
+    async def _log(self, request: Request, out: dict[str, str]) -> Response:
+        from .request_log_endpoints import one_log
+
+        self.authorize(request)
+        return await one_log(request, lambda params: self._call(lambda: self._hub.logs(params)))
 
     async def _dashboard(self, request: Request, out: dict[str, str]) -> Response:
         from .dashboard import HTML  # imported on first use: keeps cold starts lean

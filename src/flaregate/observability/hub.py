@@ -22,6 +22,7 @@ from .histogram import BOUNDS_MS, INF_INDEX, METRICS, percentile, quantile
 from .hub_events import KINDS, EventDetector
 from .hub_store import COUNTERS, HOUR, INT_COUNTERS, MINUTE, HubStore
 from .prometheus import Exposition
+from .request_logs import RequestLogStore
 from .time_budget import where_the_time_goes
 
 log = logging.getLogger("flaregate.hub")
@@ -32,7 +33,8 @@ MAX_CLIENT_FRAME = 65536  # larger frames close the connection (1009) — hosts 
 MAX_BATCH = 1000  # events per publish call; the rest of an oversized batch is ignored
 LIVE_WINDOW_SECONDS = 60
 COMPACT_EVERY_SECONDS = 600
-WINDOWS = {"1h": (3600, 60), "24h": (86400, 3600), "30d": (30 * 86400, 86400)}
+WINDOWS = {"1h": (3600, 60), "24h": (86400, 3600), "30d": (30 * 86400, 86400),
+           "1y": (365 * 86400, 7 * 86400)}  # the archive: daily rows kept a year, weekly series
 CLIENT_MESSAGES = ("ping", "snapshot")
 
 # Kept for callers of the old module API.
@@ -59,6 +61,7 @@ class MetricsHub:
         *,
         latency_target_ms: float = 2000.0,
         host_stats: HostStats | None = None,
+        log_retention: dict[str, float] | None = None,
     ) -> None:
         self._sql = sql
         self._clock = clock
@@ -69,6 +72,7 @@ class MetricsHub:
         self._host_stats = host_stats
         self._store = HubStore(sql)
         self._events = EventDetector(sql, self._store)
+        self.logs = RequestLogStore(sql, log_retention)
         now = clock.now()
         self._store.ensure_watermarks(now)
         if self._state("started_at") is None:
@@ -112,6 +116,8 @@ class MetricsHub:
         parsed = self._store.parse(requests, now)
         if parsed:
             self._store.ingest(parsed, now)
+        if requests or operational:
+            self._store.atomically(lambda: self._log(requests, operational, now))
         alerts = (self._events.from_requests(parsed, now) + self._events.from_publishers(published, now)
                   + self._events.from_operational(operational, now))
         if parsed or alerts:
@@ -123,6 +129,11 @@ class MetricsHub:
             for alert in alerts:
                 self._broadcaster.broadcast(json.dumps({**alert, "protocol": PROTOCOL_VERSION}))
         return len(parsed) + len(published)
+
+    def _log(self, requests: list[dict[str, Any]], operational: list[dict[str, Any]], now: float) -> None:
+        self.logs.write(requests, operational, now)
+        if self._state("compact_at") is None:  # the alarm that expires the records
+            self._set_state("compact_at", now + COMPACT_EVERY_SECONDS)
 
     def _relay_operational(self, event: dict[str, Any]) -> None:
         """Typed operational events go straight to the subscribers, as they happen."""
@@ -190,9 +201,10 @@ class MetricsHub:
         task both call it). Returns what it did, for logs and tests."""
         now = self._clock.now()
         report = self._store.compact(now)
+        report["logs_expired"] = self.logs.expire(now)
         if self._store.has_rows(MINUTE):
             self._set_state("compact_at", now + COMPACT_EVERY_SECONDS)
-        elif self._store.has_rows(HOUR) or self._store.has_rows(86400):
+        elif self._store.has_rows(HOUR) or self._store.has_rows(86400) or self.logs.has_rows():
             self._set_state("compact_at", now + HOUR)
         else:
             self._set_state("compact_at", None)

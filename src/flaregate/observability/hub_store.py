@@ -35,7 +35,7 @@ from .histogram import INF_INDEX, METRICS, bucket_index
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
 LIFETIME = 0
-RETENTION_SECONDS = {MINUTE: HOUR, HOUR: DAY, DAY: 30 * DAY}
+RETENTION_SECONDS = {MINUTE: HOUR, HOUR: DAY, DAY: 365 * DAY}  # daily rows: the 1-year archive
 SECOND_ROWS_KEPT = 300
 SAMPLES_KEPT = 1000
 # The largest integer JavaScript holds exactly: a bigger Python int would cross into a

@@ -62,8 +62,13 @@ async def test_minutes_roll_into_hours_and_days_and_expire_on_schedule():
 
     clock.t = DAY0 + 31 * DAY + 10
     hub.compact()
-    assert rows(hub, DAY) == []  # daily rows last 30 days
     assert requests_in(hub, "30d") == 0
+    assert requests_in(hub, "1y") == 6  # the archive: daily rows stay a year
+
+    clock.t = DAY0 + 366 * DAY + 10
+    hub.compact()
+    assert rows(hub, DAY) == []  # daily rows last 365 days
+    assert requests_in(hub, "1y") == 0
     assert hub.snapshot()["totals"]["requests"] == 6  # lifetime counters never expire
 
 

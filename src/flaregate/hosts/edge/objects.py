@@ -7,6 +7,7 @@ waking from hibernation), so nothing here may live only in memory.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -115,6 +116,7 @@ class MetricsHubBody:
             settings.metrics_tick_seconds,
             latency_target_ms=settings.health_latency_target_ms,
             host_stats=IsolateStats(),
+            log_retention=settings.request_logs.retention(),
         )
 
     def accept(self, request: Any = None) -> Any:
@@ -150,3 +152,6 @@ class MetricsHubBody:
 
     def prometheus(self) -> str:
         return self.hub.prometheus()
+
+    def logs(self, params_json: Any) -> dict[str, Any]:
+        return self.hub.logs.answer(json.loads(str(params_json)))

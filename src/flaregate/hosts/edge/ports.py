@@ -9,6 +9,7 @@ Durable-Object-side ports take their objects directly: a DO instance owns them.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -272,6 +273,9 @@ class DurableMetricsHub:
 
     async def prometheus(self) -> str:
         return str(await self._stub().prometheus())
+
+    async def logs(self, params: dict[str, str]) -> dict[str, Any]:
+        return plain(await self._stub().logs(json.dumps(params)))
 
 
 class DurableSecurityStore:

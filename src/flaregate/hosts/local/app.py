@@ -54,7 +54,8 @@ class LocalHost:
         self.subscribers = SubscriberSet(settings.ws_outbox_limit)
         scheduler = AsyncioScheduler(self.tasks)
         self.hub = MetricsHub(self.storage, clock, self.subscribers, scheduler, settings.metrics_tick_seconds,
-                              latency_target_ms=settings.health_latency_target_ms, host_stats=ProcessStats())
+                              latency_target_ms=settings.health_latency_target_ms, host_stats=ProcessStats(),
+                              log_retention=settings.request_logs.retention())
         scheduler.target = self.hub.alarm
         self.compaction = PeriodicTask(COMPACT_EVERY_SECONDS, self.hub.compact)
         self.transport = AiohttpTransport()

@@ -74,6 +74,9 @@ class LocalHubClient:
     async def prometheus(self) -> str:
         return self._hub.prometheus()
 
+    async def logs(self, params: dict[str, str]) -> dict[str, Any]:
+        return self._hub.logs.answer(params)
+
 
 class LocalSecurityClient:
     def __init__(self, store: SecurityStore) -> None:
