@@ -15,11 +15,12 @@ from ...errors import GatewayError
 from ...gateway import Gateway
 from ...http import Headers, Request, Response
 from ...observability.hub import MAX_CLIENT_FRAME, MetricsHub
-from ...ports import Ports
+from ...ports import KeyValueStore, Ports, RateLimiterClient
 from ...ratelimits.limiter import RateLimiter
 from ...routing.probes import HealthProber
 from ...security.keys import KeyRing
 from ...security.store import SecurityStore
+from . import redis_backend
 from .host_stats import ProcessStats
 from .runtime import (
     AsyncioScheduler,
@@ -59,12 +60,19 @@ class LocalHost:
         self.compaction = PeriodicTask(COMPACT_EVERY_SECONDS, self.hub.compact)
         self.transport = AiohttpTransport()
         self.security = SecurityStore(self.storage, clock)  # gateway keys (hashed), nonces, webhooks
+        cache: KeyValueStore = SqliteKeyValueStore(self.storage, clock)
+        rate_limiter: RateLimiterClient = LocalRateLimiterClient(RateLimiter(self.storage, clock))
+        self.redis: Any = None
+        if settings.redis_url is not None:  # replicas share limits and the cache through Redis
+            self.redis = redis_backend.connect(settings.redis_url.get_secret_value())
+            cache = redis_backend.RedisKeyValueStore(self.redis)
+            rate_limiter = redis_backend.RedisRateLimiterClient(self.redis)
         ports = Ports(
             clock=clock,
-            cache=SqliteKeyValueStore(self.storage, clock),
+            cache=cache,
             upstream=self.transport,
             tasks=self.tasks,
-            rate_limiter=LocalRateLimiterClient(RateLimiter(self.storage, clock)),
+            rate_limiter=rate_limiter,
             metrics_hub=LocalHubClient(self.hub),
             security=LocalSecurityClient(self.security),
         )
@@ -78,6 +86,8 @@ class LocalHost:
         await self.gateway.analytics.flush()
         await self.tasks.drain()
         await self.transport.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         self.storage.close()
 
     # -- ASGI ----------------------------------------------------------------------------
