@@ -124,3 +124,19 @@ def test_workers_refuse_without_redis(tmp_path):
                           capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 2
     assert "FLAREGATE_REDIS_URL" in done.stderr
+
+
+def test_nonce_used_on_one_replica_is_refused_on_another(tmp_path, upstream, redis_server):
+    from flaregate.security.signing import sign_request
+
+    with ExitStack() as stack:
+        env = upstream_env(upstream.base_url, FLAREGATE_REDIS_URL=redis_server.url.replace("/0", "/10"))
+        a, b = (stack.enter_context(run_local_gateway(tmp_path / n, env)).base_url for n in "ab")
+        headers = {"authorization": f"Bearer {ADMIN_KEY}", **sign_request(ADMIN_KEY, "GET", "/admin/keys")}
+        first = httpx.get(a + "/admin/keys", headers=headers, timeout=20)
+        replay = httpx.get(b + "/admin/keys", headers=headers, timeout=20)
+        fresh = {"authorization": f"Bearer {ADMIN_KEY}", **sign_request(ADMIN_KEY, "GET", "/admin/keys")}
+        other = httpx.get(b + "/admin/keys", headers=fresh, timeout=20)
+    assert first.status_code == 200
+    assert replay.status_code == 401 and replay.json()["error"]["code"] == "signature_replayed"
+    assert other.status_code == 200

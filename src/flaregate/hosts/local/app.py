@@ -62,11 +62,13 @@ class LocalHost:
         self.security = SecurityStore(self.storage, clock)  # gateway keys (hashed), nonces, webhooks
         cache: KeyValueStore = SqliteKeyValueStore(self.storage, clock)
         rate_limiter: RateLimiterClient = LocalRateLimiterClient(RateLimiter(self.storage, clock))
+        security: Any = LocalSecurityClient(self.security)
         self.redis: Any = None
         if settings.redis_url is not None:  # replicas share limits and the cache through Redis
             self.redis = redis_backend.connect(settings.redis_url.get_secret_value())
             cache = redis_backend.RedisKeyValueStore(self.redis)
             rate_limiter = redis_backend.RedisRateLimiterClient(self.redis)
+            security = redis_backend.RedisSecurityClient(self.redis, security)
         ports = Ports(
             clock=clock,
             cache=cache,
@@ -74,7 +76,7 @@ class LocalHost:
             tasks=self.tasks,
             rate_limiter=rate_limiter,
             metrics_hub=LocalHubClient(self.hub),
-            security=LocalSecurityClient(self.security),
+            security=security,
         )
         self.gateway = Gateway(settings, ports, KeyRing(api_keys))
         self._prober: asyncio.Task[None] | None = None

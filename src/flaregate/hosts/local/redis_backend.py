@@ -186,3 +186,24 @@ class RedisKeyValueStore:
 
     async def delete(self, key: str) -> None:
         await self._redis.delete(CACHE_PREFIX + key)
+
+
+NONCE_PREFIX = "fg:nonce:"
+
+
+class RedisSecurityClient:
+    """Signing nonces in Redis (``SET NX`` with the nonce's expiry), so a request signed once
+    is refused as a replay on every replica; the other operations (gateway keys, webhooks)
+    stay in the replica's own store."""
+
+    def __init__(self, redis: Any, local: Any) -> None:
+        self._redis = redis
+        self._local = local
+
+    async def call(self, op: str, args: dict[str, Any]) -> Any:
+        if op != "nonces.use":
+            return await self._local.call(op, args)
+        nonce, expires_at = args["nonce"], float(args["expires_at"])
+        # PXAT on Redis's clock is absolute: the same expiry whichever replica set it.
+        stored = await self._redis.set(NONCE_PREFIX + nonce, "1", nx=True, pxat=max(1, int(expires_at * 1000)))
+        return bool(stored)
