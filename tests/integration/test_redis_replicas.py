@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -140,3 +141,26 @@ def test_nonce_used_on_one_replica_is_refused_on_another(tmp_path, upstream, red
     assert first.status_code == 200
     assert replay.status_code == 401 and replay.json()["error"]["code"] == "signature_replayed"
     assert other.status_code == 200
+
+
+def _requests_total(base_url: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(base_url + "/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=20).text
+    family = next(f for f in text_string_to_metric_families(text) if f.name == "flaregate_requests")
+    return sum(s.value for s in family.samples if s.name.endswith("_total"))
+
+
+def test_metrics_on_any_replica_count_every_replicas_requests(tmp_path, upstream, redis_server):
+    with ExitStack() as stack:
+        urls = _replicas(stack, tmp_path, upstream, redis_server.url.replace("/0", "/11"))
+        statuses = asyncio.run(_spread(urls, _chat(), 30))  # 10 through each replica
+        totals: list[float] = []
+        deadline = time.monotonic() + 10  # events reach the hubs in batches within ~100 ms
+        while time.monotonic() < deadline:
+            totals = [_requests_total(url) for url in urls]
+            if totals == [30.0] * REPLICAS:
+                break
+            time.sleep(0.2)
+    assert statuses == [200] * 30
+    assert totals == [30.0] * REPLICAS

@@ -207,3 +207,45 @@ class RedisSecurityClient:
         # PXAT on Redis's clock is absolute: the same expiry whichever replica set it.
         stored = await self._redis.set(NONCE_PREFIX + nonce, "1", nx=True, pxat=max(1, int(expires_at * 1000)))
         return bool(stored)
+
+
+HUB_STREAM = "fg:hub"
+HUB_STREAM_MAX = 200_000  # events kept for replicas that start later (approximate trim)
+_READ_BLOCK_MS = 1000
+
+
+class RedisHubFeed:
+    """Every replica's request events into one Redis Stream; every replica's hub folds the
+    whole stream, so ``/ws``, ``/metrics`` and ``/v1/analytics`` show the same totals
+    whichever replica answers (a few milliseconds behind the newest event)."""
+
+    def __init__(self, redis: Any, hub: Any) -> None:
+        self._redis = redis
+        self._hub = hub
+        self._last_id = "0-0"  # a replica that starts later folds the history still kept
+
+    async def publish(self, events: list[dict[str, Any]]) -> None:
+        try:
+            await self._redis.xadd(HUB_STREAM, {"events": json.dumps(events)}, maxlen=HUB_STREAM_MAX,
+                                   approximate=True)
+        except Exception:
+            # Redis away: this replica still counts its own requests rather than lose them.
+            await self._hub.record(events)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                batches = await self._redis.xread({HUB_STREAM: self._last_id}, count=500, block=_READ_BLOCK_MS)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(0.5)  # Redis away: try again, from where this replica stopped
+                continue
+            for _stream, entries in batches or ():
+                for entry_id, fields in entries:
+                    self._last_id = entry_id
+                    try:
+                        events = json.loads(fields.get("events", "[]"))
+                    except ValueError:
+                        continue
+                    await self._hub.record(events)
