@@ -12,7 +12,13 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from tests.integration.conftest import ADMIN_KEY, GATEWAY_KEY, TARGET, run_local_gateway, upstream_env
+from tests.integration.conftest import (
+    ADMIN_KEY,
+    GATEWAY_KEY,
+    TARGET,
+    run_local_gateway,
+    upstream_env,
+)
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.skipif(TARGET != "local", reason="Redis is the standalone host's backend; "
