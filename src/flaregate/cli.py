@@ -35,7 +35,19 @@ def _local_admin_key(settings_key: str | None, data_dir: Path) -> tuple[str, str
     return key, "created"
 
 
-def serve(args: argparse.Namespace) -> int:
+def _without_workers(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            out.append(arg)
+    return out
+
+
+def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     import uvicorn
     from pydantic import SecretStr
 
@@ -52,6 +64,15 @@ def serve(args: argparse.Namespace) -> int:
         print(f"flaregate: {exc}", file=sys.stderr)
         return 2
     data_dir = Path(args.data_dir)
+    if args.workers > 1:
+        from .hosts.local.replicas import REFUSAL, supervise
+
+        if settings.redis_url is None:
+            print(REFUSAL, file=sys.stderr)
+            return 2
+        if not args.no_admin_key:  # made once here, not raced by the workers
+            _local_admin_key(settings.admin_key.get_secret_value() if settings.admin_key else None, data_dir)
+        return supervise(_without_workers(sys.argv[1:] if argv is None else argv), args.workers)
     keys = [k.get_secret_value() for k in settings.api_keys]
     admin_key, admin_source = None, None
     if not args.no_admin_key:
@@ -78,7 +99,12 @@ def serve(args: argparse.Namespace) -> int:
         print(f"Dashboard: {dashboard}$(cat {data_dir / ADMIN_KEY_FILE})", flush=True)
     server = uvicorn.Server(server_config(host, args.host, args.port, ws_max_size=WS_MAX_FRAME_BYTES,
                                           log_config=None))
-    server.run()
+    if args.reuse_port:  # one of --workers N
+        from .hosts.local.replicas import reuse_port_socket
+
+        server.run(sockets=[reuse_port_socket(args.host, args.port)])
+    else:
+        server.run()
     return 0
 
 
@@ -94,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--env", help="use [env.NAME] of the config, as `wrangler --env NAME`")
     run.add_argument("--no-admin-key", action="store_true",
                      help=f"without FLAREGATE_ADMIN_KEY, do not create {ADMIN_KEY_FILE}: admin views and API closed")
+    run.add_argument("--workers", type=int, default=1,
+                     help="server processes sharing the port (N > 1 needs FLAREGATE_REDIS_URL)")
+    run.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     keys = sub.add_parser("keys", help="create, list or revoke gateway keys in the local key store")
     keys.add_argument("action", choices=["create", "list", "revoke"])
     keys.add_argument("key_id", nargs="?", default="", help="for revoke: the key id (key_...)")
@@ -105,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         from .hosts.local.keys import keys_command
 
         return keys_command(Path(args.data_dir), args.action, args.name, args.models, args.key_id)
-    return serve(args)
+    return serve(args, argv)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ KNOWN_VARS = (
     "UPSTREAM_TIMEOUT_SECONDS",
     *RESILIENCE_VARS,
     "FLAREGATE_ADMIN_KEY",
+    "FLAREGATE_REDIS_URL",  # the local host's shared backend for several replicas (hosts/local/redis_backend.py)
     *(  # security and webhooks (see SecuritySettings)
         "FLAREGATE_SIGNING_SECRET", "SIGNED_ROUTES", "SIGNATURE_MAX_AGE_SECONDS", "KEY_CACHE_SECONDS",
         "MAX_MESSAGES", "MAX_MESSAGE_CHARS", "MAX_JSON_DEPTH", "MAX_HEADER_BYTES", "MAX_HEADER_COUNT",
@@ -218,6 +219,7 @@ class Settings(_Model):
     upstream_timeout_seconds: PositiveFloat = 60.0
     resilience: ResiliencePolicy = ResiliencePolicy()
     security: SecuritySettings = SecuritySettings()
+    redis_url: SecretStr | None = None  # local host only: state shared by replicas; unset: SQLite
     # Observability (the admin key above also opens /ws, /metrics and /v1/analytics).
     analytics_batch_size: int = Field(default=50, ge=1, le=1000)
     analytics_batch_delay_ms: int = Field(default=100, ge=0, le=10_000)
@@ -385,6 +387,7 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         "ANALYTICS_BATCH_DELAY_MS": "analytics_batch_delay_ms",
         "HEALTH_LATENCY_TARGET_MS": "health_latency_target_ms",
         "WS_OUTBOX_LIMIT": "ws_outbox_limit",
+        "FLAREGATE_REDIS_URL": "redis_url",
     }
     for var, field in simple.items():
         if vars.get(var, "") != "":

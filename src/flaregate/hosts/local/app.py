@@ -15,11 +15,12 @@ from ...errors import GatewayError
 from ...gateway import Gateway
 from ...http import Headers, Request, Response
 from ...observability.hub import MAX_CLIENT_FRAME, MetricsHub
-from ...ports import Ports
+from ...ports import KeyValueStore, Ports, RateLimiterClient
 from ...ratelimits.limiter import RateLimiter
 from ...routing.probes import HealthProber
 from ...security.keys import KeyRing
 from ...security.store import SecurityStore
+from . import redis_backend
 from .host_stats import ProcessStats
 from .runtime import (
     AsyncioScheduler,
@@ -60,25 +61,41 @@ class LocalHost:
         self.compaction = PeriodicTask(COMPACT_EVERY_SECONDS, self.hub.compact)
         self.transport = AiohttpTransport()
         self.security = SecurityStore(self.storage, clock)  # gateway keys (hashed), nonces, webhooks
+        cache: KeyValueStore = SqliteKeyValueStore(self.storage, clock)
+        rate_limiter: RateLimiterClient = LocalRateLimiterClient(RateLimiter(self.storage, clock))
+        security: Any = LocalSecurityClient(self.security)
+        self.redis: Any = None
+        self.hub_feed: redis_backend.RedisHubFeed | None = None
+        if settings.redis_url is not None:  # replicas share limits and the cache through Redis
+            self.redis = redis_backend.connect(settings.redis_url.get_secret_value())
+            cache = redis_backend.RedisKeyValueStore(self.redis)
+            rate_limiter = redis_backend.RedisRateLimiterClient(self.redis)
+            security = redis_backend.RedisSecurityClient(self.redis, security)
+            self.hub_feed = redis_backend.RedisHubFeed(self.redis, self.hub)
         ports = Ports(
             clock=clock,
-            cache=SqliteKeyValueStore(self.storage, clock),
+            cache=cache,
             upstream=self.transport,
             tasks=self.tasks,
-            rate_limiter=LocalRateLimiterClient(RateLimiter(self.storage, clock)),
-            metrics_hub=LocalHubClient(self.hub),
-            security=LocalSecurityClient(self.security),
+            rate_limiter=rate_limiter,
+            metrics_hub=LocalHubClient(self.hub, self.hub_feed),
+            security=security,
         )
         self.gateway = Gateway(settings, ports, KeyRing(api_keys))
         self._prober: asyncio.Task[None] | None = None
+        self._feed_task: asyncio.Task[None] | None = None
 
     async def aclose(self) -> None:
         if self._prober is not None:
             self._prober.cancel()
+        if self._feed_task is not None:
+            self._feed_task.cancel()
         await self.compaction.stop()
         await self.gateway.analytics.flush()
         await self.tasks.drain()
         await self.transport.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         self.storage.close()
 
     # -- ASGI ----------------------------------------------------------------------------
@@ -95,6 +112,8 @@ class LocalHost:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.compaction.start()
+                if self.hub_feed is not None:  # fold every replica's events into this hub
+                    self._feed_task = asyncio.ensure_future(self.hub_feed.run())
                 interval = self.settings.resilience.probe_interval_seconds
                 if interval > 0:  # active health probes of open circuits (see health_probes.py)
                     prober = HealthProber(self.gateway.upstream, self.gateway.router.providers)

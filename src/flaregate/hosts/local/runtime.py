@@ -59,11 +59,15 @@ class LocalRateLimiterClient:
 
 
 class LocalHubClient:
-    def __init__(self, hub: MetricsHub) -> None:
+    def __init__(self, hub: MetricsHub, feed: Any = None) -> None:
         self._hub = hub
+        self._feed = feed  # with Redis: events go to the replicas' shared stream first
 
     async def publish(self, events: list[dict[str, Any]]) -> None:
-        await self._hub.record(events)
+        if self._feed is not None:
+            await self._feed.publish(events)
+        else:
+            await self._hub.record(events)
 
     async def snapshot(self) -> dict[str, Any]:
         return self._hub.snapshot()

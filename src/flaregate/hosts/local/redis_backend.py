@@ -1,0 +1,251 @@
+"""Redis for the local host when several replicas share state (``FLAREGATE_REDIS_URL``).
+
+Rate limits stay one implementation: each call loads one partition's rows from a Redis hash
+into the very ``RateLimiter`` the Durable Object runs, with Redis's clock (``TIME``), and
+writes the changed rows back in ``WATCH``/``MULTI``: when another replica changed the
+partition in between, the transaction is dropped and the call re-runs on the fresh rows.
+All of a partition's policies are decided in that one step, all or nothing.
+
+The cache's shared tier is plain Redis strings with ``EX`` (the in-process LRU stays in
+front, as over SQLite). Namespace purge stays O(1): the cache layer bumps a generation key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from ...ratelimits.limiter import RateLimiter
+
+RATE_LIMIT_PREFIX = "fg:rl:"
+CACHE_PREFIX = "fg:kv:"
+MAX_RETRIES = 64  # WATCH conflicts before giving up (the enforcer's failure mode decides then)
+SOCKET_TIMEOUT_SECONDS = 1.0  # a Redis that is gone fails fast into the configured failure mode
+ROW_GRACE_SECONDS = 60  # a partition's hash outlives its last row's expiry by this much
+
+
+def connect(url: str) -> Any:
+    """One pooled asyncio client per process."""
+    import redis.asyncio as redis
+
+    return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_SECONDS,
+                                socket_connect_timeout=SOCKET_TIMEOUT_SECONDS, decode_responses=True,
+                                health_check_interval=30)
+
+
+class _FixedClock:
+    """Redis's time for one call: every replica decides on the same clock."""
+
+    def __init__(self, now: float) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now
+
+    def monotonic(self) -> float:
+        return self._now
+
+
+class _PartitionRows:
+    """One partition's rows loaded from its hash; remembers what the call changed."""
+
+    def __init__(self, loaded: dict[str, str]) -> None:
+        self._rows: dict[str, tuple[str, str, float]] = {}
+        for key, raw in loaded.items():
+            try:
+                policy, state, expires_at = json.loads(raw)
+                self._rows[key] = (policy, state, float(expires_at))
+            except (ValueError, TypeError):
+                continue  # an unreadable row starts afresh
+        self.writes = 0
+        self.changed: set[str] = set()
+        self.deleted: set[str] = set()
+
+    def get(self, key: str) -> tuple[str, str] | None:
+        row = self._rows.get(key)
+        return (row[0], row[1]) if row else None
+
+    def put(self, key: str, policy: str, state: str, expires_at: float) -> None:
+        self._rows[key] = (policy, state, expires_at)
+        self.changed.add(key)
+        self.deleted.discard(key)
+
+    def all(self, prefix: str) -> list[tuple[str, str, str]]:
+        skip = len(prefix) + 1 if prefix else 0
+        return [(k[skip:], v[0], v[1]) for k, v in sorted(self._rows.items())
+                if not prefix or k.startswith(prefix + "|")]
+
+    def delete(self, name: str) -> int:
+        doomed = [k for k in self._rows if not name or k == name or k.startswith(name + "|")]
+        for key in doomed:
+            del self._rows[key]
+            self.changed.discard(key)
+            self.deleted.add(key)
+        return len(doomed)
+
+    def sweep(self, now: float) -> None:
+        self.delete_expired(now)
+
+    def delete_expired(self, now: float) -> None:
+        for key in [k for k, v in self._rows.items() if v[2] < now]:
+            del self._rows[key]
+            self.changed.discard(key)
+            self.deleted.add(key)
+
+    def encoded(self, key: str) -> str:
+        return json.dumps(list(self._rows[key]))
+
+    def last_expiry(self) -> float:
+        return max((v[2] for v in self._rows.values()), default=0.0)
+
+
+class RedisRateLimiterClient:
+    """The rate-limiter port over Redis: exact across any number of replicas."""
+
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def _run(self, partition: str, method: str, *args: Any) -> dict[str, Any]:
+        # Inside one replica, calls on a partition take turns: WATCH conflicts then come only
+        # from other replicas (at most one contender each) instead of every concurrent request.
+        lock = self._locks.setdefault(partition, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._transaction(partition, method, *args)
+        finally:
+            if not lock.locked() and not getattr(lock, "_waiters", None):
+                self._locks.pop(partition, None)
+
+    async def _transaction(self, partition: str, method: str, *args: Any) -> dict[str, Any]:
+        from redis.exceptions import WatchError
+
+        hash_key = RATE_LIMIT_PREFIX + partition
+        for _ in range(MAX_RETRIES):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(hash_key)
+                loaded = await pipe.hgetall(hash_key)
+                seconds, micros = await pipe.time()
+                now = float(seconds) + float(micros) / 1e6
+                rows = _PartitionRows(loaded)
+                rows.delete_expired(now)
+                limiter = RateLimiter(None, _FixedClock(now), rows)  # type: ignore[arg-type]
+                target = limiter.partition(partition) if partition else limiter
+                result: dict[str, Any] = getattr(target, method)(*args)
+                if not rows.changed and not rows.deleted:
+                    await pipe.unwatch()  # a refusal or a read: the snapshot was consistent
+                    return result
+                pipe.multi()
+                if rows.deleted:
+                    pipe.hdel(hash_key, *rows.deleted)
+                if rows.changed:
+                    pipe.hset(hash_key, mapping={k: rows.encoded(k) for k in rows.changed})
+                    pipe.expireat(hash_key, int(rows.last_expiry()) + ROW_GRACE_SECONDS)
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    continue  # another replica changed this partition: decide again on its rows
+                return result
+        raise RuntimeError(f"rate-limit partition {partition!r} stayed contended for {MAX_RETRIES} tries")
+
+    async def check(self, key: str, policy: dict[str, Any], cost: float) -> dict[str, Any]:
+        return await self._run("", "check", key, policy, cost)
+
+    async def acquire(self, name: str, checks: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self._run(self._name(name), "acquire", checks)
+
+    async def reconcile(self, name: str, adjustments: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self._run(self._name(name), "reconcile", adjustments)
+
+    async def usage(self, name: str) -> dict[str, Any]:
+        return await self._run(self._name(name), "usage")
+
+    async def reset(self, name: str, policy: str = "") -> dict[str, Any]:
+        return await self._run(self._name(name), "reset", policy)
+
+    @staticmethod
+    def _name(name: str) -> str:
+        # The same validation the object does, before the name becomes part of a Redis key.
+        RateLimiter.in_memory(_FixedClock(0.0)).partition(name)
+        return name
+
+
+class RedisKeyValueStore:
+    """The cache's shared tier: text values with a TTL, the same for every replica."""
+
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+
+    async def get(self, key: str) -> str | None:
+        value: str | None = await self._redis.get(CACHE_PREFIX + key)
+        return value
+
+    async def put(self, key: str, value: str, ttl_seconds: int) -> None:
+        await self._redis.set(CACHE_PREFIX + key, value, ex=max(1, int(ttl_seconds)))
+
+    async def delete(self, key: str) -> None:
+        await self._redis.delete(CACHE_PREFIX + key)
+
+
+NONCE_PREFIX = "fg:nonce:"
+
+
+class RedisSecurityClient:
+    """Signing nonces in Redis (``SET NX`` with the nonce's expiry), so a request signed once
+    is refused as a replay on every replica; the other operations (gateway keys, webhooks)
+    stay in the replica's own store."""
+
+    def __init__(self, redis: Any, local: Any) -> None:
+        self._redis = redis
+        self._local = local
+
+    async def call(self, op: str, args: dict[str, Any]) -> Any:
+        if op != "nonces.use":
+            return await self._local.call(op, args)
+        nonce, expires_at = args["nonce"], float(args["expires_at"])
+        # PXAT on Redis's clock is absolute: the same expiry whichever replica set it.
+        stored = await self._redis.set(NONCE_PREFIX + nonce, "1", nx=True, pxat=max(1, int(expires_at * 1000)))
+        return bool(stored)
+
+
+HUB_STREAM = "fg:hub"
+HUB_STREAM_MAX = 200_000  # events kept for replicas that start later (approximate trim)
+_READ_BLOCK_MS = 1000
+
+
+class RedisHubFeed:
+    """Every replica's request events into one Redis Stream; every replica's hub folds the
+    whole stream, so ``/ws``, ``/metrics`` and ``/v1/analytics`` show the same totals
+    whichever replica answers (a few milliseconds behind the newest event)."""
+
+    def __init__(self, redis: Any, hub: Any) -> None:
+        self._redis = redis
+        self._hub = hub
+        self._last_id = "0-0"  # a replica that starts later folds the history still kept
+
+    async def publish(self, events: list[dict[str, Any]]) -> None:
+        try:
+            await self._redis.xadd(HUB_STREAM, {"events": json.dumps(events)}, maxlen=HUB_STREAM_MAX,
+                                   approximate=True)
+        except Exception:
+            # Redis away: this replica still counts its own requests rather than lose them.
+            await self._hub.record(events)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                batches = await self._redis.xread({HUB_STREAM: self._last_id}, count=500, block=_READ_BLOCK_MS)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(0.5)  # Redis away: try again, from where this replica stopped
+                continue
+            for _stream, entries in batches or ():
+                for entry_id, fields in entries:
+                    self._last_id = entry_id
+                    try:
+                        events = json.loads(fields.get("events", "[]"))
+                    except ValueError:
+                        continue
+                    await self._hub.record(events)

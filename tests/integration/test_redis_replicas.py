@@ -1,0 +1,172 @@
+"""Several gateway processes over one real redis-server: limits exact across replicas, one
+shared cache, and the configured failure mode while Redis is away (local host only)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import httpx
+import pytest
+
+from tests.integration.conftest import (
+    ADMIN_KEY,
+    GATEWAY_KEY,
+    TARGET,
+    run_local_gateway,
+    upstream_env,
+)
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.skipif(TARGET != "local", reason="Redis is the standalone host's backend; "
+                                "the edge shares state through Durable Objects instead")
+
+REPLICAS = 3
+REQUESTS = 200
+LIMIT = 50
+POLICIES = {
+    "token_bucket": {"algorithm": "token_bucket", "limit": LIMIT, "refill_per_second": 0.001},
+    "sliding_window": {"algorithm": "sliding_window", "limit": LIMIT, "window_seconds": 3600},
+    "fixed_window": {"algorithm": "fixed_window", "limit": LIMIT, "window_seconds": 3600},
+}
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _replicas(stack: ExitStack, tmp_path, upstream, redis_url: str, **extra: str) -> list[str]:
+    env = upstream_env(upstream.base_url, FLAREGATE_REDIS_URL=redis_url, CACHE_TTL_SECONDS="0", **extra)
+    return [stack.enter_context(run_local_gateway(tmp_path / f"replica{i}", env)).base_url for i in range(REPLICAS)]
+
+
+def _chat(model: str = "gpt-test", content: str = "hi", **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+async def _spread(urls: list[str], body: dict, count: int) -> list[int]:
+    """``count`` concurrent requests, round-robin over the replicas."""
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    limits = httpx.Limits(max_connections=REQUESTS)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        replies = await asyncio.gather(*(
+            client.post(urls[i % len(urls)] + "/v1/chat/completions", json=body, headers=headers)
+            for i in range(count)))
+    return [r.status_code for r in replies]
+
+
+@pytest.mark.parametrize("algorithm", sorted(POLICIES))
+def test_limit_is_exact_across_three_replicas(algorithm, tmp_path, upstream, redis_server):
+    policy = {"name": f"exact-{algorithm}", "unit": "requests", **POLICIES[algorithm]}
+    with ExitStack() as stack:
+        urls = _replicas(stack, tmp_path, upstream, redis_server.url.replace("/0", f"/{len(algorithm) % 16}"),
+                         FLAREGATE_RATE_LIMITS=json.dumps([policy]))
+        statuses = asyncio.run(_spread(urls, _chat(), REQUESTS))
+    assert statuses.count(200) == LIMIT, statuses
+    assert statuses.count(429) == REQUESTS - LIMIT
+
+
+def test_token_limit_is_exact_across_three_replicas(tmp_path, upstream, redis_server):
+    # Each request reserves max_tokens=10 of a 500-token window: 50 fit.
+    policy = {"name": "tokens", "unit": "tokens", "algorithm": "fixed_window", "limit": LIMIT * 10,
+              "window_seconds": 3600}
+    with ExitStack() as stack:
+        urls = _replicas(stack, tmp_path, upstream, redis_server.url.replace("/0", "/7"),
+                         FLAREGATE_RATE_LIMITS=json.dumps([policy]))
+        statuses = asyncio.run(_spread(urls, _chat(max_tokens=10), REQUESTS))
+    assert statuses.count(200) <= LIMIT, statuses
+    assert statuses.count(200) + statuses.count(429) == REQUESTS
+
+
+def test_cache_written_on_one_replica_hits_on_another(tmp_path, upstream, redis_server):
+    with ExitStack() as stack:
+        env = upstream_env(upstream.base_url, FLAREGATE_REDIS_URL=redis_server.url.replace("/0", "/8"),
+                           CACHE_TTL_SECONDS="300")
+        a, b = (stack.enter_context(run_local_gateway(tmp_path / n, env)).base_url for n in "ab")
+        headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+        body = _chat(content="shared cache across replicas")
+        first = httpx.post(a + "/v1/chat/completions", json=body, headers=headers, timeout=20)
+        second = httpx.post(b + "/v1/chat/completions", json=body, headers=headers, timeout=20)
+    assert first.status_code == second.status_code == 200
+    assert "MISS" == first.headers["x-flaregate-cache"]
+    assert second.headers["x-flaregate-cache"] == "HIT"
+    assert second.json()["choices"] == first.json()["choices"]
+
+
+def test_redis_restart_keeps_the_failure_mode_and_recovers(tmp_path, upstream, redis_server):
+    # Fail closed: while Redis is away a request is refused with 503 (never another 5xx), and
+    # once it is back the same replica admits again without a restart.
+    policy = {"name": "closed", "unit": "requests", "algorithm": "fixed_window", "limit": 1000,
+              "window_seconds": 3600, "failure_mode": "closed"}
+    with ExitStack() as stack:
+        urls = _replicas(stack, tmp_path, upstream, redis_server.url.replace("/0", "/9"),
+                         FLAREGATE_RATE_LIMITS=json.dumps([policy]))
+        before = asyncio.run(_spread(urls, _chat(), 9))
+        redis_server.stop()
+        during = asyncio.run(_spread(urls, _chat(), 9))
+        redis_server.start()
+        after = asyncio.run(_spread(urls, _chat(), 9))
+    assert before == [200] * 9
+    assert during == [503] * 9
+    assert after == [200] * 9
+
+
+def test_workers_refuse_without_redis(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "flaregate", "serve", "--workers", "2", "--data-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2
+    assert "FLAREGATE_REDIS_URL" in done.stderr
+
+
+def test_nonce_used_on_one_replica_is_refused_on_another(tmp_path, upstream, redis_server):
+    from flaregate.security.signing import sign_request
+
+    with ExitStack() as stack:
+        env = upstream_env(upstream.base_url, FLAREGATE_REDIS_URL=redis_server.url.replace("/0", "/10"))
+        a, b = (stack.enter_context(run_local_gateway(tmp_path / n, env)).base_url for n in "ab")
+        headers = {"authorization": f"Bearer {ADMIN_KEY}", **sign_request(ADMIN_KEY, "GET", "/admin/keys")}
+        first = httpx.get(a + "/admin/keys", headers=headers, timeout=20)
+        replay = httpx.get(b + "/admin/keys", headers=headers, timeout=20)
+        fresh = {"authorization": f"Bearer {ADMIN_KEY}", **sign_request(ADMIN_KEY, "GET", "/admin/keys")}
+        other = httpx.get(b + "/admin/keys", headers=fresh, timeout=20)
+    assert first.status_code == 200
+    assert replay.status_code == 401 and replay.json()["error"]["code"] == "signature_replayed"
+    assert other.status_code == 200
+
+
+def _requests_total(base_url: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(base_url + "/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=20).text
+    family = next(f for f in text_string_to_metric_families(text) if f.name == "flaregate_requests")
+    return sum(s.value for s in family.samples if s.name.endswith("_total"))
+
+
+def test_metrics_on_any_replica_count_every_replicas_requests(tmp_path, upstream, redis_server):
+    with ExitStack() as stack:
+        urls = _replicas(stack, tmp_path, upstream, redis_server.url.replace("/0", "/11"))
+        statuses = asyncio.run(_spread(urls, _chat(), 30))  # 10 through each replica
+        totals: list[float] = []
+        deadline = time.monotonic() + 10  # events reach the hubs in batches within ~100 ms
+        while time.monotonic() < deadline:
+            totals = [_requests_total(url) for url in urls]
+            if totals == [30.0] * REPLICAS:
+                break
+            time.sleep(0.2)
+    assert statuses == [200] * 30
+    assert totals == [30.0] * REPLICAS
