@@ -114,10 +114,15 @@ class MetricsHub:
             else:
                 requests.append(item)
         parsed = self._store.parse(requests, now)
-        if parsed:
-            self._store.ingest(parsed, now)
-        if requests or operational:
-            self._store.atomically(lambda: self._log(requests, operational, now))
+
+        def write() -> None:  # rollups and log records: one transaction for the batch
+            if parsed:
+                self._store.ingest(parsed, now)
+            if requests or operational:
+                self._log(requests, operational, now)
+
+        if parsed or requests or operational:
+            self._store.atomically(write)
         alerts = (self._events.from_requests(parsed, now) + self._events.from_publishers(published, now)
                   + self._events.from_operational(operational, now))
         if parsed or alerts:

@@ -236,9 +236,6 @@ class HubStore:
             parsed.append(ParsedEvent(event, max(ts, rolled_hour)))  # late: first open minute
         return parsed
 
-    def ingest(self, events: list[ParsedEvent], now: float) -> None:
-        self.atomically(lambda: self._ingest(events, now))
-
     def atomically(self, work: Callable[[], None]) -> None:
         """Run ``work`` as one transaction where the storage offers one (optional port
         extras): ``transaction_sync(work)`` on a Durable Object (``transactionSync``),
@@ -251,7 +248,8 @@ class HubStore:
         with transaction() if transaction is not None else contextlib.nullcontext():
             work()
 
-    def _ingest(self, events: list[ParsedEvent], now: float) -> None:
+    def ingest(self, events: list[ParsedEvent], now: float) -> None:
+        """Fold parsed events into the rollups; the caller runs it inside :meth:`atomically`."""
         rows: dict[tuple, dict[str, float]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
         histogram: dict[tuple, int] = defaultdict(int)
         errors: dict[tuple, int] = defaultdict(int)
