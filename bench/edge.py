@@ -37,7 +37,9 @@ from tests.support import wrangler_dev  # noqa: E402  (the tests' way to start t
 GATEWAY_KEY = "fg-bench-gateway-key"
 UPSTREAM_KEY = "sk-bench-upstream"
 CHAT = "/v1/chat/completions"
+ADMIN_KEY = "fg-bench-admin-key"
 AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}", "Content-Type": "application/json"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}  # /metrics is an operator endpoint
 
 
 def _chat(content: str, stream: bool = False) -> bytes:
@@ -65,7 +67,7 @@ def _worker_env(mock_url: str, **extra: str) -> dict[str, str]:
             "FLAREGATE_PROVIDERS": json.dumps(providers),
             "FLAREGATE_ROUTES": json.dumps({"bench-model": ["mock-upstream"]}),
             "RATE_LIMIT_CAPACITY": "1000000000", "RATE_LIMIT_REFILL_PER_SECOND": "1000000000",
-            "FLAREGATE_ADMIN_KEY": "fg-bench-admin", **extra}
+            "FLAREGATE_ADMIN_KEY": ADMIN_KEY, **extra}
 
 
 def _start_worker(name: str, work: Path, env: dict[str, str]) -> wrangler_dev.DevServer:
@@ -91,7 +93,7 @@ def _request(base_url: str, method: str, path: str, body: bytes | None) -> int:
     host, port = base_url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
     try:
-        conn.request(method, path, body=body, headers=AUTH)
+        conn.request(method, path, body=body, headers=ADMIN if path == "/metrics" else AUTH)
         response = conn.getresponse()
         response.read()  # a stream is read to its end
         return response.status

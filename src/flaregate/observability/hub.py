@@ -301,6 +301,14 @@ class MetricsHub:
                                          "failure_rate": detail["failure_rate"], "p95_ms": detail["p95_ms"]}
         return overall, per_provider
 
+    def health_summary(self) -> dict[str, Any]:
+        """What /health shows: the cached score and, where known, this process's memory."""
+        summary: dict[str, Any] = {"health": self.health()}
+        process = self._process()
+        if process:
+            summary["process"] = process
+        return summary
+
     def health(self) -> dict[str, Any]:
         now = self._clock.now()
         cached = self._health_cache
