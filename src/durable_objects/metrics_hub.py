@@ -37,6 +37,9 @@ class MetricsHub(DurableObject):
     async def snapshot(self) -> dict[str, Any]:
         return self._body.hub.snapshot()
 
+    async def health(self) -> dict[str, Any]:
+        return self._body.hub.health_summary()
+
     async def analytics(self, window: str | None = None) -> dict[str, Any]:
         return self._body.analytics(window)
 

@@ -106,6 +106,9 @@ class MetricsHubClient(Protocol):
 
     async def snapshot(self) -> dict[str, Any]: ...
 
+    async def health(self) -> dict[str, Any]:
+        """``{"health": score, "process": ...}``: the cheap part of the snapshot /health needs."""
+
     async def analytics(self, window: str | None) -> dict[str, Any]:
         """Windows ("1h", "24h", "30d"; None for all), where the time goes, recent events."""
 

@@ -115,7 +115,7 @@ class Observability:
     async def health(self) -> dict[str, Any]:
         """The part of /health that comes from the hub; never raises."""
         try:
-            snapshot = await asyncio.wait_for(self._hub.snapshot(), HUB_TIMEOUT_SECONDS)
+            snapshot = await asyncio.wait_for(self._hub.health(), HUB_TIMEOUT_SECONDS)
         except Exception:
             log.warning("metrics hub unavailable for /health", exc_info=True)
             return {"health": None, "health_error": "metrics hub unavailable"}

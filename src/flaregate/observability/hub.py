@@ -73,6 +73,9 @@ class MetricsHub:
         self._store = HubStore(sql)
         self._events = EventDetector(sql, self._store)
         self.logs = RequestLogStore(sql, log_retention)
+        # /health is polled: its score is computed at most once per tick (and again after
+        # new events), not with two SQL scans per call.
+        self._health_cache: tuple[float, dict[str, Any]] | None = None
         now = clock.now()
         self._store.ensure_watermarks(now)
         if self._state("started_at") is None:
@@ -126,6 +129,7 @@ class MetricsHub:
         alerts = (self._events.from_requests(parsed, now) + self._events.from_publishers(published, now)
                   + self._events.from_operational(operational, now))
         if parsed or alerts:
+            self._health_cache = None
             self._set_state("dirty", 1)
             if self._state("compact_at") is None:
                 self._set_state("compact_at", now + COMPACT_EVERY_SECONDS)
@@ -173,6 +177,7 @@ class MetricsHub:
         keep ticking while the live window still holds traffic, so rates fall back to zero
         on screen), and compact the rollups when due."""
         now = self._clock.now()
+        self._health_cache = None  # refreshed on the tick
         self._set_state("wake_at", None)
         self._set_state("tick_at", None)
         last = self._state("last_broadcast") or 0.0
@@ -204,6 +209,7 @@ class MetricsHub:
     def compact(self) -> dict[str, int]:
         """Roll up and expire retention rows (idempotent; the alarm and the local periodic
         task both call it). Returns what it did, for logs and tests."""
+        self._health_cache = None
         now = self._clock.now()
         report = self._store.compact(now)
         report["logs_expired"] = self.logs.expire(now)
@@ -312,8 +318,20 @@ class MetricsHub:
                                          "failure_rate": detail["failure_rate"], "p95_ms": detail["p95_ms"]}
         return overall, per_provider
 
+    def health_summary(self) -> dict[str, Any]:
+        """What /health shows: the cached score and, where known, this process's memory."""
+        summary: dict[str, Any] = {"health": self.health()}
+        process = self._process()
+        if process:
+            summary["process"] = process
+        return summary
+
     def health(self) -> dict[str, Any]:
-        return self._health(self._clock.now())[0]
+        now = self._clock.now()
+        cached = self._health_cache
+        if cached is None or not 0 <= now - cached[0] < self._tick:
+            cached = self._health_cache = (now, self._health(now)[0])
+        return dict(cached[1])
 
     def analytics(self, window: str | None = None) -> dict[str, Any]:
         """Windowed summaries (by provider, model and key, with a time series), the

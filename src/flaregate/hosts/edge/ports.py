@@ -268,6 +268,9 @@ class DurableMetricsHub:
     async def snapshot(self) -> dict[str, Any]:
         return plain(await self._stub().snapshot())
 
+    async def health(self) -> dict[str, Any]:
+        return plain(await self._stub().health())
+
     async def analytics(self, window: str | None) -> dict[str, Any]:
         return plain(await self._stub().analytics(window))
 

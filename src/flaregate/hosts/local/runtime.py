@@ -72,6 +72,9 @@ class LocalHubClient:
     async def snapshot(self) -> dict[str, Any]:
         return self._hub.snapshot()
 
+    async def health(self) -> dict[str, Any]:
+        return self._hub.health_summary()
+
     async def analytics(self, window: str | None) -> dict[str, Any]:
         return self._hub.analytics(window)
 
