@@ -67,27 +67,37 @@ async def _spread(urls: list[str], body: dict, count: int) -> list[int]:
     return [r.status_code for r in replies]
 
 
+def _assert_exact(statuses: list[int], admissible: int) -> None:
+    # failure_mode "closed": a limiter call that times out on an overloaded machine answers
+    # 503 instead of admitting past the limit (fail open would admit on the in-process
+    # fallback); without any such timeout the count is exact.
+    assert set(statuses) <= {200, 429, 503}, statuses
+    assert statuses.count(200) <= admissible, statuses
+    if 503 not in statuses:
+        assert statuses.count(200) == admissible, statuses
+
+
 @pytest.mark.parametrize("algorithm", sorted(POLICIES))
 def test_limit_is_exact_across_three_replicas(algorithm, tmp_path, upstream, redis_server):
-    policy = {"name": f"exact-{algorithm}", "unit": "requests", **POLICIES[algorithm]}
+    policy = {"name": f"exact-{algorithm}", "unit": "requests", "failure_mode": "closed", **POLICIES[algorithm]}
     with ExitStack() as stack:
         urls = _replicas(stack, tmp_path, upstream, redis_server.url.replace("/0", f"/{len(algorithm) % 16}"),
                          FLAREGATE_RATE_LIMITS=json.dumps([policy]))
         statuses = asyncio.run(_spread(urls, _chat(), REQUESTS))
-    assert statuses.count(200) == LIMIT, statuses
-    assert statuses.count(429) == REQUESTS - LIMIT
+    _assert_exact(statuses, LIMIT)
 
 
 def test_token_limit_is_exact_across_three_replicas(tmp_path, upstream, redis_server):
-    # Each request reserves max_tokens=10 of a 500-token window: 50 fit.
+    # Each request reserves its max_tokens (10) plus its prompt estimate of a 500-token window,
+    # and the answer refunds what it did not use: at most 500 tokens are ever reserved at once.
     policy = {"name": "tokens", "unit": "tokens", "algorithm": "fixed_window", "limit": LIMIT * 10,
-              "window_seconds": 3600}
+              "window_seconds": 3600, "failure_mode": "closed"}
     with ExitStack() as stack:
         urls = _replicas(stack, tmp_path, upstream, redis_server.url.replace("/0", "/7"),
                          FLAREGATE_RATE_LIMITS=json.dumps([policy]))
         statuses = asyncio.run(_spread(urls, _chat(max_tokens=10), REQUESTS))
-    assert statuses.count(200) <= LIMIT, statuses
-    assert statuses.count(200) + statuses.count(429) == REQUESTS
+    assert set(statuses) <= {200, 429, 503}, statuses
+    assert 0 < statuses.count(200) <= LIMIT, statuses
 
 
 def test_cache_written_on_one_replica_hits_on_another(tmp_path, upstream, redis_server):

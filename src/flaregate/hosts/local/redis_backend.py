@@ -2,8 +2,9 @@
 
 Rate limits stay one implementation: each call loads one partition's rows from a Redis hash
 into the very ``RateLimiter`` the Durable Object runs, with Redis's clock (``TIME``), and
-writes the changed rows back in ``WATCH``/``MULTI``: when another replica changed the
-partition in between, the transaction is dropped and the call re-runs on the fresh rows.
+writes the changed rows back with a compare-and-set on the hash's version (a short Lua
+script, the optimistic ``WATCH``/``MULTI`` in two round trips): when another replica changed
+the partition in between, nothing is written and the call re-runs on the fresh rows.
 All of a partition's policies are decided in that one step, all or nothing.
 
 The cache's shared tier is plain Redis strings with ``EX`` (the in-process LRU stays in
@@ -20,7 +21,7 @@ from ...ratelimits.limiter import RateLimiter
 
 RATE_LIMIT_PREFIX = "fg:rl:"
 CACHE_PREFIX = "fg:kv:"
-MAX_RETRIES = 64  # WATCH conflicts before giving up (the enforcer's failure mode decides then)
+MAX_RETRIES = 64  # version conflicts before giving up (the enforcer's failure mode decides then)
 SOCKET_TIMEOUT_SECONDS = 1.0  # a Redis that is gone fails fast into the configured failure mode
 ROW_GRACE_SECONDS = 60  # a partition's hash outlives its last row's expiry by this much
 
@@ -28,10 +29,33 @@ ROW_GRACE_SECONDS = 60  # a partition's hash outlives its last row's expiry by t
 def connect(url: str) -> Any:
     """One pooled asyncio client per process."""
     import redis.asyncio as redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError
 
+    # A pooled connection that died with a restarted Redis is replaced on its next use
+    # (connection errors only: a timed-out write is not sent twice).
     return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_SECONDS,
                                 socket_connect_timeout=SOCKET_TIMEOUT_SECONDS, decode_responses=True,
-                                health_check_interval=30)
+                                health_check_interval=30, retry=Retry(ExponentialBackoff(cap=0.1), 2),
+                                retry_on_error=[ConnectionError])
+
+
+_VERSION_FIELD = "__v"
+# Writes a partition's changed rows only when its version is still the one read (else 0:
+# another replica won, decide again). Only bookkeeping here: the arithmetic stays in Python.
+_COMPARE_AND_SET = """
+local version = redis.call('HGET', KEYS[1], '__v') or ''
+if version ~= ARGV[1] then return 0 end
+local deleted = tonumber(ARGV[2])
+for i = 1, deleted do redis.call('HDEL', KEYS[1], ARGV[2 + i]) end
+local base = 3 + deleted
+local changed = tonumber(ARGV[base])
+for i = 0, changed - 1 do redis.call('HSET', KEYS[1], ARGV[base + 1 + 2 * i], ARGV[base + 2 + 2 * i]) end
+redis.call('HINCRBY', KEYS[1], '__v', 1)
+redis.call('EXPIREAT', KEYS[1], ARGV[base + 1 + 2 * changed])
+return 1
+"""
 
 
 class _FixedClock:
@@ -106,6 +130,7 @@ class RedisRateLimiterClient:
     def __init__(self, redis: Any) -> None:
         self._redis = redis
         self._locks: dict[str, asyncio.Lock] = {}
+        self._compare_and_set = redis.register_script(_COMPARE_AND_SET)
 
     async def _run(self, partition: str, method: str, *args: Any) -> dict[str, Any]:
         # Inside one replica, calls on a partition take turns: WATCH conflicts then come only
@@ -119,33 +144,27 @@ class RedisRateLimiterClient:
                 self._locks.pop(partition, None)
 
     async def _transaction(self, partition: str, method: str, *args: Any) -> dict[str, Any]:
-        from redis.exceptions import WatchError
-
         hash_key = RATE_LIMIT_PREFIX + partition
         for _ in range(MAX_RETRIES):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                await pipe.watch(hash_key)
-                loaded = await pipe.hgetall(hash_key)
-                seconds, micros = await pipe.time()
-                now = float(seconds) + float(micros) / 1e6
-                rows = _PartitionRows(loaded)
-                rows.delete_expired(now)
-                limiter = RateLimiter(None, _FixedClock(now), rows)  # type: ignore[arg-type]
-                target = limiter.partition(partition) if partition else limiter
-                result: dict[str, Any] = getattr(target, method)(*args)
-                if not rows.changed and not rows.deleted:
-                    await pipe.unwatch()  # a refusal or a read: the snapshot was consistent
-                    return result
-                pipe.multi()
-                if rows.deleted:
-                    pipe.hdel(hash_key, *rows.deleted)
-                if rows.changed:
-                    pipe.hset(hash_key, mapping={k: rows.encoded(k) for k in rows.changed})
-                    pipe.expireat(hash_key, int(rows.last_expiry()) + ROW_GRACE_SECONDS)
-                try:
-                    await pipe.execute()
-                except WatchError:
-                    continue  # another replica changed this partition: decide again on its rows
+            # One round trip to read the rows, their version and Redis's clock ...
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(hash_key)
+                pipe.time()
+                loaded, (seconds, micros) = await pipe.execute()
+            now = float(seconds) + float(micros) / 1e6
+            version = loaded.pop(_VERSION_FIELD, "")
+            rows = _PartitionRows(loaded)
+            rows.delete_expired(now)
+            limiter = RateLimiter(None, _FixedClock(now), rows)  # type: ignore[arg-type]
+            target = limiter.partition(partition) if partition else limiter
+            result: dict[str, Any] = getattr(target, method)(*args)
+            if not rows.changed and not rows.deleted:
+                return result  # a refusal or a read: the snapshot was consistent
+            # ... and one to write them back only if no replica changed them since.
+            changed = [item for k in rows.changed for item in (k, rows.encoded(k))]
+            argv = [version, len(rows.deleted), *rows.deleted, len(rows.changed), *changed,
+                    int(max(rows.last_expiry(), now)) + ROW_GRACE_SECONDS]
+            if await self._compare_and_set(keys=[hash_key], args=argv):
                 return result
         raise RuntimeError(f"rate-limit partition {partition!r} stayed contended for {MAX_RETRIES} tries")
 
