@@ -114,9 +114,9 @@ class MetricsHub:
             else:
                 requests.append(item)
         parsed = self._store.parse(requests, now)
-        if parsed:
-            self._store.ingest(parsed, now)
-        if requests or operational:
+        if parsed:  # the log records go in the same transaction as the rollups
+            self._store.ingest(parsed, now, also=lambda: self._log(requests, operational, now))
+        elif operational:
             self._store.atomically(lambda: self._log(requests, operational, now))
         alerts = (self._events.from_requests(parsed, now) + self._events.from_publishers(published, now)
                   + self._events.from_operational(operational, now))

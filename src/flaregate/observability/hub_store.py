@@ -226,8 +226,14 @@ class HubStore:
             parsed.append(ParsedEvent(event, max(ts, rolled_hour)))  # late: first open minute
         return parsed
 
-    def ingest(self, events: list[ParsedEvent], now: float) -> None:
-        self.atomically(lambda: self._ingest(events, now))
+    def ingest(self, events: list[ParsedEvent], now: float, also: Callable[[], None] | None = None) -> None:
+        """``also`` (the request-log write) runs in the same transaction."""
+        def work() -> None:
+            self._ingest(events, now)
+            if also is not None:
+                also()
+
+        self.atomically(work)
 
     def atomically(self, work: Callable[[], None]) -> None:
         """Run ``work`` as one transaction where the storage offers one (optional port
