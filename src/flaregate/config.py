@@ -74,6 +74,11 @@ KNOWN_VARS = (
     "FLAREGATE_GUARDRAILS",
     "FLAREGATE_CONDITIONAL_ROUTES",
     "METRICS_TAG_LABELS",
+    # request logs (issue 16)
+    "LOG_RETENTION_DEBUG_SECONDS", "LOG_RETENTION_INFO_SECONDS", "LOG_RETENTION_WARN_SECONDS",
+    "LOG_RETENTION_ERROR_SECONDS",
+    # load shedding (overload/)
+    "LOAD_SHEDDING", "SHED_INITIAL_LIMIT", "SHED_MIN_LIMIT", "SHED_MAX_LIMIT", "SHED_SLOW_AFTER_SECONDS",
 )
 
 
@@ -199,6 +204,23 @@ class RequestLogSettings(_Model):
                 "error": self.error_seconds}
 
 
+class SheddingSettings(_Model):
+    """Load shedding (overload/): an adaptive limit on in-flight upstream requests per process
+    or isolate; over a priority's share of it, requests get 503 ``overloaded`` at once."""
+
+    enabled: bool = False
+    initial_limit: int = Field(default=64, ge=1)
+    min_limit: int = Field(default=4, ge=1)
+    max_limit: int = Field(default=1000, ge=1)
+    slow_after_seconds: PositiveFloat = 10.0  # an upstream answer slower than this backs the limit off
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SheddingSettings:
+        if not self.min_limit <= self.max_limit:
+            raise ValueError("SHED_MIN_LIMIT must not exceed SHED_MAX_LIMIT")
+        return self
+
+
 class Settings(_Model):
     environment: str = "development"
     log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
@@ -213,6 +235,7 @@ class Settings(_Model):
     cache_ttl_seconds: int = Field(default=300, ge=0)
     cache: CacheSettings = CacheSettings()
     request_logs: RequestLogSettings = RequestLogSettings()
+    shedding: SheddingSettings = SheddingSettings()
     admin_key: SecretStr | None = None  # /admin/*, /ws, /metrics, /v1/analytics; unset: disabled
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     metrics_tick_seconds: PositiveFloat = 1.0
@@ -447,6 +470,11 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
                     if vars.get(f"LOG_RETENTION_{level.upper()}_SECONDS", "") != ""}
     if request_logs:
         data["request_logs"] = request_logs
+    shed_names = {"LOAD_SHEDDING": "enabled", "SHED_INITIAL_LIMIT": "initial_limit", "SHED_MIN_LIMIT": "min_limit",
+                  "SHED_MAX_LIMIT": "max_limit", "SHED_SLOW_AFTER_SECONDS": "slow_after_seconds"}
+    shedding = {field: vars[var] for var, field in shed_names.items() if vars.get(var, "") != ""}
+    if shedding:
+        data["shedding"] = shedding
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

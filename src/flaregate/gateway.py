@@ -27,6 +27,8 @@ from .observability.analytics import Analytics
 from .observability.endpoints import Observability
 from .observability.operational_events import OperationalEvents
 from .observability.profiler import Profiler
+from .overload.gate import ShedGate
+from .overload.shedder import Permit
 from .ports import Ports, UpstreamError, UpstreamResponse
 from .providers import build_providers
 from .ratelimits import admin as limits_admin
@@ -63,6 +65,12 @@ def _note_request_limit(out: dict[str, str], event: dict[str, Any]) -> None:
         pass
 
 
+def _release(permit: Permit | None, now: float, status: int) -> None:
+    """Give the upstream place back; 429/503/504 tell the adaptive limit to back off."""
+    if permit is not None:
+        permit.release(now=now, dropped=status in (429, 503, 504))
+
+
 class Gateway:
     def __init__(self, settings: Settings, ports: Ports, keys: KeyRing | None = None) -> None:
         self.settings = settings
@@ -70,6 +78,7 @@ class Gateway:
         self.keys = keys if keys is not None else KeyRing(k.get_secret_value() for k in settings.api_keys)
         self.router = Router(settings, build_providers(settings, ports.upstream, ports.ai))
         self.caching = CacheLayer(settings, ports)
+        self.shedding = ShedGate(settings.shedding)
         cache_admin = CacheAdmin(self.caching)
         self.analytics = Analytics(ports.metrics_hub, ports.tasks, batch_size=settings.analytics_batch_size,
                                    batch_delay_ms=settings.analytics_batch_delay_ms,
@@ -153,8 +162,9 @@ class Gateway:
         return await self._ratelimits_admin.handle(request)
 
     async def _health(self, request: Request, out: dict[str, str]) -> Response:
+        shedding = {"load_shedding": self.shedding.snapshot()} if self.shedding.enabled else {}
         return json_response({"status": "ok", "version": __version__, "environment": self.settings.environment,
-                              **await self.observability.health()})
+                              **await self.observability.health(), **shedding})
 
     async def _models(self, request: Request, out: dict[str, str]) -> Response:
         principal = await self.access.authenticate(request)
@@ -221,10 +231,17 @@ class Gateway:
             return self.caching.hit_response(plan, hit, out, event)
         forward = {"x-request-id": out["x-request-id"], "traceparent": out["traceparent"]}
         upstream_started = self.ports.clock.monotonic()
+        try:  # only a miss takes a place among the in-flight upstream requests
+            permit = self.shedding.admit(principal, request.headers, upstream_started)
+        except GatewayError:
+            event["shed"] = True
+            await admission.refund()
+            raise
         try:
             target, upstream = await self.caching.fetch(
                 plan, lambda: self.upstream.call(targets, body, forward, event), event)
         except GatewayError as exc:  # every attempt failed: the answer still says how the cache was
+            _release(permit, self.ports.clock.monotonic(), exc.status)
             profiler.add("upstream", (self.ports.clock.monotonic() - upstream_started) * 1000)
             await admission.refund()
             exc.headers.update({**self.caching.miss_headers(plan, None), **exc.headers})  # type: ignore[arg-type]
@@ -237,7 +254,8 @@ class Gateway:
                    "content-type": upstream.headers.get("content-type", "application/json")}
         if stream and upstream.status == 200:
             headers["cache-control"] = "no-cache"
-            return Response(200, headers, self._relay(upstream, profiler, event, admission, target, upstream_started))
+            return Response(200, headers, self._relay(upstream, profiler, event, admission, target, upstream_started,
+                                                      permit))
         try:
             payload = await upstream.read()
         except UpstreamError as exc:
@@ -245,6 +263,7 @@ class Gateway:
             raise upstream_error(502, f"Upstream provider '{target.provider.name}' broke the connection: {exc}") from None
         finally:
             await upstream.aclose()
+            _release(permit, self.ports.clock.monotonic(), upstream.status)
             # Retries and failover included: "upstream" is all the time spent on providers.
             profiler.add("upstream", (self.ports.clock.monotonic() - upstream_started) * 1000)
         with profiler.phase("format"):
@@ -269,7 +288,8 @@ class Gateway:
         return Response(200, headers, payload)
 
     async def _relay(self, upstream: UpstreamResponse, profiler: Profiler, event: dict[str, Any],
-                     admission: Admission, target: Target, started: float) -> AsyncIterator[bytes]:
+                     admission: Admission, target: Target, started: float,
+                     permit: Permit | None = None) -> AsyncIterator[bytes]:
         """Pass SSE through chunk by chunk; a broken stream ends with an explicit error event."""
         tail = b""
         outcome = "complete"
@@ -296,6 +316,7 @@ class Gateway:
             raise
         finally:
             await upstream.aclose()
+            _release(permit, self.ports.clock.monotonic(), 200)
             profiler.add("upstream", (self.ports.clock.monotonic() - started) * 1000)
             event["stream_outcome"] = outcome
             if outcome not in ("complete", "aborted"):

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
@@ -41,6 +41,7 @@ class KeyPolicy(BaseModel):
     rate_limit_policy: StrictStr | None = Field(default=None, max_length=64)
     budget_usd: float | None = Field(default=None, ge=0)
     tags: dict[StrictStr, StrictStr] | None = None  # default request tags (metadata/tags.py bounds)
+    priority: Literal["low", "normal", "high"] | None = None  # load shedding: who is refused first
 
     @field_validator("tags")
     @classmethod
