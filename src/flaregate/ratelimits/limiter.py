@@ -144,11 +144,12 @@ class _SqlRows:
         self._sql.exec("DELETE FROM rl_state WHERE expires_at < ?", now)
 
 
-class _MemoryRows:
-    """The same rows in a dict: the in-isolate fallback when the real object is unreachable."""
+class MemoryRows:
+    """The same rows in a dict: the in-isolate fallback when the real object is unreachable,
+    and what a shared backend loads one partition into (hosts/local/redis_backend.py)."""
 
-    def __init__(self) -> None:
-        self._rows: dict[str, tuple[str, str, float]] = {}
+    def __init__(self, rows: dict[str, tuple[str, str, float]] | None = None) -> None:
+        self._rows: dict[str, tuple[str, str, float]] = dict(rows or {})
         self.writes = 0
 
     def get(self, key: str) -> tuple[str, str] | None:
@@ -156,7 +157,7 @@ class _MemoryRows:
         return (row[0], row[1]) if row else None
 
     def put(self, key: str, policy: str, state: str, expires_at: float) -> None:
-        self._rows[key] = (policy, state, expires_at)
+        self._set(key, (policy, state, expires_at))
 
     def all(self, prefix: str) -> list[tuple[str, str, str]]:
         skip = len(prefix) + 1 if prefix else 0
@@ -166,12 +167,19 @@ class _MemoryRows:
     def delete(self, name: str) -> int:
         doomed = [k for k in self._rows if not name or k == name or k.startswith(name + "|")]
         for key in doomed:
-            del self._rows[key]
+            self._drop(key)
         return len(doomed)
 
     def sweep(self, now: float) -> None:
         for key in [k for k, v in self._rows.items() if v[2] < now]:
-            del self._rows[key]
+            self._drop(key)
+
+    # Subclasses that track changes override these two.
+    def _set(self, key: str, row: tuple[str, str, float]) -> None:
+        self._rows[key] = row
+
+    def _drop(self, key: str) -> None:
+        del self._rows[key]
 
 
 @dataclass(slots=True)
@@ -230,7 +238,7 @@ class RateLimiter:
     how the local host keeps every partition in one SQLite table (a Durable Object has
     storage of its own and needs no name)."""
 
-    def __init__(self, sql: SqlStorage, clock: Clock, _rows: _SqlRows | _MemoryRows | None = None,
+    def __init__(self, sql: SqlStorage, clock: Clock, _rows: _SqlRows | MemoryRows | None = None,
                  _name: str = "") -> None:
         self._rows = _rows if _rows is not None else _SqlRows(sql)
         self._clock = clock
@@ -239,7 +247,7 @@ class RateLimiter:
     @classmethod
     def in_memory(cls, clock: Clock) -> RateLimiter:
         """A limiter with no storage of its own: the fail-open fallback inside one isolate."""
-        return cls(None, clock, _MemoryRows())  # type: ignore[arg-type]
+        return cls(None, clock, MemoryRows())  # type: ignore[arg-type]
 
     def partition(self, name: str) -> RateLimiter:
         if not isinstance(name, str) or not name or "|" in name or len(name) > MAX_KEY_LENGTH:

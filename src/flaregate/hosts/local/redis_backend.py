@@ -17,7 +17,7 @@ import asyncio
 import json
 from typing import Any
 
-from ...ratelimits.limiter import RateLimiter
+from ...ratelimits.limiter import MemoryRows, RateLimiter
 
 RATE_LIMIT_PREFIX = "fg:rl:"
 CACHE_PREFIX = "fg:kv:"
@@ -71,51 +71,30 @@ class _FixedClock:
         return self._now
 
 
-class _PartitionRows:
+class _PartitionRows(MemoryRows):
     """One partition's rows loaded from its hash; remembers what the call changed."""
 
     def __init__(self, loaded: dict[str, str]) -> None:
-        self._rows: dict[str, tuple[str, str, float]] = {}
+        rows: dict[str, tuple[str, str, float]] = {}
         for key, raw in loaded.items():
             try:
                 policy, state, expires_at = json.loads(raw)
-                self._rows[key] = (policy, state, float(expires_at))
+                rows[key] = (policy, state, float(expires_at))
             except (ValueError, TypeError):
                 continue  # an unreadable row starts afresh
-        self.writes = 0
+        super().__init__(rows)
         self.changed: set[str] = set()
         self.deleted: set[str] = set()
 
-    def get(self, key: str) -> tuple[str, str] | None:
-        row = self._rows.get(key)
-        return (row[0], row[1]) if row else None
-
-    def put(self, key: str, policy: str, state: str, expires_at: float) -> None:
-        self._rows[key] = (policy, state, expires_at)
+    def _set(self, key: str, row: tuple[str, str, float]) -> None:
+        super()._set(key, row)
         self.changed.add(key)
         self.deleted.discard(key)
 
-    def all(self, prefix: str) -> list[tuple[str, str, str]]:
-        skip = len(prefix) + 1 if prefix else 0
-        return [(k[skip:], v[0], v[1]) for k, v in sorted(self._rows.items())
-                if not prefix or k.startswith(prefix + "|")]
-
-    def delete(self, name: str) -> int:
-        doomed = [k for k in self._rows if not name or k == name or k.startswith(name + "|")]
-        for key in doomed:
-            del self._rows[key]
-            self.changed.discard(key)
-            self.deleted.add(key)
-        return len(doomed)
-
-    def sweep(self, now: float) -> None:
-        self.delete_expired(now)
-
-    def delete_expired(self, now: float) -> None:
-        for key in [k for k, v in self._rows.items() if v[2] < now]:
-            del self._rows[key]
-            self.changed.discard(key)
-            self.deleted.add(key)
+    def _drop(self, key: str) -> None:
+        super()._drop(key)
+        self.changed.discard(key)
+        self.deleted.add(key)
 
     def encoded(self, key: str) -> str:
         return json.dumps(list(self._rows[key]))
@@ -154,7 +133,7 @@ class RedisRateLimiterClient:
             now = float(seconds) + float(micros) / 1e6
             version = loaded.pop(_VERSION_FIELD, "")
             rows = _PartitionRows(loaded)
-            rows.delete_expired(now)
+            rows.sweep(now)
             limiter = RateLimiter(None, _FixedClock(now), rows)  # type: ignore[arg-type]
             target = limiter.partition(partition) if partition else limiter
             result: dict[str, Any] = getattr(target, method)(*args)
