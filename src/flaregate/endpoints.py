@@ -27,7 +27,6 @@ from .ports import UpstreamError, UpstreamResponse
 from .ratelimits.estimate import Usage
 from .routing.upstream_call import PIN_HEADER
 from .security.access import Principal
-from .security.privacy import client_address
 from .steps import RequestSteps
 
 EMBEDDINGS_PATH = "/v1/embeddings"
@@ -75,9 +74,7 @@ class UpstreamEndpoints:
     async def _run(self, request: Request, out: dict[str, str], path: str, operation: str) -> Response:
         steps = self.steps
         profiler = Profiler(steps.clock)
-        event: dict[str, Any] = {"ts": steps.clock.now(), "request_id": out["x-request-id"], "path": path,
-                                 "status": 0, "model": None, "provider": None, "cache": None, "stream": False,
-                                 "client": client_address(request.client_ip, steps.settings.security.anonymize_ips)}
+        event = steps.new_event(request, out, path)
         try:
             response = await self._steps(request, out, profiler, event, operation)
         except GatewayError as exc:

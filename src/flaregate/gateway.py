@@ -41,7 +41,7 @@ from .security.access import AccessControl
 from .security.admin_api import AdminApi
 from .security.gate import SecurityGate
 from .security.keys import KeyRing
-from .security.privacy import client_address, redact
+from .security.privacy import redact
 from .security.webhooks import WebhookDispatcher
 from .steps import RequestSteps
 
@@ -180,11 +180,7 @@ class Gateway:
     # -- chat completions ----------------------------------------------------------------
     async def _chat(self, request: Request, out: dict[str, str]) -> Response:
         profiler = Profiler(self.ports.clock)
-        event: dict[str, Any] = {"ts": self.ports.clock.now(), "request_id": out["x-request-id"],
-                                 "trace_id": tracing.trace_id(out["traceparent"]),
-                                 "path": CHAT_PATH, "status": 0, "model": None, "provider": None,
-                                 "cache": None, "stream": False,
-                                 "client": client_address(request.client_ip, self.settings.security.anonymize_ips)}
+        event = self.steps.new_event(request, out, CHAT_PATH)
         try:
             response = await self._chat_steps(request, out, profiler, event)
             response = self.steps.guard_output(event.pop("_guard", None), response, event)

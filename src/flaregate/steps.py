@@ -19,6 +19,7 @@ from .errors import GatewayError, bad_request, upstream_error
 from .guardrails.checks import Guardrails, guard_chat_stream
 from .http import Request, Response
 from .metadata.tags import request_tags
+from .observability import tracing
 from .observability.alerts import Alerts
 from .observability.analytics import Analytics
 from .observability.profiler import Profiler
@@ -29,7 +30,7 @@ from .routing.upstream_call import UpstreamCaller
 from .schemas import ChatCompletionRequest, validation_error
 from .security import limits
 from .security.access import AccessControl, Principal
-from .security.privacy import redact
+from .security.privacy import client_address, redact
 
 _MAX_ERROR_BODY = 4096
 
@@ -66,6 +67,13 @@ class RequestSteps:
         else:
             response.body = guard_chat_stream(self.guardrails, policy, response.body, event)
         return response
+
+    def new_event(self, request: Request, out: dict[str, str], path: str) -> dict[str, Any]:
+        """The request's analytics event as every endpoint starts it (completed by :meth:`finish`)."""
+        return {"ts": self.clock.now(), "request_id": out["x-request-id"],
+                "trace_id": tracing.trace_id(out["traceparent"]), "path": path, "status": 0, "model": None,
+                "provider": None, "cache": None, "stream": False,
+                "client": client_address(request.client_ip, self.settings.security.anonymize_ips)}
 
     def parse_body(self, request: Request, schema: type[BaseModel] = ChatCompletionRequest) -> dict[str, Any]:
         ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()

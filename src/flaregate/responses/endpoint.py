@@ -19,13 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from ..errors import GatewayError, bad_request
 from ..guardrails.checks import check_responses_answer, guard_responses_stream
 from ..http import Request, Response
-from ..observability import tracing
 from ..observability.profiler import Profiler
 from ..ports import BackgroundTasks, KeyValueStore, UpstreamError, UpstreamResponse
 from ..providers.anthropic_translate import SseParser
 from ..ratelimits.estimate import Usage
 from ..routing.upstream_call import PIN_HEADER
-from ..security.privacy import client_address
 from ..steps import RequestSteps
 from .conversations import Conversations
 from .translate import HISTORY_KEY
@@ -60,10 +58,7 @@ class ResponsesEndpoint:
     async def handle(self, request: Request, out: dict[str, str]) -> Response:
         steps = self.steps
         profiler = Profiler(steps.clock)
-        event: dict[str, Any] = {"ts": steps.clock.now(), "request_id": out["x-request-id"],
-                                 "trace_id": tracing.trace_id(out["traceparent"]), "path": RESPONSES_PATH,
-                                 "status": 0, "model": None, "provider": None, "cache": None, "stream": False,
-                                 "client": client_address(request.client_ip, steps.settings.security.anonymize_ips)}
+        event = steps.new_event(request, out, RESPONSES_PATH)
         try:
             response = await self._steps(request, out, profiler, event)
         except GatewayError as exc:
