@@ -7,7 +7,8 @@ embeddings go to OpenAI-compatible and mock providers; messages (Anthropic's nat
 pass through unchanged to ``anthropic`` providers and are translated for every other chat
 provider (``providers/messages_over_chat.py``). Errors on ``/v1/messages`` are
 Anthropic-shaped (``{"type": "error", "error": {"type", "message"}}``) so Anthropic SDKs
-read them; stream breaks end with an Anthropic ``error`` event.
+read them; stream breaks end with an Anthropic ``error`` event. Guardrails check both
+requests' input and a message's answer texts (whole, or one stream event at a time).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from .errors import GatewayError
+from .guardrails.checks import anthropic_error_event, check_answer_texts, guard_typed_stream
 from .http import Headers, Request, Response, json_response
 from .observability import tracing
 from .observability.profiler import Profiler
@@ -110,7 +112,9 @@ class UpstreamEndpoints:
             principal = await self._authorize(request, operation, body["model"])
             event["key_id"] = principal.key_id
             steps.tag(request, principal, event)
-            steps.guard_input(body, principal, event)
+            guard = steps.guard_input(body, principal, event)
+            if operation != "messages" or steps.guardrails is None:
+                guard = None  # embeddings have no answer text to check
         with profiler.phase("route"):  # before the limits: an unrouted model costs nothing
             routed = steps.router.pick(body["model"], request.headers, body, event.get("tags") or {}, event)
             targets = steps.upstream.pinned(steps.router.resolve(routed), request.headers.get(PIN_HEADER))
@@ -134,7 +138,10 @@ class UpstreamEndpoints:
             profiler.add("upstream_first_byte", (steps.clock.monotonic() - started) * 1000)
             headers["cache-control"] = "no-cache"
             admission.keep()  # a passed-through stream's usage is not read: the estimate stands
-            return Response(200, headers, self._relay(upstream, profiler, event))
+            relay = self._relay(upstream, profiler, event)
+            if guard is not None and steps.guardrails is not None:
+                relay = guard_typed_stream(steps.guardrails, guard, relay, event, anthropic_error_event)
+            return Response(200, headers, relay)
         with profiler.phase("upstream"):
             payload = await upstream.read()
             await upstream.aclose()
@@ -151,6 +158,8 @@ class UpstreamEndpoints:
             event["tokens_out"] = usage.get("output_tokens", usage.get("completion_tokens"))
         real = Usage(event["tokens_in"], event["tokens_out"] or 0) if isinstance(event.get("tokens_in"), int) else None
         headers.update(await admission.settle(real, target.provider.name, target.model))
+        if guard is not None and steps.guardrails is not None:
+            payload = check_answer_texts(steps.guardrails, guard, payload, event, "content")
         return Response(200, headers, payload)
 
     async def _relay(self, upstream: UpstreamResponse, profiler: Profiler, event: dict[str, Any]) -> AsyncIterator[bytes]:

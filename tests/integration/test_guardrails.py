@@ -95,3 +95,26 @@ def test_responses_output_is_checked_whole_and_per_stream_event(client):
         final = stream.get_final_response()
     assert events and "bob@example.org" not in final.output_text
     assert "[REDACTED_EMAIL]" in final.output_text
+
+
+def test_messages_output_is_checked_whole_and_per_stream_event(server):
+    anthropic = pytest.importorskip("anthropic")
+    client = anthropic.Anthropic(base_url=server.base_url, api_key=GATEWAY_KEY, max_retries=0, timeout=20)
+    message = client.messages.create(model="mock-1", max_tokens=50,
+                                     messages=[{"role": "user", "content": "reach me at bob@example.org"}])
+    text = "".join(block.text for block in message.content if block.type == "text")
+    assert "bob@example.org" not in text and "[REDACTED_EMAIL]" in text
+    with client.messages.stream(model="mock-1", max_tokens=50,
+                                messages=[{"role": "user", "content": "write to bob@example.org"}]) as stream:
+        streamed = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert streamed and "bob@example.org" not in streamed
+    assert "bob@example.org" not in "".join(b.text for b in final.content if b.type == "text")
+
+
+def test_a_blocked_messages_request_is_an_anthropic_400(server):
+    r = httpx.post(server.base_url + "/v1/messages", timeout=20, headers={"x-api-key": GATEWAY_KEY},
+                   json={"model": "gpt-failover", "max_tokens": 20,
+                         "messages": [{"role": "user", "content": "card 5555555555554444"}]})
+    assert r.status_code == 400, r.text
+    assert r.json()["type"] == "error" and "5555" not in r.text

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import GatewayError
@@ -174,24 +175,37 @@ def _answer_texts(guard: Guardrails, policy: _Compiled, value: Any, event: dict[
     return value
 
 
-def check_responses_answer(guard: Guardrails, policy: _Compiled | None, payload: bytes,
-                           event: dict[str, Any]) -> bytes:
-    """A non-streamed Responses answer with its output texts checked."""
+def check_answer_texts(guard: Guardrails, policy: _Compiled | None, payload: bytes, event: dict[str, Any],
+                       field: str) -> bytes:
+    """A non-streamed answer with the texts under ``field`` checked: ``output`` of a
+    Responses answer, ``content`` of an Anthropic message."""
     if policy is None or not policy.policy.output or not policy.policy.pii:
         return payload
     try:
         answer = json.loads(payload)
     except ValueError:
         return payload
-    if not isinstance(answer, dict) or not isinstance(answer.get("output"), list):
+    if not isinstance(answer, dict) or not isinstance(answer.get(field), list):
         return payload
-    answer["output"] = _answer_texts(guard, policy, answer["output"], event)
+    answer[field] = _answer_texts(guard, policy, answer[field], event)
     return json.dumps(answer, separators=(",", ":")).encode()
 
 
-async def guard_responses_stream(guard: Guardrails, policy: _Compiled, chunks: Any, event: dict[str, Any]) -> Any:
-    """A Responses SSE stream checked one whole event at a time (deltas, done texts and the
-    final response alike); a block ends the stream with an ``error`` event."""
+def responses_error_event(error: GatewayError) -> bytes:
+    body = {"type": "error", "code": error.code, "message": error.message, "param": error.param}
+    return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
+
+
+def anthropic_error_event(error: GatewayError) -> bytes:
+    body = {"type": "error", "error": {"type": "invalid_request_error", "message": error.message}}
+    return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
+
+
+async def guard_typed_stream(guard: Guardrails, policy: _Compiled, chunks: Any, event: dict[str, Any],
+                             error_event: Callable[[GatewayError], bytes] = responses_error_event) -> Any:
+    """A typed-event SSE stream (Responses API, Anthropic messages) checked one whole event
+    at a time (deltas, done texts and final objects alike); a block ends the stream with
+    ``error_event``."""
     buffer = b""
     async for chunk in chunks:
         buffer += chunk
@@ -203,8 +217,7 @@ async def guard_responses_stream(guard: Guardrails, policy: _Compiled, chunks: A
                     parsed = _answer_texts(guard, policy, json.loads(data), event)
                     raw = head + b"data: " + json.dumps(parsed, separators=(",", ":")).encode()
                 except GatewayError as exc:
-                    error = {"type": "error", "code": exc.code, "message": exc.message, "param": exc.param}
-                    yield b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n"
+                    yield error_event(exc)
                     return
                 except ValueError:
                     pass

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from ..errors import GatewayError, bad_request
-from ..guardrails.checks import check_responses_answer, guard_responses_stream
+from ..guardrails.checks import check_answer_texts, guard_typed_stream
 from ..http import Request, Response
 from ..observability.profiler import Profiler
 from ..ports import BackgroundTasks, KeyValueStore, UpstreamError, UpstreamResponse
@@ -130,7 +130,7 @@ class ResponsesEndpoint:
             relay = self._relay(upstream, profiler, event, principal.key_id, history,
                                 body["input"] if keep else None)
             if guard is not None and steps.guardrails is not None:
-                relay = guard_responses_stream(steps.guardrails, guard, relay, event)
+                relay = guard_typed_stream(steps.guardrails, guard, relay, event)
             return Response(200, headers, relay)
         try:
             payload = await upstream.read()
@@ -152,7 +152,7 @@ class ResponsesEndpoint:
             raise GatewayError(502, f"Upstream provider '{target.provider.name}' returned malformed JSON.",
                                type="api_error", code="upstream_malformed_response") from None
         if guard is not None and steps.guardrails is not None:
-            payload = check_responses_answer(steps.guardrails, guard, payload, event)
+            payload = check_answer_texts(steps.guardrails, guard, payload, event, "output")
             answer = json.loads(payload)
         real = self._usage(usage, event)
         headers.update(await admission.settle(real, target.provider.name, target.model))

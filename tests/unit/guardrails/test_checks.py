@@ -59,3 +59,36 @@ def test_no_policy_leaves_the_body_alone():
 def test_bad_settings_fail_at_start_naming_the_field(spec):
     with pytest.raises(ValidationError):
         GuardrailSettings.model_validate(spec)
+
+
+def test_anthropic_answers_are_checked_whole_and_blocked_streams_end_in_an_anthropic_error():
+    import asyncio
+
+    from flaregate.guardrails.checks import (
+        anthropic_error_event,
+        check_answer_texts,
+        guard_typed_stream,
+    )
+
+    guard = Guardrails(SETTINGS)
+    answer = {"type": "message", "content": [{"type": "text", "text": "mail a@b.io"},
+                                             {"type": "tool_use", "input": {"q": "x"}}]}
+    event: dict = {}
+    out = json.loads(check_answer_texts(guard, guard.policy_for("gpt", "k1"), json.dumps(answer).encode(), event,
+                                        "content"))
+    assert out["content"][0]["text"] == "mail [REDACTED_EMAIL]" and out["content"][1] == answer["content"][1]
+
+    async def chunks():
+        yield b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        yield b'"delta":{"type":"text_delta","text":"4111 1111 1111 1111"}}\n\n'
+        yield b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+
+    async def run() -> list[bytes]:
+        policy = guard.policy_for("strict", "k1")
+        return [c async for c in guard_typed_stream(guard, policy, chunks(), {}, anthropic_error_event)]
+
+    parts = asyncio.run(run())
+    assert len(parts) == 1 and parts[0].startswith(b"event: error\n")
+    error = json.loads(parts[0].split(b"data: ", 1)[1])
+    assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    assert b"4111" not in parts[0]
