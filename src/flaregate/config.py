@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -18,6 +18,7 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     SecretStr,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -170,6 +171,9 @@ class SecuritySettings(_Model):
     webhook_retry_base_seconds: float = Field(default=1.0, ge=0, le=60)
     webhook_timeout_seconds: PositiveFloat = 10.0
 
+_TagName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+
+
 class CacheSettings(_Model):
     """The response cache beyond its default TTL (``cache_ttl_seconds``); see docs/cache.md."""
 
@@ -181,6 +185,8 @@ class CacheSettings(_Model):
     skip_length_finish: bool = True  # never store answers cut by max_tokens
     single_flight: bool = True  # identical concurrent requests share one upstream call
     route_ttl_seconds: dict[str, int] = {}  # model alias -> default TTL (0: no cache on that route)
+    # model alias -> the request tags that are part of its cache key (none by default)
+    route_key_tags: dict[str, tuple[_TagName, ...]] = {}
 
     @field_validator("route_ttl_seconds")
     @classmethod
@@ -294,6 +300,9 @@ class Settings(_Model):
         for alias in self.cache.route_ttl_seconds:
             if alias not in self.routes:
                 raise ValueError(f"cache TTL for unknown route {alias!r}")
+        for alias in self.cache.route_key_tags:
+            if alias not in self.routes:
+                raise ValueError(f"cache key tags for unknown route {alias!r}")
         check_unique_names(self.rate_limits, self.budgets)
         return self
 
@@ -313,16 +322,18 @@ def _route_target(spec: Any) -> Any:
     return spec
 
 
-def _route(alias: str, spec: Any, ttls: dict[str, Any]) -> Any:
+def _route(alias: str, spec: Any, ttls: dict[str, Any], key_tags: dict[str, Any]) -> Any:
     # A route is a list of targets, one target (ordered fallback), or
-    # {"targets": [...], "strategy": S, "cache_ttl_seconds": N}.
+    # {"targets": [...], "strategy": S, "cache_ttl_seconds": N, "cache_key_tags": [TAG, ...]}.
     strategy = None
     if isinstance(spec, dict) and "targets" in spec:
-        extra = set(spec) - {"targets", "strategy", "cache_ttl_seconds"}
+        extra = set(spec) - {"targets", "strategy", "cache_ttl_seconds", "cache_key_tags"}
         if extra:
             raise ConfigError(f"FLAREGATE_ROUTES: route {alias!r} has unknown fields {sorted(extra)}")
         if "cache_ttl_seconds" in spec:
             ttls[alias] = spec["cache_ttl_seconds"]
+        if "cache_key_tags" in spec:
+            key_tags[alias] = spec["cache_key_tags"]
         strategy = spec.get("strategy")
         spec = spec["targets"]
     targets = [_route_target(t) for t in (spec if isinstance(spec, list) else [spec])]
@@ -340,7 +351,7 @@ def provider_key_names(providers_json: Any) -> list[str]:
         if isinstance(raw, list) else []
 
 
-def _cache(vars: Mapping[str, str], route_ttls: dict[str, Any]) -> dict[str, Any]:
+def _cache(vars: Mapping[str, str], route_ttls: dict[str, Any], route_key_tags: dict[str, Any]) -> dict[str, Any]:
     names = {
         "CACHE_MAX_TTL_SECONDS": "max_ttl_seconds",
         "CACHE_MEMORY_MAX_ENTRIES": "memory_max_entries",
@@ -353,6 +364,8 @@ def _cache(vars: Mapping[str, str], route_ttls: dict[str, Any]) -> dict[str, Any
     cache: dict[str, Any] = {field: vars[var] for var, field in names.items() if vars.get(var, "") != ""}
     if route_ttls:
         cache["route_ttl_seconds"] = route_ttls
+    if route_key_tags:
+        cache["route_key_tags"] = route_key_tags
     return cache
 
 
@@ -424,11 +437,12 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     if providers is not None:
         data["providers"] = providers
     route_ttls: dict[str, Any] = {}
+    route_key_tags: dict[str, Any] = {}
     if "FLAREGATE_ROUTES" in vars:
         raw = _json(vars, "FLAREGATE_ROUTES")
         if not isinstance(raw, dict):
             raise ConfigError("FLAREGATE_ROUTES: must be a JSON object of alias -> targets")
-        data["routes"] = {alias: _route(alias, spec, route_ttls) for alias, spec in raw.items()}
+        data["routes"] = {alias: _route(alias, spec, route_ttls, route_key_tags) for alias, spec in raw.items()}
     elif providers is not None:
         # Providers but no routes: every model name goes to the first provider unchanged.
         first = providers[0].get("name") if isinstance(providers[0], dict) else None
@@ -456,7 +470,7 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
             data[field] = policies
     data["security"] = _security(vars)
 
-    cache = _cache(vars, route_ttls)
+    cache = _cache(vars, route_ttls, route_key_tags)
     if cache:
         data["cache"] = cache
     if vars.get("FLAREGATE_GUARDRAILS", "").strip():

@@ -112,7 +112,8 @@ class Gateway:
         endpoints = UpstreamEndpoints(self.steps)
         self._routes[("POST", EMBEDDINGS_PATH)] = endpoints.embeddings
         self._routes[("POST", MESSAGES_PATH)] = endpoints.messages
-        self._routes[("POST", RESPONSES_PATH)] = ResponsesEndpoint(self.steps, ports.cache, ports.tasks).handle
+        self._routes[("POST", RESPONSES_PATH)] = ResponsesEndpoint(self.steps, ports.cache, ports.tasks,
+                                                                      self.caching).handle
         self._paths.add(RESPONSES_PATH)
 
     # -- entry points --------------------------------------------------------------------
@@ -219,7 +220,7 @@ class Gateway:
             finally:
                 _note_request_limit(out, event)
         with profiler.phase("cache"):
-            plan = await self.caching.plan(request.headers, tenant, body, targets)
+            plan = await self.caching.plan(request.headers, tenant, body, targets, tags=event.get("tags"))
             hit = await self.caching.lookup(plan)
         event["cache"] = plan.status
         if hit is not None:

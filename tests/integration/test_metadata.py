@@ -19,7 +19,11 @@ HEADER = "x-flaregate-metadata"
 
 @pytest.fixture(scope="module")
 def server(upstream, tmp_path_factory):
-    env = upstream_env(upstream.base_url, CACHE_TTL_SECONDS="0", METRICS_TAG_LABELS="feature")
+    routes = json.loads(upstream_env(upstream.base_url)["FLAREGATE_ROUTES"])
+    routes["gpt-cached"] = {"targets": ["upstream"], "cache_ttl_seconds": 300}  # tags not in its key
+    routes["gpt-tagged"] = {"targets": ["upstream"], "cache_ttl_seconds": 300, "cache_key_tags": ["feature"]}
+    env = upstream_env(upstream.base_url, CACHE_TTL_SECONDS="0", METRICS_TAG_LABELS="feature",
+                       FLAREGATE_ROUTES=json.dumps(routes))
     with run_gateway(tmp_path_factory.mktemp("metadata"), env) as gw:
         yield gw
 
@@ -102,3 +106,23 @@ def test_invalid_metadata_is_a_400_never_a_5xx(server, value, path):
 def test_analytics_group_by_must_name_a_tag(server):
     r = httpx.get(server.base_url + "/v1/analytics", params={"group_by": "provider"}, headers=ADMIN)
     assert r.status_code == 400 and r.json()["error"]["param"] == "group_by"
+
+
+def _cache_status(server, model: str, tags: dict, text: str) -> str:
+    raw = _client(server, tags=tags).chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}])
+    return raw.headers["cache-status"]
+
+
+def test_tags_enter_the_cache_key_only_where_the_route_says_so(server):
+    text = f"tagged cache {time.time_ns()}"
+    # gpt-cached: tags are analytics only, so another feature's request is a hit.
+    assert "miss" in _cache_status(server, "gpt-cached", {"feature": "a"}, text)
+    assert "hit" in _cache_status(server, "gpt-cached", {"feature": "b"}, text)
+    # gpt-tagged keys on "feature" (only): a new feature value misses, the same one hits
+    # whatever the other tags say, and no feature at all is its own entry.
+    assert "miss" in _cache_status(server, "gpt-tagged", {"feature": "a"}, text)
+    assert "hit" in _cache_status(server, "gpt-tagged", {"feature": "a", "team": "x"}, text)
+    assert "miss" in _cache_status(server, "gpt-tagged", {"feature": "b"}, text)
+    assert "miss" in _cache_status(server, "gpt-tagged", {}, text)
+    assert "hit" in _cache_status(server, "gpt-tagged", {"team": "y"}, text)

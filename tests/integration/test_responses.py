@@ -40,7 +40,10 @@ def server(mock, tmp_path_factory):
     ]
     routes = {"claude-r": ["claude/claude-3-5-sonnet-latest"], "oai-r": ["oai/gpt-4o-mini"],
               "builtin-r": ["builtin"], "hf-r": ["hf/meta-llama/Llama-3.1-8B-Instruct"],
-              "dead-then-claude": ["oai-dead", "claude"]}
+              "dead-then-claude": ["oai-dead", "claude"],
+              # FAST_FAILOVER turns the cache off; these routes turn it back on.
+              "oai-cached": {"targets": ["oai/gpt-4o-mini"], "cache_ttl_seconds": 300},
+              "claude-cached": {"targets": ["claude/claude-3-5-sonnet-latest"], "cache_ttl_seconds": 300}}
     env = {"FLAREGATE_API_KEYS": GATEWAY_KEY, "CLAUDE_API_KEY": "sk-ant-upstream",
            "FLAREGATE_PROVIDERS": json.dumps(providers), "FLAREGATE_ROUTES": json.dumps(routes), **FAST_FAILOVER}
     with run_gateway(tmp_path_factory.mktemp("responses"), env) as gw:
@@ -193,3 +196,37 @@ def test_hostile_bodies_never_give_a_5xx(server, body):
 def test_without_a_key_it_is_401(server):
     r = httpx.post(server.base_url + "/v1/responses", json={"model": "oai-r", "input": "x"}, timeout=20)
     assert r.status_code == 401
+
+
+@pytest.mark.parametrize("model", ["oai-cached", "claude-cached"])
+def test_an_identical_request_is_answered_from_the_cache_in_either_shape(client, mock, model):
+    text = f"cache me {mock.stats()['calls'].get('/v1/responses', 0)} {model} {id(client)}"
+    first = client.responses.with_raw_response.create(model=model, input=text)
+    assert "miss" in first.headers["cache-status"]
+    again = client.responses.with_raw_response.create(model=model, input=text)
+    assert "hit" in again.headers["cache-status"]
+    assert again.parse().output_text == first.parse().output_text and again.parse().id == first.parse().id
+    # A streamed request for the same input replays the stored response as typed events.
+    with client.responses.stream(model=model, input=text) as stream:
+        deltas = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    assert deltas == final.output_text == first.parse().output_text
+    assert sum(_upstream_paths(mock).values()) == 1  # one upstream call for all three
+
+
+def test_a_streamed_miss_is_stored_and_serves_a_json_request(client, mock):
+    text = f"stream then json {id(mock)}"
+    with client.responses.stream(model="oai-cached", input=text) as stream:
+        streamed = stream.get_final_response()
+    raw = client.responses.with_raw_response.create(model="oai-cached", input=text)
+    assert "hit" in raw.headers["cache-status"] and raw.parse().output_text == streamed.output_text
+    assert sum(_upstream_paths(mock).values()) == 1
+
+
+def test_cache_controls_apply_to_responses_too(client, mock):
+    text = f"no store {id(mock)}"
+    for _ in range(2):
+        raw = client.responses.with_raw_response.create(model="oai-cached", input=text,
+                                                        extra_headers={"cache-control": "no-store"})
+        assert "hit" not in raw.headers["cache-status"]
+    assert sum(_upstream_paths(mock).values()) == 2

@@ -31,7 +31,7 @@ from .controls import (
 )
 from .lru import MemoryLRU
 from .namespaces import NamespaceGenerations, NamespaceStoreError
-from .single_flight import SharedResponse, SingleFlight
+from .single_flight import FlightRecorder, SharedResponse, SingleFlight
 from .sse_completion import StreamAssembler, render_sse, storable_problem
 from .store import (
     DEFAULT_NAMESPACE,
@@ -56,6 +56,7 @@ class CachePlan:
     debug: bool
     stream: bool
     include_usage: bool
+    operation: str = "chat"  # "chat" or "responses": entries of one never answer the other
 
     @property
     def flight_key(self) -> str:
@@ -121,12 +122,8 @@ class _Recorder:
         problem = storable_problem(completion, self._layer.settings.cache.skip_length_finish)
         if problem:
             return problem
-        if len(body) > self._limit:
+        if self._layer.store(self._plan, target.provider.name, completion, origin, body) is None:
             return "the answer is larger than the cache's entry limit"
-        entry = CacheEntry.create(target.provider.name, body, completion, origin,
-                                  self._layer.clock.now(), self._plan.ttl)
-        assert self._plan.key is not None
-        self._layer.cache.put(self._plan.key, entry)
         self.stored = True
         return None
 
@@ -148,7 +145,16 @@ class CacheLayer:
         alias = model if model in self.settings.routes else WILDCARD_ROUTE
         return ttls.get(alias, self.settings.cache_ttl_seconds)
 
-    async def plan(self, headers: Headers, tenant: str, body: dict[str, Any], targets: list[Target]) -> CachePlan:
+    def _key_tags(self, model: str, tags: dict[str, str] | None) -> dict[str, str] | None:
+        """The request tags the route puts in its cache key (None: the route keys on none)."""
+        alias = model if model in self.settings.routes else WILDCARD_ROUTE
+        names = self.settings.cache.route_key_tags.get(alias)
+        if not names:
+            return None
+        return {name: tags[name] for name in names if tags and name in tags}
+
+    async def plan(self, headers: Headers, tenant: str, body: dict[str, Any], targets: list[Target], *,
+                   operation: str = "chat", tags: dict[str, str] | None = None) -> CachePlan:
         """Read the request's cache controls (a malformed one is a 400) and compute the key."""
         directives = parse_directives(headers, self.settings.cache.max_ttl_seconds)
         ttl = directives.ttl if directives.ttl is not None else min(self._default_ttl(body["model"]),
@@ -157,7 +163,7 @@ class CacheLayer:
         stream = body.get("stream") is True
         options = body.get("stream_options")
         include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
-        plan = CachePlan(BYPASS, None, ttl, namespace, directives.debug, stream, include_usage)
+        plan = CachePlan(BYPASS, None, ttl, namespace, directives.debug, stream, include_usage, operation)
         if directives.no_store or ttl <= 0:
             return self._count(plan)
         try:
@@ -166,7 +172,8 @@ class CacheLayer:
             log.warning("cache store unreachable; request not cached")
             return self._count(plan)
         try:
-            plan.key = cache_key(tenant, route_signature(targets), body, namespace, generation)
+            plan.key = cache_key(tenant, route_signature(targets), body, namespace, generation,
+                                 operation=operation, tags=self._key_tags(body["model"], tags))
         except RecursionError:  # absurdly deep JSON: served, but not cached
             log.warning("request body too deeply nested to key; request not cached")
             return self._count(plan)
@@ -177,8 +184,10 @@ class CacheLayer:
         self.statuses[plan.status] += 1
         return plan
 
-    async def lookup(self, plan: CachePlan) -> CachedAnswer | None:
-        """The stored answer, already in the shape the request asked for, or None."""
+    async def lookup(self, plan: CachePlan, render: Callable[[CacheEntry, CachePlan], bytes] | None = None
+                     ) -> CachedAnswer | None:
+        """The stored answer, already in the shape the request asked for (``render``: for
+        other answer kinds than chat's), or None."""
         if plan.status != MISS or plan.key is None:
             return None
         found = await self.cache.get(plan.key)
@@ -186,7 +195,10 @@ class CacheLayer:
             return None
         entry, tier = found
         try:
-            body = render_sse(entry.completion, plan.include_usage) if plan.stream else entry.body.encode()
+            if render is not None:
+                body = render(entry, plan)
+            else:
+                body = render_sse(entry.completion, plan.include_usage) if plan.stream else entry.body.encode()
         except (RecursionError, ValueError, TypeError):  # cannot be replayed: serve it fresh
             log.warning("cache entry %s cannot be rendered; treating as a miss", key_hash(plan.key))
             return None
@@ -213,9 +225,22 @@ class CacheLayer:
             event["stream_outcome"] = "replayed"
         return Response(200, headers, body)
 
+    def store(self, plan: CachePlan, provider: str, completion: dict[str, Any], origin: Origin,
+              body: str | None = None) -> CacheEntry | None:
+        """Store an answer under the plan's key (``body``: its JSON text when verbatim);
+        None when it is over the entry limit."""
+        text = body if body is not None else json.dumps(completion, separators=(",", ":"), ensure_ascii=False)
+        if len(text) > self.settings.cache.max_entry_bytes or plan.key is None:
+            return None
+        entry = CacheEntry.create(provider, text, completion, origin, self.clock.now(), plan.ttl)
+        self.cache.put(plan.key, entry)
+        return entry
+
     async def fetch(self, plan: CachePlan, call: Callable[[], Awaitable[tuple[Target, UpstreamResponse]]],
-                    event: dict[str, Any]) -> tuple[Target, UpstreamResponse]:
-        """The upstream call: shared and recorded when the answer may be stored."""
+                    event: dict[str, Any], recorder: Callable[[CacheLayer, CachePlan], FlightRecorder] | None = None
+                    ) -> tuple[Target, UpstreamResponse]:
+        """The upstream call: shared and recorded (by ``recorder``, chat's by default) when
+        the answer may be stored."""
         if plan.status == BYPASS or plan.key is None:
             return await call()
 
@@ -228,7 +253,8 @@ class CacheLayer:
         if not self.settings.cache.single_flight:  # a flight of one: recorded, never shared
             self._solo += 1
             flight_key += f"|solo{self._solo}"
-        target, reader = await self.flights.join(flight_key, call, lambda: _Recorder(self, plan), on_close)
+        make = recorder or _Recorder
+        target, reader = await self.flights.join(flight_key, call, lambda: make(self, plan), on_close)
         if reader.follower:
             event["cache_collapsed"] = True
         return target, reader

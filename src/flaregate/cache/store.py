@@ -33,7 +33,7 @@ DEFAULT_NAMESPACE = "default"
 IGNORED_FIELDS = frozenset({"stream", "stream_options"})
 _KEY_HASH = re.compile(r"^[0-9a-f]{64}$")
 
-Origin = Literal["json", "sse"]
+Origin = Literal["json", "sse", "response"]  # response: a Responses API object
 
 
 def canonical(value: Any) -> Any:
@@ -48,19 +48,22 @@ def canonical(value: Any) -> Any:
 
 
 def key_material(tenant: str, route: str, body: dict[str, Any], namespace: str = DEFAULT_NAMESPACE,
-                 generation: str = "0") -> str:
+                 generation: str = "0", *, operation: str = "chat", tags: dict[str, str] | None = None) -> str:
     fields = {k: v for k, v in body.items() if k not in IGNORED_FIELDS}
-    return json.dumps(
-        {"v": KEY_VERSION, "tenant": tenant, "route": route, "namespace": namespace,
-         "generation": generation, "body": canonical(fields)},
-        sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-    )
+    material: dict[str, Any] = {"v": KEY_VERSION, "tenant": tenant, "route": route, "namespace": namespace,
+                                "generation": generation, "body": canonical(fields)}
+    # Present only when used, so chat keys without key tags stay what they were.
+    if operation != "chat":
+        material["operation"] = operation
+    if tags is not None:
+        material["tags"] = tags
+    return json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def cache_key(tenant: str, route: str, body: dict[str, Any], namespace: str = DEFAULT_NAMESPACE,
-              generation: str = "0") -> str:
+              generation: str = "0", *, operation: str = "chat", tags: dict[str, str] | None = None) -> str:
     """The store key: ``fg:c2:`` + the key hash (64 hex digits)."""
-    material = key_material(tenant, route, body, namespace, generation)
+    material = key_material(tenant, route, body, namespace, generation, operation=operation, tags=tags)
     return KEY_PREFIX + hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -99,11 +102,12 @@ class CacheEntry:
             raise ValueError("bad entry shape")
         provider, body, origin = raw.get("provider"), raw.get("body"), raw.get("origin")
         stored_at, expires_at = raw.get("stored_at"), raw.get("expires_at")
-        if not (isinstance(provider, str) and isinstance(body, str) and origin in ("json", "sse")
+        if not (isinstance(provider, str) and isinstance(body, str) and origin in ("json", "sse", "response")
                 and isinstance(stored_at, int | float) and isinstance(expires_at, int | float)):
             raise ValueError("bad entry fields")
         completion = json.loads(body)
-        if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
+        shape = "output" if origin == "response" else "choices"
+        if not isinstance(completion, dict) or not isinstance(completion.get(shape), list):
             raise ValueError("bad completion")
         return cls(provider, body, float(stored_at), float(expires_at), origin, completion)
 

@@ -1,7 +1,8 @@
 """``POST /v1/responses`` through the chat flow's own steps (``RequestSteps``).
 
-Parse and validate, authenticate, rate limit, route, call the upstream with retries and
-failover, record one analytics event: as chat. OpenAI-kind providers get the body unchanged
+Parse and validate, authenticate, rate limit, route, answer from the cache or call the
+upstream with retries and failover (identical concurrent misses share one call), record one
+analytics event: as chat (``caching.py`` says what a cached Responses answer is). OpenAI-kind providers get the body unchanged
 (``/responses`` upstream); every other chat provider is reached by translation
 (``translate.py``). ``previous_response_id`` is resolved here when the gateway stored that
 response (``conversations.py``); an id it does not know goes to the provider untouched,
@@ -16,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
+from ..cache.layer import CacheLayer
 from ..errors import GatewayError, bad_request
 from ..guardrails.checks import check_answer_texts, guard_typed_stream
 from ..http import Request, Response
@@ -25,6 +27,7 @@ from ..providers.anthropic_translate import SseParser
 from ..ratelimits.estimate import Usage
 from ..routing.upstream_call import PIN_HEADER
 from ..steps import RequestSteps
+from .caching import ResponsesRecorder, render_hit
 from .conversations import Conversations
 from .translate import HISTORY_KEY
 
@@ -49,11 +52,17 @@ def _error_event(message: str, code: str) -> bytes:
     return b"event: error\ndata: " + json.dumps(data).encode() + b"\n\n"
 
 
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
 class ResponsesEndpoint:
-    def __init__(self, steps: RequestSteps, store: KeyValueStore, tasks: BackgroundTasks) -> None:
+    def __init__(self, steps: RequestSteps, store: KeyValueStore, tasks: BackgroundTasks,
+                 caching: CacheLayer) -> None:
         self.steps = steps
         self.conversations = Conversations(store)
         self._tasks = tasks
+        self.caching = caching
 
     async def handle(self, request: Request, out: dict[str, str]) -> Response:
         steps = self.steps
@@ -109,17 +118,27 @@ class ResponsesEndpoint:
             estimate_body = {"messages": [body.get("instructions"), history, body["input"]],
                              "tools": body.get("tools"), "max_tokens": body.get("max_output_tokens")}
             admission = await steps.ratelimits.admit(request, principal, body["model"], estimate_body, out, event)
+        with profiler.phase("cache"):
+            plan = await self.caching.plan(request.headers, principal.key_id, body, targets, operation="responses",
+                                           tags=event.get("tags"))
+            hit = await self.caching.lookup(plan, render_hit)
+        event["cache"] = plan.status
+        if hit is not None:
+            await admission.refund()  # nothing went upstream: the reserved tokens go back
+            return self._guard_hit(self.caching.hit_response(plan, hit, out, event), guard, stream, event)
         forward = {"x-request-id": out["x-request-id"], "traceparent": out["traceparent"]}
         started = steps.clock.monotonic()
         try:
-            target, upstream = await steps.upstream.call(targets, body, forward, event, operation="responses",
-                                                      stream=stream)
-        except GatewayError:
+            target, upstream = await self.caching.fetch(
+                plan, lambda: steps.upstream.call(targets, body, forward, event, operation="responses", stream=stream),
+                event, ResponsesRecorder)
+        except GatewayError as exc:
             await admission.refund()
+            exc.headers.update({**self.caching.miss_headers(plan, None), **exc.headers})  # type: ignore[arg-type]
             raise
         event.update(provider=target.provider.name, upstream_model=target.model or body["model"],
                      upstream_status=upstream.status)
-        headers = {**out, "x-flaregate-provider": target.provider.name,
+        headers = {**out, "x-flaregate-provider": target.provider.name, **self.caching.miss_headers(plan, upstream),
                    "x-flaregate-attempts": str(event.get("attempts", 0)),
                    "content-type": upstream.headers.get("content-type", "application/json")}
         keep = body.get("store") is not False
@@ -154,11 +173,25 @@ class ResponsesEndpoint:
         if guard is not None and steps.guardrails is not None:
             payload = check_answer_texts(steps.guardrails, guard, payload, event, "output")
             answer = json.loads(payload)
-        real = self._usage(usage, event)
-        headers.update(await admission.settle(real, target.provider.name, target.model))
+        if event.get("cache_collapsed"):  # another request's answer: nothing spent upstream
+            headers.update(await admission.refund())
+        else:
+            headers.update(await admission.settle(self._usage(usage, event), target.provider.name, target.model))
         if keep:
             self._save(principal.key_id, answer, history, body["input"])
+        self.caching.mark_stored(headers, upstream)
         return Response(200, headers, payload)
+
+    def _guard_hit(self, response: Response, guard: Any, stream: bool, event: dict[str, Any]) -> Response:
+        """A cached answer is stored as the provider gave it: the policy applies on every serve."""
+        guardrails = self.steps.guardrails
+        if guard is None or guardrails is None or not isinstance(response.body, bytes):
+            return response
+        if stream:
+            response.body = guard_typed_stream(guardrails, guard, _once(response.body), event)
+        else:
+            response.body = check_answer_texts(guardrails, guard, response.body, event, "output")
+        return response
 
     @staticmethod
     def _usage(usage: Any, event: dict[str, Any]) -> Usage | None:
