@@ -39,6 +39,7 @@ from .store import (
     Origin,
     ResponseCache,
     Tier,
+    TierLifetimes,
     cache_key,
     completion_tokens,
     key_hash,
@@ -81,6 +82,7 @@ class _Recorder:
         self._parts: list[bytes] = []
         self._size = 0
         self.stored = False
+        self.cold_write_avoided = False  # stored without a write to KV / the cold store
         self.tokens = 0
         self.problem: str | None = None
 
@@ -126,8 +128,9 @@ class _Recorder:
         entry = CacheEntry.create(target.provider.name, body, completion, origin,
                                   self._layer.clock.now(), self._plan.ttl)
         assert self._plan.key is not None
-        self._layer.cache.put(self._plan.key, entry)
+        tiers = self._layer.cache.put(self._plan.key, entry)
         self.stored = True
+        self.cold_write_avoided = "cold" not in tiers and self._layer.cache.lifetimes.cold > 0
         return None
 
 
@@ -137,7 +140,9 @@ class CacheLayer:
         self.clock = ports.clock
         policy = settings.cache
         memory: MemoryLRU[CacheEntry] = MemoryLRU(ports.clock, policy.memory_max_entries, policy.memory_max_bytes)
-        self.cache = ResponseCache(ports.cache, ports.clock, ports.tasks, memory, policy.memory_ttl_seconds)
+        lifetimes = TierLifetimes(policy.hot_ttl_seconds, policy.warm_ttl_seconds, policy.cold_ttl_seconds,
+                                  policy.hot_promote_hits)
+        self.cache = ResponseCache(ports.cache, ports.clock, ports.tasks, memory, lifetimes, ports.warm_cache)
         self.namespaces = NamespaceGenerations(ports.cache, ports.clock, policy.max_ttl_seconds + 86400)
         self.flights = SingleFlight(poll=not ports.cross_request_waits)
         self._solo = 0
@@ -220,6 +225,8 @@ class CacheLayer:
             return await call()
 
         def on_close(reader: SharedResponse) -> None:
+            if not reader.follower and getattr(reader.recorder, "cold_write_avoided", False):
+                event["kv_write_avoided"] = True  # counted by the hub: writes KV never paid for
             if reader.follower:  # served without paying the provider
                 event["bytes_saved"] = reader.delivered
                 event["tokens_saved"] = getattr(reader.recorder, "tokens", 0)
