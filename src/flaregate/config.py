@@ -136,6 +136,9 @@ class RouteTarget(_Model):
     # USD per 1 million tokens: for spending budgets and the "cost" strategy (unpriced: free).
     input_price_per_1m: NonNegativeFloat | None = None
     output_price_per_1m: NonNegativeFloat | None = None
+    # Upstream calls this target may have open at once (per process / isolate); at the cap
+    # it is skipped like one cooling down, falling over to the next target.
+    max_in_flight: int | None = Field(default=None, ge=1)
 
 
 class RouteConfig(_Model):
