@@ -191,7 +191,7 @@ class CacheSettings(_Model):
     warm_concurrency: int = Field(default=4, ge=1, le=64)  # upstream calls of one warming job at a time
     predictive_warming: bool = False  # re-warm the most-hit entries before they expire
     predictive_top_n: int = Field(default=20, ge=1, le=1000)
-    predictive_interval_seconds: int = Field(default=60, ge=5)
+    predictive_interval_seconds: int = Field(default=60, ge=1)
     max_entry_bytes: int = Field(default=1_000_000, ge=1024)
     skip_length_finish: bool = True  # never store answers cut by max_tokens
     single_flight: bool = True  # identical concurrent requests share one upstream call

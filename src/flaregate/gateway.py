@@ -16,6 +16,7 @@ from typing import Any
 from . import __version__
 from .cache.admin import CacheAdmin
 from .cache.layer import CacheLayer
+from .cache.predictive import PredictiveWarmer
 from .cache.warming import CacheWarming
 from .config import Settings
 from .endpoints import EMBEDDINGS_PATH, MESSAGES_PATH, UpstreamEndpoints
@@ -80,7 +81,8 @@ class Gateway:
         self.router = Router(settings, build_providers(settings, ports.upstream, ports.ai))
         self.caching = CacheLayer(settings, ports)
         self.shedding = ShedGate(settings.shedding)
-        cache_admin = CacheAdmin(self.caching)
+        self.predictive = PredictiveWarmer(settings, ports, self._chat)
+        cache_admin = CacheAdmin(self.caching, lambda: {"predictive": self.predictive.stats()})
         self.analytics = Analytics(ports.metrics_hub, ports.tasks, batch_size=settings.analytics_batch_size,
                                    batch_delay_ms=settings.analytics_batch_delay_ms,
                                    prices=PriceTable(settings.routes))
@@ -185,6 +187,8 @@ class Gateway:
         """A chat completion; ``principal`` set: on that key's behalf (cache warming)."""
         profiler = Profiler(self.ports.clock)
         event = self.steps.new_event(request, out, CHAT_PATH)
+        if self.predictive.enabled and principal is None:
+            self.predictive.tick()
         try:
             response = await self._chat_steps(request, out, profiler, event, principal)
             response = self.steps.guard_output(event.pop("_guard", None), response, event)
@@ -227,6 +231,8 @@ class Gateway:
             hit = await self.caching.lookup(plan)
         event["cache"] = plan.status
         if hit is not None:
+            if self.predictive.enabled and acting is None:
+                self.predictive.saw_hit(plan, hit, body, principal)
             await admission.refund()  # nothing went upstream: the reserved tokens go back
             return self.caching.hit_response(plan, hit, out, event)
         forward = {"x-request-id": out["x-request-id"], "traceparent": out["traceparent"]}
