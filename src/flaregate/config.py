@@ -50,7 +50,10 @@ KNOWN_VARS = (
     "CACHE_MAX_TTL_SECONDS",
     "CACHE_MEMORY_MAX_ENTRIES",
     "CACHE_MEMORY_MAX_BYTES",
-    "CACHE_MEMORY_TTL_SECONDS",
+    "CACHE_MEMORY_TTL_SECONDS",  # the old name of CACHE_HOT_TTL_SECONDS
+    "CACHE_HOT_TTL_SECONDS", "CACHE_WARM_TTL_SECONDS", "CACHE_COLD_TTL_SECONDS", "CACHE_HOT_PROMOTE_HITS",
+    "CACHE_WARM_CONCURRENCY", "CACHE_PREDICTIVE_WARMING", "CACHE_PREDICTIVE_TOP_N",
+    "CACHE_PREDICTIVE_INTERVAL_SECONDS",
     "CACHE_MAX_ENTRY_BYTES",
     "CACHE_SKIP_LENGTH_FINISH",
     "CACHE_SINGLE_FLIGHT",
@@ -134,6 +137,9 @@ class RouteTarget(_Model):
     # USD per 1 million tokens: for spending budgets and the "cost" strategy (unpriced: free).
     input_price_per_1m: NonNegativeFloat | None = None
     output_price_per_1m: NonNegativeFloat | None = None
+    # Upstream calls this target may have open at once (per process / isolate); at the cap
+    # it is skipped like one cooling down, falling over to the next target.
+    max_in_flight: int | None = Field(default=None, ge=1)
 
 
 class RouteConfig(_Model):
@@ -180,7 +186,16 @@ class CacheSettings(_Model):
     max_ttl_seconds: int = Field(default=30 * 86400, ge=1)  # per-request TTLs are clamped to this
     memory_max_entries: int = Field(default=1000, ge=0)  # 0 turns the in-process tier off
     memory_max_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
-    memory_ttl_seconds: int = Field(default=60, ge=1)  # bounds staleness across edge isolates
+    # The tiers' lifetimes (the seed's retention: hot 5 min, warm 1 h, cold 24 h); 0 turns a
+    # tier off. Hot bounds how long another edge isolate can serve an entry purged by key.
+    hot_ttl_seconds: int = Field(default=300, ge=0)
+    warm_ttl_seconds: int = Field(default=3600, ge=0)
+    cold_ttl_seconds: int = Field(default=86400, ge=0)
+    hot_promote_hits: int = Field(default=2, ge=1)  # lower-tier hits in a hot window that promote to hot
+    warm_concurrency: int = Field(default=4, ge=1, le=64)  # upstream calls of one warming job at a time
+    predictive_warming: bool = False  # re-warm the most-hit entries before they expire
+    predictive_top_n: int = Field(default=20, ge=1, le=1000)
+    predictive_interval_seconds: int = Field(default=60, ge=1)
     max_entry_bytes: int = Field(default=1_000_000, ge=1024)
     skip_length_finish: bool = True  # never store answers cut by max_tokens
     single_flight: bool = True  # identical concurrent requests share one upstream call
@@ -356,7 +371,15 @@ def _cache(vars: Mapping[str, str], route_ttls: dict[str, Any], route_key_tags: 
         "CACHE_MAX_TTL_SECONDS": "max_ttl_seconds",
         "CACHE_MEMORY_MAX_ENTRIES": "memory_max_entries",
         "CACHE_MEMORY_MAX_BYTES": "memory_max_bytes",
-        "CACHE_MEMORY_TTL_SECONDS": "memory_ttl_seconds",
+        "CACHE_MEMORY_TTL_SECONDS": "hot_ttl_seconds",
+        "CACHE_HOT_TTL_SECONDS": "hot_ttl_seconds",  # after the old name: the new one wins
+        "CACHE_WARM_TTL_SECONDS": "warm_ttl_seconds",
+        "CACHE_COLD_TTL_SECONDS": "cold_ttl_seconds",
+        "CACHE_HOT_PROMOTE_HITS": "hot_promote_hits",
+        "CACHE_WARM_CONCURRENCY": "warm_concurrency",
+        "CACHE_PREDICTIVE_WARMING": "predictive_warming",
+        "CACHE_PREDICTIVE_TOP_N": "predictive_top_n",
+        "CACHE_PREDICTIVE_INTERVAL_SECONDS": "predictive_interval_seconds",
         "CACHE_MAX_ENTRY_BYTES": "max_entry_bytes",
         "CACHE_SKIP_LENGTH_FINISH": "skip_length_finish",
         "CACHE_SINGLE_FLIGHT": "single_flight",

@@ -16,6 +16,8 @@ from typing import Any
 from . import __version__
 from .cache.admin import CacheAdmin
 from .cache.layer import CacheLayer
+from .cache.predictive import PredictiveWarmer
+from .cache.warming import CacheWarming
 from .config import Settings
 from .endpoints import EMBEDDINGS_PATH, MESSAGES_PATH, UpstreamEndpoints
 from .errors import GatewayError, upstream_error
@@ -37,7 +39,7 @@ from .ratelimits.estimate import PriceTable, StreamUsage, usage_from
 from .responses.endpoint import RESPONSES_PATH, ResponsesEndpoint
 from .routing.routes import Router, Target
 from .routing.upstream_call import PIN_HEADER, UpstreamCaller
-from .security.access import AccessControl
+from .security.access import AccessControl, Principal
 from .security.admin_api import AdminApi
 from .security.gate import SecurityGate
 from .security.keys import KeyRing
@@ -79,7 +81,8 @@ class Gateway:
         self.router = Router(settings, build_providers(settings, ports.upstream, ports.ai))
         self.caching = CacheLayer(settings, ports)
         self.shedding = ShedGate(settings.shedding)
-        cache_admin = CacheAdmin(self.caching)
+        self.predictive = PredictiveWarmer(settings, ports, self._chat)
+        cache_admin = CacheAdmin(self.caching, lambda: {"predictive": self.predictive.stats()})
         self.analytics = Analytics(ports.metrics_hub, ports.tasks, batch_size=settings.analytics_batch_size,
                                    batch_delay_ms=settings.analytics_batch_delay_ms,
                                    prices=PriceTable(settings.routes))
@@ -105,6 +108,7 @@ class Gateway:
         self.admin_api = AdminApi(settings, ports.security, self.access, self.webhooks, ports.clock)
         self.ratelimits = Limits(settings, ports.rate_limiter, ports.clock, self.analytics, self.alerts)
         self._ratelimits_admin = limits_admin.RateLimitAdmin(settings, self.ratelimits)
+        self.cache_warming = CacheWarming(settings, ports, self.access, self._chat)
         self.steps = RequestSteps(
             settings, ports.clock, self.access, self.router, self.upstream, self.ratelimits, self.analytics,
             self.alerts, [p.api_key.get_secret_value() for p in settings.providers if p.api_key],
@@ -124,7 +128,8 @@ class Gateway:
             response = await self.gate.screen(request)
             if response is None:
                 handler = (self._routes.get((request.method, request.path)) or self.admin_api.route(request)
-                           or self._ratelimit_admin_route(request) or self.observability.route(request))
+                           or self._ratelimit_admin_route(request) or self.observability.route(request)
+                           or self.cache_warming.route(request))
                 if handler is None:
                     raise self._no_route(request)
                 response = await handler(request, out_headers)
@@ -179,11 +184,14 @@ class Gateway:
         return json_response(self.upstream.report(self.router.routes(), kinds))
 
     # -- chat completions ----------------------------------------------------------------
-    async def _chat(self, request: Request, out: dict[str, str]) -> Response:
+    async def _chat(self, request: Request, out: dict[str, str], principal: Principal | None = None) -> Response:
+        """A chat completion; ``principal`` set: on that key's behalf (cache warming)."""
         profiler = Profiler(self.ports.clock)
         event = self.steps.new_event(request, out, CHAT_PATH)
+        if self.predictive.enabled and principal is None:
+            self.predictive.tick()
         try:
-            response = await self._chat_steps(request, out, profiler, event)
+            response = await self._chat_steps(request, out, profiler, event, principal)
             response = self.steps.guard_output(event.pop("_guard", None), response, event)
         except GatewayError as exc:
             event.pop("_guard", None)  # the policy object never reaches the analytics event
@@ -199,12 +207,12 @@ class Gateway:
         return response
 
     async def _chat_steps(self, request: Request, out: dict[str, str], profiler: Profiler,
-                          event: dict[str, Any]) -> Response:
+                          event: dict[str, Any], acting: Principal | None = None) -> Response:
         with profiler.phase("parse"):
             body = self.steps.parse_body(request)
             event["stream"] = stream = body.get("stream") is True
         with profiler.phase("auth"):
-            principal = await self.access.authenticate(request)
+            principal = acting or await self.access.authenticate(request)
             self.access.check_model(principal, body["model"])
             self.steps.tag(request, principal, event)
             tenant = principal.key_id
@@ -224,6 +232,8 @@ class Gateway:
             hit = await self.caching.lookup(plan)
         event["cache"] = plan.status
         if hit is not None:
+            if self.predictive.enabled and acting is None:
+                self.predictive.saw_hit(plan, hit, body, principal)
             await admission.refund()  # nothing went upstream: the reserved tokens go back
             return self.caching.hit_response(plan, hit, out, event)
         forward = {"x-request-id": out["x-request-id"], "traceparent": out["traceparent"]}

@@ -35,6 +35,18 @@ class KeyValueStore(Protocol):
     async def delete(self, key: str) -> None: ...
 
 
+class WarmCacheStore(Protocol):
+    """The response cache's warm tier: short-lived text values, cheap to write, that may be
+    lost at any time (the Cache API ``caches.default`` on the edge: per data centre, never
+    replicated; the local store's short table or Redis prefix locally)."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def put(self, key: str, value: str, ttl_seconds: int) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+
 class UpstreamResponse(Protocol):
     @property
     def status(self) -> int: ...
@@ -161,3 +173,4 @@ class Ports:
     # request resolves ("the Worker's code had hung"), so requests that share work there
     # poll plain state on their own timers instead of waiting on each other.
     cross_request_waits: bool = True
+    warm_cache: WarmCacheStore | None = None  # None: the cache has no warm tier

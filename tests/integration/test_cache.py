@@ -206,22 +206,22 @@ def small_memory(upstream, tmp_path_factory):
         yield server
 
 
-def test_lru_eviction_by_size_falls_back_to_the_store(small_memory):
+def test_lru_eviction_by_size_falls_back_to_the_warm_tier(small_memory):
     sdk = openai.OpenAI(base_url=small_memory.base_url + "/v1", api_key=GATEWAY_KEY, max_retries=0, timeout=20)
     # Each entry is about 1.5 KB: two fit in 4000 bytes of memory, three do not.
     a, b, c = (unique(name + " " + "x" * 1000) for name in "abc")
     create(sdk, a)
-    assert create(sdk, a)[0]["cache-status"].endswith("detail=memory")
+    assert create(sdk, a)[0]["cache-status"].endswith("detail=hot")
     create(sdk, b)
     create(sdk, c)  # evicts a, the least recently used
-    memory = admin_stats(small_memory)["memory"]
+    memory = admin_stats(small_memory)["hot"]
     assert memory["evictions"] == 1 and memory["entries"] == 2 and memory["bytes"] <= 4000
     headers, _ = create(sdk, a)
-    assert headers["x-flaregate-cache"] == "HIT" and headers["cache-status"].endswith("detail=store")
-    huge = unique("y" * 5000)  # larger than the whole memory tier: served from the store only
+    assert headers["x-flaregate-cache"] == "HIT" and headers["cache-status"].endswith("detail=warm")
+    huge = unique("y" * 5000)  # larger than the whole memory tier: served from the warm tier only
     create(sdk, huge)
-    assert create(sdk, huge)[0]["cache-status"].endswith("detail=store")
-    assert admin_stats(small_memory)["memory"]["rejected"] >= 1
+    assert create(sdk, huge)[0]["cache-status"].endswith("detail=warm")
+    assert admin_stats(small_memory)["hot"]["rejected"] >= 1
 
 
 def test_entries_survive_a_restart_in_the_sqlite_store(upstream, tmp_path):

@@ -79,7 +79,8 @@ def chromium(tmp_path):
 
 
 async def test_the_dashboard_shows_live_numbers_that_change_with_traffic(chromium, upstream, tmp_path):
-    with run_gateway(tmp_path / "dash", upstream_env(upstream.base_url)) as server:
+    with run_gateway(tmp_path / "dash", upstream_env(upstream.base_url, LOAD_SHEDDING="true",
+                                                      SHED_INITIAL_LIMIT="40")) as server:
         async with httpx.AsyncClient() as http:
             targets = (await http.get(f"http://127.0.0.1:{chromium}/json/list")).json()
         page_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
@@ -112,6 +113,8 @@ async def test_the_dashboard_shows_live_numbers_that_change_with_traffic(chromiu
             assert shown["cache-hit-rate"] != "–" and float(shown["cache-hit-rate"].split()[0]) > 0
             assert shown["health-score"] != "–" and shown["memory"].endswith("MiB")
             assert shown["subscribers"] == "1"
+            limit = await cdp.js("document.getElementById('shed-limit').textContent")
+            assert limit.isdigit() and int(limit) >= 1  # the adaptive limit, from /health
             providers = await cdp.js("[...document.querySelectorAll('#providers tr td:first-child')].map(td => td.textContent)")
             assert {"mock", "upstream", "dead"} <= set(providers)
             events = await cdp.wait_for("document.getElementById('events').textContent.includes('failover')")

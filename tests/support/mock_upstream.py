@@ -28,7 +28,8 @@ Endpoints
 
 Fault spec: {"kind": ..., "path": exact path (optional), "times": 1 (default) | N | -1 (forever)}
     status           "status" (500), optional "headers" {name: value}, "message"; provider-shaped
-    delay            sleep "seconds" (1), then answer normally
+    delay            sleep "seconds" (1), then answer normally; with "capacity": N at most N
+                     delayed answers at a time, the others queue (a saturated provider)
     slow_first_byte  send status + headers, sleep "seconds" (1), then the body
     reset            abort the TCP connection with an RST before any response byte
     reset_mid_body   send headers + half the body, then close the connection (FIN)
@@ -303,8 +304,10 @@ class MockUpstreamApp:
         if kind == "reset":
             await _abort(send, receive, rst=True)
             return
-        if kind == "delay" and await _idle(receive, float(fault.get("seconds", 1.0))):
-            return
+        if kind == "delay":
+            async with self._capacity(fault):
+                if await _idle(receive, float(fault.get("seconds", 1.0))):
+                    return
         if kind == "status":
             status = int(fault.get("status", 500))
             extra = [
@@ -324,6 +327,14 @@ class MockUpstreamApp:
         await self._deliver(reply, fault, send, receive)
 
     # -- faults / control
+
+    def _capacity(self, fault: dict) -> Any:
+        """The semaphore of a delay fault's "capacity" (one per value), or no limit."""
+        capacity = fault.get("capacity")
+        if not isinstance(capacity, int) or capacity < 1:
+            return contextlib.nullcontext()
+        gates = self.__dict__.setdefault("_gates", {})
+        return gates.setdefault(capacity, asyncio.Semaphore(capacity))
 
     def _take_fault(self, path: str, stream: bool) -> dict | None:
         for i, fault in enumerate(self.faults):

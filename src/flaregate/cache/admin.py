@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import GatewayError, bad_request
 from ..http import Request, Response, json_response
@@ -27,8 +29,9 @@ def _store_down() -> GatewayError:
 
 
 class CacheAdmin:
-    def __init__(self, layer: CacheLayer) -> None:
+    def __init__(self, layer: CacheLayer, extra_stats: Callable[[], dict[str, Any]] | None = None) -> None:
         self._layer = layer
+        self._extra_stats = extra_stats
 
     async def purge(self, request: Request, out: dict[str, str]) -> Response:
         require_admin(request, self._layer.settings)
@@ -63,4 +66,4 @@ class CacheAdmin:
 
     async def stats(self, request: Request, out: dict[str, str]) -> Response:
         require_admin(request, self._layer.settings)
-        return json_response(self._layer.stats())
+        return json_response({**self._layer.stats(), **(self._extra_stats() if self._extra_stats else {})})

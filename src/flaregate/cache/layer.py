@@ -39,6 +39,7 @@ from .store import (
     Origin,
     ResponseCache,
     Tier,
+    TierLifetimes,
     cache_key,
     completion_tokens,
     key_hash,
@@ -82,6 +83,7 @@ class _Recorder:
         self._parts: list[bytes] = []
         self._size = 0
         self.stored = False
+        self.cold_write_avoided = False  # stored without a write to KV / the cold store
         self.tokens = 0
         self.problem: str | None = None
 
@@ -122,9 +124,11 @@ class _Recorder:
         problem = storable_problem(completion, self._layer.settings.cache.skip_length_finish)
         if problem:
             return problem
-        if self._layer.store(self._plan, target.provider.name, completion, origin, body) is None:
+        tiers = self._layer.store(self._plan, target.provider.name, completion, origin, body)
+        if tiers is None:
             return "the answer is larger than the cache's entry limit"
         self.stored = True
+        self.cold_write_avoided = self._layer.cold_write_avoided(tiers)
         return None
 
 
@@ -134,7 +138,9 @@ class CacheLayer:
         self.clock = ports.clock
         policy = settings.cache
         memory: MemoryLRU[CacheEntry] = MemoryLRU(ports.clock, policy.memory_max_entries, policy.memory_max_bytes)
-        self.cache = ResponseCache(ports.cache, ports.clock, ports.tasks, memory, policy.memory_ttl_seconds)
+        lifetimes = TierLifetimes(policy.hot_ttl_seconds, policy.warm_ttl_seconds, policy.cold_ttl_seconds,
+                                  policy.hot_promote_hits)
+        self.cache = ResponseCache(ports.cache, ports.clock, ports.tasks, memory, lifetimes, ports.warm_cache)
         self.namespaces = NamespaceGenerations(ports.cache, ports.clock, policy.max_ttl_seconds + 86400)
         self.flights = SingleFlight(poll=not ports.cross_request_waits)
         self._solo = 0
@@ -226,15 +232,18 @@ class CacheLayer:
         return Response(200, headers, body)
 
     def store(self, plan: CachePlan, provider: str, completion: dict[str, Any], origin: Origin,
-              body: str | None = None) -> CacheEntry | None:
-        """Store an answer under the plan's key (``body``: its JSON text when verbatim);
-        None when it is over the entry limit."""
+              body: str | None = None) -> tuple[Tier, ...] | None:
+        """Store an answer under the plan's key (``body``: its JSON text when verbatim); the
+        tiers written, or None when it is over the entry limit."""
         text = body if body is not None else json.dumps(completion, separators=(",", ":"), ensure_ascii=False)
         if len(text) > self.settings.cache.max_entry_bytes or plan.key is None:
             return None
         entry = CacheEntry.create(provider, text, completion, origin, self.clock.now(), plan.ttl)
-        self.cache.put(plan.key, entry)
-        return entry
+        return self.cache.put(plan.key, entry)
+
+    def cold_write_avoided(self, tiers: tuple[Tier, ...]) -> bool:
+        """Stored without a write to KV / the cold store (the entry dies before it would matter)."""
+        return "cold" not in tiers and self.cache.lifetimes.cold > 0
 
     async def fetch(self, plan: CachePlan, call: Callable[[], Awaitable[tuple[Target, UpstreamResponse]]],
                     event: dict[str, Any], recorder: Callable[[CacheLayer, CachePlan], FlightRecorder] | None = None
@@ -245,6 +254,8 @@ class CacheLayer:
             return await call()
 
         def on_close(reader: SharedResponse) -> None:
+            if not reader.follower and getattr(reader.recorder, "cold_write_avoided", False):
+                event["kv_write_avoided"] = True  # counted by the hub: writes KV never paid for
             if reader.follower:  # served without paying the provider
                 event["bytes_saved"] = reader.delivered
                 event["tokens_saved"] = getattr(reader.recorder, "tokens", 0)

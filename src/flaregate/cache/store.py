@@ -1,12 +1,13 @@
-"""Exact-match response cache: the key specification and the two-tier store.
+"""Exact-match response cache: the key specification and the three-tier store.
 
 The key (specified in docs/cache.md) is a SHA-256 over the tenant (gateway key id), the
 resolved route, the namespace and its generation, and the canonical JSON of the request
 body, so field order, JSON whitespace and ``1`` vs ``1.0`` never matter, every
 output-affecting field does, and no tenant reads another's entry.
 
-Entries live in an in-process LRU (per process locally, per isolate on the edge) in front
-of the KeyValueStore port (SQLite locally, KV on the edge). Every entry carries its own
+Entries live in three tiers: hot, an in-process LRU (per process locally, per isolate on
+the edge); warm, the WarmCacheStore port (the Cache API on the edge, a short-lived table or
+Redis prefix locally); cold, the KeyValueStore port (SQLite or Redis locally, KV on the edge). Every entry carries its own
 expiry, so a store that keeps values longer (KV's 60 s minimum) never serves them late. A
 corrupt entry is a miss and is deleted; a store that is down degrades to no cache.
 """
@@ -18,10 +19,11 @@ import json
 import logging
 import math
 import re
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..ports import BackgroundTasks, Clock, KeyValueStore
+from ..ports import BackgroundTasks, Clock, KeyValueStore, WarmCacheStore
 from .lru import MemoryLRU
 
 log = logging.getLogger("flaregate.cache")
@@ -128,79 +130,202 @@ def completion_tokens(completion: dict[str, Any]) -> int:
     return max(0, total)
 
 
-Tier = Literal["memory", "store"]
+Tier = Literal["hot", "warm", "cold"]
+
+
+@dataclass(frozen=True, slots=True)
+class TierLifetimes:
+    """How long each tier holds an entry at most (0: the tier is off), and how many reads
+    within one hot lifetime bring an entry read from a lower tier back into the hot one."""
+
+    hot: float = 300.0
+    warm: float = 3600.0
+    cold: float = 86400.0
+    promote_hits: int = 2
+
+
+class _AccessLog:
+    """The last few read times of recent keys, bounded: "read N times within the hot
+    lifetime" is the rule that promotes an entry to the hot tier."""
+
+    def __init__(self, depth: int, max_keys: int) -> None:
+        self._depth = depth
+        self._max_keys = max_keys
+        self._reads: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def record(self, key: str, now: float) -> None:
+        reads = self._reads.get(key)
+        if reads is None:
+            reads = self._reads[key] = deque(maxlen=self._depth)
+            while len(self._reads) > self._max_keys:
+                self._reads.popitem(last=False)
+        else:
+            self._reads.move_to_end(key)
+        reads.append(now)
+
+    def frequent(self, key: str, now: float, window: float) -> bool:
+        reads = self._reads.get(key)
+        return reads is not None and len(reads) >= self._depth and now - reads[0] < window
+
+    def forget(self, key: str) -> None:
+        self._reads.pop(key, None)
+
+
+class _TierCounters:
+    __slots__ = ("hits", "misses", "errors", "corrupt", "writes", "writes_avoided")
+
+    def __init__(self) -> None:
+        self.hits = self.misses = self.errors = self.corrupt = self.writes = self.writes_avoided = 0
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "errors": self.errors,
+                "corrupt_deleted": self.corrupt, "writes": self.writes}
 
 
 class ResponseCache:
-    """The two tiers behind one get/put/delete. Store writes run in the background."""
+    """Three tiers behind one get/put/delete: hot (the in-process LRU), warm (a short-lived
+    store: the Cache API on the edge) and cold (KV / the local store). A hit in a lower tier
+    is copied into the tiers above it (into hot only when the entry is read often); a write
+    goes to the tiers its TTL reaches, so the cold tier (KV: paid per write) is written only
+    for entries meant to outlive the warm one. Writes below hot run in the background."""
 
-    def __init__(self, store: KeyValueStore, clock: Clock, tasks: BackgroundTasks,
-                 memory: MemoryLRU[CacheEntry], memory_ttl_seconds: float) -> None:
-        self._store = store
+    def __init__(self, cold: KeyValueStore, clock: Clock, tasks: BackgroundTasks,
+                 memory: MemoryLRU[CacheEntry], lifetimes: TierLifetimes,
+                 warm: WarmCacheStore | None = None) -> None:
+        self._cold = cold
+        self._warm = warm if lifetimes.warm > 0 else None
         self._clock = clock
         self._tasks = tasks
         self.memory = memory
-        self._memory_ttl = memory_ttl_seconds
-        self.store_hits = self.store_misses = self.store_errors = self.corrupt = self.writes = 0
+        self.lifetimes = lifetimes
+        self._reads = _AccessLog(lifetimes.promote_hits, max(1024, 4 * memory.max_entries))
+        self.warm_counts = _TierCounters()
+        self.cold_counts = _TierCounters()
+
+    @property
+    def hot_enabled(self) -> bool:
+        return self.memory.enabled and self.lifetimes.hot > 0
+
+    @property
+    def longest_lifetime(self) -> float:
+        cold = self.lifetimes.cold
+        warm = self.lifetimes.warm if self._warm is not None else 0
+        hot = self.lifetimes.hot if self.hot_enabled else 0
+        return max(cold, warm, hot)
 
     async def get(self, key: str) -> tuple[CacheEntry, Tier] | None:
         now = self._clock.now()
-        entry = self.memory.get(key) if self.memory.enabled else None
-        if entry is not None and entry.expires_at > now:
-            return entry, "memory"
+        if self.hot_enabled:
+            entry = self.memory.get(key)
+            if entry is not None and entry.expires_at > now:
+                self._reads.record(key, now)
+                return entry, "hot"
+        if self._warm is not None:
+            found = await self._read(self._warm, self.warm_counts, key, now)
+            if found is not None:
+                entry, size = found
+                self._promote_hot(key, entry, size, now)
+                return entry, "warm"
+        found = await self._read(self._cold, self.cold_counts, key, now)
+        if found is None:
+            return None
+        entry, size = found
+        if self._warm is not None:
+            self._write_later(self._warm, self.warm_counts, key, entry.to_text(),
+                              min(entry.expires_at - now, self.lifetimes.warm))
+        self._promote_hot(key, entry, size, now)
+        return entry, "cold"
+
+    async def _read(self, store: KeyValueStore | WarmCacheStore, counts: _TierCounters, key: str,
+                    now: float) -> tuple[CacheEntry, int] | None:
         try:
-            raw = await self._store.get(key)
-        except Exception:  # a store that is down degrades to no cache
-            self.store_errors += 1
+            raw = await store.get(key)
+        except Exception:  # a tier that is down degrades to the next one, then to no cache
+            counts.errors += 1
             log.warning("cache read failed; treating as a miss", exc_info=True)
             return None
         if raw is None:
-            self.store_misses += 1
+            counts.misses += 1
             return None
         try:
             entry = CacheEntry.from_text(raw)
         except (ValueError, TypeError, RecursionError):
-            self.corrupt += 1
+            counts.corrupt += 1
             log.warning("corrupt cache entry %s deleted", key_hash(key))
             try:
-                await self._store.delete(key)
+                await store.delete(key)
             except Exception:
                 log.warning("could not delete corrupt cache entry", exc_info=True)
             return None
         if entry.expires_at <= now:  # kept longer by the store (KV's minimum TTL), not by us
-            self.store_misses += 1
+            counts.misses += 1
             return None
-        self.store_hits += 1
-        self._remember(key, entry, len(raw), now)
-        return entry, "store"
+        counts.hits += 1
+        return entry, len(raw)
 
-    def put(self, key: str, entry: CacheEntry) -> None:
-        """Keep ``entry`` in memory now and write it to the store in the background."""
-        text = entry.to_text()
+    def _promote_hot(self, key: str, entry: CacheEntry, size: int, now: float) -> None:
+        self._reads.record(key, now)
+        if self.hot_enabled and self._reads.frequent(key, now, self.lifetimes.hot):
+            self.memory.put(key, entry, size, min(entry.expires_at - now, self.lifetimes.hot))
+
+    def put(self, key: str, entry: CacheEntry) -> tuple[Tier, ...]:
+        """Keep ``entry`` in the tiers its TTL reaches (hot at once, the others in the
+        background); returns those tiers. An entry lives at most the longest tier's lifetime."""
         now = self._clock.now()
-        self._remember(key, entry, len(text), now)
-        self._tasks.run(self._write(key, text, max(1, math.ceil(entry.expires_at - now))))
+        entry.expires_at = min(entry.expires_at, now + self.longest_lifetime)
+        ttl = entry.expires_at - now
+        text = entry.to_text()
+        tiers: list[Tier] = []
+        reach = 0.0  # how long the tiers written so far keep the entry
+        if self.hot_enabled and self.memory.put(key, entry, len(text), min(ttl, self.lifetimes.hot)):
+            self._reads.record(key, now)
+            tiers.append("hot")
+            reach = min(ttl, self.lifetimes.hot)
+        else:
+            self.memory.delete(key)
+        if self._warm is not None:
+            self._write_later(self._warm, self.warm_counts, key, text, min(ttl, self.lifetimes.warm))
+            tiers.append("warm")
+            reach = max(reach, min(ttl, self.lifetimes.warm))
+        if self.lifetimes.cold > 0 and ttl > reach:
+            self._write_later(self._cold, self.cold_counts, key, text, min(ttl, self.lifetimes.cold))
+            tiers.append("cold")
+        elif self.lifetimes.cold > 0:
+            self.cold_counts.writes_avoided += 1
+        return tuple(tiers)
 
-    def _remember(self, key: str, entry: CacheEntry, size: int, now: float) -> None:
-        if self.memory.enabled:
-            self.memory.put(key, entry, size, min(entry.expires_at - now, self._memory_ttl))
+    def _write_later(self, store: KeyValueStore | WarmCacheStore, counts: _TierCounters, key: str,
+                     text: str, ttl: float) -> None:
+        if ttl > 0:
+            self._tasks.run(self._write(store, counts, key, text, max(1, math.ceil(ttl))))
 
-    async def _write(self, key: str, text: str, ttl: int) -> None:
+    @staticmethod
+    async def _write(store: KeyValueStore | WarmCacheStore, counts: _TierCounters, key: str, text: str,
+                     ttl: int) -> None:
         try:
-            await self._store.put(key, text, ttl)
-            self.writes += 1
+            await store.put(key, text, ttl)
+            counts.writes += 1
         except Exception:
-            self.store_errors += 1
+            counts.errors += 1
             log.warning("cache write failed", exc_info=True)
 
     async def delete(self, key: str) -> None:
-        """Remove from both tiers; raises when the store cannot be reached."""
+        """Remove from every tier; raises when the cold store cannot be reached."""
         self.memory.delete(key)
-        await self._store.delete(key)
+        self._reads.forget(key)
+        if self._warm is not None:
+            try:
+                await self._warm.delete(key)
+            except Exception:
+                log.warning("could not delete from the warm cache tier", exc_info=True)
+        await self._cold.delete(key)
 
     def stats(self) -> dict[str, Any]:
         return {
-            "memory": self.memory.stats(),
-            "store": {"hits": self.store_hits, "misses": self.store_misses, "errors": self.store_errors,
-                      "corrupt_deleted": self.corrupt, "writes": self.writes},
+            "hot": {**self.memory.stats(), "ttl_seconds": self.lifetimes.hot,
+                    "promote_hits": self.lifetimes.promote_hits},
+            "warm": {**self.warm_counts.stats(), "enabled": self._warm is not None,
+                     "ttl_seconds": self.lifetimes.warm},
+            "cold": {**self.cold_counts.stats(), "ttl_seconds": self.lifetimes.cold,
+                     "writes_avoided": self.cold_counts.writes_avoided},
         }

@@ -73,6 +73,7 @@ HTML = r"""<!doctype html>
     <div class="tile"><div class="label">Health</div><div class="value" id="health-score">–</div><div class="sub" id="health-status">–</div></div>
     <div class="tile"><div class="label">Requests</div><div class="value" id="requests-total">–</div><div class="sub"><span id="errors-total">–</span> errors · <span id="rate-limited-total">–</span> limited</div></div>
     <div class="tile"><div class="label">Tokens</div><div class="value" id="tokens">–</div><div class="sub">cost <span id="cost">–</span></div></div>
+    <div class="tile"><div class="label">Concurrency limit</div><div class="value" id="shed-limit">–</div><div class="sub"><span id="shed-in-flight">–</span> in flight · <span id="shed-total">–</span> shed</div></div>
   </section>
   <section class="charts">
     <div class="card"><h2>Requests per second</h2><canvas id="chart-rps"></canvas></div>
@@ -143,6 +144,7 @@ function update(m, seed) {
   $("rate-limited-total").textContent = fmt.num(totals.rate_limited);
   $("tokens").textContent = fmt.num((totals.tokens_in || 0) + (totals.tokens_out || 0));
   $("cost").textContent = fmt.usd(totals.cost_usd);
+  $("shed-total").textContent = fmt.num(totals.shed || 0);
   const h = m.health || {};
   const score = $("health-score");
   score.textContent = h.score == null ? "–" : h.score;
@@ -309,8 +311,20 @@ function start() {
   connect(token);
 }
 
+// The adaptive in-flight limit lives in each process (isolate), not in the hub: /health
+// reports the one of the process (isolate) that answers.
+async function loadShedding() {
+  try {
+    const state = (await (await fetch("/health")).json()).load_shedding;
+    $("shed-limit").textContent = state ? String(state.limit) : "off";
+    $("shed-in-flight").textContent = state ? String(state.in_flight) : "–";
+  } catch (e) { /* the next poll retries */ }
+}
+
 window.addEventListener("resize", draw);
 setInterval(draw, 1000);   // keep the time axis moving between messages
+setInterval(loadShedding, 5000);
+loadShedding();
 start();
 </script>
 </body>

@@ -246,7 +246,8 @@ class MetricsHub:
             "totals": {**{name: life[name] for name in _COUNTERS}, "failures": life["failures"],
                        "streams": life["streams"], "failovers": life["failovers"], "cost_usd": life["cost_usd"],
                        "cache_bytes_saved": life["cache_bytes_saved"],
-                       "cache_tokens_saved": life["cache_tokens_saved"]},
+                       "cache_tokens_saved": life["cache_tokens_saved"],
+                       "kv_writes_avoided": life["kv_writes_avoided"], "shed": life["shed"]},
             "operational_events": store.event_counts(),
             "error_rate": round(life["errors"] / life["requests"], 4) if life["requests"] else 0.0,
             "cache_hit_rate": round(life["cache_hits"] / lookups, 4) if lookups else None,
@@ -425,6 +426,9 @@ class MetricsHub:
              "Response bytes served from the cache or a shared in-flight answer instead of a provider."),
             ("flaregate_cache_tokens_saved_total", "cache_tokens_saved",
              "Completion tokens served from the cache or a shared in-flight answer."),
+            ("flaregate_cache_kv_writes_avoided_total", "kv_writes_avoided",
+             "Cached answers stored only in the hot and warm tiers: their TTL did not reach the cold tier (KV)."),
+            ("flaregate_shed_total", "shed", "Requests refused with 503 overloaded by load shedding."),
         )
         for name, column, help_text in counters:
             out.family(name, "counter", help_text)

@@ -46,6 +46,7 @@ INT_COUNTERS = (
     "requests", "errors", "failures", "cache_hits", "cache_misses", "rate_limited", "streams",
     "failovers", "attempts", "attempt_failures", "tokens_in", "tokens_out", "ttft_count",
     "cache_bytes_saved", "cache_tokens_saved",  # answers served from the cache or a shared flight
+    "kv_writes_avoided", "shed",  # cached answers KV never had to store; requests shed (overload)
 )
 SUM_COUNTERS = ("cost_usd", "latency_sum_ms", "upstream_sum_ms", "overhead_sum_ms", "ttft_sum_ms")
 COUNTERS = INT_COUNTERS + SUM_COUNTERS
@@ -53,7 +54,7 @@ TAG_COUNTERS = ("requests", "errors", "tokens_in", "tokens_out", "cost_usd", "la
 TAG_ROWS_KEPT_SECONDS = 7 * 86_400
 _KEYS = "resolution, bucket, provider, model, key_id"
 # Counters added after hub_rollup was first created: ALTER TABLE adds them to older tables.
-_ADDED_COUNTERS = ("cache_bytes_saved", "cache_tokens_saved")
+_ADDED_COUNTERS = ("cache_bytes_saved", "cache_tokens_saved", "kv_writes_avoided", "shed")
 # The totals of the first hub's table (hub_minute), carried into lifetime rows once.
 _LEGACY_COUNTERS = ("requests", "errors", "cache_hits", "cache_misses", "rate_limited", "tokens_in",
                     "tokens_out", "latency_sum_ms", "cache_bytes_saved", "cache_tokens_saved")
@@ -154,6 +155,8 @@ class ParsedEvent:
             "ttft_count": 1 if ttft is not None else 0,
             "cache_bytes_saved": _int(event.get("bytes_saved")),
             "cache_tokens_saved": _int(event.get("tokens_saved")),
+            "kv_writes_avoided": 1 if event.get("kv_write_avoided") is True else 0,
+            "shed": 1 if event.get("shed") is True else 0,
             "cost_usd": _num(event.get("cost_usd")) or 0.0,
             "latency_sum_ms": total or 0.0,
             "upstream_sum_ms": upstream or 0.0,

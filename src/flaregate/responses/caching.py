@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from ..cache.layer import CacheLayer, CachePlan
-from ..cache.store import CacheEntry
+from ..cache.store import CacheEntry, completion_tokens
 from ..providers.anthropic_translate import SseParser
 
 
@@ -41,6 +41,7 @@ class ResponsesRecorder:
         self._size = 0
         self._final: Any = None
         self.stored = False
+        self.cold_write_avoided = False
         self.tokens = 0
         self.problem: str | None = None
 
@@ -75,10 +76,11 @@ class ResponsesRecorder:
         problem = storable_problem(response)
         if problem:
             return problem
-        entry = self._layer.store(self._plan, target.provider.name, response, "response")
-        if entry is None:
+        tiers = self._layer.store(self._plan, target.provider.name, response, "response")
+        if tiers is None:
             return "larger than the entry limit"
-        self.stored, self.tokens = True, entry.tokens
+        self.stored, self.tokens = True, completion_tokens(response)
+        self.cold_write_avoided = self._layer.cold_write_avoided(tiers)
         return None
 
 

@@ -19,6 +19,7 @@ class Target:
     weight: float = 1.0
     price_in: float | None = None  # USD per million input tokens
     price_out: float | None = None  # USD per million output tokens
+    max_in_flight: int | None = None  # concurrent upstream calls allowed (None: no cap)
 
 
 class RouteTargets(list):
@@ -57,7 +58,8 @@ class Router:
             )
         strategy, targets = self._routes[alias]
         resolved = RouteTargets(
-            Target(provider, t.model or model, t.weight, t.input_price_per_1m, t.output_price_per_1m) for provider, t in targets
+            Target(provider, t.model or model, t.weight, t.input_price_per_1m, t.output_price_per_1m,
+                   t.max_in_flight) for provider, t in targets
         )
         resolved.strategy, resolved.alias = strategy, alias
         return resolved

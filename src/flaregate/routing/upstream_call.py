@@ -243,7 +243,10 @@ class UpstreamCaller:
             remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 break
-            choice = self._pick(order, healths, tried, remaining)
+            choice = self._pick(order, healths, tried, remaining, candidates)
+            if choice is None and any(self._full(t, h) for t, h in zip(candidates, healths, strict=True)):
+                event["attempts"] = attempts
+                raise self._at_capacity(attempts)
             if choice is None:  # every target is switched off for longer than we can wait
                 skipped_wait = min((max(self.health.circuit_wait(h), self.health.cooldown_wait(h))
                                     for h in healths), default=None)
@@ -276,12 +279,24 @@ class UpstreamCaller:
         event["attempts"] = attempts
         raise self._exhausted(failures, attempts, skipped_wait, deadline)
 
+    @staticmethod
+    def _full(target: Target, health: TargetHealth) -> bool:
+        return target.max_in_flight is not None and health.in_flight >= target.max_in_flight
+
+    @staticmethod
+    def _at_capacity(attempts: int) -> GatewayError:
+        return GatewayError(503, "Every provider for this model is at its concurrency limit (max_in_flight); "
+                            "retry in 1s.", type="api_error", code="overloaded",
+                            headers={"retry-after": "1", "x-flaregate-attempts": str(attempts)})
+
     def _pick(self, order: list[int], healths: list[TargetHealth], tried: list[int],
-              remaining: float) -> tuple[int, float] | None:
+              remaining: float, candidates: list[Target]) -> tuple[int, float] | None:
         """(index, seconds to wait first) for the next attempt, or None to give up."""
         best: tuple[float, int, int] | None = None  # (wait, tries, rank position)
         for position, i in enumerate(order):
             h = healths[i]
+            if self._full(candidates[i], h):
+                continue  # at its concurrency cap: skipped like one cooling down
             circuit = self.health.circuit_wait(h)
             if circuit > 0:
                 continue  # an open circuit fails fast; it is never waited for

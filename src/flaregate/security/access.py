@@ -126,6 +126,22 @@ class AccessControl:
             raise forbidden(f"This API key may not use {request.path}.", "route_not_allowed")
         return principal
 
+    async def principal_by_id(self, key_id: str, path: str) -> Principal | None:
+        """The principal of a usable key named by its id (admin work done on a key's behalf,
+        such as cache warming), or None when no such key may be used now."""
+        if self._keys.has_id(key_id):
+            return Principal(key_id, "config")
+        if self._store is None:
+            return None
+        record = next((r for r in await self._store.call("keys.list", {}) if r.get("id") == key_id), None)
+        if record is None or record.get("revoked_at") is not None:
+            return None
+        if record.get("expires_at") is not None and record["expires_at"] <= self._clock.now():
+            return None
+        principal = Principal(record["id"], "store", record["name"], KeyPolicy.model_validate(record["policy"]),
+                              record["expires_at"])
+        return principal if principal.allows_route(path) else None
+
     @staticmethod
     def check_model(principal: Principal, model: str) -> None:
         if not principal.allows_model(model):

@@ -29,6 +29,9 @@ class KeyRing:
     def __bool__(self) -> bool:
         return bool(self._ids)
 
+    def has_id(self, ident: str) -> bool:
+        return ident in self._ids.values()
+
     def find(self, token: str) -> str | None:
         """The key id of a configured key, or None; compares every digest in constant time."""
         digest = key_digest(token)

@@ -29,11 +29,21 @@ def test_cache_tier_variables_and_the_admin_key():
                                    "CACHE_MAX_ENTRY_BYTES": "2048", "CACHE_SKIP_LENGTH_FINISH": "false",
                                    "FLAREGATE_ADMIN_KEY": " s3cr3t-adm1n "})
     cache = settings.cache
-    assert (cache.memory_max_entries, cache.memory_max_bytes, cache.memory_ttl_seconds) == (5, 4096, 9)
+    assert (cache.memory_max_entries, cache.memory_max_bytes, cache.hot_ttl_seconds) == (5, 4096, 9)
     assert (cache.max_ttl_seconds, cache.max_entry_bytes, cache.skip_length_finish) == (600, 2048, False)
     assert settings.admin_key.get_secret_value() == "s3cr3t-adm1n" and "s3cr3t" not in repr(settings)
     assert settings_from_vars({}).admin_key is None
     assert settings_from_vars({}).cache.skip_length_finish is True
+
+
+def test_the_three_tiers_lifetimes_default_to_the_seeds_and_are_configurable():
+    default = settings_from_vars({}).cache
+    assert (default.hot_ttl_seconds, default.warm_ttl_seconds, default.cold_ttl_seconds) == (300, 3600, 86400)
+    cache = settings_from_vars({"CACHE_MEMORY_TTL_SECONDS": "9", "CACHE_HOT_TTL_SECONDS": "0",
+                                "CACHE_WARM_TTL_SECONDS": "120", "CACHE_COLD_TTL_SECONDS": "7200",
+                                "CACHE_HOT_PROMOTE_HITS": "3"}).cache
+    assert (cache.hot_ttl_seconds, cache.warm_ttl_seconds, cache.cold_ttl_seconds, cache.hot_promote_hits) \
+        == (0, 120, 7200, 3)  # the new name of the hot lifetime wins over the old one
 
 
 @pytest.mark.parametrize(
@@ -64,7 +74,7 @@ def test_request_directives():
 
 
 def test_cache_status_follows_rfc_9211():
-    assert cache_status("HIT", tier="store", ttl=12.7) == "flaregate; hit; ttl=12; detail=store"
+    assert cache_status("HIT", tier="warm", ttl=12.7) == "flaregate; hit; ttl=12; detail=warm"
     assert cache_status("MISS", stored=True) == "flaregate; fwd=uri-miss; stored"
     assert cache_status("MISS", collapsed=True) == "flaregate; fwd=uri-miss; collapsed"
     assert cache_status("REFRESH") == "flaregate; fwd=request"

@@ -66,7 +66,7 @@ async def test_a_streamed_miss_is_replayed_as_a_stream_and_served_as_json():
     original = (await collect(miss.body)).decode()
     hit = await gateway.handle(ask(stream=True))
     assert hit.headers["x-flaregate-cache"] == "HIT" and hit.headers["content-type"] == "text/event-stream"
-    assert hit.headers["cache-status"].startswith("flaregate; hit; ttl=300; detail=memory")
+    assert hit.headers["cache-status"].startswith("flaregate; hit; ttl=300; detail=hot")
     replay = hit.body.decode()
     assert streamed_content(replay) == streamed_content(original) == "Flaregate mock reply to: hello there"
     as_json = await gateway.handle(ask())
@@ -308,7 +308,7 @@ async def test_stats_report_both_tiers_and_the_request_counts():
     await gateway.handle(ask(headers=[("cache-control", "no-store")]))
     stats = json.loads((await gateway.handle(admin("/admin/cache/stats"))).body)
     assert stats["requests"] == {"HIT": 1, "MISS": 1, "REFRESH": 0, "BYPASS": 1}
-    assert stats["hit_rate"] == 0.5 and stats["memory"]["entries"] == 1 and stats["memory"]["hits"] == 1
+    assert stats["hit_rate"] == 0.5 and stats["hot"]["entries"] == 1 and stats["hot"]["hits"] == 1
     assert stats["flights"]["opened"] == 1
 
 
@@ -354,7 +354,7 @@ async def test_a_corrupt_stored_entry_is_a_miss_is_deleted_and_never_reaches_the
     kv[key] = (value[: len(value) // 2], expires)
     response = await gateway.handle(ask("a"))
     assert response.headers["x-flaregate-cache"] == "MISS" and content_of(response.body) == "second"
-    assert gateway.caching.cache.stats()["store"]["corrupt_deleted"] == 1
+    assert gateway.caching.cache.stats()["cold"]["corrupt_deleted"] == 1
     await tasks.drain()
     assert json.loads(kv[key][0])["body"]  # replaced by the fresh answer
 

@@ -1,4 +1,4 @@
-"""The cache key specification (hypothesis properties) and the two-tier store."""
+"""The cache key specification (hypothesis properties) and the hot and cold tiers."""
 
 import json
 
@@ -11,6 +11,7 @@ from flaregate.cache.store import (
     KEY_PREFIX,
     CacheEntry,
     ResponseCache,
+    TierLifetimes,
     cache_key,
     canonical,
     key_hash,
@@ -117,9 +118,9 @@ def test_key_format_and_hash_round_trip():
         assert store_key(bad) is None
 
 
-# -- the two tiers ---------------------------------------------------------------------
+# -- the hot and cold tiers (no warm tier; the three tiers are in test_tiers.py) ----------
 
-def entry(clock, ttl=60, content="hello"):
+def entry(clock, ttl=600, content="hello"):
     completion = {"id": "c1", "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                                            "finish_reason": "stop"}], "usage": {"total_tokens": 7}}
     return CacheEntry.create("p", json.dumps(completion), completion, "json", clock.now(), ttl)
@@ -129,7 +130,8 @@ def two_tiers(memory_entries=10, memory_bytes=100_000):
     clock = FakeClock()
     kv = MemoryKV(clock)
     tasks = InlineTasks()
-    cache = ResponseCache(kv, clock, tasks, MemoryLRU(clock, memory_entries, memory_bytes), 60)
+    cache = ResponseCache(kv, clock, tasks, MemoryLRU(clock, memory_entries, memory_bytes),
+                          TierLifetimes(hot=60, warm=0, cold=86400, promote_hits=1))
     return clock, kv, tasks, cache
 
 
@@ -138,7 +140,7 @@ async def test_put_serves_from_memory_at_once_and_writes_the_store_in_the_backgr
     cache.put("k", entry(clock))
     assert "k" not in kv.data  # not yet: the store write is background work
     found, tier = await cache.get("k")
-    assert tier == "memory" and found.tokens == 7
+    assert tier == "hot" and found.tokens == 7
     await tasks.drain()
     assert json.loads(kv.data["k"][0])["provider"] == "p"
 
@@ -148,8 +150,8 @@ async def test_a_store_hit_is_promoted_into_memory():
     cache.put("k", entry(clock))
     await tasks.drain()
     cache.memory.delete("k")
-    assert (await cache.get("k"))[1] == "store"
-    assert (await cache.get("k"))[1] == "memory"
+    assert (await cache.get("k"))[1] == "cold"
+    assert (await cache.get("k"))[1] == "hot"
 
 
 async def test_corrupt_entry_is_a_miss_is_deleted_and_is_logged(caplog):
@@ -163,7 +165,7 @@ async def test_corrupt_entry_is_a_miss_is_deleted_and_is_logged(caplog):
         await kv.put("k", corrupt, 60)
         assert await cache.get("k") is None
         assert "k" not in kv.data
-    assert cache.stats()["store"]["corrupt_deleted"] == 7
+    assert cache.stats()["cold"]["corrupt_deleted"] == 7
     assert sum("corrupt cache entry" in r.message for r in caplog.records) == 7
 
 
@@ -173,7 +175,7 @@ async def test_a_store_that_is_down_degrades_to_no_cache():
     cache.put("k", entry(clock))
     await tasks.drain()  # the failed write is logged, never raised
     assert await cache.get("k") is None
-    assert cache.stats()["store"]["errors"] == 2
+    assert cache.stats()["cold"]["errors"] == 2
 
 
 async def test_an_entry_expires_with_its_own_ttl_even_when_the_store_keeps_it_longer():
@@ -186,14 +188,14 @@ async def test_an_entry_expires_with_its_own_ttl_even_when_the_store_keeps_it_lo
     cache.put("k", entry(clock, ttl=5))
     await tasks.drain()
     clock.advance(4)
-    assert (await cache.get("k"))[1] == "store"
+    assert (await cache.get("k"))[1] == "cold"
     clock.advance(2)
     assert "k" in kv.data and await cache.get("k") is None
 
 
-async def test_memory_keeps_an_entry_no_longer_than_the_memory_ttl():
+async def test_memory_keeps_an_entry_no_longer_than_the_hot_ttl():
     clock, kv, tasks, cache = two_tiers()
     cache.put("k", entry(clock, ttl=600))
     await tasks.drain()
     clock.advance(61)
-    assert (await cache.get("k"))[1] == "store"  # memory let it go after 60 s; the store still has it
+    assert (await cache.get("k"))[1] == "cold"  # memory let it go after 60 s; the store still has it

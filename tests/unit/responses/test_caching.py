@@ -65,7 +65,10 @@ class _Layer:
 
     def store(self, plan, provider, completion, origin):
         self.stored.append(completion)
-        return CacheEntry.create(provider, json.dumps(completion), completion, origin, 0.0, plan.ttl)
+        return ("hot", "warm")
+
+    def cold_write_avoided(self, tiers):
+        return "cold" not in tiers
 
 
 def _record(stream: bool, chunks: list[bytes], ok: bool = True) -> tuple[ResponsesRecorder, _Layer]:
@@ -82,6 +85,7 @@ def test_a_streamed_answer_is_stored_from_its_completed_event_split_anywhere():
     raw = render_events(RESPONSE)
     recorder, layer = _record(True, [raw[i:i + 7] for i in range(0, len(raw), 7)])
     assert recorder.stored and layer.stored == [RESPONSE] and recorder.tokens == 5
+    assert recorder.cold_write_avoided
 
 
 def test_incomplete_cut_or_partial_answers_are_not_stored():

@@ -56,3 +56,11 @@ def test_provider_kinds_and_default_base_urls():
 def test_nonsense_is_rejected_naming_the_field(vars, named):
     with pytest.raises(ConfigError, match=named):
         settings_from_vars({"FLAREGATE_PROVIDERS": PROVIDERS, **vars})
+
+
+def test_a_route_target_may_cap_its_concurrent_calls():
+    routes = {"capped": {"targets": [{"provider": "mock", "max_in_flight": 3}, "mock"]}}
+    settings = settings_from_vars({"FLAREGATE_ROUTES": json.dumps(routes)})
+    assert [t.max_in_flight for t in settings.routes["capped"]] == [3, None]
+    with pytest.raises(ConfigError, match="max_in_flight"):
+        settings_from_vars({"FLAREGATE_ROUTES": json.dumps({"bad": [{"provider": "mock", "max_in_flight": 0}]})})

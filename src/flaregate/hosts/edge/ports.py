@@ -19,6 +19,7 @@ from typing import Any
 
 import js
 import workers
+from pyodide.ffi import to_js
 
 from ...config import KNOWN_VARS, provider_key_names
 from ...ports import UpstreamError, UpstreamTimeout
@@ -95,6 +96,35 @@ class KVStore:
 
     async def delete(self, key: str) -> None:
         await self._kv().delete(key)
+
+
+class CacheApiStore:
+    """The response cache's warm tier over the Cache API (``caches.default``): free, per
+    data centre, never replicated. Each key is a synthetic GET URL on a host no one serves;
+    the stored Response carries ``Cache-Control: max-age`` (the Cache API's own expiry),
+    and every entry its own expiry on top, as in KV."""
+
+    ORIGIN = "https://flaregate-cache.internal/"
+
+    @classmethod
+    def url(cls, key: str) -> str:
+        return cls.ORIGIN + key.replace(":", "/")  # fg:c2:<hash> -> .../fg/c2/<hash>
+
+    async def get(self, key: str) -> str | None:
+        response = await js.caches.default.match(self.url(key))
+        if not response:  # undefined (None) or null when there is no entry
+            return None
+        return str(await response.text())
+
+    async def put(self, key: str, value: str, ttl_seconds: int) -> None:
+        headers = js.Headers.new()
+        headers.set("content-type", "application/json")
+        headers.set("cache-control", f"max-age={max(1, int(ttl_seconds))}")
+        init = to_js({"status": 200, "headers": headers}, dict_converter=js.Object.fromEntries)
+        await js.caches.default.put(self.url(key), js.Response.new(value, init))
+
+    async def delete(self, key: str) -> None:
+        await js.caches.default.delete(self.url(key))
 
 
 class _Deadline:

@@ -27,6 +27,7 @@ from .console_log import ConsoleHandler
 from .objects import SUBPROTOCOL_HEADER
 from .ports import (
     HUB_NAME,
+    CacheApiStore,
     DurableMetricsHub,
     DurableRateLimiter,
     DurableSecurityStore,
@@ -64,6 +65,7 @@ def gateway_for(env: Any) -> Gateway:
             # Workers AI through the AI binding when there is one; else its REST API.
             ai=WorkersAiBinding(lambda: current().env.AI) if hasattr(env, "AI") else None,
             cross_request_waits=False,
+            warm_cache=CacheApiStore(),  # the warm tier: caches.default of this data centre
         )
         settings = settings_from_vars(found)
         # Once per isolate (and per change of the variables): JSON lines on stderr, which

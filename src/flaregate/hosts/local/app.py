@@ -15,7 +15,7 @@ from ...errors import GatewayError
 from ...gateway import Gateway
 from ...http import Headers, Request, Response
 from ...observability.hub import MAX_CLIENT_FRAME, MetricsHub
-from ...ports import KeyValueStore, Ports, RateLimiterClient
+from ...ports import KeyValueStore, Ports, RateLimiterClient, WarmCacheStore
 from ...ratelimits.limiter import RateLimiter
 from ...routing.probes import HealthProber
 from ...security.keys import KeyRing
@@ -62,6 +62,7 @@ class LocalHost:
         self.transport = AiohttpTransport()
         self.security = SecurityStore(self.storage, clock)  # gateway keys (hashed), nonces, webhooks
         cache: KeyValueStore = SqliteKeyValueStore(self.storage, clock)
+        warm_cache: WarmCacheStore = SqliteKeyValueStore(self.storage, clock, table="kv_warm")
         rate_limiter: RateLimiterClient = LocalRateLimiterClient(RateLimiter(self.storage, clock))
         security: Any = LocalSecurityClient(self.security)
         self.redis: Any = None
@@ -69,6 +70,7 @@ class LocalHost:
         if settings.redis_url is not None:  # replicas share limits and the cache through Redis
             self.redis = redis_backend.connect(settings.redis_url.get_secret_value())
             cache = redis_backend.RedisKeyValueStore(self.redis)
+            warm_cache = redis_backend.RedisKeyValueStore(self.redis, redis_backend.WARM_CACHE_PREFIX)
             rate_limiter = redis_backend.RedisRateLimiterClient(self.redis)
             security = redis_backend.RedisSecurityClient(self.redis, security)
             self.hub_feed = redis_backend.RedisHubFeed(self.redis, self.hub)
@@ -80,6 +82,7 @@ class LocalHost:
             rate_limiter=rate_limiter,
             metrics_hub=LocalHubClient(self.hub, self.hub_feed),
             security=security,
+            warm_cache=warm_cache,
         )
         self.gateway = Gateway(settings, ports, KeyRing(api_keys))
         self._prober: asyncio.Task[None] | None = None

@@ -21,6 +21,7 @@ from ...ratelimits.limiter import MemoryRows, RateLimiter
 
 RATE_LIMIT_PREFIX = "fg:rl:"
 CACHE_PREFIX = "fg:kv:"
+WARM_CACHE_PREFIX = "fg:kvw:"
 MAX_RETRIES = 64  # version conflicts before giving up (the enforcer's failure mode decides then)
 SOCKET_TIMEOUT_SECONDS = 1.0  # a Redis that is gone fails fast into the configured failure mode
 ROW_GRACE_SECONDS = 60  # a partition's hash outlives its last row's expiry by this much
@@ -170,20 +171,22 @@ class RedisRateLimiterClient:
 
 
 class RedisKeyValueStore:
-    """The cache's shared tier: text values with a TTL, the same for every replica."""
+    """The cache's shared tiers: text values with a TTL, the same for every replica (the
+    cold tier under ``fg:kv:``, the warm one under ``fg:kvw:``)."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, prefix: str = CACHE_PREFIX) -> None:
         self._redis = redis
+        self._prefix = prefix
 
     async def get(self, key: str) -> str | None:
-        value: str | None = await self._redis.get(CACHE_PREFIX + key)
+        value: str | None = await self._redis.get(self._prefix + key)
         return value
 
     async def put(self, key: str, value: str, ttl_seconds: int) -> None:
-        await self._redis.set(CACHE_PREFIX + key, value, ex=max(1, int(ttl_seconds)))
+        await self._redis.set(self._prefix + key, value, ex=max(1, int(ttl_seconds)))
 
     async def delete(self, key: str) -> None:
-        await self._redis.delete(CACHE_PREFIX + key)
+        await self._redis.delete(self._prefix + key)
 
 
 NONCE_PREFIX = "fg:nonce:"

@@ -184,35 +184,35 @@ class WalCheckpointer:
 
 
 class SqliteKeyValueStore:
-    """Text values with expiry; expired rows read as missing and are swept on write."""
+    """Text values with expiry; expired rows read as missing and are swept on write. The
+    cold cache tier uses table ``kv``, the warm one ``kv_warm`` (both group-committed)."""
 
-    SCHEMA = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)"
-    # The sweep reads only expired rows instead of scanning the whole table.
-    INDEX = "CREATE INDEX IF NOT EXISTS kv_expires_at ON kv (expires_at)"
-
-    def __init__(self, sql: SqliteStorage, clock: Clock) -> None:
+    def __init__(self, sql: SqliteStorage, clock: Clock, table: str = "kv") -> None:
+        if not re.fullmatch(r"kv\w*", table):
+            raise ValueError(f"bad key-value table name {table!r}")
         self._sql = sql
         self._clock = clock
         self._writes = 0
-        sql.exec(self.SCHEMA)
-        sql.exec(self.INDEX)
+        # The sweep reads only expired rows instead of scanning the whole table.
+        sql.exec(f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value TEXT NOT NULL,"
+                 " expires_at REAL NOT NULL)")
+        sql.exec(f"CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at)")
+        self._get = f"SELECT value FROM {table} WHERE key = ? AND expires_at > ?"
+        self._put = (f"INSERT INTO {table} (key, value, expires_at) VALUES (?, ?, ?)"
+                     " ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at")
+        self._sweep = f"DELETE FROM {table} WHERE expires_at <= ?"
+        self._delete = f"DELETE FROM {table} WHERE key = ?"
 
     async def get(self, key: str) -> str | None:
-        rows = self._sql.exec("SELECT value FROM kv WHERE key = ? AND expires_at > ?", key, self._clock.now())
+        rows = self._sql.exec(self._get, key, self._clock.now())
         return rows[0]["value"] if rows else None
 
     async def put(self, key: str, value: str, ttl_seconds: int) -> None:
         now = self._clock.now()
-        self._sql.exec(
-            "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-            key,
-            value,
-            now + ttl_seconds,
-        )
+        self._sql.exec(self._put, key, value, now + ttl_seconds)
         self._writes += 1
         if self._writes % 256 == 0:  # amortised sweep of expired rows
-            self._sql.exec("DELETE FROM kv WHERE expires_at <= ?", now)
+            self._sql.exec(self._sweep, now)
 
     async def delete(self, key: str) -> None:
-        self._sql.exec("DELETE FROM kv WHERE key = ?", key)
+        self._sql.exec(self._delete, key)

@@ -1,0 +1,134 @@
+"""The three cache tiers on a fake clock: lifetimes, promotion by access count, and writes
+going only to the tiers an entry's TTL reaches (KV writes avoided)."""
+
+import json
+
+from flaregate.cache.lru import MemoryLRU
+from flaregate.cache.store import CacheEntry, ResponseCache, TierLifetimes
+from tests.support.fakes import FakeClock, InlineTasks, MemoryKV
+
+SEED = TierLifetimes(hot=300, warm=3600, cold=86400, promote_hits=2)
+
+
+def entry(clock, ttl):
+    completion = {"id": "c1", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                           "finish_reason": "stop"}]}
+    return CacheEntry.create("p", json.dumps(completion), completion, "json", clock.now(), ttl)
+
+
+def three_tiers(lifetimes=SEED):
+    clock = FakeClock()
+    warm, cold, tasks = MemoryKV(clock), MemoryKV(clock), InlineTasks()
+    cache = ResponseCache(cold, clock, tasks, MemoryLRU(clock, 100, 1_000_000), lifetimes, warm)
+    return clock, warm, cold, tasks, cache
+
+
+async def tier(cache, key="k"):
+    found = await cache.get(key)
+    return None if found is None else found[1]
+
+
+async def test_the_seed_lifetimes_are_the_defaults():
+    assert TierLifetimes() == SEED
+
+
+async def test_a_short_entry_goes_to_hot_and_warm_only_and_counts_a_kv_write_avoided():
+    clock, warm, cold, tasks, cache = three_tiers()
+    assert cache.put("k", entry(clock, ttl=600)) == ("hot", "warm")
+    await tasks.drain()
+    assert "k" in warm.data and "k" not in cold.data
+    assert cache.stats()["cold"]["writes_avoided"] == 1
+    assert warm.data["k"][1] == clock.now() + 600  # the warm tier keeps it for its whole TTL
+
+
+async def test_a_long_entry_reaches_the_cold_tier_and_each_tier_keeps_it_for_its_lifetime():
+    clock, warm, cold, tasks, cache = three_tiers()
+    assert cache.put("k", entry(clock, ttl=7200)) == ("hot", "warm", "cold")
+    await tasks.drain()
+    assert warm.data["k"][1] == clock.now() + 3600 and cold.data["k"][1] == clock.now() + 7200
+    assert cache.stats()["cold"]["writes_avoided"] == 0
+    assert await tier(cache) == "hot"
+    clock.advance(301)
+    assert await tier(cache) == "warm"  # hot let it go after 5 minutes
+    clock.advance(3300)
+    assert await tier(cache) == "cold"  # warm after an hour
+    clock.advance(3600)
+    assert await tier(cache) is None  # its own TTL (2 h) is over
+
+
+async def test_an_entry_lives_no_longer_than_the_longest_tier():
+    clock, warm, cold, tasks, cache = three_tiers()
+    cache.put("k", entry(clock, ttl=30 * 86400))
+    await tasks.drain()
+    assert cold.data["k"][1] == clock.now() + 86400
+    clock.advance(86400)
+    assert await tier(cache) is None
+
+
+async def test_a_warm_hit_promotes_to_hot_only_when_read_often_within_the_hot_window():
+    clock, warm, cold, tasks, cache = three_tiers()
+    cache.put("k", entry(clock, ttl=3000))
+    await tasks.drain()
+    clock.advance(301)  # out of hot; its reads were long ago
+    assert await tier(cache) == "warm"  # one read: not promoted
+    clock.advance(400)  # more than a hot lifetime later
+    assert await tier(cache) == "warm"  # still one read in the window
+    clock.advance(10)
+    assert await tier(cache) == "warm"  # the second read in the window promotes it...
+    assert await tier(cache) == "hot"  # ...so the next one is served hot
+
+
+async def test_an_entry_read_often_while_hot_goes_straight_back_to_hot():
+    clock, warm, cold, tasks, cache = three_tiers()
+    cache.put("k", entry(clock, ttl=3000))
+    await tasks.drain()
+    clock.advance(250)
+    assert await tier(cache) == "hot"
+    clock.advance(60)  # the hot copy expired at 300 s; the last read was 60 s ago
+    assert await tier(cache) == "warm"
+    assert await tier(cache) == "hot"
+
+
+async def test_a_cold_hit_is_copied_to_warm_for_the_rest_of_its_life_capped_by_the_warm_lifetime():
+    clock, warm, cold, tasks, cache = three_tiers(TierLifetimes(hot=300, warm=3600, cold=86400, promote_hits=1))
+    cache.put("k", entry(clock, ttl=20000))
+    await tasks.drain()
+    clock.advance(5000)  # out of hot and warm
+    assert await tier(cache) == "cold"
+    await tasks.drain()
+    assert warm.data["k"][1] == clock.now() + 3600
+    assert await tier(cache) == "hot"  # promote_hits=1: the cold read promoted it too
+    cache.memory.delete("k")
+    assert await tier(cache) == "warm"
+
+
+async def test_with_hot_off_hits_come_from_warm():
+    clock, warm, cold, tasks, cache = three_tiers(TierLifetimes(hot=0, warm=3600, cold=86400))
+    assert cache.put("k", entry(clock, ttl=600)) == ("warm",)
+    await tasks.drain()
+    assert [await tier(cache) for _ in range(3)] == ["warm"] * 3
+
+
+async def test_without_a_warm_tier_the_cold_one_takes_what_outlives_hot():
+    clock, warm, cold, tasks, cache = three_tiers(TierLifetimes(hot=300, warm=0, cold=86400))
+    assert cache.put("short", entry(clock, ttl=200)) == ("hot",)
+    assert cache.put("long", entry(clock, ttl=400)) == ("hot", "cold")
+    assert cache.stats()["warm"]["enabled"] is False
+
+
+async def test_a_warm_tier_that_is_down_falls_through_to_cold():
+    clock, warm, cold, tasks, cache = three_tiers()
+    cache.put("k", entry(clock, ttl=7200))
+    await tasks.drain()
+    cache.memory.delete("k")
+    warm.fail = True
+    assert await tier(cache) == "cold"
+    assert cache.stats()["warm"]["errors"] == 1
+
+
+async def test_delete_removes_the_entry_from_every_tier():
+    clock, warm, cold, tasks, cache = three_tiers()
+    cache.put("k", entry(clock, ttl=7200))
+    await tasks.drain()
+    await cache.delete("k")
+    assert "k" not in warm.data and "k" not in cold.data and await tier(cache) is None
