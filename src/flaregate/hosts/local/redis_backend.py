@@ -9,6 +9,9 @@ All of a partition's policies are decided in that one step, all or nothing.
 
 The cache's shared tier is plain Redis strings with ``EX`` (the in-process LRU stays in
 front, as over SQLite). Namespace purge stays O(1): the cache layer bumps a generation key.
+
+The security store (gateway keys made through ``/admin/keys``, webhooks and their delivery
+log, signing nonces) is in Redis too, with the SQL store's operations and answers.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 from typing import Any
 
 from ...ratelimits.limiter import MemoryRows, RateLimiter
+from ...security.store import DELIVERY_LOG_LIMIT
 
 RATE_LIMIT_PREFIX = "fg:rl:"
 CACHE_PREFIX = "fg:kv:"
@@ -187,24 +191,203 @@ class RedisKeyValueStore:
 
 
 NONCE_PREFIX = "fg:nonce:"
+KEY_PREFIX = "fg:key:"  # one hash per stored gateway key, named by its digest: a lookup is one HGETALL
+KEY_IDS = "fg:key_ids"  # key id -> digest, for listing and revoking by id
+WEBHOOKS = "fg:webhooks"  # webhook id -> its record (JSON, with its signing secret)
+DELIVERIES_PREFIX = "fg:deliveries:"  # a list per webhook, newest first, DELIVERY_LOG_LIMIT long
+
+# A key is created only when neither its id nor its digest is taken (the SQL store's
+# PRIMARY KEY and UNIQUE); ARGV: id, digest, then the record's fields as name/value pairs.
+_CREATE_KEY = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+# Revocation keeps the first revocation time (the SQL store's "revoked_at IS NULL").
+_REVOKE_KEY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSETNX', KEYS[1], 'revoked_at', ARGV[1])
+return 1
+"""
+_KEY_FIELDS = ("id", "prefix", "name", "policy", "created_at", "expires_at", "revoked_at")
+
+
+def _key_record(fields: dict[str, str], digest: str) -> dict[str, Any] | None:
+    """A key's hash as the SQL store returns its row (floats kept exact through repr)."""
+    if not fields.get("id"):
+        return None
+    def number(name: str) -> float | None:
+        value = fields.get(name)
+        return float(value) if value else None
+    return {"id": fields["id"], "prefix": fields.get("prefix", ""), "name": fields.get("name", ""),
+            "policy": json.loads(fields.get("policy") or "{}"), "created_at": number("created_at") or 0.0,
+            "expires_at": number("expires_at"), "revoked_at": number("revoked_at"), "digest": digest}
 
 
 class RedisSecurityClient:
-    """Signing nonces in Redis (``SET NX`` with the nonce's expiry), so a request signed once
-    is refused as a replay on every replica; the other operations (gateway keys, webhooks)
-    stay in the replica's own store."""
+    """The security store over Redis, the same for every replica: gateway keys created
+    through ``/admin/keys`` on one replica authenticate on all of them at once, a
+    revocation refuses everywhere at once (with Redis, key lookups are not cached per
+    process), webhooks registered on one are delivered by all, and signing nonces are
+    ``SET NX`` with the nonce's expiry, so a request signed once is a replay everywhere.
+    The operations and answers are the SQL store's (:class:`SecurityStore`)."""
 
-    def __init__(self, redis: Any, local: Any) -> None:
+    def __init__(self, redis: Any, clock: Any) -> None:
         self._redis = redis
-        self._local = local
+        self._clock = clock
+        self._create_key = redis.register_script(_CREATE_KEY)
+        self._revoke_key = redis.register_script(_REVOKE_KEY)
+        self._ops: dict[str, Any] = {
+            "keys.create": self.create_key, "keys.list": self.list_keys, "keys.revoke": self.revoke_key,
+            "keys.find": self.find_key, "keys.count_active": self.count_active_keys,
+            "nonces.use": self.use_nonce,
+            "webhooks.create": self.create_webhook, "webhooks.list": self.list_webhooks,
+            "webhooks.delete": self.delete_webhook, "webhooks.for_event": self.webhooks_for_event,
+            "deliveries.log": self.log_delivery, "deliveries.list": self.list_deliveries,
+        }
 
     async def call(self, op: str, args: dict[str, Any]) -> Any:
-        if op != "nonces.use":
-            return await self._local.call(op, args)
-        nonce, expires_at = args["nonce"], float(args["expires_at"])
-        # PXAT on Redis's clock is absolute: the same expiry whichever replica set it.
-        stored = await self._redis.set(NONCE_PREFIX + nonce, "1", nx=True, pxat=max(1, int(expires_at * 1000)))
+        method = self._ops.get(op)
+        if method is None:
+            raise ValueError(f"unknown security-store operation {op!r}")
+        return await method(**args)
+
+    # -- gateway keys --------------------------------------------------------------------
+    async def create_key(self, id: str, digest: str, prefix: str, name: str, policy: dict[str, Any],
+                         expires_at: float | None) -> dict[str, Any]:
+        fields = {"id": id, "prefix": prefix, "name": name, "policy": json.dumps(policy),
+                  "created_at": repr(float(self._clock.now())),
+                  "expires_at": "" if expires_at is None else repr(float(expires_at))}
+        argv = [id, digest, *(item for pair in fields.items() for item in pair)]
+        if not await self._create_key(keys=[KEY_PREFIX + digest, KEY_IDS], args=argv):
+            raise ValueError(f"a gateway key with id {id!r} or the same digest exists")
+        record = await self.find_key(digest)
+        assert record is not None
+        return _public_key(record)
+
+    async def find_key(self, digest: str) -> dict[str, Any] | None:
+        fields: dict[str, str] = await self._redis.hgetall(KEY_PREFIX + digest)
+        return _key_record(fields, digest)
+
+    async def _all_keys(self) -> list[dict[str, Any]]:
+        digests: dict[str, str] = await self._redis.hgetall(KEY_IDS)
+        if not digests:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for digest in digests.values():
+                pipe.hgetall(KEY_PREFIX + digest)
+            loaded = await pipe.execute()
+        records = [_key_record(fields, digest) for digest, fields in zip(digests.values(), loaded, strict=True)]
+        return sorted((r for r in records if r is not None), key=lambda r: (r["created_at"], r["id"]))
+
+    async def list_keys(self) -> list[dict[str, Any]]:
+        return [_public_key(r) for r in await self._all_keys()]
+
+    async def revoke_key(self, id: str) -> dict[str, Any] | None:
+        digest: str | None = await self._redis.hget(KEY_IDS, id)
+        if digest is None or not await self._revoke_key(keys=[KEY_PREFIX + digest],
+                                                        args=[repr(float(self._clock.now()))]):
+            return None
+        record = await self.find_key(digest)
+        return None if record is None else _public_key(record)
+
+    async def count_active_keys(self) -> int:
+        now = self._clock.now()
+        return sum(1 for r in await self._all_keys()
+                   if r["revoked_at"] is None and (r["expires_at"] is None or r["expires_at"] > now))
+
+    # -- signing nonces ------------------------------------------------------------------
+    async def use_nonce(self, nonce: str, expires_at: float) -> bool:
+        # PXAT is absolute: the same expiry whichever replica set it.
+        stored = await self._redis.set(NONCE_PREFIX + nonce, "1", nx=True, pxat=max(1, int(float(expires_at) * 1000)))
         return bool(stored)
+
+    # -- webhooks ------------------------------------------------------------------------
+    async def create_webhook(self, id: str, url: str, events: list[str], secret: str) -> dict[str, Any]:
+        record = {"id": id, "url": url, "events": events, "secret": secret, "created_at": self._clock.now()}
+        if not await self._redis.hsetnx(WEBHOOKS, id, json.dumps(record)):
+            raise ValueError(f"a webhook with id {id!r} exists")
+        return _public_webhook(record)
+
+    async def _all_webhooks(self) -> list[dict[str, Any]]:
+        records = []
+        for raw in (await self._redis.hgetall(WEBHOOKS)).values():
+            try:
+                records.append(json.loads(raw))
+            except ValueError:
+                continue
+        return sorted(records, key=lambda r: (r["created_at"], r["id"]))
+
+    async def list_webhooks(self) -> list[dict[str, Any]]:
+        return [_public_webhook(r) for r in await self._all_webhooks()]
+
+    async def delete_webhook(self, id: str) -> bool:
+        return bool(await self._redis.hdel(WEBHOOKS, id))
+
+    async def webhooks_for_event(self, event: str, webhook_id: str | None = None) -> list[dict[str, Any]]:
+        return [{"id": r["id"], "url": r["url"], "secret": r["secret"]} for r in await self._all_webhooks()
+                if r["id"] == webhook_id or (webhook_id is None and ("*" in r["events"] or event in r["events"]))]
+
+    async def log_delivery(self, webhook_id: str, delivery_id: str, event: str, attempt: int,
+                           status: int | None, error: str | None, delivered: bool) -> None:
+        entry = {"delivery_id": delivery_id, "event": event, "attempt": attempt, "status": status,
+                 "error": error, "ts": self._clock.now(), "delivered": bool(delivered)}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(DELIVERIES_PREFIX + webhook_id, json.dumps(entry))
+            pipe.ltrim(DELIVERIES_PREFIX + webhook_id, 0, DELIVERY_LOG_LIMIT - 1)
+            await pipe.execute()
+
+    async def list_deliveries(self, webhook_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        raw = await self._redis.lrange(DELIVERIES_PREFIX + webhook_id, 0, max(1, min(limit, DELIVERY_LOG_LIMIT)) - 1)
+        return [json.loads(item) for item in raw]
+
+
+ENSURE_LOCK = "fg:keys:ensure"
+
+
+async def ensure_shared_key(url: str, clock: Any) -> str | None:
+    """At a replica's start without ``FLAREGATE_API_KEYS``: create one gateway key when the
+    shared store has no usable one, and return it in plain (shown once). Replicas starting
+    together take a short Redis lock, so only one of them creates it."""
+    from ...security.access import KeyPolicy, new_key
+
+    redis = connect(url)
+    try:
+        client = RedisSecurityClient(redis, clock)
+        async with redis.lock(ENSURE_LOCK, timeout=10, blocking_timeout=15):
+            if await client.count_active_keys():
+                return None
+            plain, key_id, digest, prefix = new_key()
+            await client.create_key(key_id, digest, prefix, "local default", KeyPolicy().model_dump(), None)
+            return plain
+    finally:
+        await redis.aclose()
+
+
+async def run_security_op(url: str, clock: Any, op: str, args: dict[str, Any]) -> Any:
+    """One security-store operation on a short-lived client (``flaregate keys`` over Redis)."""
+    redis = connect(url)
+    try:
+        return await RedisSecurityClient(redis, clock).call(op, args)
+    finally:
+        await redis.aclose()
+
+
+def uncached_key_lookups(settings: Any) -> Any:
+    """The settings with stored-key lookups uncached per process: over Redis a revocation
+    on one replica must refuse on every replica at once, and a lookup is one HGETALL (only
+    for keys not in ``FLAREGATE_API_KEYS``), cheaper than staleness."""
+    security = settings.security.model_copy(update={"key_cache_seconds": 0.0})
+    return settings.model_copy(update={"security": security})
+
+
+def _public_key(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in _KEY_FIELDS}
+
+
+def _public_webhook(record: dict[str, Any]) -> dict[str, Any]:
+    return {"id": record["id"], "url": record["url"], "events": record["events"], "created_at": record["created_at"]}
 
 
 HUB_STREAM = "fg:hub"
