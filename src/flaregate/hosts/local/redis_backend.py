@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...ratelimits.limiter import MemoryRows, RateLimiter
@@ -26,6 +27,7 @@ from ...security.store import DELIVERY_LOG_LIMIT
 RATE_LIMIT_PREFIX = "fg:rl:"
 CACHE_PREFIX = "fg:kv:"
 MAX_RETRIES = 64  # version conflicts before giving up (the enforcer's failure mode decides then)
+MAX_BATCH = 128  # calls on one name decided in one round trip
 SOCKET_TIMEOUT_SECONDS = 1.0  # a Redis that is gone fails fast into the configured failure mode
 ROW_GRACE_SECONDS = 60  # a partition's hash outlives its last row's expiry by this much
 
@@ -107,26 +109,68 @@ class _PartitionRows(MemoryRows):
         return max((v[2] for v in self._rows.values()), default=0.0)
 
 
+class Batches:
+    """Calls on one name that arrive while a round trip for that name is on its way wait,
+    and go together in the next one: under load a round trip serves many requests, and
+    every answer still comes from a read sent after its call arrived (no staleness).
+    ``decide(name, calls)`` answers a batch, one result (or exception) per call."""
+
+    def __init__(self, decide: Callable[[str, list[Any]], Awaitable[list[Any]]], limit: int = MAX_BATCH) -> None:
+        self._decide = decide
+        self._limit = limit
+        self._queues: dict[str, list[tuple[Any, asyncio.Future[Any]]]] = {}
+        self._drains: set[asyncio.Task[None]] = set()
+
+    async def run(self, name: str, call: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = []
+            drain = asyncio.ensure_future(self._drain(name, queue))
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
+        queue.append((call, future))
+        return await future
+
+    async def _drain(self, name: str, queue: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        try:
+            while queue:
+                batch = [item for item in queue[:self._limit] if not item[1].done()]  # a caller gone: skip it
+                del queue[:self._limit]
+                if not batch:
+                    continue
+                try:
+                    answers = await self._decide(name, [call for call, _ in batch])
+                except Exception as exc:
+                    answers = [exc] * len(batch)
+                for (_, future), answer in zip(batch, answers, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(answer, BaseException):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(answer)
+        finally:
+            del self._queues[name]
+
+
 class RedisRateLimiterClient:
     """The rate-limiter port over Redis: exact across any number of replicas."""
 
     def __init__(self, redis: Any) -> None:
         self._redis = redis
-        self._locks: dict[str, asyncio.Lock] = {}
         self._compare_and_set = redis.register_script(_COMPARE_AND_SET)
+        # Inside one replica the calls on a partition go in batches (two round trips for a
+        # whole batch): version conflicts then come only from other replicas.
+        self._batches = Batches(self._transaction)
 
     async def _run(self, partition: str, method: str, *args: Any) -> dict[str, Any]:
-        # Inside one replica, calls on a partition take turns: WATCH conflicts then come only
-        # from other replicas (at most one contender each) instead of every concurrent request.
-        lock = self._locks.setdefault(partition, asyncio.Lock())
-        try:
-            async with lock:
-                return await self._transaction(partition, method, *args)
-        finally:
-            if not lock.locked() and not getattr(lock, "_waiters", None):
-                self._locks.pop(partition, None)
+        result: dict[str, Any] = await self._batches.run(partition, (method, args))
+        return result
 
-    async def _transaction(self, partition: str, method: str, *args: Any) -> dict[str, Any]:
+    async def _transaction(self, partition: str, calls: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Decide a batch of calls on one partition, in order, on one read of its rows; all
+        written back at once, or all decided again on fresh rows when another replica won."""
         hash_key = RATE_LIMIT_PREFIX + partition
         for _ in range(MAX_RETRIES):
             # One round trip to read the rows, their version and Redis's clock ...
@@ -140,15 +184,20 @@ class RedisRateLimiterClient:
             rows.sweep(now)
             limiter = RateLimiter(None, _FixedClock(now), rows)  # type: ignore[arg-type]
             target = limiter.partition(partition) if partition else limiter
-            result: dict[str, Any] = getattr(target, method)(*args)
+            results: list[Any] = []
+            for method, args in calls:
+                try:
+                    results.append(getattr(target, method)(*args))
+                except Exception as exc:  # a bad call (validated before any row changes) fails alone
+                    results.append(exc)
             if not rows.changed and not rows.deleted:
-                return result  # a refusal or a read: the snapshot was consistent
+                return results  # refusals or reads: the snapshot was consistent
             # ... and one to write them back only if no replica changed them since.
             changed = [item for k in rows.changed for item in (k, rows.encoded(k))]
             argv = [version, len(rows.deleted), *rows.deleted, len(rows.changed), *changed,
                     int(max(rows.last_expiry(), now)) + ROW_GRACE_SECONDS]
             if await self._compare_and_set(keys=[hash_key], args=argv):
-                return result
+                return results
         raise RuntimeError(f"rate-limit partition {partition!r} stayed contended for {MAX_RETRIES} tries")
 
     async def check(self, key: str, policy: dict[str, Any], cost: float) -> dict[str, Any]:
@@ -238,6 +287,7 @@ class RedisSecurityClient:
         self._clock = clock
         self._create_key = redis.register_script(_CREATE_KEY)
         self._revoke_key = redis.register_script(_REVOKE_KEY)
+        self._finds = Batches(self._find_keys)
         self._ops: dict[str, Any] = {
             "keys.create": self.create_key, "keys.list": self.list_keys, "keys.revoke": self.revoke_key,
             "keys.find": self.find_key, "keys.count_active": self.count_active_keys,
@@ -267,8 +317,19 @@ class RedisSecurityClient:
         return _public_key(record)
 
     async def find_key(self, digest: str) -> dict[str, Any] | None:
-        fields: dict[str, str] = await self._redis.hgetall(KEY_PREFIX + digest)
-        return _key_record(fields, digest)
+        # Concurrent lookups share a round trip (not a cache: each read is sent after its call).
+        found: dict[str, Any] | None = await self._finds.run("", digest)
+        return found
+
+    async def _find_keys(self, _name: str, digests: list[str]) -> list[dict[str, Any] | None]:
+        if len(digests) == 1:
+            loaded = [await self._redis.hgetall(KEY_PREFIX + digests[0])]
+        else:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for digest in digests:
+                    pipe.hgetall(KEY_PREFIX + digest)
+                loaded = await pipe.execute()
+        return [_key_record(fields, digest) for digest, fields in zip(digests, loaded, strict=True)]
 
     async def _all_keys(self) -> list[dict[str, Any]]:
         digests: dict[str, str] = await self._redis.hgetall(KEY_IDS)
