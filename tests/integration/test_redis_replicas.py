@@ -296,3 +296,39 @@ def key_id_of(key: str) -> str:
     import hashlib
 
     return "key_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def test_stored_keys_wait_for_redis_with_a_503_while_configured_keys_keep_working(tmp_path, upstream, redis_server):
+    with ExitStack() as stack:
+        a, b = _replicas(stack, tmp_path, upstream, redis_server.url.replace("/0", "/15"))[:2]
+        key = _admin(a, "POST", "/admin/keys", {"name": "before"}).json()["key"]
+        assert _chat_as(b, key).status_code == 200
+        redis_server.stop()
+        try:
+            stored = _chat_as(b, key)
+            configured = _chat_as(b, GATEWAY_KEY)
+            listing = _admin(a, "GET", "/admin/keys")
+        finally:
+            redis_server.start()  # an empty Redis (the test server keeps nothing on disk)
+        made = _admin(a, "POST", "/admin/keys", {"name": "after"})
+        after = _chat_as(b, made.json()["key"])
+    assert stored.status_code == 503 and stored.json()["error"]["code"] == "key_store_unavailable"
+    assert stored.headers["retry-after"] == "1"
+    assert configured.status_code == 200  # FLAREGATE_API_KEYS needs no store; no limit fails closed here
+    assert listing.status_code == 503 and listing.json()["error"]["code"] == "key_store_unavailable"
+    assert made.status_code == 201 and after.status_code == 200  # recovered without a restart
+
+
+def test_without_configured_keys_the_first_replica_makes_the_one_key_every_replica_accepts(
+        tmp_path, upstream, redis_server):
+    import re
+
+    env = upstream_env(upstream.base_url, FLAREGATE_REDIS_URL=redis_server.url.replace("/0", "/3"))
+    del env["FLAREGATE_API_KEYS"]
+    with ExitStack() as stack:
+        a, b = (stack.enter_context(run_local_gateway(tmp_path / n, env)) for n in "ab")
+        made = [re.findall(r"Created a gateway key[^:]*: (\S+)", s.log()) for s in (a, b)]
+        key = (made[0] or made[1])[0]
+        answers = [_chat_as(s.base_url, key).status_code for s in (a, b)]
+    assert sorted(len(m) for m in made) == [0, 1]  # one key, by one replica
+    assert answers == [200, 200]

@@ -21,6 +21,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ...errors import GatewayError
 from ...ratelimits.limiter import MemoryRows, RateLimiter
 from ...security.store import DELIVERY_LOG_LIMIT
 
@@ -298,10 +299,18 @@ class RedisSecurityClient:
         }
 
     async def call(self, op: str, args: dict[str, Any]) -> Any:
+        from redis.exceptions import RedisError
+
         method = self._ops.get(op)
         if method is None:
             raise ValueError(f"unknown security-store operation {op!r}")
-        return await method(**args)
+        try:
+            return await method(**args)
+        except (RedisError, OSError):
+            # Redis away: stored keys, signed requests and the admin API wait for it (a 503
+            # the client may retry); keys in FLAREGATE_API_KEYS need no store and still work.
+            raise GatewayError(503, "The gateway's key store (Redis) is unavailable; retry shortly.",
+                               type="api_error", code="key_store_unavailable", headers={"retry-after": "1"}) from None
 
     # -- gateway keys --------------------------------------------------------------------
     async def create_key(self, id: str, digest: str, prefix: str, name: str, policy: dict[str, Any],
