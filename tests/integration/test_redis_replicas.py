@@ -332,3 +332,28 @@ def test_without_configured_keys_the_first_replica_makes_the_one_key_every_repli
         answers = [_chat_as(s.base_url, key).status_code for s in (a, b)]
     assert sorted(len(m) for m in made) == [0, 1]  # one key, by one replica
     assert answers == [200, 200]
+
+
+def test_the_keys_command_manages_the_replicas_shared_store(tmp_path, upstream, redis_server):
+    import subprocess
+    import sys
+
+    url = redis_server.url.replace("/0", "/4")
+
+    def keys(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "flaregate", "keys", *args, "--data-dir", str(tmp_path / "cli")],
+                              capture_output=True, text=True, timeout=60,
+                              env={"PATH": "/usr/bin:/bin", "FLAREGATE_REDIS_URL": url})
+
+    with ExitStack() as stack:
+        a, b = _replicas(stack, tmp_path, upstream, url)[:2]
+        created = keys("create", "--name", "cli")
+        key_id, key = created.stdout.split()[:2]
+        before = [_chat_as(url_, key).status_code for url_ in (a, b)]
+        listed = keys("list")
+        revoked = keys("revoke", key_id)
+        after = [_chat_as(url_, key).status_code for url_ in (a, b)]
+    assert created.returncode == 0 and before == [200, 200]
+    assert key_id in listed.stdout and revoked.returncode == 0
+    assert after == [401, 401]
+    assert not (tmp_path / "cli" / "flaregate.sqlite3").exists()  # nothing went to a local store
