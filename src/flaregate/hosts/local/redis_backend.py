@@ -446,8 +446,11 @@ async def run_security_op(url: str, clock: Any, op: str, args: dict[str, Any]) -
 
 def uncached_key_lookups(settings: Any) -> Any:
     """The settings with stored-key lookups uncached per process: over Redis a revocation
-    on one replica must refuse on every replica at once, and a lookup is one HGETALL (only
-    for keys not in ``FLAREGATE_API_KEYS``), cheaper than staleness."""
+    on one replica refuses on every replica at once, for one HGETALL per request (only for
+    keys not in ``FLAREGATE_API_KEYS``). An operator who sets ``KEY_CACHE_SECONDS`` chooses
+    that staleness instead of the round trip, and gets it."""
+    if "key_cache_seconds" in settings.security.model_fields_set:
+        return settings
     security = settings.security.model_copy(update={"key_cache_seconds": 0.0})
     return settings.model_copy(update={"security": security})
 
