@@ -5,7 +5,9 @@ into the very ``RateLimiter`` the Durable Object runs, with Redis's clock (``TIM
 writes the changed rows back with a compare-and-set on the hash's version (a short Lua
 script, the optimistic ``WATCH``/``MULTI`` in two round trips): when another replica changed
 the partition in between, nothing is written and the call re-runs on the fresh rows.
-All of a partition's policies are decided in that one step, all or nothing.
+All of a partition's policies are decided in that one step, all or nothing. Inside one
+replica, the calls on a partition that arrive while its round trip is on its way are
+decided together in the next one (:class:`Batches`): one read and one write for them all.
 
 The cache's shared tier is plain Redis strings with ``EX`` (the in-process LRU stays in
 front, as over SQLite). Namespace purge stays O(1): the cache layer bumps a generation key.
