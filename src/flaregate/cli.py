@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -53,7 +54,7 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
     from .hosts.local.app import LocalHost
     from .hosts.local.config_files import load_vars
-    from .hosts.local.keys import ensure_local_key
+    from .hosts.local.keys import ensure_first_key
     from .hosts.local.server import server_config
     from .observability.logs import configure_logging
 
@@ -81,7 +82,8 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         settings = settings.model_copy(update={"admin_key": SecretStr(admin_key)})
     host = LocalHost(settings, data_dir, keys)
     # Without configured keys the server uses its key store; at first start it makes a key.
-    created = None if keys else ensure_local_key(host.security, data_dir)
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    created = None if keys else ensure_first_key(host.security, data_dir, redis_url)
     configure_logging(settings, extra_secrets=[*keys, *([created] if created else [])])
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its handshake lines carry URLs
     providers = ", ".join(f"{p.name} ({p.kind})" for p in settings.providers)
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "keys":
         from .hosts.local.keys import keys_command
 
-        return keys_command(Path(args.data_dir), args.action, args.name, args.models, args.key_id)
+        return keys_command(Path(args.data_dir), args.action, args.name, args.models, args.key_id,
+                            os.environ.get("FLAREGATE_REDIS_URL") or None)
     return serve(args, argv)
 
 

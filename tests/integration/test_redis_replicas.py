@@ -180,3 +180,180 @@ def test_metrics_on_any_replica_count_every_replicas_requests(tmp_path, upstream
             time.sleep(0.2)
     assert statuses == [200] * 30
     assert totals == [30.0] * REPLICAS
+
+
+def _admin(base_url: str, method: str, path: str, body: dict | None = None) -> httpx.Response:
+    """A signed admin request (signing is required on /admin/; each nonce once)."""
+    from flaregate.security.signing import sign_request
+
+    raw = b"" if body is None else json.dumps(body).encode()
+    headers = {"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json",
+               **sign_request(ADMIN_KEY, method, path, raw)}
+    return httpx.request(method, base_url + path, content=raw, headers=headers, timeout=20)
+
+
+def _chat_as(base_url: str, key: str) -> httpx.Response:
+    return httpx.post(base_url + "/v1/chat/completions", json=_chat(), timeout=20,
+                      headers={"authorization": f"Bearer {key}"})
+
+
+def test_a_key_created_on_one_replica_works_on_every_replica_and_a_revocation_refuses_everywhere_at_once(
+        tmp_path, upstream, redis_server):
+    with ExitStack() as stack:
+        a, b, c = _replicas(stack, tmp_path, upstream, redis_server.url.replace("/0", "/12"))
+        created = _admin(a, "POST", "/admin/keys", {"name": "shared", "allowed_models": ["gpt-test"]})
+        assert created.status_code == 201, created.text
+        key, key_id = created.json()["key"], created.json()["id"]
+        # At once, with no wait: every replica finds it (and its policy) in Redis.
+        used = [_chat_as(url, key).status_code for url in (b, c, a)]
+        other_model = httpx.post(c + "/v1/chat/completions", json=_chat(model="mock-1"), timeout=20,
+                                 headers={"authorization": f"Bearer {key}"})
+        listed = [r["id"] for r in _admin(b, "GET", "/admin/keys").json()["data"]]
+        revoked = _admin(a, "DELETE", f"/admin/keys/{key_id}")
+        # b and c answered with this key a moment ago: any per-process cache would admit it now.
+        after = [_chat_as(url, key) for url in (b, c, a)]
+        again = _admin(c, "DELETE", f"/admin/keys/{key_id}")
+    assert used == [200, 200, 200]
+    assert other_model.status_code == 403 and other_model.json()["error"]["code"] == "model_not_allowed"
+    assert key_id in listed
+    assert revoked.status_code == 200 and revoked.json()["revoked"] is True
+    assert [r.status_code for r in after] == [401, 401, 401]
+    assert all("revoked" in r.json()["error"]["message"] for r in after)
+    # Revoking twice keeps the first revocation's time.
+    assert again.status_code == 200 and again.json()["revoked_at"] == revoked.json()["revoked_at"]
+
+
+def test_a_webhook_registered_on_one_replica_is_delivered_by_another(tmp_path, upstream, redis_server):
+    from tests.integration.test_webhooks import Receiver
+
+    with Receiver([]) as receiver, ExitStack() as stack:
+        a, b = _replicas(stack, tmp_path, upstream, redis_server.url.replace("/0", "/13"),
+                         WEBHOOK_ALLOW_PRIVATE_TARGETS="true")[:2]
+        hook = _admin(a, "POST", "/admin/webhooks", {"url": receiver.url, "events": ["webhook.test"]})
+        assert hook.status_code == 201, hook.text
+        hook_id = hook.json()["id"]
+        queued = _admin(b, "POST", f"/admin/webhooks/{hook_id}/test")
+        receiver.wait_for(1)
+        deliveries: list[dict] = []
+        deadline = time.monotonic() + 10  # the delivery is logged just after the receiver answers
+        while not deliveries and time.monotonic() < deadline:
+            deliveries = _admin(a, "GET", f"/admin/webhooks/{hook_id}/deliveries").json()["data"]
+            time.sleep(0.1)
+        deleted = _admin(b, "DELETE", f"/admin/webhooks/{hook_id}")
+        left = _admin(a, "GET", "/admin/webhooks").json()["data"]
+    assert queued.status_code == 202
+    assert json.loads(receiver.deliveries[0]["body"])["type"] == "webhook.test"
+    assert [(d["event"], d["delivered"], d["status"]) for d in deliveries] == [("webhook.test", True, 200)]
+    assert deleted.status_code == 200 and left == []
+
+
+BUDGET_USD = 1.0
+IN_PRICE, OUT_PRICE = 1000.0, 2000.0  # USD per 1M tokens: a few cents a request
+
+
+def _spent(reply: dict) -> float:
+    usage = reply["usage"]
+    return (usage["prompt_tokens"] * IN_PRICE + usage["completion_tokens"] * OUT_PRICE) / 1e6
+
+
+def test_a_budget_is_never_overspent_across_three_replicas(tmp_path, upstream, redis_server):
+    # Each request reserves its estimated price under the budget and the answer settles it
+    # to the real usage, in the partition every replica shares.
+    routes = {"gpt-priced": [{"provider": "upstream", "input_price_per_1m": IN_PRICE,
+                              "output_price_per_1m": OUT_PRICE}]}
+    budget = {"name": "daily", "period": "day", "limit_usd": BUDGET_USD, "failure_mode": "closed"}
+    body = _chat(model="gpt-priced", content="spend a little", max_tokens=10)
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+
+    async def burst(urls: list[str]) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=REQUESTS)) as client:
+            return await asyncio.gather(*(client.post(urls[i % len(urls)] + "/v1/chat/completions", json=body,
+                                                      headers=headers) for i in range(REQUESTS)))
+
+    with ExitStack() as stack:
+        urls = _replicas(stack, tmp_path, upstream, redis_server.url.replace("/0", "/14"),
+                         FLAREGATE_ROUTES=json.dumps(routes), FLAREGATE_BUDGETS=json.dumps([budget]))
+        replies = asyncio.run(burst(urls))
+        # Then one at a time, round the replicas, until the budget refuses.
+        for i in range(200):
+            reply = httpx.post(urls[i % REPLICAS] + "/v1/chat/completions", json=body, headers=headers, timeout=20)
+            replies.append(reply)
+            if reply.status_code != 200:
+                break
+        path = f"/admin/ratelimits/{key_id_of(GATEWAY_KEY)}"
+        usage = {row["policy"]: row for row in _admin(urls[1], "GET", path).json()["limits"]}
+    statuses = [r.status_code for r in replies]
+    assert set(statuses) <= {200, 429, 503}, statuses
+    refusals = [r.json()["error"]["code"] for r in replies if r.status_code == 429]
+    assert refusals and set(refusals) == {"budget_exceeded"}
+    spent = sum(_spent(r.json()) for r in replies if r.status_code == 200)
+    assert spent <= BUDGET_USD  # never over, whichever replicas the requests went through
+    assert spent > BUDGET_USD - 0.05  # and the last refusal came within one request's price of it
+    assert usage["daily"]["used"] == pytest.approx(spent)  # every replica's settlement counted once
+
+
+def key_id_of(key: str) -> str:
+    import hashlib
+
+    return "key_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def test_stored_keys_wait_for_redis_with_a_503_while_configured_keys_keep_working(tmp_path, upstream, redis_server):
+    with ExitStack() as stack:
+        a, b = _replicas(stack, tmp_path, upstream, redis_server.url.replace("/0", "/15"))[:2]
+        key = _admin(a, "POST", "/admin/keys", {"name": "before"}).json()["key"]
+        assert _chat_as(b, key).status_code == 200
+        redis_server.stop()
+        try:
+            stored = _chat_as(b, key)
+            configured = _chat_as(b, GATEWAY_KEY)
+            listing = _admin(a, "GET", "/admin/keys")
+        finally:
+            redis_server.start()  # an empty Redis (the test server keeps nothing on disk)
+        made = _admin(a, "POST", "/admin/keys", {"name": "after"})
+        after = _chat_as(b, made.json()["key"])
+    assert stored.status_code == 503 and stored.json()["error"]["code"] == "key_store_unavailable"
+    assert stored.headers["retry-after"] == "1"
+    assert configured.status_code == 200  # FLAREGATE_API_KEYS needs no store; no limit fails closed here
+    assert listing.status_code == 503 and listing.json()["error"]["code"] == "key_store_unavailable"
+    assert made.status_code == 201 and after.status_code == 200  # recovered without a restart
+
+
+def test_without_configured_keys_the_first_replica_makes_the_one_key_every_replica_accepts(
+        tmp_path, upstream, redis_server):
+    import re
+
+    env = upstream_env(upstream.base_url, FLAREGATE_REDIS_URL=redis_server.url.replace("/0", "/3"))
+    del env["FLAREGATE_API_KEYS"]
+    with ExitStack() as stack:
+        a, b = (stack.enter_context(run_local_gateway(tmp_path / n, env)) for n in "ab")
+        made = [re.findall(r"Created a gateway key[^:]*: (\S+)", s.log()) for s in (a, b)]
+        key = (made[0] or made[1])[0]
+        answers = [_chat_as(s.base_url, key).status_code for s in (a, b)]
+    assert sorted(len(m) for m in made) == [0, 1]  # one key, by one replica
+    assert answers == [200, 200]
+
+
+def test_the_keys_command_manages_the_replicas_shared_store(tmp_path, upstream, redis_server):
+    import subprocess
+    import sys
+
+    url = redis_server.url.replace("/0", "/4")
+
+    def keys(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "flaregate", "keys", *args, "--data-dir", str(tmp_path / "cli")],
+                              capture_output=True, text=True, timeout=60,
+                              env={"PATH": "/usr/bin:/bin", "FLAREGATE_REDIS_URL": url})
+
+    with ExitStack() as stack:
+        a, b = _replicas(stack, tmp_path, upstream, url)[:2]
+        created = keys("create", "--name", "cli")
+        key_id, key = created.stdout.split()[:2]
+        before = [_chat_as(url_, key).status_code for url_ in (a, b)]
+        listed = keys("list")
+        revoked = keys("revoke", key_id)
+        after = [_chat_as(url_, key).status_code for url_ in (a, b)]
+    assert created.returncode == 0 and before == [200, 200]
+    assert key_id in listed.stdout and revoked.returncode == 0
+    assert after == [401, 401]
+    assert not (tmp_path / "cli" / "flaregate.sqlite3").exists()  # nothing went to a local store

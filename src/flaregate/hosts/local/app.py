@@ -67,13 +67,14 @@ class LocalHost:
         security: Any = LocalSecurityClient(self.security)
         self.redis: Any = None
         self.hub_feed: redis_backend.RedisHubFeed | None = None
-        if settings.redis_url is not None:  # replicas share limits and the cache through Redis
+        if settings.redis_url is not None:  # replicas share limits, the cache and keys through Redis
             self.redis = redis_backend.connect(settings.redis_url.get_secret_value())
             cache = redis_backend.RedisKeyValueStore(self.redis)
             warm_cache = redis_backend.RedisKeyValueStore(self.redis, redis_backend.WARM_CACHE_PREFIX)
             rate_limiter = redis_backend.RedisRateLimiterClient(self.redis)
-            security = redis_backend.RedisSecurityClient(self.redis, security)
+            security = redis_backend.RedisSecurityClient(self.redis, clock)
             self.hub_feed = redis_backend.RedisHubFeed(self.redis, self.hub)
+            settings = redis_backend.uncached_key_lookups(settings)
         ports = Ports(
             clock=clock,
             cache=cache,

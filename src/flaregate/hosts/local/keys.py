@@ -8,7 +8,9 @@ store, hashed, and the file is deleted.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ...security.access import VISIBLE_PREFIX_CHARS, KeyPolicy, digest_hex, new_key
 from ...security.store import SecurityStore
@@ -45,32 +47,68 @@ def ensure_local_key(store: SecurityStore, data_dir: Path) -> str | None:
     return plain
 
 
-def keys_command(data_dir: Path, action: str, name: str = "", models: str = "", key_id: str = "") -> int:
-    """``flaregate keys``: manage the local key store directly (also while the server runs;
-    a running server notices within KEY_CACHE_SECONDS)."""
+def ensure_first_key(store: SecurityStore, data_dir: Path, redis_url: str | None) -> str | None:
+    """The server's first gateway key, in whichever store its replicas share (see
+    :func:`ensure_local_key`); None when one exists, or when Redis cannot be reached (the
+    server then starts without making one)."""
+    if redis_url is None:
+        return ensure_local_key(store, data_dir)
+    import asyncio
+    import sys
+
+    from ...clock import SystemClock
+    from .redis_backend import ensure_shared_key
+
+    try:
+        return asyncio.run(ensure_shared_key(redis_url, SystemClock()))
+    except Exception as exc:
+        print(f"flaregate: could not check Redis for a gateway key ({type(exc).__name__}); none was made",
+              file=sys.stderr)
+        return None
+
+
+def keys_command(data_dir: Path, action: str, name: str = "", models: str = "", key_id: str = "",
+                 redis_url: str | None = None) -> int:
+    """``flaregate keys``: manage the key store directly (also while the server runs): the
+    local SQLite file, or with ``FLAREGATE_REDIS_URL`` the replicas' shared store in Redis.
+    A running server over SQLite notices within KEY_CACHE_SECONDS; over Redis at once."""
     import json
 
     from ...clock import SystemClock
     from .storage import SqliteStorage
 
+    if redis_url:
+        import asyncio
+
+        from .redis_backend import run_security_op
+
+        def call(op: str, **args: object) -> object:
+            return asyncio.run(run_security_op(redis_url, SystemClock(), op, dict(args)))
+        return _keys_action(call, action, name, models, key_id, json.dumps)
     data_dir.mkdir(parents=True, exist_ok=True)
     storage = SqliteStorage(data_dir / "flaregate.sqlite3")
     try:
         store = SecurityStore(storage, SystemClock())
-        if action == "create":
-            plain, new_id, digest, prefix = new_key()
-            allowed = [m.strip() for m in models.split(",") if m.strip()] or None
-            store.create_key(new_id, digest, prefix, name, KeyPolicy(allowed_models=allowed).model_dump(), None)
-            print(f"{new_id} {plain}")
-            print("Keep the key now: only its hash is stored.")
-        elif action == "list":
-            for record in store.list_keys():
-                print(json.dumps(record))
-        elif action == "revoke":
-            if store.revoke_key(key_id) is None:
-                print(f"no key {key_id}")
-                return 1
-            print(f"revoked {key_id}")
-        return 0
+        return _keys_action(lambda op, **args: store.call(op, args), action, name, models, key_id, json.dumps)
     finally:
         storage.close()
+
+
+def _keys_action(call: Callable[..., Any], action: str, name: str, models: str, key_id: str,
+                 dumps: Callable[[Any], str]) -> int:
+    if action == "create":
+        plain, new_id, digest, prefix = new_key()
+        allowed = [m.strip() for m in models.split(",") if m.strip()] or None
+        call("keys.create", id=new_id, digest=digest, prefix=prefix, name=name,
+             policy=KeyPolicy(allowed_models=allowed).model_dump(), expires_at=None)
+        print(f"{new_id} {plain}")
+        print("Keep the key now: only its hash is stored.")
+    elif action == "list":
+        for record in call("keys.list"):
+            print(dumps(record))
+    elif action == "revoke":
+        if call("keys.revoke", id=key_id) is None:
+            print(f"no key {key_id}")
+            return 1
+        print(f"revoked {key_id}")
+    return 0

@@ -5,24 +5,33 @@ into the very ``RateLimiter`` the Durable Object runs, with Redis's clock (``TIM
 writes the changed rows back with a compare-and-set on the hash's version (a short Lua
 script, the optimistic ``WATCH``/``MULTI`` in two round trips): when another replica changed
 the partition in between, nothing is written and the call re-runs on the fresh rows.
-All of a partition's policies are decided in that one step, all or nothing.
+All of a partition's policies are decided in that one step, all or nothing. Inside one
+replica, the calls on a partition that arrive while its round trip is on its way are
+decided together in the next one (:class:`Batches`): one read and one write for them all.
 
 The cache's shared tier is plain Redis strings with ``EX`` (the in-process LRU stays in
 front, as over SQLite). Namespace purge stays O(1): the cache layer bumps a generation key.
+
+The security store (gateway keys made through ``/admin/keys``, webhooks and their delivery
+log, signing nonces) is in Redis too, with the SQL store's operations and answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ...errors import GatewayError
 from ...ratelimits.limiter import MemoryRows, RateLimiter
+from ...security.store import DELIVERY_LOG_LIMIT
 
 RATE_LIMIT_PREFIX = "fg:rl:"
 CACHE_PREFIX = "fg:kv:"
 WARM_CACHE_PREFIX = "fg:kvw:"
 MAX_RETRIES = 64  # version conflicts before giving up (the enforcer's failure mode decides then)
+MAX_BATCH = 128  # calls on one name decided in one round trip
 SOCKET_TIMEOUT_SECONDS = 1.0  # a Redis that is gone fails fast into the configured failure mode
 ROW_GRACE_SECONDS = 60  # a partition's hash outlives its last row's expiry by this much
 
@@ -104,26 +113,68 @@ class _PartitionRows(MemoryRows):
         return max((v[2] for v in self._rows.values()), default=0.0)
 
 
+class Batches:
+    """Calls on one name that arrive while a round trip for that name is on its way wait,
+    and go together in the next one: under load a round trip serves many requests, and
+    every answer still comes from a read sent after its call arrived (no staleness).
+    ``decide(name, calls)`` answers a batch, one result (or exception) per call."""
+
+    def __init__(self, decide: Callable[[str, list[Any]], Awaitable[list[Any]]], limit: int = MAX_BATCH) -> None:
+        self._decide = decide
+        self._limit = limit
+        self._queues: dict[str, list[tuple[Any, asyncio.Future[Any]]]] = {}
+        self._drains: set[asyncio.Task[None]] = set()
+
+    async def run(self, name: str, call: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = []
+            drain = asyncio.ensure_future(self._drain(name, queue))
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
+        queue.append((call, future))
+        return await future
+
+    async def _drain(self, name: str, queue: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        try:
+            while queue:
+                batch = [item for item in queue[:self._limit] if not item[1].done()]  # a caller gone: skip it
+                del queue[:self._limit]
+                if not batch:
+                    continue
+                try:
+                    answers = await self._decide(name, [call for call, _ in batch])
+                except Exception as exc:
+                    answers = [exc] * len(batch)
+                for (_, future), answer in zip(batch, answers, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(answer, BaseException):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(answer)
+        finally:
+            del self._queues[name]
+
+
 class RedisRateLimiterClient:
     """The rate-limiter port over Redis: exact across any number of replicas."""
 
     def __init__(self, redis: Any) -> None:
         self._redis = redis
-        self._locks: dict[str, asyncio.Lock] = {}
         self._compare_and_set = redis.register_script(_COMPARE_AND_SET)
+        # Inside one replica the calls on a partition go in batches (two round trips for a
+        # whole batch): version conflicts then come only from other replicas.
+        self._batches = Batches(self._transaction)
 
     async def _run(self, partition: str, method: str, *args: Any) -> dict[str, Any]:
-        # Inside one replica, calls on a partition take turns: WATCH conflicts then come only
-        # from other replicas (at most one contender each) instead of every concurrent request.
-        lock = self._locks.setdefault(partition, asyncio.Lock())
-        try:
-            async with lock:
-                return await self._transaction(partition, method, *args)
-        finally:
-            if not lock.locked() and not getattr(lock, "_waiters", None):
-                self._locks.pop(partition, None)
+        result: dict[str, Any] = await self._batches.run(partition, (method, args))
+        return result
 
-    async def _transaction(self, partition: str, method: str, *args: Any) -> dict[str, Any]:
+    async def _transaction(self, partition: str, calls: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Decide a batch of calls on one partition, in order, on one read of its rows; all
+        written back at once, or all decided again on fresh rows when another replica won."""
         hash_key = RATE_LIMIT_PREFIX + partition
         for _ in range(MAX_RETRIES):
             # One round trip to read the rows, their version and Redis's clock ...
@@ -137,15 +188,20 @@ class RedisRateLimiterClient:
             rows.sweep(now)
             limiter = RateLimiter(None, _FixedClock(now), rows)  # type: ignore[arg-type]
             target = limiter.partition(partition) if partition else limiter
-            result: dict[str, Any] = getattr(target, method)(*args)
+            results: list[Any] = []
+            for method, args in calls:
+                try:
+                    results.append(getattr(target, method)(*args))
+                except Exception as exc:  # a bad call (validated before any row changes) fails alone
+                    results.append(exc)
             if not rows.changed and not rows.deleted:
-                return result  # a refusal or a read: the snapshot was consistent
+                return results  # refusals or reads: the snapshot was consistent
             # ... and one to write them back only if no replica changed them since.
             changed = [item for k in rows.changed for item in (k, rows.encoded(k))]
             argv = [version, len(rows.deleted), *rows.deleted, len(rows.changed), *changed,
                     int(max(rows.last_expiry(), now)) + ROW_GRACE_SECONDS]
             if await self._compare_and_set(keys=[hash_key], args=argv):
-                return result
+                return results
         raise RuntimeError(f"rate-limit partition {partition!r} stayed contended for {MAX_RETRIES} tries")
 
     async def check(self, key: str, policy: dict[str, Any], cost: float) -> dict[str, Any]:
@@ -190,24 +246,226 @@ class RedisKeyValueStore:
 
 
 NONCE_PREFIX = "fg:nonce:"
+KEY_PREFIX = "fg:key:"  # one hash per stored gateway key, named by its digest: a lookup is one HGETALL
+KEY_IDS = "fg:key_ids"  # key id -> digest, for listing and revoking by id
+WEBHOOKS = "fg:webhooks"  # webhook id -> its record (JSON, with its signing secret)
+DELIVERIES_PREFIX = "fg:deliveries:"  # a list per webhook, newest first, DELIVERY_LOG_LIMIT long
+
+# A key is created only when neither its id nor its digest is taken (the SQL store's
+# PRIMARY KEY and UNIQUE); ARGV: id, digest, then the record's fields as name/value pairs.
+_CREATE_KEY = """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+# Revocation keeps the first revocation time (the SQL store's "revoked_at IS NULL").
+_REVOKE_KEY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSETNX', KEYS[1], 'revoked_at', ARGV[1])
+return 1
+"""
+_KEY_FIELDS = ("id", "prefix", "name", "policy", "created_at", "expires_at", "revoked_at")
+
+
+def _key_record(fields: dict[str, str], digest: str) -> dict[str, Any] | None:
+    """A key's hash as the SQL store returns its row (floats kept exact through repr)."""
+    if not fields.get("id"):
+        return None
+    def number(name: str) -> float | None:
+        value = fields.get(name)
+        return float(value) if value else None
+    return {"id": fields["id"], "prefix": fields.get("prefix", ""), "name": fields.get("name", ""),
+            "policy": json.loads(fields.get("policy") or "{}"), "created_at": number("created_at") or 0.0,
+            "expires_at": number("expires_at"), "revoked_at": number("revoked_at"), "digest": digest}
 
 
 class RedisSecurityClient:
-    """Signing nonces in Redis (``SET NX`` with the nonce's expiry), so a request signed once
-    is refused as a replay on every replica; the other operations (gateway keys, webhooks)
-    stay in the replica's own store."""
+    """The security store over Redis, the same for every replica: gateway keys created
+    through ``/admin/keys`` on one replica authenticate on all of them at once, a
+    revocation refuses everywhere at once (with Redis, key lookups are not cached per
+    process), webhooks registered on one are delivered by all, and signing nonces are
+    ``SET NX`` with the nonce's expiry, so a request signed once is a replay everywhere.
+    The operations and answers are the SQL store's (:class:`SecurityStore`)."""
 
-    def __init__(self, redis: Any, local: Any) -> None:
+    def __init__(self, redis: Any, clock: Any) -> None:
         self._redis = redis
-        self._local = local
+        self._clock = clock
+        self._create_key = redis.register_script(_CREATE_KEY)
+        self._revoke_key = redis.register_script(_REVOKE_KEY)
+        self._finds = Batches(self._find_keys)
+        self._ops: dict[str, Any] = {
+            "keys.create": self.create_key, "keys.list": self.list_keys, "keys.revoke": self.revoke_key,
+            "keys.find": self.find_key, "keys.count_active": self.count_active_keys,
+            "nonces.use": self.use_nonce,
+            "webhooks.create": self.create_webhook, "webhooks.list": self.list_webhooks,
+            "webhooks.delete": self.delete_webhook, "webhooks.for_event": self.webhooks_for_event,
+            "deliveries.log": self.log_delivery, "deliveries.list": self.list_deliveries,
+        }
 
     async def call(self, op: str, args: dict[str, Any]) -> Any:
-        if op != "nonces.use":
-            return await self._local.call(op, args)
-        nonce, expires_at = args["nonce"], float(args["expires_at"])
-        # PXAT on Redis's clock is absolute: the same expiry whichever replica set it.
-        stored = await self._redis.set(NONCE_PREFIX + nonce, "1", nx=True, pxat=max(1, int(expires_at * 1000)))
+        from redis.exceptions import RedisError
+
+        method = self._ops.get(op)
+        if method is None:
+            raise ValueError(f"unknown security-store operation {op!r}")
+        try:
+            return await method(**args)
+        except (RedisError, OSError):
+            # Redis away: stored keys, signed requests and the admin API wait for it (a 503
+            # the client may retry); keys in FLAREGATE_API_KEYS need no store and still work.
+            raise GatewayError(503, "The gateway's key store (Redis) is unavailable; retry shortly.",
+                               type="api_error", code="key_store_unavailable", headers={"retry-after": "1"}) from None
+
+    # -- gateway keys --------------------------------------------------------------------
+    async def create_key(self, id: str, digest: str, prefix: str, name: str, policy: dict[str, Any],
+                         expires_at: float | None) -> dict[str, Any]:
+        fields = {"id": id, "prefix": prefix, "name": name, "policy": json.dumps(policy),
+                  "created_at": repr(float(self._clock.now())),
+                  "expires_at": "" if expires_at is None else repr(float(expires_at))}
+        argv = [id, digest, *(item for pair in fields.items() for item in pair)]
+        if not await self._create_key(keys=[KEY_PREFIX + digest, KEY_IDS], args=argv):
+            raise ValueError(f"a gateway key with id {id!r} or the same digest exists")
+        record = await self.find_key(digest)
+        assert record is not None
+        return _public_key(record)
+
+    async def find_key(self, digest: str) -> dict[str, Any] | None:
+        # Concurrent lookups share a round trip (not a cache: each read is sent after its call).
+        found: dict[str, Any] | None = await self._finds.run("", digest)
+        return found
+
+    async def _find_keys(self, _name: str, digests: list[str]) -> list[dict[str, Any] | None]:
+        if len(digests) == 1:
+            loaded = [await self._redis.hgetall(KEY_PREFIX + digests[0])]
+        else:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for digest in digests:
+                    pipe.hgetall(KEY_PREFIX + digest)
+                loaded = await pipe.execute()
+        return [_key_record(fields, digest) for digest, fields in zip(digests, loaded, strict=True)]
+
+    async def _all_keys(self) -> list[dict[str, Any]]:
+        digests: dict[str, str] = await self._redis.hgetall(KEY_IDS)
+        if not digests:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for digest in digests.values():
+                pipe.hgetall(KEY_PREFIX + digest)
+            loaded = await pipe.execute()
+        records = [_key_record(fields, digest) for digest, fields in zip(digests.values(), loaded, strict=True)]
+        return sorted((r for r in records if r is not None), key=lambda r: (r["created_at"], r["id"]))
+
+    async def list_keys(self) -> list[dict[str, Any]]:
+        return [_public_key(r) for r in await self._all_keys()]
+
+    async def revoke_key(self, id: str) -> dict[str, Any] | None:
+        digest: str | None = await self._redis.hget(KEY_IDS, id)
+        if digest is None or not await self._revoke_key(keys=[KEY_PREFIX + digest],
+                                                        args=[repr(float(self._clock.now()))]):
+            return None
+        record = await self.find_key(digest)
+        return None if record is None else _public_key(record)
+
+    async def count_active_keys(self) -> int:
+        now = self._clock.now()
+        return sum(1 for r in await self._all_keys()
+                   if r["revoked_at"] is None and (r["expires_at"] is None or r["expires_at"] > now))
+
+    # -- signing nonces ------------------------------------------------------------------
+    async def use_nonce(self, nonce: str, expires_at: float) -> bool:
+        # PXAT is absolute: the same expiry whichever replica set it.
+        stored = await self._redis.set(NONCE_PREFIX + nonce, "1", nx=True, pxat=max(1, int(float(expires_at) * 1000)))
         return bool(stored)
+
+    # -- webhooks ------------------------------------------------------------------------
+    async def create_webhook(self, id: str, url: str, events: list[str], secret: str) -> dict[str, Any]:
+        record = {"id": id, "url": url, "events": events, "secret": secret, "created_at": self._clock.now()}
+        if not await self._redis.hsetnx(WEBHOOKS, id, json.dumps(record)):
+            raise ValueError(f"a webhook with id {id!r} exists")
+        return _public_webhook(record)
+
+    async def _all_webhooks(self) -> list[dict[str, Any]]:
+        records = []
+        for raw in (await self._redis.hgetall(WEBHOOKS)).values():
+            try:
+                records.append(json.loads(raw))
+            except ValueError:
+                continue
+        return sorted(records, key=lambda r: (r["created_at"], r["id"]))
+
+    async def list_webhooks(self) -> list[dict[str, Any]]:
+        return [_public_webhook(r) for r in await self._all_webhooks()]
+
+    async def delete_webhook(self, id: str) -> bool:
+        return bool(await self._redis.hdel(WEBHOOKS, id))
+
+    async def webhooks_for_event(self, event: str, webhook_id: str | None = None) -> list[dict[str, Any]]:
+        return [{"id": r["id"], "url": r["url"], "secret": r["secret"]} for r in await self._all_webhooks()
+                if r["id"] == webhook_id or (webhook_id is None and ("*" in r["events"] or event in r["events"]))]
+
+    async def log_delivery(self, webhook_id: str, delivery_id: str, event: str, attempt: int,
+                           status: int | None, error: str | None, delivered: bool) -> None:
+        entry = {"delivery_id": delivery_id, "event": event, "attempt": attempt, "status": status,
+                 "error": error, "ts": self._clock.now(), "delivered": bool(delivered)}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(DELIVERIES_PREFIX + webhook_id, json.dumps(entry))
+            pipe.ltrim(DELIVERIES_PREFIX + webhook_id, 0, DELIVERY_LOG_LIMIT - 1)
+            await pipe.execute()
+
+    async def list_deliveries(self, webhook_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        raw = await self._redis.lrange(DELIVERIES_PREFIX + webhook_id, 0, max(1, min(limit, DELIVERY_LOG_LIMIT)) - 1)
+        return [json.loads(item) for item in raw]
+
+
+ENSURE_LOCK = "fg:keys:ensure"
+
+
+async def ensure_shared_key(url: str, clock: Any) -> str | None:
+    """At a replica's start without ``FLAREGATE_API_KEYS``: create one gateway key when the
+    shared store has no usable one, and return it in plain (shown once). Replicas starting
+    together take a short Redis lock, so only one of them creates it."""
+    from ...security.access import KeyPolicy, new_key
+
+    redis = connect(url)
+    try:
+        client = RedisSecurityClient(redis, clock)
+        async with redis.lock(ENSURE_LOCK, timeout=10, blocking_timeout=15):
+            if await client.count_active_keys():
+                return None
+            plain, key_id, digest, prefix = new_key()
+            await client.create_key(key_id, digest, prefix, "local default", KeyPolicy().model_dump(), None)
+            return plain
+    finally:
+        await redis.aclose()
+
+
+async def run_security_op(url: str, clock: Any, op: str, args: dict[str, Any]) -> Any:
+    """One security-store operation on a short-lived client (``flaregate keys`` over Redis)."""
+    redis = connect(url)
+    try:
+        return await RedisSecurityClient(redis, clock).call(op, args)
+    finally:
+        await redis.aclose()
+
+
+def uncached_key_lookups(settings: Any) -> Any:
+    """The settings with stored-key lookups uncached per process: over Redis a revocation
+    on one replica refuses on every replica at once, for one HGETALL per request (only for
+    keys not in ``FLAREGATE_API_KEYS``). An operator who sets ``KEY_CACHE_SECONDS`` chooses
+    that staleness instead of the round trip, and gets it."""
+    if "key_cache_seconds" in settings.security.model_fields_set:
+        return settings
+    security = settings.security.model_copy(update={"key_cache_seconds": 0.0})
+    return settings.model_copy(update={"security": security})
+
+
+def _public_key(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in _KEY_FIELDS}
+
+
+def _public_webhook(record: dict[str, Any]) -> dict[str, Any]:
+    return {"id": record["id"], "url": record["url"], "events": record["events"], "created_at": record["created_at"]}
 
 
 HUB_STREAM = "fg:hub"
