@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from .errors import GatewayError
 from .http import Headers, Request, Response, json_response
-from .observability import tracing
 from .observability.profiler import Profiler
 from .ports import UpstreamError, UpstreamResponse
 from .ratelimits.estimate import Usage
@@ -116,8 +115,8 @@ class UpstreamEndpoints:
             targets = steps.upstream.pinned(steps.router.resolve(routed), request.headers.get(PIN_HEADER))
         with profiler.phase("ratelimit"):
             admission = await steps.ratelimits.admit(request, principal, body["model"], body, out, event)
-        forward = {"x-request-id": out["x-request-id"],
-                   "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
+        # The gateway's own span (the one it answers with and exports) is the provider call's parent.
+        forward = {"x-request-id": out["x-request-id"], "traceparent": out["traceparent"]}
         if operation == "messages" and request.headers.get("anthropic-beta"):
             forward["anthropic-beta"] = request.headers["anthropic-beta"]
         started = steps.clock.monotonic()

@@ -71,7 +71,8 @@ class RequestSteps:
     def new_event(self, request: Request, out: dict[str, str], path: str) -> dict[str, Any]:
         """The request's analytics event as every endpoint starts it (completed by :meth:`finish`)."""
         return {"ts": self.clock.now(), "request_id": out["x-request-id"],
-                "trace_id": tracing.trace_id(out["traceparent"]), "path": path, "status": 0, "model": None,
+                "trace_id": tracing.trace_id(out["traceparent"]), "span_id": tracing.span_id(out["traceparent"]),
+                "parent_span_id": tracing.span_id(request.headers.get("traceparent")), "path": path, "status": 0, "model": None,
                 "provider": None, "cache": None, "stream": False,
                 "client": client_address(request.client_ip, self.settings.security.anonymize_ips)}
 

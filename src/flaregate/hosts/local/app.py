@@ -14,6 +14,7 @@ from ...config import Settings
 from ...errors import GatewayError
 from ...gateway import Gateway
 from ...http import Headers, Request, Response
+from ...observability.export import build_exporters
 from ...observability.hub import MAX_CLIENT_FRAME, MetricsHub
 from ...ports import KeyValueStore, Ports, RateLimiterClient
 from ...ratelimits.limiter import RateLimiter
@@ -54,12 +55,13 @@ class LocalHost:
         self.tasks = AsyncioTasks()
         self.subscribers = SubscriberSet(settings.ws_outbox_limit)
         scheduler = AsyncioScheduler(self.tasks)
+        self.transport = AiohttpTransport()
         self.hub = MetricsHub(self.storage, clock, self.subscribers, scheduler, settings.metrics_tick_seconds,
                               latency_target_ms=settings.health_latency_target_ms, host_stats=ProcessStats(),
-                              log_retention=settings.request_logs.retention())
+                              log_retention=settings.request_logs.retention(),
+                              exporters=build_exporters(settings, self.transport, clock))
         scheduler.target = self.hub.alarm
         self.compaction = PeriodicTask(COMPACT_EVERY_SECONDS, self.hub.compact)
-        self.transport = AiohttpTransport()
         self.security = SecurityStore(self.storage, clock)  # gateway keys (hashed), nonces, webhooks
         cache: KeyValueStore = SqliteKeyValueStore(self.storage, clock)
         rate_limiter: RateLimiterClient = LocalRateLimiterClient(RateLimiter(self.storage, clock))
