@@ -77,7 +77,7 @@ KNOWN_VARS = (
     "METRICS_TAG_LABELS",
     # request logs (issue 16)
     "LOG_RETENTION_DEBUG_SECONDS", "LOG_RETENTION_INFO_SECONDS", "LOG_RETENTION_WARN_SECONDS",
-    "LOG_RETENTION_ERROR_SECONDS", "LOG_BODIES", "LOG_BODY_MAX_BYTES",
+    "LOG_RETENTION_ERROR_SECONDS", "LOG_BODIES", "LOG_BODY_MAX_BYTES", "LOG_PRIVATE_ROUTES",
     *EXPORT_VARS,  # OpenTelemetry and Datadog exporters (observability/export/settings.py)
     # load shedding (overload/)
     "LOAD_SHEDDING", "SHED_INITIAL_LIMIT", "SHED_MIN_LIMIT", "SHED_MAX_LIMIT", "SHED_SLOW_AFTER_SECONDS",
@@ -203,6 +203,7 @@ class RequestLogSettings(_Model):
     # LOG_BODIES: which bodies a record keeps (redacted, capped, never for private keys/routes).
     bodies: Literal["off", "request", "response", "both"] = "off"
     body_max_bytes: int = Field(default=16_384, ge=256, le=1_000_000)
+    private_routes: tuple[str, ...] = ()  # LOG_PRIVATE_ROUTES: model aliases / paths (globs) never logged
 
     def retention(self) -> dict[str, float]:
         return {"debug": self.debug_seconds, "info": self.info_seconds, "warn": self.warn_seconds,
@@ -471,11 +472,13 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         data["metrics_tag_labels"] = [t.strip() for t in vars["METRICS_TAG_LABELS"].split(",") if t.strip()]
     if vars.get("FLAREGATE_CONDITIONAL_ROUTES", "").strip():
         data["conditional_routes"] = _json(vars, "FLAREGATE_CONDITIONAL_ROUTES")
-    request_logs = {f"{level}_seconds": vars[f"LOG_RETENTION_{level.upper()}_SECONDS"]
+    request_logs: dict[str, Any] = {f"{level}_seconds": vars[f"LOG_RETENTION_{level.upper()}_SECONDS"]
                     for level in ("debug", "info", "warn", "error")
                     if vars.get(f"LOG_RETENTION_{level.upper()}_SECONDS", "") != ""}
     if vars.get("LOG_BODIES", "") != "":
         request_logs["bodies"] = vars["LOG_BODIES"].strip().lower()
+    if vars.get("LOG_PRIVATE_ROUTES", "").strip():
+        request_logs["private_routes"] = [r.strip() for r in vars["LOG_PRIVATE_ROUTES"].split(",") if r.strip()]
     if vars.get("LOG_BODY_MAX_BYTES", "") != "":
         request_logs["body_max_bytes"] = vars["LOG_BODY_MAX_BYTES"]
     if request_logs:

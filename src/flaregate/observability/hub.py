@@ -64,6 +64,7 @@ class MetricsHub:
         host_stats: HostStats | None = None,
         log_retention: dict[str, float] | None = None,
         exporters: Exporters | None = None,
+        log_secrets: list[str] | None = None,
     ) -> None:
         self._sql = sql
         self._clock = clock
@@ -74,7 +75,7 @@ class MetricsHub:
         self._host_stats = host_stats
         self._store = HubStore(sql)
         self._events = EventDetector(sql, self._store)
-        self.logs = RequestLogStore(sql, log_retention)
+        self.logs = RequestLogStore(sql, log_retention, log_secrets or ())
         # OpenTelemetry / Datadog: fed here, sent from the wake-ups (None or empty: off).
         self.exporters = exporters if exporters else None
         # /health is polled: its score is computed at most once per tick (and again after

@@ -20,6 +20,7 @@ from ...config import ConfigError, Settings, settings_from_vars
 from ...observability.export import build_exporters
 from ...observability.hub import MAX_CLIENT_FRAME, MetricsHub
 from ...observability.logs import configure_logging
+from ...observability.request_bodies import log_secrets
 from ...ratelimits.limiter import RateLimiter
 from ...security.admin import SUBPROTOCOL
 from ...security.store import SecurityStore
@@ -126,6 +127,7 @@ class MetricsHubBody:
             host_stats=IsolateStats(),
             log_retention=settings.request_logs.retention(),
             exporters=build_exporters(settings, FetchTransport(), SystemClock()),
+            log_secrets=log_secrets(settings) if settings.request_logs.bodies != "off" else None,
         )
 
     def accept(self, request: Any = None) -> Any:

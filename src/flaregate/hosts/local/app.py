@@ -16,6 +16,7 @@ from ...gateway import Gateway
 from ...http import Headers, Request, Response
 from ...observability.export import build_exporters
 from ...observability.hub import MAX_CLIENT_FRAME, MetricsHub
+from ...observability.request_bodies import log_secrets
 from ...ports import KeyValueStore, Ports, RateLimiterClient
 from ...ratelimits.limiter import RateLimiter
 from ...routing.probes import HealthProber
@@ -59,7 +60,8 @@ class LocalHost:
         self.hub = MetricsHub(self.storage, clock, self.subscribers, scheduler, settings.metrics_tick_seconds,
                               latency_target_ms=settings.health_latency_target_ms, host_stats=ProcessStats(),
                               log_retention=settings.request_logs.retention(),
-                              exporters=build_exporters(settings, self.transport, clock))
+                              exporters=build_exporters(settings, self.transport, clock),
+                              log_secrets=log_secrets(settings) if settings.request_logs.bodies != "off" else None)
         scheduler.target = self.hub.alarm
         self.compaction = PeriodicTask(COMPACT_EVERY_SECONDS, self.hub.compact)
         self.security = SecurityStore(self.storage, clock)  # gateway keys (hashed), nonces, webhooks
