@@ -51,6 +51,11 @@ async def test_requests_view_filters_by_status_and_opens_one_request(chromium, u
             kept = await cdp.wait_for("document.querySelector('#log-detail pre[data-body=request_body]')"
                                       "?.textContent")
             assert "dead " in kept  # the failed request's own message
+            # The History view's 1-year archive (weekly buckets) counts the same six requests.
+            await cdp.js("document.querySelector('#history-windows [data-window=\\'1y\\']').click()")
+            await cdp.wait_for("document.getElementById('history-summary').dataset.window === '1y' &&"
+                               " document.getElementById('history-summary').dataset.requests === '6'")
+            assert "buckets of 7 d" in await cdp.js("document.getElementById('history-summary').textContent")
             shot = await cdp.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / "dashboard-requests.png"
