@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from .guardrails.policy import GuardrailSettings
+from .observability.export.settings import EXPORT_VARS, ExportSettings, export_from_vars
 from .ratelimits.policies import BudgetPolicy, RateLimitPolicy, check_unique_names
 from .routing.conditions import ConditionalRoute
 from .routing.resilience import RESILIENCE_VARS, ResiliencePolicy, resilience_from_vars
@@ -80,7 +81,8 @@ KNOWN_VARS = (
     "METRICS_TAG_LABELS",
     # request logs (issue 16)
     "LOG_RETENTION_DEBUG_SECONDS", "LOG_RETENTION_INFO_SECONDS", "LOG_RETENTION_WARN_SECONDS",
-    "LOG_RETENTION_ERROR_SECONDS",
+    "LOG_RETENTION_ERROR_SECONDS", "LOG_BODIES", "LOG_BODY_MAX_BYTES", "LOG_PRIVATE_ROUTES",
+    *EXPORT_VARS,  # OpenTelemetry and Datadog exporters (observability/export/settings.py)
     # load shedding (overload/)
     "LOAD_SHEDDING", "SHED_INITIAL_LIMIT", "SHED_MIN_LIMIT", "SHED_MAX_LIMIT", "SHED_SLOW_AFTER_SECONDS",
 )
@@ -219,6 +221,10 @@ class RequestLogSettings(_Model):
     info_seconds: float = Field(default=86400, gt=0)
     warn_seconds: float = Field(default=7 * 86400, gt=0)
     error_seconds: float = Field(default=30 * 86400, gt=0)
+    # LOG_BODIES: which bodies a record keeps (redacted, capped, never for private keys/routes).
+    bodies: Literal["off", "request", "response", "both"] = "off"
+    body_max_bytes: int = Field(default=16_384, ge=256, le=1_000_000)
+    private_routes: tuple[str, ...] = ()  # LOG_PRIVATE_ROUTES: model aliases / paths (globs) never logged
 
     def retention(self) -> dict[str, float]:
         return {"debug": self.debug_seconds, "info": self.info_seconds, "warn": self.warn_seconds,
@@ -256,6 +262,7 @@ class Settings(_Model):
     cache_ttl_seconds: int = Field(default=300, ge=0)
     cache: CacheSettings = CacheSettings()
     request_logs: RequestLogSettings = RequestLogSettings()
+    export: ExportSettings = ExportSettings()
     shedding: SheddingSettings = SheddingSettings()
     admin_key: SecretStr | None = None  # /admin/*, /ws, /metrics, /v1/analytics; unset: disabled
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
@@ -502,11 +509,21 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         data["metrics_tag_labels"] = [t.strip() for t in vars["METRICS_TAG_LABELS"].split(",") if t.strip()]
     if vars.get("FLAREGATE_CONDITIONAL_ROUTES", "").strip():
         data["conditional_routes"] = _json(vars, "FLAREGATE_CONDITIONAL_ROUTES")
-    request_logs = {f"{level}_seconds": vars[f"LOG_RETENTION_{level.upper()}_SECONDS"]
+    request_logs: dict[str, Any] = {f"{level}_seconds": vars[f"LOG_RETENTION_{level.upper()}_SECONDS"]
                     for level in ("debug", "info", "warn", "error")
                     if vars.get(f"LOG_RETENTION_{level.upper()}_SECONDS", "") != ""}
+    if vars.get("LOG_BODIES", "") != "":
+        request_logs["bodies"] = vars["LOG_BODIES"].strip().lower()
+    if vars.get("LOG_PRIVATE_ROUTES", "").strip():
+        request_logs["private_routes"] = [r.strip() for r in vars["LOG_PRIVATE_ROUTES"].split(",") if r.strip()]
+    if vars.get("LOG_BODY_MAX_BYTES", "") != "":
+        request_logs["body_max_bytes"] = vars["LOG_BODY_MAX_BYTES"]
     if request_logs:
         data["request_logs"] = request_logs
+    try:
+        data["export"] = export_from_vars(vars)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     shed_names = {"LOAD_SHEDDING": "enabled", "SHED_INITIAL_LIMIT": "initial_limit", "SHED_MIN_LIMIT": "min_limit",
                   "SHED_MAX_LIMIT": "max_limit", "SHED_SLOW_AFTER_SECONDS": "slow_after_seconds"}
     shedding = {field: vars[var] for var, field in shed_names.items() if vars.get(var, "") != ""}

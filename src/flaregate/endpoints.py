@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from .errors import GatewayError
 from .guardrails.checks import anthropic_error_event, check_answer_texts, guard_typed_stream
 from .http import Headers, Request, Response, json_response
-from .observability import tracing
 from .observability.profiler import Profiler
 from .ports import UpstreamError, UpstreamResponse
 from .ratelimits.estimate import Usage
@@ -85,8 +84,7 @@ class UpstreamEndpoints:
         except Exception:
             steps.finish(event, 500, profiler)
             raise
-        if not response.is_stream:
-            steps.finish(event, response.status, profiler)
+        steps.answered(event, response, profiler)  # a stream records its event when it ends
         response.headers["server-timing"] = profiler.server_timing()
         return response
 
@@ -120,8 +118,8 @@ class UpstreamEndpoints:
             targets = steps.upstream.pinned(steps.router.resolve(routed), request.headers.get(PIN_HEADER))
         with profiler.phase("ratelimit"):
             admission = await steps.ratelimits.admit(request, principal, body["model"], body, out, event)
-        forward = {"x-request-id": out["x-request-id"],
-                   "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
+        # The gateway's own span (the one it answers with and exports) is the provider call's parent.
+        forward = {"x-request-id": out["x-request-id"], "traceparent": out["traceparent"]}
         if operation == "messages" and request.headers.get("anthropic-beta"):
             forward["anthropic-beta"] = request.headers["anthropic-beta"]
         started = steps.clock.monotonic()

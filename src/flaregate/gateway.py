@@ -201,8 +201,7 @@ class Gateway:
             event.pop("_guard", None)
             self.steps.finish(event, 500, profiler)
             raise
-        if not response.is_stream:  # a stream records its event when it ends
-            self.steps.finish(event, response.status, profiler)
+        self.steps.answered(event, response, profiler)  # a stream records its event when it ends
         response.headers["server-timing"] = profiler.server_timing()
         return response
 

@@ -23,6 +23,7 @@ from .observability import tracing
 from .observability.alerts import Alerts
 from .observability.analytics import Analytics
 from .observability.profiler import Profiler
+from .observability.request_bodies import BodyLog
 from .ports import Clock
 from .ratelimits.enforcer import Limits
 from .routing.routes import Router
@@ -47,14 +48,23 @@ class RequestSteps:
     alerts: Alerts
     upstream_secrets: list[str]
     guardrails: Guardrails | None = None
+    bodies: BodyLog | None = None  # LOG_BODIES: None when off
+
+    def __post_init__(self) -> None:
+        logs = self.settings.request_logs
+        if self.bodies is None and logs.bodies != "off":
+            self.bodies = BodyLog(logs.bodies, logs.body_max_bytes, logs.private_routes)
 
     def guard_input(self, body: dict[str, Any], principal: Principal, event: dict[str, Any]) -> Any:
         """The route's or key's guardrail policy applied to ``body`` (redacted in place, so
         before the cache key; a block is a 400); returns the policy for the answer."""
         if self.guardrails is None:
-            return None
-        policy = self.guardrails.policy_for(body.get("model"), principal.key_id, principal.name)
-        self.guardrails.check_input(policy, body, event)
+            policy = None
+        else:
+            policy = self.guardrails.policy_for(body.get("model"), principal.key_id, principal.name)
+            self.guardrails.check_input(policy, body, event)
+        if self.bodies is not None:  # after the guardrails' redactions
+            self.bodies.keep_request(body, event, principal.policy.private is True)
         return policy
 
     def guard_output(self, policy: Any, response: Response, event: dict[str, Any]) -> Response:
@@ -71,7 +81,8 @@ class RequestSteps:
     def new_event(self, request: Request, out: dict[str, str], path: str) -> dict[str, Any]:
         """The request's analytics event as every endpoint starts it (completed by :meth:`finish`)."""
         return {"ts": self.clock.now(), "request_id": out["x-request-id"],
-                "trace_id": tracing.trace_id(out["traceparent"]), "path": path, "status": 0, "model": None,
+                "trace_id": tracing.trace_id(out["traceparent"]), "span_id": tracing.span_id(out["traceparent"]),
+                "parent_span_id": tracing.span_id(request.headers.get("traceparent")), "path": path, "status": 0, "model": None,
                 "provider": None, "cache": None, "stream": False,
                 "client": client_address(request.client_ip, self.settings.security.anonymize_ips)}
 
@@ -104,8 +115,18 @@ class RequestSteps:
                 event["metric_tags"] = labelled
         return tags
 
+    def answered(self, event: dict[str, Any], response: Response, profiler: Profiler) -> None:
+        """The endpoint has its answer: a whole one finishes the event now, a stream when
+        it ends (its body is watched for the request log if LOG_BODIES asks)."""
+        if self.bodies is not None:
+            self.bodies.keep_response(event, response)
+        if not response.is_stream:
+            self.finish(event, response.status, profiler)
+
     def finish(self, event: dict[str, Any], status: int, profiler: Profiler) -> None:
         """Complete the request's analytics event and hand it to the hub's batch."""
+        if self.bodies is not None:
+            self.bodies.finish(event)
         event["status"] = status
         event["latency_ms"] = round(profiler.elapsed_ms(), 3)
         event["phases"] = profiler.snapshot()

@@ -1,5 +1,6 @@
 """The dashboard's Requests view in headless Chromium: after faults, filtering by status
-502 shows exactly the failed requests; a click opens the detail panel. Screenshot:
+502 shows exactly the failed requests; a click opens the detail panel (with the request's
+body: LOG_BODIES is on here). Screenshot:
 artifacts/dashboard-requests.png."""
 
 import base64
@@ -14,7 +15,8 @@ ROWS = "[...document.querySelectorAll('#log-rows tr.log-row')].map(tr => tr.data
 
 
 async def test_requests_view_filters_by_status_and_opens_one_request(chromium, upstream, tmp_path):  # noqa: F811
-    env = upstream_env(upstream.base_url, RETRY_BACKOFF_BASE_SECONDS="0.01", RETRY_BACKOFF_MAX_SECONDS="0.02")
+    env = upstream_env(upstream.base_url, RETRY_BACKOFF_BASE_SECONDS="0.01", RETRY_BACKOFF_MAX_SECONDS="0.02",
+                       LOG_BODIES="both")
     with run_gateway(tmp_path / "gw", env) as server:
         async with httpx.AsyncClient(timeout=10) as http:
             targets = (await http.get(f"http://127.0.0.1:{chromium}/json/list")).json()
@@ -46,6 +48,14 @@ async def test_requests_view_filters_by_status_and_opens_one_request(chromium, u
             detail = await cdp.wait_for("!document.getElementById('log-detail').hidden &&"
                                         " document.getElementById('log-detail').textContent")
             assert "502" in detail and "attempt dead: failed" in detail
+            kept = await cdp.wait_for("document.querySelector('#log-detail pre[data-body=request_body]')"
+                                      "?.textContent")
+            assert "dead " in kept  # the failed request's own message
+            # The History view's 1-year archive (weekly buckets) counts the same six requests.
+            await cdp.js("document.querySelector('#history-windows [data-window=\\'1y\\']').click()")
+            await cdp.wait_for("document.getElementById('history-summary').dataset.window === '1y' &&"
+                               " document.getElementById('history-summary').dataset.requests === '6'")
+            assert "buckets of 7 d" in await cdp.js("document.getElementById('history-summary').textContent")
             shot = await cdp.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / "dashboard-requests.png"

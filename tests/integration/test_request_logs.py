@@ -74,6 +74,7 @@ def test_failed_requests_are_found_by_status_with_their_attempts(server):
     assert one["trace_id"] == traceparent.split("-")[1]
     assert one["upstream_attempts"] and all(not ok for _, ok in one["upstream_attempts"])
     assert isinstance(one["events"], list)
+    assert "request_body" not in one and "response_body" not in one  # LOG_BODIES is off by default
 
 
 def test_bad_log_queries_are_4xx(server):

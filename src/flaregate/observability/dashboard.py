@@ -6,7 +6,7 @@ server) or a form; the page keeps it in sessionStorage, removes it from the addr
 and offers it as the WebSocket subprotocol ``bearer.KEY`` next to ``flaregate.v1``.
 """
 
-from . import dashboard_requests
+from . import dashboard_analytics, dashboard_requests
 
 HTML = r"""<!doctype html>
 <html lang="en">
@@ -286,7 +286,8 @@ function connect(token) {
       update(m.metrics, true);
     } else if (m.type === "metrics") update(m.metrics, false);
     else if (m.type === "event") addEvent(m);
-    if (m.type === "snapshot" || m.type === "metrics") refreshRequests(token);  // dashboard_requests.py
+    // dashboard_requests.py, dashboard_analytics.py
+    if (m.type === "snapshot" || m.type === "metrics") { refreshRequests(token); refreshHistory(token); }
   };
   socket.onclose = (e) => {
     setStatus(e.code === 1006 && retry === 1000 ? "disconnected (check the admin key)" : "disconnected", "down");
@@ -332,3 +333,4 @@ start();
 """
 
 HTML = dashboard_requests.splice(HTML)  # the Requests view
+HTML = dashboard_analytics.splice(HTML)  # the History view (/v1/analytics, up to the 1-year archive)

@@ -1,6 +1,7 @@
 """The dashboard's "Requests" view: the request-log store behind ``GET /v1/logs``, with the
 same filters, refreshed whenever the hub pushes metrics over ``/ws`` (new rows arrive live),
-and a detail panel for one request (timings as a bar, attempts, events).
+and a detail panel for one request (timings as a bar, attempts, events, and the bodies
+when ``LOG_BODIES`` keeps them).
 
 Spliced into dashboard.HTML; every value goes in as textContent (no HTML from records).
 """
@@ -66,6 +67,12 @@ async function showRequest(id) {
   for (const a of (r.upstream_attempts || [])) { const li = document.createElement("li"); li.textContent = "attempt " + a[0] + ": " + (a[1] ? "ok" : "failed"); list.appendChild(li); }
   for (const e of (r.events || [])) { const li = document.createElement("li"); li.textContent = "event " + (e.type || e.event) + " (" + e.level + ")"; list.appendChild(li); }
   panel.appendChild(list);
+  for (const [name, label] of [["request_body", "request body"], ["response_body", "response body"]]) {
+    if (typeof r[name] !== "string") continue;  // LOG_BODIES off, or a private key / route
+    const title = document.createElement("h4"); title.textContent = label + (r[name + "_truncated"] ? " (truncated)" : "");
+    const pre = document.createElement("pre"); pre.className = "log-body"; pre.dataset.body = name; pre.textContent = r[name];
+    panel.appendChild(title); panel.appendChild(pre);
+  }
 }
 $("log-filters").onsubmit = (e) => {
   e.preventDefault();
@@ -78,6 +85,7 @@ STYLE = """
 .filters{display:flex;gap:6px;flex-wrap:wrap;margin-bottom:8px}.filters input{background:transparent;color:inherit;border:1px solid #555;padding:3px}
 tr.log-row{cursor:pointer}tr.log-row.bad td{color:#f87171}tr.log-row.warn td{color:#fbbf24}
 .detail{margin-top:8px}.timing{display:flex;height:18px;gap:1px;font-size:10px}.timing span{background:#3b82f6;overflow:hidden;white-space:nowrap;padding:0 2px}
+.log-body{max-height:240px;overflow:auto;white-space:pre-wrap;word-break:break-all;font-size:11px;border:1px solid #444;padding:4px}
 """
 
 

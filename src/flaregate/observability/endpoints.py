@@ -122,4 +122,6 @@ class Observability:
         result: dict[str, Any] = {"health": snapshot.get("health")}
         if snapshot.get("process"):
             result["process"] = snapshot["process"]
+        if snapshot.get("exporters"):
+            result["exporters"] = snapshot["exporters"]
         return result

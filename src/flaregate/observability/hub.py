@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import __version__
 from ..ports import Broadcaster, Clock, HostStats, Scheduler, SqlStorage
+from .export import Exporters
 from .health_score import HEALTH_WINDOW_SECONDS, health_score
 from .histogram import BOUNDS_MS, INF_INDEX, METRICS, percentile, quantile
 from .hub_events import KINDS, EventDetector
@@ -62,6 +63,8 @@ class MetricsHub:
         latency_target_ms: float = 2000.0,
         host_stats: HostStats | None = None,
         log_retention: dict[str, float] | None = None,
+        exporters: Exporters | None = None,
+        log_secrets: list[str] | None = None,
     ) -> None:
         self._sql = sql
         self._clock = clock
@@ -72,7 +75,9 @@ class MetricsHub:
         self._host_stats = host_stats
         self._store = HubStore(sql)
         self._events = EventDetector(sql, self._store)
-        self.logs = RequestLogStore(sql, log_retention)
+        self.logs = RequestLogStore(sql, log_retention, log_secrets or ())
+        # OpenTelemetry / Datadog: fed here, sent from the wake-ups (None or empty: off).
+        self.exporters = exporters if exporters else None
         # /health is polled: its score is computed at most once per tick (and again after
         # new events), not with two SQL scans per call.
         self._health_cache: tuple[float, dict[str, Any]] | None = None
@@ -137,6 +142,9 @@ class MetricsHub:
         if alerts and self._broadcaster.subscriber_count():
             for alert in alerts:
                 self._broadcaster.broadcast(json.dumps({**alert, "protocol": PROTOCOL_VERSION}))
+        if self.exporters is not None and requests:
+            self.exporters.offer(requests, now)
+            await self._schedule_wake()
         return len(parsed) + len(published)
 
     def _log(self, requests: list[dict[str, Any]], operational: list[dict[str, Any]], now: float) -> None:
@@ -161,7 +169,8 @@ class MetricsHub:
 
     async def _schedule_wake(self) -> None:
         """One alarm covers every pending reason to wake (a Durable Object has one slot)."""
-        wanted = [t for t in (self._state("tick_at"), self._state("compact_at")) if t is not None]
+        export_at = self.exporters.due_at() if self.exporters is not None else None
+        wanted = [t for t in (self._state("tick_at"), self._state("compact_at"), export_at) if t is not None]
         if not wanted:
             return
         at = min(wanted)
@@ -193,6 +202,8 @@ class MetricsHub:
         compact_at = self._state("compact_at")
         if compact_at is not None and now >= compact_at:
             self.compact()
+        if self.exporters is not None:  # after the tick: a slow target never delays the broadcast
+            await self.exporters.flush()
         await self._schedule_wake()
 
     def _broadcast_metrics(self, now: float, subscribers: int) -> int:
@@ -322,6 +333,8 @@ class MetricsHub:
     def health_summary(self) -> dict[str, Any]:
         """What /health shows: the cached score and, where known, this process's memory."""
         summary: dict[str, Any] = {"health": self.health()}
+        if self.exporters is not None:
+            summary["exporters"] = self.exporters.status()
         process = self._process()
         if process:
             summary["process"] = process
@@ -463,6 +476,8 @@ class MetricsHub:
                    "Operational events the hub received (not requests), by type.")
         for kind, count in self._store.event_counts().items():
             out.sample("flaregate_operational_events_total", {"type": kind}, count)
+        if self.exporters is not None:
+            self.exporters.prometheus(out)
         out.family("flaregate_hub_subscribers", "gauge", "Live WebSocket subscribers of the metrics hub.")
         out.sample("flaregate_hub_subscribers", {}, self._broadcaster.subscriber_count())
         process = self._process()

@@ -18,7 +18,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..ports import SqlStorage
+from ..security.privacy import redact
 from .error_classes import SERVER_SIDE
+from .request_bodies import BODY_FIELDS
 
 LEVELS = ("debug", "info", "warn", "error")
 DEFAULT_RETENTION_SECONDS: dict[str, float] = {
@@ -111,8 +113,10 @@ def _parse_cursor(text: str) -> tuple[float, int]:
 
 
 class RequestLogStore:
-    def __init__(self, sql: SqlStorage, retention_seconds: Mapping[str, float] | None = None) -> None:
+    def __init__(self, sql: SqlStorage, retention_seconds: Mapping[str, float] | None = None,
+                 secrets: Iterable[str] = ()) -> None:
         self._sql = sql
+        self._secrets = [s for s in secrets if s]  # taken out of kept bodies (LOG_BODIES)
         self.retention = {**DEFAULT_RETENTION_SECONDS, **(retention_seconds or {})}
         for statement in SCHEMA:
             sql.exec(statement)
@@ -130,9 +134,13 @@ class RequestLogStore:
             ts = _num(event.get("ts"))
             ts = now if ts is None else ts
             level = request_level(event)
-            record = json.dumps(event, default=str, separators=(",", ":"))
+            bodies = {k: redact(event[k], self._secrets) for k in BODY_FIELDS if isinstance(event.get(k), str)}
+            fields = {k: v for k, v in event.items() if k not in BODY_FIELDS} if bodies else event
+            record = json.dumps(fields, default=str, separators=(",", ":"))
             if len(record) > MAX_RECORD_CHARS:
                 record = json.dumps({k: event.get(k) for k in _COLUMNS if k in event}, default=str)
+            if bodies:  # already capped at LOG_BODY_MAX_BYTES: outside the record's own limit
+                record = json.dumps({**json.loads(record), **bodies}, default=str, separators=(",", ":"))
             attempts = event.get("upstream_attempts")
             self._sql.exec(
                 _INSERT, request_id, ts, level, ts + self.retention[level], _text(event.get("trace_id"), 64),
@@ -196,7 +204,7 @@ class RequestLogStore:
         rows = self._sql.exec(sql, *args, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        data = [self._record(row) for row in rows]
+        data = [self._record(row, bodies=False) for row in rows]  # bodies: one record at a time
         next_cursor = None
         if more and data:
             next_cursor = _cursor(float(data[-1]["ts"]), int(rows[-1]["seq"]))
@@ -234,10 +242,15 @@ class RequestLogStore:
             return {"error": {"message": str(exc), "param": exc.param}}
 
     @staticmethod
-    def _record(row: Mapping[str, Any]) -> dict[str, Any]:
+    def _record(row: Mapping[str, Any], bodies: bool = True) -> dict[str, Any]:
         record = json.loads(row["record"])
+        if not isinstance(record, dict):
+            return {"record": record, "level": row["level"]}
         record["level"] = row["level"]
-        return record if isinstance(record, dict) else {"record": record}
+        if not bodies:
+            for name in BODY_FIELDS:
+                record.pop(name, None)
+        return record
 
     @staticmethod
     def _limit(text: str | None, default: int) -> int:

@@ -27,6 +27,12 @@ def trace_id(traceparent: str) -> str | None:
     return match.group(1) if match else None
 
 
+def span_id(traceparent: str | None) -> str | None:
+    """The parent id of a well-formed ``traceparent`` (the caller's span, or ours)."""
+    match = _TRACEPARENT.match(traceparent or "")
+    return match.group(2) if match and match.group(2) != "0" * 16 else None
+
+
 def child_traceparent(incoming: str | None) -> str:
     """A traceparent for the upstream call: same trace, new span (a new trace if none)."""
     match = _TRACEPARENT.match(incoming or "")

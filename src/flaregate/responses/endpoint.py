@@ -77,8 +77,7 @@ class ResponsesEndpoint:
         except Exception:
             steps.finish(event, 500, profiler)
             raise
-        if not response.is_stream:
-            steps.finish(event, response.status, profiler)
+        steps.answered(event, response, profiler)  # a stream records its event when it ends
         response.headers["server-timing"] = profiler.server_timing()
         return response
 

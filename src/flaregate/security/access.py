@@ -42,6 +42,7 @@ class KeyPolicy(BaseModel):
     budget_usd: float | None = Field(default=None, ge=0)
     tags: dict[StrictStr, StrictStr] | None = None  # default request tags (metadata/tags.py bounds)
     priority: Literal["low", "normal", "high"] | None = None  # load shedding: who is refused first
+    private: bool | None = None  # true: the request log never keeps this key's bodies (LOG_BODIES)
 
     @field_validator("tags")
     @classmethod

@@ -17,14 +17,23 @@ from pyodide.ffi import to_js
 
 from ...clock import SystemClock
 from ...config import ConfigError, Settings, settings_from_vars
+from ...observability.export import build_exporters
 from ...observability.hub import MAX_CLIENT_FRAME, MetricsHub
 from ...observability.logs import configure_logging
+from ...observability.request_bodies import log_secrets
 from ...ratelimits.limiter import RateLimiter
 from ...security.admin import SUBPROTOCOL
 from ...security.store import SecurityStore
 from .console_log import ConsoleHandler
 from .isolate_stats import IsolateStats
-from .ports import AlarmScheduler, DurableSql, HibernationBroadcaster, env_vars, plain
+from .ports import (
+    AlarmScheduler,
+    DurableSql,
+    FetchTransport,
+    HibernationBroadcaster,
+    env_vars,
+    plain,
+)
 
 log = logging.getLogger("flaregate.edge")
 
@@ -117,6 +126,8 @@ class MetricsHubBody:
             latency_target_ms=settings.health_latency_target_ms,
             host_stats=IsolateStats(),
             log_retention=settings.request_logs.retention(),
+            exporters=build_exporters(settings, FetchTransport(), SystemClock()),
+            log_secrets=log_secrets(settings) if settings.request_logs.bodies != "off" else None,
         )
 
     def accept(self, request: Any = None) -> Any:

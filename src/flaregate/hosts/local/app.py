@@ -14,7 +14,9 @@ from ...config import Settings
 from ...errors import GatewayError
 from ...gateway import Gateway
 from ...http import Headers, Request, Response
+from ...observability.export import build_exporters
 from ...observability.hub import MAX_CLIENT_FRAME, MetricsHub
+from ...observability.request_bodies import log_secrets
 from ...ports import KeyValueStore, Ports, RateLimiterClient, WarmCacheStore
 from ...ratelimits.limiter import RateLimiter
 from ...routing.probes import HealthProber
@@ -54,12 +56,14 @@ class LocalHost:
         self.tasks = AsyncioTasks()
         self.subscribers = SubscriberSet(settings.ws_outbox_limit)
         scheduler = AsyncioScheduler(self.tasks)
+        self.transport = AiohttpTransport()
         self.hub = MetricsHub(self.storage, clock, self.subscribers, scheduler, settings.metrics_tick_seconds,
                               latency_target_ms=settings.health_latency_target_ms, host_stats=ProcessStats(),
-                              log_retention=settings.request_logs.retention())
+                              log_retention=settings.request_logs.retention(),
+                              exporters=build_exporters(settings, self.transport, clock),
+                              log_secrets=log_secrets(settings) if settings.request_logs.bodies != "off" else None)
         scheduler.target = self.hub.alarm
         self.compaction = PeriodicTask(COMPACT_EVERY_SECONDS, self.hub.compact)
-        self.transport = AiohttpTransport()
         self.security = SecurityStore(self.storage, clock)  # gateway keys (hashed), nonces, webhooks
         cache: KeyValueStore = SqliteKeyValueStore(self.storage, clock)
         warm_cache: WarmCacheStore = SqliteKeyValueStore(self.storage, clock, table="kv_warm")

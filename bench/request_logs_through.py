@@ -1,0 +1,94 @@
+"""``python -m bench.request_logs --through local|edge``: records per second through the real
+server (see bench/request_logs.py). The built-in mock provider answers, so the figure is
+the gateway's and the store's, not a provider's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from .procs import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests.support import wrangler_dev  # noqa: E402
+
+GATEWAY_KEY = "fg-bench-gateway-key"
+ADMIN_KEY = "fg-bench-admin-key"
+ENV = {"FLAREGATE_API_KEYS": GATEWAY_KEY, "FLAREGATE_ADMIN_KEY": ADMIN_KEY, "CACHE_TTL_SECONDS": "0",
+       "RATE_LIMIT_CAPACITY": "1000000000", "RATE_LIMIT_REFILL_PER_SECOND": "1000000000", "LOG_LEVEL": "warn"}
+
+
+@contextmanager
+def _server(target: str, work: Path) -> Iterator[str]:
+    if target == "edge":
+        env_file = wrangler_dev.write_env_file(work / "bench.env", ENV)
+        command = wrangler_dev.wrangler_command(free_port(), free_port(), work / "state", env_file)
+        dev = wrangler_dev.start(command, log_path=work / "wrangler.log", ready_timeout=180)
+        try:
+            yield dev.base_url
+        finally:
+            wrangler_dev.stop(dev.process)
+        return
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLAREGATE_", "RATE_LIMIT", "CACHE_"))}
+    with (work / "server.log").open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "flaregate", "serve", "--port", str(port), "--data-dir",
+                                    str(work)], env={**clean, **ENV}, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def _send(base: str, count: int, concurrency: int, run: str) -> None:
+    todo = iter(range(count))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for i in todo:
+            response = await client.post("/v1/chat/completions", headers={"authorization": f"Bearer {GATEWAY_KEY}"},
+                                         json={"model": "mock-1", "messages": [{"role": "user", "content": f"{run} {i}"}]})
+            assert response.status_code == 200, response.text
+
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+
+
+def _records(base: str, since: float) -> int:
+    text = httpx.get(base + "/v1/logs", params={"format": "jsonl", "model": "mock-1", "since": str(since)},
+                     headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=60).text
+    return sum(1 for line in text.splitlines() if line.strip())
+
+
+def run(target: str, requests: int, concurrency: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp, _server(target, Path(tmp)) as base:
+        asyncio.run(_send(base, 50, concurrency, "warm"))  # the isolate / process, the hub, the store
+        since = time.time()
+        start = time.perf_counter()
+        asyncio.run(_send(base, requests, concurrency, "bench"))
+        answered = time.perf_counter() - start
+        while (found := _records(base, since)) < requests and time.perf_counter() - start < answered + 120:
+            time.sleep(0.2)
+        stored = time.perf_counter() - start
+    print(json.dumps({"target": target, "requests": requests, "concurrency": concurrency,
+                      "requests_per_s": round(requests / answered, 1), "records": found,
+                      "records_per_s": round(found / stored, 1), "last_record_after_last_answer_s":
+                      round(stored - answered, 2)}))
