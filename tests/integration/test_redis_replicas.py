@@ -357,3 +357,29 @@ def test_the_keys_command_manages_the_replicas_shared_store(tmp_path, upstream, 
     assert key_id in listed.stdout and revoked.returncode == 0
     assert after == [401, 401]
     assert not (tmp_path / "cli" / "flaregate.sqlite3").exists()  # nothing went to a local store
+
+
+def test_keys_and_webhooks_made_before_redis_move_into_it_revoked_ones_stay_revoked(tmp_path, upstream, redis_server):
+    import subprocess
+    import sys
+
+    data = tmp_path / "was-alone"
+    alone = upstream_env(upstream.base_url, WEBHOOK_ALLOW_PRIVATE_TARGETS="true")
+    with run_local_gateway(data, alone) as server:
+        kept = _admin(server.base_url, "POST", "/admin/keys", {"name": "kept"}).json()
+        dropped = _admin(server.base_url, "POST", "/admin/keys", {"name": "dropped"}).json()
+        assert _admin(server.base_url, "DELETE", f"/admin/keys/{dropped['id']}").status_code == 200
+        hook = _admin(server.base_url, "POST", "/admin/webhooks", {"url": "http://127.0.0.1:9/hook"}).json()
+    shared = upstream_env(upstream.base_url, FLAREGATE_REDIS_URL=redis_server.url.replace("/0", "/2"))
+    with ExitStack() as stack:
+        a = stack.enter_context(run_local_gateway(data, shared))  # the same data dir, now over Redis
+        b = stack.enter_context(run_local_gateway(tmp_path / "other", shared))
+        answers = [_chat_as(b.base_url, k["key"]).status_code for k in (kept, dropped)]
+        hooks = [h["id"] for h in _admin(b.base_url, "GET", "/admin/webhooks").json()["data"]]
+        moved_line = "Moved 2 gateway keys and 1 webhooks" in a.log()
+    local = subprocess.run([sys.executable, "-m", "flaregate", "keys", "list", "--data-dir", str(data)],
+                           capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert answers == [200, 401]
+    assert hooks == [hook["id"]]
+    assert moved_line
+    assert local.returncode == 0 and local.stdout.strip() == ""  # gone from the file: none can come back
