@@ -54,7 +54,7 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
     from .hosts.local.app import LocalHost
     from .hosts.local.config_files import load_vars
-    from .hosts.local.keys import ensure_first_key
+    from .hosts.local.keys import ensure_first_key, move_to_redis
     from .hosts.local.server import server_config
     from .observability.logs import configure_logging
 
@@ -83,6 +83,8 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     host = LocalHost(settings, data_dir, keys)
     # Without configured keys the server uses its key store; at first start it makes a key.
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    if redis_url is not None:  # keys and webhooks made before Redis was configured
+        move_to_redis(host.security, redis_url)
     created = None if keys else ensure_first_key(host.security, data_dir, redis_url)
     configure_logging(settings, extra_secrets=[*keys, *([created] if created else [])])
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its handshake lines carry URLs

@@ -256,32 +256,40 @@ def _spent(reply: dict) -> float:
     return (usage["prompt_tokens"] * IN_PRICE + usage["completion_tokens"] * OUT_PRICE) / 1e6
 
 
-def test_a_budget_is_never_overspent_across_three_replicas(tmp_path, upstream, redis_server):
+@pytest.mark.parametrize("budget_of", ["configured", "stored_key"])
+def test_a_budget_is_never_overspent_across_three_replicas(budget_of, tmp_path, upstream, redis_server):
     # Each request reserves its estimated price under the budget and the answer settles it
-    # to the real usage, in the partition every replica shares.
+    # to the real usage, in the partition every replica shares. "configured": a
+    # FLAREGATE_BUDGETS budget (failing closed); "stored_key": the budget_usd of a key made
+    # on one replica (failing open, the default: exact while Redis answers).
     routes = {"gpt-priced": [{"provider": "upstream", "input_price_per_1m": IN_PRICE,
                               "output_price_per_1m": OUT_PRICE}]}
     budget = {"name": "daily", "period": "day", "limit_usd": BUDGET_USD, "failure_mode": "closed"}
     body = _chat(model="gpt-priced", content="spend a little", max_tokens=10)
-    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
 
-    async def burst(urls: list[str]) -> list[httpx.Response]:
+    async def burst(urls: list[str], headers: dict[str, str]) -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=REQUESTS)) as client:
             return await asyncio.gather(*(client.post(urls[i % len(urls)] + "/v1/chat/completions", json=body,
                                                       headers=headers) for i in range(REQUESTS)))
 
     with ExitStack() as stack:
-        urls = _replicas(stack, tmp_path, upstream, redis_server.url.replace("/0", "/14"),
-                         FLAREGATE_ROUTES=json.dumps(routes), FLAREGATE_BUDGETS=json.dumps([budget]))
-        replies = asyncio.run(burst(urls))
+        budgets = [budget] if budget_of == "configured" else []
+        urls = _replicas(stack, tmp_path, upstream, redis_server.url.replace("/0", f"/{6 - len(budgets)}"),
+                         FLAREGATE_ROUTES=json.dumps(routes), FLAREGATE_BUDGETS=json.dumps(budgets))
+        if budget_of == "configured":
+            key, key_id, policy = GATEWAY_KEY, key_id_of(GATEWAY_KEY), "daily"
+        else:
+            made = _admin(urls[0], "POST", "/admin/keys", {"name": "metered", "budget_usd": BUDGET_USD}).json()
+            key, key_id, policy = made["key"], made["id"], "key_budget"
+        headers = {"authorization": f"Bearer {key}"}
+        replies = asyncio.run(burst(urls, headers))
         # Then one at a time, round the replicas, until the budget refuses.
         for i in range(200):
             reply = httpx.post(urls[i % REPLICAS] + "/v1/chat/completions", json=body, headers=headers, timeout=20)
             replies.append(reply)
             if reply.status_code != 200:
                 break
-        path = f"/admin/ratelimits/{key_id_of(GATEWAY_KEY)}"
-        usage = {row["policy"]: row for row in _admin(urls[1], "GET", path).json()["limits"]}
+        usage = {row["policy"]: row for row in _admin(urls[1], "GET", f"/admin/ratelimits/{key_id}").json()["limits"]}
     statuses = [r.status_code for r in replies]
     assert set(statuses) <= {200, 429, 503}, statuses
     refusals = [r.json()["error"]["code"] for r in replies if r.status_code == 429]
@@ -289,7 +297,7 @@ def test_a_budget_is_never_overspent_across_three_replicas(tmp_path, upstream, r
     spent = sum(_spent(r.json()) for r in replies if r.status_code == 200)
     assert spent <= BUDGET_USD  # never over, whichever replicas the requests went through
     assert spent > BUDGET_USD - 0.05  # and the last refusal came within one request's price of it
-    assert usage["daily"]["used"] == pytest.approx(spent)  # every replica's settlement counted once
+    assert usage[policy]["used"] == pytest.approx(spent)  # every replica's settlement counted once
 
 
 def key_id_of(key: str) -> str:
@@ -357,3 +365,29 @@ def test_the_keys_command_manages_the_replicas_shared_store(tmp_path, upstream, 
     assert key_id in listed.stdout and revoked.returncode == 0
     assert after == [401, 401]
     assert not (tmp_path / "cli" / "flaregate.sqlite3").exists()  # nothing went to a local store
+
+
+def test_keys_and_webhooks_made_before_redis_move_into_it_revoked_ones_stay_revoked(tmp_path, upstream, redis_server):
+    import subprocess
+    import sys
+
+    data = tmp_path / "was-alone"
+    alone = upstream_env(upstream.base_url, WEBHOOK_ALLOW_PRIVATE_TARGETS="true")
+    with run_local_gateway(data, alone) as server:
+        kept = _admin(server.base_url, "POST", "/admin/keys", {"name": "kept"}).json()
+        dropped = _admin(server.base_url, "POST", "/admin/keys", {"name": "dropped"}).json()
+        assert _admin(server.base_url, "DELETE", f"/admin/keys/{dropped['id']}").status_code == 200
+        hook = _admin(server.base_url, "POST", "/admin/webhooks", {"url": "http://127.0.0.1:9/hook"}).json()
+    shared = upstream_env(upstream.base_url, FLAREGATE_REDIS_URL=redis_server.url.replace("/0", "/2"))
+    with ExitStack() as stack:
+        a = stack.enter_context(run_local_gateway(data, shared))  # the same data dir, now over Redis
+        b = stack.enter_context(run_local_gateway(tmp_path / "other", shared))
+        answers = [_chat_as(b.base_url, k["key"]).status_code for k in (kept, dropped)]
+        hooks = [h["id"] for h in _admin(b.base_url, "GET", "/admin/webhooks").json()["data"]]
+        moved_line = "Moved 2 gateway keys and 1 webhooks" in a.log()
+    local = subprocess.run([sys.executable, "-m", "flaregate", "keys", "list", "--data-dir", str(data)],
+                           capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert answers == [200, 401]
+    assert hooks == [hook["id"]]
+    assert moved_line
+    assert local.returncode == 0 and local.stdout.strip() == ""  # gone from the file: none can come back

@@ -149,3 +149,20 @@ class SecurityStore:
             "SELECT delivery_id, event, attempt, status, error, ts, delivered FROM webhook_deliveries"
             " WHERE webhook_id = ? ORDER BY id DESC LIMIT ?", webhook_id, max(1, min(limit, DELIVERY_LOG_LIMIT)))
         return [{**r, "delivered": bool(r["delivered"])} for r in rows]
+
+    # -- moving to a shared store (the local host's SQLite file -> Redis) ---------------
+    def export_records(self) -> dict[str, list[dict[str, Any]]]:
+        """Every key (with its digest) and webhook (with its secret), for another store to
+        adopt; not an operation callers reach (it is not in ``call``)."""
+        keys = [{**_key_row(r), "digest": r["digest"]}
+                for r in self._sql.exec("SELECT * FROM gateway_keys ORDER BY created_at, id")]
+        hooks = [{"id": r["id"], "url": r["url"], "events": json.loads(r["events"]), "secret": r["secret"],
+                  "created_at": r["created_at"]} for r in self._sql.exec("SELECT * FROM webhooks ORDER BY created_at, id")]
+        return {"keys": keys, "webhooks": hooks}
+
+    def forget_records(self, key_ids: list[str], webhook_ids: list[str]) -> None:
+        """Drop keys and webhooks another store has adopted (so none comes back from here)."""
+        for key_id in key_ids:
+            self._sql.exec("DELETE FROM gateway_keys WHERE id = ?", key_id)
+        for hook_id in webhook_ids:
+            self._sql.exec("DELETE FROM webhooks WHERE id = ?", hook_id)

@@ -67,6 +67,26 @@ def ensure_first_key(store: SecurityStore, data_dir: Path, redis_url: str | None
         return None
 
 
+def move_to_redis(store: SecurityStore, redis_url: str) -> None:
+    """Keys and webhooks of this replica's SQLite store go into the replicas' Redis (once:
+    they are dropped from the file); a Redis that cannot be reached leaves them for the next start."""
+    import asyncio
+    import sys
+
+    from ...clock import SystemClock
+    from .redis_backend import move_local_records
+
+    try:
+        keys, hooks = asyncio.run(move_local_records(redis_url, SystemClock(), store))
+    except Exception as exc:
+        print(f"flaregate: could not move this replica's stored keys into Redis ({type(exc).__name__});"
+              " trying again at the next start", file=sys.stderr)
+        return
+    if keys or hooks:
+        print(f"Moved {keys} gateway keys and {hooks} webhooks from this replica's SQLite store into Redis",
+              flush=True)
+
+
 def keys_command(data_dir: Path, action: str, name: str = "", models: str = "", key_id: str = "",
                  redis_url: str | None = None) -> int:
     """``flaregate keys``: manage the key store directly (also while the server runs): the

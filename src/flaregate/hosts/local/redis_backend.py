@@ -330,6 +330,20 @@ class RedisSecurityClient:
         assert record is not None
         return _public_key(record)
 
+    async def adopt_key(self, record: dict[str, Any]) -> bool:
+        """A key moved from another store, as it was (times, revocation); False when a key
+        with its id or digest is here already (then the one here stands)."""
+        fields = {"id": record["id"], "prefix": record["prefix"], "name": record["name"],
+                  "policy": json.dumps(record["policy"]), "created_at": repr(float(record["created_at"]))}
+        for name in ("expires_at", "revoked_at"):  # absent when None: revocation is an HSETNX
+            if record.get(name) is not None:
+                fields[name] = repr(float(record[name]))
+        argv = [record["id"], record["digest"], *(item for pair in fields.items() for item in pair)]
+        return bool(await self._create_key(keys=[KEY_PREFIX + record["digest"], KEY_IDS], args=argv))
+
+    async def adopt_webhook(self, record: dict[str, Any]) -> bool:
+        return bool(await self._redis.hsetnx(WEBHOOKS, record["id"], json.dumps(record)))
+
     async def find_key(self, digest: str) -> dict[str, Any] | None:
         # Concurrent lookups share a round trip (not a cache: each read is sent after its call).
         found: dict[str, Any] | None = await self._finds.run("", digest)
@@ -438,6 +452,25 @@ async def ensure_shared_key(url: str, clock: Any) -> str | None:
             return plain
     finally:
         await redis.aclose()
+
+
+async def move_local_records(url: str, clock: Any, store: Any) -> tuple[int, int]:
+    """At a replica's start over Redis: move the keys and webhooks of its own SQLite store
+    (made before Redis was configured) into Redis, and drop them from the file, so that a key
+    revoked in Redis can never come back from a replica's file. Returns (keys, webhooks)
+    moved; those Redis had already (by id or digest) stay as Redis has them."""
+    records = store.export_records()
+    if not records["keys"] and not records["webhooks"]:
+        return 0, 0
+    redis = connect(url)
+    try:
+        client = RedisSecurityClient(redis, clock)
+        keys = [await client.adopt_key(r) for r in records["keys"]]
+        hooks = [await client.adopt_webhook(r) for r in records["webhooks"]]
+    finally:
+        await redis.aclose()
+    store.forget_records([r["id"] for r in records["keys"]], [r["id"] for r in records["webhooks"]])
+    return sum(keys), sum(hooks)
 
 
 async def run_security_op(url: str, clock: Any, op: str, args: dict[str, Any]) -> Any:
