@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..ports import UpstreamResponse
-from .anthropic_translate import SseParser
+from .chat_chunks import ChatChunkTranslator
 from .translated import TranslatedResponse
 
 FINISH_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
@@ -143,18 +143,16 @@ def _event(kind: str, data: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + json.dumps({"type": kind, **data}, separators=(",", ":")).encode() + b"\n\n"
 
 
-class ChunksToEvents:
+class ChunksToEvents(ChatChunkTranslator):
     """OpenAI ``chat.completion.chunk`` SSE in, Anthropic stream events out."""
 
     def __init__(self, model: str) -> None:
+        super().__init__()
         self.model = model
-        self._parser = SseParser()
-        self._started = False
         self._block: int = -1  # the open content block's index (-1: none)
         self._block_kind: str | None = None
         self._tool_blocks: dict[int, int] = {}  # OpenAI tool call index -> block index
         self._finish: str | None = None
-        self._usage: Any = None
         self._stopped = False
 
     def _start(self, chunk: dict[str, Any]) -> bytes:
@@ -176,29 +174,14 @@ class ChunksToEvents:
         self._block_kind = kind
         return out + _event("content_block_start", {"index": self._block, "content_block": block})
 
-    def feed(self, raw: bytes) -> bytes:
-        out: list[bytes] = []
-        for _, data in self._parser.feed(raw):
-            if data.strip() == "[DONE]":
-                out.append(self._stop())
-                continue
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                continue
-            if not isinstance(chunk, dict):
-                continue
-            if "error" in chunk and "choices" not in chunk:
-                error = chunk["error"] if isinstance(chunk["error"], dict) else {}
-                out.append(_event("error", {"error": {"type": "api_error", "message": str(error.get("message"))}}))
-                continue
-            if not self._started:
-                out.append(self._start(chunk))
-            if chunk.get("usage"):
-                self._usage = chunk["usage"]
-            for choice in chunk.get("choices") or []:
-                out.append(self._delta(choice))
-        return b"".join(out)
+    def _error(self, error: dict[str, Any]) -> bytes:
+        return _event("error", {"error": {"type": "api_error", "message": str(error.get("message"))}})
+
+    def _choice(self, choice: dict[str, Any]) -> bytes:
+        return self._delta(choice)
+
+    def _done(self) -> bytes:
+        return self._stop()
 
     def _delta(self, choice: dict[str, Any]) -> bytes:
         out = []

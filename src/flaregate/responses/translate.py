@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..ports import UpstreamResponse
-from ..providers.anthropic_translate import SseParser
+from ..providers.chat_chunks import ChatChunkTranslator
 from ..providers.translated import TranslatedResponse
 
 ERROR_CODES = {400: "invalid_request_error", 401: "invalid_api_key", 403: "permission_denied",
@@ -195,22 +195,20 @@ def to_responses_error(status: int, payload: Any) -> dict[str, Any]:
                       if status < 500 else "api_error", "param": None, "code": ERROR_CODES.get(status)}}
 
 
-class ChunksToEvents:
+class ChunksToEvents(ChatChunkTranslator):
     """OpenAI ``chat.completion.chunk`` SSE in, the Responses API's typed events out."""
 
     def __init__(self, model: str, request: Mapping[str, Any], response_id: str) -> None:
+        super().__init__()
         self.model = model
         self._request = request
         self._id = response_id
-        self._parser = SseParser()
         self._seq = 0
-        self._started = False
         self._items: list[dict[str, Any]] = []  # output items so far, in order
         self._text_index: int | None = None  # the open message item's output index
         self._calls: dict[int, int] = {}  # chat tool-call index -> output index
         self._finish: str | None = None
-        self._usage: Any = None
-        self._done = False
+        self._completed = False
 
     def _event(self, kind: str, data: dict[str, Any]) -> bytes:
         payload = {"type": kind, "sequence_number": self._seq, **data}
@@ -229,31 +227,15 @@ class ChunksToEvents:
         return self._event("response.created", {"response": snapshot}) + self._event(
             "response.in_progress", {"response": snapshot})
 
-    def feed(self, raw: bytes) -> bytes:
-        out: list[bytes] = []
-        for _, data in self._parser.feed(raw):
-            if data.strip() == "[DONE]":
-                out.append(self._complete())
-                continue
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                continue
-            if not isinstance(chunk, dict):
-                continue
-            if "error" in chunk and "choices" not in chunk:
-                error = chunk["error"] if isinstance(chunk["error"], dict) else {}
-                out.append(self._event("error", {"code": str(error.get("code") or "upstream_error"),
-                                                 "message": str(error.get("message")), "param": None}))
-                continue
-            if not self._started:
-                out.append(self._start(chunk))
-            if chunk.get("usage"):
-                self._usage = chunk["usage"]
-            for choice in chunk.get("choices") or []:
-                if isinstance(choice, dict) and choice.get("index", 0) == 0:
-                    out.append(self._delta(choice))
-        return b"".join(out)
+    def _error(self, error: dict[str, Any]) -> bytes:
+        return self._event("error", {"code": str(error.get("code") or "upstream_error"),
+                                     "message": str(error.get("message")), "param": None})
+
+    def _choice(self, choice: dict[str, Any]) -> bytes:
+        return self._delta(choice) if choice.get("index", 0) == 0 else b""
+
+    def _done(self) -> bytes:
+        return self._complete()
 
     def _add(self, item: dict[str, Any]) -> bytes:
         self._items.append(item)
@@ -297,10 +279,10 @@ class ChunksToEvents:
         return b"".join(out)
 
     def _complete(self) -> bytes:
-        if self._done:
+        if self._completed:
             return b""
-        self._done = True
-        out = [self._start({}) if not self._started else b""]
+        self._completed = True
+        out = [b"" if self._started else self._start({})]
         for position, item in enumerate(self._items):
             item["status"] = "completed"
             if item["type"] == "message":
