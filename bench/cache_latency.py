@@ -60,7 +60,8 @@ def timed(client: httpx.Client, body: dict, stream: bool) -> tuple[float, float,
     else:
         response = client.post(CHAT, json=body)
     elapsed = (time.perf_counter() - started) * 1000
-    response.raise_for_status()
+    if response.status_code != 200:
+        raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:300]!r}")
     tier = response.headers.get("cache-status", "").rpartition("detail=")[2]
     return elapsed, server_total(response), response.headers.get("x-flaregate-cache", "?"), tier
 

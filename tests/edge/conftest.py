@@ -95,8 +95,56 @@ class FakeWebSocketPair:
         return types.SimpleNamespace(object_values=lambda: (client, server))
 
 
+class FakeHeaders:
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    @classmethod
+    def new(cls) -> FakeHeaders:
+        return cls()
+
+    def set(self, name: str, value: str) -> None:
+        self.values[name.lower()] = value
+
+
+class FakeJsResponse:
+    """``new Response(text, init)`` as the Cache API tier builds it."""
+
+    def __init__(self, body: str, init: dict[str, Any]) -> None:
+        self.body = body
+        self.init = init
+
+    @classmethod
+    def new(cls, body: str, init: dict[str, Any]) -> FakeJsResponse:
+        return cls(body, init)
+
+    async def text(self) -> str:
+        return self.body
+
+
+class FakeCache:
+    """``caches.default``: match / put / delete by URL (what the warm tier calls)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, FakeJsResponse] = {}
+        self.puts: list[tuple[str, dict[str, str]]] = []
+
+    async def match(self, url: str) -> FakeJsResponse | None:
+        return self.entries.get(url)
+
+    async def put(self, url: str, response: FakeJsResponse) -> None:
+        self.entries[url] = response
+        self.puts.append((url, response.init["headers"].values))
+
+    async def delete(self, url: str) -> bool:
+        return self.entries.pop(url, None) is not None
+
+
 def _install_runtime_stubs() -> None:
     js = types.ModuleType("js")
+    js.Headers = FakeHeaders  # type: ignore[attr-defined]
+    js.Response = FakeJsResponse  # type: ignore[attr-defined]
+    js.caches = types.SimpleNamespace(default=FakeCache())  # type: ignore[attr-defined]
     js.TransformStream = FakeTransformStream  # type: ignore[attr-defined]
     js.WebSocketPair = FakeWebSocketPair  # type: ignore[attr-defined]
     js.AbortController = types.SimpleNamespace(new=lambda: FakeAbortController())  # type: ignore[attr-defined]
@@ -439,6 +487,7 @@ def fake_http(monkeypatch: pytest.MonkeyPatch) -> FakeFetch:
     monkeypatch.setattr(workers, "fetch", fetch)
     monkeypatch.setattr(workers, "Request", FakeForwardedRequest)
     monkeypatch.setattr(edge_worker, "_cached", None)  # a fresh per-isolate Gateway per test
+    monkeypatch.setattr(sys.modules["js"], "caches", types.SimpleNamespace(default=FakeCache()))  # this data centre's
     logger = logging.getLogger("flaregate")
     monkeypatch.setattr(logger, "level", logger.level)  # the Worker sets it from LOG_LEVEL
     root = logging.getLogger()  # configure_logging (Worker and hub) installs a JSON handler there

@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import js
 import pytest
 
 import entry
@@ -61,16 +62,29 @@ async def test_chat_completion_then_cache_hit(make_env):
     assert first.headers["x-flaregate-cache"] == "MISS"
     assert first.headers["x-flaregate-provider"] == "mock"
     assert first.headers["x-ratelimit-limit-requests"] == "100"
-    await ctx.drain()  # the KV write runs after the response, through ctx.waitUntil
-    [put] = env.CACHE.puts
-    assert put["expirationTtl"] >= 60 and put["expirationTtl"] == 300
+    await ctx.drain()  # the warm write runs after the response, through ctx.waitUntil
+    # The default TTL (300 s) ends within the warm tier's hour: the Cache API holds it, KV not.
+    url, headers = js.caches.default.puts[-1]
+    assert url.startswith(f"{BASE}/__flaregate/cache/fg/c2/") and headers["cache-control"] == "max-age=300"
+    assert env.CACHE.puts == []
 
     second = await call(env, chat_request(headers={"x-request-id": "client-id-1"}))
     assert second.status == 200
     assert second.headers["x-flaregate-cache"] == "HIT"
     assert second.headers["x-request-id"] == "client-id-1"
     assert second.json() == completion
-    assert len(env.CACHE.puts) == 1
+    assert env.CACHE.puts == []
+
+
+async def test_a_long_lived_answer_is_written_to_kv_too(make_env):
+    env, ctx = make_env(), FakeCtx()
+    body = {**CHAT, "messages": [{"role": "user", "content": "keep this for two hours"}]}
+    response = await call(env, chat_request(body, headers={"x-flaregate-cache-ttl": "7200"}), ctx)
+    assert response.status == 200
+    await ctx.drain()
+    [put] = env.CACHE.puts
+    assert put["expirationTtl"] == 7200
+    assert js.caches.default.puts[-1][1]["cache-control"] == "max-age=3600"  # warm: at most an hour
 
 
 async def test_streaming_chat_writes_sse_to_the_transform_stream(make_env):

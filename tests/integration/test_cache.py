@@ -72,7 +72,7 @@ def test_ttl_expiry_with_a_short_ttl(sdk):
     assert create(sdk, messages, headers=ttl)[0]["x-flaregate-cache"] == "MISS"
     headers, _ = create(sdk, messages)
     assert headers["x-flaregate-cache"] == "HIT" and headers["cache-status"].startswith("flaregate; hit; ttl=")
-    time.sleep(1.3)  # past the entry's own expiry in both tiers (the store keeps rows until swept)
+    time.sleep(1.3)  # past the entry's own expiry in every tier (the stores keep rows until swept)
     assert create(sdk, messages)[0]["x-flaregate-cache"] == "MISS"
 
 

@@ -5,11 +5,12 @@ ones still go through; nothing waits until the client times out. Both hosts."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
 
-from .conftest import GATEWAY_KEY, run_gateway, upstream_env
+from .conftest import ADMIN_KEY, GATEWAY_KEY, run_gateway, upstream_env
 
 CHAT = "/v1/chat/completions"
 LIMIT = 4  # fixed (min = max): low may fill half of it, high all of it
@@ -51,9 +52,24 @@ async def test_low_priority_is_shed_at_once_while_high_priority_goes_through(she
     async with httpx.AsyncClient(timeout=10) as client:
         state = (await client.get(shedding.base_url + "/health")).json()["load_shedding"]
     assert state["limit"] == LIMIT and state["shed"]["low"] >= 20 - LIMIT // 2 and state["shed"]["high"] == 0
+    # ...and in the hub: /metrics counts the shed requests (the analytics events say shed).
+    assert shed_in_metrics(shedding, 20 - LIMIT // 2) >= 20 - LIMIT // 2
 
 
 def test_an_unknown_priority_counts_as_normal(shedding):
     response = httpx.post(shedding.base_url + CHAT, json=_body(999), timeout=30,
                           headers={"authorization": f"Bearer {GATEWAY_KEY}", "x-flaregate-priority": "superuser"})
     assert response.status_code == 200
+
+
+def shed_in_metrics(server, at_least: int) -> float:
+    """flaregate_shed_total summed over its labels, once the hub has counted ``at_least``."""
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    deadline = time.monotonic() + 15
+    while True:
+        text = httpx.get(server.base_url + "/metrics", headers=admin, timeout=10).text
+        shed = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("flaregate_shed_total{"))
+        if shed >= at_least or time.monotonic() > deadline:
+            return shed
+        time.sleep(0.2)

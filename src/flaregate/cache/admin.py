@@ -1,7 +1,7 @@
 """Admin endpoints of the cache: purge by key hash or by namespace, and statistics.
 
 ``POST /admin/cache/purge`` with ``{"key": "<64 hex>"}`` (the hash a debug header shows)
-deletes that entry from both tiers; ``{"namespace": "ns"}`` starts a new generation of the
+deletes that entry from every tier; ``{"namespace": "ns"}`` starts a new generation of the
 namespace, which makes every entry in it unreachable at once (see cache_namespaces).
 ``GET /admin/cache/stats`` reports this process's (or isolate's) tiers and counters.
 """

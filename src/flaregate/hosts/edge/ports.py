@@ -34,6 +34,7 @@ SECURITY_NAME = "global"  # the single security store instance
 class RequestScope:
     env: Any
     ctx: Any
+    host: str | None = None  # the request's host: the Cache API's keys live under it
 
 
 _scope: ContextVar[RequestScope] = ContextVar("flaregate_edge_scope")
@@ -47,9 +48,9 @@ def current() -> RequestScope:
 
 
 @contextmanager
-def bind(env: Any, ctx: Any) -> Iterator[RequestScope]:
+def bind(env: Any, ctx: Any, host: str | None = None) -> Iterator[RequestScope]:
     """Make ``env``/``ctx`` the current request's for the enclosed code."""
-    scope = RequestScope(env, ctx)
+    scope = RequestScope(env, ctx, host)
     token = _scope.set(scope)
     try:
         yield scope
@@ -100,15 +101,22 @@ class KVStore:
 
 class CacheApiStore:
     """The response cache's warm tier over the Cache API (``caches.default``): free, per
-    data centre, never replicated. Each key is a synthetic GET URL on a host no one serves;
-    the stored Response carries ``Cache-Control: max-age`` (the Cache API's own expiry),
-    and every entry its own expiry on top, as in KV."""
+    data centre, never replicated. Each key is a synthetic GET URL under the Worker's own
+    hostname (Cloudflare advises against foreign hostnames in cache keys); incoming requests
+    never read it, since a Worker's route runs before the CDN cache. The stored Response
+    carries ``Cache-Control: max-age`` (the Cache API's own expiry), and every entry its own
+    expiry on top, as in KV."""
 
-    ORIGIN = "https://flaregate-cache.internal/"
+    FALLBACK_HOST = "flaregate-cache.internal"
+    PATH = "/__flaregate/cache/"
 
     @classmethod
     def url(cls, key: str) -> str:
-        return cls.ORIGIN + key.replace(":", "/")  # fg:c2:<hash> -> .../fg/c2/<hash>
+        try:
+            host = current().host or cls.FALLBACK_HOST
+        except RuntimeError:
+            host = cls.FALLBACK_HOST
+        return f"https://{host}{cls.PATH}{key.replace(':', '/')}"  # fg:c2:<hash> -> .../fg/c2/<hash>
 
     async def get(self, key: str) -> str | None:
         response = await js.caches.default.match(self.url(key))

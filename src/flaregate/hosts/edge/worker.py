@@ -76,7 +76,7 @@ def gateway_for(env: Any) -> Gateway:
 
 
 async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
-    with bind(env, ctx) as scope:
+    with bind(env, ctx, urlsplit(str(request.url)).netloc) as scope:
         try:
             response = await _handle(request, env)
         except GatewayError as exc:
