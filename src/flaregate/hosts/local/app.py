@@ -97,6 +97,8 @@ class LocalHost:
         await self.compaction.stop()
         await self.gateway.analytics.flush()
         await self.tasks.drain()
+        if self.hub.exporters is not None:  # what the exporters still hold, one last attempt
+            await self.hub.exporters.flush(final=True)
         await self.transport.aclose()
         if self.redis is not None:
             await self.redis.aclose()
