@@ -78,6 +78,11 @@ def test_a_span_carries_the_trace_its_parent_and_the_genai_attributes():
     assert attributes["gen_ai.usage.input_tokens"] == {"intValue": "7"}
     assert "gen_ai.usage.output_tokens" not in attributes
     assert export_record({"status": 200}) is None  # no time: not a request event
+    bad = dict(record, trace_id='a"}],"x":1')  # never spliced into the JSON text
+    assert OtlpEncoder("svc", {}, {}).span(bad) is None
+    no_parent = dict(record, parent_span_id=None, status=502, error_class="upstream_error")
+    span = json.loads(OtlpEncoder("svc", {}, {}).traces([no_parent]))["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert "parentSpanId" not in span and span["status"] == {"code": 2, "message": "upstream_error"}
 
 
 class _Clock:
