@@ -157,9 +157,14 @@ class MetricsHub:
             return
         requests = [e for e in events[:MAX_BATCH] if isinstance(e, dict) and "event" not in e
                     and e.get("type", "request") == "request"]
-        if requests:
+        if not requests:
+            return
+        try:
             self.exporters.offer(requests, self._clock.now())
-            await self._schedule_wake()
+        except Exception:  # an exporter never costs the hub its own work
+            log.warning("could not queue %d events for export", len(requests), exc_info=True)
+            return
+        await self._schedule_wake()
 
     def _log(self, requests: list[dict[str, Any]], operational: list[dict[str, Any]], now: float) -> None:
         self.logs.write(requests, operational, now)
