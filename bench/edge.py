@@ -55,6 +55,9 @@ SCENARIOS: dict[str, Scenario] = {
     "hit": ("fg", "POST", CHAT, lambda: _chat("bench the same prompt"), 200),
     "stream": ("fg", "POST", CHAT, lambda: _chat(f"bench {uuid.uuid4().hex}", stream=True), 200),
     "429": ("fg429", "POST", CHAT, lambda: _chat(f"bench {uuid.uuid4().hex}"), 429),
+    # The request log with LOG_BODIES=both, and the exporters with their targets down (issue 16).
+    "miss_bodies": ("fgbodies", "POST", CHAT, lambda: _chat(f"bench {uuid.uuid4().hex}"), 200),
+    "miss_export_down": ("fgexport", "POST", CHAT, lambda: _chat(f"bench {uuid.uuid4().hex}"), 200),
     "health": ("fg", "GET", "/health", None, 200),
     "metrics": ("fg", "GET", "/metrics", None, 200),
 }
@@ -139,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
             if "429" in names:
                 workers["fg429"] = _start_worker("fg429", work, _worker_env(
                     mock.base_url, RATE_LIMIT_CAPACITY="1", RATE_LIMIT_REFILL_PER_SECOND="0.0001"))
+            if "miss_bodies" in names:
+                workers["fgbodies"] = _start_worker("fgbodies", work, _worker_env(mock.base_url, LOG_BODIES="both"))
+            if "miss_export_down" in names:
+                dead = f"http://127.0.0.1:{free_port()}"
+                workers["fgexport"] = _start_worker("fgexport", work, _worker_env(
+                    mock.base_url, OTEL_EXPORTER_OTLP_ENDPOINT=dead, DD_API_KEY="bench", DATADOG_API_URL=dead))
             rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
             for r in range(args.rounds):
                 order = names[r % len(names):] + names[:r % len(names)]

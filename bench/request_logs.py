@@ -89,11 +89,13 @@ def main() -> None:
     parser.add_argument("--through", choices=("local", "edge"), help="through the real server instead")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--export-down", action="store_true",
+                        help="with --through: exporters off vs. their targets down, same traffic")
     args = parser.parse_args()
     if args.through:
-        from .request_logs_through import run
+        from .request_logs_through import export_down, run
 
-        run(args.through, args.requests, args.concurrency)
+        (export_down if args.export_down else run)(args.through, args.requests, args.concurrency)
         return
     now = time.time()
     events = [_event(i, now) for i in range(args.events)]

@@ -30,9 +30,10 @@ ENV = {"FLAREGATE_API_KEYS": GATEWAY_KEY, "FLAREGATE_ADMIN_KEY": ADMIN_KEY, "CAC
 
 
 @contextmanager
-def _server(target: str, work: Path) -> Iterator[str]:
+def _server(target: str, work: Path, extra: dict[str, str] | None = None) -> Iterator[str]:
+    env = {**ENV, **(extra or {})}
     if target == "edge":
-        env_file = wrangler_dev.write_env_file(work / "bench.env", ENV)
+        env_file = wrangler_dev.write_env_file(work / "bench.env", env)
         command = wrangler_dev.wrangler_command(free_port(), free_port(), work / "state", env_file)
         dev = wrangler_dev.start(command, log_path=work / "wrangler.log", ready_timeout=180)
         try:
@@ -44,7 +45,7 @@ def _server(target: str, work: Path) -> Iterator[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLAREGATE_", "RATE_LIMIT", "CACHE_"))}
     with (work / "server.log").open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "flaregate", "serve", "--port", str(port), "--data-dir",
-                                    str(work)], env={**clean, **ENV}, stdout=log, stderr=subprocess.STDOUT)
+                                    str(work)], env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -59,23 +60,64 @@ def _server(target: str, work: Path) -> Iterator[str]:
         process.wait(10)
 
 
-async def _send(base: str, count: int, concurrency: int, run: str) -> None:
+async def _send(base: str, count: int, concurrency: int, run: str) -> list[float]:
     todo = iter(range(count))
+    latencies: list[float] = []
 
     async def worker(client: httpx.AsyncClient) -> None:
         for i in todo:
+            started = time.perf_counter()
             response = await client.post("/v1/chat/completions", headers={"authorization": f"Bearer {GATEWAY_KEY}"},
                                          json={"model": "mock-1", "messages": [{"role": "user", "content": f"{run} {i}"}]})
             assert response.status_code == 200, response.text
+            latencies.append((time.perf_counter() - started) * 1000)
 
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    return latencies
 
 
 def _records(base: str, since: float) -> int:
     text = httpx.get(base + "/v1/logs", params={"format": "jsonl", "model": "mock-1", "since": str(since)},
                      headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=60).text
     return sum(1 for line in text.splitlines() if line.strip())
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+
+def export_down(target: str, requests: int, concurrency: int, rounds: int = 3) -> None:
+    """The same traffic with no exporter and with OTLP + Datadog pointed at a closed port,
+    alternating, in one run: what a target that is down costs the API."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    configs = {"exporters off": {}, "targets down": {"OTEL_EXPORTER_OTLP_ENDPOINT": dead, "DD_API_KEY": "bench",
+                                                    "DATADOG_API_URL": dead, "OTEL_BSP_SCHEDULE_DELAY": "200"}}
+    results: dict[str, list[float]] = {name: [] for name in configs}
+    rates: dict[str, list[float]] = {name: [] for name in configs}
+    with tempfile.TemporaryDirectory() as tmp:
+        servers = {}
+        try:
+            stack = {name: _server(target, Path(tmp) / name.replace(" ", "-"), extra) for name, extra in configs.items()}
+            for name, context in stack.items():
+                (Path(tmp) / name.replace(" ", "-")).mkdir()
+                servers[name] = context.__enter__()
+                asyncio.run(_send(servers[name], 50, concurrency, "warm"))
+            for _ in range(rounds):
+                for name, base in servers.items():
+                    start = time.perf_counter()
+                    results[name] += asyncio.run(_send(base, requests, concurrency, "bench"))
+                    rates[name].append(requests / (time.perf_counter() - start))
+        finally:
+            for name in servers:
+                stack[name].__exit__(None, None, None)
+    summary = {name: {"requests_per_s": round(sum(rates[name]) / len(rates[name]), 1),
+                      "p50_ms": _quantile(values, 0.5), "p95_ms": _quantile(values, 0.95)}
+               for name, values in results.items()}
+    off, down = summary["exporters off"], summary["targets down"]
+    summary["ratio_down_over_off"] = {k: round(down[k] / off[k], 3) for k in off}
+    print(json.dumps({"target": target, "requests_per_round": requests, "rounds": rounds, **summary}))
 
 
 def run(target: str, requests: int, concurrency: int) -> None:

@@ -510,8 +510,8 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     if vars.get("FLAREGATE_CONDITIONAL_ROUTES", "").strip():
         data["conditional_routes"] = _json(vars, "FLAREGATE_CONDITIONAL_ROUTES")
     request_logs: dict[str, Any] = {f"{level}_seconds": vars[f"LOG_RETENTION_{level.upper()}_SECONDS"]
-                    for level in ("debug", "info", "warn", "error")
-                    if vars.get(f"LOG_RETENTION_{level.upper()}_SECONDS", "") != ""}
+                                    for level in ("debug", "info", "warn", "error")
+                                    if vars.get(f"LOG_RETENTION_{level.upper()}_SECONDS", "") != ""}
     if vars.get("LOG_BODIES", "") != "":
         request_logs["bodies"] = vars["LOG_BODIES"].strip().lower()
     if vars.get("LOG_PRIVATE_ROUTES", "").strip():

@@ -175,3 +175,39 @@ def test_a_target_that_is_down_costs_the_api_nothing_and_the_queue_stays_bounded
         for name in exporters:
             assert health["exporters"][name]["dropped"] >= total - capacity
             assert health["exporters"][name]["queued"] <= health["exporters"][name]["capacity"] == capacity
+
+
+def test_replicas_over_redis_export_each_request_once(upstream, receiver, tmp_path):
+    """Every replica's hub folds every replica's events (Redis stream); only the replica
+    that answered a request exports it."""
+    from contextlib import ExitStack
+
+    from tests.support.redis_server import RedisServer
+
+    from .conftest import TARGET, run_local_gateway
+
+    if TARGET != "local":
+        pytest.skip("Redis replicas are the standalone host's; the edge has one hub object")
+    try:
+        redis = RedisServer(tmp_path / "redis")
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    redis.start()
+    try:
+        env = upstream_env(upstream.base_url, FLAREGATE_REDIS_URL=redis.url, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.base_url,
+                           OTEL_METRICS_EXPORTER="none", **FAST_EXPORT)
+        with ExitStack() as stack:
+            urls = [stack.enter_context(run_local_gateway(tmp_path / f"replica{i}", env)).base_url for i in range(2)]
+            ids = [_chat(urls[i % 2], "gpt-test", f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+                         ).headers["x-request-id"] for i in range(10)]
+
+            def spans_for_ids() -> list[str]:
+                return [s["attributes"].get("flaregate.request_id") for s in receiver.received()["spans"]
+                        if s["attributes"].get("flaregate.request_id") in ids]
+
+            found = _wait(spans_for_ids, lambda spans: set(ids) <= set(spans))
+            time.sleep(1.5)  # a duplicate from the other replica would arrive within its schedule delay
+            found = spans_for_ids()
+            assert sorted(found) == sorted(ids)  # each once
+    finally:
+        redis.stop()

@@ -65,6 +65,7 @@ class MetricsHub:
         log_retention: dict[str, float] | None = None,
         exporters: Exporters | None = None,
         log_secrets: list[str] | None = None,
+        export_on_record: bool = True,
     ) -> None:
         self._sql = sql
         self._clock = clock
@@ -78,6 +79,9 @@ class MetricsHub:
         self.logs = RequestLogStore(sql, log_retention, log_secrets or ())
         # OpenTelemetry / Datadog: fed here, sent from the wake-ups (None or empty: off).
         self.exporters = exporters if exporters else None
+        # False where this hub folds other replicas' events too (the local host over Redis):
+        # each replica then exports only its own, through :meth:`export`.
+        self._export_on_record = export_on_record
         # /health is polled: its score is computed at most once per tick (and again after
         # new events), not with two SQL scans per call.
         self._health_cache: tuple[float, dict[str, Any]] | None = None
@@ -142,10 +146,25 @@ class MetricsHub:
         if alerts and self._broadcaster.subscriber_count():
             for alert in alerts:
                 self._broadcaster.broadcast(json.dumps({**alert, "protocol": PROTOCOL_VERSION}))
-        if self.exporters is not None and requests:
-            self.exporters.offer(requests, now)
-            await self._schedule_wake()
+        if self._export_on_record and requests:
+            await self.export(requests)
         return len(parsed) + len(published)
+
+    async def export(self, events: list[dict[str, Any]]) -> None:
+        """Queue request events for the exporters (memory only) and make sure a wake-up
+        will send them. Operational and malformed items are left out."""
+        if self.exporters is None or not isinstance(events, list):
+            return
+        requests = [e for e in events[:MAX_BATCH] if isinstance(e, dict) and "event" not in e
+                    and e.get("type", "request") == "request"]
+        if not requests:
+            return
+        try:
+            self.exporters.offer(requests, self._clock.now())
+        except Exception:  # an exporter never costs the hub its own work
+            log.warning("could not queue %d events for export", len(requests), exc_info=True)
+            return
+        await self._schedule_wake()
 
     def _log(self, requests: list[dict[str, Any]], operational: list[dict[str, Any]], now: float) -> None:
         self.logs.write(requests, operational, now)

@@ -78,3 +78,92 @@ def test_a_span_carries_the_trace_its_parent_and_the_genai_attributes():
     assert attributes["gen_ai.usage.input_tokens"] == {"intValue": "7"}
     assert "gen_ai.usage.output_tokens" not in attributes
     assert export_record({"status": 200}) is None  # no time: not a request event
+    bad = dict(record, trace_id='a"}],"x":1')  # never spliced into the JSON text
+    assert OtlpEncoder("svc", {}, {}).span(bad) is None
+    no_parent = dict(record, parent_span_id=None, status=502, error_class="upstream_error")
+    span = json.loads(OtlpEncoder("svc", {}, {}).traces([no_parent]))["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert "parentSpanId" not in span and span["status"] == {"code": 2, "message": "upstream_error"}
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def now(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+class _Answer:
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    async def read(self) -> bytes:
+        return b"{}"
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _Target:
+    """Records the posts; answers ``status``, or raises when ``down`` (a unit-level stand-in
+    for the receiver process the integration tests run)."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict, bytes]] = []
+        self.status, self.down = 200, False
+
+    async def send(self, method, url, headers, body, timeout):
+        if self.down:
+            from flaregate.ports import UpstreamError
+
+            raise UpstreamError("connection refused")
+        self.posts.append((url, dict(headers), body))
+        return _Answer(self.status)
+
+
+def _exporters(**vars):
+    import asyncio
+
+    from flaregate.observability.export import build_exporters
+
+    settings = settings_from_vars({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel", "OTEL_BSP_SCHEDULE_DELAY": "1000",
+                                   "OTEL_METRICS_EXPORTER": "none", **vars})
+    clock, target = _Clock(), _Target()
+    exporters = build_exporters(settings, target, clock)
+    assert exporters is not None
+    return exporters, clock, target, asyncio.run
+
+
+def _event(i: int) -> dict:
+    return {"ts": 999.0, "status": 200, "trace_id": f"{i:032x}", "span_id": f"{i:016x}", "latency_ms": 5.0,
+            "path": "/v1/chat/completions", "model": "m"}
+
+
+def test_spans_wait_for_the_interval_and_a_final_flush_sends_at_once():
+    exporters, clock, target, run = _exporters()
+    exporters.offer([_event(1), _event(2)], clock.now())
+    assert exporters.due_at() == 1001.0
+    run(exporters.flush())
+    assert target.posts == []  # not due yet
+    run(exporters.flush(final=True))
+    url, headers, body = target.posts[0]
+    assert url == "http://otel/v1/traces" and headers["content-type"] == "application/json"
+    assert len(json.loads(body)["resourceSpans"][0]["scopeSpans"][0]["spans"]) == 2
+    assert exporters.status()["otlp_traces"]["sent"] == 2 and exporters.due_at() is None
+
+
+def test_a_target_that_is_down_is_retried_then_its_batch_counted_as_dropped():
+    exporters, clock, target, run = _exporters(EXPORT_MAX_ATTEMPTS="2", EXPORT_RETRY_BASE_SECONDS="1")
+    target.down = True
+    exporters.offer([_event(1)], clock.now())
+    clock.t += 1
+    run(exporters.flush())
+    assert exporters.status()["otlp_traces"] == {"queued": 1, "capacity": 2048, "sent": 0, "dropped": 0,
+                                                  "failures": 1}
+    assert exporters.due_at() == clock.t + 1
+    clock.t += 1
+    run(exporters.flush())
+    assert exporters.status()["otlp_traces"]["dropped"] == 1 and exporters.status()["otlp_traces"]["queued"] == 0

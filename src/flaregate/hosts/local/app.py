@@ -61,7 +61,8 @@ class LocalHost:
                               latency_target_ms=settings.health_latency_target_ms, host_stats=ProcessStats(),
                               log_retention=settings.request_logs.retention(),
                               exporters=build_exporters(settings, self.transport, clock),
-                              log_secrets=log_secrets(settings) if settings.request_logs.bodies != "off" else None)
+                              log_secrets=log_secrets(settings) if settings.request_logs.bodies != "off" else None,
+                              export_on_record=settings.redis_url is None)
         scheduler.target = self.hub.alarm
         self.compaction = PeriodicTask(COMPACT_EVERY_SECONDS, self.hub.compact)
         self.security = SecurityStore(self.storage, clock)  # gateway keys (hashed), nonces, webhooks
@@ -101,6 +102,8 @@ class LocalHost:
         await self.compaction.stop()
         await self.gateway.analytics.flush()
         await self.tasks.drain()
+        if self.hub.exporters is not None:  # what the exporters still hold, one last attempt
+            await self.hub.exporters.flush(final=True)
         await self.transport.aclose()
         if self.redis is not None:
             await self.redis.aclose()

@@ -65,6 +65,7 @@ class LocalHubClient:
 
     async def publish(self, events: list[dict[str, Any]]) -> None:
         if self._feed is not None:
+            await self._hub.export(events)  # this replica's own events: the feed brings everyone's
             await self._feed.publish(events)
         else:
             await self._hub.record(events)

@@ -43,6 +43,7 @@ class _Sink:
     queue: ExportQueue
     encode: Encode
     window_end: float | None = None  # where the last delta window ended (metrics)
+    body: tuple[int, bytes] | None = None  # the head batch's encoding, kept while it is retried
 
 
 class Exporters:
@@ -101,12 +102,16 @@ class Exporters:
         return min(times) if times else None
 
     # -- sending (the hub's wake-up) -----------------------------------------------------
-    async def flush(self) -> None:
-        """Send what is due; never raises. Concurrent calls (two wake-ups) do nothing."""
+    async def flush(self, *, final: bool = False) -> None:
+        """Send what is due; never raises. Concurrent calls (two wake-ups) do nothing.
+        ``final`` (a host shutting down): whatever is queued goes now, one attempt each."""
         if self._busy:
             return
         self._busy = True
         try:
+            if final:
+                for sink in self.sinks:
+                    sink.queue.next_at = self._clock.now() if len(sink.queue) else None
             await asyncio.gather(*(self._drain(sink) for sink in self.sinks))
         finally:
             self._busy = False
@@ -119,12 +124,14 @@ class Exporters:
             batch = sink.queue.batch()
             start = sink.window_end if sink.window_end is not None else min(float(r["ts"]) for r in batch)
             try:
-                body = sink.encode(batch, start, now)
-                status = await self._post(sink, body)
+                if sink.body is None or sink.body[0] != len(batch):  # a retry sends the same bytes
+                    sink.body = (len(batch), sink.encode(batch, start, now))
+                status = await self._post(sink, sink.body[1])
             except Exception as exc:  # the target is down, slow or broke the connection
                 self._failed(sink, len(batch), f"{type(exc).__name__}: {exc}", retry=True)
                 return
             if 200 <= status < 300:
+                sink.body = None
                 sink.queue.sent_ok(len(batch), self._clock.now())
                 sink.window_end = now
                 continue
@@ -142,7 +149,10 @@ class Exporters:
 
     def _failed(self, sink: _Sink, count: int, error: str, *, retry: bool) -> None:
         first = sink.queue.failures == 0 or sink.queue.last_error != error[:200]
+        dropped = sink.queue.dropped
         sink.queue.failed(count, self._clock.now(), error, retry=retry)
+        if sink.queue.dropped != dropped:  # the batch is gone: the next one is encoded afresh
+            sink.body = None
         (log.warning if first else log.debug)("export to %s failed (%s); %d queued, %d dropped so far",
                                               sink.name, error, len(sink.queue), sink.queue.dropped)
 

@@ -8,7 +8,9 @@ hex strings, enums are integers, 64-bit integers are strings.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +25,7 @@ DURATION_BOUNDS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 1
 TOKEN_BOUNDS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 # Provider kinds whose GenAI ``gen_ai.provider.name`` differs from the kind's own name.
 _PROVIDER_NAMES = {"workers_ai": "cloudflare.workers_ai", "huggingface": "hugging_face"}
+_TRACE_ID, _SPAN_ID = re.compile(r"^[0-9a-f]{32}$"), re.compile(r"^[0-9a-f]{16}$")
 
 
 def _value(value: Any) -> dict[str, Any]:
@@ -51,6 +54,9 @@ class OtlpEncoder:
                                                     **resource_attributes})}
         self._scope = {"name": "flaregate", "version": __version__}
         self._kinds = kinds
+        # The shared attributes' JSON per (provider, model, path): few distinct values, and
+        # building them was most of a span's encoding time.
+        self._genai_json = functools.lru_cache(maxsize=1024)(self._genai_fragment)
 
     def genai(self, record: dict[str, Any]) -> dict[str, Any]:
         """The GenAI attributes every signal shares (low cardinality: no ids)."""
@@ -61,15 +67,20 @@ class OtlpEncoder:
                 "gen_ai.system": name,  # the name older conventions (and backends) read
                 "gen_ai.request.model": record.get("model")}
 
+    def _genai_fragment(self, provider: Any, model: Any, path: Any) -> str:
+        pairs = self.genai({"provider": provider, "model": model, "path": path})
+        return json.dumps(attributes(pairs), separators=(",", ":"))[1:-1]
+
     # -- traces ------------------------------------------------------------------------
-    def span(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        trace_id, span_id = record.get("trace_id"), record.get("span_id")
-        if not isinstance(trace_id, str) or not isinstance(span_id, str):
+    def span(self, record: dict[str, Any]) -> str | None:
+        """One span as OTLP/JSON text (None without well-formed ids)."""
+        trace_id, span_id, parent = record.get("trace_id"), record.get("span_id"), record.get("parent_span_id")
+        if not (isinstance(trace_id, str) and _TRACE_ID.match(trace_id) and isinstance(span_id, str)
+                and _SPAN_ID.match(span_id)):
             return None
         status = int(record["status"])
         start = float(record["ts"])
         pairs: dict[str, Any] = {
-            **self.genai(record),
             "gen_ai.response.model": record.get("upstream_model") or None,
             "gen_ai.usage.input_tokens": record.get("tokens_in"),
             "gen_ai.usage.output_tokens": record.get("tokens_out"),
@@ -82,24 +93,23 @@ class OtlpEncoder:
             "flaregate.cache": record.get("cache"),
             "flaregate.stream": bool(record.get("stream")),
         }
-        span: dict[str, Any] = {
-            "traceId": trace_id, "spanId": span_id,
-            "name": f"{operation(record)} {record.get('model') or ''}".strip(),
-            "kind": SPAN_KIND_SERVER,
-            "startTimeUnixNano": _nanos(start),
-            "endTimeUnixNano": _nanos(start + number(record, "latency_ms") / 1000),
-            "attributes": attributes(pairs),
-            "status": {"code": STATUS_ERROR, "message": str(record.get("error_class") or status)} if status >= 500
-            else {},
-        }
-        if record.get("parent_span_id"):
-            span["parentSpanId"] = record["parent_span_id"]
-        return span
+        shared = self._genai_json(record.get("provider"), record.get("model"), record.get("path"))
+        own = json.dumps(attributes(pairs), separators=(",", ":"))[1:-1]
+        status_json = (json.dumps({"code": STATUS_ERROR, "message": str(record.get("error_class") or status)})
+                       if status >= 500 else "{}")
+        name = json.dumps(f"{operation(record)} {record.get('model') or ''}".strip())
+        parent_json = f'"parentSpanId":"{parent}",' if isinstance(parent, str) and _SPAN_ID.match(parent) else ""
+        return (f'{{"traceId":"{trace_id}","spanId":"{span_id}",{parent_json}"name":{name},'
+                f'"kind":{SPAN_KIND_SERVER},"startTimeUnixNano":"{_nanos(start)}",'
+                f'"endTimeUnixNano":"{_nanos(start + number(record, "latency_ms") / 1000)}",'
+                f'"attributes":[{shared}{"," if shared and own else ""}{own}],"status":{status_json}}}')
 
     def traces(self, records: Iterable[dict[str, Any]]) -> bytes:
-        spans = [s for s in (self.span(r) for r in records) if s is not None]
-        return json.dumps({"resourceSpans": [{"resource": self._resource, "scopeSpans": [
-            {"scope": self._scope, "spans": spans}]}]}, separators=(",", ":")).encode()
+        spans = ",".join(s for s in (self.span(r) for r in records) if s is not None)
+        resource = json.dumps(self._resource, separators=(",", ":"))
+        scope = json.dumps(self._scope, separators=(",", ":"))
+        return (f'{{"resourceSpans":[{{"resource":{resource},"scopeSpans":[{{"scope":{scope},'
+                f'"spans":[{spans}]}}]}}]}}').encode()
 
     # -- metrics -----------------------------------------------------------------------
     def metrics(self, records: Iterable[dict[str, Any]], start: float, end: float) -> bytes:
