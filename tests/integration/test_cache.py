@@ -11,7 +11,7 @@ import pytest
 
 from flaregate.security.signing import sign_request
 
-from .conftest import GATEWAY_KEY, run_gateway, upstream_env
+from .conftest import GATEWAY_KEY, TARGET, run_gateway, upstream_env
 
 ADMIN_KEY = "fg-admin-test-key-0123456789"
 CHAT = "/v1/chat/completions"
@@ -226,12 +226,18 @@ def test_lru_eviction_by_size_falls_back_to_the_warm_tier(small_memory):
 
 def test_entries_survive_a_restart_in_the_sqlite_store(upstream, tmp_path):
     env = upstream_env(upstream.base_url)
-    messages = unique("persistent")
-    body = {"model": "gpt-test", "messages": messages}
     auth = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    # Two hours outlives the warm tier, so the entry is in the cold one (SQLite / KV) on both
+    # hosts. A default-TTL entry lives in hot + warm only: locally warm is SQLite too, so it
+    # survives as well; on the edge warm is the Cache API, keyed under the Worker's own host,
+    # and `wrangler dev` restarts on a new port (a deployed Worker keeps its host).
+    ttls = ["7200", None] if TARGET == "local" else ["7200"]
+    bodies = [{"model": "gpt-test", "messages": unique("persistent")} for _ in ttls]
+    headers = [{**auth, **({"x-flaregate-cache-ttl": ttl} if ttl else {})} for ttl in ttls]
     with run_gateway(tmp_path, env) as server:
-        first = httpx.post(server.base_url + CHAT, json=body, headers=auth)
+        firsts = [httpx.post(server.base_url + CHAT, json=b, headers=h) for b, h in zip(bodies, headers, strict=True)]
     with run_gateway(tmp_path, env) as server:
-        again = httpx.post(server.base_url + CHAT, json=body, headers=auth)
-    assert again.headers["cache-status"].startswith("flaregate; hit") and again.json() == first.json()
+        agains = [httpx.post(server.base_url + CHAT, json=b, headers=h) for b, h in zip(bodies, headers, strict=True)]
+    for first, again in zip(firsts, agains, strict=True):
+        assert again.headers["cache-status"].startswith("flaregate; hit") and again.json() == first.json()
     assert json.loads(again.content) == json.loads(first.content)

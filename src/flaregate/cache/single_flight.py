@@ -33,6 +33,9 @@ log = logging.getLogger("flaregate.single_flight")
 
 
 class FlightRecorder(Protocol):
+    """Sees the flight's chunks. A recorder may also define ``opened(target, status)``,
+    called once the call is open, before any chunk."""
+
     def feed(self, chunk: bytes) -> None: ...
 
     def finish(self, target: Any, status: int, ok: bool) -> None:
@@ -69,6 +72,9 @@ class _Flight:
             self.finished = True
             self.registry._forget(self)
             raise
+        opened = getattr(self.recorder, "opened", None)
+        if opened is not None:  # a recorder that can store before the body's end needs the target
+            opened(self.target, self.upstream.status)
         if self.readers == 0:  # everyone left while the call was being made
             self._finish(UpstreamError("every reader went away"))
             await self._close_upstream()

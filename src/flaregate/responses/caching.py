@@ -40,10 +40,15 @@ class ResponsesRecorder:
         self._parts: list[bytes] = []
         self._size = 0
         self._final: Any = None
+        self._target: Any = None
+        self._status = 0
         self.stored = False
         self.cold_write_avoided = False
         self.tokens = 0
         self.problem: str | None = None
+
+    def opened(self, target: Any, status: int) -> None:
+        self._target, self._status = target, status
 
     def feed(self, chunk: bytes) -> None:
         self._size += len(chunk)
@@ -57,9 +62,14 @@ class ResponsesRecorder:
                     self._final = json.loads(data).get("response")
                 except (ValueError, AttributeError, RecursionError):
                     self._final = None
+                # Stored now, before this event reaches the client: a client that asks again
+                # the moment its stream completes finds the entry (the stream's end comes later).
+                if self._target is not None and not self.stored:
+                    self.problem = self._store(self._target, self._status, True)
 
     def finish(self, target: Any, status: int, ok: bool) -> None:
-        self.problem = self._store(target, status, ok)
+        if not self.stored:
+            self.problem = self._store(target, status, ok)
 
     def _store(self, target: Any, status: int, ok: bool) -> str | None:
         if target is None or status != 200:

@@ -97,3 +97,14 @@ def test_incomplete_cut_or_partial_answers_are_not_stored():
                                (False, [json.dumps({**RESPONSE, "status": "failed"}).encode()], True)):
         recorder, layer = _record(stream, chunks, ok)
         assert not recorder.stored and layer.stored == [] and recorder.problem
+
+
+def test_a_stream_is_stored_at_its_completed_event_before_the_body_ends():
+    layer = _Layer()
+    plan = CachePlan("MISS", "fg:c2:" + "0" * 64, 60, "default", False, True, False, "responses")
+    recorder = ResponsesRecorder(layer, plan)  # type: ignore[arg-type]
+    recorder.opened(SimpleNamespace(provider=SimpleNamespace(name="oai")), 200)
+    recorder.feed(render_events(RESPONSE))
+    assert recorder.stored and layer.stored == [RESPONSE]  # the client may ask again right now
+    recorder.finish(SimpleNamespace(provider=SimpleNamespace(name="oai")), 200, False)  # cut after: kept
+    assert layer.stored == [RESPONSE]
