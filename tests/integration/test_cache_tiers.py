@@ -2,11 +2,12 @@
 where the warm tier is the runtime's own Cache API, caches.default) and the real mock upstream."""
 
 import re
-import time
 import uuid
 
 import httpx
 import pytest
+
+from tests.support.waiting import eventually
 
 from .conftest import GATEWAY_KEY, run_gateway, upstream_env
 from .test_cache import ADMIN_KEY, CHAT, admin_stats, upstream_calls
@@ -24,15 +25,6 @@ def ask(server, content: str, headers: dict[str, str] | None = None) -> httpx.Re
 def detail(response: httpx.Response) -> str | None:
     found = re.search(r"detail=(\w+)", response.headers.get("cache-status", ""))
     return found.group(1) if found else None
-
-
-def eventually(read, predicate, seconds: float = 15.0):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = read()
-        if predicate(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.telemetry_receiver import TelemetryReceiverProcess
+from tests.support.waiting import eventually
 
 from .conftest import ADMIN_KEY, GATEWAY_KEY, free_port, run_gateway, upstream_env
 
@@ -43,12 +44,7 @@ def exporting(upstream, receiver, tmp_path_factory):
 
 
 def _wait(fetch, done, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.25)
+    return eventually(fetch, done, timeout, interval=0.25)
 
 
 def _chat(base_url: str, model: str, traceparent: str) -> httpx.Response:

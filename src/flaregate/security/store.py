@@ -40,6 +40,21 @@ def _key_row(row: dict[str, Any]) -> dict[str, Any]:
             "expires_at": row["expires_at"], "revoked_at": row["revoked_at"]}
 
 
+# The security port's operations by name, and the store method that answers each: every
+# store (SQLite here, Redis for replicas) offers the same ones.
+OPERATIONS = {
+    "keys.create": "create_key", "keys.list": "list_keys", "keys.revoke": "revoke_key",
+    "keys.find": "find_key", "keys.count_active": "count_active_keys", "nonces.use": "use_nonce",
+    "webhooks.create": "create_webhook", "webhooks.list": "list_webhooks", "webhooks.delete": "delete_webhook",
+    "webhooks.for_event": "webhooks_for_event", "deliveries.log": "log_delivery", "deliveries.list": "list_deliveries",
+}
+
+
+def operations(store: Any) -> dict[str, Callable[..., Any]]:
+    """The operation table of ``store``: name -> bound method."""
+    return {name: getattr(store, method) for name, method in OPERATIONS.items()}
+
+
 class SecurityStore:
     def __init__(self, sql: SqlStorage, clock: Clock) -> None:
         self._sql = sql
@@ -47,14 +62,7 @@ class SecurityStore:
         self._nonce_writes = 0
         for statement in SCHEMA:
             sql.exec(statement)
-        self._ops: dict[str, Callable[..., Any]] = {
-            "keys.create": self.create_key, "keys.list": self.list_keys, "keys.revoke": self.revoke_key,
-            "keys.find": self.find_key, "keys.count_active": self.count_active_keys,
-            "nonces.use": self.use_nonce,
-            "webhooks.create": self.create_webhook, "webhooks.list": self.list_webhooks,
-            "webhooks.delete": self.delete_webhook, "webhooks.for_event": self.webhooks_for_event,
-            "deliveries.log": self.log_delivery, "deliveries.list": self.list_deliveries,
-        }
+        self._ops = operations(self)
 
     def call(self, op: str, args: dict[str, Any]) -> Any:
         """The one entry point a host forwards to (a Durable Object RPC on the edge)."""

@@ -25,7 +25,7 @@ from typing import Any
 
 from ...errors import GatewayError
 from ...ratelimits.limiter import MemoryRows, RateLimiter
-from ...security.store import DELIVERY_LOG_LIMIT
+from ...security.store import DELIVERY_LOG_LIMIT, operations
 
 RATE_LIMIT_PREFIX = "fg:rl:"
 CACHE_PREFIX = "fg:kv:"
@@ -294,14 +294,7 @@ class RedisSecurityClient:
         self._create_key = redis.register_script(_CREATE_KEY)
         self._revoke_key = redis.register_script(_REVOKE_KEY)
         self._finds = Batches(self._find_keys)
-        self._ops: dict[str, Any] = {
-            "keys.create": self.create_key, "keys.list": self.list_keys, "keys.revoke": self.revoke_key,
-            "keys.find": self.find_key, "keys.count_active": self.count_active_keys,
-            "nonces.use": self.use_nonce,
-            "webhooks.create": self.create_webhook, "webhooks.list": self.list_webhooks,
-            "webhooks.delete": self.delete_webhook, "webhooks.for_event": self.webhooks_for_event,
-            "deliveries.log": self.log_delivery, "deliveries.list": self.list_deliveries,
-        }
+        self._ops = operations(self)
 
     async def call(self, op: str, args: dict[str, Any]) -> Any:
         from redis.exceptions import RedisError
