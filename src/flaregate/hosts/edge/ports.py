@@ -59,12 +59,19 @@ def bind(env: Any, ctx: Any) -> Iterator[RequestScope]:
 def plain(value: Any) -> Any:
     """JsProxy / JsDict (what RPC and SQL hand back) -> plain Python containers."""
     if hasattr(value, "to_py"):
-        value = value.to_py()
+        return value.to_py()  # converts the whole tree in one call: nothing left to walk
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
+
+
+def js_headers(headers: Any) -> dict[str, str]:
+    """A JS ``Headers`` as a dict (names lower-cased, repeats already joined by the runtime),
+    in one conversion: ``workers``' ``.headers`` builds an ``email`` HTTPMessage header by
+    header, and reading it back parses each again, costly under Pyodide on every request."""
+    return js.Object.fromEntries(headers).to_py()
 
 
 def env_vars(env: Any) -> dict[str, str]:
@@ -140,7 +147,7 @@ class FetchUpstreamResponse:
         self._reader: Any = None
         self._done = False
         self.status = int(response.status)
-        self.headers = {str(k).lower(): str(v) for k, v in response.headers.items()}
+        self.headers = js_headers(response.js_object.headers)
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         body = self._response.body
@@ -305,7 +312,9 @@ class DurableSql:
         self._storage = storage
 
     def exec(self, query: str, *params: Any) -> list[dict[str, Any]]:
-        return [plain(row) for row in self._sql.exec(query, *map(_js_safe, params)).toArray()]
+        # One conversion of the whole result, not one FFI crossing per row.
+        rows = plain(self._sql.exec(query, *map(_js_safe, params)).toArray())
+        return rows if isinstance(rows, list) else [plain(row) for row in rows]
 
     def transaction_sync(self, work: Callable[[], Any]) -> Any:
         if self._storage is None:

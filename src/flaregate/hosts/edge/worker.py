@@ -37,6 +37,7 @@ from .ports import (
     bind,
     current,
     env_vars,
+    js_headers,
     within,
 )
 from .workers_ai import WorkersAiBinding
@@ -111,7 +112,7 @@ async def _handle(request: Any, env: Any) -> Any:
 async def _to_core(request: Any, max_body: int) -> Request:
     split = urlsplit(str(request.url))
     method = str(request.method).upper()
-    headers = Headers(list(request.headers.items()))
+    headers = Headers(js_headers(request.js_object.headers))
     body = b""
     if method not in ("GET", "HEAD"):
         # Refuse a declared oversize body before buffering it.
@@ -138,13 +139,19 @@ def _too_large(max_body: int) -> GatewayError:
 def _to_workers(response: Response, scope: RequestScope) -> Any:
     body = response.body
     if isinstance(body, bytes | bytearray):
-        return workers.Response(bytes(body) or None, status=response.status, headers=response.headers)
+        return workers.Response(bytes(body) or None, status=response.status, headers=_headers_to_js(response.headers))
     # Stream: return the readable side now and write from a background task, so the client
     # starts reading while chunks are produced (awaiting writes first would deadlock).
     stream = js.TransformStream.new()
     writer = stream.writable.getWriter()
     scope.ctx.waitUntil(within(scope, _pump(body, writer)))
-    return workers.Response(stream.readable, status=response.status, headers=response.headers)
+    return workers.Response(stream.readable, status=response.status, headers=_headers_to_js(response.headers))
+
+
+def _headers_to_js(headers: dict[str, str]) -> Any:
+    # One conversion (a list of pairs -> a JS Array) and a native Headers; given the dict,
+    # the SDK would have JavaScript iterate the Python items across the FFI one by one.
+    return js.Headers.new(to_js(list(headers.items())))
 
 
 async def _pump(chunks: AsyncIterator[bytes], writer: Any) -> None:
