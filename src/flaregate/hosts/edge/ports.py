@@ -116,14 +116,36 @@ class _Deadline:
         self.controller = js.AbortController.new()
         self.expired = False
         self._timer: asyncio.TimerHandle | None = None
+        self._due: float | None = None
 
     def arm(self, seconds: float) -> None:
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
+        """Start a wait of ``seconds``. One runtime timer serves every wait (a stream re-arms
+        per chunk): re-arming only moves the due time, and the timer, when it fires early,
+        sleeps on to it; a timer per chunk would cost two JS calls each."""
+        loop = asyncio.get_running_loop()
+        self._due = loop.time() + seconds
+        if self._timer is None:
+            self._timer = loop.call_at(self._due, self._check)
 
     def disarm(self) -> None:
+        self._due = None
+
+    def release(self) -> None:
+        """No more waits: drop the timer (the response is read or given up)."""
+        self._due = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._due is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._due:
+            self._expire()
+        else:
+            self._timer = loop.call_at(self._due, self._check)
 
     def _expire(self) -> None:
         self.expired = True
@@ -172,11 +194,13 @@ class FetchUpstreamResponse:
             chunk = result.value
             yield chunk.to_bytes() if hasattr(chunk, "to_bytes") else bytes(chunk)
         self._done = True
+        self._deadline.release()
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.aiter_bytes()])
 
     async def aclose(self) -> None:
+        self._deadline.release()
         body = self._response.body
         if self._done or body is None:
             return
@@ -209,6 +233,7 @@ class FetchTransport:
         try:
             response = await workers.fetch(url, **options)
         except Exception as exc:  # workers.fetch turns JS errors into OSError
+            deadline.release()
             if deadline.expired:
                 raise UpstreamTimeout(f"no response within {timeout:g}s") from None
             raise UpstreamError(_describe(exc)) from None

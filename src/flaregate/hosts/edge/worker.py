@@ -48,8 +48,23 @@ log = logging.getLogger("flaregate.edge")
 _cached: tuple[tuple[tuple[str, str], ...], Gateway] | None = None
 
 
+# The JS env object the cached Gateway was built from (Pyodide's ``js_id``): while each
+# request brings that same object, its variables are the same, and reading them again (some
+# 70 names across the FFI, each missing one an exception) is skipped.
+_cached_env_id: int | None = None
+
+
+def _env_id(env: Any) -> int | None:
+    raw = getattr(env, "_env", env)  # the SDK's env wrapper holds the JS env as _env
+    js_id = getattr(raw, "js_id", None)
+    return js_id if isinstance(js_id, int) else None
+
+
 def gateway_for(env: Any) -> Gateway:
-    global _cached
+    global _cached, _cached_env_id
+    env_id = _env_id(env)
+    if _cached is not None and env_id is not None and env_id == _cached_env_id:
+        return _cached[1]
     found = env_vars(env)
     key = tuple(sorted(found.items()))
     if _cached is None or _cached[0] != key:
@@ -71,6 +86,7 @@ def gateway_for(env: Any) -> Gateway:
         # reach Workers logs, at LOG_LEVEL, with every configured secret redacted.
         configure_logging(settings, handler=ConsoleHandler())
         _cached = (key, Gateway(settings, ports))
+    _cached_env_id = env_id
     return _cached[1]
 
 
