@@ -10,7 +10,7 @@ Targets, all in the same run:
   ``flaregate``  this tree's Worker (every scenario)
   ``before``     another checkout's Worker (``--before DIR``, e.g. a worktree of main)
   ``floor``      ``bench/edge_floor``: a Python Worker that only forwards the body to the mock
-  ``NAME``       ``--variant NAME:VAR=VALUE,...``: this tree's Worker with extra variables, to
+  ``NAME``       ``--variant NAME:VAR=VALUE;...``: this tree's Worker with extra variables, to
                  bisect by switching parts off (e.g. ``--variant warn:LOG_LEVEL=warn``)
   ``portkey``    Portkey's gateway as a Worker (``src/index.ts``) from ``bench/.peers/portkey-worker``:
                  prepare it with ``--setup-portkey`` (source from a local git mirror of
@@ -203,7 +203,7 @@ def _targets(args: argparse.Namespace, names: list[str]) -> list[Target]:
         targets.append(Target("before", AUTH, extra_env={}, cwd=args.before))
     for spec in args.variant or []:
         name, _, assignments = spec.partition(":")
-        pairs = dict(a.split("=", 1) for a in assignments.split(",") if "=" in a)
+        pairs = dict(a.split("=", 1) for a in assignments.split(";") if "=" in a)
         targets.append(Target(name, AUTH, extra_env=pairs))
     if not args.no_peers:
         targets.append(Target("floor", {"Content-Type": "application/json"}, chat_only=True))
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="scenarios to run")
     parser.add_argument("--before", type=Path, help="another checkout whose Worker runs as the 'before' target")
-    parser.add_argument("--variant", action="append", metavar="NAME:VAR=VALUE,...",
+    parser.add_argument("--variant", action="append", metavar="NAME:VAR=VALUE;...",
                         help="also run this tree's Worker with these variables (repeatable)")
     parser.add_argument("--no-peers", action="store_true", help="leave out the floor and Portkey")
     parser.add_argument("--setup-portkey", action="store_true",
