@@ -22,7 +22,7 @@ from ...observability.logs import configure_logging
 from ...ratelimits.limiter import RateLimiter
 from ...security.admin import SUBPROTOCOL
 from ...security.store import SecurityStore
-from .console_log import ConsoleHandler
+from .console_log import ConsoleHandler, lean_records
 from .isolate_stats import IsolateStats
 from .ports import AlarmScheduler, DurableSql, HibernationBroadcaster, env_vars, plain
 
@@ -84,6 +84,7 @@ def settings_for(env: Any) -> Settings:
             log.error("invalid configuration in the metrics hub, using defaults: %s", exc)
             settings = Settings()
         configure_logging(settings, handler=ConsoleHandler())
+        lean_records()
         _settings = (key, settings)
     return _settings[1]
 
