@@ -1,15 +1,24 @@
-"""``python -m bench.edge``: CPU per request of the Worker in workerd (``wrangler dev``, offline runtime).
+"""``python -m bench.edge``: CPU per request of Workers in workerd (``wrangler dev``, offline runtime).
 
 workerd's timers are coarse, so latency says little; what Cloudflare bills is CPU. For each
-scenario this sends N sequential requests and charges the utime+stime that the workerd
-processes (the children of ``wrangler dev``) gained over them, divided by N. Scenarios are run
-in rotating order for ``--rounds`` rounds; the figure is the median over rounds. The same mock
-upstream as the local bench answers every chat.
+target and scenario this sends N sequential requests and charges the utime+stime that the
+target's workerd processes (the children of its ``wrangler dev``) gained over them, divided
+by N. Targets and scenarios run interleaved, in rotating order, for ``--rounds`` rounds; the
+figure is the median over rounds. The same mock upstream answers every chat.
+
+Targets, all in the same run:
+  ``flaregate``  this tree's Worker (every scenario)
+  ``before``     another checkout's Worker (``--before DIR``, e.g. a worktree of main)
+  ``floor``      ``bench/edge_floor``: a Python Worker that only forwards the body to the mock
+  ``NAME``       ``--variant NAME:VAR=VALUE;...``: this tree's Worker with extra variables, to
+                 bisect by switching parts off (e.g. ``--variant warn:LOG_LEVEL=warn``)
+  ``portkey``    Portkey's gateway as a Worker (``src/index.ts``) from ``bench/.peers/portkey-worker``:
+                 prepare it with ``--setup-portkey`` (source from a local git mirror of
+                 Portkey-AI/gateway, npm deps from the registry); skipped, with the reason, without it
+The floor and Portkey answer the chat scenarios (miss, stream) only.
 
 Needs ``source scripts/env.sh; ensure_node; ensure_wrangler; ensure_edge_runtime`` (which sets
-MINIFLARE_WORKERD_PATH). Portkey's gateway as a Worker is not run: its npm package ships the
-Node build only (``build/start-server.js``), not the ``src/index.ts`` Worker entry, and there is
-no network here to fetch its source; see README "Performance".
+MINIFLARE_WORKERD_PATH).
 """
 
 from __future__ import annotations
@@ -18,12 +27,15 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +52,12 @@ CHAT = "/v1/chat/completions"
 ADMIN_KEY = "fg-bench-admin-key"
 AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}", "Content-Type": "application/json"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}  # /metrics is an operator endpoint
+FLOOR_DIR = BENCH / "edge_floor"
+PORTKEY_DIR = BENCH / ".peers" / "portkey-worker"
+PORTKEY_MIRROR = Path(os.environ.get("PORTKEY_MIRROR", "/work/.mirror/Portkey-AI+gateway/repo"))
+PORTKEY_PATHS = ["src", "plugins", "wrangler.toml", "package.json", "package-lock.json", "tsconfig.json",
+                 "conf.json", "initializeSettings.ts", "patches"]
+IDLE_SECONDS = 2.0
 
 
 def _chat(content: str, stream: bool = False) -> bytes:
@@ -47,20 +65,43 @@ def _chat(content: str, stream: bool = False) -> bytes:
                        "messages": [{"role": "user", "content": content}]}).encode()
 
 
-# scenario id -> (server, method, path, body factory or None, expected status)
-Scenario = tuple[str, str, str, Callable[[], bytes] | None, int]
+@dataclass(frozen=True)
+class Scenario:
+    method: str
+    path: str
+    body: Callable[[], bytes] | None
+    expect: int
+    chat: bool = False  # the floor and the peers answer it too
+    limited: bool = False  # against the Worker whose limit is 1 request
+
+
 SCENARIOS: dict[str, Scenario] = {
-    "models": ("fg", "GET", "/v1/models", None, 200),
-    "miss": ("fg", "POST", CHAT, lambda: _chat(f"bench {uuid.uuid4().hex}"), 200),
-    "hit": ("fg", "POST", CHAT, lambda: _chat("bench the same prompt"), 200),
-    "stream": ("fg", "POST", CHAT, lambda: _chat(f"bench {uuid.uuid4().hex}", stream=True), 200),
-    "429": ("fg429", "POST", CHAT, lambda: _chat(f"bench {uuid.uuid4().hex}"), 429),
-    # The request log with LOG_BODIES=both, and the exporters with their targets down (issue 16).
-    "miss_bodies": ("fgbodies", "POST", CHAT, lambda: _chat(f"bench {uuid.uuid4().hex}"), 200),
-    "miss_export_down": ("fgexport", "POST", CHAT, lambda: _chat(f"bench {uuid.uuid4().hex}"), 200),
-    "health": ("fg", "GET", "/health", None, 200),
-    "metrics": ("fg", "GET", "/metrics", None, 200),
+    "models": Scenario("GET", "/v1/models", None, 200),
+    "miss": Scenario("POST", CHAT, lambda: _chat(f"bench {uuid.uuid4().hex}"), 200, chat=True),
+    "hit": Scenario("POST", CHAT, lambda: _chat("bench the same prompt"), 200),
+    "stream": Scenario("POST", CHAT, lambda: _chat(f"bench {uuid.uuid4().hex}", stream=True), 200, chat=True),
+    "429": Scenario("POST", CHAT, lambda: _chat(f"bench {uuid.uuid4().hex}"), 429, limited=True),
+    "health": Scenario("GET", "/health", None, 200),
+    "metrics": Scenario("GET", "/metrics", None, 200),
 }
+
+
+@dataclass
+class Target:
+    name: str
+    headers: dict[str, str]
+    chat_only: bool = False
+    extra_env: dict[str, str] | None = None  # a Flaregate target: its variables beyond the bench's
+    cwd: Path = REPO
+    dev: wrangler_dev.DevServer | None = None
+    limited: wrangler_dev.DevServer | None = None  # flaregate targets: the 429 Worker
+    skipped: str | None = None
+    results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def server_for(self, scenario: Scenario) -> wrangler_dev.DevServer | None:
+        if self.chat_only and not scenario.chat:
+            return None
+        return self.limited if scenario.limited else self.dev
 
 
 def _worker_env(mock_url: str, **extra: str) -> dict[str, str]:
@@ -73,12 +114,39 @@ def _worker_env(mock_url: str, **extra: str) -> dict[str, str]:
             "FLAREGATE_ADMIN_KEY": ADMIN_KEY, **extra}
 
 
-def _start_worker(name: str, work: Path, env: dict[str, str]) -> wrangler_dev.DevServer:
+def _start_worker(name: str, work: Path, env: dict[str, str], cwd: Path = REPO) -> wrangler_dev.DevServer:
     data = work / name
     data.mkdir(parents=True)
     env_file = wrangler_dev.write_env_file(data / "bench.env", env)
     command = wrangler_dev.wrangler_command(free_port(), free_port(), data / "state", env_file)
-    return wrangler_dev.start(command, log_path=data / "wrangler.log", ready_timeout=180)
+    return wrangler_dev.start(command, log_path=data / "wrangler.log", ready_timeout=240, cwd=cwd)
+
+
+def setup_portkey() -> str:
+    """Portkey's Worker source from the local mirror (only the paths the Worker needs: the
+    mirror lacks some large blobs) and its runtime npm deps, into bench/.peers/portkey-worker."""
+    if not PORTKEY_MIRROR.exists():
+        return f"no Portkey source: {PORTKEY_MIRROR} is absent"
+    if PORTKEY_DIR.exists():
+        shutil.rmtree(PORTKEY_DIR)
+    PORTKEY_DIR.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(PORTKEY_MIRROR), "archive", "HEAD", *PORTKEY_PATHS],
+                             capture_output=True, check=False)
+    subprocess.run(["tar", "-x", "-C", str(PORTKEY_DIR)], input=archive.stdout, check=True)
+    # Runtime deps only; NODE_ENV=production skips its husky "prepare" hook.
+    done = subprocess.run(["npm", "ci", "--omit=dev", "--no-audit", "--no-fund"], cwd=PORTKEY_DIR,
+                          env={**os.environ, "NODE_ENV": "production"}, capture_output=True, text=True)
+    if done.returncode != 0:
+        return "npm ci failed: " + done.stderr.strip()[-300:]
+    return ""
+
+
+def _portkey_skip_reason() -> str | None:
+    if not (PORTKEY_DIR / "src" / "index.ts").exists():
+        return f"Portkey's Worker source is absent ({PORTKEY_DIR}; run with --setup-portkey)"
+    if not (PORTKEY_DIR / "node_modules" / "hono").exists():
+        return f"Portkey's npm deps are not installed in {PORTKEY_DIR} (run with --setup-portkey)"
+    return None
 
 
 def _workerd_pids(dev: wrangler_dev.DevServer) -> list[int]:
@@ -92,11 +160,11 @@ def _workerd_pids(dev: wrangler_dev.DevServer) -> list[int]:
     return pids
 
 
-def _request(base_url: str, method: str, path: str, body: bytes | None) -> int:
+def _request(base_url: str, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> int:
     host, port = base_url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
     try:
-        conn.request(method, path, body=body, headers=ADMIN if path == "/metrics" else AUTH)
+        conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         response.read()  # a stream is read to its end
         return response.status
@@ -104,20 +172,100 @@ def _request(base_url: str, method: str, path: str, body: bytes | None) -> int:
         conn.close()
 
 
-def measure(dev: wrangler_dev.DevServer, scenario: Scenario, n: int) -> dict[str, Any]:
-    _, method, path, body, expect = scenario
+def measure(dev: wrangler_dev.DevServer, scenario: Scenario, headers: dict[str, str], n: int) -> dict[str, Any]:
+    headers = {**headers, **(ADMIN if scenario.path == "/metrics" else {})}
+    make = scenario.body
     for _ in range(3):  # warm: the isolate, the route, the cache entry for "hit"
-        _request(dev.base_url, method, path, body() if body else None)
+        _request(dev.base_url, scenario.method, scenario.path, make() if make else None, headers)
     pids = _workerd_pids(dev)
     before, started = cpu_seconds(pids), time.perf_counter()
     statuses: dict[int, int] = {}
     for _ in range(n):
-        status = _request(dev.base_url, method, path, body() if body else None)
+        status = _request(dev.base_url, scenario.method, scenario.path, make() if make else None, headers)
         statuses[status] = statuses.get(status, 0) + 1
     wall = time.perf_counter() - started
     cpu = cpu_seconds(pids) - before
     return {"cpu_ms_per_request": cpu * 1000 / n, "wall_ms_per_request": wall * 1000 / n,
-            "statuses": statuses, "ok": statuses.get(expect, 0) == n}
+            "statuses": statuses, "ok": statuses.get(scenario.expect, 0) == n}
+
+
+def measure_idle(dev: wrangler_dev.DevServer) -> dict[str, Any]:
+    """Background CPU with no requests (alarms, timers), in ms per second."""
+    pids = _workerd_pids(dev)
+    before = cpu_seconds(pids)
+    time.sleep(IDLE_SECONDS)
+    return {"cpu_ms_per_request": (cpu_seconds(pids) - before) * 1000 / IDLE_SECONDS, "ok": True, "statuses": {}}
+
+
+def _targets(args: argparse.Namespace, names: list[str]) -> list[Target]:
+    targets = [Target("flaregate", AUTH, extra_env={})]
+    if args.before:
+        targets.append(Target("before", AUTH, extra_env={}, cwd=args.before))
+    for spec in args.variant or []:
+        name, _, assignments = spec.partition(":")
+        pairs = dict(a.split("=", 1) for a in assignments.split(";") if "=" in a)
+        targets.append(Target(name, AUTH, extra_env=pairs))
+    if not args.no_peers:
+        targets.append(Target("floor", {"Content-Type": "application/json"}, chat_only=True))
+        portkey = Target("portkey", {"Content-Type": "application/json", "Authorization": f"Bearer {UPSTREAM_KEY}",
+                                     "x-portkey-provider": "openai"}, chat_only=True)
+        portkey.skipped = _portkey_skip_reason()
+        targets.append(portkey)
+    return targets
+
+
+def _start(target: Target, work: Path, mock_url: str, names: list[str]) -> None:
+    if target.extra_env is not None:  # a Flaregate Worker
+        extra = target.extra_env
+        target.dev = _start_worker(target.name, work, _worker_env(mock_url, **extra), target.cwd)
+        if "429" in names:
+            target.limited = _start_worker(target.name + "-429", work, _worker_env(
+                mock_url, **{**extra, "RATE_LIMIT_CAPACITY": "1", "RATE_LIMIT_REFILL_PER_SECOND": "0.0001"}),
+                target.cwd)
+    elif target.name == "floor":
+        # The runtime's SDK (``workers``) is vendored in the repo's python_modules: share it.
+        link = FLOOR_DIR / "python_modules"
+        if not link.exists():
+            link.symlink_to(Path("..") / ".." / "python_modules")
+        target.dev = _start_worker("floor", work, {"UPSTREAM_URL": mock_url, "UPSTREAM_KEY": UPSTREAM_KEY}, FLOOR_DIR)
+    elif target.name == "portkey":
+        target.headers["x-portkey-custom-host"] = mock_url + "/v1"
+        target.dev = _start_worker("portkey", work, {}, PORTKEY_DIR)
+
+
+def _table(targets: list[Target], names: list[str], rounds: int) -> tuple[str, dict[str, Any]]:
+    shown = [t for t in targets if t.results]
+    summary: dict[str, Any] = {}
+    lines = [f"| ms CPU per request (median of {rounds}) | " + " | ".join(t.name for t in shown) + " |",
+             "|---" * (len(shown) + 1) + "|"]
+    for name in ["idle", *names]:
+        cells = []
+        for target in shown:
+            runs = target.results.get(name)
+            if not runs:
+                cells.append("—")
+                continue
+            median = statistics.median(x["cpu_ms_per_request"] for x in runs)
+            ok = all(x["ok"] for x in runs)
+            summary.setdefault(target.name, {})[name] = {
+                "cpu_ms_median": round(median, 3), "cpu_ms_rounds": [round(x["cpu_ms_per_request"], 3) for x in runs],
+                "all_ok": ok}
+            cells.append(f"{median:.2f}" + ("" if ok else " (unexpected statuses)"))
+        label = "idle (ms CPU per second)" if name == "idle" else name
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for peer in ("portkey", "before", "floor"):
+        ratios = []
+        for name in names:
+            mine = summary.get("flaregate", {}).get(name)
+            theirs = summary.get(peer, {}).get(name)
+            if mine and theirs and theirs["cpu_ms_median"] > 0:
+                ratios.append(f"{name} {mine['cpu_ms_median'] / theirs['cpu_ms_median']:.2f}x")
+        if ratios:
+            lines.append(f"\nflaregate / {peer}: " + ", ".join(ratios))
+    for target in targets:
+        if target.skipped:
+            lines.append(f"\n{target.name}: skipped: {target.skipped}")
+    return "\n".join(lines), summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,52 +273,65 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=60, help="requests per scenario per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="scenarios to run")
+    parser.add_argument("--before", type=Path, help="another checkout whose Worker runs as the 'before' target")
+    parser.add_argument("--variant", action="append", metavar="NAME:VAR=VALUE;...",
+                        help="also run this tree's Worker with these variables (repeatable)")
+    parser.add_argument("--no-peers", action="store_true", help="leave out the floor and Portkey")
+    parser.add_argument("--setup-portkey", action="store_true",
+                        help=f"(re)install Portkey's Worker into {PORTKEY_DIR} first")
     parser.add_argument("--label", default="edge", help="name of this run in the output file")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     args = parser.parse_args(argv)
     names = args.only or list(SCENARIOS)
+    if args.setup_portkey:
+        failure = setup_portkey()
+        if failure:
+            print(f"portkey setup: {failure}", flush=True)
     python = REPO / ".venv" / "bin" / "python"
+    targets = _targets(args, names)
     with tempfile.TemporaryDirectory(prefix="fg-bench-edge-") as tmp:
         work = Path(tmp)
         mock_port = free_port()
         mock = Server("mock", [str(python), str(REPO / "tests" / "support" / "mock_upstream.py"),
                                "--port", str(mock_port), "--fixed"], dict(os.environ), mock_port, "/v1/models", work)
         mock.start()
-        workers: dict[str, wrangler_dev.DevServer] = {}
         try:
-            workers["fg"] = _start_worker("fg", work, _worker_env(mock.base_url))
-            if "429" in names:
-                workers["fg429"] = _start_worker("fg429", work, _worker_env(
-                    mock.base_url, RATE_LIMIT_CAPACITY="1", RATE_LIMIT_REFILL_PER_SECOND="0.0001"))
-            if "miss_bodies" in names:
-                workers["fgbodies"] = _start_worker("fgbodies", work, _worker_env(mock.base_url, LOG_BODIES="both"))
-            if "miss_export_down" in names:
-                dead = f"http://127.0.0.1:{free_port()}"
-                workers["fgexport"] = _start_worker("fgexport", work, _worker_env(
-                    mock.base_url, OTEL_EXPORTER_OTLP_ENDPOINT=dead, DD_API_KEY="bench", DATADOG_API_URL=dead))
-            rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+            for target in targets:
+                if target.skipped:
+                    continue
+                try:
+                    _start(target, work, mock.base_url, names)
+                except wrangler_dev.RuntimeUnavailable as exc:
+                    target.skipped = f"did not start: {exc}"
+            live = [t for t in targets if not t.skipped]
             for r in range(args.rounds):
                 order = names[r % len(names):] + names[:r % len(names)]
+                for target in live[r % len(live):] + live[:r % len(live)]:
+                    assert target.dev is not None
+                    idle = measure_idle(target.dev)
+                    target.results.setdefault("idle", []).append(idle)
                 for name in order:
                     scenario = SCENARIOS[name]
-                    result = measure(workers[scenario[0]], scenario, args.n)
-                    rounds[name].append(result)
-                    print(f"round {r + 1} {name:8} {result['cpu_ms_per_request']:7.2f} ms CPU/request"
-                          f"  {result['statuses']}", flush=True)
+                    for target in live[r % len(live):] + live[:r % len(live)]:
+                        dev = target.server_for(scenario)
+                        if dev is None:
+                            continue
+                        result = measure(dev, scenario, target.headers, args.n)
+                        target.results.setdefault(name, []).append(result)
+                        print(f"round {r + 1} {target.name:9} {name:8} {result['cpu_ms_per_request']:7.2f} ms CPU/request"
+                              f"  {result['statuses']}", flush=True)
         finally:
-            for dev in workers.values():
-                wrangler_dev.stop(dev.process)
+            for target in targets:
+                for dev in (target.dev, target.limited):
+                    if dev is not None:
+                        wrangler_dev.stop(dev.process)
             mock.stop()
-    summary = {name: {"cpu_ms_median": statistics.median(x["cpu_ms_per_request"] for x in runs),
-                      "cpu_ms_rounds": [round(x["cpu_ms_per_request"], 3) for x in runs],
-                      "all_ok": all(x["ok"] for x in runs)} for name, runs in rounds.items()}
+    table, summary = _table(targets, names, args.rounds)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"edge-{args.label}.json"
-    path.write_text(json.dumps({"label": args.label, "n": args.n, "rounds": args.rounds,
-                                "scenarios": summary}, indent=2) + "\n")
-    print(f"\n| {args.label}: ms CPU per request (median of {args.rounds}) | |\n|---|---|")
-    for name, s in summary.items():
-        print(f"| {name} | {s['cpu_ms_median']:.2f}{'' if s['all_ok'] else ' (unexpected statuses)'} |")
+    path.write_text(json.dumps({"label": args.label, "n": args.n, "rounds": args.rounds, "targets": summary,
+                                "skipped": {t.name: t.skipped for t in targets if t.skipped}}, indent=2) + "\n")
+    print("\n" + table)
     print(f"wrote {path}")
     return 0
 

@@ -68,6 +68,23 @@ class FakeTransformStream:
         return stream
 
 
+class FakeJsObject(dict):
+    """A plain JS object as a JsProxy: converts with to_py()."""
+
+    def to_py(self) -> dict[str, Any]:
+        return dict(self)
+
+
+class FakeJsHeaders:
+    """A JS Headers object: iterates as [name, value] pairs, names lower-cased."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self._pairs = [(name.lower(), value) for name, value in headers.items()]
+
+    def __iter__(self) -> Any:
+        return iter(self._pairs)
+
+
 class FakeWebSocket:
     def __init__(self, fail_send: bool = False) -> None:
         self.sent: list[str] = []
@@ -148,7 +165,8 @@ def _install_runtime_stubs() -> None:
     js.TransformStream = FakeTransformStream  # type: ignore[attr-defined]
     js.WebSocketPair = FakeWebSocketPair  # type: ignore[attr-defined]
     js.AbortController = types.SimpleNamespace(new=lambda: FakeAbortController())  # type: ignore[attr-defined]
-    js.Object = types.SimpleNamespace(fromEntries=dict)  # type: ignore[attr-defined]
+    js.Object = types.SimpleNamespace(fromEntries=FakeJsObject)  # type: ignore[attr-defined]
+    js.Headers = types.SimpleNamespace(new=dict)  # type: ignore[attr-defined]
     js.console = types.SimpleNamespace(log=print, debug=print, info=print, warn=print, error=print)  # type: ignore[attr-defined]
     flags = types.ModuleType("_cloudflare_compat_flags")
     helper = types.ModuleType("_pyodide_entrypoint_helper")
@@ -274,6 +292,7 @@ class FakeFetchResponse:
         self.headers = http.client.HTTPMessage()
         for name, value in headers.items():
             self.headers[name] = value
+        self.js_object = types.SimpleNamespace(headers=FakeJsHeaders(headers))
         self.body = body
 
 
@@ -308,6 +327,7 @@ class FakeRequest:
         self.headers = http.client.HTTPMessage()
         for name, value in (headers or {}).items():
             self.headers[name] = value
+        self.js_object = types.SimpleNamespace(headers=FakeJsHeaders(headers or {}))
         self._body = body
         self.body_reads = 0
 

@@ -39,7 +39,7 @@ class Analytics:
         tasks: BackgroundTasks,
         *,
         batch_size: int = 50,
-        batch_delay_ms: int = 100,
+        batch_delay_ms: int = 400,
         prices: PriceTable | None = None,
     ) -> None:
         self._hub = hub

@@ -24,7 +24,7 @@ from ...observability.request_bodies import log_secrets
 from ...ratelimits.limiter import RateLimiter
 from ...security.admin import SUBPROTOCOL
 from ...security.store import SecurityStore
-from .console_log import ConsoleHandler
+from .console_log import ConsoleHandler, lean_records
 from .isolate_stats import IsolateStats
 from .ports import (
     AlarmScheduler,
@@ -93,6 +93,7 @@ def settings_for(env: Any) -> Settings:
             log.error("invalid configuration in the metrics hub, using defaults: %s", exc)
             settings = Settings()
         configure_logging(settings, handler=ConsoleHandler())
+        lean_records()
         _settings = (key, settings)
     return _settings[1]
 

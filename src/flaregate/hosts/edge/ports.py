@@ -61,12 +61,19 @@ def bind(env: Any, ctx: Any, host: str | None = None) -> Iterator[RequestScope]:
 def plain(value: Any) -> Any:
     """JsProxy / JsDict (what RPC and SQL hand back) -> plain Python containers."""
     if hasattr(value, "to_py"):
-        value = value.to_py()
+        return value.to_py()  # converts the whole tree in one call: nothing left to walk
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
+
+
+def js_headers(headers: Any) -> dict[str, str]:
+    """A JS ``Headers`` as a dict (names lower-cased, repeats already joined by the runtime),
+    in one conversion: ``workers``' ``.headers`` builds an ``email`` HTTPMessage header by
+    header, and reading it back parses each again, costly under Pyodide on every request."""
+    return js.Object.fromEntries(headers).to_py()
 
 
 def env_vars(env: Any) -> dict[str, str]:
@@ -147,14 +154,36 @@ class _Deadline:
         self.controller = js.AbortController.new()
         self.expired = False
         self._timer: asyncio.TimerHandle | None = None
+        self._due: float | None = None
 
     def arm(self, seconds: float) -> None:
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
+        """Start a wait of ``seconds``. One runtime timer serves every wait (a stream re-arms
+        per chunk): re-arming only moves the due time, and the timer, when it fires early,
+        sleeps on to it; a timer per chunk would cost two JS calls each."""
+        loop = asyncio.get_running_loop()
+        self._due = loop.time() + seconds
+        if self._timer is None:
+            self._timer = loop.call_at(self._due, self._check)
 
     def disarm(self) -> None:
+        self._due = None
+
+    def release(self) -> None:
+        """No more waits: drop the timer (the response is read or given up)."""
+        self._due = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._due is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._due:
+            self._expire()
+        else:
+            self._timer = loop.call_at(self._due, self._check)
 
     def _expire(self) -> None:
         self.expired = True
@@ -178,7 +207,7 @@ class FetchUpstreamResponse:
         self._reader: Any = None
         self._done = False
         self.status = int(response.status)
-        self.headers = {str(k).lower(): str(v) for k, v in response.headers.items()}
+        self.headers = js_headers(response.js_object.headers)
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         body = self._response.body
@@ -203,11 +232,13 @@ class FetchUpstreamResponse:
             chunk = result.value
             yield chunk.to_bytes() if hasattr(chunk, "to_bytes") else bytes(chunk)
         self._done = True
+        self._deadline.release()
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.aiter_bytes()])
 
     async def aclose(self) -> None:
+        self._deadline.release()
         body = self._response.body
         if self._done or body is None:
             return
@@ -240,6 +271,7 @@ class FetchTransport:
         try:
             response = await workers.fetch(url, **options)
         except Exception as exc:  # workers.fetch turns JS errors into OSError
+            deadline.release()
             if deadline.expired:
                 raise UpstreamTimeout(f"no response within {timeout:g}s") from None
             raise UpstreamError(_describe(exc)) from None
@@ -343,7 +375,9 @@ class DurableSql:
         self._storage = storage
 
     def exec(self, query: str, *params: Any) -> list[dict[str, Any]]:
-        return [plain(row) for row in self._sql.exec(query, *map(_js_safe, params)).toArray()]
+        # One conversion of the whole result, not one FFI crossing per row.
+        rows = plain(self._sql.exec(query, *map(_js_safe, params)).toArray())
+        return rows if isinstance(rows, list) else [plain(row) for row in rows]
 
     def transaction_sync(self, work: Callable[[], Any]) -> Any:
         if self._storage is None:

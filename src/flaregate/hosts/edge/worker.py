@@ -23,7 +23,7 @@ from ...gateway import Gateway
 from ...http import Headers, Request, Response
 from ...observability.logs import configure_logging
 from ...ports import Ports
-from .console_log import ConsoleHandler
+from .console_log import ConsoleHandler, lean_records
 from .objects import SUBPROTOCOL_HEADER
 from .ports import (
     HUB_NAME,
@@ -38,6 +38,7 @@ from .ports import (
     bind,
     current,
     env_vars,
+    js_headers,
     within,
 )
 from .workers_ai import WorkersAiBinding
@@ -48,8 +49,23 @@ log = logging.getLogger("flaregate.edge")
 _cached: tuple[tuple[tuple[str, str], ...], Gateway] | None = None
 
 
+# The JS env object the cached Gateway was built from (Pyodide's ``js_id``): while each
+# request brings that same object, its variables are the same, and reading them again (some
+# 70 names across the FFI, each missing one an exception) is skipped.
+_cached_env_id: int | None = None
+
+
+def _env_id(env: Any) -> int | None:
+    raw = getattr(env, "_env", env)  # the SDK's env wrapper holds the JS env as _env
+    js_id = getattr(raw, "js_id", None)
+    return js_id if isinstance(js_id, int) else None
+
+
 def gateway_for(env: Any) -> Gateway:
-    global _cached
+    global _cached, _cached_env_id
+    env_id = _env_id(env)
+    if _cached is not None and env_id is not None and env_id == _cached_env_id:
+        return _cached[1]
     found = env_vars(env)
     key = tuple(sorted(found.items()))
     if _cached is None or _cached[0] != key:
@@ -71,7 +87,9 @@ def gateway_for(env: Any) -> Gateway:
         # Once per isolate (and per change of the variables): JSON lines on stderr, which
         # reach Workers logs, at LOG_LEVEL, with every configured secret redacted.
         configure_logging(settings, handler=ConsoleHandler())
+        lean_records()
         _cached = (key, Gateway(settings, ports))
+    _cached_env_id = env_id
     return _cached[1]
 
 
@@ -113,7 +131,7 @@ async def _handle(request: Any, env: Any) -> Any:
 async def _to_core(request: Any, max_body: int) -> Request:
     split = urlsplit(str(request.url))
     method = str(request.method).upper()
-    headers = Headers(list(request.headers.items()))
+    headers = Headers(js_headers(request.js_object.headers))
     body = b""
     if method not in ("GET", "HEAD"):
         # Refuse a declared oversize body before buffering it.
@@ -140,13 +158,19 @@ def _too_large(max_body: int) -> GatewayError:
 def _to_workers(response: Response, scope: RequestScope) -> Any:
     body = response.body
     if isinstance(body, bytes | bytearray):
-        return workers.Response(bytes(body) or None, status=response.status, headers=response.headers)
+        return workers.Response(bytes(body) or None, status=response.status, headers=_headers_to_js(response.headers))
     # Stream: return the readable side now and write from a background task, so the client
     # starts reading while chunks are produced (awaiting writes first would deadlock).
     stream = js.TransformStream.new()
     writer = stream.writable.getWriter()
     scope.ctx.waitUntil(within(scope, _pump(body, writer)))
-    return workers.Response(stream.readable, status=response.status, headers=response.headers)
+    return workers.Response(stream.readable, status=response.status, headers=_headers_to_js(response.headers))
+
+
+def _headers_to_js(headers: dict[str, str]) -> Any:
+    # One conversion (a list of pairs -> a JS Array) and a native Headers; given the dict,
+    # the SDK would have JavaScript iterate the Python items across the FFI one by one.
+    return js.Headers.new(to_js(list(headers.items())))
 
 
 async def _pump(chunks: AsyncIterator[bytes], writer: Any) -> None:
