@@ -112,16 +112,16 @@ class FakeWebSocketPair:
         return types.SimpleNamespace(object_values=lambda: (client, server))
 
 
-class FakeHeaders:
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
+class FakeHeaders(dict):
+    """``new Headers(pairs)``: the Worker's responses build them from [name, value] pairs, the
+    Cache API tier with ``set``."""
 
     @classmethod
-    def new(cls) -> FakeHeaders:
-        return cls()
+    def new(cls, pairs: Any = ()) -> FakeHeaders:
+        return cls(pairs)
 
     def set(self, name: str, value: str) -> None:
-        self.values[name.lower()] = value
+        self[name.lower()] = value
 
 
 class FakeJsResponse:
@@ -151,7 +151,7 @@ class FakeCache:
 
     async def put(self, url: str, response: FakeJsResponse) -> None:
         self.entries[url] = response
-        self.puts.append((url, response.init["headers"].values))
+        self.puts.append((url, dict(response.init["headers"])))
 
     async def delete(self, url: str) -> bool:
         return self.entries.pop(url, None) is not None
@@ -166,7 +166,6 @@ def _install_runtime_stubs() -> None:
     js.WebSocketPair = FakeWebSocketPair  # type: ignore[attr-defined]
     js.AbortController = types.SimpleNamespace(new=lambda: FakeAbortController())  # type: ignore[attr-defined]
     js.Object = types.SimpleNamespace(fromEntries=FakeJsObject)  # type: ignore[attr-defined]
-    js.Headers = types.SimpleNamespace(new=dict)  # type: ignore[attr-defined]
     js.console = types.SimpleNamespace(log=print, debug=print, info=print, warn=print, error=print)  # type: ignore[attr-defined]
     flags = types.ModuleType("_cloudflare_compat_flags")
     helper = types.ModuleType("_pyodide_entrypoint_helper")
