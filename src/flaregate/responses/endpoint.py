@@ -2,11 +2,12 @@
 
 Parse and validate, authenticate, rate limit, route, answer from the cache or call the
 upstream with retries and failover (identical concurrent misses share one call), record one
-analytics event: as chat (``caching.py`` says what a cached Responses answer is). OpenAI-kind providers get the body unchanged
-(``/responses`` upstream); every other chat provider is reached by translation
-(``translate.py``). ``previous_response_id`` is resolved here when the gateway stored that
-response (``conversations.py``); an id it does not know goes to the provider untouched,
-or is a 400 when no routed provider keeps conversations itself.
+analytics event: as chat (``caching.py`` says what a cached Responses answer is).
+OpenAI-kind providers get the body unchanged (``/responses`` upstream); every other chat
+provider is reached by translation (``translate.py``). ``previous_response_id`` is resolved
+here when the gateway stored that response (``conversations.py``); an id it does not know
+goes to the provider untouched, or is a 400 when no routed provider keeps conversations
+itself.
 """
 
 from __future__ import annotations
