@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from ._variables import set_fields
 from .guardrails.policy import GuardrailSettings
 from .observability.export.settings import EXPORT_VARS, ExportSettings, export_from_vars
 from .ratelimits.policies import BudgetPolicy, RateLimitPolicy, check_unique_names
@@ -393,7 +394,7 @@ def _cache(vars: Mapping[str, str], route_ttls: dict[str, Any], route_key_tags: 
         "CACHE_SKIP_LENGTH_FINISH": "skip_length_finish",
         "CACHE_SINGLE_FLIGHT": "single_flight",
     }
-    cache: dict[str, Any] = {field: vars[var] for var, field in names.items() if vars.get(var, "") != ""}
+    cache: dict[str, Any] = set_fields(vars, names)
     if route_ttls:
         cache["route_ttl_seconds"] = route_ttls
     if route_key_tags:
@@ -431,7 +432,7 @@ def _security(vars: Mapping[str, str]) -> dict[str, Any]:
         "MAX_JSON_DEPTH", "MAX_HEADER_BYTES", "MAX_HEADER_COUNT", "CORS_MAX_AGE_SECONDS",
         "ANONYMIZE_IPS", "WEBHOOK_ALLOW_PRIVATE_TARGETS", "WEBHOOK_MAX_ATTEMPTS",
         "WEBHOOK_RETRY_BASE_SECONDS", "WEBHOOK_TIMEOUT_SECONDS")}
-    data: dict[str, Any] = {field: vars[var] for field, var in fields.items() if vars.get(var, "") != ""}
+    data: dict[str, Any] = set_fields(vars, {var: field for field, var in fields.items()})
     if vars.get("FLAREGATE_SIGNING_SECRET"):
         data["signing_secret"] = vars["FLAREGATE_SIGNING_SECRET"]
     for var, field in (("SIGNED_ROUTES", "signed_routes"), ("CORS_ALLOW_ORIGINS", "cors_allow_origins")):
@@ -528,7 +529,7 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         raise ConfigError(str(exc)) from None
     shed_names = {"LOAD_SHEDDING": "enabled", "SHED_INITIAL_LIMIT": "initial_limit", "SHED_MIN_LIMIT": "min_limit",
                   "SHED_MAX_LIMIT": "max_limit", "SHED_SLOW_AFTER_SECONDS": "slow_after_seconds"}
-    shedding = {field: vars[var] for var, field in shed_names.items() if vars.get(var, "") != ""}
+    shedding = set_fields(vars, shed_names)
     if shedding:
         data["shedding"] = shedding
     try:

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
+from .._variables import set_fields
+
 # variable -> field of ResiliencePolicy
 _VARS = {
     "UPSTREAM_MAX_ATTEMPTS": "max_attempts",
@@ -46,4 +48,4 @@ class ResiliencePolicy(BaseModel):
 
 
 def resilience_from_vars(vars: Mapping[str, str]) -> dict[str, Any]:
-    return {field: vars[var] for var, field in _VARS.items() if vars.get(var, "") != ""}
+    return set_fields(vars, _VARS)

@@ -14,6 +14,8 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr
 
+from ..._variables import set_fields
+
 _OTLP_VARS = {
     "OTEL_EXPORTER_OTLP_ENDPOINT": "endpoint",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "traces_endpoint",
@@ -127,7 +129,7 @@ def _flag(text: str) -> bool:
 def export_from_vars(vars: Mapping[str, str]) -> dict[str, Any]:
     """The ``export`` part of the settings data (validated with the rest); raises ValueError
     with the variable's name for a malformed pair list or an unsupported protocol."""
-    otlp: dict[str, Any] = {field: vars[var] for var, field in _OTLP_VARS.items() if vars.get(var, "") != ""}
+    otlp: dict[str, Any] = set_fields(vars, _OTLP_VARS)
     for var, field in _OTLP_HEADER_VARS.items():
         if vars.get(var, "").strip():
             otlp[field] = _pairs(vars[var], var)
@@ -141,12 +143,12 @@ def export_from_vars(vars: Mapping[str, str]) -> dict[str, Any]:
             otlp[field] = vars[var].strip().lower() != "none"
     if _flag(vars.get("OTEL_SDK_DISABLED", "")):
         otlp = {"traces": False, "metrics": False}
-    datadog: dict[str, Any] = {field: vars[var] for var, field in _DATADOG_VARS.items() if vars.get(var, "") != ""}
+    datadog: dict[str, Any] = set_fields(vars, _DATADOG_VARS)
     if "logs" in datadog:
         datadog["logs"] = _flag(datadog["logs"])
     if vars.get("DD_TAGS", "").strip():  # the agent's format: space or comma separated
         datadog["tags"] = [tag for tag in vars["DD_TAGS"].replace(",", " ").split() if tag]
-    data: dict[str, Any] = {field: vars[var] for var, field in _SHARED_VARS.items() if vars.get(var, "") != ""}
+    data: dict[str, Any] = set_fields(vars, _SHARED_VARS)
     if otlp:
         data["otlp"] = otlp
     if datadog:
