@@ -223,21 +223,20 @@ class ResponseCache:
         if self._warm is not None:
             found = await self._read(self._warm, self.warm_counts, key, now)
             if found is not None:
-                entry, size = found
-                self._promote_hot(key, entry, size, now)
+                entry, raw = found
+                self._promote_hot(key, entry, len(raw), now)
                 return entry, "warm"
         found = await self._read(self._cold, self.cold_counts, key, now)
         if found is None:
             return None
-        entry, size = found
-        if self._warm is not None:
-            self._write_later(self._warm, self.warm_counts, key, entry.to_text(),
-                              min(entry.expires_at - now, self.lifetimes.warm))
-        self._promote_hot(key, entry, size, now)
+        entry, raw = found
+        if self._warm is not None:  # the stored text as read: nothing to serialise again
+            self._write_later(self._warm, self.warm_counts, key, raw, min(entry.expires_at - now, self.lifetimes.warm))
+        self._promote_hot(key, entry, len(raw), now)
         return entry, "cold"
 
     async def _read(self, store: KeyValueStore | WarmCacheStore, counts: _TierCounters, key: str,
-                    now: float) -> tuple[CacheEntry, int] | None:
+                    now: float) -> tuple[CacheEntry, str] | None:
         try:
             raw = await store.get(key)
         except Exception:  # a tier that is down degrades to the next one, then to no cache
@@ -261,7 +260,7 @@ class ResponseCache:
             counts.misses += 1
             return None
         counts.hits += 1
-        return entry, len(raw)
+        return entry, raw
 
     def _promote_hot(self, key: str, entry: CacheEntry, size: int, now: float) -> None:
         self._reads.record(key, now)
