@@ -8,6 +8,7 @@ from typing import Any
 from workers import DurableObject
 
 from flaregate.hosts.edge import objects
+from flaregate.hosts.edge.rpc import json_method
 
 
 class MetricsHub(DurableObject):
@@ -30,21 +31,27 @@ class MetricsHub(DurableObject):
     async def alarm(self, alarm_info: Any = None) -> None:
         await self._body.hub.alarm()
 
-    # RPC from the Worker.
+    # RPC from the Worker, JSON in and out (hosts/edge/rpc.py).
+    @json_method
     async def publish(self, events: list[dict[str, Any]]) -> int:
-        return await self._body.publish(events)
+        return await self._body.hub.record(events)
 
+    @json_method
     async def snapshot(self) -> dict[str, Any]:
         return self._body.hub.snapshot()
 
+    @json_method
     async def health(self) -> dict[str, Any]:
         return self._body.hub.health_summary()
 
+    @json_method
     async def analytics(self, window: str | None = None) -> dict[str, Any]:
-        return self._body.analytics(window)
+        return self._body.hub.analytics(str(window) if window else None)
 
+    @json_method
     async def prometheus(self) -> str:
-        return self._body.prometheus()
+        return self._body.hub.prometheus()
 
-    async def logs(self, params_json: str) -> dict[str, Any]:
-        return self._body.logs(params_json)
+    @json_method
+    async def logs(self, params: dict[str, str]) -> dict[str, Any]:
+        return self._body.hub.logs.answer(params)

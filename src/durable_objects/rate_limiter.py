@@ -6,6 +6,7 @@ from typing import Any
 from workers import DurableObject
 
 from flaregate.hosts.edge import objects
+from flaregate.hosts.edge.rpc import json_method
 
 
 class RateLimiter(DurableObject):
@@ -13,18 +14,24 @@ class RateLimiter(DurableObject):
         super().__init__(ctx, env)
         self._limiter = objects.rate_limiter(self.ctx)
 
-    # RPC. Synchronous on purpose: no await between read and write keeps each check atomic.
+    # RPC, JSON in and out (hosts/edge/rpc.py). Synchronous on purpose: no await between
+    # read and write keeps each check atomic.
+    @json_method
     def check(self, key: str, policy: dict[str, Any], cost: float = 1.0) -> dict[str, Any]:
-        return objects.check(self._limiter, key, policy, cost)
+        return self._limiter.check(str(key), policy, float(cost))
 
+    @json_method
     def acquire(self, checks: list[dict[str, Any]]) -> dict[str, Any]:
-        return objects.acquire(self._limiter, checks)
+        return self._limiter.acquire(checks)
 
+    @json_method
     def reconcile(self, adjustments: list[dict[str, Any]]) -> dict[str, Any]:
-        return objects.reconcile(self._limiter, adjustments)
+        return self._limiter.reconcile(adjustments)
 
+    @json_method
     def usage(self) -> dict[str, Any]:
-        return objects.usage(self._limiter)
+        return self._limiter.usage()
 
+    @json_method
     def reset(self, policy: str = "") -> dict[str, Any]:
-        return objects.reset(self._limiter, policy)
+        return self._limiter.reset(str(policy or ""))

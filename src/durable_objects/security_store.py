@@ -6,6 +6,7 @@ from typing import Any
 from workers import DurableObject
 
 from flaregate.hosts.edge import objects
+from flaregate.hosts.edge.rpc import json_method
 
 
 class SecurityStore(DurableObject):
@@ -13,7 +14,8 @@ class SecurityStore(DurableObject):
         super().__init__(ctx, env)
         self._store = objects.security_store(self.ctx)
 
-    # RPC. Synchronous on purpose: no await between read and write keeps each operation
+    # RPC, JSON in and out (hosts/edge/rpc.py). Synchronous on purpose: no await between read and write keeps each operation
     # atomic (a nonce is used once, a key revoked exactly when the call returns).
+    @json_method
     def run_op(self, op: str, args: dict[str, Any]) -> Any:
-        return objects.security_op(self._store, op, args)
+        return self._store.call(str(op), args or {})

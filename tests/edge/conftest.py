@@ -180,6 +180,7 @@ _install_runtime_stubs()
 
 import workers  # noqa: E402  (needs the stubs above)
 
+from flaregate.hosts.edge import rpc as edge_rpc  # noqa: E402
 from flaregate.hosts.edge import worker as edge_worker  # noqa: E402
 
 
@@ -452,6 +453,32 @@ class FakeCtx:
 def rpc_copy(value: Any) -> Any:
     """RPC serialises: nothing is shared between caller and callee."""
     return json.loads(json.dumps(value))
+
+
+class DirectRpc:
+    """A Durable Object instance called as the Worker calls it (hosts/edge/rpc.py): each RPC
+    method gets its arguments as one JSON string and answers JSON, decoded here; the other
+    attributes (fetch, alarm, webSocketMessage, ctx) pass through."""
+
+    def __init__(self, instance: Any) -> None:
+        self.instance = instance
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self.instance, name)
+        if not getattr(target, "json_rpc", False):
+            return target
+
+        def call(*args: Any) -> Any:
+            result = target(edge_rpc.encode(list(args)))
+            if not inspect.isawaitable(result):
+                return edge_rpc.decode(result)
+
+            async def finish() -> Any:
+                return edge_rpc.decode(await result)
+
+            return finish()
+
+        return call
 
 
 class FakeStub:

@@ -15,7 +15,7 @@ from flaregate.hosts.edge.ports import AlarmScheduler
 from flaregate.ratelimits.limiter import RateLimiter as CoreRateLimiter
 from tests.support.fakes import FakeClock, MemorySql
 
-from .conftest import FakeCtx, FakeJsRow, FakeRequest, FakeStorage, FakeWebSocket
+from .conftest import DirectRpc, FakeCtx, FakeRequest, FakeStorage, FakeWebSocket
 
 ENV = types.SimpleNamespace(METRICS_TICK_SECONDS="1")
 POLICY = {"algorithm": "token_bucket", "capacity": 3, "refill_per_second": 0.5}
@@ -31,7 +31,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 def test_rate_limiter_do_decides_like_the_core_object(monkeypatch: pytest.MonkeyPatch):
     do_clock, core_clock = FakeClock(), FakeClock()
     monkeypatch.setattr(edge_objects, "SystemClock", lambda: do_clock)
-    limiter_do = RateLimiter(FakeCtx(), ENV)
+    limiter_do = DirectRpc(RateLimiter(FakeCtx(), ENV))
     core = CoreRateLimiter(MemorySql(), core_clock)
     steps: list[tuple[str, float, float]] = [
         ("key:a", 1, 0), ("key:a", 1, 0), ("key:b", 1, 0), ("key:a", 1, 0), ("key:a", 1, 0),
@@ -41,13 +41,12 @@ def test_rate_limiter_do_decides_like_the_core_object(monkeypatch: pytest.Monkey
     for key, cost, wait in steps:
         do_clock.advance(wait)
         core_clock.advance(wait)
-        # Over RPC the policy arrives as a JS object: the DO must convert it.
-        got = limiter_do.check(key, FakeJsRow(POLICY), cost)
+        got = limiter_do.check(key, POLICY, cost)
         assert got == core.check(key, POLICY, cost), (key, cost, wait)
         allowed.append(got["allowed"])
     assert True in allowed and False in allowed  # the sequence exercises both outcomes
     # The state is in DO SQL: a new instance over the same storage continues from it.
-    again = RateLimiter(limiter_do.ctx, ENV)
+    again = DirectRpc(RateLimiter(limiter_do.ctx, ENV))
     assert again.check("key:a", POLICY) == core.check("key:a", POLICY)
 
 
@@ -69,7 +68,7 @@ def event(**extra: Any) -> dict[str, Any]:
 
 async def test_hub_records_ticks_on_the_alarm_and_broadcasts(clock: FakeClock):
     ctx = FakeCtx()
-    hub = MetricsHub(ctx, ENV)
+    hub = DirectRpc(MetricsHub(ctx, ENV))
     first, second = await subscribe(hub), await subscribe(hub)
     assert [[m["type"] for m in ws.messages()] for ws in (first, second)] == [["hello", "snapshot"]] * 2
     assert [tags for _, tags in ctx.accepted] == [["metrics"], ["metrics"]]
@@ -96,25 +95,33 @@ async def test_hub_records_ticks_on_the_alarm_and_broadcasts(clock: FakeClock):
     assert len(first.sent) == sent
 
 
-async def test_hub_events_as_js_objects_are_converted(clock: FakeClock):
+async def test_every_rpc_method_of_the_objects_takes_and_answers_one_json_string(clock: FakeClock):
+    """The wire contract of hosts/edge/rpc.py: a method without it would get the SDK's
+    converted JS objects, and the Worker's rpc.call would fail to decode its answer."""
+    from durable_objects.security_store import SecurityStore
+
+    rpc_methods = {"check", "acquire", "reconcile", "usage", "reset", "publish", "snapshot", "health",
+                   "analytics", "prometheus", "logs", "run_op"}
+    for cls in (RateLimiter, MetricsHub, SecurityStore):
+        public = {name for name, value in vars(cls).items() if callable(value) and not name.startswith("_")}
+        for name in public & rpc_methods:
+            assert getattr(getattr(cls, name), "json_rpc", False), f"{cls.__name__}.{name}"
     hub = MetricsHub(FakeCtx(), ENV)
-    js_list = FakeJsRow({"unused": 0})
-    js_list.to_py = lambda: [event(), event(cache="HIT")]  # type: ignore[method-assign]
-    assert await hub.publish(js_list) == 2
-    assert await hub.publish([FakeJsRow(event())]) == 1
-    assert (await hub.snapshot())["totals"]["cache_hits"] == 1
+    answer = await hub.publish(json.dumps([[event(), event(cache="HIT")]]))
+    assert answer == "2"
+    assert json.loads(await hub.snapshot("[]"))["totals"]["cache_hits"] == 1
 
 
 async def test_hub_wakes_from_hibernation_with_its_totals_and_sockets(clock: FakeClock):
     ctx = FakeCtx()
-    hub = MetricsHub(ctx, ENV)
+    hub = DirectRpc(MetricsHub(ctx, ENV))
     ws = await subscribe(hub)
     await hub.publish([event(), event()])
     await fire_alarm(hub, ctx.storage)
     before = await hub.snapshot()
 
     clock.advance(5)
-    woken = MetricsHub(ctx, ENV)  # the runtime constructs the class again over the same storage
+    woken = DirectRpc(MetricsHub(ctx, ENV))  # the runtime constructs the class again over the same storage
     after = await woken.snapshot()
     assert after["totals"] == before["totals"]
     assert after["uptime_s"] == before["uptime_s"] + 5  # started_at survived
@@ -125,7 +132,7 @@ async def test_hub_wakes_from_hibernation_with_its_totals_and_sockets(clock: Fak
 
 
 async def test_hub_answers_client_frames(clock: FakeClock):
-    hub = MetricsHub(FakeCtx(), ENV)
+    hub = DirectRpc(MetricsHub(FakeCtx(), ENV))
     ws = await subscribe(hub)
     await hub.webSocketMessage(ws, "definitely not json")
     assert ws.messages()[-1]["type"] == "error"
@@ -139,7 +146,7 @@ async def test_hub_answers_client_frames(clock: FakeClock):
 
 async def test_a_socket_that_cannot_be_written_is_dropped_others_still_receive(clock: FakeClock):
     ctx = FakeCtx()
-    hub = MetricsHub(ctx, ENV)
+    hub = DirectRpc(MetricsHub(ctx, ENV))
     broken, healthy = await subscribe(hub), await subscribe(hub)
     broken.fail_send = True
     await hub.publish([event()])
@@ -151,7 +158,7 @@ async def test_a_socket_that_cannot_be_written_is_dropped_others_still_receive(c
 
 
 async def test_close_and_error_handlers_never_raise(clock: FakeClock):
-    hub = MetricsHub(FakeCtx(), ENV)
+    hub = DirectRpc(MetricsHub(FakeCtx(), ENV))
     ws = await subscribe(hub)
     await hub.webSocketClose(ws, 1005, "", True)  # reserved code: close() raises, handler must not
     assert ws.closed is None
@@ -175,7 +182,7 @@ async def test_alarm_scheduler_keeps_the_earliest_alarm():
 
 # -- the observability hub on the Durable Object ----------------------------------------------
 async def test_accept_sends_the_whole_greeting_and_selects_only_our_subprotocol(clock: FakeClock):
-    hub = MetricsHub(FakeCtx(), ENV)
+    hub = DirectRpc(MetricsHub(FakeCtx(), ENV))
     ws = await subscribe(hub)
     assert [m["type"] for m in ws.messages()] == ["hello", "snapshot"]
     chosen = await hub.fetch(FakeRequest("GET", "https://hub/ws", {"x-flaregate-subprotocol": "flaregate.v1"}))
@@ -185,7 +192,7 @@ async def test_accept_sends_the_whole_greeting_and_selects_only_our_subprotocol(
 
 
 async def test_a_frame_over_the_limit_closes_with_1009_others_get_answers(clock: FakeClock):
-    hub = MetricsHub(FakeCtx(), ENV)
+    hub = DirectRpc(MetricsHub(FakeCtx(), ENV))
     ws, big_binary = await subscribe(hub), await subscribe(hub)
     await hub.webSocketMessage(ws, "x" * 70_000)
     assert ws.closed == (1009, "message too big")
@@ -197,7 +204,7 @@ async def test_a_frame_over_the_limit_closes_with_1009_others_get_answers(clock:
 
 
 async def test_analytics_and_prometheus_are_rpc_methods_of_the_hub(clock: FakeClock):
-    hub = MetricsHub(FakeCtx(), ENV)
+    hub = DirectRpc(MetricsHub(FakeCtx(), ENV))
     await hub.publish([event(tokens_in=3, tokens_out=2, cost_usd=0.25), event(status=502, upstream_status=503),
                        {"type": "ratelimit_degraded", "mode": "fail_open", "policies": ["default"]}])
     analytics = await hub.analytics("1h")
@@ -212,7 +219,7 @@ async def test_analytics_and_prometheus_are_rpc_methods_of_the_hub(clock: FakeCl
 
 async def test_ingest_is_one_transaction_sync_on_the_durable_object(clock: FakeClock):
     ctx = FakeCtx()
-    hub = MetricsHub(ctx, ENV)
+    hub = DirectRpc(MetricsHub(ctx, ENV))
     before = ctx.storage.transactions
     await hub.publish([event(), event(), event()])
     assert ctx.storage.transactions == before + 1
@@ -220,7 +227,7 @@ async def test_ingest_is_one_transaction_sync_on_the_durable_object(clock: FakeC
 
 async def test_the_alarm_compacts_and_a_new_instance_keeps_lifetime_totals_and_retention_rows(clock: FakeClock):
     ctx = FakeCtx()
-    hub = MetricsHub(ctx, ENV)
+    hub = DirectRpc(MetricsHub(ctx, ENV))
     await hub.publish([event(cache_bytes_saved=0, bytes_saved=100, tokens_saved=7, cache="HIT")])
     await hub.publish([event()])
     clock.advance(2 * 3600)  # two hours later the alarm rolls the hour up
@@ -233,7 +240,7 @@ async def test_the_alarm_compacts_and_a_new_instance_keeps_lifetime_totals_and_r
     assert sql.execute("SELECT COUNT(*) FROM hub_rollup WHERE resolution = 60").fetchone()[0] == 0  # expired
     assert ctx.storage.alarm is not None  # still scheduled: the hourly rows need compacting later
 
-    woken = MetricsHub(ctx, ENV)  # re-instantiated over the same storage (hibernation, eviction)
+    woken = DirectRpc(MetricsHub(ctx, ENV))  # re-instantiated over the same storage (hibernation, eviction)
     totals = (await woken.snapshot())["totals"]
     assert totals["requests"] == 2 and totals["cache_hits"] == 1
     assert totals["cache_bytes_saved"] == 100 and totals["cache_tokens_saved"] == 7

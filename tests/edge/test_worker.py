@@ -10,6 +10,7 @@ import js
 import pytest
 
 import entry
+from flaregate.hosts.edge import rpc as edge_rpc
 from flaregate.hosts.edge.ports import FetchTransport, KVStore, bind
 from flaregate.ports import UpstreamError, UpstreamTimeout
 from flaregate.security.keys import key_id
@@ -104,7 +105,7 @@ async def test_streaming_chat_writes_sse_to_the_transform_stream(make_env):
     deltas = [json.loads(e[6:])["choices"][0]["delta"].get("content", "") for e in events[:-1]]
     assert "".join(deltas) == "Flaregate mock reply to: hello edge"
     # The stream's analytics event was published once the stream ended.
-    snapshot = await env.METRICS_HUB.getByName("global").snapshot()
+    snapshot = await edge_rpc.call(env.METRICS_HUB.getByName("global"), "snapshot")
     assert snapshot["totals"]["requests"] == 1
 
 
@@ -114,7 +115,7 @@ async def test_client_gone_mid_stream_still_closes_and_records(make_env):
     response.body.writer.fail = True
     await ctx.drain()
     assert response.body.writer.closed
-    snapshot = await env.METRICS_HUB.getByName("global").snapshot()
+    snapshot = await edge_rpc.call(env.METRICS_HUB.getByName("global"), "snapshot")
     assert snapshot["totals"]["requests"] == 1
 
 
@@ -251,7 +252,7 @@ async def test_analytics_reach_the_hub_through_wait_until(make_env):
     assert "global" not in hub.instances  # nothing published before waitUntil work runs
     assert ctx.waiting
     await ctx.drain()
-    snapshot = await hub.getByName("global").snapshot()
+    snapshot = await edge_rpc.call(hub.getByName("global"), "snapshot")
     assert snapshot["totals"]["requests"] == 1
     assert snapshot["totals"]["cache_misses"] == 1
     assert list(snapshot["providers"]) == ["mock"]

@@ -7,7 +7,6 @@ waking from hibernation), so nothing here may live only in memory.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -32,7 +31,6 @@ from .ports import (
     FetchTransport,
     HibernationBroadcaster,
     env_vars,
-    plain,
 )
 
 log = logging.getLogger("flaregate.edge")
@@ -50,34 +48,8 @@ def rate_limiter(ctx: Any) -> RateLimiter:
     return RateLimiter(DurableSql(ctx.storage.sql), SystemClock())
 
 
-def check(limiter: RateLimiter, key: Any, policy: Any, cost: Any) -> dict[str, Any]:
-    # RPC hands over JS objects (JsDict / JsProxy); the core wants plain values.
-    return limiter.check(str(key), plain(policy), float(cost))
-
-
-# The limits' calls (flaregate.ratelimits.enforcer): lists of plain dicts in, a plain dict out.
-def acquire(limiter: RateLimiter, checks: Any) -> dict[str, Any]:
-    return limiter.acquire(plain(checks))
-
-
-def reconcile(limiter: RateLimiter, adjustments: Any) -> dict[str, Any]:
-    return limiter.reconcile(plain(adjustments))
-
-
-def usage(limiter: RateLimiter) -> dict[str, Any]:
-    return limiter.usage()
-
-
-def reset(limiter: RateLimiter, policy: Any = "") -> dict[str, Any]:
-    return limiter.reset(str(policy or ""))
-
-
 def security_store(ctx: Any) -> SecurityStore:
     return SecurityStore(DurableSql(ctx.storage.sql), SystemClock())
-
-
-def security_op(store: SecurityStore, op: Any, args: Any) -> Any:
-    return store.call(str(op), plain(args) or {})
 
 
 def settings_for(env: Any) -> Settings:
@@ -155,15 +127,3 @@ class MetricsHubBody:
                 ws.send(reply)
             except Exception:
                 close_quietly(ws, 1011, "send failed")
-
-    async def publish(self, events: Any) -> int:
-        return await self.hub.record(plain(events))
-
-    def analytics(self, window: Any = None) -> dict[str, Any]:
-        return self.hub.analytics(str(window) if window else None)
-
-    def prometheus(self) -> str:
-        return self.hub.prometheus()
-
-    def logs(self, params_json: Any) -> dict[str, Any]:
-        return self.hub.logs.answer(json.loads(str(params_json)))

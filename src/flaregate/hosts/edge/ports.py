@@ -9,7 +9,6 @@ Durable-Object-side ports take their objects directly: a DO instance owns them.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from pyodide.ffi import to_js
 
 from ...config import KNOWN_VARS, provider_key_names
 from ...ports import UpstreamError, UpstreamTimeout
+from . import rpc
 
 log = logging.getLogger("flaregate.edge")
 
@@ -59,7 +59,7 @@ def bind(env: Any, ctx: Any, host: str | None = None) -> Iterator[RequestScope]:
 
 
 def plain(value: Any) -> Any:
-    """JsProxy / JsDict (what RPC and SQL hand back) -> plain Python containers."""
+    """JsProxy / JsDict (what SQL hands back) -> plain Python containers."""
     if hasattr(value, "to_py"):
         return value.to_py()  # converts the whole tree in one call: nothing left to walk
     if isinstance(value, dict):
@@ -92,11 +92,11 @@ class KVStore:
         self._binding = binding
 
     def _kv(self) -> Any:
-        return getattr(current().env, self._binding)
+        return getattr(rpc.raw_env(current().env), self._binding)  # a str in, a str out: no wrapper
 
     async def get(self, key: str) -> str | None:
         value = await self._kv().get(key)
-        return None if value is None else str(value)
+        return None if rpc.is_null(value) else str(value)
 
     async def put(self, key: str, value: str, ttl_seconds: int) -> None:
         # KV rejects expirationTtl below 60 s.
@@ -305,22 +305,22 @@ class DurableRateLimiter:
         self._binding = binding
 
     def _stub(self, name: str) -> Any:
-        return getattr(current().env, self._binding).getByName(name)
+        return getattr(rpc.raw_env(current().env), self._binding).getByName(name)
 
     async def check(self, key: str, policy: dict[str, Any], cost: float) -> dict[str, Any]:
-        return plain(await self._stub(key).check(key, dict(policy), float(cost)))
+        return await rpc.call(self._stub(key), "check", key, policy, float(cost))
 
     async def acquire(self, name: str, checks: list[dict[str, Any]]) -> dict[str, Any]:
-        return plain(await self._stub(name).acquire(checks))
+        return await rpc.call(self._stub(name), "acquire", checks)
 
     async def reconcile(self, name: str, adjustments: list[dict[str, Any]]) -> dict[str, Any]:
-        return plain(await self._stub(name).reconcile(adjustments))
+        return await rpc.call(self._stub(name), "reconcile", adjustments)
 
     async def usage(self, name: str) -> dict[str, Any]:
-        return plain(await self._stub(name).usage())
+        return await rpc.call(self._stub(name), "usage")
 
     async def reset(self, name: str, policy: str = "") -> dict[str, Any]:
-        return plain(await self._stub(name).reset(policy))
+        return await rpc.call(self._stub(name), "reset", policy)
 
 
 class DurableMetricsHub:
@@ -330,25 +330,25 @@ class DurableMetricsHub:
         self._binding = binding
 
     def _stub(self) -> Any:
-        return getattr(current().env, self._binding).getByName(HUB_NAME)
+        return getattr(rpc.raw_env(current().env), self._binding).getByName(HUB_NAME)
 
     async def publish(self, events: list[dict[str, Any]]) -> None:
-        await self._stub().publish(events)
+        await rpc.call(self._stub(), "publish", events)
 
     async def snapshot(self) -> dict[str, Any]:
-        return plain(await self._stub().snapshot())
+        return await rpc.call(self._stub(), "snapshot")
 
     async def health(self) -> dict[str, Any]:
-        return plain(await self._stub().health())
+        return await rpc.call(self._stub(), "health")
 
     async def analytics(self, window: str | None) -> dict[str, Any]:
-        return plain(await self._stub().analytics(window))
+        return await rpc.call(self._stub(), "analytics", window)
 
     async def prometheus(self) -> str:
-        return str(await self._stub().prometheus())
+        return str(await rpc.call(self._stub(), "prometheus"))
 
     async def logs(self, params: dict[str, str]) -> dict[str, Any]:
-        return plain(await self._stub().logs(json.dumps(params)))
+        return await rpc.call(self._stub(), "logs", params)
 
 
 class DurableSecurityStore:
@@ -358,8 +358,8 @@ class DurableSecurityStore:
         self._binding = binding
 
     async def call(self, op: str, args: dict[str, Any]) -> Any:
-        stub = getattr(current().env, self._binding).getByName(SECURITY_NAME)
-        return plain(await stub.run_op(op, dict(args)))
+        stub = getattr(rpc.raw_env(current().env), self._binding).getByName(SECURITY_NAME)
+        return await rpc.call(stub, "run_op", op, dict(args))
 
 
 # -- Durable Object side --------------------------------------------------------------------
