@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..config import Settings
 from ..errors import GatewayError
@@ -40,6 +40,7 @@ log = logging.getLogger("flaregate.ratelimits")
 LIMITER_TIMEOUT_SECONDS = 2.0
 REPORT_EVERY_SECONDS = 10.0
 DEGRADED_EVENT = "ratelimit_degraded"
+_T = TypeVar("_T")
 
 
 def effective_policies(settings: Settings) -> list[LimitPolicy]:
@@ -52,6 +53,15 @@ def effective_policies(settings: Settings) -> list[LimitPolicy]:
         policies.append(RateLimitPolicy(name=DEFAULT_POLICY, algorithm="token_bucket", limit=simple.capacity,
                                         refill_per_second=simple.refill_per_second))
     return [*policies, *settings.rate_limits, *settings.budgets]
+
+
+async def _all(jobs: Sequence[Awaitable[_T]]) -> list[_T]:
+    """``asyncio.gather``, except that one job (the usual case: one partition) is awaited
+    as it is: gather wraps each job in a Task, and under Pyodide every Task step is a trip
+    through the JavaScript event loop."""
+    if len(jobs) == 1:
+        return [await jobs[0]]
+    return list(await asyncio.gather(*jobs))
 
 
 @dataclass(slots=True)
@@ -155,7 +165,7 @@ class Admission:
             changes = [(c, delta) for c, delta in changes if abs(delta) > 1e-12]
             if changes:
                 jobs.append(self._limits._reconcile(outcome, changes))
-        for answer in await asyncio.gather(*jobs):
+        for answer in await _all(jobs):
             for result in (answer or {}).get("results", []):
                 if result.get("unit") == "tokens":
                     token_results[result["key"]] = result
@@ -221,7 +231,7 @@ class Limits:
             wire = policy.wire()
             cost = {"requests": 1.0, "tokens": float(estimate.total), "usd": price}[wire["unit"]]
             groups.setdefault(partition, []).append(_Check(policy, wire, partition, row, cost))
-        outcomes = await asyncio.gather(*(self._acquire(p, checks) for p, checks in groups.items()))
+        outcomes = await _all([self._acquire(p, checks) for p, checks in groups.items()])
         unreachable = [o for o in outcomes if o.answer is None]
         refused = [o for o in outcomes if o.answer is not None and not o.answer["allowed"]]
         returned: dict[tuple[str, str], dict[str, Any]] = {}
@@ -286,8 +296,7 @@ class Limits:
     async def _give_back(self, admitted: list[_Outcome]) -> dict[tuple[str, str], dict[str, Any]]:
         """Return what partitions admitted for a request another partition refused.
         Returns the rows' state afterwards, by (partition, row)."""
-        answers = await asyncio.gather(*(self._reconcile(o, [(c, -c.cost) for c in o.checks if c.cost])
-                                         for o in admitted))
+        answers = await _all([self._reconcile(o, [(c, -c.cost) for c in o.checks if c.cost]) for o in admitted])
         return {(o.partition, r["key"]): r for o, a in zip(admitted, answers, strict=True)
                 for r in (a or {}).get("results", [])}
 
