@@ -10,8 +10,13 @@ Targets, all in the same run:
   ``flaregate``  this tree's Worker (every scenario)
   ``before``     another checkout's Worker (``--before DIR``, e.g. a worktree of main)
   ``floor``      ``bench/edge_floor``: a Python Worker that only forwards the body to the mock
+  ``floor-js``   ``bench/edge_floor_js``: the same bare proxy in JavaScript, so ``floor`` minus it is
+                 Pyodide's own per-request price and ``floor-js`` is what wrangler dev's workerd
+                 spends on any proxied request (its entry worker, the fetch, the socket)
   ``NAME``       ``--variant NAME:VAR=VALUE;...``: this tree's Worker with extra variables, to
                  bisect by switching parts off (e.g. ``--variant warn:LOG_LEVEL=warn``)
+  ``NAME``       ``--floor NAME:py|js:OPS``: a floor with runtime operations added (``FLOOR_OPS``, see
+                 bench/edge_floor/entry.py: do, kv, cache, log, pump), to price each one
   ``portkey``    Portkey's gateway as a Worker (``src/index.ts``) from ``bench/.peers/portkey-worker``:
                  prepare it with ``--setup-portkey`` (source from a local git mirror of
                  Portkey-AI/gateway, npm deps from the registry); skipped, with the reason, without it
@@ -53,6 +58,7 @@ ADMIN_KEY = "fg-bench-admin-key"
 AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}", "Content-Type": "application/json"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}  # /metrics is an operator endpoint
 FLOOR_DIR = BENCH / "edge_floor"
+FLOOR_JS_DIR = BENCH / "edge_floor_js"
 PORTKEY_DIR = BENCH / ".peers" / "portkey-worker"
 PORTKEY_MIRROR = Path(os.environ.get("PORTKEY_MIRROR", "/work/.mirror/Portkey-AI+gateway/repo"))
 PORTKEY_PATHS = ["src", "plugins", "wrangler.toml", "package.json", "package-lock.json", "tsconfig.json",
@@ -95,6 +101,8 @@ class Target:
     cwd: Path = REPO
     dev: wrangler_dev.DevServer | None = None
     limited: wrangler_dev.DevServer | None = None  # flaregate targets: the 429 Worker
+    floor: Path | None = None  # a floor Worker's directory, and its FLOOR_OPS
+    floor_ops: str = ""
     skipped: str | None = None
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -205,8 +213,16 @@ def _targets(args: argparse.Namespace, names: list[str]) -> list[Target]:
         name, _, assignments = spec.partition(":")
         pairs = dict(a.split("=", 1) for a in assignments.split(";") if "=" in a)
         targets.append(Target(name, AUTH, extra_env=pairs))
+    plain = {"Content-Type": "application/json"}
+    floors = [] if args.no_peers else [("floor", "py", ""), ("floor-js", "js", "")]
+    for spec in args.floor or []:
+        name, _, rest = spec.partition(":")
+        lang, _, ops = rest.partition(":")
+        floors.append((name, lang, ops))
+    for name, lang, ops in floors:
+        targets.append(Target(name, dict(plain), chat_only=True, floor=FLOOR_JS_DIR if lang == "js" else FLOOR_DIR,
+                              floor_ops=ops))
     if not args.no_peers:
-        targets.append(Target("floor", {"Content-Type": "application/json"}, chat_only=True))
         portkey = Target("portkey", {"Content-Type": "application/json", "Authorization": f"Bearer {UPSTREAM_KEY}",
                                      "x-portkey-provider": "openai"}, chat_only=True)
         portkey.skipped = _portkey_skip_reason()
@@ -222,12 +238,13 @@ def _start(target: Target, work: Path, mock_url: str, names: list[str]) -> None:
             target.limited = _start_worker(target.name + "-429", work, _worker_env(
                 mock_url, **{**extra, "RATE_LIMIT_CAPACITY": "1", "RATE_LIMIT_REFILL_PER_SECOND": "0.0001"}),
                 target.cwd)
-    elif target.name == "floor":
+    elif target.floor is not None:
         # The runtime's SDK (``workers``) is vendored in the repo's python_modules: share it.
         link = FLOOR_DIR / "python_modules"
         if not link.exists():
             link.symlink_to(Path("..") / ".." / "python_modules")
-        target.dev = _start_worker("floor", work, {"UPSTREAM_URL": mock_url, "UPSTREAM_KEY": UPSTREAM_KEY}, FLOOR_DIR)
+        env = {"UPSTREAM_URL": mock_url, "UPSTREAM_KEY": UPSTREAM_KEY, "FLOOR_OPS": target.floor_ops}
+        target.dev = _start_worker(target.name, work, env, target.floor)
     elif target.name == "portkey":
         target.headers["x-portkey-custom-host"] = mock_url + "/v1"
         target.dev = _start_worker("portkey", work, {}, PORTKEY_DIR)
@@ -253,7 +270,7 @@ def _table(targets: list[Target], names: list[str], rounds: int) -> tuple[str, d
             cells.append(f"{median:.2f}" + ("" if ok else " (unexpected statuses)"))
         label = "idle (ms CPU per second)" if name == "idle" else name
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    for peer in ("portkey", "before", "floor"):
+    for peer in ("portkey", "before", "floor", "floor-js"):
         ratios = []
         for name in names:
             mine = summary.get("flaregate", {}).get(name)
@@ -276,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", type=Path, help="another checkout whose Worker runs as the 'before' target")
     parser.add_argument("--variant", action="append", metavar="NAME:VAR=VALUE;...",
                         help="also run this tree's Worker with these variables (repeatable)")
-    parser.add_argument("--no-peers", action="store_true", help="leave out the floor and Portkey")
+    parser.add_argument("--no-peers", action="store_true", help="leave out the floors and Portkey")
+    parser.add_argument("--floor", action="append", metavar="NAME:py|js:OPS",
+                        help="also run a floor with these runtime operations (FLOOR_OPS; repeatable)")
     parser.add_argument("--setup-portkey", action="store_true",
                         help=f"(re)install Portkey's Worker into {PORTKEY_DIR} first")
     parser.add_argument("--label", default="edge", help="name of this run in the output file")

@@ -1,19 +1,104 @@
 """A bare proxy: POST the body to UPSTREAM_URL + the request's path, return the answer as is
-(a stream passes through without Python touching its chunks). The bench's edge floor."""
+(a stream passes through without Python touching its chunks). The bench's edge floor.
 
+``FLOOR_OPS`` (comma-separated) adds the runtime operations Flaregate's request path is made
+of, one each, so the bench can price them one by one (bench/edge.py):
+  ``do``     one RPC into a Python Durable Object that writes one SQLite row (the limiter's shape)
+  ``kv``     one KV read (the cache's cold lookup)
+  ``cache``  one Cache API match (the warm lookup)
+  ``log``    one console.info line of about 400 bytes (the access log)
+  ``pump``   the stream's chunks go through Python: read from the upstream, converted to
+             bytes and back, written to a TransformStream, each write awaited (Flaregate's relay)
+  ``pump-js``     the same without the conversions (the JS chunk is written as it came)
+  ``pump-nowait`` the same as ``pump`` without awaiting the writes
+  ``tee``    the client gets one branch of the upstream body untouched; Python reads the other
+             chunk by chunk (what an observe-only relay would cost)
+"""
+
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from workers import Response, WorkerEntrypoint, fetch
+import js
+from pyodide.ffi import create_proxy, to_js
+from workers import DurableObject, Response, WorkerEntrypoint, fetch
+
+LOG_LINE = json.dumps({"level": "info", "logger": "flaregate.access", "msg": "request", "status": 200,
+                       "request_id": "req_0123456789abcdef01234567", "trace_id": "0" * 32, "model": "bench-model",
+                       "provider": "mock-upstream", "key_id": "key_0123456789abcdef", "cache": "MISS",
+                       "latency_ms": 1.5, "upstream_ms": 1.0, "overhead_ms": 0.5, "client_ip": "127.0.0.0",
+                       "stream": False, "tokens_in": 12, "tokens_out": 20})
+
+
+class Counter(DurableObject):
+    def __init__(self, ctx: Any, env: Any) -> None:
+        super().__init__(ctx, env)
+        ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS c (k TEXT PRIMARY KEY, n INTEGER)")
+
+    def bump(self, payload: str) -> str:
+        self.ctx.storage.sql.exec("INSERT INTO c VALUES ('k', 1) ON CONFLICT(k) DO UPDATE SET n = n + 1")
+        return payload
+
+
+_ignore: Any = None
+
+
+async def _pump(body: Any, writer: Any, mode: str) -> None:
+    global _ignore
+    reader = body.getReader()
+    while True:
+        result = await reader.read()
+        if result.done:
+            break
+        if mode == "pump-js":
+            await writer.write(result.value)
+        elif mode == "pump-nowait":
+            if _ignore is None:
+                _ignore = create_proxy(lambda _e: None)
+            writer.write(to_js(result.value.to_bytes())).catch(_ignore)
+        else:
+            await writer.write(to_js(result.value.to_bytes()))
+    await writer.close()
+
+
+async def _observe(body: Any) -> None:
+    reader = body.getReader()
+    seen = 0
+    while True:
+        result = await reader.read()
+        if result.done:
+            break
+        seen += len(result.value.to_bytes())
 
 
 class Default(WorkerEntrypoint):
     async def fetch(self, request: Any) -> Any:
         if request.method != "POST":
             return Response("ok")
-        upstream = await fetch(str(self.env.UPSTREAM_URL) + urlsplit(str(request.url)).path, method="POST",
+        env = self.env
+        ops = str(getattr(env, "FLOOR_OPS", "") or "").split(",")
+        raw = getattr(env, "_env", env)
+        if "do" in ops:
+            await raw.COUNTER.getByName("partition").bump("{}")
+        if "cache" in ops:
+            await js.caches.default.match("https://floor.internal/cache/key")
+        if "kv" in ops:
+            await raw.CACHE.get("floor-key")
+        upstream = await fetch(str(env.UPSTREAM_URL) + urlsplit(str(request.url)).path, method="POST",
                                headers={"content-type": "application/json",
-                                        "authorization": "Bearer " + str(self.env.UPSTREAM_KEY)},
+                                        "authorization": "Bearer " + str(env.UPSTREAM_KEY)},
                                body=await request.text())
-        return Response(upstream.body, status=upstream.status,
-                        headers={"content-type": upstream.headers.get("content-type") or "application/json"})
+        if "log" in ops:
+            js.console.info(LOG_LINE)
+        content_type = upstream.headers.get("content-type") or "application/json"
+        body = upstream.body
+        mode = next((op for op in ops if op.startswith("pump")), None)
+        if mode and "event-stream" in content_type:
+            stream = js.TransformStream.new()
+            self.ctx.waitUntil(_pump(upstream.js_object.body, stream.writable.getWriter(), mode))
+            body = stream.readable
+        elif "tee" in ops and "event-stream" in content_type:
+            client, observer = upstream.js_object.body.tee().object_values()
+            self.ctx.waitUntil(_observe(observer))
+            body = client
+        return Response(body, status=upstream.status, headers={"content-type": content_type})
