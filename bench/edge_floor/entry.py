@@ -6,6 +6,7 @@ of, one each, so the bench can price them one by one (bench/edge.py):
   ``do``     one RPC into a Python Durable Object that writes one SQLite row (the limiter's shape)
   ``kv``     one KV read (the cache's cold lookup)
   ``cache``  one Cache API match (the warm lookup)
+  ``await10``  ten awaits of an already resolved JS promise (Pyodide's price of one await)
   ``log``    one console.info line of about 400 bytes (the access log)
   ``pump``   the stream's chunks go through Python: read from the upstream, converted to
              bytes and back, written to a TransformStream, each write awaited (Flaregate's relay)
@@ -82,6 +83,9 @@ class Default(WorkerEntrypoint):
             await raw.COUNTER.getByName("partition").bump("{}")
         if "cache" in ops:
             await js.caches.default.match("https://floor.internal/cache/key")
+        if "await10" in ops:
+            for _ in range(10):
+                await js.Promise.resolve(0)
         if "kv" in ops:
             await raw.CACHE.get("floor-key")
         upstream = await fetch(str(env.UPSTREAM_URL) + urlsplit(str(request.url)).path, method="POST",
