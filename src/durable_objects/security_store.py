@@ -14,8 +14,9 @@ class SecurityStore(DurableObject):
         super().__init__(ctx, env)
         self._store = objects.security_store(self.ctx)
 
-    # RPC, JSON in and out (hosts/edge/rpc.py). Synchronous on purpose: no await between read and write keeps each operation
-    # atomic (a nonce is used once, a key revoked exactly when the call returns).
+    # RPC, JSON in and out (hosts/edge/rpc.py). Synchronous on purpose: no await between
+    # read and write keeps each operation atomic (a nonce is used once, a key revoked
+    # exactly when the call returns).
     @json_method
     def run_op(self, op: str, args: dict[str, Any]) -> Any:
         return self._store.call(str(op), args or {})

@@ -85,6 +85,11 @@ def env_vars(env: Any) -> dict[str, str]:
 
 
 # -- Worker side: bindings of the current request ------------------------------------------
+def _durable_object(binding: str, name: str) -> Any:
+    """The stub of the named Durable Object, from the raw JS binding (see rpc.py)."""
+    return getattr(rpc.raw_env(current().env), binding).getByName(name)
+
+
 class KVStore:
     """The response cache over a KV namespace binding."""
 
@@ -305,7 +310,7 @@ class DurableRateLimiter:
         self._binding = binding
 
     def _stub(self, name: str) -> Any:
-        return getattr(rpc.raw_env(current().env), self._binding).getByName(name)
+        return _durable_object(self._binding, name)
 
     async def check(self, key: str, policy: dict[str, Any], cost: float) -> dict[str, Any]:
         return await rpc.call(self._stub(key), "check", key, policy, float(cost))
@@ -330,7 +335,7 @@ class DurableMetricsHub:
         self._binding = binding
 
     def _stub(self) -> Any:
-        return getattr(rpc.raw_env(current().env), self._binding).getByName(HUB_NAME)
+        return _durable_object(self._binding, HUB_NAME)
 
     async def publish(self, events: list[dict[str, Any]]) -> None:
         await rpc.call(self._stub(), "publish", events)
@@ -358,8 +363,7 @@ class DurableSecurityStore:
         self._binding = binding
 
     async def call(self, op: str, args: dict[str, Any]) -> Any:
-        stub = getattr(rpc.raw_env(current().env), self._binding).getByName(SECURITY_NAME)
-        return await rpc.call(stub, "run_op", op, dict(args))
+        return await rpc.call(_durable_object(self._binding, SECURITY_NAME), "run_op", op, dict(args))
 
 
 # -- Durable Object side --------------------------------------------------------------------
