@@ -15,8 +15,8 @@ Targets, all in the same run:
                  spends on any proxied request (its entry worker, the fetch, the socket)
   ``NAME``       ``--variant NAME:VAR=VALUE;...``: this tree's Worker with extra variables, to
                  bisect by switching parts off (e.g. ``--variant warn:LOG_LEVEL=warn``)
-  ``NAME``       ``--floor NAME:py|js:OPS``: a floor with runtime operations added (``FLOOR_OPS``, see
-                 bench/edge_floor/entry.py: do, kv, cache, log, pump), to price each one
+  ``NAME``       ``--floor NAME:py|js:OPS``: a floor with runtime operations added (``FLOOR_OPS``, listed in
+                 bench/edge_floor/entry.py), to price each one
   ``portkey``    Portkey's gateway as a Worker (``src/index.ts``) from ``bench/.peers/portkey-worker``:
                  prepare it with ``--setup-portkey`` (source from a local git mirror of
                  Portkey-AI/gateway, npm deps from the registry); skipped, with the reason, without it

@@ -85,9 +85,13 @@ def env_vars(env: Any) -> dict[str, str]:
 
 
 # -- Worker side: bindings of the current request ------------------------------------------
+def _raw_binding(binding: str) -> Any:
+    """The current request's JS binding, not the SDK's wrapper of it (see rpc.py)."""
+    return getattr(rpc.raw_env(current().env), binding)
+
+
 def _durable_object(binding: str, name: str) -> Any:
-    """The stub of the named Durable Object, from the raw JS binding (see rpc.py)."""
-    return getattr(rpc.raw_env(current().env), binding).getByName(name)
+    return _raw_binding(binding).getByName(name)
 
 
 class KVStore:
@@ -97,7 +101,7 @@ class KVStore:
         self._binding = binding
 
     def _kv(self) -> Any:
-        return getattr(rpc.raw_env(current().env), self._binding)  # a str in, a str out: no wrapper
+        return _raw_binding(self._binding)  # a str in, a str out: the wrapper adds nothing
 
     async def get(self, key: str) -> str | None:
         value = await self._kv().get(key)

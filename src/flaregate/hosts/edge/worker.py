@@ -23,6 +23,7 @@ from ...gateway import Gateway
 from ...http import Headers, Request, Response
 from ...observability.logs import configure_logging
 from ...ports import Ports
+from . import rpc
 from .console_log import ConsoleHandler, lean_records
 from .objects import SUBPROTOCOL_HEADER
 from .ports import (
@@ -56,8 +57,7 @@ _cached_env_id: int | None = None
 
 
 def _env_id(env: Any) -> int | None:
-    raw = getattr(env, "_env", env)  # the SDK's env wrapper holds the JS env as _env
-    js_id = getattr(raw, "js_id", None)
+    js_id = getattr(rpc.raw_env(env), "js_id", None)
     return js_id if isinstance(js_id, int) else None
 
 
