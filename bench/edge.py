@@ -323,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
                 except wrangler_dev.RuntimeUnavailable as exc:
                     target.skipped = f"did not start: {exc}"
             live = [t for t in targets if not t.skipped]
+            if not live:
+                for target in targets:
+                    print(f"{target.name}: {target.skipped}", file=sys.stderr)
+                raise SystemExit("no Worker started (see above); did you source scripts/env.sh and ensure_wrangler?")
             for r in range(args.rounds):
                 order = names[r % len(names):] + names[:r % len(names)]
                 for target in live[r % len(live):] + live[:r % len(live)]:

@@ -12,6 +12,10 @@ of, one each, so the bench can price them one by one (bench/edge.py):
              bytes and back, written to a TransformStream, each write awaited (Flaregate's relay)
   ``pump-js``     the same without the conversions (the JS chunk is written as it came)
   ``pump-nowait`` the same as ``pump`` without awaiting the writes
+  ``par``    the ``do``, ``cache`` and ``kv`` operations that are listed start at once and are
+             awaited together (one ``Promise.all``), instead of one after another
+  ``sync``   the ``do``, ``cache``, ``kv`` and ``await10`` promises are waited for with
+             ``pyodide.ffi.run_sync`` (JSPI: the Python stack is suspended) instead of ``await``
   ``tee``    the client gets one branch of the upstream body untouched; Python reads the other
              chunk by chunk (what an observe-only relay would cost)
 """
@@ -21,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import js
-from pyodide.ffi import create_proxy, to_js
+from pyodide.ffi import create_proxy, run_sync, to_js
 from workers import DurableObject, Response, WorkerEntrypoint, fetch
 
 LOG_LINE = json.dumps({"level": "info", "logger": "flaregate.access", "msg": "request", "status": 200,
@@ -79,15 +83,27 @@ class Default(WorkerEntrypoint):
         env = self.env
         ops = str(getattr(env, "FLOOR_OPS", "") or "").split(",")
         raw = getattr(env, "_env", env)
+        starts = []
         if "do" in ops:
-            await raw.COUNTER.getByName("partition").bump("{}")
+            starts.append(lambda: raw.COUNTER.getByName("partition").bump("{}"))
         if "cache" in ops:
-            await js.caches.default.match("https://floor.internal/cache/key")
+            starts.append(lambda: js.caches.default.match("https://floor.internal/cache/key"))
+        if "kv" in ops:
+            starts.append(lambda: raw.CACHE.get("floor-key"))
+        if "par" in ops:
+            await js.Promise.all(to_js([start() for start in starts]))
+        elif "sync" in ops:
+            for start in starts:
+                run_sync(start())
+        else:
+            for start in starts:
+                await start()
         if "await10" in ops:
             for _ in range(10):
-                await js.Promise.resolve(0)
-        if "kv" in ops:
-            await raw.CACHE.get("floor-key")
+                if "sync" in ops:
+                    run_sync(js.Promise.resolve(0))
+                else:
+                    await js.Promise.resolve(0)
         upstream = await fetch(str(env.UPSTREAM_URL) + urlsplit(str(request.url)).path, method="POST",
                                headers={"content-type": "application/json",
                                         "authorization": "Bearer " + str(env.UPSTREAM_KEY)},
