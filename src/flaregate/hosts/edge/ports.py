@@ -38,6 +38,7 @@ class RequestScope:
 
 
 _scope: ContextVar[RequestScope] = ContextVar("flaregate_edge_scope")
+SCOPE_VAR = _scope  # read-only use elsewhere: which request a callback belongs to (event_loop.py)
 
 
 def current() -> RequestScope:

@@ -23,11 +23,12 @@ from ...gateway import Gateway
 from ...http import Headers, Request, Response
 from ...observability.logs import configure_logging
 from ...ports import Ports
-from . import rpc
+from . import event_loop, rpc
 from .console_log import ConsoleHandler, lean_records
 from .objects import SUBPROTOCOL_HEADER
 from .ports import (
     HUB_NAME,
+    SCOPE_VAR,
     CacheApiStore,
     DurableMetricsHub,
     DurableRateLimiter,
@@ -93,7 +94,14 @@ def gateway_for(env: Any) -> Gateway:
     return _cached[1]
 
 
+_loop_batched = False
+
+
 async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
+    global _loop_batched
+    if not _loop_batched:  # at the first request: the loop is the isolate's from then on
+        event_loop.install(SCOPE_VAR)
+        _loop_batched = True
     with bind(env, ctx, urlsplit(str(request.url)).netloc) as scope:
         try:
             response = await _handle(request, env)

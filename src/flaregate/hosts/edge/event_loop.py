@@ -1,0 +1,115 @@
+"""One runtime callback per batch of ready asyncio callbacks, not one per callback.
+
+Pyodide's event loop (``WebLoop``) hands every ``call_soon`` to JavaScript on its own: a
+``create_once_callable`` proxy and a fresh ``MessageChannel`` whose message re-enters
+Python. Under workerd that is the largest single item of a request's JavaScript time
+(``bench.edge_profile``: the channel, its ports and ``postMessage``), and one await of a JS
+promise costs two of them (the task's wake-up and the loop's own done callback on the
+future). Here the ready callbacks of one Worker request wait in a queue, and one runtime
+callback runs every callback that is ready by then, as CPython's own loop runs its ready
+queue once per turn.
+
+Batches are per request (the :class:`RequestScope` in the callback's context): workerd binds
+I/O to the request whose code started it, and each runtime callback runs in the request in
+which it was scheduled, so callbacks of different requests never share one. Callbacks
+without a request (Durable Objects, import time) keep Pyodide's own path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+Schedule = Callable[[Callable[[], None]], None]  # run the callable once, from the runtime
+
+
+class ReadyBatches:
+    """``call_soon`` for ``loop``: callbacks whose context has ``key`` set queue per value
+    and run together from one ``schedule``d callback; the rest go to ``fallback``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, schedule: Schedule, key: contextvars.ContextVar[Any],
+                 fallback: Callable[..., asyncio.Handle]) -> None:
+        self._loop = loop
+        self._schedule = schedule
+        self._key = key
+        self._fallback = fallback
+        self._queues: dict[int, deque[asyncio.Handle]] = {}
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any,
+                  context: contextvars.Context | None = None) -> asyncio.Handle:
+        ctx = context if context is not None else contextvars.copy_context()
+        owner = ctx.get(self._key, None)
+        if owner is None:
+            return self._fallback(callback, *args, context=ctx)
+        handle = asyncio.Handle(callback, args, self._loop, context=ctx)
+        queue = self._queues.get(id(owner))
+        if queue is None:  # the first ready callback of this request: one runtime callback
+            queue = self._queues[id(owner)] = deque()
+            self._schedule(lambda: self._run(id(owner), queue))
+        queue.append(handle)
+        return handle
+
+    def _run(self, owner: int, queue: deque[asyncio.Handle]) -> None:
+        # Callbacks made ready while these run wait for the next batch (a new runtime
+        # callback), so a callback that keeps rescheduling itself cannot starve I/O.
+        if self._queues.get(owner) is queue:
+            del self._queues[owner]
+        while queue:
+            handle = queue.popleft()
+            if handle.cancelled():
+                continue
+            try:
+                handle._run()  # reports an exception to the loop's handler, except these two
+            except (SystemExit, KeyboardInterrupt) as exc:
+                if queue:  # the rest still run, from a later runtime callback
+                    self._requeue(owner, queue)
+                self._escalate(exc)
+                return
+
+    def _escalate(self, exc: SystemExit | KeyboardInterrupt) -> None:
+        # What WebLoop's own runner does with them: its handler when set, else raise.
+        if isinstance(exc, SystemExit):
+            handler = getattr(self._loop, "_system_exit_handler", None)
+            if handler is None:
+                raise exc
+            handler(exc.code)
+        else:
+            handler = getattr(self._loop, "_keyboard_interrupt_handler", None)
+            if handler is None:
+                raise exc
+            handler()
+
+    def _requeue(self, owner: int, queue: deque[asyncio.Handle]) -> None:
+        pending = self._queues.get(owner)
+        if pending is None:
+            self._queues[owner] = queue
+            self._schedule(lambda: self._run(owner, queue))
+        else:
+            pending.extendleft(reversed(queue))
+
+
+def install(key: contextvars.ContextVar[Any]) -> bool:
+    """Batch the running Pyodide loop's ``call_soon`` by ``key``; False when there is no
+    Pyodide loop (CPython, tests) or it is already done. Idempotent."""
+    try:
+        from pyodide.ffi import create_once_callable
+        from pyodide.webloop import WebLoop
+        from pyodide_js._api import scheduleCallback  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    loop = asyncio.get_event_loop()
+    if not isinstance(loop, WebLoop) or isinstance(getattr(loop.__dict__.get("call_soon"), "__self__", None),
+                                                   ReadyBatches):
+        return False
+
+    def schedule(run: Callable[[], None]) -> None:
+        # As WebLoop.call_later schedules: a once-callable proxy, run_sync allowed inside.
+        scheduleCallback(create_once_callable(run, _may_syncify=True), 0)  # type: ignore[call-arg]
+
+    batches = ReadyBatches(loop, schedule, key, WebLoop.call_soon.__get__(loop))
+    loop.call_soon = batches.call_soon  # type: ignore[method-assign]  # asyncio looks it up on the loop
+    return True
+

@@ -1,0 +1,193 @@
+"""The Worker's batched ``call_soon`` (hosts/edge/event_loop.py) on CPython's own loop, with
+the runtime's one-shot callback played by the loop's original ``call_soon``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from typing import Any
+
+import pytest
+
+from flaregate.hosts.edge.event_loop import ReadyBatches
+
+owner: contextvars.ContextVar[Any] = contextvars.ContextVar("test_owner")
+
+
+class Runtime:
+    """Records each one-shot callback the batches ask for; runs them on demand."""
+
+    def __init__(self) -> None:
+        self.pending: list[Any] = []
+        self.fallback: list[Any] = []
+
+    def schedule(self, run: Any) -> None:
+        self.pending.append(run)
+
+    def fallback_call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+        self.fallback.append(callback)
+        return asyncio.Handle(callback, args, loop, context=context)
+
+    def run_all(self) -> None:
+        while self.pending:
+            self.pending.pop(0)()
+
+
+loop = asyncio.new_event_loop()
+
+
+def in_context(name: Any) -> contextvars.Context:
+    ctx = contextvars.copy_context()
+    ctx.run(owner.set, name)
+    return ctx
+
+
+def make() -> tuple[ReadyBatches, Runtime]:
+    runtime = Runtime()
+    return ReadyBatches(loop, runtime.schedule, owner, runtime.fallback_call_soon), runtime
+
+
+def test_ready_callbacks_of_one_request_run_in_order_from_one_runtime_callback():
+    batches, runtime = make()
+    ran: list[int] = []
+    ctx = in_context("request-1")
+    for i in range(5):
+        batches.call_soon(ran.append, i, context=ctx)
+    assert len(runtime.pending) == 1 and ran == []
+    runtime.run_all()
+    assert ran == [0, 1, 2, 3, 4]
+
+
+def test_each_request_gets_its_own_runtime_callback():
+    batches, runtime = make()
+    ran: list[str] = []
+    a, b = in_context("a"), in_context("b")
+    batches.call_soon(ran.append, "a1", context=a)
+    batches.call_soon(ran.append, "b1", context=b)
+    batches.call_soon(ran.append, "a2", context=a)
+    assert len(runtime.pending) == 2
+    runtime.pending.pop(1)()  # b's runs alone
+    assert ran == ["b1"]
+    runtime.run_all()
+    assert ran == ["b1", "a1", "a2"]
+
+
+def test_callbacks_outside_a_request_keep_the_loops_own_path():
+    batches, runtime = make()
+    handle = batches.call_soon(print, "x", context=contextvars.Context())
+    assert runtime.fallback == [print] and runtime.pending == []
+    assert isinstance(handle, asyncio.Handle)
+
+
+def test_a_callback_made_ready_during_a_batch_waits_for_the_next_one():
+    batches, runtime = make()
+    ran: list[str] = []
+    ctx = in_context("r")
+
+    def first() -> None:
+        ran.append("first")
+        batches.call_soon(ran.append, "later", context=ctx)
+
+    batches.call_soon(first, context=ctx)
+    runtime.pending.pop(0)()
+    assert ran == ["first"] and len(runtime.pending) == 1
+    runtime.pending.pop(0)()
+    assert ran == ["first", "later"]
+
+
+def test_a_cancelled_handle_does_not_run():
+    batches, runtime = make()
+    ran: list[int] = []
+    ctx = in_context("r")
+    batches.call_soon(ran.append, 1, context=ctx).cancel()
+    batches.call_soon(ran.append, 2, context=ctx)
+    runtime.run_all()
+    assert ran == [2]
+
+
+def test_system_exit_goes_to_the_loops_handler_when_it_has_one():
+    batches, runtime = make()
+    codes: list[Any] = []
+    loop._system_exit_handler = codes.append  # type: ignore[attr-defined]  # WebLoop's hook
+    try:
+        ctx = in_context("r")
+        ran: list[int] = []
+        batches.call_soon(lambda: (_ for _ in ()).throw(SystemExit(7)), context=ctx)
+        batches.call_soon(ran.append, 2, context=ctx)
+        runtime.run_all()
+        assert codes == [7] and ran == [2]
+    finally:
+        del loop._system_exit_handler  # type: ignore[attr-defined]
+
+
+def test_an_exception_goes_to_the_loops_handler_and_the_rest_still_run():
+    batches, runtime = make()
+    seen: list[Any] = []
+    loop.set_exception_handler(lambda _loop, context: seen.append(context["exception"]))
+    ran: list[int] = []
+    ctx = in_context("r")
+    batches.call_soon(lambda: 1 / 0, context=ctx)
+    batches.call_soon(ran.append, 2, context=ctx)
+    runtime.run_all()
+    assert ran == [2] and isinstance(seen[0], ZeroDivisionError)
+    loop.set_exception_handler(None)
+
+
+def test_system_exit_propagates_and_the_rest_run_in_a_later_callback():
+    batches, runtime = make()
+    ran: list[int] = []
+    ctx = in_context("r")
+
+    def stop() -> None:
+        raise SystemExit(3)
+
+    batches.call_soon(stop, context=ctx)
+    batches.call_soon(ran.append, 2, context=ctx)
+    with pytest.raises(SystemExit):
+        runtime.pending.pop(0)()
+    assert ran == [] and len(runtime.pending) == 1
+    runtime.run_all()
+    assert ran == [2]
+
+
+def test_asyncio_work_in_a_request_completes_with_fewer_runtime_callbacks_than_callbacks():
+    """Futures, tasks and sleeps on a loop whose call_soon is batched: the same results, and
+    a future's wake-up and done callbacks share one runtime callback."""
+    real = asyncio.new_event_loop()
+    original = real.call_soon
+    scheduled = 0
+    handles = 0
+
+    def schedule(run: Any) -> None:
+        nonlocal scheduled
+        scheduled += 1
+        original(run)
+
+    batches = ReadyBatches(real, schedule, owner, original)
+
+    def counting(callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+        nonlocal handles
+        handles += 1
+        return batches.call_soon(callback, *args, context=context)
+
+    real.call_soon = counting  # type: ignore[method-assign,assignment]
+
+    async def request() -> list[int]:
+        owner.set("request")
+        out = []
+        for i in range(10):
+            future = real.create_future()
+            future.add_done_callback(lambda _f: None)  # a second done callback, as WebLoop adds
+            real.call_later(0, future.set_result, i)
+            out.append(await future)
+            await asyncio.sleep(0)
+        inner = [real.create_task(asyncio.sleep(0, result=n)) for n in range(3)]
+        out.extend(await asyncio.gather(*inner))
+        return out
+
+    try:
+        result = real.run_until_complete(request())
+    finally:
+        real.close()
+    assert result == [*range(10), 0, 1, 2]
+    assert handles > scheduled > 0
