@@ -191,3 +191,38 @@ def test_asyncio_work_in_a_request_completes_with_fewer_runtime_callbacks_than_c
         real.close()
     assert result == [*range(10), 0, 1, 2]
     assert handles > scheduled > 0
+
+
+def test_batches_run_as_microtasks_until_a_chain_of_them_reschedules_itself_too_long():
+    from flaregate.hosts.edge.event_loop import MAX_MICROTASK_CHAIN
+
+    runtime, microtasks = Runtime(), Runtime()
+    batches = ReadyBatches(loop, runtime.schedule, owner, runtime.fallback_call_soon, microtasks.schedule)
+    ctx = in_context("spinning")
+    turns = 0
+
+    def spin() -> None:  # what ``while True: await asyncio.sleep(0)`` does
+        nonlocal turns
+        turns += 1
+        batches.call_soon(spin, context=ctx)
+
+    batches.call_soon(spin, context=ctx)
+    assert len(microtasks.pending) == 1 and runtime.pending == []
+    while microtasks.pending:  # the microtask checkpoint: runs until nothing is queued
+        microtasks.pending.pop(0)()
+    assert turns == MAX_MICROTASK_CHAIN
+    assert len(runtime.pending) == 1  # then it waits for the runtime's next turn, where I/O runs
+    runtime.pending.pop(0)()
+    assert len(microtasks.pending) == 1  # and starts a new chain from there
+
+
+def test_a_batch_made_ready_by_another_requests_batch_starts_its_own_chain():
+    runtime, microtasks = Runtime(), Runtime()
+    batches = ReadyBatches(loop, runtime.schedule, owner, runtime.fallback_call_soon, microtasks.schedule)
+    ran: list[str] = []
+    a, b = in_context("a"), in_context("b")
+    batches.call_soon(lambda: batches.call_soon(ran.append, "b", context=b), context=a)
+    microtasks.pending.pop(0)()
+    assert len(microtasks.pending) == 1 and runtime.pending == []
+    microtasks.pending.pop(0)()
+    assert ran == ["b"]

@@ -7,7 +7,11 @@ Python. Under workerd that is the largest single item of a request's JavaScript 
 promise costs two of them (the task's wake-up and the loop's own done callback on the
 future). Here the ready callbacks of one Worker request wait in a queue, and one runtime
 callback runs every callback that is ready by then, as CPython's own loop runs its ready
-queue once per turn.
+queue once per turn. That callback is a microtask (``queueMicrotask``), which is how a
+JavaScript ``await`` resumes; WebLoop's macrotask is there to keep a browser page responsive,
+which a Worker has none of. A chain of batches that only reschedule each other yields to the
+runtime's next turn after ``MAX_MICROTASK_CHAIN``, so Python that spins on
+``asyncio.sleep(0)`` still lets I/O in.
 
 Batches are per request (the :class:`RequestScope` in the callback's context): workerd binds
 I/O to the request whose code started it, and each runtime callback runs in the request in
@@ -24,19 +28,30 @@ from collections.abc import Callable
 from typing import Any
 
 Schedule = Callable[[Callable[[], None]], None]  # run the callable once, from the runtime
+# Batches scheduled one from another as microtasks before one waits for the runtime's next
+# turn: Python code that keeps rescheduling itself (``await asyncio.sleep(0)`` in a loop)
+# must not keep I/O out for good.
+MAX_MICROTASK_CHAIN = 64
 
 
 class ReadyBatches:
     """``call_soon`` for ``loop``: callbacks whose context has ``key`` set queue per value
-    and run together from one ``schedule``d callback; the rest go to ``fallback``."""
+    and run together from one ``schedule``d callback; the rest go to ``fallback``.
+
+    With ``microtask``, a batch runs as a microtask instead (as a JavaScript ``await``
+    resumes), unless it was made ready by a chain of ``MAX_MICROTASK_CHAIN`` batches that
+    each scheduled the next: that one waits for ``schedule``.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, schedule: Schedule, key: contextvars.ContextVar[Any],
-                 fallback: Callable[..., asyncio.Handle]) -> None:
+                 fallback: Callable[..., asyncio.Handle], microtask: Schedule | None = None) -> None:
         self._loop = loop
         self._schedule = schedule
+        self._microtask = microtask
         self._key = key
         self._fallback = fallback
         self._queues: dict[int, deque[asyncio.Handle]] = {}
+        self._running: tuple[int, int] | None = None  # owner and chain length of the batch running now
 
     def call_soon(self, callback: Callable[..., Any], *args: Any,
                   context: contextvars.Context | None = None) -> asyncio.Handle:
@@ -45,29 +60,42 @@ class ReadyBatches:
         if owner is None:
             return self._fallback(callback, *args, context=ctx)
         handle = asyncio.Handle(callback, args, self._loop, context=ctx)
-        queue = self._queues.get(id(owner))
+        key = id(owner)
+        queue = self._queues.get(key)
         if queue is None:  # the first ready callback of this request: one runtime callback
-            queue = self._queues[id(owner)] = deque()
-            self._schedule(lambda: self._run(id(owner), queue))
+            queue = self._queues[key] = deque()
+            running = self._running
+            chain = running[1] + 1 if running is not None and running[0] == key else 0
+            self._start(key, queue, chain)
         queue.append(handle)
         return handle
 
-    def _run(self, owner: int, queue: deque[asyncio.Handle]) -> None:
+    def _start(self, owner: int, queue: deque[asyncio.Handle], chain: int) -> None:
+        if self._microtask is not None and chain < MAX_MICROTASK_CHAIN:
+            self._microtask(lambda: self._run(owner, queue, chain))
+        else:
+            self._schedule(lambda: self._run(owner, queue, 0))
+
+    def _run(self, owner: int, queue: deque[asyncio.Handle], chain: int = 0) -> None:
         # Callbacks made ready while these run wait for the next batch (a new runtime
         # callback), so a callback that keeps rescheduling itself cannot starve I/O.
         if self._queues.get(owner) is queue:
             del self._queues[owner]
-        while queue:
-            handle = queue.popleft()
-            if handle.cancelled():
-                continue
-            try:
-                handle._run()  # reports an exception to the loop's handler, except these two
-            except (SystemExit, KeyboardInterrupt) as exc:
-                if queue:  # the rest still run, from a later runtime callback
-                    self._requeue(owner, queue)
-                self._escalate(exc)
-                return
+        outer, self._running = self._running, (owner, chain)
+        try:
+            while queue:
+                handle = queue.popleft()
+                if handle.cancelled():
+                    continue
+                try:
+                    handle._run()  # reports an exception to the loop's handler, except these two
+                except (SystemExit, KeyboardInterrupt) as exc:
+                    if queue:  # the rest still run, from a later runtime callback
+                        self._requeue(owner, queue)
+                    self._escalate(exc)
+                    return
+        finally:
+            self._running = outer
 
     def _escalate(self, exc: SystemExit | KeyboardInterrupt) -> None:
         # What WebLoop's own runner does with them: its handler when set, else raise.
@@ -86,7 +114,7 @@ class ReadyBatches:
         pending = self._queues.get(owner)
         if pending is None:
             self._queues[owner] = queue
-            self._schedule(lambda: self._run(owner, queue))
+            self._schedule(lambda: self._run(owner, queue, 0))
         else:
             pending.extendleft(reversed(queue))
 
@@ -95,6 +123,7 @@ def install(key: contextvars.ContextVar[Any]) -> bool:
     """Batch the running Pyodide loop's ``call_soon`` by ``key``; False when there is no
     Pyodide loop (CPython, tests) or it is already done. Idempotent."""
     try:
+        import js
         from pyodide.ffi import create_once_callable
         from pyodide.webloop import WebLoop
         from pyodide_js._api import scheduleCallback  # type: ignore[import-not-found]
@@ -109,7 +138,10 @@ def install(key: contextvars.ContextVar[Any]) -> bool:
         # As WebLoop.call_later schedules: a once-callable proxy, run_sync allowed inside.
         scheduleCallback(create_once_callable(run, _may_syncify=True), 0)  # type: ignore[call-arg]
 
-    batches = ReadyBatches(loop, schedule, key, WebLoop.call_soon.__get__(loop))
+    def microtask(run: Callable[[], None]) -> None:
+        js.queueMicrotask(create_once_callable(run, _may_syncify=True))  # type: ignore[call-arg]
+
+    batches = ReadyBatches(loop, schedule, key, WebLoop.call_soon.__get__(loop), microtask)
     loop.call_soon = batches.call_soon  # type: ignore[method-assign]  # asyncio looks it up on the loop
     return True
 
