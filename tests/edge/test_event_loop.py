@@ -226,3 +226,17 @@ def test_a_batch_made_ready_by_another_requests_batch_starts_its_own_chain():
     assert len(microtasks.pending) == 1 and runtime.pending == []
     microtasks.pending.pop(0)()
     assert ran == ["b"]
+
+
+def test_with_microtasks_a_callback_outside_a_request_is_a_microtask_of_its_own():
+    runtime, microtasks = Runtime(), Runtime()
+    batches = ReadyBatches(loop, runtime.schedule, owner, runtime.fallback_call_soon, microtasks.schedule)
+    ran: list[int] = []
+    outside = contextvars.Context()
+    batches.call_soon(ran.append, 1, context=outside)
+    batches.call_soon(ran.append, 2, context=outside)
+    assert len(microtasks.pending) == 2 and runtime.fallback == []  # not batched together
+    microtasks.pending.pop(0)()
+    assert ran == [1]
+    microtasks.pending.pop(0)()
+    assert ran == [1, 2]

@@ -16,7 +16,8 @@ runtime's next turn after ``MAX_MICROTASK_CHAIN``, so Python that spins on
 Batches are per request (the :class:`RequestScope` in the callback's context): workerd binds
 I/O to the request whose code started it, and each runtime callback runs in the request in
 which it was scheduled, so callbacks of different requests never share one. Callbacks
-without a request (Durable Objects, import time) keep Pyodide's own path.
+without a request (Durable Object calls, import time) are not batched: each is a microtask of
+its own, in the runtime context that scheduled it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ Schedule = Callable[[Callable[[], None]], None]  # run the callable once, from t
 # turn: Python code that keeps rescheduling itself (``await asyncio.sleep(0)`` in a loop)
 # must not keep I/O out for good.
 MAX_MICROTASK_CHAIN = 64
+
+
+_UNOWNED = 0  # the owner key of callbacks without a request (never an id())
 
 
 class ReadyBatches:
@@ -58,17 +62,26 @@ class ReadyBatches:
         ctx = context if context is not None else contextvars.copy_context()
         owner = ctx.get(self._key, None)
         if owner is None:
-            return self._fallback(callback, *args, context=ctx)
+            if self._microtask is None:
+                return self._fallback(callback, *args, context=ctx)
+            # No request to batch by: a microtask of its own, in the runtime context that
+            # scheduled it, as WebLoop's MessageChannel would be.
+            handle = asyncio.Handle(callback, args, self._loop, context=ctx)
+            self._start(_UNOWNED, deque([handle]), self._chain(_UNOWNED))
+            return handle
         handle = asyncio.Handle(callback, args, self._loop, context=ctx)
         key = id(owner)
         queue = self._queues.get(key)
         if queue is None:  # the first ready callback of this request: one runtime callback
             queue = self._queues[key] = deque()
-            running = self._running
-            chain = running[1] + 1 if running is not None and running[0] == key else 0
-            self._start(key, queue, chain)
+            self._start(key, queue, self._chain(key))
         queue.append(handle)
         return handle
+
+    def _chain(self, owner: int) -> int:
+        """How many batches of ``owner``, each scheduled by the one before, lead to a new one."""
+        running = self._running
+        return running[1] + 1 if running is not None and running[0] == owner else 0
 
     def _start(self, owner: int, queue: deque[asyncio.Handle], chain: int) -> None:
         if self._microtask is not None and chain < MAX_MICROTASK_CHAIN:

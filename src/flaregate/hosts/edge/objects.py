@@ -23,9 +23,11 @@ from ...observability.request_bodies import log_secrets
 from ...ratelimits.limiter import RateLimiter
 from ...security.admin import SUBPROTOCOL
 from ...security.store import SecurityStore
+from . import event_loop
 from .console_log import ConsoleHandler, lean_records
 from .isolate_stats import IsolateStats
 from .ports import (
+    SCOPE_VAR,
     AlarmScheduler,
     DurableSql,
     FetchTransport,
@@ -44,11 +46,19 @@ SUBPROTOCOL_HEADER = "x-flaregate-subprotocol"
 _settings: tuple[tuple[tuple[str, str], ...], Settings] | None = None
 
 
+def _prepare_isolate() -> None:
+    # A Durable Object may live in an isolate no Worker request has run in (always, on
+    # Cloudflare): its loop gets the same scheduling as the Worker's (event_loop.py).
+    event_loop.install(SCOPE_VAR)
+
+
 def rate_limiter(ctx: Any) -> RateLimiter:
+    _prepare_isolate()
     return RateLimiter(DurableSql(ctx.storage.sql), SystemClock())
 
 
 def security_store(ctx: Any) -> SecurityStore:
+    _prepare_isolate()
     return SecurityStore(DurableSql(ctx.storage.sql), SystemClock())
 
 
@@ -88,6 +98,7 @@ def frame_size(message: Any) -> int:
 
 class MetricsHubBody:
     def __init__(self, ctx: Any, env: Any) -> None:
+        _prepare_isolate()
         settings = settings_for(env)
         self._ctx = ctx
         self.hub = MetricsHub(
