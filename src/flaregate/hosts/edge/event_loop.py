@@ -61,15 +61,14 @@ class ReadyBatches:
                   context: contextvars.Context | None = None) -> asyncio.Handle:
         ctx = context if context is not None else contextvars.copy_context()
         owner = ctx.get(self._key, None)
+        if owner is None and self._microtask is None:
+            return self._fallback(callback, *args, context=ctx)
+        handle = asyncio.Handle(callback, args, self._loop, context=ctx)
         if owner is None:
-            if self._microtask is None:
-                return self._fallback(callback, *args, context=ctx)
             # No request to batch by: a microtask of its own, in the runtime context that
             # scheduled it, as WebLoop's MessageChannel would be.
-            handle = asyncio.Handle(callback, args, self._loop, context=ctx)
             self._start(_UNOWNED, deque([handle]), self._chain(_UNOWNED))
             return handle
-        handle = asyncio.Handle(callback, args, self._loop, context=ctx)
         key = id(owner)
         queue = self._queues.get(key)
         if queue is None:  # the first ready callback of this request: one runtime callback
@@ -89,7 +88,7 @@ class ReadyBatches:
         else:
             self._schedule(lambda: self._run(owner, queue, 0))
 
-    def _run(self, owner: int, queue: deque[asyncio.Handle], chain: int = 0) -> None:
+    def _run(self, owner: int, queue: deque[asyncio.Handle], chain: int) -> None:
         # Callbacks made ready while these run wait for the next batch (a new runtime
         # callback), so a callback that keeps rescheduling itself cannot starve I/O.
         if self._queues.get(owner) is queue:
@@ -132,9 +131,17 @@ class ReadyBatches:
             pending.extendleft(reversed(queue))
 
 
+_tried = False
+
+
 def install(key: contextvars.ContextVar[Any]) -> bool:
-    """Batch the running Pyodide loop's ``call_soon`` by ``key``; False when there is no
-    Pyodide loop (CPython, tests) or it is already done. Idempotent."""
+    """Batch the running Pyodide loop's ``call_soon`` by ``key``, once per isolate (the
+    later calls return at once); False when there is no Pyodide loop (CPython, tests) or
+    this is not the first call."""
+    global _tried
+    if _tried:
+        return False
+    _tried = True
     try:
         import js
         from pyodide.ffi import create_once_callable
@@ -143,8 +150,7 @@ def install(key: contextvars.ContextVar[Any]) -> bool:
     except ImportError:
         return False
     loop = asyncio.get_event_loop()
-    if not isinstance(loop, WebLoop) or isinstance(getattr(loop.__dict__.get("call_soon"), "__self__", None),
-                                                   ReadyBatches):
+    if not isinstance(loop, WebLoop):
         return False
 
     def schedule(run: Callable[[], None]) -> None:

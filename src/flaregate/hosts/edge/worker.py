@@ -94,14 +94,8 @@ def gateway_for(env: Any) -> Gateway:
     return _cached[1]
 
 
-_loop_batched = False
-
-
 async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
-    global _loop_batched
-    if not _loop_batched:  # at the first request: the loop is the isolate's from then on
-        event_loop.install(SCOPE_VAR)
-        _loop_batched = True
+    event_loop.install(SCOPE_VAR)  # at the first request: the loop is the isolate's from then on
     with bind(env, ctx, urlsplit(str(request.url)).netloc) as scope:
         try:
             response = await _handle(request, env)
