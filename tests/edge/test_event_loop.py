@@ -1,5 +1,5 @@
-"""The Worker's batched ``call_soon`` (hosts/edge/event_loop.py) on CPython's own loop, with
-the runtime's one-shot callback played by the loop's original ``call_soon``."""
+"""The Worker's batched ``call_soon`` (hosts/edge/event_loop.py) on CPython, with the runtime's
+microtasks and its next turn played by recorders (or by the loop's own ``call_soon``)."""
 
 from __future__ import annotations
 
@@ -19,14 +19,9 @@ class Runtime:
 
     def __init__(self) -> None:
         self.pending: list[Any] = []
-        self.fallback: list[Any] = []
 
     def schedule(self, run: Any) -> None:
         self.pending.append(run)
-
-    def fallback_call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
-        self.fallback.append(callback)
-        return asyncio.Handle(callback, args, loop, context=context)
 
     def run_all(self) -> None:
         while self.pending:
@@ -43,8 +38,10 @@ def in_context(name: Any) -> contextvars.Context:
 
 
 def make() -> tuple[ReadyBatches, Runtime]:
+    """Batches whose microtasks are recorded in the returned Runtime (the next turn, unused
+    by these tests, in another one)."""
     runtime = Runtime()
-    return ReadyBatches(loop, runtime.schedule, owner, runtime.fallback_call_soon), runtime
+    return ReadyBatches(loop, runtime.schedule, Runtime().schedule, owner), runtime
 
 
 def test_ready_callbacks_of_one_request_run_in_order_from_one_runtime_callback():
@@ -70,13 +67,6 @@ def test_each_request_gets_its_own_runtime_callback():
     assert ran == ["b1"]
     runtime.run_all()
     assert ran == ["b1", "a1", "a2"]
-
-
-def test_callbacks_outside_a_request_keep_the_loops_own_path():
-    batches, runtime = make()
-    handle = batches.call_soon(print, "x", context=contextvars.Context())
-    assert runtime.fallback == [print] and runtime.pending == []
-    assert isinstance(handle, asyncio.Handle)
 
 
 def test_a_callback_made_ready_during_a_batch_waits_for_the_next_one():
@@ -106,7 +96,8 @@ def test_a_cancelled_handle_does_not_run():
 
 
 def test_system_exit_goes_to_the_loops_handler_when_it_has_one():
-    batches, runtime = make()
+    runtime, turn = Runtime(), Runtime()
+    batches = ReadyBatches(loop, runtime.schedule, turn.schedule, owner)
     codes: list[Any] = []
     loop._system_exit_handler = codes.append  # type: ignore[attr-defined]  # WebLoop's hook
     try:
@@ -115,7 +106,9 @@ def test_system_exit_goes_to_the_loops_handler_when_it_has_one():
         batches.call_soon(lambda: (_ for _ in ()).throw(SystemExit(7)), context=ctx)
         batches.call_soon(ran.append, 2, context=ctx)
         runtime.run_all()
-        assert codes == [7] and ran == [2]
+        assert codes == [7] and ran == []
+        turn.run_all()  # the rest, at the runtime's next turn
+        assert ran == [2]
     finally:
         del loop._system_exit_handler  # type: ignore[attr-defined]
 
@@ -134,7 +127,8 @@ def test_an_exception_goes_to_the_loops_handler_and_the_rest_still_run():
 
 
 def test_system_exit_propagates_and_the_rest_run_in_a_later_callback():
-    batches, runtime = make()
+    runtime, turn = Runtime(), Runtime()
+    batches = ReadyBatches(loop, runtime.schedule, turn.schedule, owner)
     ran: list[int] = []
     ctx = in_context("r")
 
@@ -145,8 +139,9 @@ def test_system_exit_propagates_and_the_rest_run_in_a_later_callback():
     batches.call_soon(ran.append, 2, context=ctx)
     with pytest.raises(SystemExit):
         runtime.pending.pop(0)()
-    assert ran == [] and len(runtime.pending) == 1
-    runtime.run_all()
+    assert ran == [] and runtime.pending == []  # the rest wait for the runtime's next turn
+    assert len(turn.pending) == 1
+    turn.run_all()
     assert ran == [2]
 
 
@@ -163,7 +158,7 @@ def test_asyncio_work_in_a_request_completes_with_fewer_runtime_callbacks_than_c
         scheduled += 1
         original(run)
 
-    batches = ReadyBatches(real, schedule, owner, original)
+    batches = ReadyBatches(real, schedule, schedule, owner)
 
     def counting(callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
         nonlocal handles
@@ -197,7 +192,7 @@ def test_batches_run_as_microtasks_until_a_chain_of_them_reschedules_itself_too_
     from flaregate.hosts.edge.event_loop import MAX_MICROTASK_CHAIN
 
     runtime, microtasks = Runtime(), Runtime()
-    batches = ReadyBatches(loop, runtime.schedule, owner, runtime.fallback_call_soon, microtasks.schedule)
+    batches = ReadyBatches(loop, microtasks.schedule, runtime.schedule, owner)
     ctx = in_context("spinning")
     turns = 0
 
@@ -218,7 +213,7 @@ def test_batches_run_as_microtasks_until_a_chain_of_them_reschedules_itself_too_
 
 def test_a_batch_made_ready_by_another_requests_batch_starts_its_own_chain():
     runtime, microtasks = Runtime(), Runtime()
-    batches = ReadyBatches(loop, runtime.schedule, owner, runtime.fallback_call_soon, microtasks.schedule)
+    batches = ReadyBatches(loop, microtasks.schedule, runtime.schedule, owner)
     ran: list[str] = []
     a, b = in_context("a"), in_context("b")
     batches.call_soon(lambda: batches.call_soon(ran.append, "b", context=b), context=a)
@@ -230,12 +225,12 @@ def test_a_batch_made_ready_by_another_requests_batch_starts_its_own_chain():
 
 def test_with_microtasks_a_callback_outside_a_request_is_a_microtask_of_its_own():
     runtime, microtasks = Runtime(), Runtime()
-    batches = ReadyBatches(loop, runtime.schedule, owner, runtime.fallback_call_soon, microtasks.schedule)
+    batches = ReadyBatches(loop, microtasks.schedule, runtime.schedule, owner)
     ran: list[int] = []
     outside = contextvars.Context()
     batches.call_soon(ran.append, 1, context=outside)
     batches.call_soon(ran.append, 2, context=outside)
-    assert len(microtasks.pending) == 2 and runtime.fallback == []  # not batched together
+    assert len(microtasks.pending) == 2 and runtime.pending == []  # not batched together
     microtasks.pending.pop(0)()
     assert ran == [1]
     microtasks.pending.pop(0)()

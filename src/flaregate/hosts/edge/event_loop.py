@@ -40,20 +40,17 @@ _UNOWNED = 0  # the owner key of callbacks without a request (never an id())
 
 class ReadyBatches:
     """``call_soon`` for ``loop``: callbacks whose context has ``key`` set queue per value
-    and run together from one ``schedule``d callback; the rest go to ``fallback``.
-
-    With ``microtask``, a batch runs as a microtask instead (as a JavaScript ``await``
-    resumes), unless it was made ready by a chain of ``MAX_MICROTASK_CHAIN`` batches that
-    each scheduled the next: that one waits for ``schedule``.
+    and run together from one ``microtask``; each other callback is a microtask of its own.
+    A batch made ready by a chain of ``MAX_MICROTASK_CHAIN`` batches that each scheduled the
+    next waits for ``schedule`` (the runtime's next turn) instead.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, schedule: Schedule, key: contextvars.ContextVar[Any],
-                 fallback: Callable[..., asyncio.Handle], microtask: Schedule | None = None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, microtask: Schedule, schedule: Schedule,
+                 key: contextvars.ContextVar[Any]) -> None:
         self._loop = loop
-        self._schedule = schedule
         self._microtask = microtask
+        self._schedule = schedule
         self._key = key
-        self._fallback = fallback
         self._queues: dict[int, deque[asyncio.Handle]] = {}
         self._running: tuple[int, int] | None = None  # owner and chain length of the batch running now
 
@@ -61,8 +58,6 @@ class ReadyBatches:
                   context: contextvars.Context | None = None) -> asyncio.Handle:
         ctx = context if context is not None else contextvars.copy_context()
         owner = ctx.get(self._key, None)
-        if owner is None and self._microtask is None:
-            return self._fallback(callback, *args, context=ctx)
         handle = asyncio.Handle(callback, args, self._loop, context=ctx)
         if owner is None:
             # No request to batch by: a microtask of its own, in the runtime context that
@@ -83,7 +78,7 @@ class ReadyBatches:
         return running[1] + 1 if running is not None and running[0] == owner else 0
 
     def _start(self, owner: int, queue: deque[asyncio.Handle], chain: int) -> None:
-        if self._microtask is not None and chain < MAX_MICROTASK_CHAIN:
+        if chain < MAX_MICROTASK_CHAIN:
             self._microtask(lambda: self._run(owner, queue, chain))
         else:
             self._schedule(lambda: self._run(owner, queue, 0))
@@ -160,7 +155,7 @@ def install(key: contextvars.ContextVar[Any]) -> bool:
     def microtask(run: Callable[[], None]) -> None:
         js.queueMicrotask(create_once_callable(run, _may_syncify=True))  # type: ignore[call-arg]
 
-    batches = ReadyBatches(loop, schedule, key, WebLoop.call_soon.__get__(loop), microtask)
+    batches = ReadyBatches(loop, microtask, schedule, key)
     loop.call_soon = batches.call_soon  # type: ignore[method-assign]  # asyncio looks it up on the loop
     return True
 
