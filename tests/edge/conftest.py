@@ -157,6 +157,11 @@ class FakeCache:
         return self.entries.pop(url, None) is not None
 
 
+def _fake_stringify(value: Any) -> str:
+    """JSON.stringify of JS values: the fakes' JS objects are the ones with to_py()."""
+    return json.dumps(value, default=lambda js_value: js_value.to_py())
+
+
 def _install_runtime_stubs() -> None:
     js = types.ModuleType("js")
     js.Headers = FakeHeaders  # type: ignore[attr-defined]
@@ -166,6 +171,7 @@ def _install_runtime_stubs() -> None:
     js.WebSocketPair = FakeWebSocketPair  # type: ignore[attr-defined]
     js.AbortController = types.SimpleNamespace(new=lambda: FakeAbortController())  # type: ignore[attr-defined]
     js.Object = types.SimpleNamespace(fromEntries=FakeJsObject)  # type: ignore[attr-defined]
+    js.JSON = types.SimpleNamespace(stringify=_fake_stringify)  # type: ignore[attr-defined]
     js.console = types.SimpleNamespace(log=print, debug=print, info=print, warn=print, error=print)  # type: ignore[attr-defined]
     flags = types.ModuleType("_cloudflare_compat_flags")
     helper = types.ModuleType("_pyodide_entrypoint_helper")
