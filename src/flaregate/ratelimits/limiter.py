@@ -32,6 +32,7 @@ UNITS = ("requests", "tokens", "usd")
 MAX_CHECKS = 32  # per call; a request applies a handful of policies
 MAX_KEY_LENGTH = 512
 SWEEP_EVERY = 128  # writes between sweeps of rows that have returned to their fresh state
+CACHED_ROWS = 4096  # rows the SQL-backed limiter keeps a copy of in memory
 
 
 class PolicyError(ValueError):
@@ -101,14 +102,27 @@ def _in(prefix: str, name: str) -> str:
 
 
 class _SqlRows:
+    """The rows in SQL, read through a copy in memory: this object is the only writer of
+    its table (a Durable Object owns its storage; the local server's limiter is one per
+    process), so a row it has read or written stays what SQL holds and a request reads no
+    SQL. The copy holds at most ``CACHED_ROWS`` rows; a delete or sweep empties it."""
+
     def __init__(self, sql: SqlStorage) -> None:
         self._sql = sql
+        self._cached: dict[str, tuple[str, str]] = {}
         self.writes = 0
         sql.exec(SCHEMA)
 
     def get(self, key: str) -> tuple[str, str] | None:
+        row = self._cached.get(key)
+        if row is not None:
+            return row
         rows = self._sql.exec("SELECT policy, state FROM rl_state WHERE key = ?", key)
-        return (rows[0]["policy"], rows[0]["state"]) if rows else None
+        if not rows:
+            return None
+        row = (rows[0]["policy"], rows[0]["state"])
+        self._cache(key, row)
+        return row
 
     def put(self, key: str, policy: str, state: str, expires_at: float) -> None:
         self._sql.exec(
@@ -117,6 +131,12 @@ class _SqlRows:
             " expires_at = excluded.expires_at",
             key, policy, state, expires_at,
         )
+        self._cache(key, (policy, state))
+
+    def _cache(self, key: str, row: tuple[str, str]) -> None:
+        if len(self._cached) >= CACHED_ROWS and key not in self._cached:
+            self._cached.clear()  # rows read again from SQL: cheaper than tracking recency
+        self._cached[key] = row
 
     def all(self, prefix: str) -> list[tuple[str, str, str]]:
         """Rows whose key is ``prefix|...`` (every row when prefix is ""), prefix removed."""
@@ -130,6 +150,7 @@ class _SqlRows:
 
     def delete(self, name: str) -> int:
         """Delete every row (name ""), or the row ``name`` and the rows ``name|...``."""
+        self._cached.clear()
         if not name:
             count = self._sql.exec("SELECT COUNT(*) AS n FROM rl_state")[0]["n"]
             self._sql.exec("DELETE FROM rl_state")
@@ -141,6 +162,7 @@ class _SqlRows:
         return int(count)
 
     def sweep(self, now: float) -> None:
+        self._cached.clear()
         self._sql.exec("DELETE FROM rl_state WHERE expires_at < ?", now)
 
 

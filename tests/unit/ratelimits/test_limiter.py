@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flaregate.ratelimits import limiter as limiter_module
 from flaregate.ratelimits.limiter import MAX_CHECKS, SWEEP_EVERY, PolicyError, RateLimiter
 from tests.support.fakes import FakeClock, MemorySql
 
@@ -98,6 +99,33 @@ def test_rows_back_to_their_fresh_state_are_swept():
     clock.advance(3600)
     limiter.check("last", FIXED)  # the SWEEP_EVERY-th write sweeps the expired rows
     assert [r["key"] for r in sql.exec("SELECT key FROM rl_state")] == ["last"]
+
+
+class CountingSql(MemorySql):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def exec(self, sql, *params):
+        self.reads += sql.startswith("SELECT")
+        return super().exec(sql, *params)
+
+
+def test_a_row_is_read_from_sql_once_then_from_memory(monkeypatch):
+    sql, clock = CountingSql(), FakeClock()
+    limiter = RateLimiter(sql, clock)
+    assert [limiter.check("key:a", POLICY)["remaining"] for _ in range(5)] == [4, 3, 2, 1, 0]
+    assert sql.reads == 1  # the first request found no row; every later one its copy
+    RateLimiter(sql, clock).check("key:a", POLICY)  # a new instance reads what SQL holds
+    assert sql.reads == 2
+    assert limiter.reset("")["reset"] == 1
+    assert limiter.check("key:a", POLICY)["remaining"] == 4  # the copy went with the rows
+    monkeypatch.setattr(limiter_module, "CACHED_ROWS", 3)
+    bounded = RateLimiter(CountingSql(), clock)
+    for key in ["a", "b", "c", "d", "a"]:
+        bounded.check(key, POLICY)
+    assert len(bounded._rows._cached) <= 3
+    assert bounded.check("a", POLICY)["remaining"] == 2  # a's two requests, read again after the copy emptied
 
 
 @pytest.mark.parametrize(
