@@ -16,7 +16,9 @@ from typing import Any
 from ..config import SecuritySettings
 from ..errors import GatewayError, bad_request
 
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}"
+_HEADER_NAME = re.compile(_TOKEN)  # fullmatch: "$" would let a name end in a newline
+_HEADER_NAMES = re.compile(rf"{_TOKEN}(?:\n{_TOKEN})*")  # names joined by newlines
 _UNSAFE_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 MAX_HEADER_VALUE = 8192
 
@@ -107,5 +109,15 @@ def safe_header_value(value: str) -> bool:
 
 def sanitize_headers(headers: dict[str, str]) -> dict[str, str]:
     """Drop any header whose name or value could split or corrupt the header block."""
+    # Nearly always every header is fine: then one check of all names and one of all
+    # values says so, instead of three per header (every response passes here).
+    try:
+        values = "".join(headers.values())  # TypeError: a value that is not a str
+    except TypeError:
+        values = None
+    names = "\n".join(headers)
+    if (values is not None and names.count("\n") == len(headers) - 1  # no name holds the separator
+            and _HEADER_NAMES.fullmatch(names) and safe_header_value(values)):
+        return dict(headers)
     return {name: value for name, value in headers.items()
-            if isinstance(value, str) and _HEADER_NAME.match(name) and safe_header_value(value)}
+            if isinstance(value, str) and _HEADER_NAME.fullmatch(name) and safe_header_value(value)}

@@ -2,11 +2,15 @@
 and the privacy helpers."""
 
 import json
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flaregate.http import Headers, Request
 from flaregate.providers.mock import StaticResponse
+from flaregate.security.limits import sanitize_headers
 from flaregate.security.privacy import anonymize_ip, redact
 from flaregate.security.signing import sign_request
 from tests.support.security import ADMIN_KEY, CONFIG_KEY, UPSTREAM_KEY, SecureRig, chat_request
@@ -242,3 +246,28 @@ async def test_analytics_events_carry_only_the_anonymised_address():
     rig.gateway.analytics.record = events.append
     await rig.call(chat_request(CONFIG_KEY))
     assert events[-1]["client"] == "198.51.100.23"
+
+
+def _one_by_one(headers):
+    """The rule, header by header: a token name of 1-256 characters, a str value with no
+    control character but tab, all Latin-1."""
+    token = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+    return {name: value for name, value in headers.items()
+            if isinstance(value, str) and token.fullmatch(name) and not re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value)
+            and all(ord(c) < 256 for c in value)}
+
+
+header_names = st.one_of(st.sampled_from(["content-type", "x-request-id", "a\nb", "bad name", "x\n", "", "é"]),
+                         st.text(alphabet="abz-\n\r:", min_size=0, max_size=8), st.just("n" * 257))
+header_values = st.one_of(st.sampled_from(["ok", "tab\there", "split\r\nx: y", "nul\x00", "ünï", "€uro", ""]),
+                          st.text(max_size=12), st.integers(), st.none())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(header_names, header_values, max_size=6))
+def test_sanitize_headers_keeps_exactly_the_safe_headers(headers):
+    assert sanitize_headers(headers) == _one_by_one(headers)
+
+
+def test_a_header_name_ending_in_a_newline_is_dropped():
+    assert sanitize_headers({"x-ok": "1", "x-split\n": "2"}) == {"x-ok": "1"}
