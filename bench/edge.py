@@ -20,7 +20,8 @@ Targets, all in the same run:
   ``portkey``    Portkey's gateway as a Worker (``src/index.ts``) from ``bench/.peers/portkey-worker``:
                  prepare it with ``--setup-portkey`` (source from a local git mirror of
                  Portkey-AI/gateway, npm deps from the registry); skipped, with the reason, without it
-The floor and Portkey answer the chat scenarios (miss, stream) only.
+Portkey answers the chat scenarios (miss, stream) only; the floors answer those and the two
+plain GETs (models, health) with a bare "ok", which prices a request that does no I/O.
 
 Needs ``source scripts/env.sh; ensure_node; ensure_wrangler; ensure_edge_runtime`` (which sets
 MINIFLARE_WORKERD_PATH).
@@ -78,16 +79,17 @@ class Scenario:
     body: Callable[[], bytes] | None
     expect: int
     chat: bool = False  # the floor and the peers answer it too
+    bare: bool = False  # a GET the floors answer too, with their bare "ok" (a request's floor price)
     limited: bool = False  # against the Worker whose limit is 1 request
 
 
 SCENARIOS: dict[str, Scenario] = {
-    "models": Scenario("GET", "/v1/models", None, 200),
+    "models": Scenario("GET", "/v1/models", None, 200, bare=True),
     "miss": Scenario("POST", CHAT, lambda: _chat(f"bench {uuid.uuid4().hex}"), 200, chat=True),
     "hit": Scenario("POST", CHAT, lambda: _chat("bench the same prompt"), 200),
     "stream": Scenario("POST", CHAT, lambda: _chat(f"bench {uuid.uuid4().hex}", stream=True), 200, chat=True),
     "429": Scenario("POST", CHAT, lambda: _chat(f"bench {uuid.uuid4().hex}"), 429, limited=True),
-    "health": Scenario("GET", "/health", None, 200),
+    "health": Scenario("GET", "/health", None, 200, bare=True),
     "metrics": Scenario("GET", "/metrics", None, 200),
 }
 
@@ -107,7 +109,7 @@ class Target:
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def server_for(self, scenario: Scenario) -> wrangler_dev.DevServer | None:
-        if self.chat_only and not scenario.chat:
+        if self.chat_only and not (scenario.chat or (scenario.bare and self.floor is not None)):
             return None
         return self.limited if scenario.limited else self.dev
 
