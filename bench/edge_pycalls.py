@@ -14,6 +14,7 @@ Needs ``source scripts/env.sh; ensure_node; ensure_wrangler; ensure_edge_runtime
 from __future__ import annotations
 
 import argparse
+import collections
 import marshal
 import pstats
 import shutil
@@ -112,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             headers = {**AUTH, **(ADMIN if scenario.path == "/metrics" else {})}
 
+            statuses: collections.Counter[int] = collections.Counter()
+
             def send() -> None:
-                _request(dev.base_url, scenario.method, scenario.path, scenario.body() if scenario.body else None,
-                         headers)
+                statuses[_request(dev.base_url, scenario.method, scenario.path,
+                                  scenario.body() if scenario.body else None, headers)] += 1
 
             for _ in range(5):  # warm the isolate and the route
                 send()
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.write_bytes(raw)
         pstats.Stats(str(args.out))  # fails here, not later, if the file is not readable
-    print(f"{args.scenario}, {args.n} requests\n")
+    print(f"{args.scenario}, {args.n} requests (statuses, with the 5 warm-up requests: {dict(statuses)})\n")
     print(per_request(stats, args.n, args.top, args.match))
     return 0
 

@@ -235,3 +235,106 @@ def test_with_microtasks_a_callback_outside_a_request_is_a_microtask_of_its_own(
     assert ran == [1]
     microtasks.pending.pop(0)()
     assert ran == [1, 2]
+
+
+# -- settle: a JS promise's reaction resolving the awaiting future --------------------------------
+def test_a_settling_promise_runs_what_it_makes_ready_in_its_own_reaction():
+    """What a future's resolution makes ready (its done callbacks, and what those make ready
+    in turn) runs inside settle(), with no runtime callback asked for."""
+    runtime, turn = Runtime(), Runtime()
+    batches = ReadyBatches(loop, runtime.schedule, turn.schedule, owner)
+    ctx = in_context("r")
+    ran: list[Any] = []
+    future: asyncio.Future[int] = loop.create_future()
+    # The future's own callbacks go through the loop's call_soon: here, the batches'.
+    loop.call_soon = batches.call_soon  # type: ignore[method-assign]
+    try:
+        future.add_done_callback(lambda f: ran.append(f.result()), context=ctx)
+        future.add_done_callback(lambda f: batches.call_soon(ran.append, "next", context=ctx), context=ctx)
+        batches.settle(future.set_result, future, 42)
+    finally:
+        del loop.call_soon  # type: ignore[method-assign]
+    assert ran == [42, "next"]
+    assert runtime.pending == [] and turn.pending == []
+
+
+def test_settle_leaves_a_future_that_is_already_done_alone():
+    batches, runtime = make()
+    future: asyncio.Future[int] = loop.create_future()
+    future.cancel()
+    batches.settle(future.set_result, future, 1)  # set_result would raise InvalidStateError
+    assert future.cancelled() and runtime.pending == []
+
+
+def test_settle_with_an_exception_reaches_the_awaiting_task():
+    real = asyncio.new_event_loop()
+    original = real.call_soon
+    batches = ReadyBatches(real, original, original, owner)
+    future: asyncio.Future[int] = real.create_future()
+    done_inside: list[bool] = []
+
+    async def waiter() -> str:
+        try:
+            await future
+        except ValueError as exc:
+            return f"caught {exc}"
+        return "no exception"
+
+    def reaction(task: asyncio.Task[str]) -> None:  # a promise's reaction: no task is running
+        real.call_soon = batches.call_soon  # type: ignore[method-assign]
+        try:
+            batches.settle(future.set_exception, future, ValueError("upstream broke"))
+        finally:
+            real.call_soon = original  # type: ignore[method-assign]
+        done_inside.append(task.done())
+
+    async def main() -> str:
+        task = real.create_task(waiter())
+        await asyncio.sleep(0)  # the task now awaits the future
+        original(reaction, task)
+        return await task
+
+    try:
+        assert real.run_until_complete(main()) == "caught upstream broke"
+    finally:
+        real.close()
+    assert done_inside == [True]  # it ran to its end inside settle()
+
+
+def test_settled_rounds_that_keep_making_each_other_ready_wait_for_the_next_turn():
+    from flaregate.hosts.edge.event_loop import MAX_MICROTASK_CHAIN
+
+    runtime, turn = Runtime(), Runtime()
+    batches = ReadyBatches(loop, runtime.schedule, turn.schedule, owner)
+    ctx = in_context("spinning")
+    turns = 0
+
+    def spin() -> None:
+        nonlocal turns
+        turns += 1
+        batches.call_soon(spin, context=ctx)
+
+    future: asyncio.Future[None] = loop.create_future()
+    batches.settle(lambda _value: batches.call_soon(spin, context=ctx), future, None)
+    assert turns == MAX_MICROTASK_CHAIN  # one per round
+    assert runtime.pending == [] and len(turn.pending) == 1  # the rest: at the runtime's next turn
+    turn.pending.pop(0)()
+    assert turns == MAX_MICROTASK_CHAIN + 1 and len(runtime.pending) == 1  # back to microtask batches
+
+
+def test_a_settle_inside_a_settle_runs_its_own_callbacks_first():
+    """A JSPI suspension can let the runtime settle another promise while a settled callback
+    runs: the inner settle runs what it made ready at once, the outer's queue is untouched."""
+    batches, runtime = make()
+    ctx = in_context("r")
+    ran: list[str] = []
+    inner: asyncio.Future[None] = loop.create_future()
+    outer: asyncio.Future[None] = loop.create_future()
+
+    def outer_resolved(_value: Any) -> None:
+        batches.call_soon(ran.append, "outer queued", context=ctx)
+        batches.settle(lambda _v: batches.call_soon(ran.append, "inner", context=ctx), inner, None)
+        ran.append("outer resumed")
+
+    batches.settle(outer_resolved, outer, None)
+    assert ran == ["inner", "outer resumed", "outer queued"] and runtime.pending == []

@@ -13,6 +13,14 @@ which a Worker has none of. A chain of batches that only reschedule each other y
 runtime's next turn after ``MAX_MICROTASK_CHAIN``, so Python that spins on
 ``asyncio.sleep(0)`` still lets I/O in.
 
+When a JavaScript promise that Python awaits settles, Pyodide calls back into Python from the
+promise's reaction, which is itself a microtask, to resolve the awaiting future.
+:meth:`ReadyBatches.settle` stands in for Pyodide's resolvers: the callbacks that the
+resolution makes ready (the awaiting task's next step, and what that step makes ready in
+turn, up to ``MAX_MICROTASK_CHAIN`` rounds) run right there, before the reaction returns,
+instead of from a microtask queued for them. That is the runtime callback each await
+otherwise cost: a ``queueMicrotask`` and a once-callable proxy for it.
+
 Batches are per request (the :class:`RequestScope` in the callback's context): workerd binds
 I/O to the request whose code started it, and each runtime callback runs in the request in
 which it was scheduled, so callbacks of different requests never share one. Callbacks
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -53,12 +62,16 @@ class ReadyBatches:
         self._key = key
         self._queues: dict[int, deque[asyncio.Handle]] = {}
         self._running: tuple[int, int] | None = None  # owner and chain length of the batch running now
+        self._settling: deque[asyncio.Handle] | None = None  # where settle() collects the ready callbacks
 
     def call_soon(self, callback: Callable[..., Any], *args: Any,
                   context: contextvars.Context | None = None) -> asyncio.Handle:
         ctx = context if context is not None else contextvars.copy_context()
-        owner = ctx.get(self._key, None)
         handle = asyncio.Handle(callback, args, self._loop, context=ctx)
+        if self._settling is not None:  # made ready by a settling promise: runs before it returns
+            self._settling.append(handle)
+            return handle
+        owner = ctx.get(self._key, None)
         if owner is None:
             # No request to batch by: a microtask of its own, in the runtime context that
             # scheduled it, as WebLoop's MessageChannel would be.
@@ -71,6 +84,43 @@ class ReadyBatches:
             self._start(key, queue, self._chain(key))
         queue.append(handle)
         return handle
+
+    def settle(self, resolve: Callable[[Any], object], future: asyncio.Future[Any], value: Any) -> None:
+        """Resolve ``future`` with ``resolve(value)`` (its ``set_result`` or ``set_exception``)
+        from a settling JavaScript promise's reaction, and run the callbacks that makes ready
+        in it. The reaction runs in the context of the request whose promise it is, as the
+        microtask it would otherwise queue would."""
+        if future.done():
+            return
+        outer, self._settling = self._settling, deque()
+        try:  # a settle inside a settle (a JSPI suspension let the runtime in) runs its own
+            resolve(value)
+            self._drain(self._settling)
+        finally:
+            self._settling = outer
+
+    def _drain(self, ready: deque[asyncio.Handle]) -> None:
+        for _ in range(MAX_MICROTASK_CHAIN):
+            if not ready:
+                return
+            batch, ready = ready, deque()
+            self._settling = ready  # made ready by these: the next round
+            while batch:
+                handle = batch.popleft()
+                if handle._cancelled:
+                    continue
+                try:
+                    handle._run()
+                except (SystemExit, KeyboardInterrupt) as exc:
+                    batch.extend(ready)
+                    self._later(batch)
+                    self._escalate(exc)
+                    return
+        self._later(ready)  # rounds that keep making each other ready: the runtime's next turn
+
+    def _later(self, handles: deque[asyncio.Handle]) -> None:
+        if handles:
+            self._schedule(lambda: self._run(_UNOWNED, handles, 0))
 
     def _chain(self, owner: int) -> int:
         """How many batches of ``owner``, each scheduled by the one before, lead to a new one."""
@@ -157,5 +207,26 @@ def install(key: contextvars.ContextVar[Any]) -> bool:
 
     batches = ReadyBatches(loop, microtask, schedule, key)
     loop.call_soon = batches.call_soon  # type: ignore[method-assign]  # asyncio looks it up on the loop
+    _settle_awaits_with(batches)
     return True
+
+
+def _settle_awaits_with(batches: ReadyBatches) -> None:
+    """Pyodide's ``await`` of a JS promise asks ``_pyodide._future_helper`` for the future's
+    two resolvers each time, and hands them to the promise's ``then``; these resolve the
+    future through :meth:`ReadyBatches.settle`."""
+    try:
+        import _pyodide._future_helper as helper  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    if not hasattr(helper, "get_future_resolvers"):
+        return  # another Pyodide: its awaits keep their own resolvers
+    settle = batches.settle
+
+    def get_future_resolvers(future: asyncio.Future[Any]) -> tuple[Callable[[Any], None], Callable[[Any], None]]:
+        on_value = functools.partial(settle, future.set_result, future)
+        on_error = functools.partial(settle, future.set_exception, future)
+        return on_value, on_error
+
+    helper.get_future_resolvers = get_future_resolvers
 
