@@ -278,7 +278,11 @@ def _table(targets: list[Target], names: list[str], rounds: int) -> tuple[str, d
             mine = summary.get("flaregate", {}).get(name)
             theirs = summary.get(peer, {}).get(name)
             if mine and theirs and theirs["cpu_ms_median"] > 0:
-                ratios.append(f"{name} {mine['cpu_ms_median'] / theirs['cpu_ms_median']:.2f}x")
+                # Round i of each target ran back to back (interleaved): the per-round ratios
+                # show how far the noise reaches.
+                paired = sorted(a / b for a, b in zip(mine["cpu_ms_rounds"], theirs["cpu_ms_rounds"], strict=False) if b)
+                spread = f" ({paired[0]:.2f}-{paired[-1]:.2f} by round)" if len(paired) > 1 else ""
+                ratios.append(f"{name} {mine['cpu_ms_median'] / theirs['cpu_ms_median']:.2f}x{spread}")
         if ratios:
             lines.append(f"\nflaregate / {peer}: " + ", ".join(ratios))
     for target in targets:
