@@ -40,7 +40,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,46 @@ def _start_worker(name: str, work: Path, env: dict[str, str], cwd: Path = REPO) 
     env_file = wrangler_dev.write_env_file(data / "bench.env", env)
     command = wrangler_dev.wrangler_command(free_port(), free_port(), data / "state", env_file)
     return wrangler_dev.start(command, log_path=data / "wrangler.log", ready_timeout=240, cwd=cwd)
+
+
+@contextmanager
+def one_worker(scenario: Scenario, variables: list[str], inspector_port: int | None = None,
+               cwd: Path = REPO) -> Iterator[tuple[wrangler_dev.DevServer, dict[str, str]]]:
+    """The mock upstream and one Worker (this tree's, or the one in ``cwd``) set up for
+    ``scenario`` (with ``NAME=VALUE`` variables, and the one-request bucket of the 429
+    path), both stopped on exit. Yields the Worker and the headers its requests carry.
+    On a Worker that does not start, prints the end of wrangler's log, then raises."""
+    python = REPO / ".venv" / "bin" / "python"
+    with tempfile.TemporaryDirectory(prefix="fg-edge-one-") as tmp:
+        work = Path(tmp)
+        mock_port = free_port()
+        mock = Server("mock", [str(python), str(REPO / "tests" / "support" / "mock_upstream.py"),
+                               "--port", str(mock_port), "--fixed"], {}, mock_port, "/v1/models", work)
+        mock.start()
+        dev = None
+        try:
+            extra = dict(v.split("=", 1) for v in variables)
+            if scenario.limited:
+                extra.update(RATE_LIMIT_CAPACITY="1", RATE_LIMIT_REFILL_PER_SECOND="0.0001")
+            env_file = wrangler_dev.write_env_file(work / "bench.env", _worker_env(mock.base_url, **extra))
+            command = wrangler_dev.wrangler_command(free_port(), inspector_port or free_port(), work / "state",
+                                                    env_file)
+            try:
+                dev = wrangler_dev.start(command, log_path=work / "wrangler.log", ready_timeout=240, cwd=cwd)
+            except wrangler_dev.RuntimeUnavailable:
+                print((work / "wrangler.log").read_text(errors="replace")[-4000:])
+                raise
+            yield dev, {**AUTH, **(ADMIN if scenario.path == "/metrics" else {})}
+        finally:
+            if dev is not None:
+                wrangler_dev.stop(dev.process)
+            mock.stop()
+
+
+def send(dev: wrangler_dev.DevServer, scenario: Scenario, headers: dict[str, str]) -> int:
+    """One request of ``scenario``; its status."""
+    return _request(dev.base_url, scenario.method, scenario.path, scenario.body() if scenario.body else None,
+                    headers)
 
 
 def setup_portkey() -> str:

@@ -23,18 +23,14 @@ import argparse
 import asyncio
 import collections
 import json
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import websockets
 
-from .edge import ADMIN, AUTH, SCENARIOS, _request, _worker_env
-from .procs import Server, free_port
-
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
+from .edge import SCENARIOS, one_worker, send
+from .procs import free_port
 
 
 def _kind(frame: dict[str, Any]) -> str:
@@ -98,7 +94,6 @@ def summarise(profile: dict[str, Any], top: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tests.support import wrangler_dev
 
     parser = argparse.ArgumentParser(prog="python -m bench.edge_profile", description=__doc__.splitlines()[0])
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
@@ -109,37 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the raw .cpuprofile here (Chrome DevTools opens it)")
     args = parser.parse_args(argv)
     scenario = SCENARIOS[args.scenario]
-    python = REPO / ".venv" / "bin" / "python"
-    with tempfile.TemporaryDirectory(prefix="fg-edge-profile-") as tmp:
-        work = Path(tmp)
-        mock_port = free_port()
-        mock = Server("mock", [str(python), str(REPO / "tests" / "support" / "mock_upstream.py"),
-                               "--port", str(mock_port), "--fixed"], {}, mock_port, "/v1/models", work)
-        mock.start()
-        dev = None
-        try:
-            extra = dict(v.split("=", 1) for v in args.var)
-            if scenario.limited:
-                extra.update(RATE_LIMIT_CAPACITY="1", RATE_LIMIT_REFILL_PER_SECOND="0.0001")
-            env_file = wrangler_dev.write_env_file(work / "bench.env", _worker_env(mock.base_url, **extra))
-            inspector = free_port()
-            command = wrangler_dev.wrangler_command(free_port(), inspector, work / "state", env_file)
-            dev = wrangler_dev.start(command, log_path=work / "wrangler.log", ready_timeout=240)
-            headers = {**AUTH, **(ADMIN if scenario.path == "/metrics" else {})}
+    inspector = free_port()
+    with one_worker(scenario, args.var, inspector_port=inspector) as (dev, headers):
+        for _ in range(5):  # warm the isolate and the route
+            send(dev, scenario, headers)
 
-            def send() -> None:
-                for _ in range(args.n):
-                    _request(dev.base_url, scenario.method, scenario.path, scenario.body() if scenario.body else None,
-                             headers)
+        def requests() -> None:
+            for _ in range(args.n):
+                send(dev, scenario, headers)
 
-            for _ in range(5):  # warm the isolate and the route
-                _request(dev.base_url, scenario.method, scenario.path, scenario.body() if scenario.body else None,
-                         headers)
-            profile = asyncio.run(_profile(_debugger_url(inspector), send, args.interval_us))
-        finally:
-            if dev is not None:
-                wrangler_dev.stop(dev.process)
-            mock.stop()
+        profile = asyncio.run(_profile(_debugger_url(inspector), requests, args.interval_us))
     if args.out:
         args.out.write_text(json.dumps(profile))
     print(f"{args.scenario}, {args.n} requests\n")

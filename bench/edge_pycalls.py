@@ -22,8 +22,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from .edge import ADMIN, AUTH, SCENARIOS, _request, _worker_env
-from .procs import Server, free_port
+from .edge import SCENARIOS, one_worker, send
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -80,8 +79,6 @@ def per_request(stats: dict, n: int, top: int, match: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tests.support import wrangler_dev
-
     parser = argparse.ArgumentParser(prog="python -m bench.edge_pycalls", description=__doc__.splitlines()[0])
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("-n", type=int, default=100)
@@ -91,44 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the stats here (pstats.Stats reads the file)")
     args = parser.parse_args(argv)
     scenario = SCENARIOS[args.scenario]
-    python = REPO / ".venv" / "bin" / "python"
-    with tempfile.TemporaryDirectory(prefix="fg-edge-pycalls-") as tmp:
-        work = Path(tmp)
-        mock_port = free_port()
-        mock = Server("mock", [str(python), str(REPO / "tests" / "support" / "mock_upstream.py"),
-                               "--port", str(mock_port), "--fixed"], {}, mock_port, "/v1/models", work)
-        mock.start()
-        dev = None
-        try:
-            extra = dict(v.split("=", 1) for v in args.var)
-            if scenario.limited:
-                extra.update(RATE_LIMIT_CAPACITY="1", RATE_LIMIT_REFILL_PER_SECOND="0.0001")
-            env_file = wrangler_dev.write_env_file(work / "bench.env", _worker_env(mock.base_url, **extra))
-            command = wrangler_dev.wrangler_command(free_port(), free_port(), work / "state", env_file)
-            worker = scratch_worker(work / "worker")
-            try:
-                dev = wrangler_dev.start(command, log_path=work / "wrangler.log", ready_timeout=240, cwd=worker)
-            except wrangler_dev.RuntimeUnavailable:
-                print((work / "wrangler.log").read_text(errors="replace")[-4000:])
-                raise
-            headers = {**AUTH, **(ADMIN if scenario.path == "/metrics" else {})}
-
-            statuses: collections.Counter[int] = collections.Counter()
-
-            def send() -> None:
-                statuses[_request(dev.base_url, scenario.method, scenario.path,
-                                  scenario.body() if scenario.body else None, headers)] += 1
-
-            for _ in range(5):  # warm the isolate and the route
-                send()
-            urllib.request.urlopen(dev.base_url + "/__pycalls/start", timeout=30).read()
-            for _ in range(args.n):
-                send()
-            raw = bytes.fromhex(urllib.request.urlopen(dev.base_url + "/__pycalls/stop", timeout=60).read().decode())
-        finally:
-            if dev is not None:
-                wrangler_dev.stop(dev.process)
-            mock.stop()
+    statuses: collections.Counter[int] = collections.Counter()
+    with tempfile.TemporaryDirectory(prefix="fg-edge-pycalls-") as tmp, \
+            one_worker(scenario, args.var, cwd=scratch_worker(Path(tmp) / "worker")) as (dev, headers):
+        for _ in range(5):  # warm the isolate and the route
+            statuses[send(dev, scenario, headers)] += 1
+        urllib.request.urlopen(dev.base_url + "/__pycalls/start", timeout=30).read()
+        for _ in range(args.n):
+            statuses[send(dev, scenario, headers)] += 1
+        raw = bytes.fromhex(urllib.request.urlopen(dev.base_url + "/__pycalls/stop", timeout=60).read().decode())
     stats = marshal.loads(raw)
     if args.out:
         args.out.write_bytes(raw)
