@@ -87,9 +87,9 @@ class ReadyBatches:
 
     def settle(self, resolve: Callable[[Any], object], future: asyncio.Future[Any], value: Any) -> None:
         """Resolve ``future`` with ``resolve(value)`` (its ``set_result`` or ``set_exception``)
-        from a settling JavaScript promise's reaction, and run the callbacks that makes ready
-        in it. The reaction runs in the context of the request whose promise it is, as the
-        microtask it would otherwise queue would."""
+        from a settling JavaScript promise's reaction, and run in that reaction the callbacks
+        this makes ready. The reaction runs in the context of the request whose promise it
+        is, as the microtask it would otherwise queue would."""
         if future.done():
             return
         outer, self._settling = self._settling, deque()

@@ -373,7 +373,8 @@ class DurableSql:
     check and ``to_js`` per parameter, ``to_py`` and a null walk per result), some 1 000
     Python calls per chat request (``bench.edge_pycalls``). Parameters here are only
     str, int, float and None, which cross as they are, and the rows come back as one JSON
-    string (V8's ``JSON.stringify``, CPython's C ``json``): null is None, as SQL NULL."""
+    string (V8's ``JSON.stringify``, CPython's C ``json``): null is None, as SQL NULL. (JSON
+    has no infinity, so a REAL infinity would read back as None: nothing here stores one.)"""
 
     def __init__(self, sql: Any, storage: Any = None) -> None:
         self._sql = getattr(sql, "_binding", sql)  # the SDK's _BindingWrapper keeps it there
