@@ -92,10 +92,11 @@ class ReadyBatches:
         is, as the microtask it would otherwise queue would."""
         if future.done():
             return
-        outer, self._settling = self._settling, deque()
+        ready: deque[asyncio.Handle] = deque()
+        outer, self._settling = self._settling, ready
         try:  # a settle inside a settle (a JSPI suspension let the runtime in) runs its own
             resolve(value)
-            self._drain(self._settling)
+            self._drain(ready)
         finally:
             self._settling = outer
 
@@ -105,17 +106,12 @@ class ReadyBatches:
                 return
             batch, ready = ready, deque()
             self._settling = ready  # made ready by these: the next round
-            while batch:
-                handle = batch.popleft()
-                if handle._cancelled:
-                    continue
-                try:
-                    handle._run()
-                except (SystemExit, KeyboardInterrupt) as exc:
-                    batch.extend(ready)
-                    self._later(batch)
-                    self._escalate(exc)
-                    return
+            stopped = _run_each(batch)
+            if stopped is not None:
+                batch.extend(ready)
+                self._later(batch)
+                self._escalate(stopped)
+                return
         self._later(ready)  # rounds that keep making each other ready: the runtime's next turn
 
     def _later(self, handles: deque[asyncio.Handle]) -> None:
@@ -140,17 +136,11 @@ class ReadyBatches:
             del self._queues[owner]
         outer, self._running = self._running, (owner, chain)
         try:
-            while queue:
-                handle = queue.popleft()
-                if handle._cancelled:  # what cancelled() reads, without a method call per callback
-                    continue
-                try:
-                    handle._run()  # reports an exception to the loop's handler, except these two
-                except (SystemExit, KeyboardInterrupt) as exc:
-                    if queue:  # the rest still run, from a later runtime callback
-                        self._requeue(owner, queue)
-                    self._escalate(exc)
-                    return
+            stopped = _run_each(queue)
+            if stopped is not None:
+                if queue:  # the rest still run, from a later runtime callback
+                    self._requeue(owner, queue)
+                self._escalate(stopped)
         finally:
             self._running = outer
 
@@ -174,6 +164,21 @@ class ReadyBatches:
             self._schedule(lambda: self._run(owner, queue, 0))
         else:
             pending.extendleft(reversed(queue))
+
+
+def _run_each(handles: deque[asyncio.Handle]) -> SystemExit | KeyboardInterrupt | None:
+    """Run ``handles`` in order, skipping cancelled ones. A handle reports its exception to
+    the loop's handler, except these two: at one of them this stops and returns it, and the
+    handles not yet run stay in ``handles``."""
+    while handles:
+        handle = handles.popleft()
+        if handle._cancelled:  # what cancelled() reads, without a method call per callback
+            continue
+        try:
+            handle._run()
+        except (SystemExit, KeyboardInterrupt) as exc:
+            return exc
+    return None
 
 
 _tried = False
