@@ -66,6 +66,7 @@ PORTKEY_MIRROR = Path(os.environ.get("PORTKEY_MIRROR", "/work/.mirror/Portkey-AI
 PORTKEY_PATHS = ["src", "plugins", "wrangler.toml", "package.json", "package-lock.json", "tsconfig.json",
                  "conf.json", "initializeSettings.ts", "patches"]
 IDLE_SECONDS = 2.0
+ONE_REQUEST_BUCKET = {"RATE_LIMIT_CAPACITY": "1", "RATE_LIMIT_REFILL_PER_SECOND": "0.0001"}  # the 429 Workers
 
 
 def _chat(content: str, stream: bool = False) -> bytes:
@@ -125,11 +126,22 @@ def _worker_env(mock_url: str, **extra: str) -> dict[str, str]:
             "FLAREGATE_ADMIN_KEY": ADMIN_KEY, **extra}
 
 
-def _start_worker(name: str, work: Path, env: dict[str, str], cwd: Path = REPO) -> wrangler_dev.DevServer:
+def _mock_upstream(work: Path) -> Server:
+    """The fast mock upstream, started: every chat answered with the fixed benchmark reply."""
+    python = REPO / ".venv" / "bin" / "python"
+    port = free_port()
+    mock = Server("mock", [str(python), str(REPO / "tests" / "support" / "mock_upstream.py"),
+                           "--port", str(port), "--fixed"], dict(os.environ), port, "/v1/models", work)
+    mock.start()
+    return mock
+
+
+def _start_worker(name: str, work: Path, env: dict[str, str], cwd: Path = REPO,
+                  inspector_port: int | None = None) -> wrangler_dev.DevServer:
     data = work / name
     data.mkdir(parents=True)
     env_file = wrangler_dev.write_env_file(data / "bench.env", env)
-    command = wrangler_dev.wrangler_command(free_port(), free_port(), data / "state", env_file)
+    command = wrangler_dev.wrangler_command(free_port(), inspector_port or free_port(), data / "state", env_file)
     return wrangler_dev.start(command, log_path=data / "wrangler.log", ready_timeout=240, cwd=cwd)
 
 
@@ -140,25 +152,18 @@ def one_worker(scenario: Scenario, variables: list[str], inspector_port: int | N
     ``scenario`` (with ``NAME=VALUE`` variables, and the one-request bucket of the 429
     path), both stopped on exit. Yields the Worker and the headers its requests carry.
     On a Worker that does not start, prints the end of wrangler's log, then raises."""
-    python = REPO / ".venv" / "bin" / "python"
     with tempfile.TemporaryDirectory(prefix="fg-edge-one-") as tmp:
         work = Path(tmp)
-        mock_port = free_port()
-        mock = Server("mock", [str(python), str(REPO / "tests" / "support" / "mock_upstream.py"),
-                               "--port", str(mock_port), "--fixed"], {}, mock_port, "/v1/models", work)
-        mock.start()
+        mock = _mock_upstream(work)
         dev = None
         try:
             extra = dict(v.split("=", 1) for v in variables)
             if scenario.limited:
-                extra.update(RATE_LIMIT_CAPACITY="1", RATE_LIMIT_REFILL_PER_SECOND="0.0001")
-            env_file = wrangler_dev.write_env_file(work / "bench.env", _worker_env(mock.base_url, **extra))
-            command = wrangler_dev.wrangler_command(free_port(), inspector_port or free_port(), work / "state",
-                                                    env_file)
+                extra.update(ONE_REQUEST_BUCKET)
             try:
-                dev = wrangler_dev.start(command, log_path=work / "wrangler.log", ready_timeout=240, cwd=cwd)
+                dev = _start_worker("worker", work, _worker_env(mock.base_url, **extra), cwd, inspector_port)
             except wrangler_dev.RuntimeUnavailable:
-                print((work / "wrangler.log").read_text(errors="replace")[-4000:])
+                print((work / "worker" / "wrangler.log").read_text(errors="replace")[-4000:])
                 raise
             yield dev, {**AUTH, **(ADMIN if scenario.path == "/metrics" else {})}
         finally:
@@ -279,7 +284,7 @@ def _start(target: Target, work: Path, mock_url: str, names: list[str]) -> None:
         target.dev = _start_worker(target.name, work, _worker_env(mock_url, **extra), target.cwd)
         if "429" in names:
             target.limited = _start_worker(target.name + "-429", work, _worker_env(
-                mock_url, **{**extra, "RATE_LIMIT_CAPACITY": "1", "RATE_LIMIT_REFILL_PER_SECOND": "0.0001"}),
+                mock_url, **{**extra, **ONE_REQUEST_BUCKET}),
                 target.cwd)
     elif target.floor is not None:
         # The runtime's SDK (``workers``) is vendored in the repo's python_modules: share it.
@@ -353,14 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         failure = setup_portkey()
         if failure:
             print(f"portkey setup: {failure}", flush=True)
-    python = REPO / ".venv" / "bin" / "python"
     targets = _targets(args, names)
     with tempfile.TemporaryDirectory(prefix="fg-bench-edge-") as tmp:
         work = Path(tmp)
-        mock_port = free_port()
-        mock = Server("mock", [str(python), str(REPO / "tests" / "support" / "mock_upstream.py"),
-                               "--port", str(mock_port), "--fixed"], dict(os.environ), mock_port, "/v1/models", work)
-        mock.start()
+        mock = _mock_upstream(work)
         try:
             for target in targets:
                 if target.skipped:

@@ -94,7 +94,6 @@ def summarise(profile: dict[str, Any], top: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     parser = argparse.ArgumentParser(prog="python -m bench.edge_profile", description=__doc__.splitlines()[0])
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("-n", type=int, default=200)
