@@ -27,20 +27,19 @@ from .edge import SCENARIOS, one_worker, send
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 
-# The scratch Worker's entry: the real one, plus two bench-only paths that start and stop
-# the profiler and hand its stats back marshalled (what pstats reads).
+# The scratch Worker's entry: the real one (copied beside it as ``real_entry``, its Durable
+# Object classes exported as they are), plus two bench-only paths that start and stop the
+# profiler and hand its stats back marshalled (what pstats reads).
 ENTRY = '''
 import cProfile, marshal
-from workers import Response, WorkerEntrypoint
-from durable_objects.metrics_hub import MetricsHub
-from durable_objects.rate_limiter import RateLimiter
-from durable_objects.security_store import SecurityStore
-from flaregate.hosts.edge.worker import handle_fetch
+from workers import Response
+from real_entry import *  # the Durable Object classes, and Default
+from real_entry import Default as _Real
 
 _profile = None
 
 
-class Default(WorkerEntrypoint):
+class Default(_Real):
     async def fetch(self, request):
         global _profile
         if request.url.endswith("/__pycalls/start"):
@@ -51,13 +50,14 @@ class Default(WorkerEntrypoint):
             _profile.disable()
             _profile.create_stats()
             return Response(marshal.dumps(_profile.stats).hex())
-        return await handle_fetch(request, self.env, self.ctx)
+        return await super().fetch(request)
 '''
 
 
 def scratch_worker(into: Path) -> Path:
     (into / "src").mkdir(parents=True)
     (into / "src" / "entry.py").write_text(ENTRY)
+    shutil.copy(REPO / "src" / "entry.py", into / "src" / "real_entry.py")
     for name in ("flaregate", "durable_objects"):  # copies: wrangler does not follow linked folders
         shutil.copytree(REPO / "src" / name, into / "src" / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("python_modules", "wrangler.toml", "pyproject.toml"):
