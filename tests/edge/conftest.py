@@ -214,6 +214,10 @@ class FakeChunk:
     def to_bytes(self) -> bytes:
         return self._data
 
+    @property
+    def byteLength(self) -> int:  # noqa: N802 (the JS name)
+        return len(self._data)
+
 
 class FakeAbortController:
     """js.AbortController: aborting rejects the fetch and the body reads it guards."""
@@ -255,6 +259,7 @@ class FakeBodyStream:
         self.cancelled = False
         self.locked = False
         self.signal: Any = None
+        self.chunks_read = 0
 
     def getReader(self) -> FakeReader:  # noqa: N802 (the JS name)
         if self.locked:
@@ -286,6 +291,7 @@ class FakeReader:
             await asyncio.sleep(stream._delay)
         chunk = stream._chunks[self._index]
         self._index += 1
+        stream.chunks_read += 1
         return types.SimpleNamespace(done=False, value=FakeChunk(chunk))
 
     async def cancel(self) -> None:
@@ -333,7 +339,9 @@ class FakeRequest:
         self.headers = http.client.HTTPMessage()
         for name, value in (headers or {}).items():
             self.headers[name] = value
-        self.js_object = types.SimpleNamespace(headers=FakeJsHeaders(headers or {}))
+        # Its body as a stream too, in 64 KiB chunks (a refused one is drained through it).
+        stream = FakeBodyStream(body[i:i + 65536] for i in range(0, len(body), 65536)) if body else None
+        self.js_object = types.SimpleNamespace(headers=FakeJsHeaders(headers or {}), body=stream)
         self._body = body
         self.body_reads = 0
 

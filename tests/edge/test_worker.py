@@ -11,6 +11,7 @@ import pytest
 
 import entry
 from flaregate.hosts.edge import rpc as edge_rpc
+from flaregate.hosts.edge import worker as edge_worker
 from flaregate.hosts.edge.ports import FetchTransport, KVStore, bind
 from flaregate.ports import UpstreamError, UpstreamTimeout
 from flaregate.security.keys import key_id
@@ -143,11 +144,23 @@ async def test_missing_key_is_401(make_env):
     assert response.json()["error"]["type"] == "authentication_error"
 
 
-async def test_declared_oversize_body_is_refused_before_reading(make_env):
+async def test_declared_oversize_body_is_refused_without_buffering_it(make_env):
     request = chat_request(headers={"content-length": "5000"})
     response = await call(make_env(MAX_BODY_BYTES="2048"), request)
     assert response.status == 413
     assert request.body_reads == 0
+
+
+async def test_a_refused_body_is_drained_before_the_413_up_to_the_limit(make_env, monkeypatch):
+    small = chat_request({**CHAT, "pad": "x" * 200_000}, headers={"content-length": "300000"})
+    response = await call(make_env(MAX_BODY_BYTES="2048"), small)
+    assert response.status == 413
+    stream = small.js_object.body
+    assert stream.chunks_read == len(stream._chunks) and not stream.cancelled  # read to its end
+    monkeypatch.setattr(edge_worker, "DRAIN_LIMIT_BYTES", 100_000)
+    big = chat_request({**CHAT, "pad": "x" * 400_000}, headers={"content-length": "500000"})
+    response = await call(make_env(MAX_BODY_BYTES="2048"), big)
+    assert response.status == 413 and big.js_object.body.cancelled  # past the limit: cancelled
 
 
 async def test_rate_limit_sixth_request_is_429_in_the_key_durable_object(make_env):

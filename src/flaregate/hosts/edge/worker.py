@@ -46,6 +46,8 @@ from .ports import (
 from .workers_ai import WorkersAiBinding
 
 log = logging.getLogger("flaregate.edge")
+# A refused oversize body is read (and dropped) up to this much before the 413 goes out.
+DRAIN_LIMIT_BYTES = 8 * 1024 * 1024
 
 # One Gateway per isolate, rebuilt only when the variables change (e.g. a new secret).
 _cached: tuple[tuple[tuple[str, str], ...], Gateway] | None = None
@@ -136,9 +138,10 @@ async def _to_core(request: Any, max_body: int) -> Request:
     headers = Headers(js_headers(request.js_object.headers))
     body = b""
     if method not in ("GET", "HEAD"):
-        # Refuse a declared oversize body before buffering it.
+        # Refuse a declared oversize body without buffering it.
         declared = headers.get("content-length") or ""
         if declared.isdigit() and int(declared) > max_body:
+            await _drain(request)
             raise _too_large(max_body)
         body = await request.bytes()
         if len(body) > max_body:
@@ -151,6 +154,27 @@ async def _to_core(request: Any, max_body: int) -> Request:
         query=dict(parse_qsl(split.query, keep_blank_values=True)),
         client_ip=headers.get("cf-connecting-ip"),
     )
+
+
+async def _drain(request: Any) -> None:
+    """Read a refused body to its end and drop it, up to ``DRAIN_LIMIT_BYTES``, before the 413
+    goes out: answering while the client still sends makes the runtime close a connection
+    with unread data, which resets it, and the client can lose the answer (under wrangler
+    dev, about one refused 1.3 MB post in 60). A bigger body is cancelled at the limit."""
+    body = request.js_object.body
+    if body is None:
+        return
+    reader = body.getReader()
+    seen = 0
+    try:
+        while seen <= DRAIN_LIMIT_BYTES:
+            result = await reader.read()
+            if result.done:
+                return
+            seen += int(result.value.byteLength)
+        await reader.cancel()
+    except Exception:  # the client went away, or the stream broke: the 413 goes out anyway
+        log.debug("draining a refused request body stopped", exc_info=True)
 
 
 def _too_large(max_body: int) -> GatewayError:
