@@ -27,7 +27,7 @@ from pydantic import (
 from ._variables import set_fields
 from .guardrails.policy import GuardrailSettings
 from .observability.export.settings import EXPORT_VARS, ExportSettings, export_from_vars
-from .ratelimits.policies import BudgetPolicy, RateLimitPolicy, check_unique_names
+from .ratelimits.policies import MAX_LEASE, BudgetPolicy, RateLimitPolicy, check_unique_names
 from .routing.conditions import ConditionalRoute
 from .routing.resilience import RESILIENCE_VARS, ResiliencePolicy, resilience_from_vars
 
@@ -46,6 +46,7 @@ KNOWN_VARS = (
     "RATE_LIMIT_CAPACITY",
     "RATE_LIMIT_REFILL_PER_SECOND",
     "RATE_LIMIT_PER_HOUR",
+    "RATE_LIMIT_LEASE",
     "FLAREGATE_RATE_LIMITS",
     "FLAREGATE_BUDGETS",
     "CACHE_TTL_SECONDS",
@@ -101,6 +102,13 @@ class TokenBucketPolicy(_Model):
     algorithm: Literal["token_bucket"] = "token_bucket"
     capacity: PositiveFloat = 100.0
     refill_per_second: PositiveFloat = 1000 / 3600  # the seed's development limit: 1 000/hour
+    lease: int = Field(default=0, ge=0, le=MAX_LEASE)  # RATE_LIMIT_LEASE (see ratelimits/leases.py)
+
+    @model_validator(mode="after")
+    def _lease_fits(self) -> TokenBucketPolicy:
+        if self.lease > self.capacity:
+            raise ValueError(f"lease ({self.lease}) is larger than the capacity ({self.capacity:g})")
+        return self
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump()
@@ -490,6 +498,8 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
             limit["refill_per_second"] = float(vars["RATE_LIMIT_PER_HOUR"]) / 3600
         except ValueError:
             raise ConfigError("RATE_LIMIT_PER_HOUR: must be a number") from None
+    if vars.get("RATE_LIMIT_LEASE"):
+        limit["lease"] = vars["RATE_LIMIT_LEASE"]
     if limit:
         data["rate_limit"] = limit
     resilience = resilience_from_vars(vars)

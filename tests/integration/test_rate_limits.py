@@ -75,6 +75,28 @@ def test_200_concurrent_requests_against_a_limit_of_50_admit_exactly_50_and_surv
         assert admin_usage(server, GATEWAY_KEY)["burst"]["used"] == 50
 
 
+@pytest.mark.parametrize("algorithm", ["token_bucket", "fixed_window"])
+def test_a_leased_limit_admits_no_more_than_its_limit_and_asks_the_object_less(upstream, tmp_path, algorithm):
+    """With ``lease`` the gateway takes units in fives: a burst is still never let past the
+    limit, and at most ``lease - 1`` fewer get through (units a lease held when it ended)."""
+    policy = {"name": "burst", **ALGORITHMS[algorithm], "lease": 5}
+    env = upstream_env(upstream.base_url, FLAREGATE_RATE_LIMITS=json.dumps([policy]), FLAREGATE_ADMIN_KEY=ADMIN_KEY)
+    with run_gateway(tmp_path, env) as server:
+        statuses = [r.status_code for r in asyncio.run(burst(server.base_url, 120))]
+        assert statuses.count(200) + statuses.count(429) == 120, statuses
+        assert admin_usage(server, GATEWAY_KEY)["burst"]["used"] == 50  # the object gave out all 50
+        admitted = statuses.count(200)
+        headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+        for _ in range(5):  # units a lease still holds go to the next requests, then it is over
+            late = httpx.post(server.base_url + "/v1/chat/completions", json=CHAT, headers=headers)
+            if late.status_code != 200:
+                break
+            admitted += 1
+        assert late.status_code == 429 and '"burst";r=0' in late.headers["ratelimit"]
+        print(f"\n{algorithm}, lease 5: {admitted} of 50 admitted, burst {statuses.count(200)}")
+        assert 46 <= admitted <= 50, statuses
+
+
 @pytest.fixture(scope="module")
 def metered(upstream, tmp_path_factory):
     routes = {

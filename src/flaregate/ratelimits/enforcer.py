@@ -31,6 +31,7 @@ from ..ports import Clock, RateLimiterClient
 from ..security.access import Principal
 from .estimate import PriceTable, Usage, estimate_tokens
 from .headers import ietf_headers, openai_headers, retry_after
+from .leases import LeaseBook
 from .limiter import RateLimiter
 from .policies import DEFAULT_POLICY, KEY_BUDGET, BudgetPolicy, LimitPolicy, RateLimitPolicy
 from .scope import address, key_partition
@@ -51,7 +52,7 @@ def effective_policies(settings: Settings) -> list[LimitPolicy]:
     if not any(p.name == DEFAULT_POLICY for p in settings.rate_limits):
         simple = settings.rate_limit
         policies.append(RateLimitPolicy(name=DEFAULT_POLICY, algorithm="token_bucket", limit=simple.capacity,
-                                        refill_per_second=simple.refill_per_second))
+                                        refill_per_second=simple.refill_per_second, lease=simple.lease))
     return [*policies, *settings.rate_limits, *settings.budgets]
 
 
@@ -76,6 +77,10 @@ class _Check:
     def unit(self) -> str:
         return self.wire["unit"]
 
+    @property
+    def lease(self) -> int:
+        return self.policy.lease if isinstance(self.policy, RateLimitPolicy) and self.policy.leases else 0
+
     def entry(self, amount: str = "cost", value: float | None = None) -> dict[str, Any]:
         return {"key": self.row, "policy": self.wire, amount: self.cost if value is None else value}
 
@@ -88,6 +93,7 @@ class _Outcome:
     checks: list[_Check]
     answer: dict[str, Any] | None
     degraded: bool = False
+    leased: bool = False  # spent from (or granted) this isolate's leases: give back locally
 
 
 _RESULT_FIELDS = frozenset({"key", "unit", "allowed", "limit", "remaining", "used", "reset_seconds",
@@ -184,6 +190,7 @@ class Limits:
         self._analytics = analytics
         self._alerts = alerts
         self._fallback = RateLimiter.in_memory(clock)
+        self._leases = LeaseBook(clock)
         self._for_all = [p for p in self.policies if getattr(p, "applies_to", "all") == "all"]
         self._by_name = {p.name: p for p in self.policies if not p.is_budget}
         self._key_budgets: dict[float, BudgetPolicy] = {}
@@ -280,18 +287,59 @@ class Limits:
         return GatewayError(429, message, type="rate_limit_error", code="rate_limit_exceeded", headers=headers)
 
     async def _acquire(self, partition: str, checks: list[_Check]) -> _Outcome:
+        leasing = all(c.lease for c in checks)
+        if leasing and (spent := self._spend(partition, checks)) is not None:
+            return spent
         entries = [c.entry() for c in checks]
         try:
-            answer = await asyncio.wait_for(self._client.acquire(partition, entries), LIMITER_TIMEOUT_SECONDS)
-            if not _valid_answer(answer, len(checks)):
-                raise ValueError("malformed answer from the rate limiter")
-            return _Outcome(partition, checks, answer)
+            if leasing:
+                return await self._lease(partition, checks, entries)
+            return _Outcome(partition, checks, await self._ask(partition, entries))
         except Exception as exc:
             closed = any(c.policy.failure_mode == "closed" for c in checks)
             self._report_degraded(checks, exc, "closed" if closed else "open")
             if closed:
                 return _Outcome(partition, checks, None, degraded=True)
             return _Outcome(partition, checks, self._fallback.partition(partition).acquire(entries), degraded=True)
+
+    async def _ask(self, partition: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        answer = await asyncio.wait_for(self._client.acquire(partition, entries), LIMITER_TIMEOUT_SECONDS)
+        if not _valid_answer(answer, len(entries)):
+            raise ValueError("malformed answer from the rate limiter")
+        return answer
+
+    async def _lease(self, partition: str, checks: list[_Check], entries: list[dict[str, Any]]) -> _Outcome:
+        """Ask for a lease of each policy's ``lease`` units instead of one; keep what is
+        left over. Refused a whole lease, ask for one unit (the exact answer near the limit)."""
+        sizes = [self._leases.size(partition, c.lease) for c in checks]
+        if max(sizes) <= 1:
+            return self._or_spend(partition, checks, await self._ask(partition, entries))
+        sent = self._clock.monotonic()
+        self._leases.asking(partition, True)
+        try:
+            answer = await self._ask(partition, [{**e, "cost": n} for e, n in zip(entries, sizes, strict=True)])
+        finally:
+            self._leases.asking(partition, False)
+        if not answer["allowed"]:
+            self._leases.run_low(partition)
+            return self._or_spend(partition, checks, await self._ask(partition, entries))
+        answer["results"] = [self._leases.grant(partition, c.row, size, answer["at"], result, sent,
+                                                c.wire["algorithm"] == "fixed_window")
+                             for c, size, result in zip(checks, sizes, answer["results"], strict=True)]
+        return _Outcome(partition, checks, answer, leased=True)
+
+    def _or_spend(self, partition: str, checks: list[_Check], answer: dict[str, Any]) -> _Outcome:
+        """The object's answer, unless it refused and a lease has come back meanwhile."""
+        if not answer["allowed"] and (spent := self._spend(partition, checks)) is not None:
+            return spent
+        return _Outcome(partition, checks, answer)
+
+    def _spend(self, partition: str, checks: list[_Check]) -> _Outcome | None:
+        spent = self._leases.spend(partition, [c.row for c in checks])
+        if spent is None:
+            return None
+        at, results = spent
+        return _Outcome(partition, checks, {"allowed": True, "at": at, "results": results}, leased=True)
 
     async def _give_back(self, admitted: list[_Outcome]) -> dict[tuple[str, str], dict[str, Any]]:
         """Return what partitions admitted for a request another partition refused.
@@ -304,6 +352,9 @@ class Limits:
         if not changes:
             return None
         assert outcome.answer is not None
+        if outcome.leased:  # only request units lease: giving back is this isolate's to do
+            results = [self._leases.give_back(outcome.partition, c.row) for c, _ in changes]
+            return {"results": [r for r in results if r is not None]}
         at = outcome.answer.get("at")
         entries = [{**c.entry("delta", delta), "at": at} for c, delta in changes]
         try:
@@ -335,4 +386,5 @@ class Limits:
     async def reset(self, key_id: str, policy: str = "") -> dict[str, Any]:
         partition = key_partition(key_id)
         self._fallback.partition(partition).reset(policy)
+        self._leases.forget(partition)  # this isolate's; others' leases end within LEASE_SECONDS
         return await asyncio.wait_for(self._client.reset(partition, policy), LIMITER_TIMEOUT_SECONDS)

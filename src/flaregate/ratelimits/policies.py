@@ -14,6 +14,8 @@ NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 HEADER_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
 MAX_WINDOW_SECONDS = 366 * 86400
 MAX_LIMIT = 1e12
+MAX_LEASE = 10_000
+LEASE_ALGORITHMS = ("token_bucket", "fixed_window")  # where a lease never lets more through
 DEFAULT_POLICY = "default"
 KEY_BUDGET = "key_budget"  # the monthly budget of a stored key's budget_usd (a reserved name)
 
@@ -73,6 +75,25 @@ class RateLimitPolicy(_Policy):
     # "named_keys": only for stored keys whose rate_limit_policy names this policy (it then
     # replaces "default" for them); "all": every request.
     applies_to: Literal["all", "named_keys"] = "all"
+    # Units an isolate takes from the object per call and spends locally (0 or 1: none,
+    # every request asks the object). See ratelimits/leases.py for what this trades.
+    lease: int = Field(default=0, ge=0, le=MAX_LEASE)
+
+    @model_validator(mode="after")
+    def _lease_fits(self) -> RateLimitPolicy:
+        if self.lease > 1:
+            if self.unit != "requests":
+                raise ValueError(f"policy {self.name!r}: a lease counts requests; unit {self.unit!r} cannot lease")
+            if self.algorithm not in LEASE_ALGORITHMS:
+                raise ValueError(f"policy {self.name!r}: a lease needs one of {', '.join(LEASE_ALGORITHMS)}"
+                                 f" (a {self.algorithm} would count leased requests early and could over-admit)")
+            if self.lease > self.limit:
+                raise ValueError(f"policy {self.name!r}: lease ({self.lease}) is larger than limit ({self.limit:g})")
+        return self
+
+    @property
+    def leases(self) -> bool:
+        return self.lease > 1
 
     @model_validator(mode="after")
     def _timing_fits_the_algorithm(self) -> RateLimitPolicy:
