@@ -226,6 +226,8 @@ class ResponseCache:
                 entry, raw = found
                 self._promote_hot(key, entry, len(raw), now)
                 return entry, "warm"
+        if self.lifetimes.cold <= 0:
+            return None  # a tier turned off is not read either (on the edge: no KV read per miss)
         found = await self._read(self._cold, self.cold_counts, key, now)
         if found is None:
             return None

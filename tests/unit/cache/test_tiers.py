@@ -126,6 +126,17 @@ async def test_a_warm_tier_that_is_down_falls_through_to_cold():
     assert cache.stats()["warm"]["errors"] == 1
 
 
+async def test_a_cold_tier_turned_off_is_neither_written_nor_read():
+    clock, warm, cold, tasks, cache = three_tiers(TierLifetimes(hot=300, warm=3600, cold=0))
+    assert cache.put("k", entry(clock, ttl=7200)) == ("hot", "warm")
+    await tasks.drain()
+    assert "k" not in cold.data
+    stale = entry(clock, ttl=7200)  # left in the store from before the tier was turned off
+    cold.data["old"] = (stale.to_text(), clock.now() + 7200)
+    assert await cache.get("old") is None
+    assert cache.stats()["cold"]["misses"] == 0  # not read at all
+
+
 async def test_delete_removes_the_entry_from_every_tier():
     clock, warm, cold, tasks, cache = three_tiers()
     cache.put("k", entry(clock, ttl=7200))
