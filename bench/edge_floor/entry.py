@@ -6,6 +6,9 @@ of, one each, so the bench can price them one by one (bench/edge.py):
   ``do``     one RPC into a Python Durable Object that writes one SQLite row (the limiter's shape)
   ``kv``     one KV read (the cache's cold lookup)
   ``cache``  one Cache API match (the warm lookup)
+  ``cacheput``  one Cache API put of a new 800-byte entry, through ``ctx.waitUntil``, built as
+             Flaregate's warm tier builds it (``Headers``, two ``set`` calls, a converted init)
+  ``cacheput1`` the same put with one conversion (the init and its headers as one object)
   ``await10``  ten awaits of an already resolved JS promise (Pyodide's price of one await)
   ``log``    one console.info line of about 400 bytes (the access log)
   ``pump``   the stream's chunks go through Python: read from the upstream, converted to
@@ -46,6 +49,10 @@ class Counter(DurableObject):
 
 
 _ignore: Any = None
+
+
+def _cache_url() -> str:
+    return "https://floor.internal/cache/" + str(js.crypto.randomUUID())
 
 
 async def _pump(body: Any, writer: Any, mode: str) -> None:
@@ -110,6 +117,16 @@ class Default(WorkerEntrypoint):
                                body=await request.text())
         if "log" in ops:
             js.console.info(LOG_LINE)
+        if "cacheput" in ops:
+            headers = js.Headers.new()
+            headers.set("content-type", "application/json")
+            headers.set("cache-control", "max-age=300")
+            init = to_js({"status": 200, "headers": headers}, dict_converter=js.Object.fromEntries)
+            self.ctx.waitUntil(js.caches.default.put(_cache_url(), js.Response.new(LOG_LINE + LOG_LINE, init)))
+        if "cacheput1" in ops:
+            init = to_js({"headers": {"content-type": "application/json", "cache-control": "max-age=300"}},
+                         dict_converter=js.Object.fromEntries)
+            self.ctx.waitUntil(js.caches.default.put(_cache_url(), js.Response.new(LOG_LINE + LOG_LINE, init)))
         content_type = upstream.headers.get("content-type") or "application/json"
         body = upstream.body
         mode = next((op for op in ops if op.startswith("pump")), None)
