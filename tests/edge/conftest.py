@@ -113,15 +113,11 @@ class FakeWebSocketPair:
 
 
 class FakeHeaders(dict):
-    """``new Headers(pairs)``: the Worker's responses build them from [name, value] pairs, the
-    Cache API tier with ``set``."""
+    """``new Headers(pairs)``: the Worker's responses build them from [name, value] pairs."""
 
     @classmethod
     def new(cls, pairs: Any = ()) -> FakeHeaders:
         return cls(pairs)
-
-    def set(self, name: str, value: str) -> None:
-        self[name.lower()] = value
 
 
 class FakeJsResponse:
