@@ -66,7 +66,8 @@ PORTKEY_MIRROR = Path(os.environ.get("PORTKEY_MIRROR", "/work/.mirror/Portkey-AI
 PORTKEY_PATHS = ["src", "plugins", "wrangler.toml", "package.json", "package-lock.json", "tsconfig.json",
                  "conf.json", "initializeSettings.ts", "patches"]
 IDLE_SECONDS = 2.0
-ONE_REQUEST_BUCKET = {"RATE_LIMIT_CAPACITY": "1", "RATE_LIMIT_REFILL_PER_SECOND": "0.0001"}  # the 429 Workers
+# The 429 Workers' bucket (no lease: a bucket of one cannot lend more, so a variant's is dropped).
+ONE_REQUEST_BUCKET = {"RATE_LIMIT_CAPACITY": "1", "RATE_LIMIT_REFILL_PER_SECOND": "0.0001", "RATE_LIMIT_LEASE": "0"}
 
 
 def _chat(content: str, stream: bool = False) -> bytes:

@@ -20,7 +20,7 @@ export class Counter extends DurableObject {
 }
 
 export default {
-  async fetch(request, env) {
+  async fetch(request, env, ctx) {
     if (request.method !== "POST") return new Response("ok");
     const ops = (env.FLOOR_OPS || "").split(",");
     if (ops.includes("do")) await env.COUNTER.getByName("partition").bump("{}");
@@ -32,6 +32,11 @@ export default {
       body: await request.text(),
     });
     if (ops.includes("log")) console.info(LOG_LINE);
+    if (ops.includes("cacheput")) {
+      const entry = new Response(LOG_LINE + LOG_LINE, {
+        headers: { "content-type": "application/json", "cache-control": "max-age=300" } });
+      ctx.waitUntil(caches.default.put("https://floor.internal/cache/" + crypto.randomUUID(), entry));
+    }
     return new Response(upstream.body, {
       status: upstream.status,
       headers: { "content-type": upstream.headers.get("content-type") || "application/json" },
