@@ -86,7 +86,7 @@ class Gateway:
         self.analytics = Analytics(ports.metrics_hub, ports.tasks, batch_size=settings.analytics_batch_size,
                                    batch_delay_ms=settings.analytics_batch_delay_ms,
                                    prices=PriceTable(settings.routes))
-        self.observability = Observability(settings, ports.metrics_hub)
+        self.observability = Observability(settings, ports.metrics_hub, ports.clock, self.analytics.changes)
         self._routes: dict[tuple[str, str], Callable[[Request, dict[str, str]], Awaitable[Response]]] = {
             ("GET", "/health"): self._health,
             ("GET", "/v1/models"): self._models,

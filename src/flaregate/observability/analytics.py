@@ -49,6 +49,7 @@ class Analytics:
         self._prices = prices
         self._buffer: list[dict[str, Any]] = []
         self._timer = False
+        self._changes = 0  # events submitted plus batches sent: what a cached /health must not outlive
 
     # -- recording -----------------------------------------------------------------------
     def record(self, event: dict[str, Any]) -> None:
@@ -104,7 +105,12 @@ class Analytics:
         access_log.info("request", extra={"fields": fields})
 
     # -- batching ------------------------------------------------------------------------
+    def changes(self) -> int:
+        """Grows with every event submitted and every batch the hub took or refused."""
+        return self._changes
+
     def _submit(self, item: dict[str, Any]) -> None:
+        self._changes += 1
         self._buffer.append(item)
         if len(self._buffer) >= self._batch_size:
             batch, self._buffer = self._buffer, []
@@ -131,3 +137,5 @@ class Analytics:
             await self._hub.publish(events)
         except Exception:  # the hub never fails a client's request
             log.warning("could not publish %d analytics events", len(events), exc_info=True)
+        finally:
+            self._changes += 1

@@ -16,7 +16,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
-from ..ports import MetricsHubClient
+from ..ports import Clock, MetricsHubClient
 from ..security.admin import authorize_observer
 from .prometheus import CONTENT_TYPE
 
@@ -44,9 +44,16 @@ def _hub_unavailable() -> GatewayError:
 
 
 class Observability:
-    def __init__(self, settings: Settings, hub: MetricsHubClient) -> None:
+    def __init__(self, settings: Settings, hub: MetricsHubClient, clock: Clock, changes: Callable[[], int]) -> None:
         self._settings = settings
         self._hub = hub
+        # /health's hub part, kept for one metrics tick while this process (isolate) has
+        # sent the hub nothing new: on the edge each read is a Durable Object call, and the
+        # hub's own score is refreshed per tick anyway. ``changes`` counts what this
+        # process recorded or published (Analytics.changes); a change refetches at once.
+        self._clock = clock
+        self._changes = changes
+        self._health: tuple[float, int, dict[str, Any]] | None = None
 
     def authorize(self, request: Request) -> str | None:
         """The admin check (see admin_auth.py); returns the WebSocket subprotocol to select."""
@@ -114,9 +121,12 @@ class Observability:
 
     async def health(self) -> dict[str, Any]:
         """The part of /health that comes from the hub; never raises."""
+        now, seen, cached = self._clock.monotonic(), self._changes(), self._health
+        if cached is not None and cached[1] == seen and 0 <= now - cached[0] < self._settings.metrics_tick_seconds:
+            return dict(cached[2])
         try:
             snapshot = await asyncio.wait_for(self._hub.health(), HUB_TIMEOUT_SECONDS)
-        except Exception:
+        except Exception:  # not kept: the next call asks the hub again
             log.warning("metrics hub unavailable for /health", exc_info=True)
             return {"health": None, "health_error": "metrics hub unavailable"}
         result: dict[str, Any] = {"health": snapshot.get("health")}
@@ -124,4 +134,5 @@ class Observability:
             result["process"] = snapshot["process"]
         if snapshot.get("exporters"):
             result["exporters"] = snapshot["exporters"]
-        return result
+        self._health = (now, seen, result)
+        return dict(result)

@@ -164,3 +164,29 @@ async def test_the_dashboard_is_one_self_contained_page():
     assert "<canvas" in page and "new WebSocket" in page and "flaregate.v1" in page
     assert "http://" not in page and "https://" not in page and "src=" not in page  # nothing fetched elsewhere
     assert "default-src 'none'" in response.headers["content-security-policy"]
+
+
+async def test_health_reads_the_hub_once_a_tick_until_this_process_sends_it_something():
+    gateway, hub, tasks, _ = build(ScriptedTransport(ok_completion(), ok_completion()))
+    reads = []
+    summary = hub.health_summary
+    hub.health_summary = lambda: reads.append(1) or summary()
+    clock = gateway.ports.clock
+
+    async def score() -> dict:
+        response = await gateway.handle(get("/health"))
+        assert response.status == 200
+        return json.loads(response.body)["health"]
+
+    first = await score()
+    assert first["score"] == 100 and await score() == first and len(reads) == 1  # within the tick: no hub call
+    await gateway.handle(chat({"model": "a", "messages": [{"role": "user", "content": "x"}]}))
+    await score()  # an event recorded here, not yet sent: the hub is asked again
+    await tasks.drain()
+    after = await score()  # and again once the batch is in
+    assert len(reads) == 3 and after["failure_rate"] == 0.0
+    await score()
+    assert len(reads) == 3
+    clock.advance(gateway.settings.metrics_tick_seconds)
+    await score()  # a tick later the hub is asked again, traffic or not
+    assert len(reads) == 4
