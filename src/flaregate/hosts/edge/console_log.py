@@ -13,17 +13,6 @@ import logging
 import js
 
 
-def lean_records() -> None:
-    """Stop each LogRecord from collecting what a Worker has no use for (the logging HOWTO's
-    "Optimization"): the caller's frame (a stack walk per record), thread, process and task
-    names. The JSON lines never show them, and an isolate has one thread and no processes."""
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    logging.logAsyncioTasks = False  # type: ignore[attr-defined,unused-ignore]
-
-
 class ConsoleHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:

@@ -24,7 +24,7 @@ from ...ratelimits.limiter import RateLimiter
 from ...security.admin import SUBPROTOCOL
 from ...security.store import SecurityStore
 from . import event_loop
-from .console_log import ConsoleHandler, lean_records
+from .console_log import ConsoleHandler
 from .isolate_stats import IsolateStats
 from .ports import (
     SCOPE_VAR,
@@ -75,7 +75,6 @@ def settings_for(env: Any) -> Settings:
             log.error("invalid configuration in the metrics hub, using defaults: %s", exc)
             settings = Settings()
         configure_logging(settings, handler=ConsoleHandler())
-        lean_records()
         _settings = (key, settings)
     return _settings[1]
 

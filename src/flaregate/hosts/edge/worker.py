@@ -24,7 +24,7 @@ from ...http import Headers, Request, Response
 from ...observability.logs import configure_logging
 from ...ports import Ports
 from . import event_loop, rpc
-from .console_log import ConsoleHandler, lean_records
+from .console_log import ConsoleHandler
 from .objects import SUBPROTOCOL_HEADER
 from .ports import (
     HUB_NAME,
@@ -90,7 +90,6 @@ def gateway_for(env: Any) -> Gateway:
         # Once per isolate (and per change of the variables): JSON lines on stderr, which
         # reach Workers logs, at LOG_LEVEL, with every configured secret redacted.
         configure_logging(settings, handler=ConsoleHandler())
-        lean_records()
         _cached = (key, Gateway(settings, ports))
     _cached_env_id = env_id
     return _cached[1]
