@@ -100,7 +100,7 @@ def secrets_of(settings: Any) -> list[str]:
 def lean_records() -> None:
     """Stop each LogRecord from collecting what the JSON lines never show (the logging
     HOWTO's "Optimization"): the caller's frame (a stack walk per record), thread, process
-    and task names. About 40 % of an access-log line's cost on the local host."""
+    and task names. About a quarter of an access-log line's cost on the local host."""
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
