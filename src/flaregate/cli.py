@@ -57,6 +57,7 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from .hosts.local.keys import ensure_first_key, move_to_redis
     from .hosts.local.server import server_config
     from .observability.logs import configure_logging
+    from .security.secret_strength import production_secret_problems
 
     config = Path(args.config) if args.config else None
     try:
@@ -80,6 +81,12 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         admin_key, admin_source = _local_admin_key(
             settings.admin_key.get_secret_value() if settings.admin_key else None, data_dir)
         settings = settings.model_copy(update={"admin_key": SecretStr(admin_key)})
+        # A created admin key is strong, but in production it must not sign requests too.
+        weak = production_secret_problems(settings.environment, settings.admin_key,
+                                          settings.security.signing_secret, settings.api_keys)
+        if weak:
+            print("flaregate: insecure configuration for production: " + "; ".join(weak), file=sys.stderr)
+            return 2
     host = LocalHost(settings, data_dir, keys)
     # Without configured keys the server uses its key store; at first start it makes a key.
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None

@@ -30,6 +30,7 @@ from .observability.export.settings import EXPORT_VARS, ExportSettings, export_f
 from .ratelimits.policies import MAX_LEASE, BudgetPolicy, RateLimitPolicy, check_unique_names
 from .routing.conditions import ConditionalRoute
 from .routing.resilience import RESILIENCE_VARS, ResiliencePolicy, resilience_from_vars
+from .security.secret_strength import production_secret_problems
 
 MOCK_PROVIDER = "mock"
 WILDCARD_ROUTE = "*"
@@ -92,6 +93,10 @@ KNOWN_VARS = (
 
 class ConfigError(ValueError):
     """Configuration that cannot be used; the message names the offending field."""
+
+
+class InsecureConfigError(ConfigError):
+    """Secrets the production environment refuses (``security/secret_strength.py``)."""
 
 
 class _Model(BaseModel):
@@ -543,10 +548,15 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     if shedding:
         data["shedding"] = shedding
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
             for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
+    weak = production_secret_problems(settings.environment, settings.admin_key, settings.security.signing_secret,
+                                      settings.api_keys)
+    if weak:
+        raise InsecureConfigError("insecure configuration for production: " + "; ".join(weak))
+    return settings

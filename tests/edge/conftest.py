@@ -329,9 +329,12 @@ class FakeRequest:
     """The parts of workers.Request the Worker reads."""
 
     def __init__(self, method: str, url: str, headers: dict[str, str] | None = None,
-                 body: bytes = b"") -> None:
+                 body: bytes = b"", chunked: bool = False) -> None:
         self.method = method
         self.url = url
+        headers = dict(headers or {})
+        if body and not chunked and not any(name.lower() == "content-length" for name in headers):
+            headers["content-length"] = str(len(body))  # as an HTTP client frames it
         self.headers = http.client.HTTPMessage()
         for name, value in (headers or {}).items():
             self.headers[name] = value

@@ -125,7 +125,7 @@ async def test_glue_failure_is_an_openai_500(make_env):
         async def bytes(self) -> bytes:
             raise OSError("Body already used")
 
-    response = await call(make_env(), Broken("POST", f"{BASE}/v1/chat/completions", AUTH))
+    response = await call(make_env(), Broken("POST", f"{BASE}/v1/chat/completions", AUTH, b"{}"))
     assert response.status == 500
     assert response.json()["error"]["code"] == "internal_error"
 
@@ -161,6 +161,23 @@ async def test_a_refused_body_is_drained_before_the_413_up_to_the_limit(make_env
     big = chat_request({**CHAT, "pad": "x" * 400_000}, headers={"content-length": "500000"})
     response = await call(make_env(MAX_BODY_BYTES="2048"), big)
     assert response.status == 413 and big.js_object.body.cancelled  # past the limit: cancelled
+
+
+async def test_a_chunked_body_is_read_no_further_than_the_limit(make_env, monkeypatch):
+    """No Content-Length (chunked): read in pieces, refused at the limit, never buffered whole."""
+    monkeypatch.setattr(edge_worker, "DRAIN_LIMIT_BYTES", 200_000)
+    raw = json.dumps({**CHAT, "pad": "x" * 2_000_000}).encode()
+    big = FakeRequest("POST", f"{BASE}/v1/chat/completions", {"content-type": "application/json", **AUTH}, raw,
+                      chunked=True)
+    response = await call(make_env(MAX_BODY_BYTES="100000"), big)
+    assert response.status == 413 and response.json()["error"]["code"] == "request_too_large"
+    stream = big.js_object.body
+    assert big.body_reads == 0 and stream.cancelled  # never read whole; cancelled past the drain limit
+    assert stream.chunks_read * 65536 <= 200_000 + 2 * 65536
+    small = FakeRequest("POST", f"{BASE}/v1/chat/completions", {"content-type": "application/json", **AUTH},
+                        json.dumps(CHAT).encode(), chunked=True)
+    response = await call(make_env(MAX_BODY_BYTES="100000"), small)
+    assert response.status == 200
 
 
 async def test_rate_limit_sixth_request_is_429_in_the_key_durable_object(make_env):
@@ -294,6 +311,15 @@ async def test_invalid_configuration_is_a_500_without_details(make_env):
     assert response.status == 500
     assert response.json()["error"]["code"] == "configuration_error"
     assert "broken" not in response.body.decode()
+
+
+async def test_placeholder_secrets_in_production_are_a_503_without_details(make_env):
+    env = make_env(ENVIRONMENT="production", FLAREGATE_ADMIN_KEY="fga-change-me")
+    for request in (FakeRequest("GET", f"{BASE}/health"), chat_request()):
+        response = await call(env, request)
+        assert response.status == 503
+        assert response.json()["error"]["code"] == "misconfigured"
+        assert "change-me" not in response.body.decode() and "ADMIN" not in response.body.decode()
 
 
 # -- the ports on their own ------------------------------------------------------------------

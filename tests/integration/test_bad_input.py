@@ -34,6 +34,25 @@ def test_bad_request_answers(gateway, content, headers, status, code):
     assert "Traceback" not in response.text
 
 
+def _chunked(data: bytes, piece: int = 65536):
+    for i in range(0, len(data), piece):
+        yield data[i:i + piece]
+
+
+def test_chunked_bodies_are_capped_like_declared_ones(gateway):
+    """No Content-Length (chunked transfer): over the limit is a 413, under it is served."""
+    big = b'{"model": "mock-1", "messages": [' + b'{"role": "user", "content": "x"},' * 200000 + b"]}"
+    headers = {"content-type": "application/json", **AUTH}
+    response = httpx.post(gateway.base_url + "/v1/chat/completions", content=_chunked(big), headers=headers,
+                          timeout=30)
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    small = httpx.post(gateway.base_url + "/v1/chat/completions", content=_chunked(json.dumps(GOOD).encode()),
+                       headers=headers, timeout=30)
+    assert small.request.headers["transfer-encoding"] == "chunked"
+    assert small.status_code == 200
+
+
 def test_unknown_path_and_wrong_method(gateway):
     assert httpx.get(gateway.base_url + "/v2/whatever").status_code == 404
     wrong = httpx.get(gateway.base_url + "/v1/chat/completions", headers=AUTH)

@@ -57,6 +57,7 @@ def server(mocks, tmp_path_factory):
         "mock-fault": ["builtin/fail-429"],
         "gpt-for-claude-clients": ["oai/gpt-4o-mini"],
         "claude-then-gpt": ["claude", "oai/gpt-4o-mini"],
+        "*": ["cf"],  # a wildcard route: the client's model name reaches Workers AI
     }
     env = {
         "FLAREGATE_API_KEYS": GATEWAY_KEY,
@@ -292,6 +293,19 @@ def test_workers_ai_over_rest(oai, mocks):
     assert sent["headers"]["authorization"] == "Bearer cf-token"
     stream = oai.chat.completions.create(model="llama", stream=True, messages=[{"role": "user", "content": "a b c"}])
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "echo: a b c"
+
+
+@pytest.mark.parametrize("model", ["../../../../zones?x=", "@cf/../../../user/tokens", "@cf/x%2F..%2F..%2Fzones"])
+def test_workers_ai_model_names_cannot_walk_the_cloudflare_api(oai, mocks, model):
+    """A tenant's model on a wildcard route stays a model: a 400, and no call leaves with the token."""
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+    assert info.value.body["code"] == "invalid_model"
+    assert all(not r["path"].startswith("/client/v4") for r in mocks[0].stats()["requests"])
+    # The wildcard still serves real model names.
+    answer = oai.chat.completions.create(model="@cf/meta/llama-3.1-8b-instruct",
+                                         messages=[{"role": "user", "content": "hi cf"}])
+    assert answer.choices[0].message.content == "echo: hi cf"
 
 
 def test_huggingface_router_is_openai_compatible(oai, mocks):

@@ -13,10 +13,12 @@ REST: ``POST {base_url}/accounts/{account_id}/ai/run/{model}`` with ``Authorizat
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from ..errors import bad_request
 from ..ports import AiBinding, UpstreamError, UpstreamResponse, UpstreamTransport
 from .anthropic_translate import SseParser
 from .base import CHAT
@@ -25,6 +27,22 @@ from .translated import TranslatedResponse
 # Fields Workers AI text generation accepts, beside messages and stream.
 _PASSED = ("max_tokens", "temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty",
            "tools", "response_format")
+
+
+# A Workers AI model name: ``@cf/meta/llama-3.1-8b-instruct``, ``@hf/thebloke/...``: path
+# segments of letters, digits, ``.``, ``_``, ``-``, ``:`` (never ``.`` or ``..`` alone).
+# On a wildcard route the name is the client's, and it becomes part of a URL that carries the
+# operator's API token: anything else could walk to other Cloudflare API paths.
+_MODEL_SEGMENT = re.compile(r"[A-Za-z0-9_:@][A-Za-z0-9._:@-]{0,127}")
+
+
+def check_model_name(model: str) -> str:
+    """``model`` when it is a plain Workers AI model name, else a 400 (never a URL fragment)."""
+    segments = model.split("/") if isinstance(model, str) and 0 < len(model) <= 256 else [""]
+    if not all(_MODEL_SEGMENT.fullmatch(s) for s in segments):
+        raise bad_request("Not a Workers AI model name (expected e.g. '@cf/meta/llama-3.1-8b-instruct').",
+                          param="model", code="invalid_model")
+    return model
 
 
 def to_workers_ai_inputs(body: dict[str, Any]) -> dict[str, Any]:
@@ -174,6 +192,7 @@ class WorkersAiProvider:
 
     async def chat(self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str], *,
                    timeout: float | None = None) -> UpstreamResponse:
+        check_model_name(model)
         inputs = to_workers_ai_inputs(body)
         stream = inputs.get("stream") is True
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))

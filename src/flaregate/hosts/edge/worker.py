@@ -17,7 +17,7 @@ import workers
 from pyodide.ffi import to_js
 
 from ...clock import SystemClock
-from ...config import ConfigError, settings_from_vars
+from ...config import ConfigError, InsecureConfigError, settings_from_vars
 from ...errors import GatewayError
 from ...gateway import Gateway
 from ...http import Headers, Request, Response
@@ -112,6 +112,10 @@ async def handle_fetch(request: Any, env: Any, ctx: Any) -> Any:
 async def _handle(request: Any, env: Any) -> Any:
     try:
         gateway = gateway_for(env)
+    except InsecureConfigError as exc:  # no start-up step to refuse: every request is refused
+        log.error("refusing to serve: %s", exc)  # the reason in the log, never in the answer
+        raise GatewayError(503, "The gateway is misconfigured; its operator has been told why.", type="api_error",
+                           code="misconfigured") from None
     except ConfigError as exc:
         log.error("invalid configuration: %s", exc)  # details in the log, not in the body
         raise GatewayError(500, "The gateway is misconfigured.", type="api_error",
@@ -137,14 +141,18 @@ async def _to_core(request: Any, max_body: int) -> Request:
     headers = Headers(js_headers(request.js_object.headers))
     body = b""
     if method not in ("GET", "HEAD"):
-        # Refuse a declared oversize body without buffering it.
         declared = headers.get("content-length") or ""
-        if declared.isdigit() and int(declared) > max_body:
-            await _drain(request)
-            raise _too_large(max_body)
-        body = await request.bytes()
-        if len(body) > max_body:
-            raise _too_large(max_body)
+        if declared.isdigit():
+            # Refuse a declared oversize body without buffering it; a declared length is
+            # framing, so one read of a body within it cannot bring more.
+            if int(declared) > max_body:
+                await _drain(request)
+                raise _too_large(max_body)
+            body = await request.bytes()
+            if len(body) > max_body:
+                raise _too_large(max_body)
+        else:  # chunked (no length): read in pieces and stop at the limit, never whole
+            body = await _read_capped(request, max_body)
     return Request(
         method=method,
         path=split.path or "/",
@@ -153,6 +161,37 @@ async def _to_core(request: Any, max_body: int) -> Request:
         query=dict(parse_qsl(split.query, keep_blank_values=True)),
         client_ip=headers.get("cf-connecting-ip"),
     )
+
+
+async def _read_capped(request: Any, max_body: int) -> bytes:
+    """A body of unknown length, read chunk by chunk to at most ``max_body`` bytes; past it
+    the rest is drained (as :func:`_drain`) and the answer is a 413."""
+    stream = request.js_object.body
+    if stream is None:
+        return b""
+    reader = stream.getReader()
+    chunks: list[bytes] = []
+    seen = 0
+    while True:
+        result = await reader.read()
+        if result.done:
+            return b"".join(chunks)
+        seen += int(result.value.byteLength)
+        if seen > max_body:
+            break
+        chunks.append(bytes(result.value.to_bytes()))
+    chunks.clear()
+    try:
+        while seen <= DRAIN_LIMIT_BYTES:
+            result = await reader.read()
+            if result.done:
+                break
+            seen += int(result.value.byteLength)
+        else:
+            await reader.cancel()
+    except Exception:  # the client went away: the 413 goes out anyway
+        log.debug("draining a refused chunked body stopped", exc_info=True)
+    raise _too_large(max_body)
 
 
 async def _drain(request: Any) -> None:

@@ -1,0 +1,54 @@
+"""docker-compose.yml starts nothing with a default secret and publishes on loopback only
+(no Docker engine runs here: the file is read as compose reads it)."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
+SECRETS = ("FLAREGATE_API_KEYS", "FLAREGATE_ADMIN_KEY", "FLAREGATE_SIGNING_SECRET")
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}`` (the forms the file uses)."""
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3) or ""
+        if env.get(name):
+            return env[name]
+        if op == ":?":
+            raise ValueError(f"required variable {name} is missing a value: {arg}")
+        return arg if op == ":-" else ""
+    return re.sub(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:-|:\?)([^}]*))?\}", one, value)
+
+
+def _gateways():
+    compose = yaml.safe_load(COMPOSE.read_text())
+    return {name: svc for name, svc in compose["services"].items() if name.startswith("gateway")}
+
+
+def test_every_secret_is_required_and_has_no_default():
+    for name, service in _gateways().items():
+        for secret in SECRETS:
+            raw = service["environment"][secret]
+            assert re.fullmatch(r"\$\{" + secret + r":\?[^}]+\}", raw), (name, secret, raw)
+            try:
+                _interpolate(raw, {})
+            except ValueError as exc:
+                assert secret in str(exc)
+            else:
+                raise AssertionError(f"{name}: {secret} starts without a value")
+    assert "change-me" not in COMPOSE.read_text()
+
+
+def test_set_secrets_pass_through_and_production_is_the_default():
+    env = {secret: f"value-of-{secret}" for secret in SECRETS}
+    for service in _gateways().values():
+        assert {s: _interpolate(service["environment"][s], env) for s in SECRETS} == env
+        assert _interpolate(service["environment"]["ENVIRONMENT"], {}) == "production"
+
+
+def test_ports_are_published_on_loopback_only():
+    for name, service in _gateways().items():
+        for port in service["ports"]:
+            assert str(port).startswith("127.0.0.1:"), (name, port)
