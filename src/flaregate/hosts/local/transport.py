@@ -7,10 +7,14 @@ spent ~1.3 ms of CPU per request in its connection pool, aiohttp ~0.06 ms.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.helpers import is_ip_address
 
 from ...ports import UpstreamError, UpstreamTimeout
+from ...security.webhooks import TargetRefused, refused_ip
+from .public_dns import PublicOnlyResolver, refusal
 
 # Idle pooled connections are dropped before the common 5 s server keep-alive expires,
 # so a request is rarely written onto a connection the server is closing.
@@ -74,6 +78,7 @@ class AiohttpTransport:
     def __init__(self, max_connections: int = 200) -> None:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._public: aiohttp.ClientSession | None = None  # webhooks: public addresses only
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def _client(self) -> aiohttp.ClientSession:
@@ -100,14 +105,39 @@ class AiohttpTransport:
     async def send(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes, timeout: float
     ) -> AiohttpUpstreamResponse:
+        return await self._send(self._client(), method, url, headers, body, timeout)
+
+    async def send_public(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes, timeout: float
+    ) -> AiohttpUpstreamResponse:
+        """``send`` to a public address only (webhook deliveries): the host name is resolved
+        for each connection and refused (TargetRefused) when any address it resolves to is
+        not public; the connection goes to the addresses that were checked."""
+        host = urlsplit(url).hostname or ""
+        if is_ip_address(host) and refused_ip(host):  # literals never reach the resolver
+            raise TargetRefused(f"host {host} is a private, loopback or reserved address")
+        if self._public is None or self._public.closed:
+            connector = aiohttp.TCPConnector(limit=16, resolver=PublicOnlyResolver(), use_dns_cache=False,
+                                             keepalive_timeout=KEEPALIVE_SECONDS)
+            self._public = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                                 trust_env=False, raise_for_status=False)
+        return await self._send(self._public, method, url, headers, body, timeout)
+
+    async def _send(
+        self, session: aiohttp.ClientSession, method: str, url: str, headers: Mapping[str, str], body: bytes,
+        timeout: float,
+    ) -> AiohttpUpstreamResponse:
         try:
-            response = await self._client().request(
+            response = await session.request(
                 method, url, headers=headers, data=body or None, timeout=self._timeout(timeout),
                 allow_redirects=False,
             )
         except TimeoutError as exc:
             raise UpstreamTimeout(f"no response within {timeout:g}s ({type(exc).__name__})") from None
         except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a URL aiohttp cannot use
+            refused = refusal(exc)  # only the public session's resolver refuses
+            if refused is not None:
+                raise TargetRefused(str(refused)) from None
             raise UpstreamError(type(exc).__name__) from None
         return AiohttpUpstreamResponse(response)
 
@@ -115,3 +145,6 @@ class AiohttpTransport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._public is not None:
+            await self._public.close()
+            self._public = None
