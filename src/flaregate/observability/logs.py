@@ -17,16 +17,21 @@ import sys
 import time
 from collections.abc import Iterable
 from typing import IO, Any
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, SecretStr
 
 REDACTED = "[REDACTED]"
 _PATTERNS = (
     (re.compile(r"(?i)\b(bearer)\s+[^\s\"',;]+"), r"\1 " + REDACTED),
     (re.compile(r"\b(?:sk|fg|pk|rk)-[A-Za-z0-9_\-]{8,}"), REDACTED),
     (re.compile(r"(?i)([?&](?:token|api_key|key|access_token)=)[^&\s\"']+"), r"\1" + REDACTED),
+    # A URL's password, however short: ``redis://user:pw@host`` -> ``redis://user:[REDACTED]@host``.
+    (re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@\"']*:)[^\s@/\"']+@"), r"\1" + REDACTED + "@"),
 )
 # Each pattern's literal, tested first with ``in`` (far cheaper than a regex scan, and most
 # lines, e.g. every access-log line, contain none of them). Same order as _PATTERNS.
-_HINTS: tuple[tuple[str, ...], ...] = (("bearer",), ("sk-", "fg-", "pk-", "rk-"), ("=",))
+_HINTS: tuple[tuple[str, ...], ...] = (("bearer",), ("sk-", "fg-", "pk-", "rk-"), ("=",), ("://",))
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "warning": logging.WARNING, "error": logging.ERROR}
 # Attributes every LogRecord has (listed, not sampled: nothing runs at import time);
@@ -88,13 +93,46 @@ class JsonFormatter(logging.Formatter):
 
 
 def secrets_of(settings: Any) -> list[str]:
-    """Every secret value in the settings: gateway keys, provider keys, the admin key."""
-    values = [k.get_secret_value() for k in getattr(settings, "api_keys", ())]
-    values += [p.api_key.get_secret_value() for p in getattr(settings, "providers", ()) if p.api_key]
-    admin = getattr(settings, "admin_key", None)
-    if admin is not None:
-        values.append(admin.get_secret_value())
-    return values
+    """Every secret value in the settings, found by type, not by name: each ``SecretStr``
+    anywhere in the settings tree (gateway, provider, admin and signing keys, the Datadog
+    key, OTLP header values, the Redis URL, and any secret setting added later), plus the
+    parts of one that a log line may show alone: a URL's password (``redis://:pw@host``)
+    and a header value's credential after its scheme (``Bearer <token>``)."""
+    found: list[str] = []
+    _collect(settings, found, 0)
+    return list(dict.fromkeys(found))
+
+
+def _collect(value: Any, found: list[str], depth: int) -> None:
+    if depth > 8 or value is None or isinstance(value, str | int | float | bool):
+        return
+    if isinstance(value, SecretStr):
+        secret = value.get_secret_value()
+        found.append(secret)
+        found.extend(_secret_parts(secret))
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _collect(getattr(value, name, None), found, depth + 1)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect(item, found, depth + 1)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _collect(item, found, depth + 1)
+
+
+def _secret_parts(secret: str) -> list[str]:
+    parts = []
+    if "://" in secret:
+        try:
+            split = urlsplit(secret)
+            parts += [p for p in (split.password, unquote(split.password or "")) if p]
+        except ValueError:
+            pass
+    scheme, _, credential = secret.strip().partition(" ")
+    if credential and scheme.isalpha():
+        parts.append(credential.strip())
+    return parts
 
 
 def lean_records() -> None:

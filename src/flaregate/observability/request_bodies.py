@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..http import Response
+from .logs import secrets_of
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -27,11 +28,9 @@ _KEEP = "_log_response_body"  # set on the event while the answer's bytes are co
 
 
 def log_secrets(settings: Settings) -> list[str]:
-    """Every configured secret a body might echo: provider, gateway, admin and exporter keys."""
-    found = [p.api_key for p in settings.providers if p.api_key] + list(settings.api_keys)
-    found += [s for s in (settings.admin_key, settings.security.signing_secret, settings.export.datadog.api_key) if s]
-    found += list(settings.export.otlp.headers.values())
-    return [secret.get_secret_value() for secret in found]
+    """Every configured secret a body might echo (the same list the log redactor gets:
+    :func:`flaregate.observability.logs.secrets_of`, every ``SecretStr`` of the settings)."""
+    return secrets_of(settings)
 
 
 def _capped(data: bytes, limit: int) -> tuple[str, bool]:
