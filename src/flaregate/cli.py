@@ -25,14 +25,15 @@ def _local_admin_key(settings_key: str | None, data_dir: Path) -> tuple[str, str
     and a server holding only its hash could not verify a signature."""
     if settings_key:
         return settings_key, None
+    from .hosts.local.files import FILE_MODE, private_dir, private_file
+
     path = data_dir / ADMIN_KEY_FILE
     if path.exists() and path.read_text().strip():
+        path.chmod(FILE_MODE)  # one written by an older version under the umask
         return path.read_text().strip(), "file"
     key = "fga-" + secrets.token_urlsafe(32)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    path.write_text(key + "\n")
+    private_dir(data_dir)
+    private_file(path).write_text(key + "\n")
     return key, "created"
 
 

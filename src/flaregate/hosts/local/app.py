@@ -23,6 +23,7 @@ from ...routing.probes import HealthProber
 from ...security.keys import KeyRing
 from ...security.store import SecurityStore
 from . import redis_backend
+from .files import private_dir
 from .host_stats import ProcessStats
 from .runtime import (
     AsyncioScheduler,
@@ -48,8 +49,7 @@ class LocalHost:
     """Builds the core with local ports over one SQLite file, and serves it over ASGI."""
 
     def __init__(self, settings: Settings, data_dir: str | Path, api_keys: list[str]) -> None:
-        data = Path(data_dir)
-        data.mkdir(parents=True, exist_ok=True)
+        data = private_dir(Path(data_dir))  # 0700; the SQLite file in it 0600 (files.py)
         self.settings = settings
         clock = SystemClock()
         self.storage = SqliteStorage(data / "flaregate.sqlite3")

@@ -95,6 +95,7 @@ def keys_command(data_dir: Path, action: str, name: str = "", models: str = "", 
     import json
 
     from ...clock import SystemClock
+    from .files import private_dir
     from .storage import SqliteStorage
 
     if redis_url:
@@ -105,7 +106,7 @@ def keys_command(data_dir: Path, action: str, name: str = "", models: str = "", 
         def call(op: str, **args: object) -> object:
             return asyncio.run(run_security_op(redis_url, SystemClock(), op, dict(args)))
         return _keys_action(call, action, name, models, key_id, json.dumps)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     storage = SqliteStorage(data_dir / "flaregate.sqlite3")
     try:
         store = SecurityStore(storage, SystemClock())

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ...ports import Clock
+from .files import private_file, tighten_sqlite
 
 log = logging.getLogger("flaregate.local")
 
@@ -66,6 +67,8 @@ class SqliteStorage:
                  hot_prefixes: tuple[str, ...] = HOT_TABLE_PREFIXES,
                  checkpoint_interval: float = CHECKPOINT_SECONDS) -> None:
         self._path = str(path)
+        if self._path != ":memory:":  # 0600 before SQLite opens it: its -wal and -shm get the same
+            private_file(Path(self._path))
         self._db = sqlite3.connect(self._path, isolation_level=None)  # autocommit unless batching
         self._db.row_factory = sqlite3.Row
         self._checkpointer: WalCheckpointer | None = None
@@ -73,6 +76,7 @@ class SqliteStorage:
         if self._path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            tighten_sqlite(Path(self._path))
         self._commit_delay = commit_delay
         self._hot = hot_prefixes
         self._kinds: dict[str, str] = {}  # SQL text -> kind; statements are constants
