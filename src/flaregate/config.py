@@ -3,37 +3,47 @@
 The variables come from ``wrangler.toml`` ``[vars]`` (or ``[env.NAME.vars]``), secrets
 (``.dev.vars`` locally, ``wrangler secret put`` on the edge) and, locally, the process
 environment. Structured values (providers, routes) are JSON strings.
+
+Each concept owns its settings model (``routing/settings.py``, ``providers/settings.py``,
+``security/settings.py``, ``cache/settings.py``, ...); this module only assembles them into
+:class:`Settings` and reads the variables, and none of those modules imports it back.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeFloat,
     PositiveFloat,
     SecretStr,
-    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from ._variables import set_fields
+from .cache.settings import CacheSettings
 from .guardrails.policy import GuardrailSettings
 from .observability.export.settings import EXPORT_VARS, ExportSettings, export_from_vars
-from .ratelimits.policies import MAX_LEASE, BudgetPolicy, RateLimitPolicy, check_unique_names
+from .observability.request_log_settings import RequestLogSettings
+from .overload.settings import SheddingSettings
+from .providers.settings import MOCK_PROVIDER, ProviderConfig
+from .ratelimits.policies import (
+    BudgetPolicy,
+    RateLimitPolicy,
+    TokenBucketPolicy,
+    check_unique_names,
+)
 from .routing.conditions import ConditionalRoute
 from .routing.resilience import RESILIENCE_VARS, ResiliencePolicy, resilience_from_vars
+from .routing.settings import WILDCARD_ROUTE, RouteConfig, RouteTarget
 from .security.secret_strength import production_secret_problems
-
-MOCK_PROVIDER = "mock"
-WILDCARD_ROUTE = "*"
+from .security.settings import SecuritySettings
 
 # Every variable the gateway reads; hosts use this list to pick values out of their env.
 KNOWN_VARS = (
@@ -101,165 +111,6 @@ class InsecureConfigError(ConfigError):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TokenBucketPolicy(_Model):
-    algorithm: Literal["token_bucket"] = "token_bucket"
-    capacity: PositiveFloat = 100.0
-    refill_per_second: PositiveFloat = 1000 / 3600  # the seed's development limit: 1 000/hour
-    lease: int = Field(default=0, ge=0, le=MAX_LEASE)  # RATE_LIMIT_LEASE (see ratelimits/leases.py)
-
-    @model_validator(mode="after")
-    def _lease_fits(self) -> TokenBucketPolicy:
-        if self.lease > self.capacity:
-            raise ValueError(f"lease ({self.lease}) is larger than the capacity ({self.capacity:g})")
-        return self
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
-
-# Kinds whose base_url has a sensible default (the provider's public endpoint).
-DEFAULT_BASE_URLS = {
-    "anthropic": "https://api.anthropic.com/v1",
-    "huggingface": "https://router.huggingface.co/v1",
-    "workers_ai": "https://api.cloudflare.com/client/v4",
-}
-
-
-class ProviderConfig(_Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    kind: Literal["openai", "mock", "anthropic", "workers_ai", "huggingface"] = "openai"
-    base_url: str | None = None
-    api_key: SecretStr | None = None
-    timeout_seconds: PositiveFloat | None = None
-    account_id: str | None = None  # workers_ai over REST: the Cloudflare account
-    fault: str | None = None  # mock only: every call fails this way (see providers/mock.py)
-
-    @model_validator(mode="after")
-    def _needs_base_url(self) -> ProviderConfig:
-        base_url = self.base_url or DEFAULT_BASE_URLS.get(self.kind, "")
-        if self.kind != "mock" and not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"provider {self.name!r} needs an http(s) base_url")
-        if self.kind == "workers_ai" and not self.account_id:
-            raise ValueError(f"provider {self.name!r} (workers_ai) needs an account_id")
-        return self
-
-
-class RouteTarget(_Model):
-    provider: str
-    model: str | None = None  # None: send the requested model name unchanged
-    weight: float = Field(default=1.0, ge=0)  # the "weighted" strategy's share
-    # USD per 1 million tokens: for spending budgets and the "cost" strategy (unpriced: free).
-    input_price_per_1m: NonNegativeFloat | None = None
-    output_price_per_1m: NonNegativeFloat | None = None
-    # Upstream calls this target may have open at once (per process / isolate); at the cap
-    # it is skipped like one cooling down, falling over to the next target.
-    max_in_flight: int | None = Field(default=None, ge=1)
-
-
-class RouteConfig(_Model):
-    strategy: Literal["fallback", "weighted", "latency", "least_busy", "cost", "score"] = "fallback"
-    targets: tuple[RouteTarget, ...]
-
-    # Read like a tuple of targets, so code written for plain target lists keeps working.
-    def __iter__(self) -> Iterator[RouteTarget]:  # type: ignore[override]  # not pydantic's field pairs
-        return iter(self.targets)
-
-    def __getitem__(self, index: int) -> RouteTarget:
-        return self.targets[index]
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-
-class SecuritySettings(_Model):
-    """Request signing, input limits, CORS, privacy and webhook delivery."""
-
-    signing_secret: SecretStr | None = None  # HMAC key for signed requests; default: the admin key
-    signed_routes: tuple[str, ...] = ("/admin/",)  # path prefixes that must be signed
-    signature_max_age_seconds: int = Field(default=300, ge=1, le=86_400)
-    key_cache_seconds: float = Field(default=30.0, ge=0)  # stored-key lookups cached per isolate
-    max_messages: int = Field(default=2048, ge=1)
-    max_message_chars: int = Field(default=500_000, ge=1)
-    max_json_depth: int = Field(default=64, ge=2, le=900)
-    max_header_bytes: int = Field(default=32_768, ge=1024)
-    max_header_count: int = Field(default=100, ge=8)
-    cors_allow_origins: tuple[str, ...] = ()  # empty: CORS off; "*" allows any origin
-    cors_max_age_seconds: int = Field(default=600, ge=0)
-    anonymize_ips: bool = True
-    webhook_allow_private_targets: bool = False  # development only: loopback/private receivers
-    webhook_max_attempts: int = Field(default=5, ge=1, le=20)
-    webhook_retry_base_seconds: float = Field(default=1.0, ge=0, le=60)
-    webhook_timeout_seconds: PositiveFloat = 10.0
-
-_TagName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
-
-
-class CacheSettings(_Model):
-    """The response cache beyond its default TTL (``cache_ttl_seconds``); see docs/cache.md."""
-
-    max_ttl_seconds: int = Field(default=30 * 86400, ge=1)  # per-request TTLs are clamped to this
-    memory_max_entries: int = Field(default=1000, ge=0)  # 0 turns the in-process tier off
-    memory_max_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
-    # The tiers' lifetimes (the seed's retention: hot 5 min, warm 1 h, cold 24 h); 0 turns a
-    # tier off. Hot bounds how long another edge isolate can serve an entry purged by key.
-    hot_ttl_seconds: int = Field(default=300, ge=0)
-    warm_ttl_seconds: int = Field(default=3600, ge=0)
-    cold_ttl_seconds: int = Field(default=86400, ge=0)
-    hot_promote_hits: int = Field(default=2, ge=1)  # lower-tier hits in a hot window that promote to hot
-    warm_concurrency: int = Field(default=4, ge=1, le=64)  # upstream calls of one warming job at a time
-    predictive_warming: bool = False  # re-warm the most-hit entries before they expire
-    predictive_top_n: int = Field(default=20, ge=1, le=1000)
-    predictive_interval_seconds: int = Field(default=60, ge=1)
-    max_entry_bytes: int = Field(default=1_000_000, ge=1024)
-    skip_length_finish: bool = True  # never store answers cut by max_tokens
-    single_flight: bool = True  # identical concurrent requests share one upstream call
-    route_ttl_seconds: dict[str, int] = {}  # model alias -> default TTL (0: no cache on that route)
-    # model alias -> the request tags that are part of its cache key (none by default)
-    route_key_tags: dict[str, tuple[_TagName, ...]] = {}
-
-    @field_validator("route_ttl_seconds")
-    @classmethod
-    def _non_negative(cls, ttls: dict[str, int]) -> dict[str, int]:
-        for alias, ttl in ttls.items():
-            if ttl < 0:
-                raise ValueError(f"route {alias!r}: cache_ttl_seconds must be >= 0")
-        return ttls
-
-
-class RequestLogSettings(_Model):
-    """The request-log store (observability/request_logs.py): retention per level, seconds."""
-
-    debug_seconds: float = Field(default=3600, gt=0)
-    info_seconds: float = Field(default=86400, gt=0)
-    warn_seconds: float = Field(default=7 * 86400, gt=0)
-    error_seconds: float = Field(default=30 * 86400, gt=0)
-    # LOG_BODIES: which bodies a record keeps (redacted, capped, never for private keys/routes).
-    bodies: Literal["off", "request", "response", "both"] = "off"
-    body_max_bytes: int = Field(default=16_384, ge=256, le=1_000_000)
-    private_routes: tuple[str, ...] = ()  # LOG_PRIVATE_ROUTES: model aliases / paths (globs) never logged
-
-    def retention(self) -> dict[str, float]:
-        return {"debug": self.debug_seconds, "info": self.info_seconds, "warn": self.warn_seconds,
-                "error": self.error_seconds}
-
-
-class SheddingSettings(_Model):
-    """Load shedding (overload/): an adaptive limit on in-flight upstream requests per process
-    or isolate; over a priority's share of it, requests get 503 ``overloaded`` at once."""
-
-    enabled: bool = False
-    initial_limit: int = Field(default=64, ge=1)
-    min_limit: int = Field(default=4, ge=1)
-    max_limit: int = Field(default=1000, ge=1)
-    slow_after_seconds: PositiveFloat = 10.0  # an upstream answer slower than this backs the limit off
-
-    @model_validator(mode="after")
-    def _ordered(self) -> SheddingSettings:
-        if not self.min_limit <= self.max_limit:
-            raise ValueError("SHED_MIN_LIMIT must not exceed SHED_MAX_LIMIT")
-        return self
 
 
 class Settings(_Model):

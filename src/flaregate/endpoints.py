@@ -20,12 +20,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
+from .accounting import Usage
 from .errors import GatewayError
 from .guardrails.checks import anthropic_error_event, check_answer_texts, guard_typed_stream
 from .http import Headers, Request, Response, json_response
 from .observability.profiler import Profiler
 from .ports import UpstreamError, UpstreamResponse
-from .ratelimits.estimate import Usage
 from .routing.upstream_call import PIN_HEADER
 from .security.access import Principal
 from .steps import RequestSteps

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from . import __version__
+from .accounting import PriceTable, StreamUsage, usage_from
 from .cache.admin import CacheAdmin
 from .cache.layer import CacheLayer
 from .cache.predictive import PredictiveWarmer
@@ -32,10 +33,10 @@ from .observability.profiler import Profiler
 from .overload.gate import ShedGate
 from .overload.shedder import Permit
 from .ports import Ports, UpstreamError, UpstreamResponse
-from .providers import build_providers
+from .providers.build import build_providers
 from .ratelimits import admin as limits_admin
 from .ratelimits.enforcer import Admission, Limits
-from .ratelimits.estimate import PriceTable, StreamUsage, usage_from
+from .redaction import redact
 from .responses.endpoint import RESPONSES_PATH, ResponsesEndpoint
 from .routing.routes import Router, Target
 from .routing.upstream_call import PIN_HEADER, UpstreamCaller
@@ -43,7 +44,6 @@ from .security.access import AccessControl, Principal
 from .security.admin_api import AdminApi
 from .security.gate import SecurityGate
 from .security.keys import KeyRing
-from .security.privacy import redact
 from .security.webhooks import WebhookDispatcher
 from .steps import RequestSteps
 

@@ -26,12 +26,13 @@ from .observability.profiler import Profiler
 from .observability.request_bodies import BodyLog
 from .ports import Clock
 from .ratelimits.enforcer import Limits
+from .redaction import redact
 from .routing.routes import Router
 from .routing.upstream_call import UpstreamCaller
 from .schemas import ChatCompletionRequest, validation_error
 from .security import limits
 from .security.access import AccessControl, Principal
-from .security.privacy import client_address, redact
+from .security.privacy import client_address
 
 _MAX_ERROR_BODY = 4096
 

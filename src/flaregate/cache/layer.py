@@ -13,12 +13,12 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import WILDCARD_ROUTE, Settings
 from ..http import Headers, Response
 from ..ports import Ports, UpstreamResponse
 from ..routing.routes import Target, route_signature
+from ..routing.settings import WILDCARD_ROUTE
 from .controls import (
     BYPASS,
     HIT,
@@ -44,6 +44,9 @@ from .store import (
     completion_tokens,
     key_hash,
 )
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger("flaregate.cache")
 

@@ -16,15 +16,17 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Settings
 from ..http import Headers, Request, Response
 from ..observability import tracing
 from ..ports import Ports
 from ..security.access import Principal
 from .controls import NAMESPACE_HEADER, TTL_HEADER
 from .layer import CachedAnswer, CachePlan
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger("flaregate.cache")
 

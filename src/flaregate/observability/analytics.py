@@ -18,8 +18,8 @@ import asyncio
 import logging
 from typing import Any
 
+from ..accounting import PriceTable, Usage
 from ..ports import BackgroundTasks, MetricsHubClient
-from ..ratelimits.estimate import PriceTable, Usage
 from .error_classes import classify
 
 log = logging.getLogger("flaregate.analytics")

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..ports import SqlStorage
-from ..security.privacy import redact
+from ..redaction import redact
 from .error_classes import SERVER_SIDE
 from .request_bodies import BODY_FIELDS
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 
-from ..security.privacy import looks_like_secret
+from ..redaction import looks_like_secret
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")

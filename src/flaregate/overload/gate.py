@@ -8,11 +8,11 @@ permit only for a cache miss, right before the upstream call: cache hits are nev
 
 from __future__ import annotations
 
-from ..config import SheddingSettings
 from ..errors import GatewayError
 from ..http import Headers
 from ..security.access import Principal
 from .limit import AimdLimit
+from .settings import SheddingSettings
 from .shedder import LoadShedder, Permit, Priority
 
 PRIORITY_HEADER = "x-flaregate-priority"

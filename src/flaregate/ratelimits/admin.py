@@ -11,12 +11,15 @@ model live in objects of their own and are not listed here.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from ..config import Settings
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
 from ..security.admin import require_admin
 from .enforcer import Limits
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 PREFIX = "/admin/ratelimits/"
 _KEY_ID = re.compile(r"^key_[0-9a-f]{16}$")

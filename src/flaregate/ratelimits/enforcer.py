@@ -20,21 +20,23 @@ import logging
 import math
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..config import Settings
+from ..accounting import PriceTable, Usage, estimate_tokens
 from ..errors import GatewayError
 from ..http import Request
 from ..observability.alerts import Alerts
 from ..observability.analytics import Analytics
 from ..ports import Clock, RateLimiterClient
 from ..security.access import Principal
-from .estimate import PriceTable, Usage, estimate_tokens
 from .headers import ietf_headers, openai_headers, retry_after
 from .leases import LeaseBook
 from .limiter import RateLimiter
 from .policies import DEFAULT_POLICY, KEY_BUDGET, BudgetPolicy, LimitPolicy, RateLimitPolicy
 from .scope import address, key_partition
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger("flaregate.ratelimits")
 

@@ -1,4 +1,5 @@
-"""Limit policies as configured: ``FLAREGATE_RATE_LIMITS`` and ``FLAREGATE_BUDGETS``.
+"""Limit policies as configured: ``FLAREGATE_RATE_LIMITS`` and ``FLAREGATE_BUDGETS``, and
+the default token bucket of ``RATE_LIMIT_*``.
 
 Validated when configuration loads, so nonsense (zero limits, unknown algorithms, a user
 scope without a header to read it from) stops the gateway with a message naming the field.
@@ -20,6 +21,28 @@ DEFAULT_POLICY = "default"
 KEY_BUDGET = "key_budget"  # the monthly budget of a stored key's budget_usd (a reserved name)
 
 Scope = Literal["key", "ip", "model", "user"]
+
+
+class TokenBucketPolicy(BaseModel):
+    """The default limit (``RATE_LIMIT_CAPACITY``, ``RATE_LIMIT_REFILL_PER_SECOND`` or
+    ``RATE_LIMIT_PER_HOUR``, ``RATE_LIMIT_LEASE``); a ``FLAREGATE_RATE_LIMITS`` policy named
+    "default" replaces it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    algorithm: Literal["token_bucket"] = "token_bucket"
+    capacity: PositiveFloat = 100.0
+    refill_per_second: PositiveFloat = 1000 / 3600  # the seed's development limit: 1 000/hour
+    lease: int = Field(default=0, ge=0, le=MAX_LEASE)  # RATE_LIMIT_LEASE (see ratelimits/leases.py)
+
+    @model_validator(mode="after")
+    def _lease_fits(self) -> TokenBucketPolicy:
+        if self.lease > self.capacity:
+            raise ValueError(f"lease ({self.lease}) is larger than the capacity ({self.capacity:g})")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump()
 
 
 class _Policy(BaseModel):

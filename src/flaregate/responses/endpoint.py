@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
+from ..accounting import Usage
 from ..cache.layer import CacheLayer
 from ..errors import GatewayError, bad_request
 from ..guardrails.checks import check_answer_texts, guard_typed_stream
@@ -25,7 +26,6 @@ from ..http import Request, Response
 from ..observability.profiler import Profiler
 from ..ports import BackgroundTasks, KeyValueStore, UpstreamError, UpstreamResponse
 from ..providers.anthropic_translate import SseParser
-from ..ratelimits.estimate import Usage
 from ..routing.upstream_call import PIN_HEADER
 from ..steps import RequestSteps
 from .caching import ResponsesRecorder, render_hit

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
+from ..accounting import estimate_tokens
+
 _BODY_FIELDS = ("model", "max_tokens", "stream", "tools", "estimated_tokens")
 _ORDERED = ("gt", "gte", "lt", "lte")
 Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "regex"]
@@ -99,8 +101,6 @@ def _value(field: str, headers: Mapping[str, str], body: Mapping[str, Any], tags
     if name == "tools":
         return bool(body.get("tools"))
     if name == "estimated_tokens":
-        from ..ratelimits.estimate import estimate_tokens  # here: config imports this module
-
         return estimate_tokens({"messages": body.get("messages") or body.get("input"),
                                 "tools": body.get("tools")}).prompt_tokens
     if name == "max_tokens":

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import WILDCARD_ROUTE, RouteTarget, Settings
 from ..errors import not_found
-from ..providers import Provider
+from ..providers.base import Provider
 from .conditions import choose
+from .settings import WILDCARD_ROUTE, RouteTarget
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import WILDCARD_ROUTE, RouteTarget, Settings
+from ..config import Settings
 from ..errors import GatewayError, bad_request, upstream_error
 from ..ports import Clock, UpstreamError, UpstreamResponse, UpstreamTimeout
 from ..providers.base import CHAT, MESSAGES, RESPONSES
@@ -38,6 +38,7 @@ from ..providers.messages_over_chat import messages_over_chat
 from ..responses.translate import responses_sender
 from .health import HealthRegistry, TargetHealth, parse_retry_after
 from .routes import RouteTargets, Target
+from .settings import WILDCARD_ROUTE, RouteTarget
 from .strategies import rank
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
 
-from ..config import Settings
 from ..errors import GatewayError
 from ..http import Request
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 TOKEN_SUBPROTOCOL_PREFIX = "bearer."
 

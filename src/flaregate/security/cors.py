@@ -8,9 +8,9 @@ carries ``Access-Control-Allow-Origin`` and exposes the gateway's own headers. C
 
 from __future__ import annotations
 
-from ..config import SecuritySettings
 from ..errors import GatewayError
 from ..http import Request, Response
+from .settings import SecuritySettings
 
 ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 ALLOW_HEADERS = ("authorization, content-type, x-request-id, traceparent, x-admin-key, "

@@ -4,7 +4,8 @@ elsewhere when present), then CORS headers and header sanitisation on the way ou
 
 from __future__ import annotations
 
-from ..config import Settings
+from typing import TYPE_CHECKING
+
 from ..errors import GatewayError
 from ..http import Request, Response
 from ..ports import Clock, SecurityStoreClient
@@ -16,6 +17,9 @@ from .signing import (
     SignatureProblem,
     check_signature,
 )
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 _MEMORY_NONCE_LIMIT = 100_000
 

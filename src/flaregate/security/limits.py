@@ -13,8 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import SecuritySettings
 from ..errors import GatewayError, bad_request
+from .settings import SecuritySettings
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}"
 _HEADER_NAME = re.compile(_TOKEN)  # fullmatch: "$" would let a name end in a newline

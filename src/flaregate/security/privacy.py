@@ -1,18 +1,10 @@
-"""Privacy helpers: client addresses are truncated before they are stored or logged, and
-text shown to clients or written to logs is scrubbed of anything that looks like a key."""
+"""Privacy helpers: client addresses are truncated before they are stored or logged (the
+scrubbing of secrets from text is :mod:`flaregate.redaction`)."""
 
 from __future__ import annotations
 
 import functools
 import ipaddress
-import re
-from collections.abc import Iterable
-
-_TOKENISH = re.compile(
-    r"(?i)\b(?:sk|pk|rk|fg|fgw|key|gsk|xai|hf|ghp|gho|whsec|AKIA)[-_][A-Za-z0-9_\-]{12,}"
-    r"|\bBearer\s+[A-Za-z0-9._\-~+/=]{8,}"
-)
-REDACTED = "[redacted]"
 
 
 @functools.lru_cache(maxsize=4096)  # parsing on every request cost ~10% of a cache hit (bench/)
@@ -37,16 +29,3 @@ def client_address(ip: str | None, anonymize: bool = True) -> str | None:
     if ip is None:
         return None
     return anonymize_ip(ip) if anonymize else ip
-
-
-def looks_like_secret(text: str) -> bool:
-    """True for values shaped like an API key (``sk-...``, ``fg-...``, ``Bearer ...``)."""
-    return _TOKENISH.search(text) is not None
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with the given secrets and anything shaped like an API key replaced."""
-    for secret in secrets:
-        if secret and len(secret) >= 6:
-            text = text.replace(secret, REDACTED)
-    return _TOKENISH.sub(REDACTED, text)

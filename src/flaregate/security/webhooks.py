@@ -18,8 +18,8 @@ import secrets
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..config import SecuritySettings
 from ..ports import BackgroundTasks, Clock, SecurityStoreClient, UpstreamError, UpstreamTransport
+from .settings import SecuritySettings
 from .signing import WEBHOOK_SIGNATURE_HEADER, WEBHOOK_TIMESTAMP_HEADER, sign_webhook
 
 log = logging.getLogger("flaregate.webhooks")

@@ -3,9 +3,9 @@
 import asyncio
 import logging
 
-from flaregate.config import RouteTarget
+from flaregate.accounting import PriceTable
 from flaregate.observability.analytics import Analytics
-from flaregate.ratelimits.estimate import PriceTable
+from flaregate.routing.settings import RouteTarget
 from tests.support.fakes import InlineTasks
 
 

@@ -1,9 +1,9 @@
 import pytest
 
-from flaregate.config import SheddingSettings
 from flaregate.errors import GatewayError
 from flaregate.http import Headers
 from flaregate.overload.gate import PRIORITY_HEADER, ShedGate, priority_of
+from flaregate.overload.settings import SheddingSettings
 from flaregate.overload.shedder import Priority
 from flaregate.security.access import KeyPolicy, Principal
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from flaregate.accounting import StreamUsage, estimate_tokens
 from flaregate.config import settings_from_vars
 from flaregate.gateway import Gateway
 from flaregate.hosts.local.runtime import LocalHubClient, LocalRateLimiterClient
@@ -11,7 +12,6 @@ from flaregate.http import Headers, Request
 from flaregate.observability.hub import MetricsHub
 from flaregate.ports import Ports, UpstreamError
 from flaregate.providers.mock import StaticResponse
-from flaregate.ratelimits.estimate import StreamUsage, estimate_tokens
 from flaregate.ratelimits.headers import ietf_headers
 from flaregate.ratelimits.limiter import RateLimiter
 from flaregate.ratelimits.policies import RateLimitPolicy

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from flaregate.http import Headers, Request
 from flaregate.providers.mock import StaticResponse
+from flaregate.redaction import redact
 from flaregate.security.limits import sanitize_headers
-from flaregate.security.privacy import anonymize_ip, redact
+from flaregate.security.privacy import anonymize_ip
 from flaregate.security.signing import sign_request
 from tests.support.security import ADMIN_KEY, CONFIG_KEY, UPSTREAM_KEY, SecureRig, chat_request
 

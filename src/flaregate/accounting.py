@@ -1,4 +1,5 @@
-"""Tokens and cost: an estimate before the upstream call, the real figures after it.
+"""Tokens and cost: an estimate before the upstream call, the real figures after it (for
+rate limits and budgets, conditional routes, analytics and the endpoints alike).
 
 The estimate is deliberately on the high side (reserving too much is refunded a moment
 later; reserving too little lets a burst through): prompt text at ~4 characters a token,
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import WILDCARD_ROUTE, RouteTarget
+from .routing.settings import WILDCARD_ROUTE, RouteTarget
 
 CHARS_PER_TOKEN = 4
 DEFAULT_COMPLETION_TOKENS = 256

@@ -1,0 +1,27 @@
+"""The request-log store's settings (``LOG_RETENTION_*_SECONDS``, ``LOG_BODIES``,
+``LOG_BODY_MAX_BYTES``, ``LOG_PRIVATE_ROUTES``); the store is observability/request_logs.py."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RequestLogSettings(BaseModel):
+    """The request-log store (observability/request_logs.py): retention per level, seconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    debug_seconds: float = Field(default=3600, gt=0)
+    info_seconds: float = Field(default=86400, gt=0)
+    warn_seconds: float = Field(default=7 * 86400, gt=0)
+    error_seconds: float = Field(default=30 * 86400, gt=0)
+    # LOG_BODIES: which bodies a record keeps (redacted, capped, never for private keys/routes).
+    bodies: Literal["off", "request", "response", "both"] = "off"
+    body_max_bytes: int = Field(default=16_384, ge=256, le=1_000_000)
+    private_routes: tuple[str, ...] = ()  # LOG_PRIVATE_ROUTES: model aliases / paths (globs) never logged
+
+    def retention(self) -> dict[str, float]:
+        return {"debug": self.debug_seconds, "info": self.info_seconds, "warn": self.warn_seconds,
+                "error": self.error_seconds}

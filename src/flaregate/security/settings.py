@@ -1,0 +1,29 @@
+"""The security settings (``FLAREGATE_SIGNING_SECRET``, ``SIGNED_ROUTES``, ``MAX_*``,
+``CORS_*``, ``ANONYMIZE_IPS``, ``WEBHOOK_*``): signing, input limits, CORS, privacy, webhooks."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr
+
+
+class SecuritySettings(BaseModel):
+    """Request signing, input limits, CORS, privacy and webhook delivery."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    signing_secret: SecretStr | None = None  # HMAC key for signed requests; default: the admin key
+    signed_routes: tuple[str, ...] = ("/admin/",)  # path prefixes that must be signed
+    signature_max_age_seconds: int = Field(default=300, ge=1, le=86_400)
+    key_cache_seconds: float = Field(default=30.0, ge=0)  # stored-key lookups cached per isolate
+    max_messages: int = Field(default=2048, ge=1)
+    max_message_chars: int = Field(default=500_000, ge=1)
+    max_json_depth: int = Field(default=64, ge=2, le=900)
+    max_header_bytes: int = Field(default=32_768, ge=1024)
+    max_header_count: int = Field(default=100, ge=8)
+    cors_allow_origins: tuple[str, ...] = ()  # empty: CORS off; "*" allows any origin
+    cors_max_age_seconds: int = Field(default=600, ge=0)
+    anonymize_ips: bool = True
+    webhook_allow_private_targets: bool = False  # development only: loopback/private receivers
+    webhook_max_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_retry_base_seconds: float = Field(default=1.0, ge=0, le=60)
+    webhook_timeout_seconds: PositiveFloat = 10.0
