@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import GatewayError, bad_request
 from ..http import Request, Response, json_response
+from ..routes import Route
 from ..security.admin import require_admin
 from .layer import CacheLayer
 from .namespaces import NAMESPACE_PATTERN
@@ -32,6 +33,11 @@ class CacheAdmin:
     def __init__(self, layer: CacheLayer, extra_stats: Callable[[], dict[str, Any]] | None = None) -> None:
         self._layer = layer
         self._extra_stats = extra_stats
+
+    def routes(self) -> list[Route]:
+        return [Route("/admin/cache/purge", {"POST": self.purge}, "admin",
+                      "Purge one cache entry (by key hash) or a whole namespace"),
+                Route("/admin/cache/stats", {"GET": self.stats}, "admin", "This process's cache tiers and counters")]
 
     async def purge(self, request: Request, out: dict[str, str]) -> Response:
         require_admin(request, self._layer.settings)

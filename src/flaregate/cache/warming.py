@@ -17,17 +17,16 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..config import Settings
 from ..errors import GatewayError, bad_request
 from ..http import Headers, Request, Response, json_response
 from ..observability import tracing
 from ..ports import Ports
+from ..routes import Route
 from ..security.access import AccessControl, Principal
 from ..security.admin import require_admin
-
-if TYPE_CHECKING:
-    from ..config import Settings
 
 log = logging.getLogger("flaregate.cache")
 
@@ -89,7 +88,12 @@ class CacheWarming:
         self._access = access
         self._chat = chat
 
+    def routes(self) -> list[Route]:
+        return [Route(PREFIX, {"POST": self.start}, "admin", "Start a cache warming job (runs in the background)"),
+                Route(PREFIX + "/{job_id}", {"GET": self.status}, "admin", "A cache warming job's progress")]
+
     def route(self, request: Request) -> Callable[[Request, dict[str, str]], Awaitable[Response]] | None:
+        """Superseded by :meth:`routes` once the gateway dispatches through its route table."""
         if request.path == PREFIX:
             return self.start if request.method == "POST" else self._wrong_method
         if request.path.startswith(PREFIX + "/"):
@@ -119,7 +123,7 @@ class CacheWarming:
 
     async def status(self, request: Request, out: dict[str, str]) -> Response:
         require_admin(request, self._settings)
-        job_id = request.path[len(PREFIX) + 1:]
+        job_id = request.params.get("job_id") or request.path[len(PREFIX) + 1:]
         raw = None
         if job_id.startswith("warm_") and len(job_id) <= 64 and job_id[5:].isalnum():
             raw = await self._ports.cache.get(JOB_KEY_PREFIX + job_id)

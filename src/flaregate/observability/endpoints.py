@@ -11,16 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..config import Settings
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
 from ..ports import Clock, MetricsHubClient
+from ..routes import Route
 from ..security.admin import authorize_observer
 from .prometheus import CONTENT_TYPE
-
-if TYPE_CHECKING:
-    from ..config import Settings
 
 log = logging.getLogger("flaregate.observability")
 
@@ -38,6 +37,20 @@ _DASHBOARD_HEADERS = {
         "connect-src 'self' ws: wss:; img-src data:; frame-ancestors 'none'; base-uri 'none'"
     ),
 }
+
+
+class _Routes(list[Route]):
+    """The routes, and, until the gateway builds its route table, also the old
+    ``{(method, path): handler}`` of the exact paths (``**observability.routes()``)."""
+
+    def keys(self) -> list[tuple[str, str]]:
+        return [(method, r.path) for r in self if not r.params for method in r.methods]
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, tuple):
+            method, path = key
+            return next(r.methods[method] for r in self if r.path == path)
+        return super().__getitem__(key)
 
 
 def _hub_unavailable() -> GatewayError:
@@ -61,16 +74,20 @@ class Observability:
         """The admin check (see admin_auth.py); returns the WebSocket subprotocol to select."""
         return authorize_observer(request, self._settings)
 
-    def routes(self) -> dict[tuple[str, str], Handler]:
-        return {
-            ("GET", "/metrics"): self._metrics,
-            ("GET", "/v1/analytics"): self._analytics,
-            ("GET", "/dashboard"): self._dashboard,
-            ("GET", "/v1/logs"): self._logs,
-        }
+    def routes(self) -> _Routes:
+        return _Routes([
+            Route("/metrics", {"GET": self._metrics}, "observer", "Prometheus metrics (lifetime counters)"),
+            Route("/v1/analytics", {"GET": self._analytics}, "observer",
+                  "Analytics windows as JSON (?window=, ?group_by=tag:<name>)"),
+            Route("/dashboard", {"GET": self._dashboard}, "public",
+                  "The live dashboard page (its data needs the admin key)"),
+            Route("/v1/logs", {"GET": self._logs}, "observer", "The request log: a page of records"),
+            Route("/v1/logs/{request_id}", {"GET": self._log}, "observer", "One request's log record"),
+        ])
 
     def route(self, request: Request) -> Handler | None:
-        """``GET /v1/logs/{request_id}`` (the one prefix route here)."""
+        """``GET /v1/logs/{request_id}`` (the one prefix route here). Superseded by
+        :meth:`routes` once the gateway dispatches through its route table."""
         return self._log if request.method == "GET" and request.path.startswith("/v1/logs/") else None
 
     async def _call(self, make: Callable[[], Awaitable[Any]]) -> Any:

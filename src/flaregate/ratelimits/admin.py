@@ -11,15 +11,13 @@ model live in objects of their own and are not listed here.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
+from ..config import Settings
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
+from ..routes import Route
 from ..security.admin import require_admin
 from .enforcer import Limits
-
-if TYPE_CHECKING:
-    from ..config import Settings
 
 PREFIX = "/admin/ratelimits/"
 _KEY_ID = re.compile(r"^key_[0-9a-f]{16}$")
@@ -31,24 +29,48 @@ class RateLimitAdmin:
         self._settings = settings
         self._limits = limits
 
-    async def handle(self, request: Request) -> Response:
+    def routes(self) -> list[Route]:
+        return [Route(PREFIX + "{key_id}", {"GET": self.usage, "DELETE": self.reset}, "admin",
+                      "A gateway key's rate-limit usage (GET) or reset it (DELETE, ?policy=)")]
+
+    async def usage(self, request: Request, out: dict[str, str]) -> Response:
         require_admin(request, self._settings)
-        key_id = request.path[len(PREFIX):]
+        return await self._usage(self._key_id(request.params["key_id"]))
+
+    async def reset(self, request: Request, out: dict[str, str]) -> Response:
+        require_admin(request, self._settings)
+        return await self._reset(request, self._key_id(request.params["key_id"]))
+
+    async def handle(self, request: Request) -> Response:
+        """Any method on any path under PREFIX (superseded by :meth:`routes` once the
+        gateway dispatches through its route table)."""
+        require_admin(request, self._settings)
+        key_id = self._key_id(request.path[len(PREFIX):])
+        if request.method == "GET":
+            return await self._usage(key_id)
+        if request.method == "DELETE":
+            return await self._reset(request, key_id)
+        raise GatewayError(405, f"Method {request.method} is not allowed on {PREFIX}{{key_id}}.",
+                           code="method_not_allowed", headers={"allow": "GET, DELETE"})
+
+    @staticmethod
+    def _key_id(key_id: str) -> str:
         if not _KEY_ID.match(key_id):
             raise GatewayError(404, "Unknown key id: expected key_ followed by 16 hex digits.",
                                code="invalid_key_id", param="key_id")
-        if request.method == "GET":
-            usage = await self._unavailable_as_503(self._limits.usage(key_id))
-            return json_response({"object": "ratelimit.usage", "key_id": key_id, "limits": usage.get("limits", [])})
-        if request.method == "DELETE":
-            policy = request.query.get("policy", "")
-            if policy and not _POLICY.match(policy):
-                raise GatewayError(400, "Invalid policy name.", code="invalid_value", param="policy")
-            reset = await self._unavailable_as_503(self._limits.reset(key_id, policy))
-            return json_response({"object": "ratelimit.reset", "key_id": key_id, "policy": policy or None,
-                                  "reset": reset.get("reset", 0)})
-        raise GatewayError(405, f"Method {request.method} is not allowed on {PREFIX}{{key_id}}.",
-                           code="method_not_allowed", headers={"allow": "GET, DELETE"})
+        return key_id
+
+    async def _usage(self, key_id: str) -> Response:
+        usage = await self._unavailable_as_503(self._limits.usage(key_id))
+        return json_response({"object": "ratelimit.usage", "key_id": key_id, "limits": usage.get("limits", [])})
+
+    async def _reset(self, request: Request, key_id: str) -> Response:
+        policy = request.query.get("policy", "")
+        if policy and not _POLICY.match(policy):
+            raise GatewayError(400, "Invalid policy name.", code="invalid_value", param="policy")
+        reset = await self._unavailable_as_503(self._limits.reset(key_id, policy))
+        return json_response({"object": "ratelimit.reset", "key_id": key_id, "policy": policy or None,
+                              "reset": reset.get("reset", 0)})
 
     @staticmethod
     async def _unavailable_as_503(call):

@@ -11,13 +11,16 @@ import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
+from ..config import Settings
 from ..errors import GatewayError, bad_request, not_found
 from ..http import Request, Response, json_response
 from ..ports import Clock, SecurityStoreClient
+from ..routes import Handler, Route, RouteTable, unknown_url
 from ..schemas import validation_error
 from . import limits
 from .access import AccessControl, KeyPolicy, new_key
@@ -25,20 +28,17 @@ from .admin import require_admin
 from .privacy import client_address
 from .webhooks import EVENT_TYPES, TargetRefused, WebhookDispatcher, check_target, new_secret
 
-if TYPE_CHECKING:
-    from ..config import Settings
-
 log = logging.getLogger("flaregate.admin")
 
-Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
-_ID = r"[A-Za-z0-9_]{1,64}"
-_PATHS: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
-    (re.compile(r"^/admin/keys$"), "keys", ("GET", "POST")),
-    (re.compile(rf"^/admin/keys/({_ID})$"), "key", ("DELETE", "GET")),
-    (re.compile(r"^/admin/webhooks$"), "webhooks", ("GET", "POST")),
-    (re.compile(rf"^/admin/webhooks/({_ID})$"), "webhook", ("DELETE",)),
-    (re.compile(rf"^/admin/webhooks/({_ID})/deliveries$"), "deliveries", ("GET",)),
-    (re.compile(rf"^/admin/webhooks/({_ID})/test$"), "test", ("POST",)),
+_ID = re.compile(r"[A-Za-z0-9_]{1,64}")  # a key or webhook id: narrower than a route parameter
+# path, handler name (``_<method>_<name>``), methods, summary
+_PATHS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+    ("/admin/keys", "keys", ("GET", "POST"), "List the stored gateway keys; create one (shown once)"),
+    ("/admin/keys/{key_id}", "key", ("DELETE", "GET"), "Show or revoke a stored gateway key"),
+    ("/admin/webhooks", "webhooks", ("GET", "POST"), "List the webhooks; register one"),
+    ("/admin/webhooks/{hook_id}", "webhook", ("DELETE",), "Delete a webhook"),
+    ("/admin/webhooks/{hook_id}/deliveries", "deliveries", ("GET",), "A webhook's recent deliveries"),
+    ("/admin/webhooks/{hook_id}/test", "test", ("POST",), "Send a webhook a test event"),
 )
 
 
@@ -64,31 +64,48 @@ class AdminApi:
         self._access = access
         self._webhooks = webhooks
         self._clock = clock
+        self._table: RouteTable | None = None  # for route(), until the gateway has its table
+
+    def routes(self) -> list[Route]:
+        return [Route(path, {method: self._admin(getattr(self, f"_{method.lower()}_{name}"))
+                             for method in methods}, "admin", summary)
+                for path, name, methods, summary in _PATHS]
 
     def route(self, request: Request) -> Handler | None:
-        """The handler for an admin path (one that answers 405 for a wrong method), or None."""
-        for pattern, name, methods in _PATHS:
-            match = pattern.match(request.path)
-            if match is None:
-                continue
-            if request.method not in methods:
-                def wrong_method(request: Request, out: dict[str, str], methods=methods) -> Awaitable[Response]:
-                    raise GatewayError(405, f"Method {request.method[:16]} is not allowed on this admin path.",
-                                       code="method_not_allowed", headers={"allow": ", ".join(methods)})
-                return wrong_method
-            target = getattr(self, f"_{request.method.lower()}_{name}")
+        """The handler for an admin path (one that answers 405 for a wrong method), or None.
+        Superseded by :meth:`routes` once the gateway dispatches through its route table."""
+        if self._table is None:
+            self._table = RouteTable(self.routes())
+        try:
+            _, target, params = self._table.match(request.method, request.path)
+        except GatewayError as exc:
+            if exc.status == 404:
+                return None
+            refusal = exc
 
-            async def handler(request: Request, out: dict[str, str], target=target, match=match) -> Response:
-                require_admin(request, self._settings)
-                if self._store is None:
-                    raise GatewayError(501, "This host has no security store; the admin API is unavailable.",
-                                       type="api_error", code="admin_unavailable")
-                log.info("admin %s %s from %s", request.method, request.path,
-                         client_address(request.client_ip, self._settings.security.anonymize_ips))
-                return await target(request, *match.groups())
+            async def wrong_method(request: Request, out: dict[str, str]) -> Response:
+                raise refusal
+            return wrong_method
 
-            return handler
-        return None
+        async def handler(request: Request, out: dict[str, str]) -> Response:
+            return await target(replace(request, params=params), out)
+        return handler
+
+    def _admin(self, target: Callable[..., Awaitable[Response]]) -> Handler:
+        """A handler that checks the id parameters, the admin key and the store, logs the
+        call, then runs ``target(request, *params)``."""
+        async def handler(request: Request, out: dict[str, str]) -> Response:
+            ids = tuple(request.params.values())
+            if not all(_ID.fullmatch(value) for value in ids):
+                raise unknown_url(request.path)  # as if no route matched: nothing to authenticate
+            require_admin(request, self._settings)
+            if self._store is None:
+                raise GatewayError(501, "This host has no security store; the admin API is unavailable.",
+                                   type="api_error", code="admin_unavailable")
+            log.info("admin %s %s from %s", request.method, request.path,
+                     client_address(request.client_ip, self._settings.security.anonymize_ips))
+            return await target(request, *ids)
+        return handler
 
     def _json(self, request: Request) -> dict[str, Any]:
         ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
