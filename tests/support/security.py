@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from flaregate.config import settings_from_vars
 from flaregate.gateway import Gateway
@@ -67,10 +68,12 @@ class SecureRig:
         hs = {"content-type": "application/json"}
         if key:
             hs["authorization"] = f"Bearer {key}"
-        if sign:
+        if sign:  # the path with its query string, as it is sent: both are signed
             hs.update(sign_request(secret, method, path, raw, timestamp=int(self.clock.now())))
         hs.update(headers or {})
-        return Request(method, path, Headers(hs), raw, client_ip="203.0.113.77")
+        bare, _, query = path.partition("?")
+        return Request(method, bare, Headers(hs), raw, dict(parse_qsl(query, keep_blank_values=True)),
+                       client_ip="203.0.113.77", raw_query=query)
 
     async def call(self, request: Request) -> tuple[int, Any, dict[str, str]]:
         response = await self.gateway.handle(request)

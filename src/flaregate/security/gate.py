@@ -16,6 +16,7 @@ from .signing import (
     TIMESTAMP_HEADER,
     SignatureProblem,
     check_signature,
+    request_query,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +64,8 @@ class SecurityGate:
         max_age = self._security.signature_max_age_seconds
         try:
             nonce, ts = check_signature(self._secret, request.method, request.path, request.headers,
-                                        request.body, now, max_age)
+                                        request.body, now, max_age,
+                                        request_query(request.raw_query, request.query))
         except SignatureProblem as problem:
             raise GatewayError(401, str(problem), type="authentication_error", code=problem.code) from None
         # Remember the nonce for as long as its timestamp stays acceptable.

@@ -1,6 +1,7 @@
 """Limits as the gateway applies them: scopes, headers, reservations, budgets, degradation, admin."""
 
 import json
+from urllib.parse import urlencode
 
 import pytest
 
@@ -274,9 +275,11 @@ async def test_fail_closed_refuses_with_503_and_retry_after():
 def admin(method, key, token=ADMIN, query=None, sign=True):
     path = f"/admin/ratelimits/{key}"
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    if sign:  # /admin/ requires signed requests by default (SIGNED_ROUTES)
-        headers.update(sign_request(ADMIN, method, path, b"", timestamp=int(FakeClock().now())))
-    return Request(method, path, Headers(headers), b"", query or {})
+    raw_query = urlencode(query or {})
+    if sign:  # /admin/ requires signed requests by default (SIGNED_ROUTES); the query is signed too
+        signed = f"{path}?{raw_query}" if raw_query else path
+        headers.update(sign_request(ADMIN, method, signed, b"", timestamp=int(FakeClock().now())))
+    return Request(method, path, Headers(headers), b"", query or {}, raw_query=raw_query)
 
 
 async def test_admin_reads_and_resets_a_keys_usage():

@@ -91,7 +91,8 @@ async def test_signing_secret_can_differ_from_the_admin_key_and_routes_are_confi
     headers = {"content-type": "application/json", "authorization": f"Bearer {CONFIG_KEY}",
                **sign_request("separate-signing-secret", "POST", "http://gw/v1/chat/completions?x=1", body,
                               timestamp=int(rig.clock.now()))}
-    assert (await rig.call(Request("POST", "/v1/chat/completions", Headers(headers), body)))[0] == 200
+    signed = Request("POST", "/v1/chat/completions", Headers(headers), body, {"x": "1"}, raw_query="x=1")
+    assert (await rig.call(signed))[0] == 200
 
 
 async def test_signatures_are_optional_elsewhere_but_checked_when_present():

@@ -160,6 +160,7 @@ async def _to_core(request: Any, max_body: int) -> Request:
         body=body,
         query=dict(parse_qsl(split.query, keep_blank_values=True)),
         client_ip=headers.get("cf-connecting-ip"),
+        raw_query=split.query,
     )
 
 

@@ -138,9 +138,11 @@ class LocalHost:
     @staticmethod
     def _request(scope: Scope, body: bytes = b"") -> Request:
         headers = Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        raw_query = scope.get("query_string", b"")
+        query = dict(parse_qsl(raw_query.decode("latin-1")))
         client = scope.get("client")
-        return Request(scope.get("method", "GET"), scope["path"], headers, body, query, client[0] if client else None)
+        return Request(scope.get("method", "GET"), scope["path"], headers, body, query, client[0] if client else None,
+                       raw_query=raw_query.decode("utf-8", "surrogateescape"))
 
     async def _read_body(self, scope: Scope, receive: Any) -> bytes | None:
         """The body, or None when it is over the limit (read no further than limit + 1)."""
