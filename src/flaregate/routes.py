@@ -30,11 +30,7 @@ from .clock import SystemClock
 from .errors import GatewayError
 from .http import Request, Response
 from .ports import Ports
-
-try:
-    from .redaction import redact  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # before the move of redact() out of security.privacy
-    from .security.privacy import redact  # type: ignore[attr-defined,no-redef,unused-ignore]
+from .redaction import redact
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 Access = Literal["public", "key", "admin", "observer"]
