@@ -84,11 +84,15 @@ def new_key() -> tuple[str, str, str, str]:
 
 
 def presented_token(request: Request) -> str | None:
+    """The gateway key of an API request: ``Authorization: Bearer`` only (``/v1/messages``
+    turns ``x-api-key`` into that header first). Never a query parameter: URLs end up in
+    proxy and server logs, browser history and Referer headers. The admin key of the
+    browser-facing operator views is another matter (``admin.presented_admin_key``)."""
     auth = request.headers.get("authorization") or ""
     scheme, _, token = auth.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return request.query.get("token") or None
+    return None
 
 
 def forbidden(message: str, code: str, param: str | None = None) -> GatewayError:

@@ -54,9 +54,8 @@ class KeyRing:
                 return ident
         raise unauthorized("Incorrect API key provided.")
 
-    def authenticate(self, headers: Headers, query_token: str | None = None) -> str:
+    def authenticate(self, headers: Headers) -> str:
+        """The key id of the ``Authorization: Bearer`` key (never one from the query)."""
         auth = headers.get("authorization") or ""
         scheme, _, token = auth.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return self.authenticate_token(token.strip())
-        return self.authenticate_token(query_token)
+        return self.authenticate_token(token.strip() if scheme.lower() == "bearer" else None)
