@@ -3,10 +3,14 @@ security store, with per-key policy (allowed models and routes, rate-limit polic
 budget, expiry).
 
 Stored keys are looked up by the SHA-256 digest of the presented key; the plain key goes
-no further than this module. Lookups are cached per process (per isolate on the edge) for
-``KEY_CACHE_SECONDS``: a revocation made through this process's admin API clears the cache
-at once, so locally it takes effect immediately; on the edge other isolates see it within
-that many seconds.
+no further than this module. Before any lookup, a presented token must be a configured key
+(checked in memory) or shaped like a stored key (``fg-`` and 43 URL-safe base64
+characters, as :func:`new_key` makes them): anything else is refused without asking the
+store, so junk tokens cost no Durable Object call. Lookups are cached per process (per
+isolate on the edge) for ``KEY_CACHE_SECONDS`` in two bounded LRUs: found records in one,
+misses in a smaller one of their own, so well-shaped junk can only evict other junk. A
+revocation made through this process's admin API clears the cache at once, so locally it
+takes effect immediately; on the edge other isolates see it within that many seconds.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
+import re
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,7 +34,9 @@ from .keys import KeyRing
 
 KEY_PREFIX = "fg-"
 VISIBLE_PREFIX_CHARS = 7  # "fg-" and four characters, shown in listings to tell keys apart
-_CACHE_LIMIT = 10_000
+STORED_KEY_SHAPE = re.compile(r"fg-[A-Za-z0-9_-]{43}")  # KEY_PREFIX + token_urlsafe(32)
+_CACHE_LIMIT = 10_000  # found records (real keys: revoked and expired ones included)
+_NEGATIVE_CACHE_LIMIT = 1_000  # misses; junk evicts junk, never a found record
 
 
 class KeyPolicy(BaseModel):
@@ -83,6 +91,44 @@ def new_key() -> tuple[str, str, str, str]:
     return plain, "key_" + digest[:16], digest, plain[:VISIBLE_PREFIX_CHARS]
 
 
+def stored_key_shaped(token: str) -> bool:
+    """Could ``token`` be a stored key? (Configured keys may have any shape.)"""
+    return STORED_KEY_SHAPE.fullmatch(token) is not None
+
+
+class _Expiring:
+    """An LRU of values with an expiry each, bounded in entries (the oldest use goes first)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str, now: float) -> tuple[bool, Any]:
+        item = self._items.get(key)
+        if item is None:
+            return False, None
+        if item[0] <= now:
+            del self._items[key]
+            return False, None
+        self._items.move_to_end(key)
+        return True, item[1]
+
+    def put(self, key: str, value: Any, expires_at: float) -> None:
+        self._items[key] = (expires_at, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self.limit:
+            self._items.popitem(last=False)
+
+    def pop(self, key: str) -> None:
+        self._items.pop(key, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
 def presented_token(request: Request) -> str | None:
     """The gateway key of an API request: ``Authorization: Bearer`` only (``/v1/messages``
     turns ``x-api-key`` into that header first). Never a query parameter: URLs end up in
@@ -106,7 +152,8 @@ class AccessControl:
         self._store = store
         self._clock = clock
         self._cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._found = _Expiring(_CACHE_LIMIT)  # digest -> the store's record
+        self._missing = _Expiring(_NEGATIVE_CACHE_LIMIT)  # digest -> None: no such key
 
     async def authenticate(self, request: Request) -> Principal:
         """The caller's principal, or a 401/403 GatewayError. Checks expiry and the route."""
@@ -118,6 +165,8 @@ class AccessControl:
         ident = self._keys.find(token)
         if ident is not None:
             return Principal(ident, "config")
+        if not stored_key_shaped(token):  # no stored key looks like this: the store is not asked
+            raise unauthorized("Incorrect API key provided.")
         record = await self._lookup(digest_hex(token))
         if record is None or not hmac.compare_digest(record["digest"], digest_hex(token)):
             raise unauthorized("Incorrect API key provided.")
@@ -154,18 +203,23 @@ class AccessControl:
 
     def forget(self) -> None:
         """Drop cached lookups (after a revocation or creation through this process)."""
-        self._cache.clear()
+        self._found.clear()
+        self._missing.clear()
 
     async def _lookup(self, digest: str) -> dict[str, Any] | None:
         if self._store is None:
             return None
         now = self._clock.monotonic()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        for cache in (self._found, self._missing):
+            hit, record = cache.get(digest, now)
+            if hit:
+                return record
         record = await self._store.call("keys.find", {"digest": digest})
         if self._cache_seconds > 0:
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[digest] = (now + self._cache_seconds, record)
+            expires_at = now + self._cache_seconds
+            if record is None:
+                self._missing.put(digest, None, expires_at)
+            else:
+                self._missing.pop(digest)
+                self._found.put(digest, record, expires_at)
         return record

@@ -8,11 +8,18 @@ store, hashed, and the file is deleted.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...security.access import VISIBLE_PREFIX_CHARS, KeyPolicy, digest_hex, new_key
+from ...security.access import (
+    VISIBLE_PREFIX_CHARS,
+    KeyPolicy,
+    digest_hex,
+    new_key,
+    stored_key_shaped,
+)
 from ...security.store import SecurityStore
 
 LEGACY_KEY_FILE = "gateway-keys.txt"
@@ -22,18 +29,25 @@ def import_legacy_keys(store: SecurityStore, data_dir: Path) -> int:
     path = data_dir / LEGACY_KEY_FILE
     if not path.exists():
         return 0
-    imported = 0
+    imported, kept_back = 0, False
     for line in path.read_text().splitlines():
         key = line.strip()
         if not key:
+            continue
+        if not stored_key_shaped(key):  # the store is asked only for keys of that shape
+            print(f"flaregate: {LEGACY_KEY_FILE}: a key of another shape than 'fg-' and 43 characters "
+                  f"({key[:VISIBLE_PREFIX_CHARS]}...) is not imported; keep it in FLAREGATE_API_KEYS instead",
+                  file=sys.stderr)
+            kept_back = True  # the file stays, with that key in it
             continue
         digest = digest_hex(key)
         if store.find_key(digest) is None:
             store.create_key("key_" + digest[:16], digest, key[:VISIBLE_PREFIX_CHARS], "imported from key file",
                              KeyPolicy().model_dump(), None)
             imported += 1
-    with contextlib.suppress(OSError):
-        path.unlink()
+    if not kept_back:
+        with contextlib.suppress(OSError):
+            path.unlink()
     return imported
 
 
