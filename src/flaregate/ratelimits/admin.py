@@ -11,13 +11,16 @@ model live in objects of their own and are not listed here.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from ..config import Settings
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
 from ..routes import Route
 from ..security.admin import require_admin
 from .enforcer import Limits
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 PREFIX = "/admin/ratelimits/"
 _KEY_ID = re.compile(r"^key_[0-9a-f]{16}$")
@@ -31,7 +34,14 @@ class RateLimitAdmin:
 
     def routes(self) -> list[Route]:
         return [Route(PREFIX + "{key_id}", {"GET": self.usage, "DELETE": self.reset}, "admin",
-                      "A gateway key's rate-limit usage (GET) or reset it (DELETE, ?policy=)")]
+                      "A gateway key's rate-limit usage (GET) or reset it (DELETE, ?policy=)"),
+                # A key id with more after it is still a wrong key id, not an unknown path.
+                Route(PREFIX + "{key_id}/{rest}", {"GET": self.not_a_key, "DELETE": self.not_a_key}, "admin",
+                      "Not a key id (404 invalid_key_id)")]
+
+    async def not_a_key(self, request: Request, out: dict[str, str]) -> Response:
+        require_admin(request, self._settings)
+        raise self._wrong_key_id()
 
     async def usage(self, request: Request, out: dict[str, str]) -> Response:
         require_admin(request, self._settings)
@@ -41,24 +51,16 @@ class RateLimitAdmin:
         require_admin(request, self._settings)
         return await self._reset(request, self._key_id(request.params["key_id"]))
 
-    async def handle(self, request: Request) -> Response:
-        """Any method on any path under PREFIX (superseded by :meth:`routes` once the
-        gateway dispatches through its route table)."""
-        require_admin(request, self._settings)
-        key_id = self._key_id(request.path[len(PREFIX):])
-        if request.method == "GET":
-            return await self._usage(key_id)
-        if request.method == "DELETE":
-            return await self._reset(request, key_id)
-        raise GatewayError(405, f"Method {request.method} is not allowed on {PREFIX}{{key_id}}.",
-                           code="method_not_allowed", headers={"allow": "GET, DELETE"})
-
     @staticmethod
     def _key_id(key_id: str) -> str:
         if not _KEY_ID.match(key_id):
-            raise GatewayError(404, "Unknown key id: expected key_ followed by 16 hex digits.",
-                               code="invalid_key_id", param="key_id")
+            raise RateLimitAdmin._wrong_key_id()
         return key_id
+
+    @staticmethod
+    def _wrong_key_id() -> GatewayError:
+        return GatewayError(404, "Unknown key id: expected key_ followed by 16 hex digits.",
+                            code="invalid_key_id", param="key_id")
 
     async def _usage(self, key_id: str) -> Response:
         usage = await self._unavailable_as_503(self._limits.usage(key_id))

@@ -22,7 +22,6 @@ OpenAI error JSON, with ``x-flaregate-attempts``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import math
 import random
@@ -33,9 +32,8 @@ from typing import Any
 from ..config import Settings
 from ..errors import GatewayError, bad_request, upstream_error
 from ..ports import Clock, UpstreamError, UpstreamResponse, UpstreamTimeout
-from ..providers.base import CHAT, MESSAGES, RESPONSES
-from ..providers.messages_over_chat import messages_over_chat
-from ..responses.translate import responses_sender
+from ..providers.base import MESSAGES, RESPONSES
+from ..providers.operations import sender_for
 from .health import HealthRegistry, TargetHealth, parse_retry_after
 from .routes import RouteTargets, Target
 from .settings import WILDCARD_ROUTE, RouteTarget
@@ -223,7 +221,8 @@ class UpstreamCaller:
 
     async def call(self, targets: list[Target], body: dict[str, Any], forward: Mapping[str, str],
                    event: dict[str, Any], *, operation: str = "chat", stream: bool | None = None,
-                   pin: str | None = None) -> tuple[Target, UpstreamResponse]:
+                   pin: str | None = None, idempotent: bool = True) -> tuple[Target, UpstreamResponse]:
+        """The first target that answers; retries and failover only for an ``idempotent`` call."""
         stream = body.get("stream") is True if stream is None else stream
         if pin and isinstance(targets, RouteTargets):
             targets = self.pinned(targets, pin)
@@ -240,7 +239,8 @@ class UpstreamCaller:
         attempts, failures = 0, list[Failure]()
         skipped_wait: float | None = None
         previous: int | None = None
-        while attempts < self.policy.max_attempts:
+        max_attempts = self.policy.max_attempts if idempotent else 1
+        while attempts < max_attempts:
             remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 break
@@ -313,14 +313,7 @@ class UpstreamCaller:
 
     @staticmethod
     def _sender(provider: Any, operation: str) -> Callable[..., Any] | None:
-        operations = getattr(provider, "operations", {CHAT})
-        if operation == RESPONSES:  # pass-through where served, else over chat
-            return responses_sender(provider, operations)
-        if operation in operations:
-            return getattr(provider, operation)
-        if operation == MESSAGES and CHAT in operations:  # Messages clients, any chat provider
-            return functools.partial(messages_over_chat, provider)
-        return None
+        return sender_for(provider, operation)  # the providers answer how they reach it
 
     @staticmethod
     def _key(target: Target) -> str:

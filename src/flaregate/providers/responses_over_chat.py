@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..ports import UpstreamResponse
-from ..providers.chat_chunks import ChatChunkTranslator
-from ..providers.translated import TranslatedResponse
+from .chat_chunks import ChatChunkTranslator
+from .translated import TranslatedResponse
 
 ERROR_CODES = {400: "invalid_request_error", 401: "invalid_api_key", 403: "permission_denied",
                404: "not_found", 429: "rate_limit_exceeded"}
