@@ -34,6 +34,7 @@ from ..errors import GatewayError, bad_request, upstream_error
 from ..ports import Clock, UpstreamError, UpstreamResponse, UpstreamTimeout
 from ..providers.base import MESSAGES, RESPONSES
 from ..providers.operations import sender_for
+from ..redaction import redact
 from .health import HealthRegistry, TargetHealth, parse_retry_after
 from .routes import RouteTargets, Target
 from .settings import WILDCARD_ROUTE, RouteTarget
@@ -192,6 +193,8 @@ class UpstreamCaller:
         self._timeouts = {p.name: p.timeout_seconds or settings.upstream_timeout_seconds for p in settings.providers}
         self._default_timeout = settings.upstream_timeout_seconds
         self._rng: random.Random | None = None
+        # Provider keys: taken out of every upstream error text a client or the operator sees.
+        self._secrets = [p.api_key.get_secret_value() for p in settings.providers if p.api_key]
 
     def _random(self) -> random.Random:
         # Seeded on first use (request time), never at import: Workers forbid entropy then.
@@ -473,7 +476,13 @@ class UpstreamCaller:
         return exc
 
     # -- visibility ------------------------------------------------------------------------
-    def report(self, routes: list[tuple[str, str, list[RouteTarget]]], kinds: Mapping[str, str]) -> dict[str, Any]:
+    def report(self, routes: list[tuple[str, str, list[RouteTarget]]], kinds: Mapping[str, str], *,
+               detail: bool = False, allows: Callable[[str], bool] | None = None) -> dict[str, Any]:
+        """The health of every route target (this process). Upstream error texts may carry
+        another tenant's data, so ``recent_errors`` keep their messages only with ``detail``
+        (the admin key: :func:`flaregate.security.provider_view.provider_view`); without it
+        each error is its time, kind and status. ``allows``: only the routes (model aliases)
+        it accepts, e.g. a key's ``allowed_models``; wildcard targets by the requested model."""
         data = []
         listed = set()
         for alias, strategy, targets in routes:
@@ -482,13 +491,24 @@ class UpstreamCaller:
                     continue  # keyed by each requested model: listed from the registry below
                 model = t.model or alias  # None: the requested model, i.e. the alias itself
                 listed.add((t.provider, model))
+                if allows is not None and not allows(alias):
+                    continue
                 data.append({"route": alias, "strategy": strategy, "provider": t.provider,
                              "kind": kinds.get(t.provider), "model": model, "weight": t.weight,
                              "input_price_per_1m": t.input_price_per_1m, "output_price_per_1m": t.output_price_per_1m,
-                             **self.health.report(self.health.get(t.provider, model))})
+                             **self._health_report(self.health.get(t.provider, model), detail)})
         # Targets reached through the wildcard route are keyed by the requested model.
         for h in self.health.all():
-            if (h.provider, h.model) not in listed:
+            if (h.provider, h.model) not in listed and (allows is None or allows(h.model)):
                 data.append({"route": "*", "strategy": None, "provider": h.provider,
-                             "kind": kinds.get(h.provider), "model": h.model, **self.health.report(h)})
+                             "kind": kinds.get(h.provider), "model": h.model, **self._health_report(h, detail)})
         return {"object": "list", "scope": "process", "data": data}
+
+    def _health_report(self, health: TargetHealth, detail: bool) -> dict[str, Any]:
+        entry = self.health.report(health)
+        if detail:  # the operator's view: the texts, with provider keys and bearer tokens taken out
+            entry["recent_errors"] = [{**e, "message": redact(str(e.get("message") or ""), self._secrets)}
+                                      for e in entry["recent_errors"]]
+        else:
+            entry["recent_errors"] = [{k: e.get(k) for k in ("ts", "kind", "status")} for e in entry["recent_errors"]]
+        return entry
