@@ -63,7 +63,7 @@ def test_tags_round_trip_into_analytics_group_by_tag(server):
     assert set(untagged["windows"]["1h"]["by_tag"]) == {"feature", "team"}
 
 
-def test_a_stored_keys_default_tags_apply_and_the_request_overrides_them(server):
+def test_a_stored_keys_default_tags_apply_and_the_request_cannot_override_them(server):
     raw = json.dumps({"name": "tagged", "tags": {"dept": "finance", "feature": "default-feature"}}).encode()
     created = httpx.post(server.base_url + "/admin/keys", content=raw, timeout=10, headers={
         **ADMIN, "content-type": "application/json", **sign_request(ADMIN_KEY, "POST", "/admin/keys", raw)})
@@ -75,8 +75,9 @@ def test_a_stored_keys_default_tags_apply_and_the_request_overrides_them(server)
     _client(server, key, {"feature": "override"}).chat.completions.create(
         model="mock-1", messages=[{"role": "user", "content": "y"}])
     assert _groups(server, "dept", 2)["finance"]["requests"] == 2
-    features = _groups(server, "feature", 1)
-    assert features["default-feature"]["requests"] == 1 and features["override"]["requests"] == 1
+    features = _groups(server, "feature", 2)
+    # The key's tag wins over the header's (hardening: client tags never grant).
+    assert features["default-feature"]["requests"] == 2 and "override" not in features
 
 
 def test_bad_default_tags_on_a_new_key_are_a_400(server):

@@ -58,11 +58,13 @@ def parse_tags(header: str | None) -> dict[str, str]:
 
 
 def request_tags(headers: Mapping[str, str], defaults: Mapping[str, str] | None) -> dict[str, str]:
-    """The key's default tags overridden by the request's own, still at most MAX_TAGS."""
+    """The request's own tags under the key's defaults, still at most MAX_TAGS: a key's tag
+    wins over the client's (routing branches may read client tags; a tag the operator set on
+    the key is never the client's to change)."""
     own = parse_tags(headers.get(METADATA_HEADER))
     if not defaults:
         return own
-    merged = {**defaults, **own}
+    merged = {**own, **defaults}
     if len(merged) > MAX_TAGS:
         raise _invalid(f"with the key's default tags there are {len(merged)} keys (at most {MAX_TAGS}).")
     return merged

@@ -87,7 +87,8 @@ class Analytics:
         return event
 
     def _cost(self, event: dict[str, Any]) -> float | None:
-        model, provider = event.get("model"), event.get("provider")
+        # Priced by the route the request resolved to (a conditional alias has no prices of its own).
+        model, provider = event.get("route") or event.get("model"), event.get("provider")
         if self._prices is None or not isinstance(model, str) or not self._prices.prices_model(model):
             return None
         raw_in, raw_out, raw_upstream = event.get("tokens_in"), event.get("tokens_out"), event.get("upstream_model")
