@@ -34,6 +34,8 @@ Fault spec: {"kind": ..., "path": exact path (optional), "times": 1 (default) | 
     reset            abort the TCP connection with an RST before any response byte
     reset_mid_body   send headers + half the body, then close the connection (FIN)
     malformed_json   200 application/json whose body is not valid JSON
+    echo_auth_error  "status" (500), provider-shaped, whose message repeats the request's
+                     Authorization (or x-api-key) header: a provider that echoes its key
     stream_cut       stream requests only: send "after_chunks" (3) events, then close; no [DONE]
     stream_stall     stream requests only: send "after_chunks" (3) events, sleep "seconds" (30)
 Faults form a FIFO queue; each request takes the first fault whose filters match it.
@@ -80,6 +82,7 @@ FAULT_KINDS = frozenset(
         "reset",
         "reset_mid_body",
         "malformed_json",
+        "echo_auth_error",
         "stream_cut",
         "stream_stall",
     }
@@ -316,6 +319,10 @@ class MockUpstreamApp:
             ]
             msg = fault.get("message") or f"mock upstream: injected HTTP {status}"
             reply = _error(status, msg, path.startswith("/v1/messages"), extra)
+        elif kind == "echo_auth_error":
+            status = int(fault.get("status", 500))
+            seen = headers.get("authorization") or headers.get("x-api-key") or "(none)"
+            reply = _error(status, f"invalid credentials: {seen} was refused", path.startswith("/v1/messages"))
         elif kind == "malformed_json":
             reply = Reply(
                 200,

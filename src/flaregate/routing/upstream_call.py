@@ -358,6 +358,9 @@ class UpstreamCaller:
         # A timeout is a latency sample (the target is slow); a fast refusal is not one, or a
         # failing target would look like the fastest to the latency strategies.
         latency = (self._clock.monotonic() - started) * 1000 if failure.kind == "timeout" else None
+        # Provider keys and bearer tokens out of the text before it goes anywhere: the health
+        # report, webhooks (provider.down), and the client's answer once every attempt failed.
+        failure.message = redact(failure.message, self._secrets)
         self.health.failure(health, failure.kind, failure.message, failure.status, failure.retry_after, latency)
         self._on_attempt(health.provider, failure.status is not None and failure.status < 500, failure.message)
         return failure
@@ -452,7 +455,7 @@ class UpstreamCaller:
     def _exhausted(self, failures: list[Failure], attempts: int, skipped_wait: float | None,
                    deadline: float) -> GatewayError:
         headers = {"x-flaregate-attempts": str(attempts)}
-        summary = "; ".join(f.message for f in failures[-4:])
+        summary = redact("; ".join(f.message for f in failures[-4:]), self._secrets)  # _failed did; twice is cheap
         if not failures:
             wait = skipped_wait if skipped_wait is not None else self.policy.circuit_cooldown_seconds
             headers["retry-after"] = str(max(1, math.ceil(wait)))
