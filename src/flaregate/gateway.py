@@ -93,7 +93,7 @@ class Gateway:
 
     def _own_routes(self) -> list[Route]:
         api = [Route(spec.path, {"POST": partial(self._operation, spec)}, "key", spec.summary, api=True,
-                     body=spec.body_model) for spec in self.operations]
+                     body=spec.body_model, example=spec.example, upstream=True) for spec in self.operations]
         return [
             *api,
             Route("/v1/models", {"GET": self._models}, "key", "The routed model aliases this key may use", api=True),

@@ -98,6 +98,8 @@ class Route:
     summary: str                   # one line for the listing / OpenAPI
     api: bool = False              # part of the OpenAI-compatible API (conformance tests, /openapi.json)
     body: type[BaseModel] | None = None  # the request body model of an API route, for /openapi.json
+    example: Mapping[str, Any] | None = None  # a valid body for it (the conformance test sends it)
+    upstream: bool = False  # answered by a provider: load shedding applies (x-flaregate-upstream)
 
     def __post_init__(self) -> None:
         _segments(self.path)
@@ -218,8 +220,12 @@ class RouteTable:
                 if parameters:
                     operation["parameters"] = parameters
                 if route.body is not None and method in _BODY_METHODS:
-                    operation["requestBody"] = {"required": True,
-                                                "content": {"application/json": {"schema": refs[route.body]}}}
+                    content: dict[str, Any] = {"schema": refs[route.body]}
+                    if route.example is not None:
+                        content["example"] = dict(route.example)
+                    operation["requestBody"] = {"required": True, "content": {"application/json": content}}
+                if route.upstream:
+                    operation["x-flaregate-upstream"] = True
                 if route.access == "public":
                     operation["security"] = []
                 item[method.lower()] = operation

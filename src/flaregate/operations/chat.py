@@ -38,6 +38,7 @@ SPEC = OperationSpec(
     name="chat", path=PATH, body_model=ChatCompletionRequest, operation=CHAT,
     summary="OpenAI chat completion (SSE with stream: true)",
     watch=_watch, cache=CacheSpec("chat"), predictive=True,
+    example={"model": "mock-1", "messages": [{"role": "user", "content": "Hello"}]},
     # A streamed miss is guarded as a Response (event by event); a whole one as its payload.
     guard_payload=_guard_payload, guard_response=_guard_response,
 )

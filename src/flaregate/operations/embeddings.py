@@ -28,7 +28,7 @@ def _watch(ctx: RequestContext) -> ChatStream:
 SPEC = OperationSpec(
     name="embeddings", path=PATH, body_model=EmbeddingsRequest, operation=EMBEDDINGS,
     summary="OpenAI embeddings",
-    watch=_watch,
+    watch=_watch, example={"model": "mock-1", "input": "Hello"},
     notes={"cache": "not cached: the key material of embeddings inputs is not specified yet",
            "output guard": "an embedding has no answer text to check"},
 )

@@ -25,7 +25,8 @@ from .sse import AnthropicStream
 
 PATH = "/v1/messages"
 _ANTHROPIC_ERRORS = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
+                     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error",
+                     529: "overloaded_error"}
 
 
 class MessagesRequest(BaseModel):
@@ -69,6 +70,7 @@ SPEC = OperationSpec(
     summary="Anthropic Messages API (any chat provider; SSE with stream: true)",
     watch=_watch, error_response=anthropic_error, credentials=_credentials,
     forward_headers=("anthropic-beta",),
+    example={"model": "mock-1", "max_tokens": 64, "messages": [{"role": "user", "content": "Hello"}]},
     guard_payload=_guard_payload, guard_response=_guard_response,
     notes={"cache": "not cached: no renderer replays a stored answer as Anthropic events yet"},
 )

@@ -138,6 +138,7 @@ def responses_spec(conversations: Conversations, tasks: BackgroundTasks) -> Oper
         name="responses", path=PATH, body_model=ResponsesRequest, operation=RESPONSES,
         summary="OpenAI Responses API (stored conversations, SSE with stream: true)",
         watch=_watch, cache=CacheSpec("responses", render_hit, ResponsesRecorder),
+        example={"model": "mock-1", "input": "Hello"},
         check=_check, estimate=_estimate, prepare=prepare, answered=save, streamed=streamed,
         guard_payload=_guard_payload, guard_response=_guard_response,
     )

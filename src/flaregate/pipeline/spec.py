@@ -103,6 +103,7 @@ class OperationSpec:
     answered: Callable[[RequestContext, Any], None] | None = None
     streamed: Callable[[RequestContext, StreamWatch], None] | None = None
     notes: Mapping[str, str] = field(default_factory=dict)  # the stages it skips, and why
+    example: Mapping[str, Any] = field(default_factory=dict)  # a valid body (docs, the conformance test)
 
 
 async def once(body: bytes) -> AsyncIterator[bytes]:
