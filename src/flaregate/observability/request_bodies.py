@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 REQUEST_BODY, RESPONSE_BODY = "request_body", "response_body"
 BODY_FIELDS = (REQUEST_BODY, RESPONSE_BODY)
-_KEEP = "_log_response_body"  # set on the event while the answer's bytes are collected
 
 
 def log_secrets(settings: Settings) -> list[str]:
@@ -48,22 +47,21 @@ class BodyLog:
         names = [path, model] if isinstance(model, str) else [path]
         return private_key or any(fnmatch.fnmatchcase(n, p) for n in names for p in self._private)
 
-    def keep_request(self, body: dict[str, Any], event: dict[str, Any], private_key: bool) -> None:
-        """Called once the key is known and the guardrails have run on ``body``."""
+    def keep_request(self, body: dict[str, Any], event: dict[str, Any], private_key: bool) -> bytearray | None:
+        """Called once the key is known and the guardrails have run on ``body``; returns the
+        buffer the answer's bytes are to be collected in (None: the answer is not kept)."""
         if not (self.request or self.response) or self._private_request(str(event.get("path")), body.get("model"),
                                                                        private_key):
-            return
+            return None
         if self.request:
             text, cut = _capped(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(), self._max)
             event[REQUEST_BODY] = text
             if cut:
                 event["request_body_truncated"] = True
-        if self.response:
-            event[_KEEP] = bytearray()
+        return bytearray() if self.response else None
 
-    def keep_response(self, event: dict[str, Any], response: Response) -> None:
+    def keep_response(self, collected: bytearray | None, response: Response) -> None:
         """A whole answer is copied now; a stream's bytes as they pass (see :meth:`finish`)."""
-        collected = event.get(_KEEP)
         if collected is None:
             return
         if isinstance(response.body, bytes):
@@ -78,10 +76,9 @@ class BodyLog:
                 collected += chunk[:room]
             yield chunk
 
-    def finish(self, event: dict[str, Any]) -> None:
+    def finish(self, event: dict[str, Any], collected: bytearray | None) -> None:
         """Turn the collected bytes into the record's text (the stream's end calls this
         after its last chunk passed the collector)."""
-        collected = event.pop(_KEEP, None)
         if collected is None:
             return
         text, cut = _capped(bytes(collected), self._max)

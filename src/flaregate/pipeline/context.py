@@ -37,6 +37,7 @@ class RequestContext:
     permit: Permit | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # stored earlier turns (Responses)
     upstream_started: float = 0.0
+    response_body: bytearray | None = None  # the answer's bytes, collected for the request log (LOG_BODIES)
 
     @property
     def tenant(self) -> str:

@@ -96,12 +96,12 @@ class Pipeline:
             exc.headers = {**out, **exc.headers}
             response = spec.error_response(exc)
         except Exception:
-            self.finish(ctx.event, 500, ctx.profiler)
+            self.finish(ctx, 500)
             raise
         if self.bodies is not None:
-            self.bodies.keep_response(ctx.event, response)
+            self.bodies.keep_response(ctx.response_body, response)
         if not response.is_stream:  # a stream records its event when it ends
-            self.finish(ctx.event, response.status, ctx.profiler)
+            self.finish(ctx, response.status)
         response.headers["server-timing"] = ctx.profiler.server_timing()
         return response
 
@@ -188,7 +188,7 @@ class Pipeline:
             policy = self.guardrails.policy_for(ctx.route, principal.key_id, principal.name)
             self.guardrails.check_input(policy, ctx.body, ctx.event)
         if self.bodies is not None:  # after the guardrails' redactions
-            self.bodies.keep_request(ctx.body, ctx.event, principal.policy.private is True)
+            ctx.response_body = self.bodies.keep_request(ctx.body, ctx.event, principal.policy.private is True)
         has_answer_check = ctx.spec.guard_payload is not None or ctx.spec.guard_response is not None
         return policy if has_answer_check else None
 
@@ -344,7 +344,7 @@ class Pipeline:
                 event["tokens_in"], event["tokens_out"] = usage.prompt_tokens, usage.completion_tokens
             if ctx.spec.streamed is not None:
                 ctx.spec.streamed(ctx, watch)
-            self.finish(event, 200, ctx.profiler)
+            self.finish(ctx, 200)
             if collapsed:  # another request's stream: nothing spent upstream
                 self.tasks.run(admission.settle_later(None, provider, upstream_model))
             elif usage is not None:
@@ -359,10 +359,11 @@ class Pipeline:
             ctx.permit = None
 
     # -- the end -------------------------------------------------------------------------
-    def finish(self, event: dict[str, Any], status: int, profiler: Profiler) -> None:
+    def finish(self, ctx: RequestContext, status: int) -> None:
         """Complete the request's analytics event and hand it to the hub's batch."""
+        event, profiler = ctx.event, ctx.profiler
         if self.bodies is not None:
-            self.bodies.finish(event)
+            self.bodies.finish(event, ctx.response_body)
         event["status"] = status
         event["latency_ms"] = round(profiler.elapsed_ms(), 3)
         event["phases"] = profiler.snapshot()
