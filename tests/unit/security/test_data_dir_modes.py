@@ -69,4 +69,7 @@ def test_files_left_wider_by_an_older_version_are_tightened(tmp_path, open_umask
         assert mode(Path(str(db) + "-wal")) == 0o600
     finally:
         storage.close()
-    assert mode(data) == 0o755  # an existing directory keeps its mode (a warning says so)
+    assert mode(data) == 0o755  # SqliteStorage alone leaves the directory be...
+    host = LocalHost(settings_from_vars({"FLAREGATE_API_KEYS": "gw-key-0123456789"}), data, [])
+    host.storage.close()
+    assert mode(data) == 0o700  # ...the server's host tightens an existing one too

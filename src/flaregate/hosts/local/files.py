@@ -1,17 +1,13 @@
 """The local data dir and its files are the owner's alone, whatever the umask: the
-directory 0700 when this process creates it, the SQLite file (and so its -wal, -shm and
--journal, which SQLite creates with the database file's permissions) and the key files
-0600, created so from the start and tightened when found wider."""
+directory 0700, the SQLite file (and so its -wal, -shm and -journal, which SQLite creates
+with the database file's permissions) and the key files 0600, created so from the start
+and tightened when found wider."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import stat
 from pathlib import Path
-
-log = logging.getLogger("flaregate.local")
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -19,18 +15,16 @@ SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and its parents) with the directory 0700. A directory that already
-    exists keeps its mode (it may be shared on purpose, or ``.``); one that others can
-    enter gets a warning, the files in it are 0600 regardless."""
+    """Create ``path`` (and its parents) with the directory 0700; one that exists already is
+    tightened to 0700 too when this user owns it (it holds the keys: nobody else needs to
+    list it). Its files are 0600 regardless."""
     try:
         path.mkdir(mode=DIR_MODE, parents=True)
     except FileExistsError:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            log.warning("data dir %s is mode %04o: others can list it (its files are 0600); "
-                        "chmod 700 it to keep it private", path, mode)
-        return path
-    path.chmod(DIR_MODE)  # mkdir's mode passes through the umask
+        if not path.is_dir() or path.stat().st_uid != os.getuid():
+            return path
+    with contextlib.suppress(OSError):  # mkdir's mode passes through the umask
+        path.chmod(DIR_MODE)
     return path
 
 
