@@ -57,7 +57,10 @@ class UpstreamResponse(Protocol):
 
     def aiter_bytes(self) -> AsyncIterator[bytes]: ...
 
-    async def read(self) -> bytes: ...
+    async def read(self) -> bytes:
+        """The whole body; raises UpstreamResponseTooLarge past the response's byte cap
+        (``limit(limits)``, which a response may offer and wrappers pass on; a transport's
+        responses read no more than DEFAULT_MAX_RESPONSE_BYTES without it)."""
 
     async def aclose(self) -> None: ...
 
@@ -68,6 +71,62 @@ class UpstreamError(Exception):
 
 class UpstreamTimeout(UpstreamError):
     """The upstream did not answer within the allowed time."""
+
+
+# What one upstream answer may send (a hostile or broken upstream must not exhaust an
+# isolate's 128 MB): the resilience policy's defaults (``UPSTREAM_MAX_*``), see
+# routing/resilience.py for why these values.
+DEFAULT_MAX_EVENT_BYTES = 4 << 20  # one SSE line or event
+DEFAULT_MAX_RESPONSE_BYTES = 16 << 20  # one whole (non-streamed) body
+DEFAULT_MAX_STREAM_BYTES = 64 << 20  # one stream, all of it
+DEFAULT_SINGLE_FLIGHT_MAX_BYTES = 4 << 20  # what a single-flight keeps of its stream
+# The largest event cap that may be configured; the parsers behind the caller's checks
+# use it as their backstop, so they never refuse what the configured cap let through.
+MAX_EVENT_BYTES_CEILING = 64 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamLimits:
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+
+
+DEFAULT_LIMITS = UpstreamLimits()
+
+
+def declared_too_large(headers: Mapping[str, str], limit: int) -> bool:
+    """A body that says, up front, it is longer than ``limit`` (``content-length`` of an
+    unencoded body: a compressed one's length says nothing of what it inflates to)."""
+    length = headers.get("content-length", "")
+    return length.isdigit() and int(length) > limit and headers.get("content-encoding", "identity") == "identity"
+
+
+class UpstreamTooLarge(UpstreamError):
+    """The upstream sent more than a cap allows. ``str()`` starts with ``code``, so the
+    relays' "stream interrupted" error events name the cap that was hit."""
+
+    code = "upstream_too_large"
+    variable = ""  # the setting that raises the cap
+
+    def __init__(self, what: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"{self.code}: {what} over the gateway's limit of {limit} bytes ({self.variable})")
+
+
+class UpstreamResponseTooLarge(UpstreamTooLarge):
+    code = "upstream_response_too_large"
+    variable = "UPSTREAM_MAX_RESPONSE_BYTES"
+
+
+class UpstreamEventTooLarge(UpstreamTooLarge):
+    code = "upstream_event_too_large"
+    variable = "UPSTREAM_MAX_EVENT_BYTES"
+
+
+class UpstreamStreamTooLarge(UpstreamTooLarge):
+    code = "upstream_stream_too_large"
+    variable = "UPSTREAM_MAX_STREAM_BYTES"
 
 
 class UpstreamTransport(Protocol):

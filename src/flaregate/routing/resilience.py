@@ -1,4 +1,5 @@
-"""Settings for retries, deadlines, circuit breakers and health probes (flat variables)."""
+"""Settings for retries, deadlines, circuit breakers, health probes and what an upstream
+answer may send (flat variables)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from .._variables import set_fields
+from ..ports import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_STREAM_BYTES,
+    DEFAULT_SINGLE_FLIGHT_MAX_BYTES,
+    MAX_EVENT_BYTES_CEILING,
+    UpstreamLimits,
+)
 
 # variable -> field of ResiliencePolicy
 _VARS = {
@@ -22,6 +31,10 @@ _VARS = {
     "CIRCUIT_HALF_OPEN_SUCCESSES": "circuit_half_open_successes",
     "HEALTH_PROBE_INTERVAL_SECONDS": "probe_interval_seconds",
     "HEALTH_EWMA_ALPHA": "ewma_alpha",
+    "UPSTREAM_MAX_EVENT_BYTES": "max_event_bytes",
+    "UPSTREAM_MAX_RESPONSE_BYTES": "max_response_bytes",
+    "UPSTREAM_MAX_STREAM_BYTES": "max_stream_bytes",
+    "SINGLE_FLIGHT_MAX_BYTES": "single_flight_max_bytes",
 }
 RESILIENCE_VARS = tuple(_VARS)
 
@@ -45,6 +58,29 @@ class ResiliencePolicy(BaseModel):
     circuit_half_open_successes: int = Field(default=1, ge=1)  # trial successes that close it
     probe_interval_seconds: float = Field(default=0.0, ge=0)  # 0: no active probes
     ewma_alpha: float = Field(default=0.3, gt=0, le=1)  # weight of the newest latency sample
+    # What one upstream answer may send: a hostile or broken upstream must not exhaust an
+    # isolate's 128 MB (a Python Worker starts near 40 MB of it). Past a cap the answer
+    # fails with a clear error: 502 upstream_response_too_large for a whole body; for a
+    # stream, its error event (upstream_event_too_large, upstream_stream_too_large).
+    # One SSE line or event: chat and Messages events are a few hundred bytes, a Responses
+    # image event or a response.completed that repeats a long answer a few MB. A stream's
+    # parsers hold a few copies of one event at most, so a hostile one costs ~10 MB.
+    max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1024, le=MAX_EVENT_BYTES_CEILING)
+    # One whole (non-streamed) body, which is held, parsed and maybe re-serialised: ~4x
+    # its size at the peak, so 16 MiB stays under the isolate's limit (a 128k-token answer
+    # is ~0.5 MB; a large embeddings batch several MB).
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024)
+    # One stream, all of it (passed on, not held): ends a never-ending stream. 64 MiB is
+    # twice the SSE of a 128k-token answer (~30 MB of chat chunks).
+    max_stream_bytes: int = Field(default=DEFAULT_MAX_STREAM_BYTES, ge=1024)
+    # What one single-flight keeps of its stream for the requests that join it late (they
+    # replay it from the start). Past it the flight takes no one new and keeps only what
+    # its slowest reader has yet to read; a reader that falls further behind is cut off.
+    single_flight_max_bytes: int = Field(default=DEFAULT_SINGLE_FLIGHT_MAX_BYTES, ge=0)
+
+    @property
+    def limits(self) -> UpstreamLimits:
+        return UpstreamLimits(self.max_event_bytes, self.max_stream_bytes, self.max_response_bytes)
 
 
 def resilience_from_vars(vars: Mapping[str, str]) -> dict[str, Any]:
