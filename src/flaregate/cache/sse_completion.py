@@ -15,6 +15,8 @@ import json
 import re
 from typing import Any
 
+from ..sse_buffer import EventBuffer, split_events
+
 _META_FIELDS = ("id", "created", "model", "system_fingerprint", "service_tier")
 # Strings under these names identify something; later deltas replace them, never extend.
 _IDENTITY_FIELDS = frozenset({"role", "id", "type", "name", "index"})
@@ -62,7 +64,7 @@ class StreamAssembler:
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
         self._size = 0
-        self._pending = b""
+        self._events = EventBuffer(max_bytes)  # never over it: the whole stream is not
         self._data: list[str] = []
         self._meta: dict[str, Any] = {}
         self._choices: dict[int, dict[str, Any]] = {}
@@ -77,10 +79,12 @@ class StreamAssembler:
         if self._size > self._max_bytes:
             self._fail("the stream is larger than the cache's entry limit")
             return
-        self._pending += chunk
-        *lines, self._pending = self._pending.split(b"\n")
+        region = self._events.feed(chunk)  # linear: only the new bytes are searched
         try:
-            self._lines(lines)
+            for event in split_events(region) if region else ():
+                self._lines([*event.split(b"\n"), b""])  # its lines, then the blank line
+                if self.problem is not None or self.done:
+                    return
         except RecursionError:
             self._fail("the stream carried an event nested too deeply")
 
@@ -98,7 +102,7 @@ class StreamAssembler:
 
     def _fail(self, problem: str) -> None:
         self.problem = problem
-        self._pending = b""
+        self._events = EventBuffer()
         self._data = []
         self._choices = {}
 

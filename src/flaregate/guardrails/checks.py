@@ -16,11 +16,16 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import GatewayError
+from ..ports import MAX_EVENT_BYTES_CEILING, UpstreamEventTooLarge
+from ..sse_buffer import EventBuffer, split_events
 from .pii import redact
 from .policy import GuardrailPolicy, GuardrailSettings
 
 log = logging.getLogger("flaregate.guardrails")
 
+# The stream guards hold one partial event at most: the ceiling of the configurable cap, as
+# the streams they see were held to the configured one already (by the upstream caller).
+MAX_EVENT_BYTES = MAX_EVENT_BYTES_CEILING
 _TEXT_FIELDS = ("messages", "input", "instructions", "system", "prompt")
 _TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
@@ -132,19 +137,32 @@ class Guardrails:
 
 
 def _error_event(error: GatewayError) -> bytes:
-    body = {"error": {"message": error.message, "type": "invalid_request_error", "code": error.code,
+    body = {"error": {"message": error.message, "type": error.type, "code": error.code,
                       "param": error.param}}
     return b"data: " + json.dumps(body).encode() + b"\n\ndata: [DONE]\n\n"
 
 
+def _too_large(exc: UpstreamEventTooLarge) -> GatewayError:
+    """An event this guard cannot hold to check: the stream ends (never passed unchecked)."""
+    return GatewayError(502, f"The upstream stream was interrupted: {exc}", type="api_error", code=exc.code)
+
+
 async def guard_chat_stream(guard: Guardrails, policy: _Compiled, chunks: Any, event: dict[str, Any]) -> Any:
     """A chat SSE stream checked one whole event at a time (a match split across two
-    deltas is not seen: the documented limit of per-event checks)."""
-    buffer = b""
+    deltas is not seen: the documented limit of per-event checks). Linear in the bytes,
+    one partial event held (within the event cap's ceiling: the upstream caller held the
+    stream to the configured cap already)."""
+    events = EventBuffer(MAX_EVENT_BYTES)
     async for chunk in chunks:
-        buffer += chunk
-        while b"\n\n" in buffer:
-            raw, buffer = buffer.split(b"\n\n", 1)
+        try:
+            region = events.feed(chunk)
+        except UpstreamEventTooLarge as exc:
+            yield _error_event(_too_large(exc))
+            return
+        if not region:
+            continue
+        out: list[bytes] = []
+        for raw in split_events(region):
             if raw.startswith(b"data: {"):
                 try:
                     data = json.loads(raw[6:])
@@ -154,13 +172,16 @@ async def guard_chat_stream(guard: Guardrails, policy: _Compiled, chunks: Any, e
                             delta["content"] = guard.check_output_text(policy, delta["content"], event)
                     raw = b"data: " + json.dumps(data, separators=(",", ":")).encode()
                 except GatewayError as exc:
-                    yield _error_event(exc)
+                    out.append(_error_event(exc))
+                    yield b"".join(out)
                     return
                 except (ValueError, AttributeError):
                     pass
-            yield raw + b"\n\n"
-    if buffer:
-        yield buffer
+            out.append(raw + b"\n\n")
+        yield b"".join(out)
+    rest = events.rest()
+    if rest:
+        yield rest
 
 
 _ANSWER_TEXT_KEYS = frozenset({"text", "delta"})  # Responses API: output_text parts and their deltas
@@ -205,22 +226,31 @@ async def guard_typed_stream(guard: Guardrails, policy: _Compiled, chunks: Any, 
                              error_event: Callable[[GatewayError], bytes] = responses_error_event) -> Any:
     """A typed-event SSE stream (Responses API, Anthropic messages) checked one whole event
     at a time (deltas, done texts and final objects alike); a block ends the stream with
-    ``error_event``."""
-    buffer = b""
+    ``error_event``. Linear and bounded as ``guard_chat_stream``."""
+    events = EventBuffer(MAX_EVENT_BYTES)
     async for chunk in chunks:
-        buffer += chunk
-        while b"\n\n" in buffer:
-            raw, buffer = buffer.split(b"\n\n", 1)
+        try:
+            region = events.feed(chunk)
+        except UpstreamEventTooLarge as exc:
+            yield error_event(_too_large(exc))
+            return
+        if not region:
+            continue
+        out: list[bytes] = []
+        for raw in split_events(region):
             head, sep, data = raw.partition(b"data: ")
             if sep and data.startswith(b"{"):
                 try:
                     parsed = _answer_texts(guard, policy, json.loads(data), event)
                     raw = head + b"data: " + json.dumps(parsed, separators=(",", ":")).encode()
                 except GatewayError as exc:
-                    yield error_event(exc)
+                    out.append(error_event(exc))
+                    yield b"".join(out)
                     return
                 except ValueError:
                     pass
-            yield raw + b"\n\n"
-    if buffer:
-        yield buffer
+            out.append(raw + b"\n\n")
+        yield b"".join(out)
+    rest = events.rest()
+    if rest:
+        yield rest

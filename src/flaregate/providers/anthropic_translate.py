@@ -14,6 +14,9 @@ import json
 import time
 from typing import Any
 
+from ..ports import MAX_EVENT_BYTES_CEILING
+from ..sse_buffer import EventBuffer, parse_event, split_events
+
 DEFAULT_MAX_TOKENS = 4096
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
                 "pause_turn": "stop", "refusal": "content_filter"}
@@ -166,24 +169,25 @@ def to_openai_error(payload: Any) -> dict[str, Any]:
 
 
 class SseParser:
-    """Incremental SSE parser: feed bytes, get (event name, data text) for complete events."""
+    """Incremental SSE parser: feed bytes, get (event name, data text) for complete events.
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    Linear in the bytes fed, holding at most one partial event of ``max_event_bytes``
+    (past it: UpstreamEventTooLarge). The default is the configurable cap's ceiling: the
+    streams parsed here passed the configured cap first (the upstream caller's, or a
+    translated response's own ``EventBounds``)."""
+
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES_CEILING) -> None:
+        self._buffer = EventBuffer(max_event_bytes)
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, str]]:
-        self._buffer += chunk.replace(b"\r\n", b"\n")
+        region = self._buffer.feed(chunk)
+        if not region:
+            return []
         events = []
-        while b"\n\n" in self._buffer:
-            raw, self._buffer = self._buffer.split(b"\n\n", 1)
-            name, data = None, []
-            for line in raw.decode("utf-8", errors="replace").split("\n"):
-                if line.startswith("event:"):
-                    name = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].lstrip(" "))
+        for raw in split_events(region):
+            name, data = parse_event(raw)
             if data or name:
-                events.append((name, "\n".join(data)))
+                events.append((name, data))
         return events
 
 

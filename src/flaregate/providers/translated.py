@@ -2,6 +2,12 @@
 
 Subclasses say how: a stream translator (``feed(bytes) -> bytes``) and a translation of the
 parsed JSON body. Status and headers pass through (content type set, length dropped).
+
+The translator parses the upstream's bytes before the upstream caller sees any of its
+output, so the raw stream is held to the caps here (``limit``: the caller's; else the
+defaults): each event within ``max_event_bytes``, all of it within ``max_stream_bytes``
+(an endless run of pings translates to nothing, yet is counted). ``limit`` is passed on to
+the wrapped response, whose ``read`` keeps to ``max_response_bytes``.
 """
 
 from __future__ import annotations
@@ -10,7 +16,19 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from ..ports import UpstreamResponse
+from ..ports import DEFAULT_LIMITS, UpstreamLimits, UpstreamResponse, UpstreamResponseTooLarge
+from ..sse_buffer import EventBounds
+
+
+async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The chunks joined; UpstreamResponseTooLarge as soon as they pass ``limit`` bytes."""
+    parts, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamResponseTooLarge("a body", limit)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 class StreamTranslator(Protocol):
@@ -26,6 +44,13 @@ class TranslatedResponse:
         self.headers = {**response.headers, "content-type": "text/event-stream" if self._stream
                         else "application/json"}
         self.headers.pop("content-length", None)  # the body changes length
+        self._limits = DEFAULT_LIMITS
+
+    def limit(self, limits: UpstreamLimits) -> None:
+        self._limits = limits
+        inner = getattr(self._response, "limit", None)
+        if inner is not None:
+            inner(limits)
 
     def stream_translator(self) -> StreamTranslator:
         raise NotImplementedError
@@ -39,14 +64,16 @@ class TranslatedResponse:
             yield await self.read()
             return
         translator = self.stream_translator()
+        bounds = EventBounds(self._limits.max_event_bytes, self._limits.max_stream_bytes)
         async for chunk in self._response.aiter_bytes():
+            bounds.check(chunk)
             out = translator.feed(chunk)
             if out:
                 yield out
 
     async def read(self) -> bytes:
         if self._stream:
-            return b"".join([chunk async for chunk in self.aiter_bytes()])
+            return await read_limited(self.aiter_bytes(), self._limits.max_response_bytes)
         payload = await self._response.read()
         try:
             parsed = json.loads(payload)

@@ -19,10 +19,17 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from ..errors import bad_request
-from ..ports import AiBinding, UpstreamError, UpstreamResponse, UpstreamTransport
+from ..ports import (
+    DEFAULT_LIMITS,
+    AiBinding,
+    UpstreamError,
+    UpstreamLimits,
+    UpstreamResponse,
+    UpstreamTransport,
+)
 from .anthropic_translate import SseParser
 from .base import CHAT
-from .translated import TranslatedResponse
+from .translated import TranslatedResponse, read_limited
 
 # Fields Workers AI text generation accepts, beside messages and stream.
 _PASSED = ("max_tokens", "temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty",
@@ -155,6 +162,10 @@ class _BindingResult:
         self.status = 200
         self.headers: dict[str, str] = {}
         self._result = result
+        self._limits = DEFAULT_LIMITS
+
+    def limit(self, limits: UpstreamLimits) -> None:
+        self._limits = limits
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         if isinstance(self._result, dict) or not hasattr(self._result, "__aiter__"):
@@ -166,7 +177,7 @@ class _BindingResult:
     async def read(self) -> bytes:
         result = self._result
         if hasattr(result, "__aiter__"):
-            return b"".join([chunk async for chunk in result])
+            return await read_limited(result, self._limits.max_response_bytes)
         if isinstance(result, bytes | str):
             return result.encode() if isinstance(result, str) else result
         return json.dumps(result).encode()
