@@ -38,6 +38,14 @@ Fault spec: {"kind": ..., "path": exact path (optional), "times": 1 (default) | 
                      Authorization (or x-api-key) header: a provider that echoes its key
     stream_cut       stream requests only: send "after_chunks" (3) events, then close; no [DONE]
     stream_stall     stream requests only: send "after_chunks" (3) events, sleep "seconds" (30)
+Hostile upstreams (gateway caps; each stops when the caller hangs up, or after "seconds" (120)):
+    endless_line     stream requests only: 200 SSE, then "data: xxxx..." in 64 KiB chunks, never a newline
+    endless_stream   stream requests only: 200 SSE, whole events (chat chunks; Anthropic events on
+                     /v1/messages) in 64 KiB batches, forever, never [DONE] / message_stop
+    huge_body        any request: 200 application/json whose body is "bytes" (1 GiB) long, made chunk by
+                     chunk (never held); with "length": false no content-length (chunked encoding)
+    GET /_mock/hostile lists how each ended: [{"kind", "bytes" sent, "how": "disconnect" | "timeout" |
+                     "complete", "seconds"}] (the last 50; cleared by /_mock/reset)
 Faults form a FIFO queue; each request takes the first fault whose filters match it.
 
 On the wire: under uvicorn the app reaches the connection's asyncio transport through
@@ -88,6 +96,9 @@ FAULT_KINDS = frozenset(
     }
 )
 STREAM_FAULTS = frozenset({"stream_cut", "stream_stall"})
+HOSTILE_FAULTS = frozenset({"endless_line", "endless_stream", "huge_body"})
+HOSTILE_STREAM_FAULTS = frozenset({"endless_line", "endless_stream"})
+HOSTILE_PIECE = 64 * 1024  # bytes per body message of a hostile answer
 MAX_RECORDS = 50
 
 _WORDS = re.compile(r"\S+\s*|\s+")  # pieces whose concatenation is exactly the input
@@ -242,6 +253,26 @@ async def _abort(send, receive, rst: bool) -> None:
     await _idle(receive, 1.0)
 
 
+def _hostile_stream(kind: str, path: str) -> tuple[bytes, bytes]:
+    """(the first body message, the one repeated after it) of a hostile stream."""
+    if kind == "endless_line":
+        return b"data: " + b"x" * (HOSTILE_PIECE - 6), b"x" * HOSTILE_PIECE
+    if path.startswith("/v1/messages"):
+        start = {"type": "message_start", "message": {"id": "msg_endless", "type": "message", "role": "assistant",
+                                                      "model": "mock", "content": [], "usage": {"input_tokens": 1}}}
+        block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+        first = _anthropic_sse(start) + _anthropic_sse(block)
+        event = _anthropic_sse({"type": "content_block_delta", "index": 0,
+                                "delta": {"type": "text_delta", "text": "more "}})
+    else:
+        chunk = {"id": "chatcmpl-endless", "object": "chat.completion.chunk", "created": 1700000000,
+                 "model": "mock", "choices": [{"index": 0, "delta": {"content": "more "}, "finish_reason": None}]}
+        first = _sse({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                            "finish_reason": None}]})
+        event = _sse(chunk)
+    return first, event * max(1, HOSTILE_PIECE // len(event))
+
+
 # -------------------- the app
 
 
@@ -252,6 +283,7 @@ class MockUpstreamApp:
         self._seq = itertools.count(1)  # ids stay unique across resets
         self._fixed_cache: dict[tuple, Reply] = {}
         self.fixed = fixed  # every chat completion gets the fixed benchmark reply
+        self.hostile_log: collections.deque[dict] = collections.deque(maxlen=MAX_RECORDS)
         self.reset()
 
     def reset(self) -> None:
@@ -307,6 +339,9 @@ class MockUpstreamApp:
         if kind == "reset":
             await _abort(send, receive, rst=True)
             return
+        if kind in HOSTILE_FAULTS:
+            await self._hostile(kind, fault, path, send, receive)
+            return
         if kind == "delay":
             async with self._capacity(fault):
                 if await _idle(receive, float(fault.get("seconds", 1.0))):
@@ -346,7 +381,7 @@ class MockUpstreamApp:
     def _take_fault(self, path: str, stream: bool) -> dict | None:
         for i, fault in enumerate(self.faults):
             if fault.get("path") not in (None, path) or (
-                fault["kind"] in STREAM_FAULTS and not stream
+                (fault["kind"] in STREAM_FAULTS or fault["kind"] in HOSTILE_STREAM_FAULTS) and not stream
             ):
                 continue
             if fault["times"] > 0:
@@ -361,7 +396,10 @@ class MockUpstreamApp:
             return _json_reply(200, self.stats())
         if path == "/_mock/reset" and method == "POST":
             self.reset()
+            self.hostile_log.clear()
             return _json_reply(200, {"ok": True})
+        if path == "/_mock/hostile" and method == "GET":
+            return _json_reply(200, {"hostile": list(self.hostile_log)})
         if path == "/_mock/faults" and method == "GET":
             return _json_reply(200, {"faults": self.faults})
         if path == "/_mock/faults" and method == "POST":
@@ -379,13 +417,15 @@ class MockUpstreamApp:
 
     @staticmethod
     def _check_fault(spec: Any) -> dict:
-        if not isinstance(spec, dict) or spec.get("kind") not in FAULT_KINDS:
-            raise ValueError(f"bad fault spec {spec!r}; kind must be one of {sorted(FAULT_KINDS)}")
+        if not isinstance(spec, dict) or spec.get("kind") not in FAULT_KINDS | HOSTILE_FAULTS:
+            raise ValueError(f"bad fault spec {spec!r}; kind must be one of {sorted(FAULT_KINDS | HOSTILE_FAULTS)}")
         spec = dict(spec)
         spec["times"] = int(spec.get("times", 1))
         for field, cast in (("status", int), ("seconds", float), ("after_chunks", int)):
             if field in spec:
                 cast(spec[field])  # reject bad numbers now, not with a 500 on the faulted request
+        if "bytes" in spec:
+            int(spec["bytes"])
         if spec["times"] == 0 or spec["times"] < -1:
             raise ValueError("times must be a positive int or -1")
         return spec
@@ -425,6 +465,47 @@ class MockUpstreamApp:
                     return
             await send({"type": "http.response.body", "body": event, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+
+    async def _hostile(self, kind: str, fault: dict, path: str, send, receive) -> None:
+        """An answer no gateway should hold: an endless line, an endless stream, a huge body
+        (see the module docstring). Made piece by piece, each piece sent when the caller
+        takes it (the server's flow control), so the mock's memory stays flat."""
+        seconds = float(fault.get("seconds", 120.0))
+        size = int(fault.get("bytes", 1 << 30)) if kind == "huge_body" else -1
+        if kind == "huge_body":
+            headers = [_JSON_CT]
+            if fault.get("length", True) is not False:
+                headers.append((b"content-length", str(size).encode()))
+            first = b'{"id":"chatcmpl-huge","object":"chat.completion","choices":[{"index":0,' \
+                    b'"message":{"role":"assistant","content":"'
+            piece = b"x" * HOSTILE_PIECE
+        else:
+            headers = _SSE_HEADERS
+            first, piece = _hostile_stream(kind, path)
+        gone = asyncio.ensure_future(_until_disconnect(receive))
+        started, sent, how = time.monotonic(), 0, "timeout"
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            body = first[:size] if size >= 0 else first
+            while True:
+                if gone.done():
+                    how = "disconnect"
+                    break
+                if time.monotonic() - started > seconds:
+                    break
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                sent += len(body)
+                if 0 <= size <= sent:
+                    how = "complete"
+                    break
+                body = piece[:size - sent] if size >= 0 else piece
+                await asyncio.sleep(0)  # the disconnect, when there is one, is seen at once
+            if how != "disconnect":
+                await send({"type": "http.response.body", "body": b""})
+        finally:
+            gone.cancel()
+            self.hostile_log.append({"kind": kind, "bytes": sent, "how": how,
+                                     "seconds": round(time.monotonic() - started, 3)})
 
     # -- provider endpoints
 
