@@ -31,10 +31,22 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import GatewayError, bad_request, upstream_error
-from ..ports import Clock, UpstreamError, UpstreamResponse, UpstreamTimeout
+from ..ports import (
+    DEFAULT_LIMITS,
+    Clock,
+    UpstreamError,
+    UpstreamLimits,
+    UpstreamResponse,
+    UpstreamResponseTooLarge,
+    UpstreamStreamTooLarge,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+)
 from ..providers.base import MESSAGES, RESPONSES
 from ..providers.operations import sender_for
+from ..providers.translated import read_limited
 from ..redaction import redact
+from ..sse_buffer import EventBuffer
 from .health import HealthRegistry, TargetHealth, parse_retry_after
 from .routes import RouteTargets, Target
 from .settings import WILDCARD_ROUTE, RouteTarget
@@ -43,7 +55,6 @@ from .strategies import rank
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 MAX_ERROR_BODY = 4096
 MAX_FIRST_EVENT = 65536  # bytes held back while waiting for the first complete SSE event
-MAX_PENDING_EVENT = 1 << 20  # a partial event larger than this is passed on as it is
 PIN_HEADER = "x-flaregate-provider"
 
 Emit = Callable[[dict[str, Any]], None]
@@ -76,10 +87,16 @@ class PeekedStream:
 
     It replays that event, then the rest; when closed it reports the stream's outcome to
     the target's health (a cut or stalled stream counts against the provider).
+
+    It holds the stream to the caps: an event (or an unterminated line) over
+    ``max_event_bytes``, or a stream over ``max_stream_bytes`` in all, ends it with
+    UpstreamEventTooLarge / UpstreamStreamTooLarge, which the relays turn into their error
+    event, as for any broken stream. The partial event is then dropped, never passed on.
     """
 
     def __init__(self, response: UpstreamResponse, rest: AsyncIterator[bytes], first: bytes,
-                 on_close: Callable[[str, str], None], done_marker: bytes) -> None:
+                 on_close: Callable[[str, str], None], done_marker: bytes,
+                 limits: UpstreamLimits = DEFAULT_LIMITS) -> None:
         self.status = response.status
         self.headers = dict(response.headers)
         self._response = response
@@ -87,6 +104,8 @@ class PeekedStream:
         self._first = first
         self._on_close = on_close
         self._done_marker = done_marker
+        self._limits = limits
+        self.events: EventBuffer | None = None  # while it streams: what it holds and has searched
         self._outcome = "abandoned"  # the client went away before the end
         self._detail = ""
         self._closed = False
@@ -95,30 +114,34 @@ class PeekedStream:
         # Only whole SSE events go out: when the upstream breaks mid-event, the partial
         # event is dropped, so the error event that follows is never glued onto it.
         tail = b""
-        pending = self._first
+        events = self.events = EventBuffer(self._limits.max_event_bytes)
+        total, max_total = len(self._first), self._limits.max_stream_bytes
+        chunk: bytes | None = self._first
         try:
-            while True:
-                cut = _last_event_end(pending)
-                if cut or len(pending) > MAX_PENDING_EVENT:
-                    cut = cut or len(pending)
-                    out, pending = pending[:cut], pending[cut:]
-                    tail = (tail + out)[-64:]
+            while chunk is not None:
+                if total > max_total:
+                    raise UpstreamStreamTooLarge("a stream", max_total)
+                out = events.feed(chunk)
+                if out:
+                    tail = (tail + out[-64:])[-64:]
                     yield out
                 chunk = await anext(self._rest, None)
-                if chunk is None:
-                    break
-                pending += chunk
+                if chunk is not None:
+                    total += len(chunk)
         except UpstreamError as exc:
-            self._outcome, self._detail = ("stalled" if isinstance(exc, UpstreamTimeout) else "interrupted"), str(exc)
+            self._outcome = ("stalled" if isinstance(exc, UpstreamTimeout) else
+                             "too_large" if isinstance(exc, UpstreamTooLarge) else "interrupted")
+            self._detail = str(exc)
             raise
+        pending = events.rest()
         if pending.strip():  # a last event without its closing blank line
             out = pending.rstrip(b"\r\n") + b"\n\n"
-            tail = (tail + out)[-64:]
+            tail = (tail + out[-64:])[-64:]
             yield out
         self._outcome = "complete" if self._done_marker in tail else "truncated"
 
     async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self.aiter_bytes()])
+        return await read_limited(self.aiter_bytes(), self._limits.max_response_bytes)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -132,10 +155,11 @@ class PeekedStream:
 
 @dataclass(slots=True)
 class Failure:
-    kind: str  # timeout, unreachable, status, malformed, stream_error, stream_empty, interrupted
+    kind: str  # timeout, unreachable, status, malformed, stream_error, stream_empty, interrupted, too_large
     message: str
     status: int | None = None  # the provider's HTTP status, when it sent one
     retry_after: tuple[float, str] | None = None
+    code: str | None = None  # the error code the client gets when this failure is the last
 
 
 @dataclass(slots=True)
@@ -143,17 +167,13 @@ class Outcome:
     response: UpstreamResponse
 
 
-def _last_event_end(data: bytes) -> int:
-    """Index just past the last SSE event boundary (blank line) in ``data``; 0 if none."""
-    lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
-    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
-
-
-def _first_event(buffer: bytes) -> bytes | None:
-    """The first complete SSE event in ``buffer`` (without its blank line), or None."""
-    normal = buffer.replace(b"\r\n", b"\n")
-    end = normal.find(b"\n\n")
-    return normal[:end] if end >= 0 else None
+def _first_event(buffer: bytes | bytearray, start: int = 0) -> bytes | None:
+    """The first complete SSE event in ``buffer`` (without its blank line, LF-normalised),
+    or None; ``start``: where a blank line may begin (none does before it)."""
+    ends = [i for i in (buffer.find(b"\n\n", start), buffer.find(b"\n\r\n", start)) if i >= 0]
+    if not ends:
+        return None
+    return bytes(buffer[:min(ends)]).replace(b"\r\n", b"\n").rstrip(b"\r")
 
 
 def _is_error_event(event: bytes) -> bool:
@@ -184,6 +204,7 @@ class UpstreamCaller:
                  on_attempt: Callable[[str, bool, str], None] | None = None,
                  sleep: Callable[[float], Any] = asyncio.sleep) -> None:
         self.policy = settings.resilience
+        self.limits = self.policy.limits
         self._clock = clock
         self._emit = emit
         # Told of each attempt's verdict: (provider, ok, reason); a 4xx or 429 is not a fault.
@@ -343,6 +364,9 @@ class UpstreamCaller:
                     "timeout", f"no response within {first_byte:g}s"))
             except UpstreamError as exc:
                 return self._failed(health, started, Failure("unreachable", f"unreachable ({exc})"))
+            limit = getattr(response, "limit", None)
+            if limit is not None:  # the caps reach the transport's response through any translation
+                limit(self.limits)
             if response.status != 200:
                 return await self._status(response, health, started, attempt_timeout)
             if not stream:
@@ -391,10 +415,16 @@ class UpstreamCaller:
             payload = await asyncio.wait_for(response.read(), self._left(started, budget))
         except (TimeoutError, UpstreamTimeout):
             return self._failed(health, started, Failure("timeout", f"body not complete within {budget:g}s"))
+        except UpstreamTooLarge as exc:
+            return self._failed(health, started, Failure("too_large", f"body refused ({exc})", code=exc.code))
         except UpstreamError as exc:
             return self._failed(health, started, Failure("interrupted", f"connection broke mid-body ({exc})"))
         finally:
             await response.aclose()
+        if len(payload) > self.limits.max_response_bytes:  # a response that does not keep to it itself
+            refused = UpstreamResponseTooLarge("a body", self.limits.max_response_bytes)
+            return self._failed(health, started, Failure("too_large", f"body refused ({refused})",
+                                                         code=refused.code))
         try:
             parsed = json.loads(payload)
         except (ValueError, UnicodeDecodeError):
@@ -408,7 +438,7 @@ class UpstreamCaller:
     async def _first_event(self, response: UpstreamResponse, health: TargetHealth, started: float,
                            first_byte: float, operation: str) -> Outcome | Failure:
         rest = response.aiter_bytes().__aiter__()
-        buffer = b""
+        buffer = bytearray()
         failure: Failure | None = None
         while failure is None:
             try:
@@ -419,11 +449,15 @@ class UpstreamCaller:
             except (TimeoutError, UpstreamTimeout):
                 failure = Failure("timeout", f"no stream event within {first_byte:g}s")
                 break
+            except UpstreamTooLarge as exc:  # a translated stream's own check
+                failure = Failure("too_large", f"stream refused before its first event ({exc})", code=exc.code)
+                break
             except UpstreamError as exc:
                 failure = Failure("interrupted", f"stream broke before its first event ({exc})")
                 break
+            scan = max(0, len(buffer) - 2)  # only the new bytes (and two before) can end the event
             buffer += chunk
-            event = _first_event(buffer)
+            event = _first_event(buffer, scan)
             if event is not None:
                 if _is_error_event(event):
                     failure = Failure("stream_error", "stream began with an error event: "
@@ -449,7 +483,7 @@ class UpstreamCaller:
                 self._on_attempt(health.provider, False, f"stream {outcome}")
 
         marker = {MESSAGES: b"message_stop", RESPONSES: b"response.completed"}.get(operation, b"[DONE]")
-        return Outcome(PeekedStream(response, rest, buffer, on_close, marker))
+        return Outcome(PeekedStream(response, rest, bytes(buffer), on_close, marker, self.limits))
 
     # -- giving up -------------------------------------------------------------------------
     def _exhausted(self, failures: list[Failure], attempts: int, skipped_wait: float | None,
@@ -472,8 +506,8 @@ class UpstreamCaller:
                 exc = upstream_error(504, f"Upstream timed out after {attempts} attempt(s): {summary}.",
                                      code="upstream_timeout")
             else:
-                code = {"unreachable": "upstream_unreachable", "malformed": "upstream_malformed_response"}.get(
-                    last.kind, "upstream_error")
+                code = last.code or {"unreachable": "upstream_unreachable",
+                                     "malformed": "upstream_malformed_response"}.get(last.kind, "upstream_error")
                 exc = upstream_error(502, f"Upstream failed after {attempts} attempt(s): {summary}.", code=code)
         exc.headers.update(headers)
         return exc

@@ -21,7 +21,14 @@ import workers
 from pyodide.ffi import to_js
 
 from ...config import KNOWN_VARS, provider_key_names
-from ...ports import UpstreamError, UpstreamTimeout
+from ...ports import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    UpstreamError,
+    UpstreamLimits,
+    UpstreamResponseTooLarge,
+    UpstreamTimeout,
+    declared_too_large,
+)
 from . import rpc
 
 log = logging.getLogger("flaregate.edge")
@@ -207,6 +214,10 @@ class FetchUpstreamResponse:
         self._done = False
         self.status = int(response.status)
         self.headers = js_headers(response.js_object.headers)
+        self._max_body = DEFAULT_MAX_RESPONSE_BYTES
+
+    def limit(self, limits: UpstreamLimits) -> None:
+        self._max_body = limits.max_response_bytes
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         body = self._response.body
@@ -234,7 +245,19 @@ class FetchUpstreamResponse:
         self._deadline.release()
 
     async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self.aiter_bytes()])
+        """The whole body, never more than the cap: refused by its ``content-length``
+        before a byte is read, or as soon as it passes the cap (the body is then cancelled
+        on close)."""
+        limit = self._max_body
+        if declared_too_large(self.headers, limit):
+            raise UpstreamResponseTooLarge("a body", limit)
+        parts, size = [], 0
+        async for chunk in self.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamResponseTooLarge("a body", limit)
+            parts.append(chunk)
+        return b"".join(parts)
 
     async def aclose(self) -> None:
         self._deadline.release()

@@ -12,7 +12,14 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.helpers import is_ip_address
 
-from ...ports import UpstreamError, UpstreamTimeout
+from ...ports import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    UpstreamError,
+    UpstreamLimits,
+    UpstreamResponseTooLarge,
+    UpstreamTimeout,
+    declared_too_large,
+)
 from ...security.webhooks import TargetRefused, refused_ip
 from .public_dns import PublicOnlyResolver, refusal
 
@@ -33,13 +40,17 @@ def _unread(content: aiohttp.StreamReader) -> bytes:
 
 
 class AiohttpUpstreamResponse:
-    __slots__ = ("_response", "status", "headers", "_complete")
+    __slots__ = ("_response", "status", "headers", "_complete", "_max_body")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status = response.status
         self.headers = {k.lower(): v for k, v in response.headers.items()}
         self._complete = False
+        self._max_body = DEFAULT_MAX_RESPONSE_BYTES
+
+    def limit(self, limits: UpstreamLimits) -> None:
+        self._max_body = limits.max_response_bytes
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         content = self._response.content
@@ -56,8 +67,23 @@ class AiohttpUpstreamResponse:
         self._complete = True
 
     async def read(self) -> bytes:
+        """The whole body, never more than the cap: a longer one is refused by its
+        ``content-length`` before a byte is read, or as soon as it passes the cap (chunked,
+        or inflating); its connection is dropped on close, not pooled."""
+        limit = self._max_body
+        if declared_too_large(self.headers, limit):
+            raise UpstreamResponseTooLarge("a body", limit)
         try:
-            body = await self._response.read()
+            if self.headers.get("content-length", "").isdigit() and "content-encoding" not in self.headers:
+                body = await self._response.read()  # its length is known and within the cap
+            else:
+                parts, size = [], 0
+                async for chunk in self._response.content.iter_any():
+                    size += len(chunk)
+                    if size > limit:
+                        raise UpstreamResponseTooLarge("a body", limit)
+                    parts.append(chunk)
+                body = b"".join(parts)
         except TimeoutError as exc:
             raise UpstreamTimeout(f"read timed out ({type(exc).__name__})") from None
         except aiohttp.ClientError as exc:
