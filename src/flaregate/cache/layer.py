@@ -145,7 +145,8 @@ class CacheLayer:
                                   policy.hot_promote_hits)
         self.cache = ResponseCache(ports.cache, ports.clock, ports.tasks, memory, lifetimes, ports.warm_cache)
         self.namespaces = NamespaceGenerations(ports.cache, ports.clock, policy.max_ttl_seconds + 86400)
-        self.flights = SingleFlight(poll=not ports.cross_request_waits)
+        self.flights = SingleFlight(poll=not ports.cross_request_waits,
+                                    max_bytes=settings.resilience.single_flight_max_bytes)
         self._solo = 0
         self.statuses: Counter[str] = Counter()
 

@@ -13,6 +13,12 @@ leaves before the end, the upstream call is closed (no one pays for tokens no on
 A ``FlightRecorder`` sees every chunk once and is told, once, how the flight ended; the
 cache uses it to store the answer.
 
+A streamed flight keeps its chunks for the readers that join late (they replay from the
+start), up to ``max_bytes`` (SINGLE_FLIGHT_MAX_BYTES). Past it the flight takes no one
+new (a newcomer opens its own call) and keeps only what some reader has yet to read; a
+reader further behind than that is cut off with FlightOverrun (its client gets the
+stream's error event), the others, and the recorder, go on.
+
 In process only: one registry per process locally, one per isolate on the edge. On the
 edge (``poll=True``) a waiting reader never awaits a future or event that another request
 resolves, since workerd cancels such a request as hung: it sleeps on its own timer and
@@ -27,9 +33,19 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from ..ports import UpstreamError, UpstreamResponse
+from ..ports import DEFAULT_SINGLE_FLIGHT_MAX_BYTES, UpstreamError, UpstreamResponse
 
 log = logging.getLogger("flaregate.single_flight")
+
+
+class FlightOverrun(UpstreamError):
+    """A reader fell further behind its shared stream than the flight keeps."""
+
+    code = "single_flight_overrun"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{self.code}: this request shared an identical request's upstream stream and fell more "
+                         f"than {limit} bytes (SINGLE_FLIGHT_MAX_BYTES) behind it; retry it")
 
 
 class FlightRecorder(Protocol):
@@ -54,6 +70,12 @@ class _Flight:
         self.target: Any = None
         self.upstream: UpstreamResponse | None = None
         self.chunks: list[bytes] = []
+        # Bounded (``SingleFlight.max_bytes``): see ``_bound``. chunks[0] is the stream's
+        # chunk number ``base``; ``views``: the readers, each at its next chunk's number.
+        self.base = 0
+        self.kept = 0
+        self.views: list[SharedResponse] = []
+        self.shared = True  # newcomers may join (they replay the stream from its start)
         self.readers = 0
         self.owner_reading = True  # the opener's reader is still here: only it pulls
         self.pulling = False
@@ -134,6 +156,9 @@ class _Flight:
 
     def _append(self, chunk: bytes) -> None:
         self.chunks.append(chunk)
+        self.kept += len(chunk)
+        if self.kept > self.registry.max_bytes and self.mode == "stream":
+            self._bound()
         self._feed(chunk)
 
     def _feed(self, chunk: bytes) -> None:
@@ -157,6 +182,29 @@ class _Flight:
             log.warning("flight recorder failed", exc_info=True)
         self.registry._forget(self)  # after the recorder stored the answer: no gap for newcomers
         self._notify()
+
+    def _bound(self) -> None:
+        """Past the cap: no one new joins (a newcomer opens its own call), and only what
+        some reader has yet to read is kept. A reader that is more than the cap behind the
+        newest chunk is cut off (FlightOverrun); the one that pulls is never behind."""
+        if self.shared:
+            self.shared = False
+            self.registry.overrun += 1
+            self.registry._forget(self)
+        newest = self.base + len(self.chunks) - 1
+        while True:
+            live = [view for view in self.views if not view.cut]
+            low = min((view.position for view in live), default=newest + 1)
+            drop = min(low, newest + 1) - self.base
+            if drop > 0:
+                self.kept -= sum(len(chunk) for chunk in self.chunks[:drop])
+                del self.chunks[:drop]
+                self.base += drop
+            if self.kept <= self.registry.max_bytes or low >= newest:
+                return
+            for view in live:
+                if view.position == low:
+                    view.cut = True
 
     async def _close_upstream(self) -> None:
         with contextlib.suppress(Exception):
@@ -184,6 +232,11 @@ class SharedResponse:
         self.follower = follower
         self.owner = not follower
         self.delivered = 0  # bytes this reader received
+        self.position = 0  # the number of the next chunk it reads
+        # Too far behind a flight over its cap to be served; so is a reader that arrives
+        # after the flight dropped the stream's start.
+        self.cut = flight.base > 0
+        flight.views.append(self)
         self._on_close = on_close
         self._closed = False
 
@@ -191,12 +244,18 @@ class SharedResponse:
     def recorder(self) -> FlightRecorder:
         return self._flight.recorder
 
+    @property
+    def registry_max_bytes(self) -> int:
+        return self._flight.registry.max_bytes
+
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        flight, index = self._flight, 0
+        flight = self._flight
         while True:
-            if index < len(flight.chunks):
-                chunk = flight.chunks[index]
-                index += 1
+            if self.cut:
+                raise FlightOverrun(self.registry_max_bytes)
+            if self.position - flight.base < len(flight.chunks):
+                chunk = flight.chunks[self.position - flight.base]
+                self.position += 1
                 self.delivered += len(chunk)
                 yield chunk
             elif flight.finished:
@@ -217,6 +276,8 @@ class SharedResponse:
                 await flight.wait_for_change()
         if flight.failure is not None:
             raise flight.failure
+        if self.cut or flight.base:  # a stream's start was dropped: it cannot be read whole
+            raise FlightOverrun(self.registry_max_bytes)
         body = b"".join(flight.chunks)
         self.delivered = len(body)
         return body
@@ -225,6 +286,8 @@ class SharedResponse:
         if self._closed:
             return
         self._closed = True
+        with contextlib.suppress(ValueError):
+            self._flight.views.remove(self)
         if self.owner:
             self._flight.owner_left()
         if self._on_close is not None:
@@ -246,8 +309,10 @@ _POLL_FIRST, _POLL_MAX = 0.01, 0.05
 
 
 class SingleFlight:
-    def __init__(self, poll: bool = False) -> None:
+    def __init__(self, poll: bool = False, max_bytes: int = DEFAULT_SINGLE_FLIGHT_MAX_BYTES) -> None:
         self.poll = poll  # wait by polling: see the module's docstring
+        self.max_bytes = max_bytes  # what a flight keeps of its stream (SINGLE_FLIGHT_MAX_BYTES)
+        self.overrun = 0  # flights that passed it (and stopped taking newcomers)
         self._flights: dict[str, _Flight] = {}
         self.opened = 0
         self.collapsed = 0
