@@ -22,7 +22,12 @@ Endpoints
                                Cloudflare Workers AI REST: {"result": {"response", "usage"},
                                "success": true}; streaming: data: {"response": piece} ... [DONE]
     GET  /_mock/stats          {"calls": {path: n}, "total": n, "requests": [last 50 records],
-                                "faults_pending": n}; /_mock/* calls are never counted
+                                "faults_pending": n, "open_streams": n, "stream_closes": [last 50
+                                {"at": wall-clock s, "how": "complete" | "cut" | "disconnect"}]};
+                                /_mock/* calls are never counted. A streamed reply is open from
+                                its status line until its last event or until the mock notices
+                                the caller hung up (while it waits in a stall or between slow
+                                events: at once, through the server's disconnect event)
     POST /_mock/reset          clear counters, request log and faults
     POST /_mock/faults         append a list (or one object) of fault specs; GET lists pending ones
 
@@ -38,6 +43,8 @@ Fault spec: {"kind": ..., "path": exact path (optional), "times": 1 (default) | 
                      Authorization (or x-api-key) header: a provider that echoes its key
     stream_cut       stream requests only: send "after_chunks" (3) events, then close; no [DONE]
     stream_stall     stream requests only: send "after_chunks" (3) events, sleep "seconds" (30)
+    stream_slow      stream requests only: wait "interval" (0.5) seconds before each event after
+                     the first "after_chunks" (1) (an upstream that keeps sending, slowly)
 Hostile upstreams (gateway caps; each stops when the caller hangs up, or after "seconds" (120)):
     endless_line     stream requests only: 200 SSE, then "data: xxxx..." in 64 KiB chunks, never a newline
     endless_stream   stream requests only: 200 SSE, whole events (chat chunks; Anthropic events on
@@ -93,9 +100,10 @@ FAULT_KINDS = frozenset(
         "echo_auth_error",
         "stream_cut",
         "stream_stall",
+        "stream_slow",
     }
 )
-STREAM_FAULTS = frozenset({"stream_cut", "stream_stall"})
+STREAM_FAULTS = frozenset({"stream_cut", "stream_stall", "stream_slow"})
 HOSTILE_FAULTS = frozenset({"endless_line", "endless_stream", "huge_body"})
 HOSTILE_STREAM_FAULTS = frozenset({"endless_line", "endless_stream"})
 HOSTILE_PIECE = 64 * 1024  # bytes per body message of a hostile answer
@@ -284,6 +292,7 @@ class MockUpstreamApp:
         self._fixed_cache: dict[tuple, Reply] = {}
         self.fixed = fixed  # every chat completion gets the fixed benchmark reply
         self.hostile_log: collections.deque[dict] = collections.deque(maxlen=MAX_RECORDS)
+        self.open_streams = 0  # streamed replies being delivered now (a reset leaves them be)
         self.reset()
 
     def reset(self) -> None:
@@ -291,6 +300,7 @@ class MockUpstreamApp:
         self.total = 0
         self.requests: collections.deque[dict] = collections.deque(maxlen=MAX_RECORDS)
         self.faults: list[dict] = []
+        self.stream_closes: collections.deque[dict] = collections.deque(maxlen=MAX_RECORDS)
 
     def stats(self) -> dict:
         return {
@@ -298,6 +308,8 @@ class MockUpstreamApp:
             "total": self.total,
             "requests": list(self.requests),
             "faults_pending": len(self.faults),
+            "open_streams": self.open_streams,
+            "stream_closes": list(self.stream_closes),
         }
 
     async def __call__(self, scope, receive, send) -> None:
@@ -421,7 +433,8 @@ class MockUpstreamApp:
             raise ValueError(f"bad fault spec {spec!r}; kind must be one of {sorted(FAULT_KINDS | HOSTILE_FAULTS)}")
         spec = dict(spec)
         spec["times"] = int(spec.get("times", 1))
-        for field, cast in (("status", int), ("seconds", float), ("after_chunks", int)):
+        for field, cast in (("status", int), ("seconds", float), ("after_chunks", int),
+                            ("interval", float)):
             if field in spec:
                 cast(spec[field])  # reject bad numbers now, not with a 500 on the faulted request
         if "bytes" in spec:
@@ -451,20 +464,32 @@ class MockUpstreamApp:
         if reply.events is None:
             await send({"type": "http.response.body", "body": reply.body})
             return
+        self.open_streams += 1
+        how = "error"
+        try:
+            how = await self._stream(reply.events, kind, fault or {}, send, receive)
+        finally:
+            self.open_streams -= 1
+            self.stream_closes.append({"at": time.time(), "how": how})
 
-        events = reply.events
-        cut = (
-            min(int(fault.get("after_chunks", 3)), len(events) - 1) if kind in STREAM_FAULTS else -1
-        )
+    @staticmethod
+    async def _stream(events: list[bytes], kind: str | None, fault: dict, send, receive) -> str:
+        """Send the events (with the stream fault's pause or pacing); how the stream ended:
+        "complete", "cut" (the fault) or "disconnect" (the caller hung up during a wait)."""
+        default = 1 if kind == "stream_slow" else 3
+        cut = min(int(fault.get("after_chunks", default)), len(events) - 1) if kind in STREAM_FAULTS else -1
         for i, event in enumerate(events):
             if i == cut:
                 if kind == "stream_cut":
                     await _abort(send, receive, rst=False)
-                    return
-                if await _idle(receive, float(fault.get("seconds", 30.0))):
-                    return
+                    return "cut"
+                if kind == "stream_stall" and await _idle(receive, float(fault.get("seconds", 30.0))):
+                    return "disconnect"
+            if kind == "stream_slow" and i >= cut and await _idle(receive, float(fault.get("interval", 0.5))):
+                return "disconnect"
             await send({"type": "http.response.body", "body": event, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+        return "complete"
 
     async def _hostile(self, kind: str, fault: dict, path: str, send, receive) -> None:
         """An answer no gateway should hold: an endless line, an endless stream, a huge body
