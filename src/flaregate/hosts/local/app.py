@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -43,6 +44,44 @@ log = logging.getLogger("flaregate.local")
 Scope = dict[str, Any]
 COMPACT_EVERY_SECONDS = 60.0  # the periodic retention task (the hub's alarm does it too)
 SLOW_CLOSE_GRACE_SECONDS = 1.0
+
+
+async def _relay(stream: AsyncIterator[bytes], send: Any) -> None:
+    async for chunk in stream:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _disconnect(receive: Any) -> None:
+    """Returns when the server reports the client gone (the request body is read by now,
+    so ``receive`` has nothing else to say; uvicorn also says it once the response is sent).
+    A server whose ``receive`` fails here cannot tell: then this waits for good."""
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except Exception:
+        log.debug("cannot watch for the client leaving", exc_info=True)
+        await asyncio.Event().wait()
+
+
+async def _relay_until_disconnect(stream: AsyncIterator[bytes], send: Any, receive: Any) -> None:
+    """Relay ``stream`` while watching ``receive``: a client that leaves stops the relay at
+    once, even while the stream waits on a silent upstream (a send to a gone client returns
+    without error, so the relay alone would notice only at the upstream's end). The stream
+    is iterated in a task of its own and that task is cancelled: an async generator waiting
+    in ``__anext__`` cannot be closed, but cancelling its waiter unwinds it (the core's relay
+    records "aborted" and closes its upstream on the way out)."""
+    relay = asyncio.ensure_future(_relay(stream, send))
+    watcher = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not relay.done():
+            relay.cancel()
+            await asyncio.wait((relay,))  # its unwinding (the upstream's close) before we return
+    if not relay.cancelled():
+        relay.result()  # the relay's own failure, as when it ran inline
 
 
 class LocalHost:
@@ -174,10 +213,10 @@ class LocalHost:
             response.headers["connection"] = "close"
         else:
             response = await self.gateway.handle(self._request(scope, body))
-        await self._send(response, send)
+        await self._send(response, send, receive)
 
     @staticmethod
-    async def _send(response: Response, send: Any) -> None:
+    async def _send(response: Response, send: Any, receive: Any = None) -> None:
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
         if isinstance(response.body, bytes | bytearray):
             headers.append((b"content-length", str(len(response.body)).encode()))
@@ -187,9 +226,10 @@ class LocalHost:
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         stream = response.body
         try:
-            async for chunk in stream:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+            if receive is None:
+                await _relay(stream, send)
+            else:
+                await _relay_until_disconnect(stream, send, receive)
         finally:
             # Runs the relay's cleanup (close upstream, record analytics) even when the
             # client went away mid-stream.
