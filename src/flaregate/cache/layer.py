@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..http import Headers, Response
 from ..ports import Ports, UpstreamResponse
+from ..request_event import RequestEvent
 from ..routing.routes import Target, route_signature
 from ..routing.settings import WILDCARD_ROUTE
 from .controls import (
@@ -200,7 +201,7 @@ class CacheLayer:
         other answer kinds than chat's), or None."""
         if plan.status != MISS or plan.key is None:
             return None
-        found = await self.cache.get(plan.key)
+        found = await self.cache.get(plan.key, plan.ttl)  # only the tiers this request's TTL writes
         if found is None:
             return None
         entry, tier = found
@@ -220,7 +221,7 @@ class CacheLayer:
         return {KEY_HEADER: key_hash(plan.key)} if plan.debug and plan.key else {}
 
     def hit_response(self, plan: CachePlan, hit: CachedAnswer, out: dict[str, str],
-                     event: dict[str, Any]) -> Response:
+                     event: RequestEvent) -> Response:
         entry, body, now = hit.entry, hit.body, self.clock.now()
         if plan.stream:
             shape = {"content-type": "text/event-stream", "cache-control": "no-cache"}
@@ -229,8 +230,8 @@ class CacheLayer:
         headers = {**out, **shape, STATUS_HEADER: HIT, "x-flaregate-provider": entry.provider,
                    "cache-status": cache_status(HIT, tier=hit.tier, ttl=entry.expires_at - now),
                    "age": str(max(0, int(now - entry.stored_at))), **self._debug(plan)}
-        event.update(cache=HIT, cache_tier=hit.tier, provider=entry.provider, bytes_saved=len(body),
-                     tokens_saved=entry.tokens)
+        event["cache"], event["cache_tier"], event["provider"] = HIT, hit.tier, entry.provider
+        event["bytes_saved"], event["tokens_saved"] = len(body), entry.tokens
         if plan.stream:
             event["stream_outcome"] = "replayed"
         return Response(200, headers, body)
@@ -250,7 +251,7 @@ class CacheLayer:
         return "cold" not in tiers and self.cache.lifetimes.cold > 0
 
     async def fetch(self, plan: CachePlan, call: Callable[[], Awaitable[tuple[Target, UpstreamResponse]]],
-                    event: dict[str, Any], recorder: Callable[[CacheLayer, CachePlan], FlightRecorder] | None = None
+                    event: RequestEvent, recorder: Callable[[CacheLayer, CachePlan], FlightRecorder] | None = None
                     ) -> tuple[Target, UpstreamResponse]:
         """The upstream call: shared and recorded (by ``recorder``, chat's by default) when
         the answer may be stored."""

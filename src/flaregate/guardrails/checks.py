@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import GatewayError
 from ..ports import MAX_EVENT_BYTES_CEILING, UpstreamEventTooLarge
+from ..request_event import RequestEvent
 from ..sse_buffer import EventBuffer, split_events
 from .pii import redact
 from .policy import GuardrailPolicy, GuardrailSettings
@@ -69,7 +70,7 @@ class Guardrails:
         return self._compiled.get(name) if name else None
 
     @staticmethod
-    def _verdict(event: dict[str, Any], policy: _Compiled, stage: str, check: str, action: str,
+    def _verdict(event: RequestEvent, policy: _Compiled, stage: str, check: str, action: str,
                  counts: dict[str, int] | None = None) -> None:
         verdict: dict[str, Any] = {"policy": policy.name, "stage": stage, "check": check, "action": action}
         if counts:
@@ -78,7 +79,7 @@ class Guardrails:
         log.info("guardrail %s: %s %s %s %s request=%s", policy.name, stage, check, action,
                  counts or "", event.get("request_id"))
 
-    def check_input(self, policy: _Compiled | None, body: dict[str, Any], event: dict[str, Any]) -> None:
+    def check_input(self, policy: _Compiled | None, body: dict[str, Any], event: RequestEvent) -> None:
         """Enforce ``policy`` on ``body`` in place (redaction) or raise a 400 (block)."""
         if policy is None:
             return
@@ -106,7 +107,7 @@ class Guardrails:
                 if p.action == "block":
                     raise blocked(policy.name, "pii", "input")
 
-    def check_output_text(self, policy: _Compiled | None, text: str, event: dict[str, Any]) -> str:
+    def check_output_text(self, policy: _Compiled | None, text: str, event: RequestEvent) -> str:
         """One answer text (a whole answer, or one whole stream event's text)."""
         if policy is None or not policy.policy.output or not policy.policy.pii or not text:
             return text
@@ -118,7 +119,7 @@ class Guardrails:
                 raise blocked(policy.name, "pii", "output")
         return out
 
-    def check_chat_answer(self, policy: _Compiled | None, payload: bytes, event: dict[str, Any]) -> bytes:
+    def check_chat_answer(self, policy: _Compiled | None, payload: bytes, event: RequestEvent) -> bytes:
         """A non-streamed OpenAI chat completion with its message texts checked."""
         if policy is None or not policy.policy.output or not policy.policy.pii:
             return payload
@@ -147,7 +148,7 @@ def _too_large(exc: UpstreamEventTooLarge) -> GatewayError:
     return GatewayError(502, f"The upstream stream was interrupted: {exc}", type="api_error", code=exc.code)
 
 
-async def guard_chat_stream(guard: Guardrails, policy: _Compiled, chunks: Any, event: dict[str, Any]) -> Any:
+async def guard_chat_stream(guard: Guardrails, policy: _Compiled, chunks: Any, event: RequestEvent) -> Any:
     """A chat SSE stream checked one whole event at a time (a match split across two
     deltas is not seen: the documented limit of per-event checks). Linear in the bytes,
     one partial event held (within the event cap's ceiling: the upstream caller held the
@@ -187,7 +188,7 @@ async def guard_chat_stream(guard: Guardrails, policy: _Compiled, chunks: Any, e
 _ANSWER_TEXT_KEYS = frozenset({"text", "delta"})  # Responses API: output_text parts and their deltas
 
 
-def _answer_texts(guard: Guardrails, policy: _Compiled, value: Any, event: dict[str, Any]) -> Any:
+def _answer_texts(guard: Guardrails, policy: _Compiled, value: Any, event: RequestEvent) -> Any:
     if isinstance(value, list):
         return [_answer_texts(guard, policy, v, event) for v in value]
     if isinstance(value, dict):
@@ -196,7 +197,7 @@ def _answer_texts(guard: Guardrails, policy: _Compiled, value: Any, event: dict[
     return value
 
 
-def check_answer_texts(guard: Guardrails, policy: _Compiled | None, payload: bytes, event: dict[str, Any],
+def check_answer_texts(guard: Guardrails, policy: _Compiled | None, payload: bytes, event: RequestEvent,
                        field: str) -> bytes:
     """A non-streamed answer with the texts under ``field`` checked: ``output`` of a
     Responses answer, ``content`` of an Anthropic message."""
@@ -222,7 +223,7 @@ def anthropic_error_event(error: GatewayError) -> bytes:
     return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
 
 
-async def guard_typed_stream(guard: Guardrails, policy: _Compiled, chunks: Any, event: dict[str, Any],
+async def guard_typed_stream(guard: Guardrails, policy: _Compiled, chunks: Any, event: RequestEvent,
                              error_event: Callable[[GatewayError], bytes] = responses_error_event) -> Any:
     """A typed-event SSE stream (Responses API, Anthropic messages) checked one whole event
     at a time (deltas, done texts and final objects alike); a block ends the stream with

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from ..accounting import PriceTable, Usage
@@ -52,7 +53,7 @@ class Analytics:
         self._changes = 0  # events submitted plus batches sent: what a cached /health must not outlive
 
     # -- recording -----------------------------------------------------------------------
-    def record(self, event: dict[str, Any]) -> None:
+    def record(self, event: Mapping[str, Any]) -> None:
         """The event's ``client`` (already anonymised unless ``ANONYMIZE_IPS=false``) goes
         to the access log only, never to the hub."""
         if event.get("type", "request") != "request":
@@ -63,12 +64,12 @@ class Analytics:
         self._log(event, client)
         self._submit(event)
 
-    def notify(self, event: dict[str, Any]) -> None:
+    def notify(self, event: Mapping[str, Any]) -> None:
         """Publish an operational event, e.g. ``{"event": "circuit", "provider": p,
         "state": "open", "previous": "closed"}``; it travels with the request events."""
         self._submit(dict(event))
 
-    def complete(self, raw: dict[str, Any]) -> dict[str, Any]:
+    def complete(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         event = dict(raw)
         event.pop("client", None)
         event["error_class"] = classify(event)

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..http import Response
+from ..request_event import RequestEvent
 from .logs import secrets_of
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ class BodyLog:
         names = [path, model] if isinstance(model, str) else [path]
         return private_key or any(fnmatch.fnmatchcase(n, p) for n in names for p in self._private)
 
-    def keep_request(self, body: dict[str, Any], event: dict[str, Any], private_key: bool) -> bytearray | None:
+    def keep_request(self, body: dict[str, Any], event: RequestEvent, private_key: bool) -> bytearray | None:
         """Called once the key is known and the guardrails have run on ``body``; returns the
         buffer the answer's bytes are to be collected in (None: the answer is not kept)."""
         if not (self.request or self.response) or self._private_request(str(event.get("path")), body.get("model"),
@@ -55,7 +56,7 @@ class BodyLog:
             return None
         if self.request:
             text, cut = _capped(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(), self._max)
-            event[REQUEST_BODY] = text
+            event["request_body"] = text
             if cut:
                 event["request_body_truncated"] = True
         return bytearray() if self.response else None
@@ -76,12 +77,12 @@ class BodyLog:
                 collected += chunk[:room]
             yield chunk
 
-    def finish(self, event: dict[str, Any], collected: bytearray | None) -> None:
+    def finish(self, event: RequestEvent, collected: bytearray | None) -> None:
         """Turn the collected bytes into the record's text (the stream's end calls this
         after its last chunk passed the collector)."""
         if collected is None:
             return
         text, cut = _capped(bytes(collected), self._max)
-        event[RESPONSE_BODY] = text
+        event["response_body"] = text
         if cut:
             event["response_body_truncated"] = True

@@ -9,17 +9,18 @@ from ..http import Response
 from ..pipeline.context import RequestContext
 from ..pipeline.spec import CacheSpec, OperationSpec
 from ..providers.base import CHAT
+from ..request_event import RequestEvent
 from ..schemas import ChatCompletionRequest
 from .sse import ChatStream
 
 PATH = "/v1/chat/completions"
 
 
-def _guard_payload(guardrails: Guardrails, policy: Any, payload: bytes, event: dict[str, Any]) -> bytes:
+def _guard_payload(guardrails: Guardrails, policy: Any, payload: bytes, event: RequestEvent) -> bytes:
     return guardrails.check_chat_answer(policy, payload, event)
 
 
-def _guard_response(guardrails: Guardrails, policy: Any, response: Response, event: dict[str, Any]) -> Response:
+def _guard_response(guardrails: Guardrails, policy: Any, response: Response, event: RequestEvent) -> Response:
     """A chat answer (whole or replayed, or its stream one event at a time) through the policy."""
     if isinstance(response.body, bytes):
         response.body = guardrails.check_chat_answer(policy, response.body, event)

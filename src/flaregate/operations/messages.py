@@ -21,6 +21,7 @@ from ..pipeline.context import RequestContext
 from ..pipeline.runner import with_bearer
 from ..pipeline.spec import OperationSpec, once
 from ..providers.base import MESSAGES
+from ..request_event import RequestEvent
 from .sse import AnthropicStream
 
 PATH = "/v1/messages"
@@ -51,11 +52,11 @@ def _credentials(request: Request) -> Request:
     return request
 
 
-def _guard_payload(guardrails: Guardrails, policy: Any, payload: bytes, event: dict[str, Any]) -> bytes:
+def _guard_payload(guardrails: Guardrails, policy: Any, payload: bytes, event: RequestEvent) -> bytes:
     return check_answer_texts(guardrails, policy, payload, event, "content")
 
 
-def _guard_response(guardrails: Guardrails, policy: Any, response: Response, event: dict[str, Any]) -> Response:
+def _guard_response(guardrails: Guardrails, policy: Any, response: Response, event: RequestEvent) -> Response:
     chunks = once(response.body) if isinstance(response.body, bytes) else response.body
     response.body = guard_typed_stream(guardrails, policy, chunks, event, anthropic_error_event)
     return response

@@ -23,6 +23,7 @@ from ..ports import BackgroundTasks
 from ..providers.anthropic_translate import SseParser
 from ..providers.base import RESPONSES
 from ..providers.responses_over_chat import HISTORY_KEY
+from ..request_event import RequestEvent
 from ..responses.caching import ResponsesRecorder, render_hit
 from ..responses.conversations import Conversations
 
@@ -89,11 +90,11 @@ def _estimate(ctx: RequestContext) -> dict[str, Any]:
             "max_tokens": body.get("max_output_tokens")}
 
 
-def _guard_payload(guardrails: Guardrails, policy: Any, payload: bytes, event: dict[str, Any]) -> bytes:
+def _guard_payload(guardrails: Guardrails, policy: Any, payload: bytes, event: RequestEvent) -> bytes:
     return check_answer_texts(guardrails, policy, payload, event, "output")
 
 
-def _guard_response(guardrails: Guardrails, policy: Any, response: Response, event: dict[str, Any]) -> Response:
+def _guard_response(guardrails: Guardrails, policy: Any, response: Response, event: RequestEvent) -> Response:
     if isinstance(response.body, bytes) and not (response.headers.get("content-type") or "").startswith(
             "text/event-stream"):
         response.body = check_answer_texts(guardrails, policy, response.body, event, "output")

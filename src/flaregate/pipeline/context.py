@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..http import Request
 from ..observability.profiler import Profiler
+from ..request_event import RequestEvent
 
 if TYPE_CHECKING:
     from ..cache.layer import CachePlan
@@ -24,7 +25,7 @@ class RequestContext:
     request: Request
     out: dict[str, str]  # headers every answer of this request carries
     profiler: Profiler
-    event: dict[str, Any]  # the analytics record, completed by the runner's finish
+    event: RequestEvent  # the analytics record, completed by the runner's finish
     acting: Principal | None = None  # set: on this key's behalf (cache warming), no key is checked
     body: dict[str, Any] = field(default_factory=dict)
     stream: bool = False

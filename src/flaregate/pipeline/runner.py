@@ -1,6 +1,6 @@
 """The stage runner: every API operation's request, one way.
 
-parse -> auth -> route (conditional aliases resolved) -> authorise the resolved route ->
+auth -> parse -> route (conditional aliases resolved) -> authorise the resolved route ->
 prepare (the spec's own) -> input guard -> limits -> cache -> shedding -> upstream (retries
 and failover for idempotent operations) -> settle -> output guard -> record. The order is
 the rule: prices, guardrail policies and model permissions read the route the request
@@ -34,6 +34,7 @@ from ..overload.gate import ShedGate
 from ..ports import Clock, UpstreamError, UpstreamResponse
 from ..ratelimits.enforcer import Limits
 from ..redaction import redact
+from ..request_event import RequestEvent
 from ..routing.routes import Router
 from ..routing.upstream_call import PIN_HEADER, UpstreamCaller
 from ..schemas import validation_error
@@ -46,7 +47,7 @@ from .spec import OperationSpec
 _MAX_ERROR_BODY = 4096
 
 
-def _note_request_limit(out: dict[str, str], event: dict[str, Any]) -> None:
+def _note_request_limit(out: dict[str, str], event: RequestEvent) -> None:
     """Copy the request-unit limit the client was told about into the analytics event
     (the hub's rate-limit saturation alert reads it)."""
     try:
@@ -107,13 +108,13 @@ class Pipeline:
 
     async def _stages(self, ctx: RequestContext) -> Response:
         spec, request, profiler, event = ctx.spec, ctx.request, ctx.profiler, ctx.event
+        with profiler.phase("auth"):  # first: a bad key costs no body parse (the body may be 1 MB)
+            principal = ctx.acting or await self.access.authenticate(spec.credentials(request))
+            ctx.principal = principal
         with profiler.phase("parse"):
             ctx.body = body = self.parse_body(request, spec.body_model)
             spec.check(body, self.settings)
             event["stream"] = ctx.stream = body.get("stream") is True
-        with profiler.phase("auth"):
-            principal = ctx.acting or await self.access.authenticate(spec.credentials(request))
-            ctx.principal = principal
             tags = self._tag(request, principal, event)
         with profiler.phase("route"):  # before the limits: an unrouted model costs nothing
             named = body["model"]
@@ -125,7 +126,7 @@ class Pipeline:
                 self.access.check_model(principal, routed)
                 event["route"] = routed
             # Labels only once authenticated and routed: junk cannot grow the metrics' label sets.
-            event.update(key_id=principal.key_id, model=named)
+            event["key_id"], event["model"] = principal.key_id, named
         if spec.prepare is not None:
             await spec.prepare(ctx)
         ctx.guard = self._guard_input(ctx)  # before the cache key: a redaction changes it
@@ -141,7 +142,7 @@ class Pipeline:
         return await self._upstream(ctx)
 
     # -- stages --------------------------------------------------------------------------
-    def _new_event(self, request: Request, out: dict[str, str], path: str) -> dict[str, Any]:
+    def _new_event(self, request: Request, out: dict[str, str], path: str) -> RequestEvent:
         """The request's analytics event as every operation starts it (completed by :meth:`finish`)."""
         return {"ts": self.clock.now(), "request_id": out["x-request-id"],
                 "trace_id": tracing.trace_id(out["traceparent"]), "span_id": tracing.span_id(out["traceparent"]),
@@ -166,7 +167,7 @@ class Pipeline:
         limits.check_chat(body, self.settings.security)
         return body
 
-    def _tag(self, request: Request, principal: Principal, event: dict[str, Any]) -> dict[str, str]:
+    def _tag(self, request: Request, principal: Principal, event: RequestEvent) -> dict[str, str]:
         """The request's tags (its key's defaults, then ``x-flaregate-metadata``) into the
         analytics event as ``tags``; a malformed header is a 400."""
         tags = request_tags(request.headers, principal.policy.tags)
@@ -250,8 +251,8 @@ class Pipeline:
                 exc.headers.update({**self.caching.miss_headers(plan, None), **exc.headers})  # type: ignore[arg-type]
             raise
         profiler.add("upstream_ttfb", (self.clock.monotonic() - started) * 1000)
-        event.update(provider=target.provider.name, upstream_model=target.model or body["model"],
-                     upstream_status=upstream.status)
+        event["provider"], event["upstream_status"] = target.provider.name, upstream.status
+        event["upstream_model"] = target.model or body["model"]
         headers = {**ctx.out, "x-flaregate-provider": target.provider.name,
                    **(self.caching.miss_headers(plan, upstream) if plan is not None else {}),
                    "x-flaregate-attempts": str(event.get("attempts", 0)),
@@ -327,7 +328,9 @@ class Pipeline:
                 yield watch.error_event("The upstream stream ended before completion.", "upstream_stream_truncated")
         except UpstreamError as exc:
             outcome = "interrupted"
-            yield watch.error_event(f"The upstream stream was interrupted: {exc}", "upstream_stream_interrupted")
+            # A cap the stream ran into names its own code (upstream_event_too_large, ...).
+            code = getattr(exc, "code", None) or "upstream_stream_interrupted"
+            yield watch.error_event(f"The upstream stream was interrupted: {exc}", code)
         except (GeneratorExit, asyncio.CancelledError):
             outcome = "aborted"  # the client went away; not an upstream error
             raise
@@ -382,7 +385,7 @@ class Pipeline:
         except ValueError:
             message = ""
         provider = headers.get("x-flaregate-provider", "upstream")
-        message = redact(message[:500], self.upstream_secrets)  # providers may echo a key
+        message = redact(message, self.upstream_secrets)[:500]  # providers may echo a key (cut after: no fragment)
         message = f"Upstream provider '{provider}' answered {status}" + (f": {message}" if message else ".")
         if status >= 500:
             exc = upstream_error(502, message)

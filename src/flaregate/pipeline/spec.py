@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from ..accounting import Usage
 from ..errors import GatewayError
 from ..http import Request, Response
+from ..request_event import RequestEvent
 
 if TYPE_CHECKING:
     from ..cache.layer import CacheLayer, CachePlan, FlightRecorder
@@ -42,8 +43,8 @@ class CacheSpec:
 
 
 # The guardrails' answer checks: a whole payload, or a Response (whole, replayed or streamed).
-PayloadGuard = Callable[["Guardrails", Any, bytes, dict[str, Any]], bytes]
-ResponseGuard = Callable[["Guardrails", Any, Response, dict[str, Any]], Response]
+PayloadGuard = Callable[["Guardrails", Any, bytes, RequestEvent], bytes]
+ResponseGuard = Callable[["Guardrails", Any, Response, RequestEvent], Response]
 
 
 def openai_error(exc: GatewayError) -> Response:

@@ -28,6 +28,7 @@ from ..http import Request
 from ..observability.alerts import Alerts
 from ..observability.analytics import Analytics
 from ..ports import Clock, RateLimiterClient
+from ..request_event import RequestEvent
 from ..security.access import Principal
 from .headers import ietf_headers, openai_headers, retry_after
 from .leases import LeaseBook
@@ -227,7 +228,7 @@ class Limits:
 
     # -- admission -----------------------------------------------------------------------
     async def admit(self, request: Request, principal: Principal, model: str, body: Mapping[str, Any],
-                    out: dict[str, str], event: dict[str, Any]) -> Admission:
+                    out: dict[str, str], event: RequestEvent) -> Admission:
         """Reserve this request's units under every policy, or raise 429 (or 503)."""
         key_id = principal.key_id
         estimate = estimate_tokens(body) if self._estimates else Usage(0, 0)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import not_found
 from ..providers.base import Provider
+from ..request_event import RequestEvent
 from .conditions import choose
 from .settings import WILDCARD_ROUTE, RouteTarget
 
@@ -42,7 +43,7 @@ class Router:
         self._conditional = settings.conditional_routes
 
     def pick(self, model: str, headers: Mapping[str, str], body: Mapping[str, Any], tags: Mapping[str, str],
-             event: dict[str, Any]) -> str:
+             event: RequestEvent) -> str:
         """The route a conditional alias chooses for this request (else ``model`` itself)."""
         route = self._conditional.get(model)
         if route is None:

@@ -46,6 +46,7 @@ from ..providers.base import MESSAGES, RESPONSES
 from ..providers.operations import sender_for
 from ..providers.translated import read_limited
 from ..redaction import redact
+from ..request_event import RequestEvent
 from ..sse_buffer import EventBuffer
 from .health import HealthRegistry, TargetHealth, parse_retry_after
 from .routes import RouteTargets, Target
@@ -244,7 +245,7 @@ class UpstreamCaller:
         return kept
 
     async def call(self, targets: list[Target], body: dict[str, Any], forward: Mapping[str, str],
-                   event: dict[str, Any], *, operation: str = "chat", stream: bool | None = None,
+                   event: RequestEvent, *, operation: str = "chat", stream: bool | None = None,
                    pin: str | None = None, idempotent: bool = True) -> tuple[Target, UpstreamResponse]:
         """The first target that answers; retries and failover only for an ``idempotent`` call."""
         stream = body.get("stream") is True if stream is None else stream
