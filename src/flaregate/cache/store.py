@@ -213,7 +213,19 @@ class ResponseCache:
         hot = self.lifetimes.hot if self.hot_enabled else 0
         return max(cold, warm, hot)
 
-    async def get(self, key: str) -> tuple[CacheEntry, Tier] | None:
+    def reads_cold(self, ttl: float | None) -> bool:
+        """Whether a request whose answers live ``ttl`` seconds looks in the cold tier: only
+        where its own answer would have been written there. With the warm tier on, an entry
+        whose TTL fits the warm lifetime is never written cold (see :meth:`put`), so such a
+        request reads no KV; an entry stored by a request with a longer TTL is then found
+        only by requests with a longer TTL too."""
+        if self.lifetimes.cold <= 0:
+            return False  # a tier turned off is not read either (on the edge: no KV read per miss)
+        return ttl is None or self._warm is None or ttl > self.lifetimes.warm
+
+    async def get(self, key: str, ttl: float | None = None) -> tuple[CacheEntry, Tier] | None:
+        """The entry, from the fastest tier that has it; ``ttl``: the asking request's own
+        (None: every tier is read)."""
         now = self._clock.now()
         if self.hot_enabled:
             entry = self.memory.get(key)
@@ -226,8 +238,8 @@ class ResponseCache:
                 entry, raw = found
                 self._promote_hot(key, entry, len(raw), now)
                 return entry, "warm"
-        if self.lifetimes.cold <= 0:
-            return None  # a tier turned off is not read either (on the edge: no KV read per miss)
+        if not self.reads_cold(ttl):
+            return None
         found = await self._read(self._cold, self.cold_counts, key, now)
         if found is None:
             return None

@@ -143,3 +143,28 @@ async def test_delete_removes_the_entry_from_every_tier():
     await tasks.drain()
     await cache.delete("k")
     assert "k" not in warm.data and "k" not in cold.data and await tier(cache) is None
+
+
+class CountingKV(MemoryKV):
+    def __init__(self, clock):
+        super().__init__(clock)
+        self.reads = 0
+
+    async def get(self, key):
+        self.reads += 1
+        return await super().get(key)
+
+
+async def test_a_request_reads_only_the_tiers_its_own_ttl_writes():
+    clock = FakeClock()
+    warm, cold, tasks = MemoryKV(clock), CountingKV(clock), InlineTasks()
+    cache = ResponseCache(cold, clock, tasks, MemoryLRU(clock, 100, 1_000_000), SEED, warm)
+    assert await cache.get("k", ttl=300) is None and cold.reads == 0  # fits warm: never written cold
+    assert await cache.get("k", ttl=3600) is None and cold.reads == 0
+    assert await cache.get("k", ttl=7200) is None and cold.reads == 1  # would be written cold: read it
+    assert await cache.get("k") is None and cold.reads == 2  # no TTL given: every tier
+    cache.put("long", entry(clock, ttl=20000))
+    await tasks.drain()
+    clock.advance(5000)  # only the cold tier still has it
+    assert await cache.get("long", ttl=300) is None  # a short-TTL request does not see a long-TTL entry
+    assert (await cache.get("long", ttl=20000))[1] == "cold"
