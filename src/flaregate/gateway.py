@@ -45,6 +45,7 @@ from .security.access import AccessControl, Principal
 from .security.admin_api import AdminApi
 from .security.gate import SecurityGate
 from .security.keys import KeyRing
+from .security.provider_view import provider_view
 from .security.webhooks import WebhookDispatcher
 
 log = logging.getLogger("flaregate")
@@ -97,7 +98,7 @@ class Gateway:
         return [
             *api,
             Route("/v1/models", {"GET": self._models}, "key", "The routed model aliases this key may use", api=True),
-            Route("/v1/providers", {"GET": self._providers}, "key", "Health of every route target (this process)"),
+            Route("/v1/providers", {"GET": self._providers}, "key", "Health of the route targets this key may use (error texts: admin key)"),
             Route("/health", {"GET": self._health}, "public", "Liveness and the health score"),
             Route("/openapi.json", {"GET": self._openapi}, "public", "OpenAPI 3.1 of the OpenAI-compatible API"),
             # Upgraded by the hosts before the table is consulted; a plain GET gets the 426.
@@ -156,9 +157,9 @@ class Gateway:
         return json_response({"object": "list", "data": data})
 
     async def _providers(self, request: Request, out: dict[str, str]) -> Response:
-        await self.authorize(request)
+        detail, allows = await provider_view(request, self.settings, self.access)
         kinds = {p.name: p.kind for p in self.settings.providers}
-        return json_response(self.upstream.report(self.router.routes(), kinds))
+        return json_response(self.upstream.report(self.router.routes(), kinds, detail=detail, allows=allows))
 
     async def _openapi(self, request: Request, out: dict[str, str]) -> Response:
         return Response(200, {"content-type": "application/json"},

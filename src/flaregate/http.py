@@ -51,12 +51,12 @@ class Request:
     body: bytes = b""
     query: Mapping[str, str] = field(default_factory=dict)
     client_ip: str | None = None
-    # The query string as the host received it (without ``?``; ``query`` is its parsed form):
-    # request signatures cover it (security/signing.py).
-    raw_query: str = ""
     # The route template's parameters (``/admin/keys/{key_id}`` -> ``{"key_id": ...}``), set
     # by the gateway from :meth:`flaregate.routes.RouteTable.match`; empty on exact paths.
     params: Mapping[str, str] = field(default_factory=dict)
+    # The query string as the host received it (without ``?``; ``query`` is its parsed form):
+    # request signatures cover it (security/signing.py).
+    raw_query: str = ""
 
 
 @dataclass(slots=True)

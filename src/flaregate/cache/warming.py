@@ -17,9 +17,8 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Settings
 from ..errors import GatewayError, bad_request
 from ..http import Headers, Request, Response, json_response
 from ..observability import tracing
@@ -27,6 +26,9 @@ from ..ports import Ports
 from ..routes import Route
 from ..security.access import AccessControl, Principal
 from ..security.admin import require_admin
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger("flaregate.cache")
 

@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Settings
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
 from ..ports import Clock, MetricsHubClient
 from ..routes import Route
 from ..security.admin import authorize_observer
 from .prometheus import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger("flaregate.observability")
 

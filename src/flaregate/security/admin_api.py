@@ -12,11 +12,10 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
-from ..config import Settings
 from ..errors import GatewayError, bad_request, not_found
 from ..http import Request, Response, json_response
 from ..ports import Clock, SecurityStoreClient
@@ -27,6 +26,9 @@ from .access import AccessControl, KeyPolicy, new_key
 from .admin import require_admin
 from .privacy import client_address
 from .webhooks import EVENT_TYPES, TargetRefused, WebhookDispatcher, check_target, new_secret
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger("flaregate.admin")
 
