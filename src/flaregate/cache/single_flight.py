@@ -10,6 +10,13 @@ and the others wait for each chunk it reads; only when it has left (its client w
 does the next reader take over. That owner rule matters on the edge, where workerd lets no
 request read an I/O object (a fetch body) that belongs to another. When the last reader
 leaves before the end, the upstream call is closed (no one pays for tokens no one reads).
+
+A reader leaves by being closed or by being cancelled where it waits, which for the one
+pulling is in the middle of an upstream read (its host cancels it the moment its client
+leaves, however silent the upstream). In process, that read runs in a task of its own and
+goes on for the others, who take over from it. On the edge it cannot (it belongs to the
+leaving request), so there the flight ends: the others get the interrupted stream's error,
+and the upstream call is closed.
 A ``FlightRecorder`` sees every chunk once and is told, once, how the flight ended; the
 cache uses it to store the answer.
 
@@ -83,6 +90,8 @@ class _Flight:
         self.failure: UpstreamError | None = None
         self.mode: str | None = None  # "stream" (chunk by chunk) or "read" (the whole body)
         self._iterator: AsyncIterator[bytes] | None = None
+        self._reading: asyncio.Future[None] | None = None  # an upstream read outliving its puller
+        self._closed = False
         self._recorder_broken = False
         self._changed = asyncio.Event()
         self.version = 0  # bumped on every change: what polling readers watch
@@ -127,6 +136,16 @@ class _Flight:
         assert self.upstream is not None and not self.pulling and not self.finished
         self.pulling = True
         mode = self.mode = self.mode or wanted
+        if self.registry.poll:  # the edge: a read that its request left cannot go on for others
+            await self._read(mode)
+            return
+        # A puller cancelled mid-read leaves the read running for the other readers; the
+        # last one to leave cancels it (detach).
+        read = self._reading = asyncio.ensure_future(self._read(mode))
+        await asyncio.shield(read)
+
+    async def _read(self, mode: str) -> None:
+        assert self.upstream is not None
         try:
             if mode == "read":
                 self._append(await self.upstream.read())
@@ -147,6 +166,9 @@ class _Flight:
             self._finish(UpstreamError(type(exc).__name__))
         except BaseException:  # the puller was cancelled: the others cannot go on without it
             self._finish(UpstreamError("the upstream read was cancelled"))
+            self.pulling = False
+            self._notify()
+            await self._close_upstream()  # nobody can read on: close it now, not at the end
             raise
         finally:
             self.pulling = False
@@ -207,6 +229,13 @@ class _Flight:
                     view.cut = True
 
     async def _close_upstream(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        reading = self._reading
+        if reading is not None and not reading.done() and reading is not asyncio.current_task():
+            reading.cancel()  # a read that outlived its puller: an iterator mid-read cannot be closed
+            await asyncio.wait((reading,))
         with contextlib.suppress(Exception):
             if self._iterator is not None and hasattr(self._iterator, "aclose"):
                 await self._iterator.aclose()
