@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from flaregate.hosts.edge.event_loop import ReadyBatches
+from flaregate.hosts.edge.event_loop import PromiseRejected, ReadyBatches
 
 owner: contextvars.ContextVar[Any] = contextvars.ContextVar("test_owner")
 
@@ -338,3 +338,39 @@ def test_a_settle_inside_a_settle_runs_its_own_callbacks_first():
 
     batches.settle(outer_resolved, outer, None)
     assert ran == ["inner", "outer resumed", "outer queued"] and runtime.pending == []
+
+
+@pytest.mark.parametrize("reason", [None, "a string", {"a": "plain object"}])
+def test_a_rejection_with_no_exception_reaches_the_awaiting_task_as_promise_rejected(reason):
+    """A cancelled stream's promises reject with ``undefined`` (None here): set_exception
+    would refuse it, and the task awaiting the promise would never resume."""
+    real = asyncio.new_event_loop()
+    original = real.call_soon
+    batches = ReadyBatches(real, original, original, owner)
+    future: asyncio.Future[int] = real.create_future()
+
+    async def waiter() -> Any:
+        try:
+            await future
+        except PromiseRejected as exc:
+            return exc.reason
+        return "no exception"
+
+    async def main() -> Any:
+        task = real.create_task(waiter())
+        await asyncio.sleep(0)
+        original(batches.settle_rejection, future, reason)
+        return await task
+
+    try:
+        assert real.run_until_complete(main()) == reason
+    finally:
+        real.close()
+
+
+def test_a_rejection_with_an_exception_keeps_it():
+    batches, _ = make()
+    future: asyncio.Future[int] = loop.create_future()
+    error = ValueError("upstream broke")
+    batches.settle_rejection(future, error)
+    assert future.exception() is error

@@ -19,7 +19,10 @@ promise's reaction, which is itself a microtask, to resolve the awaiting future.
 resolution makes ready (the awaiting task's next step, and what that step makes ready in
 turn, up to ``MAX_MICROTASK_CHAIN`` rounds) run right there, before the reaction returns,
 instead of from a microtask queued for them. That is the runtime callback each await
-otherwise cost: a ``queueMicrotask`` and a once-callable proxy for it.
+otherwise cost: a ``queueMicrotask`` and a once-callable proxy for it. A rejection whose
+reason is no exception (``undefined``: every promise of a cancelled stream) is raised as
+:class:`PromiseRejected`; Pyodide's own resolver hands that value to ``set_exception``,
+which refuses it, and the awaiting coroutine never resumes.
 
 Batches are per request (the :class:`RequestScope` in the callback's context): workerd binds
 I/O to the request whose code started it, and each runtime callback runs in the request in
@@ -45,6 +48,17 @@ MAX_MICROTASK_CHAIN = 64
 
 
 _UNOWNED = 0  # the owner key of callbacks without a request (never an id())
+
+
+class PromiseRejected(Exception):
+    """A JavaScript promise that Python awaited rejected with a value that is no exception:
+    ``undefined`` (what every promise of a stream cancelled without a reason rejects with,
+    e.g. a response stream whose client went away), a string, a plain object. ``reason`` is
+    that value."""
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(f"promise rejected with {reason!r}")
+        self.reason = reason
 
 
 class ReadyBatches:
@@ -99,6 +113,16 @@ class ReadyBatches:
             self._drain(ready)
         finally:
             self._settling = outer
+
+    def settle_rejection(self, future: asyncio.Future[Any], reason: Any) -> None:
+        """:meth:`settle` of a rejection. A reason that is no exception is raised as
+        :class:`PromiseRejected`: given to ``set_exception`` as it is (as Pyodide's own
+        resolver does), it would be refused with a TypeError, and the coroutine awaiting the
+        promise would wait forever (after a client left: until workerd cancels the request
+        as hung, with the stream's cleanup never run)."""
+        if not isinstance(reason, BaseException):
+            reason = PromiseRejected(reason)
+        self.settle(future.set_exception, future, reason)
 
     def _drain(self, ready: deque[asyncio.Handle]) -> None:
         for _ in range(MAX_MICROTASK_CHAIN):
@@ -226,11 +250,11 @@ def _settle_awaits_with(batches: ReadyBatches) -> None:
         return
     if not hasattr(helper, "get_future_resolvers"):
         return  # another Pyodide: its awaits keep their own resolvers
-    settle = batches.settle
+    settle, settle_rejection = batches.settle, batches.settle_rejection
 
     def get_future_resolvers(future: asyncio.Future[Any]) -> tuple[Callable[[Any], None], Callable[[Any], None]]:
         on_value = functools.partial(settle, future.set_result, future)
-        on_error = functools.partial(settle, future.set_exception, future)
+        on_error = functools.partial(settle_rejection, future)
         return on_value, on_error
 
     helper.get_future_resolvers = get_future_resolvers
