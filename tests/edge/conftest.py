@@ -28,21 +28,42 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 # -- the runtime-only modules ------------------------------------------------------------------
 class FakeWriter:
-    """The writable side of a TransformStream: records every write and the close."""
+    """The writable side of a TransformStream: records every write and the close. Its
+    ``closed`` is the writer's promise (a future here): fulfilled by close(), rejected when
+    the runtime cancels the readable side because the client left (``leave()``)."""
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
-        self.closed = False
-        self.fail = False  # the client went away
+        self.is_closed = False
+        self.fail = False  # the client went away, and the runtime did not say so yet
+        self._closed: asyncio.Future[None] | None = None
+
+    @property
+    def closed(self) -> asyncio.Future[None]:
+        if self._closed is None:
+            self._closed = asyncio.get_running_loop().create_future()
+            if self.is_closed:
+                self._closed.set_result(None)
+        return self._closed
 
     async def write(self, chunk: Any) -> None:
-        assert not self.closed, "write after close"
+        assert not self.is_closed, "write after close"
         if self.fail:
             raise RuntimeError("Network connection lost.")
         self.chunks.append(bytes(chunk))
 
     async def close(self) -> None:
-        self.closed = True
+        self.is_closed = True
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    def leave(self) -> None:
+        """The client disconnects: the stream errors, every write fails from now on."""
+        self.fail = True
+        if self._closed is None:
+            self._closed = asyncio.get_running_loop().create_future()
+        if not self._closed.done():
+            self._closed.set_exception(RuntimeError("Network connection lost."))
 
 
 class FakeReadable:

@@ -98,7 +98,7 @@ async def test_streaming_chat_writes_sse_to_the_transform_stream(make_env):
     writer = response.body.writer
     assert writer.chunks == []  # nothing is written before the response is returned
     await ctx.drain()
-    assert writer.closed
+    assert writer.is_closed
     text = response.body.data().decode()
     events = [line for line in text.split("\n\n") if line]
     assert all(event.startswith("data: ") for event in events)
@@ -115,7 +115,7 @@ async def test_client_gone_mid_stream_still_closes_and_records(make_env):
     response = await call(env, chat_request({**CHAT, "stream": True}), ctx)
     response.body.writer.fail = True
     await ctx.drain()
-    assert response.body.writer.closed
+    assert response.body.writer.is_closed
     snapshot = await edge_rpc.call(env.METRICS_HUB.getByName("global"), "snapshot")
     assert snapshot["totals"]["requests"] == 1
 

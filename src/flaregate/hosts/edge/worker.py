@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -46,6 +47,10 @@ from .ports import (
 from .workers_ai import WorkersAiBinding
 
 log = logging.getLogger("flaregate.edge")
+# While an SSE stream's upstream is silent, an SSE comment this often: workerd notices a
+# client that left only when it writes to it (see _pump).
+HEARTBEAT_SECONDS = 0.5
+HEARTBEAT = b": keep-alive\n\n"
 # A refused oversize body is read (and dropped) up to this much before the 413 goes out.
 DRAIN_LIMIT_BYTES = 8 * 1024 * 1024
 
@@ -228,7 +233,8 @@ def _to_workers(response: Response, scope: RequestScope) -> Any:
     # starts reading while chunks are produced (awaiting writes first would deadlock).
     stream = js.TransformStream.new()
     writer = stream.writable.getWriter()
-    scope.ctx.waitUntil(within(scope, _pump(body, writer)))
+    sse = (response.headers.get("content-type") or "").startswith("text/event-stream")
+    scope.ctx.waitUntil(within(scope, _pump(body, writer, HEARTBEAT_SECONDS if sse else None)))
     return workers.Response(stream.readable, status=response.status, headers=_headers_to_js(response.headers))
 
 
@@ -238,13 +244,33 @@ def _headers_to_js(headers: dict[str, str]) -> Any:
     return js.Headers.new(to_js(list(headers.items())))
 
 
-async def _pump(chunks: AsyncIterator[bytes], writer: Any) -> None:
+async def _pump(chunks: AsyncIterator[bytes], writer: Any, heartbeat: float | None = None) -> None:
+    """Write ``chunks`` to the response stream until they end or the client leaves.
+
+    The runtime cancels the response stream when it finds the client gone, and the writer's
+    ``closed`` promise rejects then: that is watched, so a client that leaves stops the
+    stream at once, not at the upstream's next chunk (which a thinking model may be minutes
+    away from). The task that writes is then cancelled where it waits, for that chunk
+    usually: the core's relay records "aborted" and closes its upstream call on the way out.
+
+    workerd finds a client gone only when it writes to it (a client's FIN is not a
+    disconnect to it, and under ``wrangler dev`` no close is), so while an SSE stream's
+    upstream is silent, ``heartbeat`` seconds after the last bytes an SSE comment goes out
+    (every SSE client skips it), between two events only, again each ``heartbeat``."""
+    state = _Written()
+    relay = asyncio.ensure_future(_write(chunks, writer, state))
+    gone = asyncio.ensure_future(_client_gone(writer))
+    beat = asyncio.ensure_future(_heartbeat(writer, state, heartbeat)) if heartbeat else None
     try:
-        async for chunk in chunks:
-            await writer.write(to_js(chunk))  # bytes -> Uint8Array
-    except Exception:
-        log.warning("streaming the response stopped early (client gone?)", exc_info=True)
+        await asyncio.wait((relay, gone), return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for watcher in (gone, beat):
+            if watcher is not None:
+                watcher.cancel()
+        if not relay.done():  # the client left mid-stream (or this task was cancelled)
+            log.info("the client left mid-stream: its upstream call is closed")
+            relay.cancel()
+            await asyncio.wait((relay,))  # its unwinding: the core's cleanup, the upstream's close
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()  # runs the core's cleanup (upstream close, analytics) if we stopped early
@@ -252,3 +278,50 @@ async def _pump(chunks: AsyncIterator[bytes], writer: Any) -> None:
             await writer.close()
         except Exception:
             log.debug("closing the response stream failed", exc_info=True)
+
+
+class _Written:
+    """What the response stream was last given: when, and whether it ended an SSE event."""
+
+    __slots__ = ("at", "between_events")
+
+    def __init__(self) -> None:
+        self.at = asyncio.get_running_loop().time()
+        self.between_events = True
+
+
+async def _write(chunks: AsyncIterator[bytes], writer: Any, state: _Written) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        async for chunk in chunks:
+            state.at = loop.time()
+            state.between_events = chunk.endswith((b"\n\n", b"\r\n\r\n"))
+            await writer.write(to_js(chunk))  # bytes -> Uint8Array
+    except Exception:
+        log.warning("streaming the response stopped early (client gone?)", exc_info=True)
+
+
+async def _client_gone(writer: Any) -> None:
+    """Returns when the response stream errors: the runtime cancelled it, the client left.
+    (A normal close is ours, after the relay ended: this is cancelled by then.)"""
+    try:
+        await writer.closed
+    except Exception:
+        return
+    await asyncio.Event().wait()
+
+
+async def _heartbeat(writer: Any, state: _Written, every: float) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        idle = loop.time() - state.at
+        if idle < every:
+            await asyncio.sleep(every - idle)
+        elif not state.between_events:  # mid-event: no comment fits in; look again later
+            await asyncio.sleep(every)
+        else:
+            state.at = loop.time()
+            try:
+                await writer.write(to_js(HEARTBEAT))
+            except Exception:  # the stream errored: _client_gone says so
+                return
