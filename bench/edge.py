@@ -18,7 +18,7 @@ Targets, all in the same run:
   ``NAME``       ``--floor NAME:py|js:OPS``: a floor with runtime operations added (``FLOOR_OPS``, listed in
                  bench/edge_floor/entry.py), to price each one
   ``portkey``    Portkey's gateway as a Worker (``src/index.ts``) from ``bench/.peers/portkey-worker``:
-                 prepare it with ``--setup-portkey`` (source from a local git mirror of
+                 prepare it with ``--setup-portkey --portkey-source DIR`` (source from a git mirror of
                  Portkey-AI/gateway, npm deps from the registry); skipped, with the reason, without it
 Portkey answers the chat scenarios (miss, stream) only; the floors answer those and the two
 plain GETs (models, health) with a bare "ok", which prices a request that does no I/O.
@@ -62,7 +62,8 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}  # /metrics is an operator endp
 FLOOR_DIR = BENCH / "edge_floor"
 FLOOR_JS_DIR = BENCH / "edge_floor_js"
 PORTKEY_DIR = BENCH / ".peers" / "portkey-worker"
-PORTKEY_MIRROR = Path(os.environ.get("PORTKEY_MIRROR", "/work/.mirror/Portkey-AI+gateway/repo"))
+# A git checkout (or bare mirror) of Portkey-AI/gateway: --portkey-source DIR or PORTKEY_MIRROR.
+PORTKEY_MIRROR_VAR = "PORTKEY_MIRROR"
 PORTKEY_PATHS = ["src", "plugins", "wrangler.toml", "package.json", "package-lock.json", "tsconfig.json",
                  "conf.json", "initializeSettings.ts", "patches"]
 IDLE_SECONDS = 2.0
@@ -179,15 +180,19 @@ def send(dev: wrangler_dev.DevServer, scenario: Scenario, headers: dict[str, str
                     headers)
 
 
-def setup_portkey() -> str:
-    """Portkey's Worker source from the local mirror (only the paths the Worker needs: the
-    mirror lacks some large blobs) and its runtime npm deps, into bench/.peers/portkey-worker."""
-    if not PORTKEY_MIRROR.exists():
-        return f"no Portkey source: {PORTKEY_MIRROR} is absent"
+def setup_portkey(source: Path | None) -> str:
+    """Portkey's Worker source from a git checkout of Portkey-AI/gateway (only the paths the
+    Worker needs: a mirror may lack some large blobs) and its runtime npm deps, into
+    bench/.peers/portkey-worker."""
+    if source is None:
+        return (f"no Portkey source: pass --portkey-source DIR (a git checkout or mirror of "
+                f"Portkey-AI/gateway) or set {PORTKEY_MIRROR_VAR}")
+    if not source.exists():
+        return f"no Portkey source: {source} is absent"
     if PORTKEY_DIR.exists():
         shutil.rmtree(PORTKEY_DIR)
     PORTKEY_DIR.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(PORTKEY_MIRROR), "archive", "HEAD", *PORTKEY_PATHS],
+    archive = subprocess.run(["git", "-C", str(source), "archive", "HEAD", *PORTKEY_PATHS],
                              capture_output=True, check=False)
     subprocess.run(["tar", "-x", "-C", str(PORTKEY_DIR)], input=archive.stdout, check=True)
     # Runtime deps only; NODE_ENV=production skips its husky "prepare" hook.
@@ -351,12 +356,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run a floor with these runtime operations (FLOOR_OPS; repeatable)")
     parser.add_argument("--setup-portkey", action="store_true",
                         help=f"(re)install Portkey's Worker into {PORTKEY_DIR} first")
+    parser.add_argument("--portkey-source", type=Path, default=os.environ.get(PORTKEY_MIRROR_VAR) or None,
+                        help=f"a git checkout or mirror of Portkey-AI/gateway (default: ${PORTKEY_MIRROR_VAR})")
     parser.add_argument("--label", default="edge", help="name of this run in the output file")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     args = parser.parse_args(argv)
     names = args.only or list(SCENARIOS)
     if args.setup_portkey:
-        failure = setup_portkey()
+        failure = setup_portkey(Path(args.portkey_source) if args.portkey_source else None)
         if failure:
             print(f"portkey setup: {failure}", flush=True)
     targets = _targets(args, names)

@@ -2,6 +2,8 @@
 (no Docker engine runs here: the file is read as compose reads it)."""
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -52,3 +54,28 @@ def test_ports_are_published_on_loopback_only():
     for name, service in _gateways().items():
         for port in service["ports"]:
             assert str(port).startswith("127.0.0.1:"), (name, port)
+
+
+DOCKERFILE = COMPOSE.parent / "Dockerfile"
+
+
+def test_compose_builds_the_projects_dockerfile():
+    for name, service in _gateways().items():
+        assert service["build"] == ".", name
+        assert "command" not in service, "the image's own CMD serves; nothing pip-installs at start"
+
+
+def test_the_dockerfile_is_slim_non_root_and_health_checked():
+    text = DOCKERFILE.read_text()
+    assert "FROM python:3.12-slim" in text
+    assert "HEALTHCHECK" in text and "/health" in text
+    users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    # The dependencies' layer comes before the source is copied: a code change keeps it cached.
+    assert text.index('pip install ".[local]"') < text.index("COPY src/ src/")
+
+
+def test_hadolint_passes_on_the_dockerfile():
+    hadolint = shutil.which("hadolint") or str(COMPOSE.parent / ".venv" / "bin" / "hadolint")
+    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -2,8 +2,8 @@
 
 import sqlite3
 
-from flaregate.cli import main
 from flaregate.clock import SystemClock
+from flaregate.hosts.local.cli import main
 from flaregate.hosts.local.keys import ensure_local_key
 from flaregate.hosts.local.storage import SqliteStorage
 from flaregate.security.access import digest_hex
@@ -35,7 +35,7 @@ def test_keys_cli_create_list_revoke(tmp_path, capsys):
 
 
 def test_local_admin_key_is_created_once_in_a_0600_file_and_a_configured_one_wins(tmp_path):
-    from flaregate.cli import ADMIN_KEY_FILE, _local_admin_key
+    from flaregate.hosts.local.cli import ADMIN_KEY_FILE, _local_admin_key
 
     key, source = _local_admin_key(None, tmp_path)
     assert source == "created" and key.startswith("fga-")

@@ -9,8 +9,8 @@ import secrets
 import sys
 from pathlib import Path
 
-from . import __version__
-from .config import ConfigError, settings_from_vars
+from ... import __version__
+from ...config import ConfigError, settings_from_vars
 
 ADMIN_KEY_FILE = "admin-key.txt"
 WS_MAX_FRAME_BYTES = 1 << 20  # the protocol layer closes bigger frames (1009); the hub caps lower
@@ -25,7 +25,7 @@ def _local_admin_key(settings_key: str | None, data_dir: Path) -> tuple[str, str
     and a server holding only its hash could not verify a signature."""
     if settings_key:
         return settings_key, None
-    from .hosts.local.files import FILE_MODE, private_dir, private_file
+    from .files import FILE_MODE, private_dir, private_file
 
     path = data_dir / ADMIN_KEY_FILE
     if path.exists() and path.read_text().strip():
@@ -50,15 +50,21 @@ def _without_workers(argv: list[str]) -> list[str]:
 
 
 def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    import uvicorn
+    try:  # the server's extras: absent after a plain `pip install flaregate`
+        import aiohttp  # noqa: F401  (the upstream client the local host's ports use)
+        import uvicorn
+    except ImportError as exc:
+        print(f"flaregate serve needs the standalone server's dependencies ({exc.name} is missing).\n"
+              "Install them with:  pip install 'flaregate[local]'", file=sys.stderr)
+        return 2
     from pydantic import SecretStr
 
-    from .hosts.local.app import LocalHost
-    from .hosts.local.config_files import load_vars
-    from .hosts.local.keys import ensure_first_key, move_to_redis
-    from .hosts.local.server import server_config
-    from .observability.logs import configure_logging
-    from .security.secret_strength import production_secret_problems
+    from ...observability.logs import configure_logging
+    from ...security.secret_strength import production_secret_problems
+    from .app import LocalHost
+    from .config_files import load_vars
+    from .keys import ensure_first_key, move_to_redis
+    from .server import server_config
 
     config = Path(args.config) if args.config else None
     try:
@@ -68,7 +74,7 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         return 2
     data_dir = Path(args.data_dir)
     if args.workers > 1:
-        from .hosts.local.replicas import REFUSAL, supervise
+        from .replicas import REFUSAL, supervise
 
         if settings.redis_url is None:
             print(REFUSAL, file=sys.stderr)
@@ -112,7 +118,7 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     server = uvicorn.Server(server_config(host, args.host, args.port, ws_max_size=WS_MAX_FRAME_BYTES,
                                           log_config=None))
     if args.reuse_port:  # one of --workers N
-        from .hosts.local.replicas import reuse_port_socket
+        from .replicas import reuse_port_socket
 
         server.run(sockets=[reuse_port_socket(args.host, args.port)])
     else:
@@ -143,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_argument("--models", default="", help="for create: comma-separated allowed models (default: all)")
     args = parser.parse_args(argv)
     if args.command == "keys":
-        from .hosts.local.keys import keys_command
+        from .keys import keys_command
 
         return keys_command(Path(args.data_dir), args.action, args.name, args.models, args.key_id,
                             os.environ.get("FLAREGATE_REDIS_URL") or None)
