@@ -268,7 +268,7 @@ async def _pump(chunks: AsyncIterator[bytes], writer: Any, heartbeat: float | No
             if watcher is not None:
                 watcher.cancel()
         if not relay.done():  # the client left mid-stream (or this task was cancelled)
-            log.info("the client left mid-stream: its upstream call is closed")
+            log.debug("the client left mid-stream: its upstream call is closed")
             relay.cancel()
             await asyncio.wait((relay,))  # its unwinding: the core's cleanup, the upstream's close
         aclose = getattr(chunks, "aclose", None)
