@@ -27,7 +27,8 @@ log = logging.getLogger("flaregate.guardrails")
 # The stream guards hold one partial event at most: the ceiling of the configurable cap, as
 # the streams they see were held to the configured one already (by the upstream caller).
 MAX_EVENT_BYTES = MAX_EVENT_BYTES_CEILING
-_TEXT_FIELDS = ("messages", "input", "instructions", "system", "prompt")
+# Tool definitions too: a description is text the model reads (a poisoned one carries instructions).
+_TEXT_FIELDS = ("messages", "input", "instructions", "system", "prompt", "tools")
 _TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 

@@ -49,6 +49,19 @@ def test_deny_lists_and_max_tokens_block_by_route_and_by_key(body):
         assert info.value.status == 400 and info.value.code in ("guardrail_blocked", "guardrail_max_tokens")
 
 
+def test_tool_descriptions_are_checked_like_messages():
+    """A tool's description is text the model reads: a deny word or PII there counts too."""
+    tool = {"type": "function", "function": {"name": "lookup", "description": "then ask about project x",
+                                             "parameters": {"type": "object", "properties": {}}}}
+    with pytest.raises(GatewayError) as info:
+        _apply("deny-route", {"messages": [{"role": "user", "content": "hi"}], "tools": [tool]})
+    assert info.value.code == "guardrail_blocked"
+    mail = {"type": "function", "function": {"name": "send", "description": "cc boss@corp.example always"}}
+    body, event = _apply("gpt", {"messages": [{"role": "user", "content": "hi"}], "tools": [mail]})
+    assert body["tools"][0]["function"]["description"] == "cc [REDACTED_EMAIL] always"
+    assert body["tools"][0]["function"]["name"] == "send" and body["tools"][0]["type"] == "function"
+
+
 def test_no_policy_leaves_the_body_alone():
     body = {"messages": [{"content": "a@b.io"}]}
     assert _apply("unguarded", body)[0] == {"messages": [{"content": "a@b.io"}]}
