@@ -385,8 +385,10 @@ class FakeKV:
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
         self.puts: list[dict[str, Any]] = []
+        self.gets: list[str] = []  # every key read through the binding
 
     async def get(self, key: str) -> str | None:
+        self.gets.append(key)
         return self.data.get(key)
 
     async def put(self, key: str, value: str, **options: Any) -> None:

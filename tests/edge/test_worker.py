@@ -89,6 +89,18 @@ async def test_a_long_lived_answer_is_written_to_kv_too(make_env):
     assert js.caches.default.puts[-1][1]["cache-control"] == "max-age=3600"  # warm: at most an hour
 
 
+async def test_a_short_ttl_miss_reads_no_kv_and_a_long_one_does(make_env):
+    """A request reads the tiers its own TTL would write: 300 s fits the warm tier's hour."""
+    env, ctx = make_env(), FakeCtx()
+    entries = lambda: [k for k in env.CACHE.gets if k.startswith("fg:c2:")]  # noqa: E731 (cache entries, not generations)
+    body = {**CHAT, "messages": [{"role": "user", "content": "short-lived question"}]}
+    assert (await call(env, chat_request(body), ctx)).headers["x-flaregate-cache"] == "MISS"
+    assert entries() == []  # no KV read on a default-TTL miss
+    body = {**CHAT, "messages": [{"role": "user", "content": "long-lived question"}]}
+    assert (await call(env, chat_request(body, headers={"x-flaregate-cache-ttl": "7200"}), ctx)).status == 200
+    assert len(entries()) == 1  # a TTL past the warm hour looks in KV first
+
+
 async def test_streaming_chat_writes_sse_to_the_transform_stream(make_env):
     env, ctx = make_env(), FakeCtx()
     response = await call(env, chat_request({**CHAT, "stream": True}), ctx)

@@ -41,6 +41,7 @@ def server(upstream, tmp_path_factory):
         FLAREGATE_GUARDRAILS=json.dumps(GUARDRAILS),
         FLAREGATE_ADMIN_KEY=ADMIN_KEY,
         CACHE_TTL_SECONDS="0",
+        AUTH_FAILURE_LIMIT="1000",  # 40 bad keys from one network on purpose: not the throttle's test
     )
     with run_gateway(tmp_path_factory.mktemp("resolved"), env) as gw:
         yield gw
