@@ -53,10 +53,11 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 from tests.support import wrangler_dev  # noqa: E402  (the tests' way to start the Worker)
 
-GATEWAY_KEY = "fg-bench-gateway-key"
+GATEWAY_KEY = "fg-bench-gateway-key-7c1e9a40b2d35f68"  # long enough for the production variant
 UPSTREAM_KEY = "sk-bench-upstream"
 CHAT = "/v1/chat/completions"
-ADMIN_KEY = "fg-bench-admin-key"
+ADMIN_KEY = "fga-bench-admin-key-3f9d0b6e1a7c4285"
+SIGNING_SECRET = "bench-signing-secret-5e2a8c71d9f04b36"  # production refuses the admin key as one
 AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}", "Content-Type": "application/json"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}  # /metrics is an operator endpoint
 FLOOR_DIR = BENCH / "edge_floor"
@@ -125,7 +126,7 @@ def _worker_env(mock_url: str, **extra: str) -> dict[str, str]:
             "FLAREGATE_PROVIDERS": json.dumps(providers),
             "FLAREGATE_ROUTES": json.dumps({"bench-model": ["mock-upstream"]}),
             "RATE_LIMIT_CAPACITY": "1000000000", "RATE_LIMIT_REFILL_PER_SECOND": "1000000000",
-            "FLAREGATE_ADMIN_KEY": ADMIN_KEY, **extra}
+            "FLAREGATE_ADMIN_KEY": ADMIN_KEY, "FLAREGATE_SIGNING_SECRET": SIGNING_SECRET, **extra}
 
 
 def _mock_upstream(work: Path) -> Server:
