@@ -112,6 +112,7 @@ class Target:
     floor_ops: str = ""
     skipped: str | None = None
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    startup: dict[str, float] = field(default_factory=dict)  # CPU to the first answer, source size
 
     def server_for(self, scenario: Scenario) -> wrangler_dev.DevServer | None:
         if self.chat_only and not (scenario.chat or (scenario.bare and self.floor is not None)):
@@ -285,10 +286,20 @@ def _targets(args: argparse.Namespace, names: list[str]) -> list[Target]:
     return targets
 
 
+def _startup(target: Target) -> None:
+    """What a cold start costs: workerd's CPU from its start to the first answer (the ready
+    check's /health, module loading included) and the Python source the Worker bundles."""
+    assert target.dev is not None
+    target.startup["cpu_ms_to_first_answer"] = round(cpu_seconds(_workerd_pids(target.dev)) * 1000, 1)
+    source = target.cwd / "src" if target.extra_env is not None else (target.floor or target.cwd)
+    target.startup["python_source_kib"] = round(sum(f.stat().st_size for f in source.rglob("*.py")) / 1024, 1)
+
+
 def _start(target: Target, work: Path, mock_url: str, names: list[str]) -> None:
     if target.extra_env is not None:  # a Flaregate Worker
         extra = target.extra_env
         target.dev = _start_worker(target.name, work, _worker_env(mock_url, **extra), target.cwd)
+        _startup(target)
         if "429" in names:
             target.limited = _start_worker(target.name + "-429", work, _worker_env(
                 mock_url, **{**extra, **ONE_REQUEST_BUCKET}),
@@ -300,6 +311,7 @@ def _start(target: Target, work: Path, mock_url: str, names: list[str]) -> None:
             link.symlink_to(Path("..") / ".." / "python_modules")
         env = {"UPSTREAM_URL": mock_url, "UPSTREAM_KEY": UPSTREAM_KEY, "FLOOR_OPS": target.floor_ops}
         target.dev = _start_worker(target.name, work, env, target.floor)
+        _startup(target)
     elif target.name == "portkey":
         target.headers["x-portkey-custom-host"] = mock_url + "/v1"
         target.dev = _start_worker("portkey", work, {}, PORTKEY_DIR)
@@ -322,9 +334,38 @@ def _table(targets: list[Target], names: list[str], rounds: int) -> tuple[str, d
             summary.setdefault(target.name, {})[name] = {
                 "cpu_ms_median": round(median, 3), "cpu_ms_rounds": [round(x["cpu_ms_per_request"], 3) for x in runs],
                 "all_ok": ok}
-            cells.append(f"{median:.2f}" + ("" if ok else " (unexpected statuses)"))
+            values = [x["cpu_ms_per_request"] for x in runs]
+            spread = f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else ""
+            cells.append(f"{median:.2f}{spread}" + ("" if ok else " (unexpected statuses)"))
         label = "idle (ms CPU per second)" if name == "idle" else name
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    # "What the Worker would be billed": wrangler dev's own harness (the JavaScript floor's
+    # figure for the same scenario; for those the floors do not answer, its GET) taken away.
+    js = summary.get("floor-js", {})
+    if js:
+        lines += ["", "| billed ms CPU (minus floor-js) | " + " | ".join(t.name for t in shown) + " |",
+                  "|---" * (len(shown) + 1) + "|"]
+        for name in names:
+            base = (js.get(name) or js.get("models") or {}).get("cpu_ms_median")
+            if base is None:
+                continue
+            cells = []
+            for target in shown:
+                mine = summary.get(target.name, {}).get(name)
+                if mine is None:
+                    cells.append("—")
+                    continue
+                billed = [round(x - base, 3) for x in mine["cpu_ms_rounds"]]
+                mine["billed_ms_median"] = round(mine["cpu_ms_median"] - base, 3)
+                cells.append(f"{mine['billed_ms_median']:.2f} ({min(billed):.2f}-{max(billed):.2f})")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    started = [t for t in targets if t.startup]
+    if started:
+        lines += ["", "| start-up | " + " | ".join(t.name for t in started) + " |", "|---" * (len(started) + 1) + "|"]
+        for key in ("cpu_ms_to_first_answer", "python_source_kib"):
+            lines.append(f"| {key} | " + " | ".join(f"{t.startup.get(key, 0):g}" for t in started) + " |")
+        for target in started:
+            summary.setdefault(target.name, {})["startup"] = target.startup
     for peer in ("portkey", "before", "floor", "floor-js"):
         ratios = []
         for name in names:
