@@ -38,9 +38,14 @@ def script(seed: int, steps: int) -> list[tuple[str, Any]]:
         kind = rnd.choice(["acquire"] * 5 + ["reconcile", "advance", "advance", "usage", "reset"])
         names = rnd.sample(sorted(POLICIES), rnd.randint(1, 3))
         if kind == "acquire":
-            calls.append((kind, [{"key": n, "policy": POLICIES[n],
-                                  "cost": {"t": rnd.randint(1, 200), "d": rnd.randint(1, 90) / 1000}.get(n, 1)}
-                                 for n in names]))
+            lease = rnd.choice([0, 0, 2, 40])  # requests' worth of a lease, as the isolates ask
+            checks = [{"key": n, "policy": POLICIES[n], "lease": lease,
+                       "cost": {"t": rnd.randint(1, 200), "d": rnd.randint(1, 90) / 1000}.get(n, 1)} for n in names]
+            if rnd.random() < 0.3:  # an ended lease gives back what it did not spend
+                back = rnd.choice(sorted(POLICIES))
+                checks.append({"key": back, "policy": POLICIES[back], "cost": 0, "back": rnd.randint(1, 3),
+                               "lent": rnd.randint(1, 6), "back_at": "AT"})
+            calls.append((kind, checks))
         elif kind == "reconcile":
             calls.append((kind, [{"key": n, "policy": POLICIES[n], "delta": rnd.randint(-150, 150)} for n in names]))
         elif kind == "advance":
@@ -60,6 +65,7 @@ async def test_the_durable_object_decides_like_the_local_host(monkeypatch: pytes
     durable = DirectRpc(RateLimiter(ctx, None))
     local = LocalRateLimiterClient(CoreRateLimiter(MemorySql(), clock))
     outcomes = set()
+    leases_lent = 0
     at = clock.now()
     for kind, arg in script(seed, 300):
         if kind == "advance":
@@ -68,16 +74,19 @@ async def test_the_durable_object_decides_like_the_local_host(monkeypatch: pytes
         if kind in ("acquire", "reconcile"):
             if kind == "reconcile":
                 arg = [{**entry_, "at": at} for entry_ in arg]
+            arg = [{**entry_, "back_at": at} if entry_.get("back_at") == "AT" else entry_ for entry_ in arg]
             from_do = getattr(durable, kind)(arg)
             from_local = await getattr(local, kind)(PARTITION, arg)
             at = from_do["at"]
             outcomes.add(from_do.get("allowed"))
+            leases_lent += from_do.get("lease", 0)
         elif kind == "usage":
             from_do, from_local = durable.usage(), await local.usage(PARTITION)
         else:
             from_do, from_local = durable.reset(arg), await local.reset(PARTITION, arg)
         assert from_do == from_local, (kind, arg)
     assert {True, False} <= outcomes
+    assert leases_lent
     # A new instance over the same storage (woken from hibernation) continues from the rows.
     assert DirectRpc(RateLimiter(ctx, None)).usage() == await local.usage(PARTITION)
 

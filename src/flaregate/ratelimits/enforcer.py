@@ -6,6 +6,10 @@ several partitions (say a per-key and a per-network policy) and one refuses, wha
 admitted is given back. Token and money checks reserve an estimate; ``Admission.settle``
 charges the difference to the real usage, or refunds it all when the call failed.
 
+Leases (``leases.py``, on unless a policy says ``lease: 0``): a partition whose policies all
+lease is asked for more than this request's units when the isolate is busy, and later
+requests spend what it lent without a call; their settlements stay in the isolate too.
+
 When an object cannot be reached (error or ``LIMITER_TIMEOUT_SECONDS``), each policy's
 ``failure_mode`` decides: ``open`` admits against an in-isolate fallback limiter with the
 same policy (limits then hold per isolate rather than globally), ``closed`` refuses with
@@ -31,9 +35,16 @@ from ..ports import Clock, RateLimiterClient
 from ..request_event import RequestEvent
 from ..security.access import Principal
 from .headers import ietf_headers, openai_headers, retry_after
-from .leases import LeaseBook
-from .limiter import RateLimiter
-from .policies import DEFAULT_POLICY, KEY_BUDGET, BudgetPolicy, LimitPolicy, RateLimitPolicy
+from .leases import Lease, LeaseBook, with_left
+from .limiter import MAX_CHECKS, RateLimiter
+from .policies import (
+    DEFAULT_POLICY,
+    KEY_BUDGET,
+    BudgetPolicy,
+    LimitPolicy,
+    RateLimitPolicy,
+    max_lease,
+)
 from .scope import address, key_partition
 
 if TYPE_CHECKING:
@@ -81,8 +92,9 @@ class _Check:
         return self.wire["unit"]
 
     @property
-    def lease(self) -> int:
-        return self.policy.lease if isinstance(self.policy, RateLimitPolicy) and self.policy.leases else 0
+    def most(self) -> int:
+        """Requests' worth a lease of this policy may take beyond this request: 0 for none."""
+        return max_lease(self.policy.lease)
 
     def entry(self, amount: str = "cost", value: float | None = None) -> dict[str, Any]:
         return {"key": self.row, "policy": self.wire, amount: self.cost if value is None else value}
@@ -96,7 +108,7 @@ class _Outcome:
     checks: list[_Check]
     answer: dict[str, Any] | None
     degraded: bool = False
-    leased: bool = False  # spent from (or granted) this isolate's leases: give back locally
+    leases: list[Lease] | None = None  # per check, the lease it spent from (or was lent with)
 
 
 _RESULT_FIELDS = frozenset({"key", "unit", "allowed", "limit", "remaining", "used", "reset_seconds",
@@ -290,13 +302,14 @@ class Limits:
         return GatewayError(429, message, type="rate_limit_error", code="rate_limit_exceeded", headers=headers)
 
     async def _acquire(self, partition: str, checks: list[_Check]) -> _Outcome:
-        leasing = all(c.lease for c in checks)
+        leasing = all(c.most for c in checks)
+        recent = self._leases.seen(partition) if leasing else 0.0
         if leasing and (spent := self._spend(partition, checks)) is not None:
             return spent
         entries = [c.entry() for c in checks]
         try:
             if leasing:
-                return await self._lease(partition, checks, entries)
+                return await self._lease(partition, checks, entries, recent)
             return _Outcome(partition, checks, await self._ask(partition, entries))
         except Exception as exc:
             closed = any(c.policy.failure_mode == "closed" for c in checks)
@@ -311,25 +324,32 @@ class Limits:
             raise ValueError("malformed answer from the rate limiter")
         return answer
 
-    async def _lease(self, partition: str, checks: list[_Check], entries: list[dict[str, Any]]) -> _Outcome:
-        """Ask for a lease of each policy's ``lease`` units instead of one; keep what is
-        left over. Refused a whole lease, ask for one unit (the exact answer near the limit)."""
-        sizes = [self._leases.size(partition, c.lease) for c in checks]
-        if max(sizes) <= 1:
-            return self._or_spend(partition, checks, await self._ask(partition, entries))
+    async def _lease(self, partition: str, checks: list[_Check], entries: list[dict[str, Any]],
+                     recent: float) -> _Outcome:
+        """Ask for this request's units and, when this isolate has been busy, a lease of
+        more; bring back what ended leases did not spend. Keep what the object lends."""
+        want = self._leases.want(partition, recent, min(c.most for c in checks))
+        backs = self._leases.give_backs(partition, [c.row for c in checks] if want else [],
+                                        MAX_CHECKS - len(entries))
         sent = self._clock.monotonic()
-        self._leases.asking(partition, True)
+        if want:
+            entries = [{**e, "lease": want} for e in entries]
+            self._leases.asking(partition, True)
         try:
-            answer = await self._ask(partition, [{**e, "cost": n} for e, n in zip(entries, sizes, strict=True)])
+            answer = await self._ask(partition, entries + backs)
         finally:
-            self._leases.asking(partition, False)
+            if want:
+                self._leases.asking(partition, False)
+        answer = {**answer, "results": answer["results"][:len(checks)]}
         if not answer["allowed"]:
-            self._leases.run_low(partition)
-            return self._or_spend(partition, checks, await self._ask(partition, entries))
-        answer["results"] = [self._leases.grant(partition, c.row, size, answer["at"], result, sent,
-                                                c.wire["algorithm"] == "fixed_window")
-                             for c, size, result in zip(checks, sizes, answer["results"], strict=True)]
-        return _Outcome(partition, checks, answer, leased=True)
+            return self._or_spend(partition, checks, answer)
+        if not answer.get("lease"):
+            return _Outcome(partition, checks, answer)
+        results = answer["results"]
+        seconds = min(float(r.get("lease_seconds") or math.inf) for r in results)
+        leases = [self._leases.grant(partition, c.row, c.wire, float(r.get("leased") or 0.0), seconds, answer["at"],
+                                     r, sent) for c, r in zip(checks, results, strict=True)]
+        return _Outcome(partition, checks, {**answer, "results": [lease.view() for lease in leases]}, leases=leases)
 
     def _or_spend(self, partition: str, checks: list[_Check], answer: dict[str, Any]) -> _Outcome:
         """The object's answer, unless it refused and a lease has come back meanwhile."""
@@ -338,11 +358,11 @@ class Limits:
         return _Outcome(partition, checks, answer)
 
     def _spend(self, partition: str, checks: list[_Check]) -> _Outcome | None:
-        spent = self._leases.spend(partition, [c.row for c in checks])
-        if spent is None:
+        leases = self._leases.spend(partition, [(c.row, c.cost) for c in checks])
+        if leases is None:
             return None
-        at, results = spent
-        return _Outcome(partition, checks, {"allowed": True, "at": at, "results": results}, leased=True)
+        answer = {"allowed": True, "at": max(lease.at for lease in leases), "results": [lease.view() for lease in leases]}
+        return _Outcome(partition, checks, answer, leases=leases)
 
     async def _give_back(self, admitted: list[_Outcome]) -> dict[tuple[str, str], dict[str, Any]]:
         """Return what partitions admitted for a request another partition refused.
@@ -355,11 +375,34 @@ class Limits:
         if not changes:
             return None
         assert outcome.answer is not None
-        if outcome.leased:  # only request units lease: giving back is this isolate's to do
-            results = [self._leases.give_back(outcome.partition, c.row) for c, _ in changes]
-            return {"results": [r for r in results if r is not None]}
+        if outcome.leases is not None:
+            return await self._settle_leased(outcome, outcome.leases, changes)
         at = outcome.answer.get("at")
         entries = [{**c.entry("delta", delta), "at": at} for c, delta in changes]
+        return await self._remote_reconcile(outcome, entries)
+
+    async def _settle_leased(self, outcome: _Outcome, leases: list[Lease],
+                             changes: list[tuple[_Check, float]]) -> dict[str, Any]:
+        """Settle in the leases the request's units came from: a refund goes into its lease
+        (or back with the partition's next call once that lease has ended), a charge comes
+        out of it, and what the lease cannot cover goes to the object now."""
+        lease_of = {id(c): lease for c, lease in zip(outcome.checks, leases, strict=True)}
+        remote, rows = [], []
+        for check, delta in changes:
+            lease = lease_of[id(check)]
+            if delta < 0:
+                self._leases.refund(outcome.partition, lease, -delta)
+            elif (rest := self._leases.charge(lease, delta)) > 1e-12:
+                remote.append((lease, {**check.entry("delta", rest), "at": lease.at}))
+            rows.append(lease)
+        answered: dict[str, dict[str, Any]] = {}
+        if remote:
+            reply = await self._remote_reconcile(outcome, [entry for _, entry in remote])
+            answered = {r["key"]: r for r in (reply or {}).get("results", [])}
+        return {"results": [with_left(answered[lease.row], lease.left) if lease.row in answered else lease.view()
+                            for lease in rows]}
+
+    async def _remote_reconcile(self, outcome: _Outcome, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
         try:
             if outcome.degraded:
                 return self._fallback.partition(outcome.partition).reconcile(entries)
@@ -384,7 +427,16 @@ class Limits:
 
     # -- admin ---------------------------------------------------------------------------
     async def usage(self, key_id: str) -> dict[str, Any]:
-        return await asyncio.wait_for(self._client.usage(key_partition(key_id)), LIMITER_TIMEOUT_SECONDS)
+        """The object's view of a key's partition; units lent to leases count as used until
+        they come back, so this isolate gives back its own first."""
+        partition = key_partition(key_id)
+        backs = self._leases.close_all(partition)
+        if backs:
+            try:
+                await asyncio.wait_for(self._client.acquire(partition, backs), LIMITER_TIMEOUT_SECONDS)
+            except Exception:
+                log.warning("could not give back leased units in %s", partition.split(":")[0], exc_info=True)
+        return await asyncio.wait_for(self._client.usage(partition), LIMITER_TIMEOUT_SECONDS)
 
     async def reset(self, key_id: str, policy: str = "") -> dict[str, Any]:
         partition = key_partition(key_id)

@@ -1,87 +1,149 @@
-"""Leases: an isolate takes N units of a request policy from its object in one call and
-spends them itself, so N requests make one rate-limiter call instead of N.
+"""Leases: an isolate takes several requests' worth of a partition's limits from its object
+in one call and spends them itself, so many requests make one rate-limiter call (one
+Durable Object request) instead of one each.
 
-Off unless a policy sets ``lease`` (``RATE_LIMIT_LEASE`` for the default policy). The trade:
+**On by default, adaptive.** A policy's ``lease`` unset (``RATE_LIMIT_LEASE`` unset for
+``default``) leaves the size to the gateway; ``0`` asks the object on every request; ``N``
+caps a lease at N requests. A partition's call is skipped only when every policy counted
+in it leases; request, token and USD policies all do.
 
-- **Taken before spent.** A lease's units are taken from the object before any is spent.
-  A lease ends ``LEASE_SECONDS`` after its call was sent, or when its fixed window ends if
-  that is sooner, both counted from before the call, so the object's window has not ended
-  when the isolate's has: a fixed window never lets more than its limit through. A token
-  bucket keeps its rate, but it refills while a lease holds units, so one burst can pass
-  its capacity by what refills in ``LEASE_SECONDS`` (per isolate holding one). A sliding log cannot lease: it counts
-  units when they are taken, and units spent later could let more through one window than
-  it allows.
-- **Fewer, at times.** Units one isolate holds are not available to the others, and those
-  not spent when a lease ends are not given back: each isolate can hold back up to
-  ``lease - 1`` units per lease lifetime. Choose a lease well below the policy's rate per
-  second.
-- **Headers are the isolate's view**: the object's ``remaining`` when the lease was taken
-  plus what this isolate still holds.
-- **Near the limit it is exact again.** When the object cannot give a whole lease, the
-  request asks for one unit, and the partition asks for single units for one lease lifetime.
-- **One lease call at a time per partition.** Requests that arrive while one is in flight
-  ask for a single unit instead of waiting for it (on the edge a request must not wait on
-  another's I/O); one the object refuses is still admitted if a lease has come back since.
+**Sizing.** The isolate asks for twice the requests it sent the partition in the last
+``LEASE_SECONDS`` (none for a first or lone request; capped by the policies' ``lease``).
+The object is the authority (``limiter.py``): it lends only when the whole call is
+admitted, the same number of requests' worth in every row of the call, and never more than
+``1 / LEASE_SHARE`` of what each row has left after the call. Large while the partition is
+far from its limit, nothing once a row has fewer than ``LEASE_SHARE`` requests' worth left:
+the last units of a window are decided one at a time by the object.
 
-A partition's call is skipped only when every policy counted in it leases. Bounded: at most
-``MAX_LEASES`` leases per isolate.
+**Tokens and USD.** A lease of N requests also lends N x this request's estimate of tokens
+(and of price) from the token limits and budgets of the partition. Each request spends its
+own estimate from it; settling is local: real usage below the estimate goes back into the
+lease, above it is charged to the lease, and what the lease cannot cover goes to the object
+at once (a reconcile call, as without a lease). So leases add no overshoot: a token limit
+or budget is passed only by the real usage above the estimates of requests admitted and
+not yet settled, exactly as without leases, and never when the estimate is an upper bound
+(``max_tokens`` set, and a prompt estimate of characters / 4 not below the real count).
+A held lease is spent whatever the object's state (its money was reserved); a call that
+fails falls to the policy's ``failure_mode`` as before (a budget failing closed: 503).
+
+**Bounds: never more than one call per request would admit.** Units are taken from the
+object before they are spent, and
+
+- a lease ends ``lease_seconds`` (the object's answer, at most ``LEASE_SECONDS``) after its
+  call was sent, and a fixed window's never after that window ends: a fixed window never
+  lets more than its limit through;
+- a token bucket counts lent units as held for ``HELD_SECONDS`` and refills only up to
+  capacity minus them, so bucket and leases together never hold more than capacity: over
+  any interval T at most ``capacity + refill x T`` pass, as without leases;
+- a sliding log logs lent units at the moment their lease ends, never before one is
+  spent: no interval of ``window_seconds`` admits more than its limit. (Its leases are
+  short, ``window / 20`` at most, since units logged after them count that much longer.)
+
+**Fewer, at times.** Units one isolate holds are not available to the others. What a lease
+did not spend goes back to the object on the isolate's next call to that partition
+(carried by that call: no call of its own), and so do refunds settled after their lease
+ended: into a fixed window while it lasts, a bucket within ``HELD_SECONDS`` of the lending,
+a sliding log while the entry is in its window. An isolate that never calls again (evicted)
+keeps what it held spent: at most one lease per isolate and partition, and near the limit
+leases are small. With one isolate (``wrangler dev``, one local process) every unit it
+holds goes to its next requests or back: a burst admits exactly the limit.
+
+**Headers are the isolate's view**: the object's answer when the lease was taken plus what
+this isolate still holds. The admin usage view counts lent units as used until they come
+back; the isolate answering it gives back its own first (``Limits.usage``).
+
+**One lease call at a time per partition.** Requests that arrive while one is in flight
+ask for their own units only (on the edge a request must not wait on another's I/O); one
+the object refuses is still admitted if a lease has come back since.
+
+Bounded: at most ``MAX_LEASES`` leases and ``MAX_RETURNS`` pending give-backs per isolate.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..ports import Clock
+from .limiter import HELD_SECONDS, LEASE_SECONDS, LEASE_SHARE, MAX_CHECKS
 
-LEASE_SECONDS = 1.0
+__all__ = ["HELD_SECONDS", "LEASE_SECONDS", "LEASE_SHARE", "Lease", "LeaseBook"]
+
 MAX_LEASES = 4096
+MAX_RETURNS = 4096
+GROWTH = 2  # a lease asks for this many times the isolate's recent requests
+EPSILON = 1e-9
 
 
-@dataclass(slots=True)
-class _Lease:
-    left: int  # units this isolate may still spend
+def with_left(result: dict[str, Any], left: float) -> dict[str, Any]:
+    """The object's ``result`` for a row, plus ``left`` units this isolate still holds."""
+    if result.get("unit") == "usd":
+        return {**result, "remaining": round(result["remaining"] + left, 6),
+                "used": max(0.0, round(result["used"] - left, 6))}
+    whole = math.floor(left + EPSILON)
+    return {**result, "remaining": result["remaining"] + whole, "used": max(0, result["used"] - whole)}
+
+
+@dataclass(slots=True, eq=False)
+class Lease:
+    """Units of one row an isolate holds."""
+
+    row: str
+    wire: dict[str, Any]  # the policy as the object takes it (to give units back)
+    left: float  # units this isolate may still spend
+    lent: float  # units the object lent it
     ends: float  # on the isolate's monotonic clock
-    at: float  # the object's time of the call that took it
+    at: float  # the object's time of the call that lent it
     result: dict[str, Any]  # the object's answer for the row then
+    closed: bool = False  # given back, replaced or dropped: spends nothing more
+
+    def live(self, now: float) -> bool:
+        return not self.closed and self.ends > now
 
     def view(self) -> dict[str, Any]:
-        return {**self.result, "remaining": self.result["remaining"] + self.left,
-                "used": max(0, self.result["used"] - self.left)}
+        return with_left(self.result, self.left)
 
 
 class LeaseBook:
-    """The leases of one isolate, by (partition, row). No method awaits: each is atomic."""
+    """The leases of one isolate, by partition and row. No method awaits: each is atomic."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._leases: dict[tuple[str, str], _Lease] = {}
-        self._single_until: dict[str, float] = {}  # partition -> asks for one unit until then
+        self._leases: dict[str, dict[str, Lease]] = {}
+        self._count = 0
+        # partition -> (row, at) -> [policy, units not spent, units lent, refunds since]
+        self._returns: dict[str, dict[tuple[str, float], list[Any]]] = {}
+        self._pending = 0
+        self._rates: dict[str, list[float]] = {}  # partition -> [period, previous, current]
         self._asking: set[str] = set()  # partitions with a lease call in flight
 
-    def spend(self, partition: str, rows: Sequence[str]) -> tuple[float, list[dict[str, Any]]] | None:
-        """One unit from each row's lease, or None (nothing taken) when any has none left."""
+    # -- sizing ----------------------------------------------------------------------------
+    def seen(self, partition: str) -> float:
+        """Count a request to ``partition``; returns the requests before it in the last
+        ``LEASE_SECONDS`` (the previous period's count, weighted by how much of it is inside)."""
         now = self._clock.monotonic()
-        leases = [self._leases.get((partition, row)) for row in rows]
-        live = [lease for lease in leases if lease is not None and lease.left >= 1 and lease.ends > now]
-        if len(live) != len(leases):
-            return None
-        for lease in live:
-            lease.left -= 1
-        return max(lease.at for lease in live), [lease.view() for lease in live]
+        period = math.floor(now / LEASE_SECONDS)
+        rate = self._rates.get(partition)
+        if rate is None:
+            if len(self._rates) >= MAX_LEASES:
+                self._rates.clear()
+            rate = self._rates[partition] = [period, 0.0, 0.0]
+        elif rate[0] != period:
+            rate[1] = rate[2] if rate[0] == period - 1 else 0.0
+            rate[0], rate[2] = period, 0.0
+        inside = 1.0 - (now / LEASE_SECONDS - period)
+        recent = rate[1] * inside + rate[2]
+        rate[2] += 1
+        return recent
 
-    def size(self, partition: str, lease: int) -> int:
-        """Units to ask the object for: the lease, or one while the partition runs low or
-        another request's lease call is in flight."""
+    def want(self, partition: str, recent: float, most: int) -> int:
+        """Requests' worth to ask for beyond this request's: none while another lease call
+        of the partition is in flight."""
         if partition in self._asking:
-            return 1
-        until = self._single_until.get(partition)
-        if until is not None:
-            if until > self._clock.monotonic():
-                return 1
-            del self._single_until[partition]
-        return lease
+            return 0
+        return max(0, min(most, math.floor(GROWTH * recent + EPSILON)))
 
     def asking(self, partition: str, flying: bool) -> None:
         """Mark the partition's lease call as in flight, or as back."""
@@ -90,43 +152,138 @@ class LeaseBook:
         else:
             self._asking.discard(partition)
 
-    def run_low(self, partition: str) -> None:
-        """The object could not give a whole lease: ask for single units for a while."""
-        self._single_until[partition] = self._clock.monotonic() + LEASE_SECONDS
-        self._bound(self._single_until)
-
-    def grant(self, partition: str, row: str, size: int, at: float, result: dict[str, Any], sent: float,
-              fixed_window: bool) -> dict[str, Any]:
-        """Keep the ``size - 1`` units a call took beyond this request's; returns the row's
-        view. ``sent``: when the call was sent, on the monotonic clock."""
-        ends = sent + LEASE_SECONDS
-        if fixed_window:
-            ends = min(ends, sent + float(result["reset_seconds"]))
-        lease = self._leases.get((partition, row))
-        if lease is not None and lease.ends > self._clock.monotonic():
-            # Two calls raced for this row: keep both leases' units, until the earlier end.
-            lease.left += size - 1
-            lease.ends = min(lease.ends, ends)
-            lease.at, lease.result = at, result
-        else:
-            lease = self._leases[(partition, row)] = _Lease(size - 1, ends, at, result)
-            self._bound(self._leases)
-        return lease.view()
-
-    def give_back(self, partition: str, row: str) -> dict[str, Any] | None:
-        """Return one unit this isolate spent (its request was refused elsewhere)."""
-        lease = self._leases.get((partition, row))
-        if lease is None:
+    # -- spending --------------------------------------------------------------------------
+    def spend(self, partition: str, needs: Sequence[tuple[str, float]]) -> list[Lease] | None:
+        """Take each (row, cost) from the row's lease, or nothing when any cannot give it."""
+        rows = self._leases.get(partition)
+        if not rows:
             return None
-        lease.left += 1
-        return lease.view()
+        now = self._clock.monotonic()
+        leases = []
+        for row, cost in needs:
+            lease = rows.get(row)
+            if lease is None or not lease.live(now) or lease.left < cost - EPSILON:
+                return None
+            leases.append(lease)
+        for lease, (_, cost) in zip(leases, needs, strict=True):
+            lease.left = max(0.0, lease.left - cost)
+        return leases
+
+    def grant(self, partition: str, row: str, wire: dict[str, Any], lent: float, seconds: float, at: float,
+              result: dict[str, Any], sent: float) -> Lease:
+        """Keep the ``lent`` units a call took beyond this request's. ``sent``: when the
+        call was sent, on the monotonic clock (the lease's lifetime counts from there)."""
+        old = (self._leases.get(partition) or {}).get(row)
+        if old is not None:  # normally already given back by the call that lent this one
+            self._close(partition, old)
+        if self._count >= MAX_LEASES:
+            self._drop_all()  # units dropped are units held back: never more let through
+        lease = self._leases.setdefault(partition, {})[row] = Lease(row, wire, lent, lent, sent + seconds, at, result)
+        self._count += 1
+        return lease
+
+    # -- settling --------------------------------------------------------------------------
+    def refund(self, partition: str, lease: Lease, units: float) -> None:
+        """Units a request did not use after all: into its lease while that lasts, else
+        back to the object with the partition's next call."""
+        if units <= EPSILON:
+            return
+        if lease.live(self._clock.monotonic()):
+            lease.left += units
+        else:
+            self._give(partition, lease, refund=units)
+
+    def charge(self, lease: Lease, units: float) -> float:
+        """Take ``units`` more from the lease; returns what it could not cover."""
+        if not lease.live(self._clock.monotonic()):
+            return units
+        taken = min(lease.left, units)
+        lease.left -= taken
+        return units - taken
+
+    # -- giving back -----------------------------------------------------------------------
+    def give_backs(self, partition: str, replacing: Sequence[str], room: int) -> list[dict[str, Any]]:
+        """Entries for the partition's next call: what ended leases (and those of the rows
+        in ``replacing``, about to be lent anew) did not spend, and refunds settled since."""
+        rows = self._leases.get(partition)
+        if rows:
+            now = self._clock.monotonic()
+            for row, lease in list(rows.items()):
+                if row in replacing or not lease.live(now):
+                    self._close(partition, lease)
+        return self._take_returns(partition, room)
+
+    def close_all(self, partition: str) -> list[dict[str, Any]]:
+        """End every lease of the partition; entries giving back all it holds."""
+        for lease in list((self._leases.get(partition) or {}).values()):
+            self._close(partition, lease)
+        return self._take_returns(partition, MAX_CHECKS)
 
     def forget(self, partition: str) -> None:
-        """Drop the partition's leases (its rows were reset)."""
-        for key in [k for k in self._leases if k[0] == partition]:
-            del self._leases[key]
-        self._single_until.pop(partition, None)
+        """Drop the partition's leases and give-backs (its rows were reset)."""
+        for lease in (self._leases.pop(partition, None) or {}).values():
+            lease.closed = True
+            self._count -= 1
+        self._pending -= len(self._returns.pop(partition, {}))
 
-    def _bound(self, table: dict[Any, Any]) -> None:
-        if len(table) > MAX_LEASES:
-            table.clear()  # units dropped are units held back: never more let through
+    def holding(self, partition: str) -> dict[str, float]:
+        """Units held per row, in leases and not yet given back (for tests and the simulation)."""
+        held: dict[str, float] = {}
+        for row, lease in (self._leases.get(partition) or {}).items():
+            if not lease.closed:
+                held[row] = held.get(row, 0.0) + lease.left
+        for (row, _), (_, back, _, refund) in (self._returns.get(partition) or {}).items():
+            held[row] = held.get(row, 0.0) + back + refund
+        return held
+
+    def _close(self, partition: str, lease: Lease) -> None:
+        rows = self._leases.get(partition)
+        if rows is not None and rows.get(lease.row) is lease:
+            del rows[lease.row]
+            self._count -= 1
+            if not rows:
+                del self._leases[partition]
+        if not lease.closed:
+            lease.closed = True
+            # A bucket also hears of a lease spent to the end: it stops counting it as held.
+            if lease.left > EPSILON or (lease.lent > EPSILON and lease.wire.get("algorithm") == "token_bucket"):
+                self._give(partition, lease, back=lease.left, lent=lease.lent)
+            lease.left = 0.0
+
+    def _give(self, partition: str, lease: Lease, back: float = 0.0, lent: float = 0.0, refund: float = 0.0) -> None:
+        if self._pending >= MAX_RETURNS:
+            self._returns.clear()  # units not given back stay spent: never more let through
+            self._pending = 0
+        pending = self._returns.setdefault(partition, {})
+        key = (lease.row, lease.at)
+        record = pending.get(key)
+        if record is None:
+            record = pending[key] = [lease.wire, 0.0, 0.0, 0.0]
+            self._pending += 1
+        record[1] += back
+        record[2] += lent
+        record[3] += refund
+
+    def _take_returns(self, partition: str, room: int) -> list[dict[str, Any]]:
+        pending = self._returns.get(partition)
+        if not pending or room <= 0:
+            return []
+        entries = []
+        for key in list(pending)[:room]:
+            wire, back, lent, refund = pending.pop(key)
+            entry = {"key": key[0], "policy": wire, "cost": 0, "back_at": key[1]}
+            for name, value in (("back", back), ("lent", lent), ("refund", refund)):
+                if value > EPSILON:
+                    entry[name] = value
+            entries.append(entry)
+        self._pending -= len(entries)
+        if not pending:
+            del self._returns[partition]
+        return entries
+
+    def _drop_all(self) -> None:
+        for rows in self._leases.values():
+            for lease in rows.values():
+                lease.closed = True
+        self._leases.clear()
+        self._count = 0

@@ -10,6 +10,14 @@ Durable Object (input gates, synchronous SQL) and in the local single-threaded l
 arguments and results are plain dicts, lists, strings and numbers: on the edge they cross
 Durable Object RPC unchanged. The object's own clock decides; callers never send a time
 except an ``at`` this object returned earlier (to reconcile the right window).
+
+Leases (``ratelimits/leases.py``): a check may ask for ``lease`` more requests' worth of its
+cost beyond its own. The object is the authority on what it lends: only when the whole call
+is admitted, never more than ``1 / LEASE_SHARE`` of what each row has left after the call
+(so near the limit nothing, and every last unit is decided here one at a time), and the
+same number of requests' worth in every row of the call. A check may also say that a lease
+lent by the call at ``back_at`` has ended: ``back`` units it did not spend, ``lent`` what it
+was lent, ``refund`` what was refunded to requests it served after it ended.
 """
 
 from __future__ import annotations
@@ -29,10 +37,15 @@ SCHEMA = (
 )
 ALGORITHMS = ("token_bucket", "sliding_window", "fixed_window")
 UNITS = ("requests", "tokens", "usd")
-MAX_CHECKS = 32  # per call; a request applies a handful of policies
+MAX_CHECKS = 32  # per call; a request applies a handful of policies (and a few give-backs)
 MAX_KEY_LENGTH = 512
 SWEEP_EVERY = 128  # writes between sweeps of rows that have returned to their fresh state
 CACHED_ROWS = 4096  # rows the SQL-backed limiter keeps a copy of in memory
+LEASE_SECONDS = 2.0  # the longest a lease lasts (fixed windows: until the window ends, if sooner)
+LEASE_SHARE = 4  # a lease takes at most 1/LEASE_SHARE of what a row has left
+MAX_GRANT = 10_000  # requests' worth per lease
+HELD_SECONDS = 2 * LEASE_SECONDS  # a bucket counts lent units as held this long: time for a give-back
+HELD_GRID = HELD_SECONDS / 16  # ... rounded up to this step, so a row holds at most ~17 entries
 
 
 class PolicyError(ValueError):
@@ -213,6 +226,25 @@ class _Outcome:
     reset_after: float
     window_seconds: float
     expires_at: float
+    spare: float  # units the row still has after this decision (what a lease may take a share of)
+
+
+def _bucket(stored: dict[str, Any] | None) -> token_bucket.BucketState | None:
+    if not stored:
+        return None
+    held = tuple((float(until), float(units)) for until, units in stored.get("held", ()))
+    return token_bucket.BucketState(float(stored["tokens"]), float(stored["updated_at"]), held)
+
+
+def _bucket_state(state: token_bucket.BucketState) -> dict[str, Any]:
+    stored: dict[str, Any] = {"tokens": state.tokens, "updated_at": state.updated_at}
+    if state.held:
+        stored["held"] = [list(entry) for entry in state.held]
+    return stored
+
+
+def _log(stored: dict[str, Any] | None) -> sliding_window.SlidingLog | None:
+    return sliding_window.SlidingLog(tuple((float(s), float(u)) for s, u in stored["log"])) if stored else None
 
 
 def _evaluate(policy: Policy, stored: dict[str, Any] | None, now: float, cost: float) -> _Outcome:
@@ -220,21 +252,20 @@ def _evaluate(policy: Policy, stored: dict[str, Any] | None, now: float, cost: f
     p = policy
     if p.algorithm == "token_bucket":
         assert p.refill_per_second is not None
-        bucket = token_bucket.BucketState(float(stored["tokens"]), float(stored["updated_at"])) if stored else None
-        b = token_bucket.take(bucket, now, p.limit, p.refill_per_second, cost)
-        return _Outcome(b.allowed, {"tokens": b.state.tokens, "updated_at": b.state.updated_at},
-                        p.limit - b.state.tokens, b.retry_after, b.reset_after,
-                        p.limit / p.refill_per_second, now + b.reset_after)
+        b = token_bucket.take(_bucket(stored), now, p.limit, p.refill_per_second, cost)
+        expires = max(now + b.reset_after, b.state.held[-1][0] if b.state.held else now)
+        return _Outcome(b.allowed, _bucket_state(b.state), p.limit - b.state.tokens, b.retry_after,
+                        b.reset_after, p.limit / p.refill_per_second, expires, max(0.0, b.state.tokens))
     if p.algorithm == "fixed_window":
         window = fixed_window.WindowState(float(stored["start"]), float(stored["used"])) if stored else None
         w = fixed_window.take(window, now, p.limit, cost, p.window_seconds, p.calendar)
         return _Outcome(w.allowed, {"start": w.state.start, "used": w.state.used}, w.state.used,
-                        w.retry_after, w.reset_after, w.window_seconds, w.state.start + w.window_seconds)
+                        w.retry_after, w.reset_after, w.window_seconds, w.state.start + w.window_seconds,
+                        max(0.0, p.limit - w.state.used))
     assert p.window_seconds is not None
-    log = sliding_window.SlidingLog(tuple((float(s), float(u)) for s, u in stored["log"])) if stored else None
-    d = sliding_window.take(log, now, p.limit, p.window_seconds, cost)
+    d = sliding_window.take(_log(stored), now, p.limit, p.window_seconds, cost)
     return _Outcome(d.allowed, {"log": [list(e) for e in d.log.entries]}, d.used, d.retry_after,
-                    d.reset_after, p.window_seconds, now + d.reset_after)
+                    d.reset_after, p.window_seconds, now + d.reset_after, max(0.0, p.limit - d.used))
 
 
 def _adjusted(
@@ -243,16 +274,89 @@ def _adjusted(
     p = policy
     if p.algorithm == "token_bucket":
         assert p.refill_per_second is not None
-        bucket = token_bucket.BucketState(float(stored["tokens"]), float(stored["updated_at"])) if stored else None
-        s = token_bucket.adjust(bucket, now, p.limit, p.refill_per_second, delta)
-        return {"tokens": s.tokens, "updated_at": s.updated_at}
+        return _bucket_state(token_bucket.adjust(_bucket(stored), now, p.limit, p.refill_per_second, delta))
     if p.algorithm == "fixed_window":
         window = fixed_window.WindowState(float(stored["start"]), float(stored["used"])) if stored else None
         w = fixed_window.adjust(window, now, at, delta, p.window_seconds, p.calendar)
         return {"start": w.start, "used": w.used} if w else None
     assert p.window_seconds is not None
-    log = sliding_window.SlidingLog(tuple((float(s), float(u)) for s, u in stored["log"])) if stored else None
-    return {"log": [list(e) for e in sliding_window.adjust(log, now, p.window_seconds, at, delta).entries]}
+    return {"log": [list(e) for e in sliding_window.adjust(_log(stored), now, p.window_seconds, at, delta).entries]}
+
+
+def _lease_seconds(policy: Policy, outcome: _Outcome) -> float:
+    """How long a lease lent now may be spent: never past a fixed window's end."""
+    if policy.algorithm == "fixed_window":
+        return min(LEASE_SECONDS, outcome.reset_after)
+    if policy.algorithm == "sliding_window":
+        assert policy.window_seconds is not None
+        return sliding_window.lease_seconds(policy.window_seconds, LEASE_SECONDS)
+    return LEASE_SECONDS
+
+
+def _lend(policy: Policy, outcome: _Outcome, now: float, units: float) -> tuple[_Outcome, float]:
+    """Take ``units`` more (they fit: at most ``outcome.spare``) for a lease; the row's
+    outcome afterwards, and the seconds the lease may last."""
+    p, seconds = policy, _lease_seconds(policy, outcome)
+    state: dict[str, Any]
+    if p.algorithm == "token_bucket":
+        bucket = _bucket(outcome.state)
+        assert bucket is not None
+        until = token_bucket.grid(now + HELD_SECONDS, HELD_GRID)
+        state = _bucket_state(token_bucket.lease(bucket, units, until))
+    elif p.algorithm == "fixed_window":
+        state = {**outcome.state, "used": outcome.state["used"] + units}
+    else:
+        assert p.window_seconds is not None
+        log = _log(outcome.state) or sliding_window.SlidingLog()
+        state = {"log": [list(e) for e in sliding_window.lease(log, now, p.window_seconds, now + seconds,
+                                                                units).entries]}
+    lent = _evaluate(p, state, now, 0.0)
+    return _Outcome(True, lent.state, lent.used, 0.0, lent.reset_after, lent.window_seconds, lent.expires_at,
+                    lent.spare), seconds
+
+
+def _given_back(policy: Policy, stored: dict[str, Any] | None, now: float, check: _Check) -> dict[str, Any] | None:
+    """The row after a lease lent by the call at ``check.back_at`` has ended: ``back`` units
+    it did not spend, ``lent`` what it was lent, ``refund`` what requests it served were
+    refunded after it ended (as a reconcile refunds). None when nothing changes."""
+    p, at, units = policy, check.back_at, check.back
+    if p.algorithm == "token_bucket":
+        assert p.refill_per_second is not None
+        until = token_bucket.grid(at + HELD_SECONDS, HELD_GRID)
+        bucket = token_bucket.give_back(_bucket(stored), now, p.limit, p.refill_per_second, until, units, check.lent)
+        if check.refund:
+            bucket = token_bucket.adjust(bucket, now, p.limit, p.refill_per_second, -check.refund)
+        return _bucket_state(bucket) if bucket else None
+    units += check.refund
+    if p.algorithm == "fixed_window":
+        window = fixed_window.WindowState(float(stored["start"]), float(stored["used"])) if stored else None
+        w = fixed_window.adjust(window, now, at, -units, p.window_seconds, p.calendar)
+        return {"start": w.start, "used": w.used} if w else None
+    assert p.window_seconds is not None
+    seconds = sliding_window.lease_seconds(p.window_seconds, LEASE_SECONDS)
+    log = sliding_window.give_back(_log(stored), now, p.window_seconds, at + seconds, units)
+    return {"log": [list(e) for e in log.entries]} if log else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    key: str
+    policy: Policy
+    cost: float
+    lease: int  # requests' worth of ``cost`` wanted beyond this one
+    back: float  # units an ended lease did not spend
+    lent: float  # what that lease was lent
+    refund: float  # refunds of requests it served, settled after it ended
+    back_at: float  # the ``at`` of the call that lent it
+
+    @property
+    def gives_back(self) -> bool:
+        return bool(self.back or self.lent or self.refund)
+
+    @property
+    def decides(self) -> bool:
+        """False for an entry that only gives back: it never refuses the call."""
+        return not (self.gives_back and self.cost == 0)
 
 
 class RateLimiter:
@@ -330,26 +434,69 @@ class RateLimiter:
             parsed.append((key, Policy.from_dict(item.get("policy")), float(value), at))
         return parsed
 
+    @classmethod
+    def _parse_acquire(cls, items: Any) -> list[_Check]:
+        parsed = []
+        for item, (key, policy, cost, _) in zip(items, cls._parse_checks(items, "cost"), strict=True):
+            lease = item.get("lease", 0)
+            if isinstance(lease, bool) or not isinstance(lease, int | float) or not 0 <= lease <= MAX_GRANT:
+                raise PolicyError(f"lease must be a number of requests from 0 to {MAX_GRANT}")
+            back, lent, refund = (_number(item.get(name, 0), name) for name in ("back", "lent", "refund"))
+            back_at = item.get("back_at", 0.0)
+            if (back or lent or refund) and (isinstance(back_at, bool) or not isinstance(back_at, int | float)
+                                             or not math.isfinite(back_at)):
+                raise PolicyError("back_at must be a number")
+            parsed.append(_Check(key, policy, cost, int(lease), back, lent, refund, float(back_at)))
+        return parsed
+
     # -- the object's methods (RPC on the edge) ------------------------------------------
     def check(self, key: str, policy: dict[str, Any], cost: float = 1.0) -> dict[str, Any]:
         """One policy for one key: the decision, and the units taken when allowed."""
         return self.acquire([{"key": key, "policy": policy, "cost": cost}])["results"][0]
 
     def acquire(self, checks: list[dict[str, Any]]) -> dict[str, Any]:
-        """Take each check's ``cost`` from its row, all or nothing.
+        """Take each check's ``cost`` from its row, all or nothing; lend leases.
 
-        ``checks``: ``[{"key", "policy", "cost"}]``. Returns ``{"allowed", "at", "results"}``
-        with one decision per check; when any is refused, no row changes.
+        ``checks``: ``[{"key", "policy", "cost", "lease"?, "back"?, "lent"?, "refund"?,
+        "back_at"?}]``. Returns ``{"allowed", "at", "lease", "results"}`` with one decision
+        per check; when any is refused, no row changes except by what ended leases gave
+        back (applied first, so it counts toward this call). ``lease``: the requests' worth lent, each result then
+        saying how many units it lent (``leased``) and for how long (``lease_seconds``).
         """
         now = self._clock.now()
-        parsed = self._parse_checks(checks, "cost")
-        outcomes = [_evaluate(policy, self._load(key, policy), now, cost) for key, policy, cost, _ in parsed]
-        allowed = all(o.allowed for o in outcomes)
+        parsed = self._parse_acquire(checks)
+        for c in parsed:
+            if c.gives_back:
+                state = _given_back(c.policy, self._load(c.key, c.policy), now, c)
+                if state is not None:
+                    returned = _evaluate(c.policy, state, now, 0.0)
+                    self._save(c.key, c.policy, returned.state, returned.expires_at)
+        outcomes = [_evaluate(c.policy, self._load(c.key, c.policy), now, c.cost if c.decides else 0.0)
+                    for c in parsed]
+        allowed = all(o.allowed for c, o in zip(parsed, outcomes, strict=True) if c.decides)
+        lent = [0.0] * len(parsed)
+        seconds = [0.0] * len(parsed)
+        wanting = [i for i, c in enumerate(parsed) if c.decides and c.lease > 0 and c.cost > 0]
+        grant = 0
+        if allowed and wanting:
+            grant = min(min(parsed[i].lease for i in wanting),
+                        *(math.floor(outcomes[i].spare / LEASE_SHARE / parsed[i].cost + 1e-9) for i in wanting))
+            grant = max(0, grant)
+            for i in wanting if grant else ():
+                lent[i] = grant * parsed[i].cost
+                outcomes[i], seconds[i] = _lend(parsed[i].policy, outcomes[i], now, lent[i])
         if allowed:
-            for (key, policy, _, _), outcome in zip(parsed, outcomes, strict=True):
-                self._save(key, policy, outcome.state, outcome.expires_at)
-        results = [self._report(key, policy, o, cost) for (key, policy, cost, _), o in zip(parsed, outcomes, strict=True)]
-        return {"allowed": allowed, "at": now, "results": results}
+            for c, outcome in zip(parsed, outcomes, strict=True):
+                if c.decides:
+                    self._save(c.key, c.policy, outcome.state, outcome.expires_at)
+        results = []
+        for i, (c, o) in enumerate(zip(parsed, outcomes, strict=True)):
+            result = self._report(c.key, c.policy, o, c.cost)
+            if lent[i]:
+                result["leased"] = lent[i]
+                result["lease_seconds"] = round(seconds[i], 6)
+            results.append(result)
+        return {"allowed": allowed, "at": now, "lease": grant, "results": results}
 
     def reconcile(self, adjustments: list[dict[str, Any]]) -> dict[str, Any]:
         """Correct reservations with real usage: ``[{"key", "policy", "delta", "at"}]``.

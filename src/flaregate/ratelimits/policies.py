@@ -16,11 +16,29 @@ HEADER_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
 MAX_WINDOW_SECONDS = 366 * 86400
 MAX_LIMIT = 1e12
 MAX_LEASE = 10_000
-LEASE_ALGORITHMS = ("token_bucket", "fixed_window")  # where a lease never lets more through
+ADAPTIVE = ("adaptive", "auto", "")  # how a lease left to the gateway may also be written
 DEFAULT_POLICY = "default"
 KEY_BUDGET = "key_budget"  # the monthly budget of a stored key's budget_usd (a reserved name)
 
 Scope = Literal["key", "ip", "model", "user"]
+
+# A policy's lease (ratelimits/leases.py): unset (or "adaptive") lets the gateway size each
+# lease from the isolate's recent rate and what the partition has left; 0 (or 1) asks the
+# object on every request; N > 1 is the most requests one lease covers.
+Lease = int | None
+
+
+def _lease_value(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in ADAPTIVE:
+        return None
+    return value
+
+
+def max_lease(lease: Lease) -> int:
+    """Requests' worth a lease may take beyond the request asking: 0 for none."""
+    if lease is None:
+        return MAX_LEASE
+    return max(0, lease - 1)
 
 
 class TokenBucketPolicy(BaseModel):
@@ -33,11 +51,16 @@ class TokenBucketPolicy(BaseModel):
     algorithm: Literal["token_bucket"] = "token_bucket"
     capacity: PositiveFloat = 100.0
     refill_per_second: PositiveFloat = 1000 / 3600  # the seed's development limit: 1 000/hour
-    lease: int = Field(default=0, ge=0, le=MAX_LEASE)  # RATE_LIMIT_LEASE (see ratelimits/leases.py)
+    lease: Lease = Field(default=None, ge=0, le=MAX_LEASE)  # RATE_LIMIT_LEASE (see ratelimits/leases.py)
+
+    @field_validator("lease", mode="before")
+    @classmethod
+    def _lease_text(cls, value: Any) -> Any:
+        return _lease_value(value)
 
     @model_validator(mode="after")
     def _lease_fits(self) -> TokenBucketPolicy:
-        if self.lease > self.capacity:
+        if self.lease is not None and self.lease > self.capacity:
             raise ValueError(f"lease ({self.lease}) is larger than the capacity ({self.capacity:g})")
         return self
 
@@ -98,25 +121,24 @@ class RateLimitPolicy(_Policy):
     # "named_keys": only for stored keys whose rate_limit_policy names this policy (it then
     # replaces "default" for them); "all": every request.
     applies_to: Literal["all", "named_keys"] = "all"
-    # Units an isolate takes from the object per call and spends locally (0 or 1: none,
-    # every request asks the object). See ratelimits/leases.py for what this trades.
-    lease: int = Field(default=0, ge=0, le=MAX_LEASE)
+    # Requests an isolate may take from the object in one call and spend itself (see Lease
+    # above and ratelimits/leases.py): unset adaptive, 0 none, N at most N.
+    lease: Lease = Field(default=None, ge=0, le=MAX_LEASE)
+
+    @field_validator("lease", mode="before")
+    @classmethod
+    def _lease_text(cls, value: Any) -> Any:
+        return _lease_value(value)
 
     @model_validator(mode="after")
     def _lease_fits(self) -> RateLimitPolicy:
-        if self.lease > 1:
-            if self.unit != "requests":
-                raise ValueError(f"policy {self.name!r}: a lease counts requests; unit {self.unit!r} cannot lease")
-            if self.algorithm not in LEASE_ALGORITHMS:
-                raise ValueError(f"policy {self.name!r}: a lease needs one of {', '.join(LEASE_ALGORITHMS)}"
-                                 f" (a {self.algorithm} would count leased requests early and could over-admit)")
-            if self.lease > self.limit:
-                raise ValueError(f"policy {self.name!r}: lease ({self.lease}) is larger than limit ({self.limit:g})")
+        if self.lease is not None and self.lease > 1 and self.unit == "requests" and self.lease > self.limit:
+            raise ValueError(f"policy {self.name!r}: lease ({self.lease}) is larger than limit ({self.limit:g})")
         return self
 
     @property
     def leases(self) -> bool:
-        return self.lease > 1
+        return max_lease(self.lease) > 0
 
     @model_validator(mode="after")
     def _timing_fits_the_algorithm(self) -> RateLimitPolicy:
@@ -144,10 +166,21 @@ class BudgetPolicy(_Policy):
 
     period: Literal["day", "month"]
     limit_usd: PositiveFloat = Field(le=MAX_LIMIT)
+    # As a rate limit's: a lease reserves the price of the requests it covers (leases.py).
+    lease: Lease = Field(default=None, ge=0, le=MAX_LEASE)
+
+    @field_validator("lease", mode="before")
+    @classmethod
+    def _lease_text(cls, value: Any) -> Any:
+        return _lease_value(value)
 
     @property
     def is_budget(self) -> bool:
         return True
+
+    @property
+    def leases(self) -> bool:
+        return max_lease(self.lease) > 0
 
     def wire(self) -> dict[str, Any]:
         window = {"window_seconds": 86400} if self.period == "day" else {"calendar": "month"}

@@ -7,7 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flaregate.ratelimits import limiter as limiter_module
-from flaregate.ratelimits.limiter import MAX_CHECKS, SWEEP_EVERY, PolicyError, RateLimiter
+from flaregate.ratelimits.limiter import (
+    LEASE_SECONDS,
+    LEASE_SHARE,
+    MAX_CHECKS,
+    SWEEP_EVERY,
+    PolicyError,
+    RateLimiter,
+)
 from tests.support.fakes import FakeClock, MemorySql
 
 POLICY = {"algorithm": "token_bucket", "capacity": 5, "refill_per_second": 0.5}
@@ -139,12 +146,64 @@ def test_a_row_is_read_from_sql_once_then_from_memory(monkeypatch):
         ([{"key": "k", "policy": FIXED, "cost": float("nan")}], "cost"),
         ([{"key": "", "policy": FIXED}], "key"),
         ([{"key": "k", "policy": FIXED}] * (MAX_CHECKS + 1), "list"),
+        ([{"key": "k", "policy": FIXED, "lease": -1}], "lease"),
+        ([{"key": "k", "policy": FIXED, "lease": True}], "lease"),
+        ([{"key": "k", "policy": FIXED, "back": 2, "back_at": "yesterday"}], "back_at"),
+        ([{"key": "k", "policy": FIXED, "back": -2, "back_at": 1.0}], "back"),
         ("not a list", "list"),
     ],
 )
 def test_nonsense_over_rpc_is_refused_naming_the_problem(checks, message):
     with pytest.raises(PolicyError, match=message):
         RateLimiter(MemorySql(), FakeClock()).acquire(checks)
+
+
+# -- leases ----------------------------------------------------------------------------------
+RPM = {"name": "r", "algorithm": "fixed_window", "limit": 1000, "window_seconds": 60}
+
+
+def test_a_lease_is_a_share_of_what_is_left_and_the_same_requests_worth_in_every_row():
+    limiter = RateLimiter(MemorySql(), FakeClock())
+    answer = limiter.acquire([{"key": "r", "policy": RPM, "cost": 1, "lease": 50},
+                              {"key": "t", "policy": TOKENS, "cost": 100, "lease": 50}])
+    # Tokens bind: after this request 900 left, a quarter is 225, so two requests' worth.
+    assert answer["allowed"] and answer["lease"] == 2
+    assert [r["leased"] for r in answer["results"]] == [2, 200]
+    assert [r["remaining"] for r in answer["results"]] == [997, 700]
+    assert all(r["lease_seconds"] == LEASE_SECONDS for r in answer["results"])
+    small = limiter.acquire([{"key": "r", "policy": RPM, "cost": 1, "lease": 5}])
+    assert small["lease"] == 5  # never more than asked
+
+
+def test_near_the_limit_nothing_is_lent_and_a_refusal_lends_nothing():
+    limiter = RateLimiter(MemorySql(), FakeClock())
+    tight = {**FIXED, "limit": 6}
+    first = limiter.acquire([{"key": "f", "policy": tight, "cost": 1, "lease": 100}])
+    assert first["lease"] == 1  # 5 left after it: a quarter is one request
+    for _ in range(LEASE_SHARE - 1):
+        answer = limiter.acquire([{"key": "f", "policy": tight, "cost": 1, "lease": 100}])
+        assert answer["allowed"] and answer["lease"] == 0  # fewer than LEASE_SHARE left: units one at a time
+    refused = limiter.acquire([{"key": "f", "policy": tight, "cost": 2, "lease": 100}])
+    assert not refused["allowed"] and refused["lease"] == 0 and refused["results"][0]["remaining"] == 1
+
+
+def test_a_fixed_windows_lease_never_outlasts_its_window():
+    clock = FakeClock()
+    clock.advance(9.5)  # half a second of the 10 s window left
+    answer = RateLimiter(MemorySql(), clock).acquire([{"key": "f", "policy": {**RPM, "window_seconds": 10},
+                                                      "cost": 1, "lease": 10}])
+    assert answer["lease"] == 10 and answer["results"][0]["lease_seconds"] == 0.5
+
+
+def test_a_give_back_counts_even_in_a_call_that_is_refused():
+    limiter = RateLimiter(MemorySql(), FakeClock())
+    limiter.acquire([{"key": "f", "policy": FIXED, "cost": 2}])  # the window's 2: all taken
+    lent = limiter.acquire([{"key": "t", "policy": TOKENS, "cost": 10, "lease": 10}])
+    back = {"key": "t", "policy": TOKENS, "cost": 0, "back": 100, "lent": 100, "back_at": lent["at"]}
+    refused = limiter.acquire([{"key": "f", "policy": FIXED, "cost": 1}, back])
+    assert not refused["allowed"]
+    assert refused["results"][1]["remaining"] == 1000 - 10 - 100 + 100  # the lease's 100 came back
+    assert not any("leased" in r for r in refused["results"])
 
 
 # -- the edge Durable Object's SQL versus the local sqlite3 file -------------------------
@@ -172,6 +231,7 @@ operations = st.lists(
     st.one_of(
         st.tuples(st.just("acquire"), st.sampled_from(["b", "s", "f", "t", "d"]), st.integers(0, 400)),
         st.tuples(st.just("reconcile"), st.sampled_from(["t", "d", "s"]), st.integers(-300, 300)),
+        st.tuples(st.just("give back"), st.sampled_from(["b", "s", "f", "t"]), st.integers(0, 400)),
         st.tuples(st.just("advance"), st.sampled_from([0.5, 1, 7, 59, 3600]), st.just(0)),
         st.tuples(st.just("usage"), st.just(""), st.just(0)),
         st.tuples(st.just("reset"), st.sampled_from(["", "b", "t"]), st.just(0)),
@@ -195,7 +255,10 @@ def test_the_edge_object_and_the_local_object_decide_the_same(ops):
         if op == "acquire":
             policy = POLICIES[arg]
             cost = amount / 1000 if policy.get("unit") == "usd" else amount % 7
-            call = ("acquire", [{"key": arg, "policy": policy, "cost": cost}])
+            call = ("acquire", [{"key": arg, "policy": policy, "cost": cost, "lease": amount % 5}])
+        elif op == "give back":
+            call = ("acquire", [{"key": arg, "policy": POLICIES[arg], "cost": 0, "back": amount % 4,
+                                 "lent": amount % 9, "back_at": last_at}])
         elif op == "reconcile":
             call = ("reconcile", [{"key": arg, "policy": POLICIES[arg], "delta": amount, "at": last_at}])
         elif op == "usage":

@@ -3,7 +3,15 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flaregate.ratelimits.algorithms.sliding_window import BUCKETS, adjust, stamp, take
+from flaregate.ratelimits.algorithms.sliding_window import (
+    BUCKETS,
+    adjust,
+    give_back,
+    lease,
+    lease_seconds,
+    stamp,
+    take,
+)
 
 limits = st.integers(min_value=1, max_value=30).map(float)
 windows = st.sampled_from([1.0, 3.0, 10.0, 60.0])
@@ -84,3 +92,50 @@ def test_adjust_refunds_the_reserved_entry_and_never_below_zero():
     assert adjust(log, 100.0, 60.0, 10.0, -45.0).entries == ()  # already slid out: nothing to do
     charged = adjust(log, 12.0, 60.0, 10.0, 30.0)
     assert take(charged, 12.0, 100.0, 60.0, 1.0).used == 81.0
+
+
+# Leases: units lent are logged at the stamp of the lease's end and spent any time before it;
+# what is not spent comes off that entry again. No interval of the window admits more.
+LEASE_OPS = st.lists(st.tuples(st.sampled_from(["take", "lease", "spend", "spend", "close"]),
+                               st.sampled_from([0.0, 0.0, 0.05, 0.3, 0.9, 2.0]), st.integers(0, 3),
+                               st.integers(1, 6)), max_size=100)
+
+
+@settings(max_examples=400, deadline=None)
+@given(limits, st.sampled_from([3.0, 10.0, 60.0]), LEASE_OPS)
+def test_leases_never_let_a_sliding_log_pass_its_limit(limit, window, ops):
+    life = lease_seconds(window, 2.0)
+    log, now, admitted = None, 500.0, []
+    leases = []  # [until, left, ends]
+    for kind, gap, pick, size in ops:
+        now += gap
+        spendable = [x for x in leases if x[2] > now and x[1] >= 1]
+        if kind == "take":
+            decision = take(log, now, limit, window, 1.0)
+            log = decision.log
+            if decision.allowed:
+                admitted.append(now)
+        elif kind == "lease":
+            peek = take(log, now, limit, window, 0.0)
+            units = min(size, int(limit - peek.used + 1e-9))
+            if units >= 1:
+                log = lease(peek.log, now, window, now + life, units)
+                leases.append([now + life, units, now + life])
+        elif kind == "spend" and spendable:
+            spendable[pick % len(spendable)][1] -= 1
+            admitted.append(now)
+        elif kind == "close" and leases:
+            until, left, _ = leases.pop(pick % len(leases))
+            log = give_back(log, now, window, until, left) or log
+    for i, start in enumerate(admitted):
+        assert sum(1 for t in admitted[i:] if t < start + window) <= limit
+
+
+def test_units_spent_late_from_a_lease_stay_in_the_log_a_whole_window():
+    life = lease_seconds(10.0, 2.0)
+    log = lease(take(None, 0.0, 4, 10.0, 0.0).log, 0.0, 10.0, 0.0 + life, 4)  # all 4 lent at t=0
+    # Spent at 0.4 (inside the lease): a window later they still count, until 0.4 + 10 has passed.
+    assert not take(log, 10.1, 4, 10.0, 1.0).allowed
+    assert take(log, 10.0 + life + 10.0 / BUCKETS, 4, 10.0, 4.0).allowed
+    back = give_back(log, 0.2, 10.0, 0.0 + life, 3)  # 1 spent, 3 back
+    assert take(back, 0.2, 4, 10.0, 3.0).allowed and not take(back, 0.2, 4, 10.0, 4.0).allowed

@@ -11,6 +11,13 @@ Error bound: rounding up only ever keeps an entry in the log longer, never short
 over-admission at all, unlike weighted counters). The price is on the strict side: an entry
 can count for up to ``window / BUCKETS`` (1/60 of the window) longer than in an exact log,
 so a client may wait up to that much longer than strictly needed.
+
+Leases (``ratelimits/leases.py``): units handed to an isolate in advance are logged at the
+stamp of the moment its lease ends (``lease``), never earlier than any of them can be
+spent, so the bound above holds for the units as spent; what a lease did not spend is taken
+off that entry again (``give_back``). Units logged after a lease's entry are filed under it
+(the clock-steps-back rule), so they count up to one lease lifetime longer: hence a short
+lifetime (``lease_seconds``) against the window.
 """
 
 from __future__ import annotations
@@ -86,3 +93,25 @@ def adjust(log: SlidingLog | None, now: float, window: float, at: float, delta: 
     if when <= now - window:
         return SlidingLog(tuple(entries))
     return SlidingLog(tuple(_add(entries, when, delta)))
+
+
+def lease_seconds(window: float, longest: float) -> float:
+    """How long a lease of this log may last: short against the window (see above)."""
+    return min(longest, window / 20)
+
+
+def lease(log: SlidingLog, now: float, window: float, until: float, units: float) -> SlidingLog:
+    """Log ``units`` lent to a lease that ends at ``until`` (the caller checked they fit)."""
+    return SlidingLog(tuple(_add(_live(log, now, window), stamp(until, window), units)))
+
+
+def give_back(log: SlidingLog | None, now: float, window: float, until: float, units: float) -> SlidingLog | None:
+    """Take ``units`` a lease did not spend off the entry ``lease`` logged them in."""
+    if log is None:
+        return None
+    entries = _live(log, now, window)
+    when = stamp(until, window)
+    logged = dict(entries).get(when)
+    if logged is None:
+        return SlidingLog(tuple(entries))
+    return SlidingLog(tuple(_add(entries, when, -min(units, logged))))
