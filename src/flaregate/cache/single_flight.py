@@ -13,10 +13,11 @@ leaves before the end, the upstream call is closed (no one pays for tokens no on
 
 A reader leaves by being closed or by being cancelled where it waits, which for the one
 pulling is in the middle of an upstream read (its host cancels it the moment its client
-leaves, however silent the upstream). In process, that read runs in a task of its own and
-goes on for the others, who take over from it. On the edge it cannot (it belongs to the
-leaving request), so there the flight ends: the others get the interrupted stream's error,
-and the upstream call is closed.
+leaves, however silent the upstream). That read runs in a task of its own and goes on for
+the others. In process they take over from it. On the edge no other request may read the
+body, so the opener's request reads on for them, its close waiting until they leave or
+the body ends (in production no longer than the runtime lets a request's ``waitUntil``
+work run after its client left, about 30 s; then they get the interrupted stream's error).
 A ``FlightRecorder`` sees every chunk once and is told, once, how the flight ended; the
 cache uses it to store the answer.
 
@@ -131,18 +132,29 @@ class _Flight:
         self.owner_reading = False
         self._notify()  # a waiting follower takes over the pulling
 
+    async def read_on_for_the_others(self) -> None:
+        """The edge's opener, whose client left: read the body for the other readers (only
+        its request may), until they leave or the body ends. The owner still counts as
+        reading meanwhile, so no follower tries to pull."""
+        while not self.finished and self.readers > 1 and self.upstream is not None:
+            if not self.pulling:  # else: the read its cancelled relay left running
+                self._start(self.mode or "stream")
+            await self.wait_for_change()  # a read's end, or a reader leaving
+
     async def pull(self, wanted: str) -> None:
         """Fetch the next piece of the body for every reader (only one puller at a time)."""
+        # A puller cancelled mid-read leaves the read running for the other readers; the
+        # last one to leave cancels it (detach).
+        await asyncio.shield(self._start(wanted))
+
+    def _start(self, wanted: str) -> asyncio.Future[None]:
+        """The next read, in a task of its own, in the puller's context (on the edge: in
+        its request)."""
         assert self.upstream is not None and not self.pulling and not self.finished
         self.pulling = True
         mode = self.mode = self.mode or wanted
-        if self.registry.poll:  # the edge: a read that its request left cannot go on for others
-            await self._read(mode)
-            return
-        # A puller cancelled mid-read leaves the read running for the other readers; the
-        # last one to leave cancels it (detach).
         read = self._reading = asyncio.ensure_future(self._read(mode))
-        await asyncio.shield(read)
+        return read
 
     async def _read(self, mode: str) -> None:
         assert self.upstream is not None
@@ -164,7 +176,7 @@ class _Flight:
             self._finish(exc)
         except Exception as exc:  # e.g. a host error type; never leave the readers hanging
             self._finish(UpstreamError(type(exc).__name__))
-        except BaseException:  # the puller was cancelled: the others cannot go on without it
+        except BaseException:  # cancelled: no one reads on (detach), or the request is torn down
             self._finish(UpstreamError("the upstream read was cancelled"))
             self.pulling = False
             self._notify()
@@ -245,6 +257,7 @@ class _Flight:
 
     async def detach(self) -> None:
         self.readers -= 1
+        self._notify()  # an opener reading on for the others looks again
         if self.readers == 0 and not self.finished and self.upstream is not None:
             self._finish(UpstreamError("every reader went away"))
             await self._close_upstream()
@@ -318,6 +331,8 @@ class SharedResponse:
         with contextlib.suppress(ValueError):
             self._flight.views.remove(self)
         if self.owner:
+            if self._flight.registry.poll:  # the edge: nobody else may read the body
+                await self._flight.read_on_for_the_others()
             self._flight.owner_left()
         if self._on_close is not None:
             try:
@@ -379,6 +394,7 @@ class SingleFlight:
             if not follower:
                 flight.owner_reading = False
             flight.readers -= 1
+            flight._notify()
             if flight.readers == 0 and flight.upstream is not None and not flight.finished:
                 flight._finish(UpstreamError("every reader went away"))
                 asyncio.ensure_future(flight._close_upstream())

@@ -1,16 +1,13 @@
-"""Single-flight when a reader is cancelled where it waits (its host's client left): in process
-the upstream read goes on for the others; when no one is left, or on the edge, the upstream
-call is closed at once."""
+"""Single-flight when a reader is cancelled where it waits (its host's client left): the
+upstream read goes on for the others (in process they take over; on the edge the opener's
+request reads on for them); when no one is left the upstream call is closed at once."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-import pytest
-
 from flaregate.cache.single_flight import SingleFlight
-from flaregate.ports import UpstreamError
 
 
 class Upstream:
@@ -100,21 +97,58 @@ async def test_the_last_reader_cancelled_mid_read_closes_the_upstream_at_once():
     assert len(flights) == 0
 
 
-@pytest.mark.parametrize("follower_stays", [True, False])
-async def test_on_the_edge_a_puller_cancelled_mid_read_ends_the_flight_and_closes_the_upstream(follower_stays):
-    flights, upstream = SingleFlight(poll=True), Upstream([b"1", b"2"])
-    owner = await join(flights, upstream)
-    follower = await join(flights, upstream)
+async def test_on_the_edge_the_opener_cancelled_mid_read_reads_on_for_a_follower():
+    """Only the opener's request may read the body on the edge: its close reads on for the
+    follower (the read its relay left running, then the next ones), to the body's end."""
+    flights, upstream = SingleFlight(poll=True), Upstream([b"1", b"2", b"3"])
+    owner, follower = await join(flights, upstream), await join(flights, upstream)
     owning, _ = await read_in_task(owner)
     following, got = await read_in_task(follower)
     await settle()
-    if not follower_stays:
-        following.cancel()
-        await asyncio.wait((following,))
+    owning.cancel()  # its client left, mid-read
+    await settle()
+    assert not owning.done() and not upstream.closed  # reading on for the follower
+    upstream.release(3)
+    await asyncio.wait_for(following, 1.0)
+    assert got == [b"1", b"2", b"3"]
+    await asyncio.wait_for(asyncio.wait((owning,)), 1.0)
+    assert owning.cancelled() and upstream.closed
+
+
+async def test_on_the_edge_the_opener_stops_reading_on_when_the_follower_leaves_too():
+    flights, upstream = SingleFlight(poll=True), Upstream([b"1", b"2"])
+    owner, follower = await join(flights, upstream), await join(flights, upstream)
+    owning, _ = await read_in_task(owner)
+    following, _ = await read_in_task(follower)
+    await settle()
     owning.cancel()
-    await asyncio.wait((owning,))
+    await settle()
+    following.cancel()  # the upstream is silent: nobody waits for its next chunk
+    await asyncio.wait((following,))
+    await asyncio.wait_for(asyncio.wait((owning,)), 1.0)
+    assert upstream.closed and len(flights) == 0
+
+
+async def test_on_the_edge_an_opener_alone_cancelled_mid_read_closes_the_upstream_at_once():
+    flights, upstream = SingleFlight(poll=True), Upstream([b"1", b"2"])
+    owning, _ = await read_in_task(await join(flights, upstream))
+    await settle()
+    owning.cancel()
+    await asyncio.wait_for(asyncio.wait((owning,)), 1.0)
     assert upstream.closed
-    if follower_stays:  # it cannot read the leaving request's body: the stream's error
-        with pytest.raises(UpstreamError, match="cancelled"):
-            await asyncio.wait_for(following, 1.0)
-        assert got == []
+
+
+async def test_a_follower_cancelled_mid_read_leaves_the_read_to_the_others_too():
+    flights, upstream = SingleFlight(), Upstream([b"1", b"2"])
+    owner, follower = await join(flights, upstream), await join(flights, upstream)
+    await owner.aclose()  # the opener left before reading: the follower pulls
+    following, _ = await read_in_task(follower)
+    late = await join(flights, upstream)
+    lasting, got = await read_in_task(late)
+    await settle()
+    following.cancel()
+    await asyncio.wait((following,))
+    assert not upstream.closed
+    upstream.release(2)
+    await asyncio.wait_for(lasting, 1.0)
+    assert got == [b"1", b"2"] and upstream.closed
