@@ -79,6 +79,7 @@ KNOWN_VARS = (
     "FLAREGATE_REDIS_URL",  # the local host's shared backend for several replicas (hosts/local/redis_backend.py)
     *(  # security and webhooks (see SecuritySettings)
         "FLAREGATE_SIGNING_SECRET", "SIGNED_ROUTES", "SIGNATURE_MAX_AGE_SECONDS", "KEY_CACHE_SECONDS",
+        "FLAREGATE_OBSERVER_KEY",
         "MAX_MESSAGES", "MAX_MESSAGE_CHARS", "MAX_JSON_DEPTH", "MAX_HEADER_BYTES", "MAX_HEADER_COUNT",
         "CORS_ALLOW_ORIGINS", "CORS_MAX_AGE_SECONDS", "ANONYMIZE_IPS", "WEBHOOK_ALLOW_PRIVATE_TARGETS",
         "WEBHOOK_MAX_ATTEMPTS", "WEBHOOK_RETRY_BASE_SECONDS", "WEBHOOK_TIMEOUT_SECONDS",
@@ -299,6 +300,8 @@ def _security(vars: Mapping[str, str]) -> dict[str, Any]:
     data: dict[str, Any] = set_fields(vars, {var: field for field, var in fields.items()})
     if vars.get("FLAREGATE_SIGNING_SECRET"):
         data["signing_secret"] = vars["FLAREGATE_SIGNING_SECRET"]
+    if vars.get("FLAREGATE_OBSERVER_KEY", "").strip():  # a stray space in .dev.vars: unset
+        data["observer_key"] = vars["FLAREGATE_OBSERVER_KEY"].strip()
     for var, field in (("SIGNED_ROUTES", "signed_routes"), ("CORS_ALLOW_ORIGINS", "cors_allow_origins")):
         if var in vars:  # present but empty means "none" (e.g. signing off everywhere)
             data[field] = [item.strip() for item in vars[var].split(",") if item.strip()]
@@ -407,7 +410,7 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
     weak = production_secret_problems(settings.environment, settings.admin_key, settings.security.signing_secret,
-                                      settings.api_keys)
+                                      settings.api_keys, settings.security.observer_key)
     if weak:
         raise InsecureConfigError("insecure configuration for production: " + "; ".join(weak))
     return settings

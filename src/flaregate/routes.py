@@ -13,7 +13,8 @@ handed to the handler as ``request.params``.
 ``access`` says who may call a route; the handlers still enforce it themselves (the table
 only documents it): ``public`` nobody needed, ``key`` a gateway key, ``admin`` the admin
 key (signed where ``SIGNED_ROUTES`` says, checked before routing), ``observer`` the admin
-key (browser forms accepted) or, later, a read-only observer credential.
+key or the read-only observer key ``FLAREGATE_OBSERVER_KEY`` (browser forms accepted;
+request-log bodies for the admin key only).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from ..errors import GatewayError
 from ..http import Request, Response, json_response
 from ..ports import Clock, MetricsHubClient
 from ..routes import Route
-from ..security.admin import authorize_observer
+from ..security.admin import authorize_observer, is_admin
 from .prometheus import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -73,7 +73,8 @@ class Observability:
         self._health: tuple[float, int, dict[str, Any]] | None = None
 
     def authorize(self, request: Request) -> str | None:
-        """The admin check (see admin_auth.py); returns the WebSocket subprotocol to select."""
+        """The admin or observer key (security/admin.py); returns the WebSocket subprotocol
+        to select."""
         return authorize_observer(request, self._settings)
 
     def routes(self) -> _Routes:
@@ -82,7 +83,7 @@ class Observability:
             Route("/v1/analytics", {"GET": self._analytics}, "observer",
                   "Analytics windows as JSON (?window=, ?group_by=tag:<name>)"),
             Route("/dashboard", {"GET": self._dashboard}, "public",
-                  "The live dashboard page (its data needs the admin key)"),
+                  "The live dashboard page (its data needs the admin or observer key)"),
             Route("/v1/logs", {"GET": self._logs}, "observer", "The request log: a page of records"),
             Route("/v1/logs/{request_id}", {"GET": self._log}, "observer", "One request's log record"),
         ])
@@ -133,7 +134,9 @@ class Observability:
         from .request_log_endpoints import one_log
 
         self.authorize(request)
-        return await one_log(request, lambda params: self._call(lambda: self._hub.logs(params)))
+        # Bodies (LOG_BODIES) for the admin key only: the observer key gets the record without them.
+        return await one_log(request, lambda params: self._call(lambda: self._hub.logs(params)),
+                             bodies=is_admin(request, self._settings, browser=True))
 
     async def _dashboard(self, request: Request, out: dict[str, str]) -> Response:
         from .dashboard import HTML  # imported on first use: keeps cold starts lean

@@ -1,5 +1,7 @@
 """``GET /v1/logs`` (a filtered page, or ``?format=jsonl`` for a time range) and
 ``GET /v1/logs/{request_id}`` (one record with its events), over the hub's log store.
+A page never carries bodies; one record does, for the admin key only (``bodies=False``: the
+observer key's view, the bodies taken out and ``bodies_withheld`` set).
 
 The query goes to the store as plain strings; the store validates it and answers a bad one
 with ``{"error": ...}``, which becomes a 400 here (never a 5xx).
@@ -14,6 +16,7 @@ from urllib.parse import unquote
 
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
+from .request_bodies import BODY_FIELDS
 
 Ask = Callable[[dict[str, str]], Awaitable[dict[str, Any]]]
 EXPORT_MAX_ROWS = 10_000  # one export; page further with since/until
@@ -55,11 +58,14 @@ async def logs(request: Request, ask: Ask) -> Response:
     return Response(200, headers, "".join(line + "\n" for line in lines).encode())
 
 
-async def one_log(request: Request, ask: Ask) -> Response:
+async def one_log(request: Request, ask: Ask, bodies: bool = True) -> Response:
     request_id = unquote(request.path[len("/v1/logs/"):])
     if not request_id or len(request_id) > 100 or "/" in request_id:
         raise GatewayError(404, "No request log with that id.", code="log_not_found")
     record = _checked(await ask({"id": request_id})).get("record")
     if record is None:
         raise GatewayError(404, f"No request log with id {request_id[:100]!r}.", code="log_not_found")
+    if not bodies and any(name in record for name in BODY_FIELDS):
+        record = {k: v for k, v in record.items() if k not in BODY_FIELDS}
+        record["bodies_withheld"] = True
     return json_response(record, headers=dict(_NO_STORE))

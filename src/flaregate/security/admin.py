@@ -10,6 +10,11 @@ operator?".
 A browser cannot set headers on a WebSocket, so with ``browser=True`` (the observability
 endpoints, never ``/admin/*``) the key is also accepted as a ``?token=`` query parameter
 or as a WebSocket subprotocol ``bearer.<key>`` offered next to ``flaregate.v1``.
+
+The observer key (``FLAREGATE_OBSERVER_KEY``, optional) is read-only: it opens those
+observability endpoints (``/ws``, ``/metrics``, ``/v1/analytics``, the request log without
+bodies) and nothing under ``/admin/`` (a 403 ``admin_key_required`` there). Either key is
+presented the same ways.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 from typing import TYPE_CHECKING
+
+from pydantic import SecretStr
 
 from ..errors import GatewayError
 from ..http import Request
@@ -46,15 +53,34 @@ def presented_admin_key(request: Request, browser: bool = False) -> str | None:
     return request.query.get("token") or None
 
 
-def is_admin(request: Request, settings: Settings, browser: bool = False) -> bool:
-    if settings.admin_key is None:
-        return False
-    presented = presented_admin_key(request, browser)
-    if not presented:
+def _matches(presented: str | None, secret: SecretStr | None) -> bool:
+    if secret is None or not presented:
         return False
     # Compare digests so neither length nor content leaks through timing.
-    expected = hashlib.sha256(settings.admin_key.get_secret_value().encode()).digest()
+    expected = hashlib.sha256(secret.get_secret_value().encode()).digest()
     return hmac.compare_digest(expected, hashlib.sha256(presented.encode()).digest())
+
+
+def is_admin(request: Request, settings: Settings, browser: bool = False) -> bool:
+    return _matches(presented_admin_key(request, browser), settings.admin_key)
+
+
+def is_observer(request: Request, settings: Settings, browser: bool = True) -> bool:
+    """The read-only observer key (never the admin key: that is :func:`is_admin`)."""
+    return _matches(presented_admin_key(request, browser), settings.security.observer_key)
+
+
+def _refused(request: Request, settings: Settings, browser: bool, who: str) -> GatewayError:
+    """The 401 of a missing or wrong key."""
+    if not presented_admin_key(request, browser):
+        how = (f"'Authorization: Bearer <{who}>', '?token=' or the WebSocket subprotocol "
+               f"'bearer.<{who}>'" if browser else f"'Authorization: Bearer <{who}>'")
+        error = GatewayError(401, f"Missing {who}: send {how}.", type="authentication_error",
+                             code="invalid_admin_key")
+    else:
+        error = GatewayError(401, f"Incorrect {who} provided.", type="authentication_error",
+                             code="invalid_admin_key")
+    return error
 
 
 def require_admin(request: Request, settings: Settings, browser: bool = False) -> None:
@@ -62,23 +88,26 @@ def require_admin(request: Request, settings: Settings, browser: bool = False) -
     if settings.admin_key is None:
         raise GatewayError(403, "The admin API is disabled: set the FLAREGATE_ADMIN_KEY secret.",
                            type="permission_error", code="admin_disabled")
-    if not presented_admin_key(request, browser):
-        how = ("'Authorization: Bearer <admin key>', '?token=' or the WebSocket subprotocol "
-               "'bearer.<admin key>'" if browser else "'Authorization: Bearer <admin key>'")
-        raise GatewayError(401, f"Missing admin key: send {how}.", type="authentication_error",
-                           code="invalid_admin_key")
-    if not is_admin(request, settings, browser):
-        raise GatewayError(401, "Incorrect admin key provided.", type="authentication_error",
-                           code="invalid_admin_key")
+    if is_admin(request, settings, browser):
+        return
+    if is_observer(request, settings, browser):
+        raise GatewayError(403, "The observer key is read-only; this needs the admin key.",
+                           type="permission_error", code="admin_key_required")
+    raise _refused(request, settings, browser, "admin key")
 
 
-# -- the operator's views: /ws, /metrics, /v1/analytics ------------------------------
+# -- the operator's views: /ws, /metrics, /v1/analytics, /v1/logs --------------------
 
 SUBPROTOCOL = "flaregate.v1"
 
 
 def authorize_observer(request: Request, settings: Settings) -> str | None:
-    """Raise a 401/403 GatewayError unless the admin key is presented. Returns the
-    subprotocol a WebSocket handshake must select (or None when none was offered)."""
-    require_admin(request, settings, browser=True)
+    """Raise a 401/403 GatewayError unless the admin key or the observer key is
+    presented. Returns the subprotocol a WebSocket handshake must select (or None when none
+    was offered)."""
+    if settings.admin_key is None and settings.security.observer_key is None:
+        raise GatewayError(403, "The admin API is disabled: set the FLAREGATE_ADMIN_KEY secret.",
+                           type="permission_error", code="admin_disabled")
+    if not (is_admin(request, settings, browser=True) or is_observer(request, settings)):
+        raise _refused(request, settings, True, "admin or observer key")
     return SUBPROTOCOL if SUBPROTOCOL in offered_subprotocols(request) else None

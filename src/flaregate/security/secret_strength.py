@@ -1,5 +1,6 @@
-"""What the production environment refuses: placeholder or short secrets, and a signing
-secret that is the admin key (whoever holds one would then hold both).
+"""What the production environment refuses: placeholder or short secrets, a signing secret
+that is the admin key (whoever holds one would then hold both), and a read-only observer
+key that is the admin key or the signing secret (it would not be read-only).
 
 Checked once when the settings are built. The standalone server stops with the problems;
 a Worker has no start-up step, so it answers every request with 503 ``misconfigured`` (the
@@ -29,12 +30,13 @@ def _weakness(value: str) -> str | None:
 
 
 def production_secret_problems(environment: str, admin_key: SecretStr | None, signing_secret: SecretStr | None,
-                               api_keys: Iterable[SecretStr]) -> list[str]:
+                               api_keys: Iterable[SecretStr], observer_key: SecretStr | None = None) -> list[str]:
     """The reasons these secrets may not run in ``environment`` (none outside production)."""
     if environment.strip().lower() != PRODUCTION:
         return []
     problems = []
-    named = [("FLAREGATE_ADMIN_KEY", admin_key), ("FLAREGATE_SIGNING_SECRET", signing_secret)]
+    named = [("FLAREGATE_ADMIN_KEY", admin_key), ("FLAREGATE_SIGNING_SECRET", signing_secret),
+             ("FLAREGATE_OBSERVER_KEY", observer_key)]
     named += [(f"FLAREGATE_API_KEYS[{i}]", key) for i, key in enumerate(api_keys)]
     for name, secret in named:
         weakness = _weakness(secret.get_secret_value()) if secret is not None else None
@@ -43,4 +45,8 @@ def production_secret_problems(environment: str, admin_key: SecretStr | None, si
     if admin_key is not None and (signing_secret is None
                                   or signing_secret.get_secret_value() == admin_key.get_secret_value()):
         problems.append("FLAREGATE_SIGNING_SECRET must be set, and differ from FLAREGATE_ADMIN_KEY")
+    if observer_key is not None:
+        observer = observer_key.get_secret_value()
+        if any(other is not None and other.get_secret_value() == observer for other in (admin_key, signing_secret)):
+            problems.append("FLAREGATE_OBSERVER_KEY must differ from FLAREGATE_ADMIN_KEY and FLAREGATE_SIGNING_SECRET")
     return problems

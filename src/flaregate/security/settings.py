@@ -1,5 +1,6 @@
-"""The security settings (``FLAREGATE_SIGNING_SECRET``, ``SIGNED_ROUTES``, ``MAX_*``,
-``CORS_*``, ``ANONYMIZE_IPS``, ``WEBHOOK_*``): signing, input limits, CORS, privacy, webhooks."""
+"""The security settings (``FLAREGATE_SIGNING_SECRET``, ``FLAREGATE_OBSERVER_KEY``,
+``SIGNED_ROUTES``, ``MAX_*``, ``CORS_*``, ``ANONYMIZE_IPS``, ``WEBHOOK_*``): signing, the
+read-only observer key, input limits, CORS, privacy, webhooks."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ class SecuritySettings(BaseModel):
     signed_routes: tuple[str, ...] = ("/admin/",)  # path prefixes that must be signed
     signature_max_age_seconds: int = Field(default=300, ge=1, le=86_400)
     key_cache_seconds: float = Field(default=30.0, ge=0)  # stored-key lookups cached per isolate
+    # The read-only operator key: /metrics, /ws, /v1/analytics, /v1/logs (no bodies); never /admin/.
+    observer_key: SecretStr | None = None
     max_messages: int = Field(default=2048, ge=1)
     max_message_chars: int = Field(default=500_000, ge=1)
     max_json_depth: int = Field(default=64, ge=2, le=900)
