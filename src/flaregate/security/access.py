@@ -11,6 +11,10 @@ isolate on the edge) for ``KEY_CACHE_SECONDS`` in two bounded LRUs: found record
 misses in a smaller one of their own, so well-shaped junk can only evict other junk. A
 revocation made through this process's admin API clears the cache at once, so locally it
 takes effect immediately; on the edge other isolates see it within that many seconds.
+
+Every failed authentication counts against the caller's network (``auth_throttle.py``);
+while that network is throttled a token is refused with the 429 before any lookup unless it
+is a configured key or a stored key in the positive cache (both checked in memory).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ..errors import GatewayError, unauthorized
 from ..http import Request
 from ..metadata.tags import check_tags
 from ..ports import Clock, SecurityStoreClient
+from .auth_throttle import AuthFailureThrottle, refusal
 from .keys import KeyRing
 
 KEY_PREFIX = "fg-"
@@ -147,33 +152,42 @@ def forbidden(message: str, code: str, param: str | None = None) -> GatewayError
 
 class AccessControl:
     def __init__(self, keys: KeyRing, store: SecurityStoreClient | None, clock: Clock,
-                 cache_seconds: float) -> None:
+                 cache_seconds: float, throttle: AuthFailureThrottle | None = None) -> None:
         self._keys = keys
         self._store = store
         self._clock = clock
         self._cache_seconds = cache_seconds
         self._found = _Expiring(_CACHE_LIMIT)  # digest -> the store's record
         self._missing = _Expiring(_NEGATIVE_CACHE_LIMIT)  # digest -> None: no such key
+        # Failed authentications per network; the gateway's own is handed over by AdminApi.
+        self.throttle = throttle if throttle is not None else AuthFailureThrottle(clock=clock)
 
     async def authenticate(self, request: Request) -> Principal:
-        """The caller's principal, or a 401/403 GatewayError. Checks expiry and the route."""
+        """The caller's principal, or a 401/403/429 GatewayError. Checks expiry and the route."""
         token = presented_token(request)
         if not self._keys and self._store is None:
             raise unauthorized("No gateway keys are configured; set the FLAREGATE_API_KEYS secret.")
         if not token:
-            raise unauthorized("Missing API key: send 'Authorization: Bearer <gateway key>'.")
+            raise self._failed(request, "Missing API key: send 'Authorization: Bearer <gateway key>'.")
         ident = self._keys.find(token)
         if ident is not None:
             return Principal(ident, "config")
-        if not stored_key_shaped(token):  # no stored key looks like this: the store is not asked
-            raise unauthorized("Incorrect API key provided.")
-        record = await self._lookup(digest_hex(token))
-        if record is None or not hmac.compare_digest(record["digest"], digest_hex(token)):
-            raise unauthorized("Incorrect API key provided.")
+        digest = digest_hex(token)
+        throttled = self.throttle.retry_after(request)
+        if throttled is not None:  # only a key this process knows is good gets in, without a lookup
+            hit, record = self._found.get(digest, self._clock.monotonic())
+            if not hit:
+                raise refusal(throttled)
+        elif not stored_key_shaped(token):  # no stored key looks like this: the store is not asked
+            raise self._failed(request, "Incorrect API key provided.")
+        else:
+            record = await self._lookup(digest)
+        if record is None or not hmac.compare_digest(record["digest"], digest):
+            raise self._failed(request, "Incorrect API key provided.")
         if record["revoked_at"] is not None:
-            raise unauthorized("This API key has been revoked.")
+            raise self._failed(request, "This API key has been revoked.")
         if record["expires_at"] is not None and record["expires_at"] <= self._clock.now():
-            raise unauthorized("This API key has expired.")
+            raise self._failed(request, "This API key has expired.")
         principal = Principal(record["id"], "store", record["name"], KeyPolicy.model_validate(record["policy"]),
                               record["expires_at"])
         if not principal.allows_route(request.path):
@@ -195,6 +209,11 @@ class AccessControl:
         principal = Principal(record["id"], "store", record["name"], KeyPolicy.model_validate(record["policy"]),
                               record["expires_at"])
         return principal if principal.allows_route(path) else None
+
+    def _failed(self, request: Request, message: str) -> GatewayError:
+        """The 401 of a failed authentication, counted against its network (the 429 once it
+        is throttled)."""
+        return self.throttle.refuse_or_count(request, unauthorized(message))
 
     @staticmethod
     def check_model(principal: Principal, model: str) -> None:

@@ -15,6 +15,10 @@ The observer key (``FLAREGATE_OBSERVER_KEY``, optional) is read-only: it opens t
 observability endpoints (``/ws``, ``/metrics``, ``/v1/analytics``, the request log without
 bodies) and nothing under ``/admin/`` (a 403 ``admin_key_required`` there). Either key is
 presented the same ways.
+
+A failed check counts against the caller's network (``auth_throttle.py``): past the limit
+the answer is the 429 ``too_many_auth_failures`` until the window ends, for every key but
+the two checked here (in memory, so a throttled network's operator still gets in).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pydantic import SecretStr
 
 from ..errors import GatewayError
 from ..http import Request
+from .auth_throttle import throttle_for
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -71,7 +76,7 @@ def is_observer(request: Request, settings: Settings, browser: bool = True) -> b
 
 
 def _refused(request: Request, settings: Settings, browser: bool, who: str) -> GatewayError:
-    """The 401 of a missing or wrong key."""
+    """The 401 of a missing or wrong key, or the 429 while the network is throttled."""
     if not presented_admin_key(request, browser):
         how = (f"'Authorization: Bearer <{who}>', '?token=' or the WebSocket subprotocol "
                f"'bearer.<{who}>'" if browser else f"'Authorization: Bearer <{who}>'")
@@ -80,11 +85,11 @@ def _refused(request: Request, settings: Settings, browser: bool, who: str) -> G
     else:
         error = GatewayError(401, f"Incorrect {who} provided.", type="authentication_error",
                              code="invalid_admin_key")
-    return error
+    return throttle_for(settings).refuse_or_count(request, error)
 
 
 def require_admin(request: Request, settings: Settings, browser: bool = False) -> None:
-    """Raise an OpenAI-style 401/403 GatewayError unless the request carries the admin key."""
+    """Raise an OpenAI-style 401/403/429 GatewayError unless the request carries the admin key."""
     if settings.admin_key is None:
         raise GatewayError(403, "The admin API is disabled: set the FLAREGATE_ADMIN_KEY secret.",
                            type="permission_error", code="admin_disabled")
@@ -102,7 +107,7 @@ SUBPROTOCOL = "flaregate.v1"
 
 
 def authorize_observer(request: Request, settings: Settings) -> str | None:
-    """Raise a 401/403 GatewayError unless the admin key or the observer key is
+    """Raise a 401/403/429 GatewayError unless the admin key or the observer key is
     presented. Returns the subprotocol a WebSocket handshake must select (or None when none
     was offered)."""
     if settings.admin_key is None and settings.security.observer_key is None:

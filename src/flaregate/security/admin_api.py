@@ -24,6 +24,7 @@ from ..schemas import validation_error
 from . import limits
 from .access import AccessControl, KeyPolicy, new_key
 from .admin import require_admin
+from .auth_throttle import throttle_for
 from .privacy import client_address
 from .webhooks import EVENT_TYPES, TargetRefused, WebhookDispatcher, check_target, new_secret
 
@@ -64,6 +65,9 @@ class AdminApi:
         self._settings = settings
         self._store = store
         self._access = access
+        # The gateway's failed-authentication throttle (made by its security gate) for its
+        # gateway keys too: this is the one security object given both the settings and them.
+        access.throttle = throttle_for(settings, clock)
         self._webhooks = webhooks
         self._clock = clock
         self._table: RouteTable | None = None  # for route(), until the gateway has its table

@@ -1,6 +1,8 @@
 """The checks every request passes before routing, and the last touches on every response:
 header limits, CORS preflight, request signatures (required on ``SIGNED_ROUTES``, verified
-elsewhere when present), then CORS headers and header sanitisation on the way out."""
+elsewhere when present), then CORS headers and header sanitisation on the way out. A bad
+signature is a failed authentication for the network's throttle (``auth_throttle.py``,
+which the gate makes for its gateway)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from ..errors import GatewayError
 from ..http import Request, Response
 from ..ports import Clock, SecurityStoreClient
 from . import cors, limits
+from .auth_throttle import throttle_for
 from .signing import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
@@ -34,6 +37,7 @@ class SecurityGate:
         secret = self._security.signing_secret or settings.admin_key
         self._secret = secret.get_secret_value() if secret is not None else None
         self._nonces: dict[str, float] = {}  # only when the host gives no security store
+        self.throttle = throttle_for(settings, clock)  # the gateway's, shared with its key checks
 
     def requires_signature(self, path: str) -> bool:
         return any(path.startswith(prefix) for prefix in self._security.signed_routes)
@@ -67,11 +71,13 @@ class SecurityGate:
                                         request.body, now, max_age,
                                         request_query(request.raw_query, request.query))
         except SignatureProblem as problem:
-            raise GatewayError(401, str(problem), type="authentication_error", code=problem.code) from None
+            error = GatewayError(401, str(problem), type="authentication_error", code=problem.code)
+            raise self.throttle.refuse_or_count(request, error) from None
         # Remember the nonce for as long as its timestamp stays acceptable.
         if not await self._use_nonce(nonce, max(now, ts) + max_age):
-            raise GatewayError(401, "This request nonce was already used (replay refused).",
-                               type="authentication_error", code="signature_replayed")
+            error = GatewayError(401, "This request nonce was already used (replay refused).",
+                                 type="authentication_error", code="signature_replayed")
+            raise self.throttle.refuse_or_count(request, error)
 
     async def _use_nonce(self, nonce: str, expires_at: float) -> bool:
         if self._store is not None:

@@ -1,6 +1,7 @@
 """The security settings (``FLAREGATE_SIGNING_SECRET``, ``FLAREGATE_OBSERVER_KEY``,
-``SIGNED_ROUTES``, ``MAX_*``, ``CORS_*``, ``ANONYMIZE_IPS``, ``WEBHOOK_*``): signing, the
-read-only observer key, input limits, CORS, privacy, webhooks."""
+``SIGNED_ROUTES``, ``MAX_*``, ``CORS_*``, ``ANONYMIZE_IPS``, ``AUTH_FAILURE_*``, ``WEBHOOK_*``):
+signing, the read-only observer key, input limits, CORS, privacy, the failed-authentication
+throttle, webhooks."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ class SecuritySettings(BaseModel):
     key_cache_seconds: float = Field(default=30.0, ge=0)  # stored-key lookups cached per isolate
     # The read-only operator key: /metrics, /ws, /v1/analytics, /v1/logs (no bodies); never /admin/.
     observer_key: SecretStr | None = None
+    # More failed authentications than this from one network (IPv4 /24, IPv6 /48) within the
+    # window: 429 too_many_auth_failures until the window passes (auth_throttle.py). 0: off.
+    auth_failure_limit: int = Field(default=20, ge=0)
+    auth_failure_window_seconds: float = Field(default=10.0, gt=0, le=3600)
     max_messages: int = Field(default=2048, ge=1)
     max_message_chars: int = Field(default=500_000, ge=1)
     max_json_depth: int = Field(default=64, ge=2, le=900)
