@@ -53,6 +53,7 @@ class RequestEvent(TypedDict, total=False):
     tokens_out: Any
     ttft_ms: float
     stream_outcome: str
+    response_bytes: int  # a binary answer passed through: the bytes the client was sent
     # How it ended.
     error: str
     error_code: str | None

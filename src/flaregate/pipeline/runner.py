@@ -15,13 +15,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from ..accounting import Usage
 from ..cache.layer import CacheLayer
 from ..cache.predictive import PredictiveWarmer
 from ..config import Settings
-from ..errors import GatewayError, bad_request, upstream_error
+from ..errors import GatewayError, upstream_error
 from ..guardrails.checks import Guardrails
 from ..http import Headers, Request, Response
 from ..metadata.tags import request_tags
@@ -112,7 +112,7 @@ class Pipeline:
             principal = ctx.acting or await self.access.authenticate(spec.credentials(request))
             ctx.principal = principal
         with profiler.phase("parse"):
-            ctx.body = body = self.parse_body(request, spec.body_model)
+            ctx.body = body = self.parse_body(request, spec)
             spec.check(body, self.settings)
             event["stream"] = ctx.stream = body.get("stream") is True
             tags = self._tag(request, principal, event)
@@ -150,18 +150,11 @@ class Pipeline:
                 "model": None, "provider": None, "cache": None, "stream": False,
                 "client": client_address(request.client_ip, self.settings.security.anonymize_ips)}
 
-    def parse_body(self, request: Request, schema: type[BaseModel]) -> dict[str, Any]:
-        ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-        if ctype != "application/json" and not ctype.endswith("+json"):
-            raise GatewayError(415, "Content-Type must be application/json.", code="unsupported_media_type")
-        if len(request.body) > self.settings.max_body_bytes:
-            raise GatewayError(413, f"Request body exceeds {self.settings.max_body_bytes} bytes.",
-                               code="request_too_large")
-        body = limits.parse_json(request.body, self.settings.security.max_json_depth)
-        if not isinstance(body, dict):
-            raise bad_request("The request body must be a JSON object.", code="invalid_json")
+    def parse_body(self, request: Request, spec: OperationSpec) -> dict[str, Any]:
+        """The body as the spec reads it (JSON unless it says otherwise), checked against its model."""
+        body = spec.parse(request, self.settings)
         try:
-            schema.model_validate(body)
+            spec.body_model.model_validate(body)
         except ValidationError as exc:
             raise validation_error(exc) from None
         limits.check_chat(body, self.settings.security)
@@ -232,10 +225,11 @@ class Pipeline:
             await admission.refund()
             raise
         targets, body, stream = ctx.targets, ctx.body, ctx.stream
+        binary = spec.answer(body) == "binary"
 
         def call() -> Any:
             return self.upstream.call(targets, body, forward, event, operation=spec.operation, stream=stream,
-                                      idempotent=spec.idempotent)
+                                      idempotent=spec.idempotent, binary=binary)
 
         plan = ctx.plan
         try:
@@ -257,6 +251,11 @@ class Pipeline:
                    **(self.caching.miss_headers(plan, upstream) if plan is not None else {}),
                    "x-flaregate-attempts": str(event.get("attempts", 0)),
                    "content-type": upstream.headers.get("content-type", "application/json")}
+        if binary and upstream.status == 200:
+            headers["content-type"] = upstream.headers.get("content-type", "application/octet-stream")
+            if not _textual(headers["content-type"]):
+                ctx.response_body = None  # the request log keeps text, not audio
+            return Response(200, headers, self._pass_through(ctx, upstream))
         if stream and upstream.status == 200:
             headers["cache-control"] = "no-cache"
             relay = self._relay(ctx, upstream, target.provider.name, target.model)
@@ -355,6 +354,40 @@ class Pipeline:
             else:
                 admission.keep()  # no usage in the stream: the estimate stands
 
+    async def _pass_through(self, ctx: RequestContext, upstream: UpstreamResponse) -> AsyncIterator[bytes]:
+        """A binary answer, passed through chunk by chunk as it comes (never read whole, never
+        parsed), recorded once at its end like a stream: its bytes in ``response_bytes``. It
+        has no usage to read: the limits' estimate stands. A break mid-body is raised to the
+        host, which cuts the connection: no error event fits in a binary body, and a clean
+        end would pass a short file off as whole."""
+        event, admission = ctx.event, ctx.admission
+        assert admission is not None
+        sent = 0
+        outcome = "complete"
+        try:
+            async for chunk in upstream.aiter_bytes():
+                if chunk:
+                    if not sent:
+                        event["ttft_ms"] = round(ctx.profiler.elapsed_ms(), 3)
+                    sent += len(chunk)
+                    yield chunk
+        except UpstreamError as exc:
+            outcome = "interrupted"
+            event["error_code"] = getattr(exc, "code", None) or "upstream_stream_interrupted"
+            raise
+        except (GeneratorExit, asyncio.CancelledError):
+            outcome = "aborted"  # the client went away; not an upstream error
+            raise
+        finally:
+            await upstream.aclose()
+            self._release(ctx, 200)
+            ctx.profiler.add("upstream", (self.clock.monotonic() - ctx.upstream_started) * 1000)
+            event["stream_outcome"], event["response_bytes"] = outcome, sent
+            if outcome not in ("complete", "aborted"):
+                event["error"] = outcome
+            self.finish(ctx, 200)
+            admission.keep()
+
     def _release(self, ctx: RequestContext, status: int) -> None:
         """Give the upstream place back; 429/503/504 tell the adaptive limit to back off."""
         if ctx.permit is not None:
@@ -397,6 +430,11 @@ class Pipeline:
             exc = GatewayError(status, message, type="invalid_request_error", code="upstream_rejected")
         exc.headers = {**headers, **exc.headers}
         return spec.error_response(exc)
+
+
+def _textual(content_type: str) -> bool:
+    media = content_type.split(";")[0].strip().lower()
+    return media.startswith("text/") or media.endswith(("/json", "+json"))
 
 
 def with_bearer(request: Request, token: str) -> Request:

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel
 
 from ..accounting import Usage
-from ..errors import GatewayError
+from ..errors import GatewayError, bad_request
 from ..http import Request, Response
 from ..request_event import RequestEvent
+from ..security import limits
 
 if TYPE_CHECKING:
     from ..cache.layer import CacheLayer, CachePlan, FlightRecorder
@@ -72,6 +73,49 @@ def estimate_from_body(ctx: RequestContext) -> Mapping[str, Any]:
     return ctx.body
 
 
+def text_estimate(name: str) -> Callable[[RequestContext], Mapping[str, Any]]:
+    """What the limits estimate for an operation whose one text is ``body[name]`` (a prompt,
+    an input): its length, and a single token out (it writes no completion)."""
+
+    def estimate(ctx: RequestContext) -> Mapping[str, Any]:
+        return {"messages": ctx.body.get(name), "max_tokens": 1}
+
+    return estimate
+
+
+def no_usage(answer: Any) -> tuple[Any, Any]:
+    """An answer that reports no usage: the limits' estimate stands."""
+    return None, None
+
+
+def json_body(request: Request, settings: Settings) -> dict[str, Any]:
+    """The request's JSON object body: 415 for another content-type, 413 past
+    ``MAX_BODY_BYTES``, 400 for bad JSON, JSON nested too deep, or not an object."""
+    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise GatewayError(415, "Content-Type must be application/json.", code="unsupported_media_type")
+    if len(request.body) > settings.max_body_bytes:
+        raise GatewayError(413, f"Request body exceeds {settings.max_body_bytes} bytes.", code="request_too_large")
+    body = limits.parse_json(request.body, settings.security.max_json_depth)
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+# What an answer is: "json", read whole and parsed (usage, output guard, cache), or
+# "binary", passed through to the client chunk by chunk as the provider sends it (audio,
+# or any answer the gateway does not read), never held whole, recorded once at its end.
+Answer = Literal["json", "binary"]
+
+
+def json_answer(body: Mapping[str, Any]) -> Answer:
+    return "json"
+
+
+def binary_answer(body: Mapping[str, Any]) -> Answer:
+    return "binary"
+
+
 @dataclass(frozen=True)
 class OperationSpec:
     """One API operation on the pipeline.
@@ -79,7 +123,10 @@ class OperationSpec:
     ``operation`` is what the providers are asked for (``providers.operations`` answers how
     each kind reaches it); ``idempotent`` allows retries and failover; ``cache`` None means
     the operation is never cached (the spec says why); ``guard_payload`` / ``guard_response``
-    None means it has no answer text to check."""
+    None means it has no answer text to check; ``parse`` reads the body into the dict the
+    stages share (then checked against ``body_model``); ``answer`` says, from that body,
+    whether the answer is JSON or passed through as it comes (a binary answer is never
+    cached nor guarded)."""
 
     name: str
     path: str
@@ -105,6 +152,9 @@ class OperationSpec:
     streamed: Callable[[RequestContext, StreamWatch], None] | None = None
     notes: Mapping[str, str] = field(default_factory=dict)  # the stages it skips, and why
     example: Mapping[str, Any] = field(default_factory=dict)  # a valid body (docs, the conformance test)
+    parse: Callable[[Request, Settings], dict[str, Any]] = json_body
+    media_type: str = "application/json"  # what ``parse`` reads (docs, the conformance test)
+    answer: Callable[[Mapping[str, Any]], Answer] = json_answer
 
 
 async def once(body: bytes) -> AsyncIterator[bytes]:

@@ -10,7 +10,9 @@ An attempt succeeds only when the client can be given something whole:
 - non-streaming: a 200 whose body was read completely and parses as a JSON object;
 - streaming: a 200 whose first SSE event arrived within the time-to-first-byte timeout
   and is not an error event. That event is held back and replayed, so everything that
-  can fail before the client sees a byte fails over transparently.
+  can fail before the client sees a byte fails over transparently;
+- binary (an answer passed through unread, e.g. audio): a 200 whose first chunk arrived
+  within the time-to-first-byte timeout, held back and replayed the same way.
 Client errors from the provider (4xx other than 408/409/425/429) end the call at once and
 are relayed; they say nothing about the provider's health.
 
@@ -154,6 +156,57 @@ class PeekedStream:
             self._on_close(self._outcome, self._detail)
 
 
+class PassedThrough:
+    """A binary upstream answer whose first chunk was read before answering the client: it
+    replays that chunk, then the rest as it comes, never more than ``max_stream_bytes`` in
+    all (past it UpstreamStreamTooLarge); when closed it reports the outcome to the
+    target's health, as :class:`PeekedStream` does."""
+
+    def __init__(self, response: UpstreamResponse, rest: AsyncIterator[bytes], first: bytes,
+                 on_close: Callable[[str, str], None], limits: UpstreamLimits = DEFAULT_LIMITS) -> None:
+        self.status = response.status
+        self.headers = dict(response.headers)
+        self._response = response
+        self._rest = rest
+        self._first = first
+        self._on_close = on_close
+        self._limits = limits
+        self._outcome = "abandoned"
+        self._detail = ""
+        self._closed = False
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        total, max_total = len(self._first), self._limits.max_stream_bytes
+        chunk: bytes | None = self._first
+        try:
+            while chunk is not None:
+                if total > max_total:
+                    raise UpstreamStreamTooLarge("a binary answer", max_total)
+                if chunk:
+                    yield chunk
+                chunk = await anext(self._rest, None)
+                if chunk is not None:
+                    total += len(chunk)
+        except UpstreamError as exc:
+            self._outcome = ("stalled" if isinstance(exc, UpstreamTimeout) else
+                             "too_large" if isinstance(exc, UpstreamTooLarge) else "interrupted")
+            self._detail = str(exc)
+            raise
+        self._outcome = "complete"
+
+    async def read(self) -> bytes:
+        return await read_limited(self.aiter_bytes(), self._limits.max_response_bytes)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._response.aclose()
+        finally:
+            self._on_close(self._outcome, self._detail)
+
+
 @dataclass(slots=True)
 class Failure:
     kind: str  # timeout, unreachable, status, malformed, stream_error, stream_empty, interrupted, too_large
@@ -246,8 +299,10 @@ class UpstreamCaller:
 
     async def call(self, targets: list[Target], body: dict[str, Any], forward: Mapping[str, str],
                    event: RequestEvent, *, operation: str = "chat", stream: bool | None = None,
-                   pin: str | None = None, idempotent: bool = True) -> tuple[Target, UpstreamResponse]:
-        """The first target that answers; retries and failover only for an ``idempotent`` call."""
+                   pin: str | None = None, idempotent: bool = True,
+                   binary: bool = False) -> tuple[Target, UpstreamResponse]:
+        """The first target that answers; retries and failover only for an ``idempotent`` call.
+        ``binary``: the answer is passed through unread (not parsed, not an SSE stream)."""
         stream = body.get("stream") is True if stream is None else stream
         if pin and isinstance(targets, RouteTargets):
             targets = self.pinned(targets, pin)
@@ -292,7 +347,7 @@ class UpstreamCaller:
             attempts += 1
             tried[index] += 1
             event["attempts"] = attempts
-            result = await self._attempt(target, health, operation, body, forward, stream, deadline)
+            result = await self._attempt(target, health, operation, body, forward, stream, deadline, binary)
             if isinstance(result, Outcome):
                 event["failovers"] = sum(1 for n in tried if n) - 1
                 if failures:
@@ -346,13 +401,15 @@ class UpstreamCaller:
 
     # -- one attempt -----------------------------------------------------------------------
     async def _attempt(self, target: Target, health: TargetHealth, operation: str, body: dict[str, Any],
-                       forward: Mapping[str, str], stream: bool, deadline: float) -> Outcome | Failure:
+                       forward: Mapping[str, str], stream: bool, deadline: float,
+                       binary: bool = False) -> Outcome | Failure:
         started = self._clock.monotonic()
         attempt_timeout = min(self._timeouts.get(target.provider.name, self._default_timeout), deadline - started)
         first_byte = min(self.policy.first_byte_timeout_seconds or attempt_timeout, attempt_timeout)
         # The transport's own timeout bounds each network wait; for streams that is the
         # longest silence allowed between chunks once the stream runs.
-        io_timeout = (self.policy.stream_idle_timeout_seconds or attempt_timeout) if stream else attempt_timeout
+        passing = stream or binary
+        io_timeout = (self.policy.stream_idle_timeout_seconds or attempt_timeout) if passing else attempt_timeout
         send = self._sender(target.provider, operation)
         assert send is not None  # candidates were filtered on it
         self.health.acquire(health)
@@ -370,6 +427,10 @@ class UpstreamCaller:
                 limit(self.limits)
             if response.status != 200:
                 return await self._status(response, health, started, attempt_timeout)
+            if binary:
+                passed = await self._first_chunk(response, health, started, first_byte)
+                handed_over = isinstance(passed, Outcome)
+                return passed
             if not stream:
                 return await self._whole_body(response, health, started, attempt_timeout)
             result = await self._first_event(response, health, started, first_byte, operation)
@@ -469,6 +530,32 @@ class UpstreamCaller:
         if failure is not None:
             await response.aclose()
             return self._failed(health, started, failure)
+        marker = {MESSAGES: b"message_stop", RESPONSES: b"response.completed"}.get(operation, b"[DONE]")
+        return Outcome(PeekedStream(response, rest, bytes(buffer), self._closer(health, started), marker,
+                                    self.limits))
+
+    async def _first_chunk(self, response: UpstreamResponse, health: TargetHealth, started: float,
+                           first_byte: float) -> Outcome | Failure:
+        """A binary answer: its first chunk (none: an empty body) within the first-byte timeout."""
+        rest = response.aiter_bytes().__aiter__()
+        failure: Failure | None = None
+        first = b""
+        try:
+            first = await asyncio.wait_for(anext(rest, b""), self._left(started, first_byte))
+        except (TimeoutError, UpstreamTimeout):
+            failure = Failure("timeout", f"no answer byte within {first_byte:g}s")
+        except UpstreamTooLarge as exc:
+            failure = Failure("too_large", f"answer refused before its first byte ({exc})", code=exc.code)
+        except UpstreamError as exc:
+            failure = Failure("interrupted", f"answer broke before its first byte ({exc})")
+        if failure is not None:
+            await response.aclose()
+            return self._failed(health, started, failure)
+        return Outcome(PassedThrough(response, rest, first, self._closer(health, started), self.limits))
+
+    def _closer(self, health: TargetHealth, started: float) -> Callable[[str, str], None]:
+        """What a passed-on answer reports to the target's health when it closes (its first
+        event or byte came now)."""
         ttft = (self._clock.monotonic() - started) * 1000
 
         def on_close(outcome: str, detail: str) -> None:
@@ -483,8 +570,7 @@ class UpstreamCaller:
                 self.health.failure(health, f"stream_{outcome}", detail or f"stream {outcome} after it began")
                 self._on_attempt(health.provider, False, f"stream {outcome}")
 
-        marker = {MESSAGES: b"message_stop", RESPONSES: b"response.completed"}.get(operation, b"[DONE]")
-        return Outcome(PeekedStream(response, rest, bytes(buffer), on_close, marker, self.limits))
+        return on_close
 
     # -- giving up -------------------------------------------------------------------------
     def _exhausted(self, failures: list[Failure], attempts: int, skipped_wait: float | None,
