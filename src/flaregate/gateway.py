@@ -28,7 +28,7 @@ from .observability.alerts import Alerts
 from .observability.analytics import Analytics
 from .observability.endpoints import Observability
 from .observability.operational_events import OperationalEvents
-from .operations import chat, embeddings, messages
+from .operations import chat, embeddings, images, messages, moderations, speech, transcriptions
 from .operations.responses import responses_spec
 from .overload.gate import ShedGate
 from .pipeline.runner import Pipeline
@@ -82,7 +82,8 @@ class Gateway:
             Guardrails(settings.guardrails) if settings.guardrails.policies else None,
             [p.api_key.get_secret_value() for p in settings.providers if p.api_key], ports.tasks)
         self.operations: tuple[OperationSpec, ...] = (
-            chat.SPEC, embeddings.SPEC, messages.SPEC, responses_spec(Conversations(ports.cache), ports.tasks))
+            chat.SPEC, embeddings.SPEC, messages.SPEC, responses_spec(Conversations(ports.cache), ports.tasks),
+            moderations.SPEC, images.SPEC, speech.SPEC, transcriptions.SPEC)
         self.predictive = PredictiveWarmer(settings, ports, self._chat)
         self.pipeline.predictive = self.predictive
         self.cache_warming = CacheWarming(settings, ports, self.access, self._chat)
@@ -94,7 +95,8 @@ class Gateway:
 
     def _own_routes(self) -> list[Route]:
         api = [Route(spec.path, {"POST": partial(self._operation, spec)}, "key", spec.summary, api=True,
-                     body=spec.body_model, example=spec.example, upstream=True) for spec in self.operations]
+                     body=spec.body_model, example=spec.example, media_type=spec.media_type, upstream=True)
+               for spec in self.operations]
         return [
             *api,
             Route("/v1/models", {"GET": self._models}, "key", "The routed model aliases this key may use", api=True),

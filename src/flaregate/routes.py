@@ -100,6 +100,7 @@ class Route:
     api: bool = False              # part of the OpenAI-compatible API (conformance tests, /openapi.json)
     body: type[BaseModel] | None = None  # the request body model of an API route, for /openapi.json
     example: Mapping[str, Any] | None = None  # a valid body for it (the conformance test sends it)
+    media_type: str = "application/json"  # the body's: multipart/form-data for an upload
     upstream: bool = False  # answered by a provider: load shedding applies (x-flaregate-upstream)
 
     def __post_init__(self) -> None:
@@ -224,7 +225,7 @@ class RouteTable:
                     content: dict[str, Any] = {"schema": refs[route.body]}
                     if route.example is not None:
                         content["example"] = dict(route.example)
-                    operation["requestBody"] = {"required": True, "content": {"application/json": content}}
+                    operation["requestBody"] = {"required": True, "content": {route.media_type: content}}
                 if route.upstream:
                     operation["x-flaregate-upstream"] = True
                 if route.access == "public":

@@ -11,6 +11,10 @@ from ..ports import UpstreamResponse, UpstreamTransport
 # operation to the targets whose provider has it.
 CHAT, EMBEDDINGS, MESSAGES = "chat", "embeddings", "messages"
 RESPONSES = "responses"  # OpenAI's Responses API, passed through unchanged
+# OpenAI's other endpoints, passed through to the providers that have them (the OpenAI kind
+# and the built-in mock): JSON in, JSON out, but speech (audio out, passed through as it
+# comes) and transcriptions (a multipart upload in, re-encoded for the provider).
+MODERATIONS, IMAGES, SPEECH, TRANSCRIPTIONS = "moderations", "images", "speech", "transcriptions"
 
 
 class Provider(Protocol):
@@ -28,8 +32,11 @@ class Provider(Protocol):
 
         Providers with ``"embeddings"`` in ``operations`` also have ``embeddings`` (same
         signature, OpenAI embeddings JSON); with ``"messages"``, ``messages`` (Anthropic
-        Messages body in, Anthropic JSON or SSE out, unchanged). ``probe(timeout)`` is an
-        optional cheap health check returning True when the provider answers."""
+        Messages body in, Anthropic JSON or SSE out, unchanged); and so on for each operation
+        it names (``moderations``, ``images``, ``speech``, ``transcriptions``: OpenAI bodies;
+        a transcription's ``file`` is a :class:`flaregate.multipart.Upload`).
+        ``probe(timeout)`` is an optional cheap health check returning True when the provider
+        answers."""
 
 
 async def probe_models(transport: UpstreamTransport, url: str, headers: Mapping[str, str],

@@ -9,6 +9,11 @@ config has ``"fault": "<fault>"``. Faults: an HTTP status (``500``, ``502``, ``5
 timeout), ``unreachable`` (a connection error), ``malformed`` (200 with a body that is
 not JSON), ``stream_cut`` (streams: two chunks, then the connection breaks),
 ``stream_error`` (streams: an error event first).
+
+OpenAI's other endpoints, deterministic: moderations flag an input that contains "kill"
+(category ``violence``); images are a 1x1 PNG, as base64 (``response_format: b64_json``)
+or a URL; speech is a short byte sequence derived from the input, ``audio/mpeg`` (three
+chunks); a transcription's text names the uploaded file and its size.
 """
 
 from __future__ import annotations
@@ -19,10 +24,19 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from ..multipart import Upload
 from ..ports import UpstreamError, UpstreamTimeout
-from .base import CHAT, EMBEDDINGS
+from .base import CHAT, EMBEDDINGS, IMAGES, MODERATIONS, SPEECH, TRANSCRIPTIONS
 
 FAULT_PREFIX = "fail-"
+# A 1x1 transparent PNG: what every generated image is.
+PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+IMAGE_URL = "https://mock.flaregate.invalid/images/{}.png"
+MODERATION_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+                         "illicit/violent", "self-harm", "self-harm/instructions", "self-harm/intent", "sexual",
+                         "sexual/minors", "violence", "violence/graphic")
+AUDIO_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac", "flac": "audio/flac",
+               "wav": "audio/wav", "pcm": "audio/pcm"}
 
 
 def _text(content: Any) -> str:
@@ -31,6 +45,25 @@ def _text(content: Any) -> str:
     if isinstance(content, list):  # content parts: keep the text ones
         return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     return ""
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def speech_audio(text: str, voice: str) -> list[bytes]:
+    """The mock's speech: an ID3 tag, then 3 chunks of 1 KiB derived from the text and voice."""
+    seed = hashlib.sha256(f"{voice}\n{text}".encode()).digest()
+    body = b"".join(hashlib.sha256(seed + bytes([i])).digest() for i in range(96))
+    return [b"ID3\x04\x00\x00\x00\x00\x00\x00" + body[:1014], body[1014:2038], body[2038:3062]]
+
+
+def transcript_for(upload: Upload) -> str:
+    return f"Flaregate mock transcription of {upload.filename[:200]} ({upload['size']} bytes)."
+
+
+def _json(result: Any) -> StaticResponse:
+    return StaticResponse(200, {"content-type": "application/json"}, [json.dumps(result).encode()])
 
 
 def reply_for(messages: list[dict[str, Any]]) -> str:
@@ -86,7 +119,7 @@ def _fault_response(fault: str, stream: bool) -> StaticResponse | None:
 
 class MockProvider:
     kind = "mock"
-    operations = frozenset({CHAT, EMBEDDINGS})
+    operations = frozenset({CHAT, EMBEDDINGS, MODERATIONS, IMAGES, SPEECH, TRANSCRIPTIONS})
 
     def __init__(self, name: str = "mock", fault: str | None = None) -> None:
         self.name = name
@@ -110,6 +143,71 @@ class MockProvider:
         result = {"object": "list", "data": data, "model": model,
                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
         return StaticResponse(200, {"content-type": "application/json"}, [json.dumps(result).encode()])
+
+    async def moderations(
+        self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str], *, timeout: float | None = None
+    ) -> StaticResponse:
+        fault = self._fault(model)
+        if fault and (failed := _fault_response(fault, False)) is not None:
+            return failed
+        items = body.get("input")
+        items = items if isinstance(items, list) else [items]
+        results = []
+        for item in items:
+            text = item if isinstance(item, str) else json.dumps(item, default=str)
+            flagged = "kill" in text.lower()
+            results.append({
+                "flagged": flagged,
+                "categories": {c: flagged and c == "violence" for c in MODERATION_CATEGORIES},
+                "category_scores": {c: 0.97 if flagged and c == "violence" else 0.0001 for c in MODERATION_CATEGORIES},
+                "category_applied_input_types": {c: ["text"] for c in MODERATION_CATEGORIES},
+            })
+        return _json({"id": "modr-mock-" + _digest(items)[:16], "model": model, "results": results})
+
+    async def images(
+        self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str], *, timeout: float | None = None
+    ) -> StaticResponse:
+        fault = self._fault(model)
+        if fault and (failed := _fault_response(fault, False)) is not None:
+            return failed
+        n = body.get("n")
+        n = n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 10 else 1
+        seed = _digest([body.get("prompt"), body.get("size")])[:16]
+        if body.get("response_format") == "b64_json":
+            data = [{"b64_json": PNG_B64, "revised_prompt": body.get("prompt")} for _ in range(n)]
+        else:
+            data = [{"url": IMAGE_URL.format(f"{seed}-{i}"), "revised_prompt": body.get("prompt")} for i in range(n)]
+        return _json({"created": int(time.time()), "data": data})
+
+    async def speech(
+        self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str], *, timeout: float | None = None
+    ) -> StaticResponse:
+        fault = self._fault(model)
+        if fault and (failed := _fault_response(fault, False)) is not None:
+            return failed
+        content_type = AUDIO_TYPES.get(str(body.get("response_format") or "mp3"), "audio/mpeg")
+        chunks = speech_audio(str(body.get("input") or ""), str(body.get("voice") or ""))
+        if fault == "stream_cut":
+            return _CutStream(200, {"content-type": content_type}, chunks[:1])
+        return StaticResponse(200, {"content-type": content_type}, chunks)
+
+    async def transcriptions(
+        self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str], *, timeout: float | None = None
+    ) -> StaticResponse:
+        fault = self._fault(model)
+        if fault and (failed := _fault_response(fault, False)) is not None:
+            return failed
+        upload = body.get("file")
+        text = transcript_for(upload) if isinstance(upload, Upload) else "Flaregate mock transcription."
+        kind = body.get("response_format") or "json"
+        if kind == "verbose_json":
+            return _json({"task": "transcribe", "language": body.get("language") or "english", "duration": 1.0,
+                          "text": text, "segments": []})
+        if kind in ("text", "srt", "vtt"):
+            cues = {"text": f"{text}\n", "srt": f"1\n00:00:00,000 --> 00:00:01,000\n{text}\n\n",
+                    "vtt": f"WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{text}\n\n"}
+            return StaticResponse(200, {"content-type": "text/plain; charset=utf-8"}, [cues[kind].encode()])
+        return _json({"text": text})
 
     async def probe(self, timeout: float) -> bool:
         return self.fault is None

@@ -7,13 +7,23 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..multipart import Upload, encode_form
 from ..ports import UpstreamResponse, UpstreamTransport
-from .base import CHAT, EMBEDDINGS, RESPONSES, probe_models
+from .base import (
+    CHAT,
+    EMBEDDINGS,
+    IMAGES,
+    MODERATIONS,
+    RESPONSES,
+    SPEECH,
+    TRANSCRIPTIONS,
+    probe_models,
+)
 
 
 class OpenAICompatibleProvider:
     kind = "openai"
-    operations = frozenset({CHAT, EMBEDDINGS, RESPONSES})
+    operations = frozenset({CHAT, EMBEDDINGS, RESPONSES, MODERATIONS, IMAGES, SPEECH, TRANSCRIPTIONS})
 
     def __init__(
         self, name: str, base_url: str, api_key: str | None, transport: UpstreamTransport, timeout: float
@@ -47,6 +57,41 @@ class OpenAICompatibleProvider:
         self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str], *, timeout: float | None = None
     ) -> UpstreamResponse:
         return await self._post(self._base + "/responses", body, model, forward_headers, timeout)
+
+    async def moderations(
+        self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str], *, timeout: float | None = None
+    ) -> UpstreamResponse:
+        return await self._post(self._base + "/moderations", body, model, forward_headers, timeout)
+
+    async def images(
+        self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str], *, timeout: float | None = None
+    ) -> UpstreamResponse:
+        return await self._post(self._base + "/images/generations", body, model, forward_headers, timeout)
+
+    async def speech(
+        self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str], *, timeout: float | None = None
+    ) -> UpstreamResponse:
+        """Audio out: passed through as it comes (the caller reads it as a binary answer)."""
+        payload = json.dumps({**body, "model": model}, separators=(",", ":")).encode()
+        headers = {**forward_headers, **self._headers, "accept": "*/*"}
+        return await self._transport.send("POST", self._base + "/audio/speech", headers, payload,
+                                          timeout or self._timeout)
+
+    async def transcriptions(
+        self, body: dict[str, Any], model: str, forward_headers: Mapping[str, str], *, timeout: float | None = None
+    ) -> UpstreamResponse:
+        """The upload again as multipart: the text fields (``model`` first, the target's), then the file."""
+        fields: list[tuple[str, str]] = [("model", model)]
+        files: list[tuple[str, Upload]] = []
+        for name, value in body.items():
+            if isinstance(value, Upload):
+                files.append((name, value))
+            elif name != "model":
+                fields += [(name, str(v)) for v in value] if isinstance(value, list) else [(name, str(value))]
+        content_type, payload = encode_form(fields, files)
+        headers = {**forward_headers, **self._headers, "content-type": content_type}
+        return await self._transport.send("POST", self._base + "/audio/transcriptions", headers, payload,
+                                          timeout or self._timeout)
 
     async def probe(self, timeout: float) -> bool:
         """``GET /models``: cheap, and answered by every OpenAI-compatible server."""
