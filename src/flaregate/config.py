@@ -96,6 +96,7 @@ KNOWN_VARS = (
     # request logs (issue 16)
     "LOG_RETENTION_DEBUG_SECONDS", "LOG_RETENTION_INFO_SECONDS", "LOG_RETENTION_WARN_SECONDS",
     "LOG_RETENTION_ERROR_SECONDS", "LOG_BODIES", "LOG_BODY_MAX_BYTES", "LOG_PRIVATE_ROUTES",
+    "LOG_UNAUTHENTICATED_MAX_RECORDS", "LOG_UNAUTHENTICATED_RETENTION_SECONDS",
     *EXPORT_VARS,  # OpenTelemetry and Datadog exporters (observability/export/settings.py)
     # load shedding (overload/)
     "LOAD_SHEDDING", "SHED_INITIAL_LIMIT", "SHED_MIN_LIMIT", "SHED_MAX_LIMIT", "SHED_SLOW_AFTER_SECONDS",
@@ -391,6 +392,8 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         request_logs["private_routes"] = [r.strip() for r in vars["LOG_PRIVATE_ROUTES"].split(",") if r.strip()]
     if vars.get("LOG_BODY_MAX_BYTES", "") != "":
         request_logs["body_max_bytes"] = vars["LOG_BODY_MAX_BYTES"]
+    request_logs.update(set_fields(vars, {"LOG_UNAUTHENTICATED_MAX_RECORDS": "unauthenticated_max_records",
+                                          "LOG_UNAUTHENTICATED_RETENTION_SECONDS": "unauthenticated_seconds"}))
     if request_logs:
         data["request_logs"] = request_logs
     try:

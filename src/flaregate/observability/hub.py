@@ -23,7 +23,7 @@ from .histogram import BOUNDS_MS, INF_INDEX, METRICS, percentile, quantile
 from .hub_events import KINDS, EventDetector
 from .hub_store import COUNTERS, HOUR, INT_COUNTERS, MINUTE, HubStore
 from .prometheus import Exposition
-from .request_logs import RequestLogStore
+from .request_logs import UNAUTHENTICATED_MAX_RECORDS, RequestLogStore
 from .time_budget import where_the_time_goes
 
 log = logging.getLogger("flaregate.hub")
@@ -66,6 +66,7 @@ class MetricsHub:
         exporters: Exporters | None = None,
         log_secrets: list[str] | None = None,
         export_on_record: bool = True,
+        log_unauthenticated_max_records: int = UNAUTHENTICATED_MAX_RECORDS,
     ) -> None:
         self._sql = sql
         self._clock = clock
@@ -76,7 +77,7 @@ class MetricsHub:
         self._host_stats = host_stats
         self._store = HubStore(sql)
         self._events = EventDetector(sql, self._store)
-        self.logs = RequestLogStore(sql, log_retention, log_secrets or ())
+        self.logs = RequestLogStore(sql, log_retention, log_secrets or (), log_unauthenticated_max_records)
         # OpenTelemetry / Datadog: fed here, sent from the wake-ups (None or empty: off).
         self.exporters = exporters if exporters else None
         # False where this hub folds other replicas' events too (the local host over Redis):

@@ -1,5 +1,6 @@
 """The request-log store's settings (``LOG_RETENTION_*_SECONDS``, ``LOG_BODIES``,
-``LOG_BODY_MAX_BYTES``, ``LOG_PRIVATE_ROUTES``); the store is observability/request_logs.py."""
+``LOG_BODY_MAX_BYTES``, ``LOG_PRIVATE_ROUTES``, ``LOG_UNAUTHENTICATED_*``); the store is
+observability/request_logs.py."""
 
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ class RequestLogSettings(BaseModel):
     bodies: Literal["off", "request", "response", "both"] = "off"
     body_max_bytes: int = Field(default=16_384, ge=256, le=1_000_000)
     private_routes: tuple[str, ...] = ()  # LOG_PRIVATE_ROUTES: model aliases / paths (globs) never logged
+    # Records of requests refused before a key was known (401/403/429, no key_id): a bucket
+    # of their own, this many rows at most (oldest out first), kept this long.
+    unauthenticated_max_records: int = Field(default=10_000, ge=1, le=1_000_000)
+    unauthenticated_seconds: float = Field(default=3600, gt=0)
 
     def retention(self) -> dict[str, float]:
         return {"debug": self.debug_seconds, "info": self.info_seconds, "warn": self.warn_seconds,
-                "error": self.error_seconds}
+                "error": self.error_seconds, "unauthenticated": self.unauthenticated_seconds}

@@ -8,11 +8,19 @@ are kept when other features add them).
 
 Levels decide retention (the seed: debug 1 h, info 24 h, warn 7 d, error 30 d): each row
 stores its own expiry, so :meth:`RequestLogStore.expire` is one bounded DELETE per run.
+
+Records of requests refused before a key was known (401/403/429 without ``key_id``: bad or
+missing keys, the failed-authentication throttle's 429) go to a bucket of their own, so a
+flood of bad tokens can never evict real warnings or errors: such a row is numbered in
+``unauth_seq`` (NULL for every other row), kept ``LOG_UNAUTHENTICATED_RETENTION_SECONDS``
+(1 h) and, past ``LOG_UNAUTHENTICATED_MAX_RECORDS`` (10 000) rows, the bucket's oldest go
+first (one indexed range DELETE per batch). Every other row is untouched by it.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -29,6 +37,12 @@ DEFAULT_RETENTION_SECONDS: dict[str, float] = {
 MAX_PAGE = 200  # the hard page limit, whatever ``limit`` asks for
 EXPIRE_BATCH = 5000  # rows deleted per alarm / periodic run (bounded work)
 MAX_RECORD_CHARS = 32_000  # one stored record; a bigger event keeps its columns only
+UNAUTHENTICATED = "unauthenticated"  # the bucket (its retention key too)
+UNAUTHENTICATED_MAX_RECORDS = 10_000
+DEFAULT_UNAUTHENTICATED_SECONDS = 3600.0
+_REFUSED_BEFORE_AUTH = frozenset({401, 403, 429})
+# 403s of a key that was found (its route or model not allowed): that key's own warning.
+_KNOWN_KEY_CODES = frozenset({"route_not_allowed", "model_not_allowed"})
 _WARN_EVENTS = frozenset({"failover", "circuit", "cooldown", "ratelimit_degraded", "ratelimit_saturated",
                           "webhook_failed", "webhook_failure"})
 
@@ -40,7 +54,7 @@ SCHEMA = (
     " request_id TEXT NOT NULL, ts REAL NOT NULL, level TEXT NOT NULL, expires REAL NOT NULL,"
     " trace_id TEXT, key_id TEXT, model TEXT, provider TEXT, status INTEGER NOT NULL, error_class TEXT,"
     " cache TEXT, stream INTEGER, attempts INTEGER, failovers INTEGER, tokens_in INTEGER, tokens_out INTEGER,"
-    " cost_usd REAL, latency_ms REAL, message TEXT, record TEXT NOT NULL)",
+    " cost_usd REAL, latency_ms REAL, message TEXT, record TEXT NOT NULL, unauth_seq INTEGER)",
     "CREATE INDEX IF NOT EXISTS log_request_ts ON log_request (ts, seq)",
     "CREATE INDEX IF NOT EXISTS log_request_id ON log_request (request_id)",
     "CREATE INDEX IF NOT EXISTS log_request_expires ON log_request (expires)",
@@ -49,8 +63,10 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS log_event_request ON log_event (request_id)",
     "CREATE INDEX IF NOT EXISTS log_event_expires ON log_event (expires)",
 )
-_INSERT = (f"INSERT INTO log_request ({', '.join(_COLUMNS)}, record)"
-           f" VALUES ({', '.join('?' for _ in _COLUMNS)}, ?)")
+_UNAUTH_INDEX = ("CREATE INDEX IF NOT EXISTS log_request_unauth ON log_request (unauth_seq)"
+                 " WHERE unauth_seq IS NOT NULL")
+_INSERT = (f"INSERT INTO log_request ({', '.join(_COLUMNS)}, record, unauth_seq)"
+           f" VALUES ({', '.join('?' for _ in _COLUMNS)}, ?, ?)")
 _TEXT_FILTERS = ("model", "provider", "key_id", "cache", "error_class", "request_id", "trace_id", "level")
 
 
@@ -89,6 +105,12 @@ def request_level(event: Mapping[str, Any]) -> str:
     return level if level in LEVELS else "info"
 
 
+def unauthenticated(event: Mapping[str, Any]) -> bool:
+    """Refused before any key was known: the unauthenticated bucket's record."""
+    return (_int(event.get("status")) in _REFUSED_BEFORE_AUTH and not event.get("key_id")
+            and event.get("error_code") not in _KNOWN_KEY_CODES)
+
+
 def _message(event: Mapping[str, Any]) -> str | None:
     for key in ("error_message", "error", "message"):
         value = event.get(key)
@@ -114,12 +136,26 @@ def _parse_cursor(text: str) -> tuple[float, int]:
 
 class RequestLogStore:
     def __init__(self, sql: SqlStorage, retention_seconds: Mapping[str, float] | None = None,
-                 secrets: Iterable[str] = ()) -> None:
+                 secrets: Iterable[str] = (), unauthenticated_max_records: int = UNAUTHENTICATED_MAX_RECORDS) -> None:
         self._sql = sql
         self._secrets = [s for s in secrets if s]  # taken out of kept bodies (LOG_BODIES)
-        self.retention = {**DEFAULT_RETENTION_SECONDS, **(retention_seconds or {})}
+        self.retention = {**DEFAULT_RETENTION_SECONDS, UNAUTHENTICATED: DEFAULT_UNAUTHENTICATED_SECONDS,
+                          **(retention_seconds or {})}
+        self.unauthenticated_max_records = max(1, int(unauthenticated_max_records))
         for statement in SCHEMA:
             sql.exec(statement)
+        self._add_unauth_column()
+        sql.exec(_UNAUTH_INDEX)
+
+    def _add_unauth_column(self) -> None:
+        """A store made before the unauthenticated bucket gets its column (its rows stay as they were)."""
+        try:
+            columns = {row["name"] for row in self._sql.exec("PRAGMA table_info(log_request)")}
+        except Exception:  # a store without this PRAGMA: try, and "duplicate column" means done
+            columns = set()
+        if "unauth_seq" not in columns:
+            with contextlib.suppress(Exception):
+                self._sql.exec("ALTER TABLE log_request ADD COLUMN unauth_seq INTEGER")
 
     # -- writing -------------------------------------------------------------------------
     def write(self, requests: Iterable[Mapping[str, Any]], operational: Iterable[Mapping[str, Any]],
@@ -127,6 +163,7 @@ class RequestLogStore:
         """Store one record per request event and one per operational event; returns the
         number of request records written. Bad fields become NULL, never an error."""
         written = 0
+        bucket_next: int | None = None  # the next unauth_seq, read once per batch that needs it
         for event in requests:
             request_id = _text(event.get("request_id"), 100)
             if request_id is None:
@@ -142,17 +179,28 @@ class RequestLogStore:
             if bodies:  # already capped at LOG_BODY_MAX_BYTES: outside the record's own limit
                 record = json.dumps({**json.loads(record), **bodies}, default=str, separators=(",", ":"))
             attempts = event.get("upstream_attempts")
+            unauth_seq = None
+            expires = ts + self.retention[level]
+            if unauthenticated(event):
+                if bucket_next is None:
+                    rows = self._sql.exec("SELECT MAX(unauth_seq) AS n FROM log_request WHERE unauth_seq IS NOT NULL")
+                    bucket_next = int(rows[0]["n"] or 0) + 1 if rows else 1
+                unauth_seq, bucket_next = bucket_next, bucket_next + 1
+                expires = ts + self.retention[UNAUTHENTICATED]
             self._sql.exec(
-                _INSERT, request_id, ts, level, ts + self.retention[level], _text(event.get("trace_id"), 64),
+                _INSERT, request_id, ts, level, expires, _text(event.get("trace_id"), 64),
                 _text(event.get("key_id")), _text(event.get("model")), _text(event.get("provider")),
                 _int(event.get("status")) or 0, _text(event.get("error_class"), 64),
                 _text(event.get("cache_tier")) or _text(event.get("cache"), 32),
                 1 if event.get("stream") is True else 0,
                 len(attempts) if isinstance(attempts, list) else _int(event.get("attempts")),
                 _int(event.get("failovers")), _int(event.get("tokens_in")), _int(event.get("tokens_out")),
-                _num(event.get("cost_usd")), _num(event.get("latency_ms")), _message(event), record,
+                _num(event.get("cost_usd")), _num(event.get("latency_ms")), _message(event), record, unauth_seq,
             )
             written += 1
+        if bucket_next is not None:  # the bucket's oldest beyond its cap go; no other row is touched
+            self._sql.exec("DELETE FROM log_request WHERE unauth_seq IS NOT NULL AND unauth_seq <= ?",
+                           bucket_next - 1 - self.unauthenticated_max_records)
         for event in operational:
             kind = _text(event.get("type") or event.get("event"), 64) or "event"
             ts = _num(event.get("ts"))
@@ -224,8 +272,10 @@ class RequestLogStore:
         ]
         return record
 
-    def count(self) -> int:
-        rows = self._sql.exec("SELECT COUNT(*) AS n FROM log_request")
+    def count(self, bucket: str | None = None) -> int:
+        """Request records in all, or in the ``"unauthenticated"`` bucket."""
+        where = " WHERE unauth_seq IS NOT NULL" if bucket == UNAUTHENTICATED else ""
+        rows = self._sql.exec(f"SELECT COUNT(*) AS n FROM log_request{where}")
         return int(rows[0]["n"]) if rows else 0
 
     def has_rows(self) -> bool:

@@ -109,6 +109,7 @@ class MetricsHubBody:
             latency_target_ms=settings.health_latency_target_ms,
             host_stats=IsolateStats(),
             log_retention=settings.request_logs.retention(),
+            log_unauthenticated_max_records=settings.request_logs.unauthenticated_max_records,
             exporters=build_exporters(settings, FetchTransport(), SystemClock()),
             log_secrets=log_secrets(settings) if settings.request_logs.bodies != "off" else None,
         )

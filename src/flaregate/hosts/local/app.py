@@ -99,6 +99,7 @@ class LocalHost:
         self.hub = MetricsHub(self.storage, clock, self.subscribers, scheduler, settings.metrics_tick_seconds,
                               latency_target_ms=settings.health_latency_target_ms, host_stats=ProcessStats(),
                               log_retention=settings.request_logs.retention(),
+                              log_unauthenticated_max_records=settings.request_logs.unauthenticated_max_records,
                               exporters=build_exporters(settings, self.transport, clock),
                               log_secrets=log_secrets(settings) if settings.request_logs.bodies != "off" else None,
                               export_on_record=settings.redis_url is None)
