@@ -90,7 +90,8 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         settings = settings.model_copy(update={"admin_key": SecretStr(admin_key)})
         # A created admin key is strong, but in production it must not sign requests too.
         weak = production_secret_problems(settings.environment, settings.admin_key,
-                                          settings.security.signing_secret, settings.api_keys)
+                                          settings.security.signing_secret, settings.api_keys,
+                                          settings.security.observer_key)
         if weak:
             print("flaregate: insecure configuration for production: " + "; ".join(weak), file=sys.stderr)
             return 2
