@@ -2,7 +2,9 @@
 from it), behaves the same on both hosts: a bad key is a 401, a wrong method a 405, an
 overload (load shedding on) a 503 ``overloaded``, and each request that reached an operation
 leaves exactly one request-log record and one analytics event. A route added later is
-covered without editing this file: the table declares its example body."""
+covered without editing this file: the table declares its example body (JSON, or a
+multipart form whose file fields the schema marks as binary: sent as files, after the text
+fields)."""
 
 from __future__ import annotations
 
@@ -36,15 +38,33 @@ def api(server):
     routes = []
     for path, item in spec["paths"].items():
         for method, operation in item.items():
-            example = (operation.get("requestBody") or {}).get("content", {}).get("application/json", {}).get("example")
+            example = _example(spec, (operation.get("requestBody") or {}).get("content", {}))
             routes.append((path, method.upper(), example, operation.get("x-flaregate-upstream", False), set(item)))
-    assert {"/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/responses", "/v1/models"} <= {
+    assert {"/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/responses", "/v1/models",
+            "/v1/moderations", "/v1/images/generations", "/v1/audio/speech", "/v1/audio/transcriptions"} <= {
         r[0] for r in routes}
     return routes
 
 
+def _example(spec: dict, content: dict) -> dict | None:
+    """The httpx arguments that send a route's example body (None: it has none)."""
+    if "application/json" in content:
+        example = content["application/json"].get("example")
+        return None if example is None else {"json": example}
+    form = content.get("multipart/form-data")
+    if form is None or form.get("example") is None:
+        return None
+    schema = form["schema"]
+    if "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    files = {name for name, prop in schema.get("properties", {}).items()
+             if prop.get("contentMediaType") or prop.get("format") == "binary"}
+    return {"data": {k: str(v) for k, v in form["example"].items() if k not in files},
+            "files": {k: (f"example-{k}", str(v).encode()) for k, v in form["example"].items() if k in files}}
+
+
 def _send(server, method: str, path: str, example, headers: dict[str, str]) -> httpx.Response:
-    return httpx.request(method, server.base_url + path, json=example, headers=headers, timeout=30)
+    return httpx.request(method, server.base_url + path, **(example or {}), headers=headers, timeout=30)
 
 
 def _requests_counted(server) -> float:
@@ -100,7 +120,8 @@ async def test_every_upstream_route_sheds_an_overload_with_503(server, upstream,
             answers = {}
             for i, (path, method, example, _, _) in enumerate(shed_routes):
                 rid = f"req_conf503_{run}_{i}"
-                answers[rid] = (path, await client.request(method, path, json=example, headers={**low, "x-request-id": rid}))
+                answers[rid] = (path, await client.request(method, path, **(example or {}),
+                                                           headers={**low, "x-request-id": rid}))
             assert (await held).status_code == 200
     finally:
         upstream.reset()

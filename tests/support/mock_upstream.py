@@ -18,6 +18,17 @@ Endpoints
     POST /v1/embeddings        deterministic 8-float vectors (sha256 of each input)
     GET  /v1/models            a few model ids
     POST /v1/messages          Anthropic Messages API (text; tool_use if tools + "weather"; SSE)
+    POST /v1/moderations       results[i].flagged (category violence) when input i contains "kill"
+    POST /v1/images/generations
+                               n images (1): a 1x1 PNG as base64 (response_format b64_json) or a URL
+    POST /v1/audio/speech      audio/mpeg bytes derived from input + voice (``speech_audio``), sent
+                               chunked in 4 body messages of 4 KiB
+    POST /v1/audio/transcriptions
+                               multipart (fields, then ``file``): {"text": "mock transcript of
+                               <filename>: <size> bytes, sha256 <first 16 hex>"}; response_format
+                               text / srt / vtt as text/plain. Recorded with the form as its body:
+                               the text fields, ``file`` {filename, content_type, size, sha256}
+                               and ``_order`` (the part names as sent)
     POST /client/v4/accounts/{account}/ai/run/{model}
                                Cloudflare Workers AI REST: {"result": {"response", "usage"},
                                "success": true}; streaming: data: {"response": piece} ... [DONE]
@@ -133,6 +144,9 @@ _ANTHROPIC_ERR = {
     529: "overloaded_error",
 }
 
+PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+MODERATION_CATEGORIES = ("harassment", "hate", "illicit", "self-harm", "sexual", "violence")
+
 _JSON_CT = (b"content-type", b"application/json")
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -201,6 +215,40 @@ class Reply:
     headers: list[tuple[bytes, bytes]]
     body: bytes = b""
     events: list[bytes] | None = None  # SSE events: streamed one per ASGI body message
+
+
+def speech_audio(text: str, voice: str) -> list[bytes]:
+    """The mock's speech: 4 chunks of 4 KiB derived from the input and voice, an ID3 tag first."""
+    seed = hashlib.sha256(f"{voice}|{text}".encode()).digest()
+    audio = b"ID3\x04\x00" + b"".join(hashlib.sha256(seed + i.to_bytes(2, "big")).digest() for i in range(512))
+    return [audio[i:i + 4096] for i in range(0, 4 * 4096, 4096)]
+
+
+def _form(raw: bytes, content_type: str) -> Any:
+    """A multipart form as the recorded body: text fields, each file as {filename,
+    content_type, size, sha256}, and ``_order`` (the part names as sent); _INVALID if malformed."""
+    found = re.search(r'boundary="?([^";]+)"?', content_type)
+    if found is None:
+        return _INVALID
+    pieces = raw.split(b"--" + found.group(1).encode())
+    if len(pieces) < 3 or not pieces[-1].startswith(b"--"):
+        return _INVALID
+    form: dict[str, Any] = {"_order": []}
+    for piece in pieces[1:-1]:
+        head, sep, content = piece[2:-2].partition(b"\r\n\r\n")
+        name = re.search(rb'name="([^"]*)"', head)
+        if not sep or name is None:
+            return _INVALID
+        key = name.group(1).decode()
+        form["_order"].append(key)
+        filename = re.search(rb'filename="([^"]*)"', head)
+        if filename is None:
+            form[key] = content.decode()
+            continue
+        ctype = re.search(rb"(?i)content-type:\s*([^\r\n]+)", head)
+        form[key] = {"filename": filename.group(1).decode(), "content_type": ctype.group(1).decode() if ctype else None,
+                     "size": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+    return form
 
 
 def _json_reply(status: int, obj: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Reply:
@@ -330,10 +378,13 @@ class MockUpstreamApp:
             return
 
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = _INVALID
+        if headers.get("content-type", "").startswith("multipart/form-data"):
+            body = _form(raw, headers["content-type"])
+        else:
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = _INVALID
         self.calls[path] += 1
         self.total += 1
         self.requests.append(
@@ -549,6 +600,10 @@ class MockUpstreamApp:
             "/v1/embeddings": self._embeddings,
             "/v1/messages": self._messages,
             "/v1/responses": self._responses,
+            "/v1/moderations": self._moderations,
+            "/v1/images/generations": self._images,
+            "/v1/audio/speech": self._speech,
+            "/v1/audio/transcriptions": self._transcriptions,
         }.get(path)
         if _WORKERS_AI.match(path):
             handler = self._workers_ai
@@ -650,6 +705,50 @@ class MockUpstreamApp:
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             },
         )
+
+    def _moderations(self, headers: dict, body: dict) -> Reply:
+        inputs = body.get("input")
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        if not inputs or inputs == [None]:
+            return _error(400, "'input' is required", False)
+        results = []
+        for item in inputs:
+            flagged = "kill" in (item if isinstance(item, str) else json.dumps(item)).lower()
+            results.append({"flagged": flagged,
+                            "categories": {c: flagged and c == "violence" for c in MODERATION_CATEGORIES},
+                            "category_scores": {c: 0.9 if flagged and c == "violence" else 0.001
+                                                for c in MODERATION_CATEGORIES}})
+        return _json_reply(200, {"id": f"modr-mock-{next(self._seq)}", "model": str(body.get("model")),
+                                 "results": results})
+
+    def _images(self, headers: dict, body: dict) -> Reply:
+        if not isinstance(body.get("prompt"), str) or not body["prompt"]:
+            return _error(400, "'prompt' is required", False)
+        n = body.get("n") if isinstance(body.get("n"), int) else 1
+        if body.get("response_format") == "b64_json":
+            data = [{"b64_json": PNG_B64} for _ in range(n)]
+        else:
+            data = [{"url": f"http://mock-upstream.invalid/images/{next(self._seq)}.png"} for _ in range(n)]
+        return _json_reply(200, {"created": int(time.time()), "data": data})
+
+    def _speech(self, headers: dict, body: dict) -> Reply:
+        if not isinstance(body.get("input"), str) or not body.get("voice"):
+            return _error(400, "'input' and 'voice' are required", False)
+        return Reply(200, [(b"content-type", b"audio/mpeg")],
+                     events=speech_audio(body["input"], str(body["voice"])))
+
+    def _transcriptions(self, headers: dict, body: dict) -> Reply:
+        upload = body.get("file")
+        if not isinstance(upload, dict) or not body.get("model"):
+            return _error(400, "a multipart form with 'model' and a 'file' part is required", False)
+        text = f"mock transcript of {upload['filename']}: {upload['size']} bytes, sha256 {upload['sha256'][:16]}"
+        kind = body.get("response_format") or "json"
+        if kind in ("text", "srt", "vtt"):
+            return Reply(200, [(b"content-type", b"text/plain; charset=utf-8")], (text + "\n").encode())
+        if kind == "verbose_json":
+            return _json_reply(200, {"task": "transcribe", "language": body.get("language") or "english",
+                                     "duration": 1.0, "text": text, "segments": []})
+        return _json_reply(200, {"text": text})
 
     def _workers_ai(self, headers: dict, body: dict) -> Reply:
         messages = body.get("messages")

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from .mock_upstream import READY_PREFIX, MockUpstreamProcess
+from .mock_upstream import READY_PREFIX, MockUpstreamProcess, speech_audio
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,6 +125,19 @@ def test_embeddings_and_models(mock, http):
     assert [len(d.embedding) for d in a.data] == [8, 8]
     assert a.data[0].embedding == b["data"][0]["embedding"] != a.data[1].embedding
     assert {m.id for m in client.models.list()} >= {"gpt-4o-mini", "claude-3-5-sonnet-latest"}
+
+
+def test_moderations_images_speech_and_transcriptions(mock):
+    client = oai(mock)
+    assert [r.flagged for r in client.moderations.create(model="m", input=["hi", "kill"]).results] == [False, True]
+    assert client.images.generate(model="m", prompt="p", response_format="b64_json").data[0].b64_json
+    assert client.audio.speech.create(model="m", voice="alloy", input="hi").content == b"".join(
+        speech_audio("hi", "alloy"))
+    text = client.audio.transcriptions.create(model="m", file=("a.wav", b"RIFF" * 10), language="en").text
+    assert text.startswith("mock transcript of a.wav: 40 bytes, sha256 ")
+    form = mock.stats()["requests"][-1]["body"]
+    assert form["_order"] == ["model", "language", "file"]
+    assert form["file"]["size"] == 40 and form["language"] == "en"
 
 
 def test_invalid_json_is_provider_shaped(http):

@@ -21,7 +21,14 @@ from flaregate.observability.hub import MetricsHub
 from flaregate.ports import Ports, UpstreamError
 from flaregate.providers.mock import PNG_B64, StaticResponse, speech_audio
 from flaregate.ratelimits.limiter import RateLimiter
-from tests.support.fakes import FakeClock, InlineTasks, MemoryKV, MemorySql, RecordingBroadcaster, RecordingScheduler
+from tests.support.fakes import (
+    FakeClock,
+    InlineTasks,
+    MemoryKV,
+    MemorySql,
+    RecordingBroadcaster,
+    RecordingScheduler,
+)
 
 KEY = "gw-test-key"
 AUDIO = b"RIFF\x00\x01\xff\r\n--not-a-boundary\r\n" * 64
