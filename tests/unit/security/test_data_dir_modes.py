@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from flaregate.hosts.local.cli import ADMIN_KEY_FILE, _local_admin_key
 from flaregate.config import settings_from_vars
 from flaregate.hosts.local.app import LocalHost
+from flaregate.hosts.local.cli import ADMIN_KEY_FILE, _local_admin_key
 from flaregate.hosts.local.keys import keys_command
 from flaregate.hosts.local.storage import SqliteStorage
 
