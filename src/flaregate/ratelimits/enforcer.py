@@ -304,8 +304,11 @@ class Limits:
     async def _acquire(self, partition: str, checks: list[_Check]) -> _Outcome:
         leasing = all(c.most for c in checks)
         recent = self._leases.seen(partition) if leasing else 0.0
-        if leasing and (spent := self._spend(partition, checks)) is not None:
-            return spent
+        if leasing:
+            if (spent := self._spend(partition, checks)) is not None:
+                return spent
+            if (refusal := self._leases.refusal(partition, [(c.row, c.cost) for c in checks])) is not None:
+                return _Outcome(partition, checks, refusal)
         entries = [c.entry() for c in checks]
         try:
             if leasing:
@@ -342,7 +345,12 @@ class Limits:
                 self._leases.asking(partition, False)
         answer = {**answer, "results": answer["results"][:len(checks)]}
         if not answer["allowed"]:
-            return self._or_spend(partition, checks, answer)
+            outcome = self._or_spend(partition, checks, answer)
+            if outcome.leases is None:
+                costed = [{**r, "cost": c.cost, "algorithm": c.wire["algorithm"]}
+                          for c, r in zip(checks, answer["results"], strict=True)]
+                self._leases.refused(partition, tuple(c.row for c in checks), {**answer, "results": costed})
+            return outcome
         if not answer.get("lease"):
             return _Outcome(partition, checks, answer)
         results = answer["results"]

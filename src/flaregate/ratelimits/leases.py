@@ -56,6 +56,16 @@ back; the isolate answering it gives back its own first (``Limits.usage``).
 ask for their own units only (on the edge a request must not wait on another's I/O); one
 the object refuses is still admitted if a lease has come back since.
 
+**Refusals repeat in the isolate.** Once the object refuses a request, the isolate refuses
+requests with the same rows and no smaller costs itself until the object's ``retry_after``
+(for a token bucket at least a quarter of its time to refill from empty; at most
+``LEASE_SECONDS``), after spending any lease it still holds: a key far over its limit does
+not make a call per refused request, and a bucket under a sustained overload is taken
+from in leases of what it refilled meanwhile rather than one refilled unit per call. Never
+more admitted; fewer only when units come back to the object (other isolates' give-backs,
+refunds) or a sliding log frees units before that time is up. A budget's refusals are not
+repeated (the client is told the money is gone: that must come from the object).
+
 Bounded: at most ``MAX_LEASES`` leases and ``MAX_RETURNS`` pending give-backs per isolate.
 """
 
@@ -118,6 +128,8 @@ class LeaseBook:
         self._pending = 0
         self._rates: dict[str, list[float]] = {}  # partition -> [period, previous, current]
         self._asking: set[str] = set()  # partitions with a lease call in flight
+        # (partition, rows) -> (until, costs, answer, when): a refusal this isolate repeats
+        self._refusals: dict[tuple[str, tuple[str, ...]], tuple[float, tuple[float, ...], dict[str, Any], float]] = {}
 
     # -- sizing ----------------------------------------------------------------------------
     def seen(self, partition: str) -> float:
@@ -182,6 +194,52 @@ class LeaseBook:
         self._count += 1
         return lease
 
+    # -- refusals --------------------------------------------------------------------------
+    def refused(self, partition: str, rows: tuple[str, ...], answer: dict[str, Any]) -> None:
+        """The object refused a request with these rows (each result with this request's
+        ``cost`` and the row's ``algorithm``): requests with the same rows and costs no lower
+        are refused here, without a call, until the object's ``retry_after``, for a token
+        bucket at least a quarter of its time to refill from empty (what it refills
+        meanwhile waits in it: a quarter of its capacity never overflows an empty bucket),
+        at most ``LEASE_SECONDS``. Not a budget's refusal: that one says the money is gone
+        (don't retry), which units other isolates hold may belie; and budgets are not what
+        makes a partition hot."""
+        costs = tuple(float(r.get("cost", 0.0)) for r in answer["results"])
+        wait = 0.0
+        for r in answer["results"]:
+            if not r["allowed"] and r.get("unit") == "usd":
+                return
+            if not r["allowed"]:
+                floor = float(r["window_seconds"]) / LEASE_SHARE if r.get("algorithm") == "token_bucket" else 0.0
+                wait = max(wait, float(r["retry_after_seconds"]), floor)
+        if wait <= 0:
+            return
+        if len(self._refusals) >= MAX_LEASES:
+            self._refusals.clear()
+        now = self._clock.monotonic()
+        plain = {**answer, "results": [{k: v for k, v in r.items() if k not in ("cost", "algorithm")}
+                                       for r in answer["results"]]}
+        self._refusals[(partition, rows)] = (now + min(wait, LEASE_SECONDS), costs, plain, now)
+
+    def refusal(self, partition: str, needs: Sequence[tuple[str, float]]) -> dict[str, Any] | None:
+        """The object's refusal of an earlier request like this one, as it stands now."""
+        key = (partition, tuple(row for row, _ in needs))
+        found = self._refusals.get(key)
+        if found is None:
+            return None
+        until, costs, answer, when = found
+        now = self._clock.monotonic()
+        if until <= now:
+            del self._refusals[key]
+            return None
+        if any(not r["allowed"] and cost < refused - EPSILON
+               for (_, cost), refused, r in zip(needs, costs, answer["results"], strict=True)):
+            return None  # a smaller request: it may fit
+        elapsed = now - when
+        results = [{**r, "retry_after_seconds": round(max(0.0, r["retry_after_seconds"] - elapsed), 3),
+                    "reset_seconds": round(max(0.0, r["reset_seconds"] - elapsed), 3)} for r in answer["results"]]
+        return {**answer, "results": results}
+
     # -- settling --------------------------------------------------------------------------
     def refund(self, partition: str, lease: Lease, units: float) -> None:
         """Units a request did not use after all: into its lease while that lasts, else
@@ -225,6 +283,8 @@ class LeaseBook:
             lease.closed = True
             self._count -= 1
         self._pending -= len(self._returns.pop(partition, {}))
+        for key in [k for k in self._refusals if k[0] == partition]:
+            del self._refusals[key]
 
     def holding(self, partition: str) -> dict[str, float]:
         """Units held per row, in leases and not yet given back (for tests and the simulation)."""

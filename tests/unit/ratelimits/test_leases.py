@@ -168,9 +168,47 @@ async def test_near_the_limit_every_unit_is_decided_by_the_object():
         calls.append(client.acquires - before)
     assert statuses == [200] * 50 + [429] * 10
     # Once the object has fewer than LEASE_SHARE units left after a request it lends none:
-    # the last LEASE_SHARE units, and every refusal, are one call each.
-    assert calls[50 - LEASE_SHARE:] == [1] * (LEASE_SHARE + 10)
+    # the last LEASE_SHARE units are one call each, and so is the first refusal; the isolate
+    # repeats that refusal itself (until its retry-after, at most a lease lifetime).
+    assert calls[50 - LEASE_SHARE:] == [1] * LEASE_SHARE + [1] + [0] * 9
     assert sum(calls[:50 - LEASE_SHARE]) < 50 - LEASE_SHARE
+
+
+async def test_a_refusal_repeated_by_the_isolate_ends_with_its_retry_after():
+    (gateway,), client, clock = isolates(1, {"RATE_LIMIT_CAPACITY": "2", "RATE_LIMIT_REFILL_PER_SECOND": "2"})
+    assert [(await gateway.handle(chat())).status for _ in range(2)] == [200, 200]
+    first = await gateway.handle(chat())
+    assert first.status == 429 and first.headers["retry-after"] == "1"  # a token in 0.5 s
+    calls = client.acquires
+    again = await gateway.handle(chat())
+    assert again.status == 429 and client.acquires == calls  # refused here, with the object's headers
+    assert again.headers["x-ratelimit-remaining-requests"] == "0"
+    clock.advance(0.5)
+    assert (await gateway.handle(chat())).status == 200 and client.acquires == calls + 1
+
+
+async def test_a_bucket_over_its_rate_repeats_a_refusal_for_a_quarter_of_its_refill_time():
+    vars = {"RATE_LIMIT_CAPACITY": "40", "RATE_LIMIT_REFILL_PER_SECOND": "40"}  # empty to full: 1 s
+    results = {}
+    for lease in ("adaptive", "0"):
+        (gateway,), client, clock = isolates(1, {**vars, "RATE_LIMIT_LEASE": lease})
+        admitted = 0
+        for _ in range(500):  # 100 a second against 40 a second, for 5 s
+            clock.advance(0.01)
+            admitted += (await gateway.handle(chat())).status == 200
+        results[lease] = admitted, client.acquires
+    (leased, leased_calls), (exact, exact_calls) = results["adaptive"], results["0"]
+    assert exact == 40 + 40 * 5 - 1  # the bucket, asked on every request
+    # Refusals held 0.25 s leave what refills meanwhile in the bucket (10 units, never past
+    # its 40): only the last hold's and the last lease's units are short when traffic stops.
+    assert exact - 40 // 4 - 4 <= leased <= exact
+    assert exact_calls == 500 and leased_calls * 3 < exact_calls
+
+
+async def test_lease_0_never_repeats_a_refusal():
+    (gateway,), client, _ = isolates(1, {"RATE_LIMIT_CAPACITY": "1", "RATE_LIMIT_LEASE": "0"})
+    statuses = [(await gateway.handle(chat())).status for _ in range(5)]
+    assert statuses == [200] + [429] * 4 and client.acquires == 5
 
 
 # -- lifetimes, give-backs ------------------------------------------------------------------
@@ -318,6 +356,9 @@ async def test_a_budget_is_never_overspent_through_leases_and_its_end_is_decided
     spent = admitted * REAL_USD
     assert spent <= 1.0 and 1.0 - spent < 0.027  # within one request's estimate of the budget
     assert (await object_usage(gateway))["daily"]["used"] == pytest.approx(spent)
+    calls = client.acquires
+    assert (await gateway.handle(chat(max_tokens=8))).status == 429
+    assert client.acquires == calls + 1  # "budget exceeded" always comes from the object
 
 
 # -- three isolates --------------------------------------------------------------------------
