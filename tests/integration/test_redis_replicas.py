@@ -118,8 +118,10 @@ def test_cache_written_on_one_replica_hits_on_another(tmp_path, upstream, redis_
 def test_redis_restart_keeps_the_failure_mode_and_recovers(tmp_path, upstream, redis_server):
     # Fail closed: while Redis is away a request is refused with 503 (never another 5xx), and
     # once it is back the same replica admits again without a restart.
+    # lease 0: every admission asks the store (with the default adaptive leases, units an
+    # isolate already holds are still spent for up to a lease lifetime after the store goes).
     policy = {"name": "closed", "unit": "requests", "algorithm": "fixed_window", "limit": 1000,
-              "window_seconds": 3600, "failure_mode": "closed"}
+              "window_seconds": 3600, "failure_mode": "closed", "lease": 0}
     with ExitStack() as stack:
         urls = _replicas(stack, tmp_path, upstream, redis_server.url.replace("/0", "/9"),
                          FLAREGATE_RATE_LIMITS=json.dumps([policy]))
