@@ -32,9 +32,10 @@ object before they are spent, and
 - a lease ends ``lease_seconds`` (the object's answer, at most ``LEASE_SECONDS``) after its
   call was sent, and a fixed window's never after that window ends: a fixed window never
   lets more than its limit through;
-- a token bucket counts lent units as held for ``HELD_SECONDS`` and refills only up to
-  capacity minus them, so bucket and leases together never hold more than capacity: over
-  any interval T at most ``capacity + refill x T`` pass, as without leases;
+- a token bucket counts lent units as held until the isolate says the lease is over (with
+  its next call) or ``HELD_SECONDS`` have passed, and refills only up to capacity minus
+  them, so bucket and leases together never hold more than capacity: over any interval T
+  at most ``capacity + refill x T`` pass, as without leases;
 - a sliding log logs lent units at the moment their lease ends, never before one is
   spent: no interval of ``window_seconds`` admits more than its limit. (Its leases are
   short, ``window / 20`` at most, since units logged after them count that much longer.)
@@ -47,6 +48,7 @@ a sliding log while the entry is in its window. An isolate that never calls agai
 keeps what it held spent: at most one lease per isolate and partition, and near the limit
 leases are small. With one isolate (``wrangler dev``, one local process) every unit it
 holds goes to its next requests or back: a burst admits exactly the limit.
+(``bench/limiter_sim.py`` shows the rest: calls per second for one busy key, K isolates.)
 
 **Headers are the isolate's view**: the object's answer when the lease was taken plus what
 this isolate still holds. The admin usage view counts lent units as used until they come
@@ -59,12 +61,15 @@ the object refuses is still admitted if a lease has come back since.
 **Refusals repeat in the isolate.** Once the object refuses a request, the isolate refuses
 requests with the same rows and no smaller costs itself until the object's ``retry_after``
 (for a token bucket at least a quarter of its time to refill from empty; at most
-``LEASE_SECONDS``), after spending any lease it still holds: a key far over its limit does
-not make a call per refused request, and a bucket under a sustained overload is taken
-from in leases of what it refilled meanwhile rather than one refilled unit per call. Never
-more admitted; fewer only when units come back to the object (other isolates' give-backs,
-refunds) or a sliding log frees units before that time is up. A budget's refusals are not
-repeated (the client is told the money is gone: that must come from the object).
+``LEASE_SECONDS``), after spending any lease it still holds: a key far over a window's
+limit does not make a call per refused request. Never more admitted; fewer only when units
+come back to the object (other isolates' give-backs, refunds) or a sliding log frees units
+before that time is up, and, for a bucket, what refilled during the last hold once traffic
+stops. A budget's refusals are not repeated (the client is told the money is gone: that
+must come from the object). What this does not remove: a bucket held near empty by a
+sustained overload decides its admitted units near one call each (every call finds only a
+few refilled units, and near the limit nothing is lent), so with many isolates its object
+sees about its refill rate in calls.
 
 Bounded: at most ``MAX_LEASES`` leases and ``MAX_RETURNS`` pending give-backs per isolate.
 """
