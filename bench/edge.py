@@ -207,9 +207,9 @@ def setup_portkey(source: Path | None) -> str:
 
 def _portkey_skip_reason() -> str | None:
     if not (PORTKEY_DIR / "src" / "index.ts").exists():
-        return f"Portkey's Worker source is absent ({PORTKEY_DIR}; run with --setup-portkey)"
+        return f"Portkey's Worker source is absent ({PORTKEY_DIR.relative_to(REPO)}; run with --setup-portkey --portkey-source DIR)"
     if not (PORTKEY_DIR / "node_modules" / "hono").exists():
-        return f"Portkey's npm deps are not installed in {PORTKEY_DIR} (run with --setup-portkey)"
+        return f"Portkey's npm deps are not installed in {PORTKEY_DIR.relative_to(REPO)} (run with --setup-portkey)"
     return None
 
 
