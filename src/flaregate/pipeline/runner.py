@@ -334,12 +334,7 @@ class Pipeline:
             outcome = "aborted"  # the client went away; not an upstream error
             raise
         finally:
-            await upstream.aclose()
-            self._release(ctx, 200)
-            ctx.profiler.add("upstream", (self.clock.monotonic() - ctx.upstream_started) * 1000)
-            event["stream_outcome"] = outcome
-            if outcome not in ("complete", "aborted"):
-                event["error"] = outcome
+            await self._stream_ended(ctx, upstream, outcome)
             usage = watch.usage()
             collapsed = event.get("cache_collapsed")
             if usage is not None and not collapsed:
@@ -379,14 +374,20 @@ class Pipeline:
             outcome = "aborted"  # the client went away; not an upstream error
             raise
         finally:
-            await upstream.aclose()
-            self._release(ctx, 200)
-            ctx.profiler.add("upstream", (self.clock.monotonic() - ctx.upstream_started) * 1000)
-            event["stream_outcome"], event["response_bytes"] = outcome, sent
-            if outcome not in ("complete", "aborted"):
-                event["error"] = outcome
+            event["response_bytes"] = sent
+            await self._stream_ended(ctx, upstream, outcome)
             self.finish(ctx, 200)
             admission.keep()
+
+    async def _stream_ended(self, ctx: RequestContext, upstream: UpstreamResponse, outcome: str) -> None:
+        """What every streamed answer does at its end, whatever the dialect: close the upstream,
+        give its place back, charge the time, record how it ended."""
+        await upstream.aclose()
+        self._release(ctx, 200)
+        ctx.profiler.add("upstream", (self.clock.monotonic() - ctx.upstream_started) * 1000)
+        ctx.event["stream_outcome"] = outcome
+        if outcome not in ("complete", "aborted"):
+            ctx.event["error"] = outcome
 
     def _release(self, ctx: RequestContext, status: int) -> None:
         """Give the upstream place back; 429/503/504 tell the adaptive limit to back off."""
