@@ -11,7 +11,8 @@ model live in objects of their own and are not listed here.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
@@ -75,7 +76,7 @@ class RateLimitAdmin:
                               "reset": reset.get("reset", 0)})
 
     @staticmethod
-    async def _unavailable_as_503(call):
+    async def _unavailable_as_503(call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
         try:
             answer = await call
         except Exception:

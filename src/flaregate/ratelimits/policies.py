@@ -166,6 +166,8 @@ class BudgetPolicy(_Policy):
 
     period: Literal["day", "month"]
     limit_usd: PositiveFloat = Field(le=MAX_LIMIT)
+    # Money fails closed: with the store away a budget refuses (503) rather than spend blind.
+    failure_mode: Literal["open", "closed"] = "closed"
     # As a rate limit's: a lease reserves the price of the requests it covers (leases.py).
     lease: Lease = Field(default=None, ge=0, le=MAX_LEASE)
 

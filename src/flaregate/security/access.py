@@ -19,7 +19,6 @@ is a configured key or a stored key in the positive cache (both checked in memor
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import hmac
 import re
@@ -28,7 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import ConfigDict, Field, StrictStr, field_validator
 
 from ..errors import GatewayError, unauthorized
 from ..http import Request
@@ -36,6 +35,7 @@ from ..metadata.tags import check_tags
 from ..ports import Clock, SecurityStoreClient
 from .auth_throttle import AuthFailureThrottle, refusal
 from .keys import KeyRing
+from .permissions import Permissions
 
 KEY_PREFIX = "fg-"
 VISIBLE_PREFIX_CHARS = 7  # "fg-" and four characters, shown in listings to tell keys apart
@@ -44,13 +44,12 @@ _CACHE_LIMIT = 10_000  # found records (real keys: revoked and expired ones incl
 _NEGATIVE_CACHE_LIMIT = 1_000  # misses; junk evicts junk, never a found record
 
 
-class KeyPolicy(BaseModel):
-    """What a stored key may do; None means unrestricted."""
+class KeyPolicy(Permissions):
+    """What a stored key may do (its permissions, permissions.py, and the rest); None means
+    unrestricted."""
 
     model_config = ConfigDict(extra="forbid")
 
-    allowed_models: list[StrictStr] | None = Field(default=None, max_length=256)  # aliases, globs allowed
-    allowed_routes: list[StrictStr] | None = Field(default=None, max_length=64)  # paths, globs allowed
     rate_limit_policy: StrictStr | None = Field(default=None, max_length=64)
     budget_usd: float | None = Field(default=None, ge=0)
     tags: dict[StrictStr, StrictStr] | None = None  # default request tags (metadata/tags.py bounds)
@@ -77,12 +76,13 @@ class Principal:
     expires_at: float | None = None
 
     def allows_model(self, model: str) -> bool:
-        allowed = self.policy.allowed_models
-        return allowed is None or any(fnmatch.fnmatchcase(model, pattern) for pattern in allowed)
+        return self.policy.allows_model(model)
 
     def allows_route(self, path: str) -> bool:
-        allowed = self.policy.allowed_routes
-        return allowed is None or any(fnmatch.fnmatchcase(path, pattern) for pattern in allowed)
+        return self.policy.allows_route(path)
+
+    def allows_mcp_tool(self, server: str, tool: str) -> bool:
+        return self.policy.allows_mcp_tool(server, tool)
 
 
 def digest_hex(key: str) -> str:

@@ -271,6 +271,16 @@ async def test_fail_closed_refuses_with_503_and_retry_after():
     assert error(response)["code"] == "rate_limiter_unavailable" and "'strict'" in error(response)["message"]
 
 
+async def test_a_money_budget_fails_closed_by_default_while_a_request_limit_fails_open():
+    gateway, *_ = build({"RATE_LIMIT_CAPACITY": "5", "RATE_LIMIT_REFILL_PER_SECOND": "0.001",
+                         "FLAREGATE_BUDGETS": json.dumps([{"name": "monthly", "period": "month", "limit_usd": 10}])},
+                        limiter=BrokenLimiter(), transport=Transport(completion(10, 10)))
+    body = {"model": "priced", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+    response = await gateway.handle(chat(body))
+    assert response.status == 503  # money is not spent blind
+    assert "'monthly'" in error(response)["message"] and "'default'" not in error(response)["message"]
+
+
 # -- admin -----------------------------------------------------------------------------------
 def admin(method, key, token=ADMIN, query=None, sign=True):
     path = f"/admin/ratelimits/{key}"
