@@ -27,11 +27,11 @@ from flaregate.clock import SystemClock
 from flaregate.config import settings_from_vars
 from flaregate.hosts.local.storage import SqliteStorage
 from flaregate.http import Response
-from flaregate.observability import hub as hub_module
+from flaregate.hub import aggregator as hub_module
+from flaregate.hub.aggregator import MetricsHub
+from flaregate.hub.request_logs import RequestLogStore
 from flaregate.observability.export import build_exporters
-from flaregate.observability.hub import MetricsHub
 from flaregate.observability.request_bodies import BodyLog
-from flaregate.observability.request_logs import RequestLogStore
 
 
 class _Quiet:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from flaregate.clock import SystemClock
 from flaregate.hosts.local.storage import SqliteStorage
-from flaregate.observability.hub import MetricsHub
+from flaregate.hub.aggregator import MetricsHub
 
 
 class NoSubscribers:

@@ -29,8 +29,8 @@ from pydantic import (
 from ._variables import set_fields
 from .cache.settings import CacheSettings
 from .guardrails.policy import GuardrailSettings
+from .hub.settings import RequestLogSettings
 from .observability.export.settings import EXPORT_VARS, ExportSettings, export_from_vars
-from .observability.request_log_settings import RequestLogSettings
 from .overload.settings import SheddingSettings
 from .providers.settings import MOCK_PROVIDER, ProviderConfig
 from .ratelimits.policies import (

@@ -20,13 +20,13 @@ from .cache.layer import CacheLayer
 from .cache.predictive import PredictiveWarmer
 from .cache.warming import CacheWarming
 from .config import Settings
+from .console.endpoints import Observability
 from .errors import GatewayError
 from .guardrails import Guardrails
 from .http import Request, Response, json_response
 from .observability import tracing
 from .observability.alerts import Alerts
 from .observability.analytics import Analytics
-from .observability.endpoints import Observability
 from .observability.operational_events import OperationalEvents
 from .operations import chat, embeddings, images, messages, moderations, speech, transcriptions
 from .operations.responses import responses_spec

@@ -81,7 +81,7 @@ def relative_path(module: str) -> str:
 def test_import_graph_reaches_the_core_and_the_durable_objects():
     modules = imported_modules()
     assert {"entry", "durable_objects.rate_limiter", "durable_objects.metrics_hub",
-            "flaregate.gateway", "flaregate.observability.hub", "flaregate.hosts.edge.worker",
+            "flaregate.gateway", "flaregate.hub.aggregator", "flaregate.hosts.edge.worker",
             "flaregate.providers.mock"} <= modules
     assert not any(m.startswith("flaregate.hosts.local") for m in modules)  # edge never loads it
 

@@ -15,7 +15,7 @@ from flaregate.hosts.local.runtime import (
     LocalSecurityClient,
 )
 from flaregate.http import Headers, Request
-from flaregate.observability.hub import MetricsHub
+from flaregate.hub.aggregator import MetricsHub
 from flaregate.ports import Ports
 from flaregate.ratelimits.limiter import RateLimiter
 from flaregate.security.signing import sign_request

@@ -67,8 +67,8 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("flaregate.hosts.edge.event_loop", "pyodide_js._api"): _PYODIDE,
     ("flaregate.hosts.edge.event_loop", "_pyodide._future_helper"): _PYODIDE,
     ("flaregate.hosts.edge.isolate_stats", "pyodide_js"): _PYODIDE,
-    ("flaregate.observability.endpoints", "flaregate.observability.request_log_endpoints"): _COLD,
-    ("flaregate.observability.endpoints", "flaregate.observability.dashboard"): _COLD,
+    ("flaregate.console.endpoints", "flaregate.console.request_log_endpoints"): _COLD,
+    ("flaregate.console.endpoints", "flaregate.console.dashboard"): _COLD,
     # Every lazy import of the module, while the route table is being built (list them then).
     ("flaregate.routes", "*"): "pydantic.json_schema: only /openapi.json needs it; " + _LISTING,
 }

@@ -16,8 +16,8 @@ from flaregate.config import settings_from_vars
 from flaregate.gateway import Gateway
 from flaregate.hosts.local.runtime import LocalHubClient, LocalRateLimiterClient
 from flaregate.http import Headers, Request
+from flaregate.hub.aggregator import MetricsHub
 from flaregate.multipart import read_form
-from flaregate.observability.hub import MetricsHub
 from flaregate.ports import Ports, UpstreamError
 from flaregate.providers.mock import PNG_B64, StaticResponse, speech_audio
 from flaregate.ratelimits.limiter import RateLimiter

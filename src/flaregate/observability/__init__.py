@@ -1,2 +1,3 @@
-"""What the operator sees: analytics events, the metrics hub object and its store, logs,
-Prometheus, tracing, the profiler, the health score, alerts and the operator endpoints."""
+"""In-request telemetry: the analytics event each request sends to the hub, error classes,
+structured logs, request-log bodies, tracing, the profiler, alerts, Prometheus exposition and
+the exporters (the hub is :mod:`flaregate.hub`, the operator endpoints :mod:`flaregate.console`)."""

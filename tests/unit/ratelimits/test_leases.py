@@ -14,7 +14,7 @@ from flaregate.config import ConfigError, settings_from_vars
 from flaregate.gateway import Gateway
 from flaregate.hosts.local.runtime import LocalHubClient, LocalRateLimiterClient
 from flaregate.http import Headers, Request
-from flaregate.observability.hub import MetricsHub
+from flaregate.hub.aggregator import MetricsHub
 from flaregate.ports import Ports
 from flaregate.ratelimits.leases import HELD_SECONDS, LEASE_SECONDS, LEASE_SHARE
 from flaregate.ratelimits.limiter import RateLimiter

@@ -7,7 +7,7 @@ from flaregate.config import settings_from_vars
 from flaregate.gateway import Gateway
 from flaregate.hosts.local.runtime import LocalHubClient, LocalRateLimiterClient
 from flaregate.http import Headers, Request
-from flaregate.observability.hub import MetricsHub
+from flaregate.hub.aggregator import MetricsHub
 from flaregate.ports import Ports
 from flaregate.providers.mock import StaticResponse
 from flaregate.ratelimits.limiter import RateLimiter

@@ -16,8 +16,8 @@ from pyodide.ffi import to_js
 
 from ...clock import SystemClock
 from ...config import ConfigError, Settings, settings_from_vars
+from ...hub.aggregator import MAX_CLIENT_FRAME, MetricsHub
 from ...observability.export import build_exporters
-from ...observability.hub import MAX_CLIENT_FRAME, MetricsHub
 from ...observability.logs import configure_logging
 from ...observability.request_bodies import log_secrets
 from ...ratelimits.limiter import RateLimiter

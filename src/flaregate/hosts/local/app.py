@@ -15,8 +15,8 @@ from ...config import Settings
 from ...errors import GatewayError
 from ...gateway import Gateway
 from ...http import Headers, Request, Response
+from ...hub.aggregator import MAX_CLIENT_FRAME, MetricsHub
 from ...observability.export import build_exporters
-from ...observability.hub import MAX_CLIENT_FRAME, MetricsHub
 from ...observability.request_bodies import log_secrets
 from ...ports import KeyValueStore, Ports, RateLimiterClient, WarmCacheStore
 from ...ratelimits.limiter import RateLimiter

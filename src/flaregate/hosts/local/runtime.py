@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ...observability.hub import MetricsHub
+from ...hub.aggregator import MetricsHub
 from ...ratelimits.limiter import RateLimiter
 from ...security.store import SecurityStore
 

@@ -3,8 +3,8 @@
 import json
 
 from flaregate.hosts.local.runtime import LocalHubClient
+from flaregate.hub.aggregator import MetricsHub
 from flaregate.observability.analytics import Analytics
-from flaregate.observability.hub import MetricsHub
 from tests.support.fakes import (
     FakeClock,
     InlineTasks,

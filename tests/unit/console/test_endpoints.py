@@ -9,7 +9,7 @@ from flaregate.errors import GatewayError
 from flaregate.gateway import Gateway
 from flaregate.hosts.local.runtime import LocalHubClient, LocalRateLimiterClient
 from flaregate.http import Headers, Request
-from flaregate.observability.hub import MetricsHub
+from flaregate.hub.aggregator import MetricsHub
 from flaregate.ports import Ports
 from flaregate.ratelimits.limiter import RateLimiter
 from tests.support.fakes import (

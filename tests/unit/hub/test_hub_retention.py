@@ -2,8 +2,8 @@
 
 import json
 
-from flaregate.observability.hub import COMPACT_EVERY_SECONDS, MetricsHub
-from flaregate.observability.hub_store import DAY, HOUR, MINUTE
+from flaregate.hub.aggregator import COMPACT_EVERY_SECONDS, MetricsHub
+from flaregate.hub.store import DAY, HOUR, MINUTE
 from tests.support.fakes import FakeClock, MemorySql, RecordingBroadcaster, RecordingScheduler
 
 DAY0 = 20834 * DAY  # a UTC midnight

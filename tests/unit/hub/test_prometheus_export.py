@@ -2,7 +2,7 @@
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from flaregate.observability.hub import MetricsHub
+from flaregate.hub.aggregator import MetricsHub
 from tests.support.fakes import FakeClock, MemorySql, RecordingBroadcaster, RecordingScheduler
 
 

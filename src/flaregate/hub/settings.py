@@ -1,6 +1,6 @@
 """The request-log store's settings (``LOG_RETENTION_*_SECONDS``, ``LOG_BODIES``,
 ``LOG_BODY_MAX_BYTES``, ``LOG_PRIVATE_ROUTES``, ``LOG_UNAUTHENTICATED_*``); the store is
-observability/request_logs.py."""
+hub/request_logs.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class RequestLogSettings(BaseModel):
-    """The request-log store (observability/request_logs.py): retention per level, seconds."""
+    """The request-log store (hub/request_logs.py): retention per level, seconds."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

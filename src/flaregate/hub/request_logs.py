@@ -25,10 +25,10 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..observability.error_classes import SERVER_SIDE
+from ..observability.request_bodies import BODY_FIELDS
 from ..ports import SqlStorage
 from ..redaction import redact
-from .error_classes import SERVER_SIDE
-from .request_bodies import BODY_FIELDS
 
 LEVELS = ("debug", "info", "warn", "error")
 DEFAULT_RETENTION_SECONDS: dict[str, float] = {

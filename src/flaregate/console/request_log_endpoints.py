@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
-from .request_bodies import BODY_FIELDS
+from ..observability.request_bodies import BODY_FIELDS
 
 Ask = Callable[[dict[str, str]], Awaitable[dict[str, Any]]]
 EXPORT_MAX_ROWS = 10_000  # one export; page further with since/until

@@ -2,10 +2,10 @@
 
 import pytest
 
-from flaregate.observability.health_score import health_score
-from flaregate.observability.histogram import BOUNDS_MS, bucket_index, quantile
-from flaregate.observability.hub import MetricsHub
-from flaregate.observability.time_budget import RECOMMENDATIONS, where_the_time_goes
+from flaregate.hub.aggregator import MetricsHub
+from flaregate.hub.health_score import health_score
+from flaregate.hub.histogram import BOUNDS_MS, bucket_index, quantile
+from flaregate.hub.time_budget import RECOMMENDATIONS, where_the_time_goes
 from tests.support.fakes import FakeClock, MemorySql, RecordingBroadcaster, RecordingScheduler
 
 

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from ..ports import SqlStorage
-from .hub_store import HubStore, ParsedEvent, label
+from .store import HubStore, ParsedEvent, label
 
 KINDS = ("failover", "circuit", "rate_limit_saturation", "error_spike", "ratelimit_degraded")
 COOLDOWN_SECONDS = {"failover": 30.0, "circuit": 0.0, "rate_limit_saturation": 60.0, "error_spike": 60.0,

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from flaregate.config import settings_from_vars
-from flaregate.observability.hub import MetricsHub
-from flaregate.observability.request_logs import RequestLogStore, unauthenticated
+from flaregate.hub.aggregator import MetricsHub
+from flaregate.hub.request_logs import RequestLogStore, unauthenticated
 from tests.support.fakes import FakeClock, MemorySql, RecordingBroadcaster, RecordingScheduler
 
 NOW = 1_800_000_000.0

@@ -2,8 +2,8 @@
 
 import pytest
 
-from flaregate.observability.hub import MetricsHub
-from flaregate.observability.request_logs import MAX_PAGE, RequestLogStore, request_level
+from flaregate.hub.aggregator import MetricsHub
+from flaregate.hub.request_logs import MAX_PAGE, RequestLogStore, request_level
 from tests.support.fakes import FakeClock, MemorySql, RecordingBroadcaster, RecordingScheduler
 
 DAY, HOUR = 86400, 3600

@@ -29,8 +29,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..observability.error_classes import ERROR_CLASSES, SERVER_SIDE, classify
 from ..ports import SqlStorage
-from .error_classes import ERROR_CLASSES, SERVER_SIDE, classify
 from .histogram import INF_INDEX, METRICS, bucket_index
 
 MINUTE, HOUR, DAY = 60, 3600, 86400

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
+from ..observability.prometheus import CONTENT_TYPE
 from ..ports import Clock, MetricsHubClient
 from ..routes import Route
 from ..security.admin import authorize_observer, is_admin
-from .prometheus import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from ..config import Settings

@@ -1,6 +1,6 @@
 """The hub's cache savings totals, including on a table created before they existed."""
 
-from flaregate.observability.hub import MetricsHub
+from flaregate.hub.aggregator import MetricsHub
 from tests.support.fakes import FakeClock, MemorySql, RecordingBroadcaster, RecordingScheduler
 
 OLD_SCHEMA = ("CREATE TABLE hub_minute (bucket INTEGER NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,"

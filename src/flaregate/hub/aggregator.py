@@ -16,14 +16,14 @@ import math
 from typing import Any
 
 from .. import __version__
+from ..observability.export import Exporters
+from ..observability.prometheus import Exposition
 from ..ports import Broadcaster, Clock, HostStats, Scheduler, SqlStorage
-from .export import Exporters
+from .events import KINDS, EventDetector
 from .health_score import HEALTH_WINDOW_SECONDS, health_score
 from .histogram import BOUNDS_MS, INF_INDEX, METRICS, percentile, quantile
-from .hub_events import KINDS, EventDetector
-from .hub_store import COUNTERS, HOUR, INT_COUNTERS, MINUTE, HubStore
-from .prometheus import Exposition
 from .request_logs import UNAUTHENTICATED_MAX_RECORDS, RequestLogStore
+from .store import COUNTERS, HOUR, INT_COUNTERS, MINUTE, HubStore
 from .time_budget import where_the_time_goes
 
 log = logging.getLogger("flaregate.hub")
