@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from ._variables import set_fields
+from .batches.settings import BATCH_VARS, BatchSettings, batches_from_vars
 from .cache.settings import CacheSettings
 from .guardrails.policy import GuardrailSettings
 from .hub.settings import RequestLogSettings
@@ -100,6 +101,7 @@ KNOWN_VARS = (
     *EXPORT_VARS,  # OpenTelemetry and Datadog exporters (observability/export/settings.py)
     # load shedding (overload/)
     "LOAD_SHEDDING", "SHED_INITIAL_LIMIT", "SHED_MIN_LIMIT", "SHED_MAX_LIMIT", "SHED_SLOW_AFTER_SECONDS",
+    *BATCH_VARS,  # the Files and Batches APIs (batches/settings.py)
 )
 
 
@@ -128,6 +130,7 @@ class Settings(_Model):
     budgets: tuple[BudgetPolicy, ...] = ()
     cache_ttl_seconds: int = Field(default=300, ge=0)
     cache: CacheSettings = CacheSettings()
+    batches: BatchSettings = BatchSettings()
     request_logs: RequestLogSettings = RequestLogSettings()
     export: ExportSettings = ExportSettings()
     shedding: SheddingSettings = SheddingSettings()
@@ -405,6 +408,9 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     shedding = set_fields(vars, shed_names)
     if shedding:
         data["shedding"] = shedding
+    batches = batches_from_vars(vars)
+    if batches:
+        data["batches"] = batches
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

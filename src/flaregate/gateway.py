@@ -15,6 +15,8 @@ from functools import partial
 
 from . import __version__
 from .accounting import PriceTable
+from .batches.api import Batches
+from .batches.files import FILES_PATH
 from .cache.admin import CacheAdmin
 from .cache.layer import CacheLayer
 from .cache.predictive import PredictiveWarmer
@@ -23,7 +25,8 @@ from .config import Settings
 from .console.endpoints import Observability
 from .errors import GatewayError
 from .guardrails import Guardrails
-from .http import Request, Response, json_response
+from .http import Headers, Request, Response, json_response
+from .metadata.tags import METADATA_HEADER
 from .observability import tracing
 from .observability.alerts import Alerts
 from .observability.analytics import Analytics
@@ -88,10 +91,15 @@ class Gateway:
         self.pipeline.predictive = self.predictive
         self.cache_warming = CacheWarming(settings, ports, self.access, self._chat)
         cache_admin = CacheAdmin(self.caching, lambda: {"predictive": self.predictive.stats()})
+        # The Files and Batches APIs, where the host offers a blob store and a job store.
+        self.batches = Batches(settings.batches, self.access, ports.jobs, ports.blobs, ports.clock, self._batch_line,
+                               settings.security.max_json_depth) \
+            if ports.jobs is not None and ports.blobs is not None else None
+        self._by_path = {spec.path: spec for spec in self.operations}
         self.routes = RouteTable([
             *self._own_routes(), *self.observability.routes(), *self.admin_api.routes(),
             *RateLimitAdmin(settings, self.ratelimits).routes(), *cache_admin.routes(),
-            *self.cache_warming.routes()])
+            *self.cache_warming.routes(), *(self.batches.routes() if self.batches is not None else ())])
 
     def _own_routes(self) -> list[Route]:
         api = [Route(spec.path, {"POST": partial(self._operation, spec)}, "key", spec.summary, api=True,
@@ -128,6 +136,11 @@ class Gateway:
         self.gate.finish(request, response)
         return response
 
+    def streams_body(self, method: str, path: str) -> bool:
+        """Whether the host hands this request's body over as a stream (``Request.stream``),
+        unread and uncapped by ``MAX_BODY_BYTES``: a file upload, capped by its own limit."""
+        return method == "POST" and path == FILES_PATH and self.batches is not None
+
     async def authorize(self, request: Request) -> str:
         """Check the gateway key of a non-API request; raise GatewayError."""
         return (await self.access.authenticate(request)).key_id
@@ -145,6 +158,17 @@ class Gateway:
     async def _chat(self, request: Request, out: dict[str, str], principal: Principal | None = None) -> Response:
         """A chat completion; ``principal`` set: on that key's behalf (cache warming)."""
         return await self.pipeline.run(chat.SPEC, request, out, acting=principal)
+
+    async def _batch_line(self, path: str, body: bytes, principal: Principal,
+                          batch_id: str) -> tuple[Response, dict[str, str]]:
+        """One batch line as a request of the batch's key, through the same pipeline as the
+        HTTP route: low priority under load shedding, tagged with its batch in the request log."""
+        headers = Headers([("content-type", "application/json"), ("x-flaregate-priority", "low"),
+                           (METADATA_HEADER, json.dumps({"batch_id": batch_id}))])
+        out = {"x-request-id": tracing.request_id(None), "traceparent": tracing.child_traceparent(None)}
+        response = await self.pipeline.run(self._by_path[path], Request("POST", path, headers, body), out,
+                                           acting=principal)
+        return response, out
 
     # -- small endpoints -----------------------------------------------------------------
     async def _health(self, request: Request, out: dict[str, str]) -> Response:

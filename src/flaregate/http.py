@@ -57,6 +57,9 @@ class Request:
     # The query string as the host received it (without ``?``; ``query`` is its parsed form):
     # request signatures cover it (security/signing.py).
     raw_query: str = ""
+    # A body the host did not read (the routes ``Gateway.streams_body`` names, e.g. a file
+    # upload): its chunks as they arrive, under no cap but the route's own; ``body`` is empty.
+    stream: AsyncIterator[bytes] | None = None
 
 
 @dataclass(slots=True)

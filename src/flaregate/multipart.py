@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -253,3 +253,137 @@ def encode_form(fields: Iterable[tuple[str, str]], files: Iterable[tuple[str, Up
         out += upload.data + b"\r\n"
     out += f"--{boundary}--\r\n".encode()
     return f"{MEDIA_TYPE}; boundary={boundary}", bytes(out)
+
+
+# -- streamed reading: an upload too large to hold (``/v1/files``) -----------------------------
+
+@dataclass(slots=True)
+class StreamedForm:
+    """A form read as it arrives: its text fields, then its one file part, whose bytes
+    :meth:`file_chunks` yields as they come (the text fields come first, the file last, as
+    SDKs send them). The closing ``--boundary--`` is checked when the file's bytes end."""
+
+    fields: dict[str, str | list[str]]
+    file_field: str
+    filename: str
+    content_type: str
+    _reader: _ChunkReader
+    _separator: bytes
+
+    async def file_chunks(self) -> AsyncIterator[bytes]:
+        reader, separator = self._reader, self._separator
+        keep = len(separator) + 2  # a separator split across two chunks stays whole in the buffer
+        while True:
+            found = reader.buffer.find(separator)
+            if found >= 0:
+                if found:
+                    yield bytes(reader.buffer[:found])
+                del reader.buffer[:found + len(separator)]
+                break
+            if len(reader.buffer) > keep:
+                cut = len(reader.buffer) - keep
+                yield bytes(reader.buffer[:cut])
+                del reader.buffer[:cut]
+            if not await reader.fill():
+                raise invalid(f"The file part {self.file_field[:64]!r} is not closed: the body ends before its "
+                              "closing --boundary--.", param=self.file_field[:64])
+        while len(reader.buffer) < 2 and await reader.fill():
+            pass
+        if not reader.buffer.startswith(b"--"):
+            raise invalid(f"A part comes after the file part {self.file_field[:64]!r}: send the file last.",
+                          param=self.file_field[:64])
+        await reader.drain()  # the epilogue, ignored
+
+
+class _ChunkReader:
+    """A byte buffer refilled from an async iterator of chunks, counting what arrived."""
+
+    __slots__ = ("_chunks", "buffer", "seen", "_ended")
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self.buffer = bytearray()
+        self.seen = 0
+        self._ended = False
+
+    async def fill(self) -> bool:
+        """Append the next chunk; False at the end of the body."""
+        if self._ended:
+            return False
+        async for chunk in self._chunks:
+            if chunk:
+                self.seen += len(chunk)
+                self.buffer += chunk
+                return True
+        self._ended = True
+        return False
+
+    async def until(self, marker: bytes, limit: int, what: str) -> bytes:
+        """The bytes before ``marker`` (consumed with it), within ``limit`` bytes."""
+        start = 0
+        while True:
+            found = self.buffer.find(marker, start)
+            if found >= 0:
+                if found > limit:
+                    break
+                taken = bytes(self.buffer[:found])
+                del self.buffer[:found + len(marker)]
+                return taken
+            if len(self.buffer) > limit + len(marker):
+                break
+            start = max(0, len(self.buffer) - len(marker) + 1)
+            if not await self.fill():
+                raise invalid(f"The body ends inside {what}.")
+        raise invalid(f"{what[:1].upper()}{what[1:]} is longer than {limit} bytes.")
+
+    async def drain(self) -> None:
+        self.buffer.clear()
+        while await self.fill():
+            self.buffer.clear()
+
+
+async def read_streamed_form(chunks: AsyncIterator[bytes], content_type: str, *,
+                             max_fields_bytes: int = MAX_FIELD_BYTES * 4) -> StreamedForm:
+    """The text fields of a streamed form up to its one file part (the rules of
+    :func:`read_form`, with ``fields_first``); the file's bytes are left to
+    :meth:`StreamedForm.file_chunks`. At most ``max_fields_bytes`` arrive before the file."""
+    delimiter = b"--" + boundary_of(content_type).encode("ascii")
+    reader = _ChunkReader(chunks)
+    separator = b"\r\n" + delimiter
+    # The preamble (usually none) up to the first boundary line.
+    while not reader.buffer.startswith(delimiter):
+        found = reader.buffer.find(separator)
+        if found >= 0:
+            del reader.buffer[:found + 2]
+            continue
+        if len(reader.buffer) > max_fields_bytes or not await reader.fill():
+            raise invalid("The body does not contain its boundary line (--boundary).")
+    del reader.buffer[:len(delimiter)]
+    fields: dict[str, str | list[str]] = {}
+    form = Form(fields)
+    for index in range(MAX_PARTS):
+        while len(reader.buffer) < 2 and await reader.fill():
+            pass
+        if reader.buffer.startswith(b"--"):
+            raise invalid("The form has no file part.")
+        line = await reader.until(b"\r\n", 80, "a boundary line")
+        if line.strip(b" \t"):
+            raise invalid("A boundary line is malformed.")
+        while len(reader.buffer) < 2 and await reader.fill():
+            pass
+        if reader.buffer.startswith(b"\r\n"):
+            raw_headers = b""
+            del reader.buffer[:2]
+        else:
+            raw_headers = await reader.until(b"\r\n\r\n", MAX_HEADER_BYTES, f"part {index}'s headers")
+        headers = _part_headers(raw_headers, index)
+        name, filename = _disposition(headers, index)
+        if filename is not None:
+            file_type = header_params(headers["content-type"])[0] if "content-type" in headers else ""
+            return StreamedForm(fields, name, filename, file_type if "/" in file_type else "application/octet-stream",
+                                reader, separator)
+        content = await reader.until(separator, MAX_FIELD_BYTES, f"field {name[:64]!r}")
+        _add_field(form, name, content)
+        if reader.seen > max_fields_bytes + len(reader.buffer):
+            raise invalid(f"The text fields before the file are longer than {max_fields_bytes} bytes.")
+    raise invalid(f"The form has more than {MAX_PARTS} parts.")

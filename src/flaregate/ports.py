@@ -218,6 +218,28 @@ class SecurityStoreClient(Protocol):
     async def call(self, op: str, args: dict[str, Any]) -> Any: ...
 
 
+class BlobStore(Protocol):
+    """Large objects written and read as streams (uploaded files, batch results): R2 on the
+    edge, a directory locally (shared by replicas). Never held whole in memory."""
+
+    async def put(self, name: str, chunks: AsyncIterator[bytes]) -> int:
+        """Store ``chunks`` under ``name`` (replacing it); returns the bytes written. An
+        exception from ``chunks`` leaves nothing stored under ``name``."""
+
+    async def open(self, name: str) -> AsyncIterator[bytes] | None:
+        """The object's bytes chunk by chunk, or None when there is none."""
+
+    async def delete(self, name: str) -> None: ...
+
+
+class JobStoreClient(Protocol):
+    """Reaches the job store (the files catalogue, batches and their per-line checkpoints) of
+    one owner: a Durable Object per gateway key on the edge, an in-process object over SQLite
+    locally. Arguments and results are JSON-able."""
+
+    async def call(self, owner: str, op: str, args: dict[str, Any]) -> Any: ...
+
+
 @dataclass(slots=True)
 class Ports:
     clock: Clock
@@ -233,3 +255,5 @@ class Ports:
     # poll plain state on their own timers instead of waiting on each other.
     cross_request_waits: bool = True
     warm_cache: WarmCacheStore | None = None  # None: the cache has no warm tier
+    blobs: BlobStore | None = None  # None (with jobs None): no Files and Batches API
+    jobs: JobStoreClient | None = None

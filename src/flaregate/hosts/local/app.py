@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from ...batches.store import JobStore
 from ...clock import SystemClock
 from ...config import Settings
 from ...errors import GatewayError
@@ -24,6 +25,8 @@ from ...routing.probes import HealthProber
 from ...security.keys import KeyRing
 from ...security.store import SecurityStore
 from . import redis_backend
+from .batch_worker import LocalBatchWorker, LocalJobClient
+from .blob_dir import DirectoryBlobStore
 from .files import private_dir
 from .host_stats import ProcessStats
 from .runtime import (
@@ -50,6 +53,18 @@ async def _relay(stream: AsyncIterator[bytes], send: Any) -> None:
     async for chunk in stream:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
+
+
+async def _body_chunks(receive: Any) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body"):
+            return
 
 
 async def _disconnect(receive: Any) -> None:
@@ -120,6 +135,11 @@ class LocalHost:
             security = redis_backend.RedisSecurityClient(self.redis, clock)
             self.hub_feed = redis_backend.RedisHubFeed(self.redis, self.hub)
             settings = redis_backend.uncached_key_lookups(settings)
+        # Files and batches: a directory (shared by replicas when they mount one) holding the
+        # blobs and the job store's own SQLite file (catalogue, batches, line checkpoints, leases).
+        files_dir = private_dir(Path(settings.batches.files_dir) if settings.batches.files_dir else data / "files")
+        self.job_storage = SqliteStorage(files_dir / "jobs.sqlite3")
+        jobs = LocalJobClient(JobStore(self.job_storage))
         ports = Ports(
             clock=clock,
             cache=cache,
@@ -129,12 +149,17 @@ class LocalHost:
             metrics_hub=LocalHubClient(self.hub, self.hub_feed),
             security=security,
             warm_cache=warm_cache,
+            blobs=DirectoryBlobStore(files_dir),
+            jobs=jobs,
         )
         self.gateway = Gateway(settings, ports, KeyRing(api_keys))
+        assert self.gateway.batches is not None
+        self.batch_worker = LocalBatchWorker(self.gateway.batches, jobs)
         self._prober: asyncio.Task[None] | None = None
         self._feed_task: asyncio.Task[None] | None = None
 
     async def aclose(self) -> None:
+        await self.batch_worker.stop()
         if self._prober is not None:
             self._prober.cancel()
         if self._feed_task is not None:
@@ -148,6 +173,7 @@ class LocalHost:
         if self.redis is not None:
             await self.redis.aclose()
         self.storage.close()
+        self.job_storage.close()
 
     # -- ASGI ----------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -163,6 +189,7 @@ class LocalHost:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.compaction.start()
+                self.batch_worker.start()  # resumes the batches a restart interrupted
                 if self.hub_feed is not None:  # fold every replica's events into this hub
                     self._feed_task = asyncio.ensure_future(self.hub_feed.run())
                 interval = self.settings.resilience.probe_interval_seconds
@@ -176,13 +203,13 @@ class LocalHost:
                 return
 
     @staticmethod
-    def _request(scope: Scope, body: bytes = b"") -> Request:
+    def _request(scope: Scope, body: bytes = b"", stream: AsyncIterator[bytes] | None = None) -> Request:
         headers = Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
         raw_query = scope.get("query_string", b"")
         query = dict(parse_qsl(raw_query.decode("latin-1")))
         client = scope.get("client")
         return Request(scope.get("method", "GET"), scope["path"], headers, body, query, client[0] if client else None,
-                       raw_query=raw_query.decode("utf-8", "surrogateescape"))
+                       raw_query=raw_query.decode("utf-8", "surrogateescape"), stream=stream)
 
     async def _read_body(self, scope: Scope, receive: Any) -> bytes | None:
         """The body, or None when it is over the limit (read no further than limit + 1)."""
@@ -206,6 +233,10 @@ class LocalHost:
         return b"".join(chunks)
 
     async def _http(self, scope: Scope, receive: Any, send: Any) -> None:
+        if self.gateway.streams_body(scope.get("method", "GET"), scope["path"]):  # an upload: read as it comes
+            response = await self.gateway.handle(self._request(scope, stream=_body_chunks(receive)))
+            await self._send(response, send)
+            return
         body = await self._read_body(scope, receive)
         if body is None:
             error = GatewayError(413, f"Request body exceeds {self.settings.max_body_bytes} bytes.",
