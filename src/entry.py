@@ -5,6 +5,7 @@ from typing import Any
 
 from workers import WorkerEntrypoint
 
+from durable_objects.batch_store import BatchStore
 from durable_objects.metrics_hub import MetricsHub
 from durable_objects.rate_limiter import RateLimiter
 from durable_objects.security_store import SecurityStore
@@ -16,4 +17,4 @@ class Default(WorkerEntrypoint):
         return await handle_fetch(request, self.env, self.ctx)
 
 
-__all__ = ["Default", "MetricsHub", "RateLimiter", "SecurityStore"]
+__all__ = ["BatchStore", "Default", "MetricsHub", "RateLimiter", "SecurityStore"]

@@ -92,7 +92,7 @@ class Gateway:
         self.cache_warming = CacheWarming(settings, ports, self.access, self._chat)
         cache_admin = CacheAdmin(self.caching, lambda: {"predictive": self.predictive.stats()})
         # The Files and Batches APIs, where the host offers a blob store and a job store.
-        self.batches = Batches(settings.batches, self.access, ports.jobs, ports.blobs, ports.clock, self._batch_line,
+        self.batches = Batches(settings.batches, self.access, ports.jobs, ports.blobs, ports.clock, self.batch_line,
                                settings.security.max_json_depth) \
             if ports.jobs is not None and ports.blobs is not None else None
         self._by_path = {spec.path: spec for spec in self.operations}
@@ -159,7 +159,7 @@ class Gateway:
         """A chat completion; ``principal`` set: on that key's behalf (cache warming)."""
         return await self.pipeline.run(chat.SPEC, request, out, acting=principal)
 
-    async def _batch_line(self, path: str, body: bytes, principal: Principal,
+    async def batch_line(self, path: str, body: bytes, principal: Principal,
                           batch_id: str) -> tuple[Response, dict[str, str]]:
         """One batch line as a request of the batch's key, through the same pipeline as the
         HTTP route: low priority under load shedding, tagged with its batch in the request log."""

@@ -24,7 +24,8 @@ from ...gateway import Gateway
 from ...http import Headers, Request, Response
 from ...observability.logs import configure_logging
 from ...ports import Ports
-from . import event_loop, rpc
+from . import batches, event_loop, rpc
+from .blobs import R2BlobStore
 from .console_log import ConsoleHandler
 from .objects import SUBPROTOCOL_HEADER
 from .ports import (
@@ -90,12 +91,18 @@ def gateway_for(env: Any) -> Gateway:
             ai=WorkersAiBinding(lambda: current().env.AI) if hasattr(env, "AI") else None,
             cross_request_waits=False,
             warm_cache=CacheApiStore(),  # the warm tier: caches.default of this data centre
+            # Files in R2 and each key's batches in a Durable Object, where both are bound.
+            blobs=R2BlobStore("FILES") if hasattr(env, "FILES") and hasattr(env, batches.BINDING) else None,
+            jobs=batches.DurableJobStore() if hasattr(env, "FILES") and hasattr(env, batches.BINDING) else None,
         )
         settings = settings_from_vars(found)
         # Once per isolate (and per change of the variables): JSON lines on stderr, which
         # reach Workers logs, at LOG_LEVEL, with every configured secret redacted.
         configure_logging(settings, handler=ConsoleHandler())
-        _cached = (key, Gateway(settings, ports))
+        gateway = Gateway(settings, ports)
+        if gateway.batches is not None:  # a batch created or polled arms its object's alarm
+            gateway.batches.wake = lambda owner, batch_id: ports.tasks.run(batches.wake(owner, batch_id))
+        _cached = (key, gateway)
     _cached_env_id = env_id
     return _cached[1]
 
@@ -125,7 +132,7 @@ async def _handle(request: Any, env: Any) -> Any:
         log.error("invalid configuration: %s", exc)  # details in the log, not in the body
         raise GatewayError(500, "The gateway is misconfigured.", type="api_error",
                            code="configuration_error") from None
-    core = await _to_core(request, gateway.settings.max_body_bytes)
+    core = await _to_core(request, gateway.settings.max_body_bytes, gateway.streams_body)
     if core.method == "GET" and core.path == "/ws":
         subprotocol = gateway.authorize_admin(core)  # synchronous: nothing to forget to await
         if (core.headers.get("upgrade") or "").lower() != "websocket":
@@ -140,12 +147,15 @@ async def _handle(request: Any, env: Any) -> Any:
     return await gateway.handle(core)
 
 
-async def _to_core(request: Any, max_body: int) -> Request:
+async def _to_core(request: Any, max_body: int, streams_body: Any = None) -> Request:
     split = urlsplit(str(request.url))
     method = str(request.method).upper()
     headers = Headers(js_headers(request.js_object.headers))
     body = b""
-    if method not in ("GET", "HEAD"):
+    stream = None
+    if streams_body is not None and streams_body(method, split.path or "/"):  # an upload: read as it comes
+        stream = _body_chunks(request.js_object.body)
+    elif method not in ("GET", "HEAD"):
         declared = headers.get("content-length") or ""
         if declared.isdigit():
             # Refuse a declared oversize body without buffering it; a declared length is
@@ -166,7 +176,19 @@ async def _to_core(request: Any, max_body: int) -> Request:
         query=dict(parse_qsl(split.query, keep_blank_values=True)),
         client_ip=headers.get("cf-connecting-ip"),
         raw_query=split.query,
+        stream=stream,
     )
+
+
+async def _body_chunks(stream: Any) -> AsyncIterator[bytes]:
+    if stream is None:
+        return
+    reader = stream.getReader()
+    while True:
+        result = await reader.read()
+        if result.done:
+            return
+        yield bytes(result.value.to_bytes())
 
 
 async def _read_capped(request: Any, max_body: int) -> bytes:
