@@ -308,3 +308,48 @@ def test_batch_bad_requests_are_4xx(server):
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_multipart"
     assert httpx.get(server.base_url + "/v1/batches/batch_nope", headers=headers, timeout=10).status_code == 404
     assert httpx.get(server.base_url + "/v1/files", timeout=10).status_code == 401
+
+
+def test_a_large_upload_streams_through_and_the_quota_is_per_key(upstream, tmp_path):
+    """12 MiB: more than one 5 MiB part, so on the edge an R2 multipart upload; the quota
+    (20 MiB) refuses the second one with a 413 and keeps the other key's room whole."""
+    env = upstream_env(upstream.base_url, FLAREGATE_API_KEYS=f"{GATEWAY_KEY},{OTHER_KEY}",
+                       FILES_QUOTA_BYTES=str(20 << 20))
+    big = os.urandom(6 << 20) * 2
+    with run_gateway(tmp_path, env) as gw:
+        mine = sdk(gw)
+        created = mine.files.create(file=("big.bin", io.BytesIO(big)), purpose="user_data")
+        assert created.bytes == len(big)
+        assert mine.files.content(created.id).content == big
+        with pytest.raises(openai.APIStatusError) as refused:
+            mine.files.create(file=("again.bin", io.BytesIO(big)), purpose="user_data")
+        assert refused.value.status_code == 413 and refused.value.body["code"] == "storage_quota_exceeded"
+        assert [f.id for f in mine.files.list()] == [created.id]  # the refused upload left nothing
+        assert sdk(gw, OTHER_KEY).files.create(file=("theirs.bin", io.BytesIO(big)), purpose="user_data").bytes \
+            == len(big)
+        mine.files.delete(created.id)
+        assert mine.files.create(file=("after.bin", io.BytesIO(big)), purpose="user_data").bytes == len(big)
+
+
+def test_a_batch_leaves_the_keys_interactive_traffic_its_share(slow_upstream, tmp_path):
+    """A bucket of 20 requests refilled at 4 a second; the batch may use half of it
+    (BATCH_MAX_SHARE=0.5): interactive requests at 2 a second all get through while it runs."""
+    slow_upstream.reset()
+    env = _slow_env(slow_upstream, RATE_LIMIT_CAPACITY="20", RATE_LIMIT_REFILL_PER_SECOND="4",
+                    BATCH_CONCURRENCY="2", BATCH_MAX_SHARE="0.5")
+    with run_gateway(tmp_path, env) as gw:
+        client = sdk(gw)
+        lines = [chat_line(f"s-{i}") for i in range(40)]
+        batch = client.batches.create(input_file_id=upload(client, jsonl(lines)).id, endpoint=CHAT,
+                                      completion_window="24h")
+        statuses = []
+        while True:
+            answer = httpx.post(gw.base_url + CHAT, json=chat_line(f"live-{len(statuses)}")["body"], timeout=30,
+                                headers={"authorization": f"Bearer {GATEWAY_KEY}"})
+            statuses.append(answer.status_code)
+            current = client.batches.retrieve(batch.id)
+            if current.status in FINAL:
+                break
+            time.sleep(0.5)
+        assert current.status == "completed" and current.request_counts.completed == 40, current
+        assert len(statuses) >= 3 and set(statuses) == {200}, statuses

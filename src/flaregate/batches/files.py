@@ -70,6 +70,14 @@ class Files:
                                                                                "now": self._now()})
         return row
 
+    async def sweep(self, owner: str) -> int:
+        """Forget expired files (up to 100 at a time) and delete their bytes: run before each
+        upload (the quota must not count them) and, locally, now and then."""
+        expired = await self.jobs.call(owner, "files.expired", {"now": self._now(), "limit": 100})
+        for file_id in expired:
+            await self.blobs.delete(file_id)
+        return len(expired)
+
     # -- upload ------------------------------------------------------------------------------
     async def _upload(self, request: Request, out: dict[str, str]) -> Response:
         owner = (await self.access.authenticate(request)).key_id
@@ -86,6 +94,7 @@ class Files:
             raise bad_request(f"'purpose' must be one of {', '.join(sorted(UPLOADABLE))}.", param="purpose",
                               code="invalid_purpose")
         now = self._now()
+        await self.sweep(owner)
         expires_at = self._expiry(form.fields, purpose, now)
         file_id = "file-" + secrets.token_hex(12)
         filename = form.filename[:256] or "upload"

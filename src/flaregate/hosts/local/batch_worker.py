@@ -57,6 +57,7 @@ class LocalBatchWorker:
             try:
                 for batch in await self._jobs.call("", "batches.active", {}):
                     self.wake(batch["owner"], batch["id"])
+                await self._batches.files.sweep("")  # one store holds every key's files
             except Exception:
                 log.warning("the batch sweep failed", exc_info=True)
             await asyncio.sleep(every)
