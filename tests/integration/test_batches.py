@@ -353,3 +353,24 @@ def test_a_batch_leaves_the_keys_interactive_traffic_its_share(slow_upstream, tm
             time.sleep(0.5)
         assert current.status == "completed" and current.request_counts.completed == 40, current
         assert len(statuses) >= 3 and set(statuses) == {200}, statuses
+
+
+@pytest.mark.skipif(TARGET == "edge", reason="replicas sharing a files directory are the standalone server's "
+                    "(on the edge one Durable Object per key runs its batches)")
+def test_two_replicas_sharing_the_files_directory_run_each_line_once(slow_upstream, tmp_path):
+    slow_upstream.reset()
+    slow_upstream.add_faults({"kind": "delay", "seconds": 0.1, "path": CHAT, "times": -1})
+    env = _slow_env(slow_upstream, FLAREGATE_FILES_DIR=str(tmp_path / "shared"))
+    lines = [chat_line(f"p-{i}") for i in range(20)]
+    try:
+        with run_gateway(tmp_path / "a", env) as first, run_gateway(tmp_path / "b", env) as second:
+            source = upload(sdk(first), jsonl(lines))
+            assert sdk(second).files.retrieve(source.id).bytes == source.bytes  # one catalogue
+            batch = sdk(second).batches.create(input_file_id=source.id, endpoint=CHAT, completion_window="24h")
+            done = wait_for(sdk(first), batch.id)  # either replica may run it; both poll it
+            assert done.status == "completed" and done.request_counts.completed == 20
+            output = results(sdk(second), done.output_file_id)
+            assert sorted(r["custom_id"] for r in output) == sorted(line["custom_id"] for line in lines)
+            assert slow_upstream.stats()["calls"].get(CHAT) == 20  # the lease: one runner, each line sent once
+    finally:
+        slow_upstream.reset()

@@ -1,19 +1,27 @@
-"""Fuzzing the request parser (``Gateway.handle``) and the admin API with malformed
-bodies, headers, paths and methods: never a 5xx, never an unhandled exception, always an
-OpenAI-style error. About 3 000 examples in all; derandomised so CI runs are repeatable."""
+"""Fuzzing the request parser (``Gateway.handle``), the admin API and batch input files
+(JSONL lines) with malformed bodies, headers, paths, methods and lines: never a 5xx, never
+an unhandled exception, always an OpenAI-style error. About 3 000 examples in all;
+derandomised so CI runs are repeatable."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flaregate.batches.store import JobStore
+from flaregate.gateway import Gateway
+from flaregate.hosts.local.batch_worker import LocalJobClient
+from flaregate.hosts.local.blob_dir import DirectoryBlobStore
 from flaregate.http import Headers, Request
+from flaregate.multipart import Upload, encode_form
 from flaregate.providers.mock import StaticResponse
 from flaregate.security.signing import sign_request
+from tests.support.fakes import MemorySql
 from tests.support.security import ADMIN_KEY, CONFIG_KEY, SecureRig
 
 FUZZ = settings(max_examples=750, deadline=None, derandomize=True,
@@ -189,6 +197,70 @@ def test_fuzz_signed_admin_requests_with_mangled_signature_headers():
         signed = sign_request(ADMIN_KEY, "POST", "/admin/keys", body, timestamp=ts)
         hs = {"content-type": "application/json", "authorization": f"Bearer {ADMIN_KEY}", **signed, **mangle}
         rig.run(Request("POST", "/admin/keys", Headers(hs), body))
+
+    run()
+    assert not errors.records
+
+
+# -- the Files and Batches APIs: JSONL lines as attack input ----------------------------------
+
+batch_line = st.one_of(
+    st.fixed_dictionaries({"custom_id": st.one_of(st.sampled_from(["a", "b", "c", ""]), json_value),
+                           "method": st.one_of(st.just("POST"), json_value),
+                           "url": st.one_of(st.sampled_from(["/v1/chat/completions", "/v1/embeddings", ""]),
+                                            json_value),
+                           "body": st.one_of(chat_body, json_value)},
+                          optional={"extra": json_value}).map(lambda v: json.dumps(v).encode()),
+    json_value.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=120).filter(lambda b: b"\n" not in b),
+    st.integers(1, 40).map(lambda n: b"[" * n * 10),
+)
+
+
+def test_fuzz_batch_input_files_never_crash_the_runner_nor_answer_a_5xx(tmp_path):
+    rig = Rig({"BATCH_LINE_MAX_BYTES": "2000"})
+    jobs = LocalJobClient(JobStore(MemorySql()))
+    ports = dataclasses.replace(rig.secure.gateway.ports, blobs=DirectoryBlobStore(tmp_path), jobs=jobs)
+    gateway = rig.secure.gateway = Gateway(rig.secure.settings, ports)
+    assert gateway.batches is not None
+    errors = watch_errors()
+    auth = ("authorization", f"Bearer {CONFIG_KEY}")
+
+    async def one(lines: list[bytes], separator: bytes) -> None:
+        ctype, form = encode_form([("purpose", "batch")], [("file", Upload("in.jsonl", "application/jsonl",
+                                                                             separator.join(lines)))])
+        uploaded = await gateway.handle(Request("POST", "/v1/files", Headers([("content-type", ctype), auth]), form))
+        assert uploaded.status == 200, uploaded.body
+        file_id = json.loads(uploaded.body)["id"]
+        body = json.dumps({"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+        created = await gateway.handle(Request("POST", "/v1/batches", Headers([("content-type", "application/json"),
+                                                                               auth]), body.encode()))
+        assert created.status == 200, created.body
+        batch_id = json.loads(created.body)["id"]
+        owner = (await jobs.call("", "batches.get", {"id": batch_id}))["_owner"]
+        assert await gateway.batches.runner.run(owner, batch_id, "fuzz")
+        await rig.secure.tasks.drain()
+        done = await jobs.call("", "batches.get", {"id": batch_id})
+        assert done["status"] in ("completed", "failed"), done
+        counts = done["request_counts"]
+        if done["status"] == "failed":
+            assert done["errors"]["data"] and all(set(e) == {"code", "message", "param", "line"}
+                                                  for e in done["errors"]["data"])
+        else:
+            assert counts["total"] == counts["completed"] + counts["failed"]
+            for field in ("output_file_id", "error_file_id"):
+                if done[field]:
+                    content = await gateway.handle(Request("GET", f"/v1/files/{done[field]}/content",
+                                                           Headers([auth]), params={"file_id": done[field]}))
+                    chunks = b"".join([c async for c in content.body])  # type: ignore[union-attr]
+                    for row in chunks.splitlines():
+                        assert set(json.loads(row)) == {"id", "custom_id", "response", "error"}
+
+    @settings(max_examples=150, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(lines=st.lists(batch_line, min_size=0, max_size=6), separator=st.sampled_from([b"\n", b"\r\n", b"\n\n"]))
+    def run(lines, separator):
+        rig.loop.run_until_complete(one(lines, separator))
 
     run()
     assert not errors.records
