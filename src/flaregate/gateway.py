@@ -26,7 +26,7 @@ from .console.endpoints import Observability
 from .errors import GatewayError
 from .guardrails import Guardrails
 from .http import Headers, Request, Response, json_response
-from .metadata.tags import METADATA_HEADER
+from .metadata.tags import MAX_TAGS, METADATA_HEADER
 from .observability import tracing
 from .observability.alerts import Alerts
 from .observability.analytics import Analytics
@@ -163,8 +163,10 @@ class Gateway:
                           batch_id: str) -> tuple[Response, dict[str, str]]:
         """One batch line as a request of the batch's key, through the same pipeline as the
         HTTP route: low priority under load shedding, tagged with its batch in the request log."""
-        headers = Headers([("content-type", "application/json"), ("x-flaregate-priority", "low"),
-                           (METADATA_HEADER, json.dumps({"batch_id": batch_id}))])
+        pairs = [("content-type", "application/json"), ("x-flaregate-priority", "low")]
+        if len(principal.policy.tags or {}) < MAX_TAGS:  # a key already at the most tags keeps its own
+            pairs.append((METADATA_HEADER, json.dumps({"batch_id": batch_id})))
+        headers = Headers(pairs)
         out = {"x-request-id": tracing.request_id(None), "traceparent": tracing.child_traceparent(None)}
         response = await self.pipeline.run(self._by_path[path], Request("POST", path, headers, body), out,
                                            acting=principal)

@@ -374,3 +374,27 @@ def test_two_replicas_sharing_the_files_directory_run_each_line_once(slow_upstre
             assert slow_upstream.stats()["calls"].get(CHAT) == 20  # the lease: one runner, each line sent once
     finally:
         slow_upstream.reset()
+
+
+def test_an_embeddings_batch_runs_on_its_endpoint(server):
+    client = sdk(server)
+    lines = [{"custom_id": f"e-{i}", "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": "gpt-test", "input": f"text {i}"}} for i in range(3)]
+    batch = client.batches.create(input_file_id=upload(client, jsonl(lines)).id, endpoint="/v1/embeddings",
+                                  completion_window="24h")
+    done = wait_for(client, batch.id)
+    assert done.status == "completed" and done.request_counts.completed == 3, done
+    output = results(client, done.output_file_id)
+    assert {r["custom_id"] for r in output} == {"e-0", "e-1", "e-2"}
+    assert all(r["response"]["body"]["data"][0]["embedding"] for r in output)
+
+
+def test_a_responses_batch_runs_on_its_endpoint(server):
+    client = sdk(server)
+    lines = [{"custom_id": f"r-{i}", "method": "POST", "url": "/v1/responses",
+              "body": {"model": "mock-1", "input": f"say {i}"}} for i in range(2)]
+    batch = client.batches.create(input_file_id=upload(client, jsonl(lines)).id, endpoint="/v1/responses",
+                                  completion_window="24h")
+    done = wait_for(client, batch.id)
+    assert done.status == "completed" and done.request_counts.completed == 2, (done, results(client, done.error_file_id))
+    assert {r["response"]["body"]["object"] for r in results(client, done.output_file_id)} == {"response"}
