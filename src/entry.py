@@ -5,6 +5,7 @@ from typing import Any
 
 from workers import WorkerEntrypoint
 
+from durable_objects.batch_lane import BatchLane
 from durable_objects.batch_store import BatchStore
 from durable_objects.metrics_hub import MetricsHub
 from durable_objects.rate_limiter import RateLimiter
@@ -17,4 +18,4 @@ class Default(WorkerEntrypoint):
         return await handle_fetch(request, self.env, self.ctx)
 
 
-__all__ = ["BatchStore", "Default", "MetricsHub", "RateLimiter", "SecurityStore"]
+__all__ = ["BatchLane", "BatchStore", "Default", "MetricsHub", "RateLimiter", "SecurityStore"]

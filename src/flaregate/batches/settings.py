@@ -34,15 +34,15 @@ class BatchSettings(BaseModel):
     max_files: int = Field(default=1000, ge=1)  # files one key may hold at once
     max_lines: int = Field(default=50_000, ge=1)  # OpenAI's limit per batch
     line_max_bytes: int = Field(default=1_000_000, ge=64)  # one JSONL line (its request body)
-    # Lines of one batch in flight at once (on the edge: per alarm slice, at most 6 calls
-    # wait for headers in one invocation, so a slice fans out over the Worker itself).
+    # Lines of one batch in flight at once (on the edge at most 6 calls wait for headers in
+    # one invocation, so they are fanned out over lanes of 5: hosts/edge/batch_object.py).
     concurrency: int = Field(default=4, ge=1, le=64)
     # The fraction of the key's request limit a batch may use: it pauses while fewer than
     # (1 - max_share) of the key's requests remain, leaving those to interactive traffic.
     max_share: float = Field(default=0.5, gt=0.0, le=1.0)
     lease_seconds: float = Field(default=30.0, ge=1.0)  # a runner that died lets go after this
     max_rate_limit_waits: int = Field(default=1000, ge=0)  # 429 waits per line before it fails
-    slice_lines: int = Field(default=16, ge=1, le=256)  # lines per edge alarm run
+    slice_lines: int = Field(default=64, ge=1, le=1000)  # lines per edge alarm run
     files_dir: str | None = None  # local host: where files and the job store live (default: DATA_DIR/files)
 
 
