@@ -13,7 +13,8 @@ RUN mkdir -p src/flaregate && printf '__version__ = "0"\n' > src/flaregate/__ini
 
 COPY src/ src/
 RUN pip install --no-deps . \
- && useradd --system --uid 10001 --home-dir /data --create-home flaregate
+ && useradd --system --uid 10001 --home-dir /data --create-home flaregate \
+ && install -d -o flaregate -m 0700 /files
 
 USER 10001
 WORKDIR /data

@@ -138,6 +138,9 @@ class LocalHost:
         # Files and batches: a directory (shared by replicas when they mount one) holding the
         # blobs and the job store's own SQLite file (catalogue, batches, line checkpoints, leases).
         files_dir = private_dir(Path(settings.batches.files_dir) if settings.batches.files_dir else data / "files")
+        if settings.redis_url is not None and settings.batches.files_dir is None:
+            log.warning("replicas over Redis share files and batches only through one FLAREGATE_FILES_DIR "
+                        "they all mount; this one keeps its own under its data dir (docs/batches.md)")
         self.job_storage = SqliteStorage(files_dir / "jobs.sqlite3")
         jobs = LocalJobClient(JobStore(self.job_storage))
         ports = Ports(
