@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 
+from flaregate.security.signing import sign_request
 from tests.support.mock_upstream import MockUpstreamProcess
 
 from .conftest import ADMIN_KEY, GATEWAY_KEY, TARGET, run_gateway, upstream_env
@@ -398,3 +399,36 @@ def test_a_responses_batch_runs_on_its_endpoint(server):
     done = wait_for(client, batch.id)
     assert done.status == "completed" and done.request_counts.completed == 2, (done, results(client, done.error_file_id))
     assert {r["response"]["body"]["object"] for r in results(client, done.output_file_id)} == {"response"}
+
+
+def _admin(server, method: str, path: str, body=None) -> httpx.Response:
+    raw = b"" if body is None else json.dumps(body).encode()
+    headers = {"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json",
+               **sign_request(ADMIN_KEY, method, path, raw)}
+    return httpx.request(method, server.base_url + path, content=raw, headers=headers, timeout=10)
+
+
+def test_a_key_revoked_mid_batch_stops_its_batch(slow_upstream, tmp_path):
+    slow_upstream.reset()
+    slow_upstream.add_faults({"kind": "delay", "seconds": 0.2, "path": CHAT, "times": -1})
+    try:
+        with run_gateway(tmp_path, _slow_env(slow_upstream)) as gw:
+            created = _admin(gw, "POST", "/admin/keys", {"name": "batcher"})
+            assert created.status_code == 201, created.text
+            stored = created.json()
+            client = sdk(gw, stored["key"])
+            lines = [chat_line(f"v-{i}") for i in range(150)]
+            batch = client.batches.create(input_file_id=upload(client, jsonl(lines)).id, endpoint=CHAT,
+                                          completion_window="24h")
+            wait_for(client, batch.id, lambda b: b.request_counts.completed >= 2)
+            assert _admin(gw, "DELETE", f"/admin/keys/{stored['id']}").status_code == 200
+            # The runner looks the key up again for every page of lines (and each edge lane per
+            # line): the batch stops sending soon, far short of its 150 lines.
+            sent, deadline = -1, time.monotonic() + 60
+            while (now := slow_upstream.stats()["calls"].get(CHAT, 0)) != sent:
+                sent = now
+                assert time.monotonic() < deadline, "the batch of a revoked key kept sending"
+                time.sleep(2)
+            assert sent < 120, sent
+    finally:
+        slow_upstream.reset()

@@ -37,7 +37,8 @@ LineRunner = Callable[[str, bytes, Principal, str], Awaitable[tuple[Response, di
 PrincipalLookup = Callable[[str, str], Awaitable[Principal | None]]
 Sleep = Callable[[float], Awaitable[None]]
 
-RESULT_PAGE = 200
+RESULT_PAGE = 200  # output lines written per store read
+LINE_PAGE = 50  # lines taken per store read (a revoked key stops its batch within one)
 MAX_RESULT_BYTES = 1_900_000  # a checkpoint row stays within a Durable Object's 2 MB row
 _RATE_LIMITED = frozenset({"rate_limit_exceeded", "upstream_rate_limited", "overloaded"})
 
@@ -157,20 +158,19 @@ class BatchRunner:
         batch_id, endpoint = batch["id"], batch["endpoint"]
         principal = await self.principal_of(owner, endpoint)
         if principal is None:
-            await self.jobs.call(owner, "lines.fail_pending", {"batch_id": batch_id, "result": _error_result(
-                "invalid_api_key", "The batch's gateway key is no longer usable (revoked, expired or not allowed "
-                "this endpoint).")})
+            await self._key_gone(owner, batch_id)
             return True
         state = _RunState()
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=self.settings.concurrency * 2)
-        workers = [asyncio.ensure_future(self._worker(owner, batch_id, endpoint, principal, queue, state))
+        state.principal = principal
+        workers = [asyncio.ensure_future(self._worker(owner, batch_id, endpoint, queue, state))
                    for _ in range(self.settings.concurrency)]
         taken = 0
         exhausted = False
         try:
             after = -1
             while not state.stop:
-                limit = RESULT_PAGE if max_lines is None else min(RESULT_PAGE, max_lines - taken)
+                limit = LINE_PAGE if max_lines is None else min(LINE_PAGE, max_lines - taken)
                 if limit <= 0:
                     break
                 page = await self.jobs.call(owner, "lines.pending", {"batch_id": batch_id, "after": after,
@@ -185,6 +185,12 @@ class BatchRunner:
                 if self.clock.now() >= current["expires_at"]:
                     state.stop = "expired"
                     break
+                if after >= 0:  # a key revoked mid-batch stops it within a page of lines
+                    found = await self.principal_of(owner, endpoint)
+                    if found is None:
+                        state.stop = "revoked"
+                        break
+                    state.principal = found
                 for line in page:
                     if state.stop:
                         break
@@ -203,11 +209,19 @@ class BatchRunner:
                 "batch_expired", "This line was not run before the batch's completion window ended.")})
             await self._update(owner, batch_id, {"_ending": "expired"})
             return True
+        if state.stop == "revoked":
+            await self._key_gone(owner, batch_id)
+            return True
         if state.stop == "cancelled":
             return True
         return exhausted
 
-    async def _worker(self, owner: str, batch_id: str, endpoint: str, principal: Principal,
+    async def _key_gone(self, owner: str, batch_id: str) -> None:
+        await self.jobs.call(owner, "lines.fail_pending", {"batch_id": batch_id, "result": _error_result(
+            "invalid_api_key", "The batch's gateway key is no longer usable (revoked, expired or not allowed this "
+            "endpoint).")})
+
+    async def _worker(self, owner: str, batch_id: str, endpoint: str,
                       queue: asyncio.Queue[dict[str, Any] | None], state: _RunState) -> None:
         while True:
             line = await queue.get()
@@ -219,7 +233,8 @@ class BatchRunner:
                 state.stop = state.stop or "cancelled"
                 continue
             try:
-                result, ok = await self._one(endpoint, line, principal, batch_id, state)
+                assert state.principal is not None
+                result, ok = await self._one(endpoint, line, state.principal, batch_id, state)
             except _Stop:
                 continue
             except Exception:
@@ -305,9 +320,10 @@ class BatchRunner:
 class _RunState:
     """What the workers of one run share: why they stop, and until when they pause."""
 
-    __slots__ = ("stop", "budget_result", "paused_until")
+    __slots__ = ("stop", "budget_result", "paused_until", "principal")
 
     def __init__(self) -> None:
+        self.principal: Principal | None = None  # the batch key's, looked up again each page
         self.stop = ""
         self.budget_result = ""
         self.paused_until = 0.0
