@@ -265,7 +265,8 @@ def _listing_ports() -> Ports:
     unused = cast(Any, _Unused)
     return Ports(clock=SystemClock(), cache=unused("cache"), upstream=unused("upstream"),
                  tasks=unused("tasks"), rate_limiter=unused("rate_limiter"),
-                 metrics_hub=unused("metrics_hub"), security=unused("security"))
+                 metrics_hub=unused("metrics_hub"), security=unused("security"), blobs=unused("blobs"),
+                 jobs=unused("jobs"))
 
 
 def package_routes(gateway: Any) -> list[Route]:
