@@ -59,7 +59,7 @@ def _error_result(code: str, message: str) -> str:
 
 
 class _Stop(Exception):
-    """The batch stops taking lines (cancelled, expired, lease lost)."""
+    """The batch stops taking lines (cancelled, expired, its key or its lease lost)."""
 
 
 class BatchRunner:
@@ -72,6 +72,7 @@ class BatchRunner:
         self.run_line = run_line
         self.principal_of = principal_of
         self.sleep = sleep
+        self._lost_leases: set[str] = set()  # batches another holder took over from this one
 
     async def _update(self, owner: str, batch_id: str, changes: dict[str, Any],
                       from_statuses: list[str] | None = None) -> dict[str, Any] | None:
@@ -90,6 +91,7 @@ class BatchRunner:
         lease = self.settings.lease_seconds
         if not await self._claim(owner, batch_id, holder):
             return False
+        self._lost_leases.discard(batch_id)
         renew = asyncio.ensure_future(self._renew(owner, batch_id, holder, lease))
         try:
             return await self._advance(owner, batch_id, holder, max_lines)
@@ -107,7 +109,12 @@ class BatchRunner:
         while True:
             await asyncio.sleep(lease / 3)
             try:
-                await self._claim(owner, batch_id, holder)
+                if not await self._claim(owner, batch_id, holder):
+                    # Held past its lease (a pause longer than it): another runner has the
+                    # batch now, so this one stops taking lines.
+                    log.warning("batch %s: the lease went to another runner; this one stops", batch_id)
+                    self._lost_leases.add(batch_id)
+                    return
             except Exception:
                 log.warning("renewing the lease of batch %s failed", batch_id, exc_info=True)
 
@@ -209,6 +216,8 @@ class BatchRunner:
                 "batch_expired", "This line was not run before the batch's completion window ended.")})
             await self._update(owner, batch_id, {"_ending": "expired"})
             return True
+        if state.stop == "lease_lost":
+            return False  # not finished by this runner: the one that holds the lease finishes it
         if state.stop == "revoked":
             await self._key_gone(owner, batch_id)
             return True
@@ -228,6 +237,9 @@ class BatchRunner:
             if line is None:
                 return
             if state.stop:
+                continue
+            if batch_id in self._lost_leases:
+                state.stop = "lease_lost"
                 continue
             if await self.jobs.call(owner, "batches.status", {"id": batch_id}) != "in_progress":
                 state.stop = state.stop or "cancelled"

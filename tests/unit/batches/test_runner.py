@@ -178,3 +178,32 @@ def test_a_slice_runs_at_most_its_lines_and_the_next_run_resumes_without_repeats
     assert finished == [False, False, True, True]  # 3 + 3 + 1, then nothing left to do
     assert sorted(script.calls) == sorted(f"s{i}" for i in range(7))  # each sent once
     assert len(output) == 7 and done["status"] == "completed"
+
+
+def test_a_runner_that_lost_its_lease_stops_and_leaves_the_batch_to_the_new_holder(tmp_path):
+    clock, jobs, blobs, script, runner = _rig(tmp_path, {}, concurrency=1, lease_seconds=1.0)
+    original = script.__call__
+    started = asyncio.Event()
+
+    async def slow(endpoint, body, principal, batch_id):
+        await asyncio.sleep(0.05)  # real time: the lease renewal (every lease / 3 s) runs meanwhile
+        answer = await original(endpoint, body, principal, batch_id)
+        if len(script.calls) >= 2:
+            started.set()
+        return answer
+
+    runner.run_line = slow
+
+    async def go():
+        batch_id = await _start(clock, jobs, blobs, [f"l{i}" for i in range(200)])
+        task = asyncio.ensure_future(runner.run("k", batch_id, "a"))
+        await started.wait()
+        clock.advance(10)  # a paused past its lease: b takes the batch over
+        assert await jobs.call("k", "lease.claim", {"id": batch_id, "holder": "b", "now": clock.now(),
+                                                    "until": clock.now() + 1000})
+        finished = await asyncio.wait_for(task, 10)
+        return finished, await jobs.call("k", "batches.get", {"id": batch_id})
+
+    finished, batch = asyncio.run(go())
+    assert finished is False and batch["status"] == "in_progress"
+    assert len(script.calls) < 200  # it stopped sending; b's run finishes the rest
