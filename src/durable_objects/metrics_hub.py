@@ -1,4 +1,5 @@
-"""The MetricsHub Durable Object: the single ("global") aggregator and WebSocket hub.
+"""The MetricsHub Durable Object: the aggregator and WebSocket hub; with ``HUB_SHARDS`` > 1
+one of N shards ("global", "shard-1", ...), the first holding the sockets.
 
 Its alarm drives both the metrics ticks and the retention compaction (one alarm slot;
 the hub keeps the earliest wake-up), so no cron trigger is needed."""
@@ -17,10 +18,10 @@ class MetricsHub(DurableObject):
         self._body = objects.MetricsHubBody(self.ctx, self.env)
 
     async def fetch(self, request: Any) -> Any:  # GET /ws, already authorised by the Worker
-        return self._body.accept(request)
+        return await self._body.accept(request)
 
     async def webSocketMessage(self, ws: Any, message: Any) -> None:
-        self._body.on_message(ws, message)
+        await self._body.on_message(ws, message)
 
     async def webSocketClose(self, ws: Any, code: int, reason: str, wasClean: bool) -> None:
         objects.close_quietly(ws, code, reason)
@@ -51,6 +52,10 @@ class MetricsHub(DurableObject):
     @json_method
     async def prometheus(self) -> str:
         return self._body.hub.prometheus()
+
+    @json_method
+    async def parts(self, view: str, arg: str | None = None) -> dict[str, Any]:
+        return self._body.hub.parts(str(view), str(arg) if arg else None)
 
     @json_method
     async def logs(self, params: dict[str, str]) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from .routing.resilience import RESILIENCE_VARS, ResiliencePolicy, resilience_fr
 from .routing.settings import WILDCARD_ROUTE, RouteConfig, RouteTarget
 from .security.secret_strength import production_secret_problems
 from .security.settings import SecuritySettings
+from .sharding import ShardSettings
 
 # Every variable the gateway reads; hosts use this list to pick values out of their env.
 KNOWN_VARS = (
@@ -97,7 +98,10 @@ KNOWN_VARS = (
     # request logs (issue 16)
     "LOG_RETENTION_DEBUG_SECONDS", "LOG_RETENTION_INFO_SECONDS", "LOG_RETENTION_WARN_SECONDS",
     "LOG_RETENTION_ERROR_SECONDS", "LOG_BODIES", "LOG_BODY_MAX_BYTES", "LOG_PRIVATE_ROUTES",
-    "LOG_UNAUTHENTICATED_MAX_RECORDS", "LOG_UNAUTHENTICATED_RETENTION_SECONDS",
+    "LOG_UNAUTHENTICATED_MAX_RECORDS", "LOG_UNAUTHENTICATED_RETENTION_SECONDS", "LOG_MAX_BYTES",
+    "LOG_SAMPLE_INFO_PER_SECOND",
+    # sharded objects (issue 31)
+    "HUB_SHARDS", "HUB_PUBLISH_TIMEOUT_SECONDS", "HUB_BUFFER_BATCHES", "SECURITY_SHARDS", "SECURITY_SHARDS_PREVIOUS",
     *EXPORT_VARS,  # OpenTelemetry and Datadog exporters (observability/export/settings.py)
     # load shedding (overload/)
     "LOAD_SHEDDING", "SHED_INITIAL_LIMIT", "SHED_MIN_LIMIT", "SHED_MAX_LIMIT", "SHED_SLOW_AFTER_SECONDS",
@@ -140,6 +144,7 @@ class Settings(_Model):
     upstream_timeout_seconds: PositiveFloat = 60.0
     resilience: ResiliencePolicy = ResiliencePolicy()
     security: SecuritySettings = SecuritySettings()
+    shards: ShardSettings = ShardSettings()
     redis_url: SecretStr | None = None  # local host only: state shared by replicas; unset: SQLite
     # Observability (the admin key above also opens /ws, /metrics and /v1/analytics).
     analytics_batch_size: int = Field(default=50, ge=1, le=1000)
@@ -376,6 +381,11 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
                 raise ConfigError(f"{var}: must be a JSON list of policies")
             data[field] = policies
     data["security"] = _security(vars)
+    shards = set_fields(vars, {"HUB_SHARDS": "hub_shards", "HUB_PUBLISH_TIMEOUT_SECONDS": "hub_publish_timeout_seconds",
+                               "HUB_BUFFER_BATCHES": "hub_buffer_batches", "SECURITY_SHARDS": "security_shards",
+                               "SECURITY_SHARDS_PREVIOUS": "security_shards_previous"})
+    if shards:
+        data["shards"] = shards
 
     cache = _cache(vars, route_ttls, route_key_tags)
     if cache:
@@ -396,7 +406,9 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     if vars.get("LOG_BODY_MAX_BYTES", "") != "":
         request_logs["body_max_bytes"] = vars["LOG_BODY_MAX_BYTES"]
     request_logs.update(set_fields(vars, {"LOG_UNAUTHENTICATED_MAX_RECORDS": "unauthenticated_max_records",
-                                          "LOG_UNAUTHENTICATED_RETENTION_SECONDS": "unauthenticated_seconds"}))
+                                          "LOG_UNAUTHENTICATED_RETENTION_SECONDS": "unauthenticated_seconds",
+                                          "LOG_MAX_BYTES": "max_bytes",
+                                          "LOG_SAMPLE_INFO_PER_SECOND": "sample_info_per_second"}))
     if request_logs:
         data["request_logs"] = request_logs
     try:

@@ -69,6 +69,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("flaregate.hosts.edge.isolate_stats", "pyodide_js"): _PYODIDE,
     ("flaregate.console.endpoints", "flaregate.console.request_log_endpoints"): _COLD,
     ("flaregate.console.endpoints", "flaregate.console.dashboard"): _COLD,
+    ("flaregate.hosts.edge.ports", "flaregate.hub.shards"): "HUB_SHARDS > 1 only: " + _COLD,
     # Every lazy import of the module, while the route table is being built (list them then).
     ("flaregate.routes", "*"): "pydantic.json_schema: only /openapi.json needs it; " + _LISTING,
 }

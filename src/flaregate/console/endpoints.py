@@ -158,5 +158,7 @@ class Observability:
             result["process"] = snapshot["process"]
         if snapshot.get("exporters"):
             result["exporters"] = snapshot["exporters"]
+        if snapshot.get("request_logs"):
+            result["request_logs"] = snapshot["request_logs"]
         self._health = (now, seen, result)
         return dict(result)

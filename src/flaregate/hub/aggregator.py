@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import __version__
@@ -20,11 +21,21 @@ from ..observability.export import Exporters
 from ..observability.prometheus import Exposition
 from ..ports import Broadcaster, Clock, HostStats, Scheduler, SqlStorage
 from .events import KINDS, EventDetector
-from .health_score import HEALTH_WINDOW_SECONDS, health_score
-from .histogram import BOUNDS_MS, INF_INDEX, METRICS, percentile, quantile
-from .request_logs import UNAUTHENTICATED_MAX_RECORDS, RequestLogStore
-from .store import COUNTERS, HOUR, INT_COUNTERS, MINUTE, HubStore
-from .time_budget import where_the_time_goes
+from .health_score import HEALTH_WINDOW_SECONDS
+from .histogram import BOUNDS_MS, INF_INDEX, METRICS, percentile
+from .request_logs import CLASSES, DEFAULT_MAX_BYTES, UNAUTHENTICATED_MAX_RECORDS, RequestLogStore
+from .store import COUNTERS, HOUR, MINUTE, HubStore
+from .views import (
+    DIMENSIONS,
+    DROPPED_EVENT,
+    LIVE_WINDOW_SECONDS,
+    WINDOWS,
+    merge,
+    raw,
+    render_analytics,
+    render_health,
+    render_snapshot,
+)
 
 log = logging.getLogger("flaregate.hub")
 
@@ -32,23 +43,10 @@ PROTOCOL_VERSION = 1
 MAX_CLIENT_MESSAGE = 4096  # larger text frames get an error message
 MAX_CLIENT_FRAME = 65536  # larger frames close the connection (1009) — hosts enforce it
 MAX_BATCH = 1000  # events per publish call; the rest of an oversized batch is ignored
-LIVE_WINDOW_SECONDS = 60
 COMPACT_EVERY_SECONDS = 600
-WINDOWS = {"1h": (3600, 60), "24h": (86400, 3600), "30d": (30 * 86400, 86400),
-           "1y": (365 * 86400, 7 * 86400)}  # the archive: daily rows kept a year, weekly series
 CLIENT_MESSAGES = ("ping", "snapshot")
 
-# Kept for callers of the old module API.
-_COUNTERS = ("requests", "errors", "cache_hits", "cache_misses", "rate_limited", "tokens_in", "tokens_out")
 __all__ = ["MetricsHub", "percentile", "PROTOCOL_VERSION", "MAX_CLIENT_MESSAGE", "MAX_CLIENT_FRAME", "WINDOWS"]
-
-
-def _rate(part: float, whole: float) -> float | None:
-    return round(part / whole, 4) if whole else None
-
-
-def _numbers(row: dict[str, Any]) -> dict[str, Any]:
-    return {c: (int(row[c]) if c in INT_COUNTERS else round(float(row[c]), 6)) for c in COUNTERS}
 
 
 class MetricsHub:
@@ -67,6 +65,10 @@ class MetricsHub:
         log_secrets: list[str] | None = None,
         export_on_record: bool = True,
         log_unauthenticated_max_records: int = UNAUTHENTICATED_MAX_RECORDS,
+        log_max_bytes: int = DEFAULT_MAX_BYTES,
+        log_sample_info_per_second: float = 0.0,
+        peers: Callable[[], Awaitable[list[Any]]] | None = None,
+        peer_count: int = 0,
     ) -> None:
         self._sql = sql
         self._clock = clock
@@ -75,9 +77,13 @@ class MetricsHub:
         self._tick = tick_seconds
         self._latency_target_ms = latency_target_ms
         self._host_stats = host_stats
+        # The other hub shards' snapshot parts (the first shard holds the /ws sockets), or None.
+        self._peers = peers
+        self._peer_count = peer_count
         self._store = HubStore(sql)
         self._events = EventDetector(sql, self._store)
-        self.logs = RequestLogStore(sql, log_retention, log_secrets or (), log_unauthenticated_max_records)
+        self.logs = RequestLogStore(sql, log_retention, log_secrets or (), log_unauthenticated_max_records,
+                                    max_bytes=log_max_bytes, sample_info_per_second=log_sample_info_per_second)
         # OpenTelemetry / Datadog: fed here, sent from the wake-ups (None or empty: off).
         self.exporters = exporters if exporters else None
         # False where this hub folds other replicas' events too (the local host over Redis):
@@ -120,6 +126,10 @@ class MetricsHub:
             if "event" in item:
                 published.append(item)
                 self._store.count_event(item["event"])
+            elif kind == DROPPED_EVENT:  # a sharded client's count of events it had to drop
+                dropped = item.get("events")
+                if isinstance(dropped, int) and not isinstance(dropped, bool) and 0 < dropped < 2**31:
+                    self._set_state("analytics_dropped", (self._state("analytics_dropped") or 0) + dropped)
             elif kind != "request":
                 operational.append(item)
                 self._store.count_event(kind)
@@ -214,9 +224,9 @@ class MetricsHub:
         live_after = 0
         if self._state("dirty"):
             self._set_state("dirty", 0)
-            live_after = self._broadcast_metrics(now, subscribers)
+            live_after = await self._broadcast_metrics(now, subscribers)
         elif subscribers and self._state("live_requests") and now >= last + self._tick:
-            live_after = self._broadcast_metrics(now, subscribers)
+            live_after = await self._broadcast_metrics(now, subscribers)
         if subscribers and live_after:
             self._set_state("tick_at", now + self._tick)
         compact_at = self._state("compact_at")
@@ -226,16 +236,33 @@ class MetricsHub:
             await self.exporters.flush()
         await self._schedule_wake()
 
-    def _broadcast_metrics(self, now: float, subscribers: int) -> int:
+    async def _broadcast_metrics(self, now: float, subscribers: int) -> int:
         self._set_state("last_broadcast", now)
         if not subscribers:
             self._set_state("live_requests", 0)
             return 0
-        snapshot = self.snapshot()
+        snapshot = await self.merged_snapshot()
         live = snapshot["live"]["requests"]
         self._set_state("live_requests", live)
         self._broadcaster.broadcast(json.dumps({"type": "metrics", "protocol": PROTOCOL_VERSION, "metrics": snapshot}))
         return live
+
+    async def merged_snapshot(self) -> dict[str, Any]:
+        """The snapshot the subscribers see: this hub's, merged with the other shards' when
+        it is the first of several (the one that holds the sockets); a shard that does not
+        answer is left out (``shards`` says how many did)."""
+        if self._peers is None:
+            return self.snapshot()
+        own = self.parts("snapshot")
+        try:
+            others = await self._peers()
+        except Exception:
+            log.warning("hub shards unavailable for the live snapshot", exc_info=True)
+            others = []
+        answered = [p for p in others if isinstance(p, dict)]
+        snapshot = render_snapshot(merge([own, *answered]), self._latency_target_ms)
+        snapshot["shards"] = {"answered": 1 + len(answered), "of": 1 + self._peer_count}
+        return snapshot
 
     def compact(self) -> dict[str, int]:
         """Roll up and expire retention rows (idempotent; the alarm and the local periodic
@@ -254,55 +281,7 @@ class MetricsHub:
 
     # -- reads ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        now = self._clock.now()
-        store = self._store
-        lifetime, lifetime_params = store.lifetime_filter()
-        life = _numbers(store.totals(lifetime, lifetime_params)[0])
-        errors = store.errors(lifetime, lifetime_params).get("", {})
-        live = store.seconds(now - LIVE_WINDOW_SECONDS)
-        recent = store.seconds(now - 10)
-        samples = store.samples(since=now - LIVE_WINDOW_SECONDS)
-        lifetime_providers = {row["name"]: row for row in store.totals(lifetime, lifetime_params, group_by="provider")}
-        health, provider_health = self._health(now)
-        providers = {}
-        for name, row in lifetime_providers.items():
-            if name == "-":
-                continue
-            providers[name] = {"requests": int(row["requests"]), "errors": int(row["errors"]),
-                               **provider_health.get(name, {"health": 100, "status": "healthy"})}
-        lookups = life["cache_hits"] + life["cache_misses"]
-        snapshot = {
-            "ts": round(now, 3),
-            "uptime_s": round(now - (self._state("started_at") or now), 3),
-            "totals": {**{name: life[name] for name in _COUNTERS}, "failures": life["failures"],
-                       "streams": life["streams"], "failovers": life["failovers"], "cost_usd": life["cost_usd"],
-                       "cache_bytes_saved": life["cache_bytes_saved"],
-                       "cache_tokens_saved": life["cache_tokens_saved"],
-                       "kv_writes_avoided": life["kv_writes_avoided"], "shed": life["shed"]},
-            "operational_events": store.event_counts(),
-            "error_rate": round(life["errors"] / life["requests"], 4) if life["requests"] else 0.0,
-            "cache_hit_rate": round(life["cache_hits"] / lookups, 4) if lookups else None,
-            "rps_1m": round(live["requests"] / LIVE_WINDOW_SECONDS, 3),
-            "rps_10s": round(recent["requests"] / 10, 3),
-            "live": {
-                "window_s": LIVE_WINDOW_SECONDS, **live,
-                "error_rate": _rate(live["errors"], live["requests"]),
-                "failure_rate": _rate(live["failures"], live["requests"]),
-                "cache_hit_rate": _rate(live["cache_hits"], live["cache_hits"] + live["cache_misses"]),
-            },
-            "latency_ms": self._latency(samples, "total_ms", with_avg=True),
-            "upstream_ms": self._latency(samples, "upstream_ms"),
-            "overhead_ms": self._latency(samples, "overhead_ms"),
-            "ttft_ms": self._latency(samples, "ttft_ms"),
-            "errors_by_class": errors,
-            "providers": providers,
-            "health": health,
-            "subscribers": self._broadcaster.subscriber_count(),
-        }
-        process = self._process()
-        if process:
-            snapshot["process"] = process
-        return snapshot
+        return render_snapshot(self.parts("snapshot"), self._latency_target_ms)
 
     def _process(self) -> dict[str, float] | None:
         if self._host_stats is None:
@@ -313,51 +292,21 @@ class MetricsHub:
             log.debug("host stats unavailable", exc_info=True)
             return None
 
-    @staticmethod
-    def _latency(samples: list[dict[str, Any]], column: str, with_avg: bool = False) -> dict[str, Any]:
-        values = sorted(s[column] for s in samples if s[column] is not None)
-        block: dict[str, Any] = {}
-        if with_avg:
-            block["avg"] = round(sum(values) / len(values), 3) if values else None
-        block.update({"p50": percentile(values, 0.50), "p95": percentile(values, 0.95),
-                      "p99": percentile(values, 0.99), "max": round(values[-1], 3) if values else None,
-                      "samples": len(values)})
-        return block
-
     def _health(self, now: float) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        since = math.floor((now - HEALTH_WINDOW_SECONDS) / MINUTE) * MINUTE
-        rows = self._store.totals("resolution = ? AND bucket >= ?", [MINUTE, since], group_by="provider")
-        samples = self._store.samples(since=now - HEALTH_WINDOW_SECONDS)
-
-        def p95(provider: str | None) -> float | None:
-            values = sorted(s["ttft_ms"] if s["ttft_ms"] is not None else s["total_ms"]
-                            for s in samples if provider is None or s["provider"] == provider)
-            return percentile(values, 0.95)
-
-        def score(rows_: list[dict[str, Any]], provider: str | None) -> dict[str, Any]:
-            total = {c: sum(r[c] for r in rows_) for c in ("requests", "failures", "attempts", "attempt_failures")}
-            return health_score(int(total["requests"]), int(total["failures"]), p95(provider),
-                                self._latency_target_ms, int(total["attempts"]), int(total["attempt_failures"]))
-
-        overall = score(rows, None)
-        per_provider = {}
-        for row in rows:
-            if row["name"] == "-":
-                continue
-            detail = score([row], row["name"])
-            per_provider[row["name"]] = {"health": detail["score"], "status": detail["status"],
-                                         "availability": detail["availability"],
-                                         "failure_rate": detail["failure_rate"], "p95_ms": detail["p95_ms"]}
-        return overall, per_provider
+        return render_health(self._health_parts(now), self._latency_target_ms)
 
     def health_summary(self) -> dict[str, Any]:
-        """What /health shows: the cached score and, where known, this process's memory."""
-        summary: dict[str, Any] = {"health": self.health()}
+        """What /health shows: the cached score, the request-log store's usage and, where
+        known, this process's memory."""
+        summary: dict[str, Any] = {"health": self.health(), "request_logs": self.logs.usage()}
         if self.exporters is not None:
             summary["exporters"] = self.exporters.status()
         process = self._process()
         if process:
             summary["process"] = process
+        dropped = self._state("analytics_dropped")
+        if dropped:
+            summary["analytics_dropped"] = int(dropped)
         return summary
 
     def health(self) -> dict[str, Any]:
@@ -370,71 +319,82 @@ class MetricsHub:
     def analytics(self, window: str | None = None) -> dict[str, Any]:
         """Windowed summaries (by provider, model and key, with a time series), the
         'where the time goes' view over recent requests, health and recent events."""
-        now = self._clock.now()
-        names = [window] if window in WINDOWS else list(WINDOWS)
-        health, provider_health = self._health(now)
-        return {
-            "ts": round(now, 3),
-            "windows": {name: self._window(name, now) for name in names},
-            "where_the_time_goes": where_the_time_goes(self._store.samples(phases=True)),
-            "health": {**health, "providers": provider_health},
-            "recent_events": self._events.recent(),
-        }
+        return render_analytics(self.parts("analytics", window), self._latency_target_ms)
 
-    def _window(self, name: str, now: float) -> dict[str, Any]:
+    # -- mergeable parts (views.py renders them; shards' parts merge first) -----------
+    def parts(self, view: str, arg: str | None = None) -> dict[str, Any]:
+        """The raw, additive material of one read: ``analytics`` (``arg``: a window),
+        ``snapshot``, ``health`` (what /health shows) or ``prometheus`` (the text and the
+        health parts its gauges are made of). JSON-able, string keys only."""
+        now = self._clock.now()
+        if view == "analytics":
+            names = [arg] if arg in WINDOWS else list(WINDOWS)
+            return {"ts": now, "windows": {name: self._window_parts(name, now) for name in names},
+                    "samples": self._store.samples(phases=True), "health": self._health_parts(now),
+                    "recent_events": self._events.recent()}
+        if view == "snapshot":
+            return self._snapshot_parts(now)
+        if view == "health":
+            summary = self.health_summary()
+            summary["health"] = self._health_parts(now)
+            return summary
+        if view == "prometheus":
+            return {"text": self.prometheus(), "health": self._health_parts(now)}
+        raise ValueError(f"unknown view {view!r}")
+
+    def _health_parts(self, now: float) -> dict[str, Any]:
+        since = math.floor((now - HEALTH_WINDOW_SECONDS) / MINUTE) * MINUTE
+        rows = self._store.totals("resolution = ? AND bucket >= ?", [MINUTE, since], group_by="provider")
+        samples = self._store.samples(since=now - HEALTH_WINDOW_SECONDS)
+        return {"rows": {row["name"]: {c: row[c] for c in ("requests", "failures", "attempts", "attempt_failures")}
+                         for row in rows},
+                "samples": [[s["provider"], s["ttft_ms"] if s["ttft_ms"] is not None else s["total_ms"]]
+                            for s in samples]}
+
+    def _snapshot_parts(self, now: float) -> dict[str, Any]:
+        store = self._store
+        lifetime, lifetime_params = store.lifetime_filter()
+        parts: dict[str, Any] = {
+            "ts": now, "started_at": self._state("started_at") or now,
+            "sums": {
+                "life": raw(store.totals(lifetime, lifetime_params)[0]),
+                "errors": store.errors(lifetime, lifetime_params).get("", {}),
+                "live": store.seconds(now - LIVE_WINDOW_SECONDS), "recent": store.seconds(now - 10),
+                "providers": {row["name"]: {"requests": row["requests"], "errors": row["errors"]}
+                              for row in store.totals(lifetime, lifetime_params, group_by="provider")},
+                "event_counts": store.event_counts(),
+                "subscribers": self._broadcaster.subscriber_count(),
+            },
+            "samples": store.samples(since=now - LIVE_WINDOW_SECONDS),
+            "health": self._health_parts(now),
+        }
+        process = self._process()
+        if process:
+            parts["process"] = process
+        return parts
+
+    def _window_parts(self, name: str, now: float) -> dict[str, Any]:
         span, step = WINDOWS[name]
         store = self._store
         start = math.floor((now - span) / step) * step  # whole buckets: the first one may be partial
         where, params = store.window_filter(start, now)
-        total = store.totals(where, params)[0]
+
+        def hist(groups: dict[str, dict[str, dict[int, int]]], name: str) -> dict[str, dict[str, int]]:
+            return {metric: {str(le): n for le, n in counts.items()} for metric, counts in groups.get(name, {}).items()}
+
         histograms = store.histograms(where, params)
-        errors = store.errors(where, params)
-        summary = self._summary(total, histograms.get("", {}), errors.get("", {}), span)
-        for dimension, column in (("provider", "provider"), ("model", "model"), ("key", "key_id")):
+        groups: dict[str, Any] = {}
+        for dimension, column in DIMENSIONS:
             group_hist = store.histograms(where, params, column)
             group_errors = store.errors(where, params, column)
-            summary[f"by_{dimension}"] = {
-                row["name"]: self._summary(row, group_hist.get(row["name"], {}), group_errors.get(row["name"], {}), span)
-                for row in store.totals(where, params, group_by=column)
-            }
-        summary["by_tag"] = store.tag_totals(start)  # request tags (x-flaregate-metadata)
-        summary["series"] = [
-            {"t": int(row["t"]), "requests": int(row["requests"]), "errors": int(row["errors"]),
-             "failures": int(row["failures"]), "cache_hits": int(row["cache_hits"]),
-             "cache_misses": int(row["cache_misses"]), "rate_limited": int(row["rate_limited"]),
-             "avg_ms": round(row["latency_sum_ms"] / row["requests"], 3) if row["requests"] else None,
-             "tokens_in": int(row["tokens_in"]), "tokens_out": int(row["tokens_out"]),
-             "cost_usd": round(row["cost_usd"], 6)}
-            for row in store.series(where, params, step)
-        ]
-        return {"window": name, "start": start, "end": round(now, 3), "resolution_s": step,
-                **summary}
-
-    @staticmethod
-    def _summary(row: dict[str, Any], histograms: dict[str, dict[int, int]], errors: dict[str, int],
-                 span: float) -> dict[str, Any]:
-        n = _numbers(row)
-        sums = {"total": n["latency_sum_ms"], "upstream": n["upstream_sum_ms"],
-                "overhead": n["overhead_sum_ms"], "ttft": n["ttft_sum_ms"]}
-        latency = {}
-        for metric in METRICS:
-            counts = histograms.get(metric, {})
-            count = sum(counts.values())
-            latency[metric] = {"count": count, "avg": round(sums[metric] / count, 3) if count else None,
-                               "p50": quantile(counts, 0.50), "p95": quantile(counts, 0.95),
-                               "p99": quantile(counts, 0.99)}
-        return {
-            **{c: n[c] for c in ("requests", "errors", "failures", "cache_hits", "cache_misses", "rate_limited",
-                                 "streams", "failovers", "attempts", "attempt_failures", "tokens_in",
-                                 "tokens_out", "cost_usd", "cache_bytes_saved", "cache_tokens_saved")},
-            "rps": round(n["requests"] / span, 4),
-            "error_rate": _rate(n["errors"], n["requests"]),
-            "failure_rate": _rate(n["failures"], n["requests"]),
-            "cache_hit_rate": _rate(n["cache_hits"], n["cache_hits"] + n["cache_misses"]),
-            "availability": _rate(n["attempts"] - n["attempt_failures"], n["attempts"]),
-            "latency_ms": latency,
-            "errors_by_class": errors,
-        }
+            groups[dimension] = {row["name"]: {"total": raw(row), "hist": hist(group_hist, row["name"]),
+                                               "errors": group_errors.get(row["name"], {})}
+                                 for row in store.totals(where, params, group_by=column)}
+        return {"start": start, "total": raw(store.totals(where, params)[0]), "hist": hist(histograms, ""),
+                "errors": store.errors(where, params).get("", {}), "groups": groups,
+                "tags": store.tag_totals(start, rounded=False),  # request tags (x-flaregate-metadata)
+                "series": {str(int(row["t"])): {k: v for k, v in row.items() if k != "t"}
+                           for row in store.series(where, params, step)}}
 
     def prometheus(self) -> str:
         """Lifetime counters, latency histograms and health gauges in Prometheus text."""
@@ -498,6 +458,10 @@ class MetricsHub:
             out.sample("flaregate_operational_events_total", {"type": kind}, count)
         if self.exporters is not None:
             self.exporters.prometheus(out)
+        self._prometheus_logs(out, self.logs.usage())
+        out.family("flaregate_analytics_events_dropped_total", "counter",
+                   "Analytics events an isolate dropped because its hub shard stayed unreachable.")
+        out.sample("flaregate_analytics_events_dropped_total", {}, int(self._state("analytics_dropped") or 0))
         out.family("flaregate_hub_subscribers", "gauge", "Live WebSocket subscribers of the metrics hub.")
         out.sample("flaregate_hub_subscribers", {}, self._broadcaster.subscriber_count())
         process = self._process()
@@ -509,6 +473,25 @@ class MetricsHub:
                        "WebAssembly memory of the metrics hub's isolate (its whole Python heap).")
             out.sample("flaregate_isolate_wasm_memory_bytes", {}, process["wasm_memory_bytes"])
         return out.text()
+
+    @staticmethod
+    def _prometheus_logs(out: Exposition, usage: dict[str, Any]) -> None:
+        """The request-log store against its byte budget, per retention class."""
+        classes = usage["classes"]
+        for name, column, kind, help_text in (
+            ("flaregate_request_log_bytes", "bytes", "gauge", "Estimated bytes the request-log store holds."),
+            ("flaregate_request_log_records", "records", "gauge", "Request-log records held."),
+            ("flaregate_request_log_evicted_total", "evicted", "counter",
+             "Request-log records removed, oldest first, to stay within LOG_MAX_BYTES (or a bucket's cap)."),
+            ("flaregate_request_log_expired_total", "expired", "counter", "Request-log records past their retention."),
+            ("flaregate_request_log_sampled_out_total", "sampled_out", "counter",
+             "Successful info records not stored (LOG_SAMPLE_INFO_PER_SECOND); kept ones carry sample_weight."),
+        ):
+            out.family(name, kind, help_text)
+            for klass in CLASSES:
+                out.sample(name, {"class": klass}, classes[klass][column])
+        out.family("flaregate_request_log_budget_bytes", "gauge", "The request-log store's byte budget (LOG_MAX_BYTES).")
+        out.sample("flaregate_request_log_budget_bytes", {}, usage["budget_bytes"])
 
     def _prometheus_histograms(self, out: Exposition, lifetime: str, params: list[Any]) -> None:
         names = {
@@ -558,6 +541,24 @@ class MetricsHub:
             "tick_seconds": self._tick, "accepts": list(CLIENT_MESSAGES), "events": list(KINDS),
             "max_message_bytes": MAX_CLIENT_MESSAGE, "max_frame_bytes": MAX_CLIENT_FRAME,
         })
+
+    async def merged_message(self, kind: str) -> str:
+        """:meth:`message` over every shard (the Durable Object's greeting and replies)."""
+        if self._peers is None:
+            return self.message(kind)
+        body: dict[str, Any] = {"type": kind, "protocol": PROTOCOL_VERSION, "metrics": await self.merged_snapshot()}
+        if kind == "snapshot":
+            now = self._clock.now()
+            body["history"] = self._store.second_series(now - 120)
+            body["recent_events"] = self._events.recent()
+        return json.dumps(body)
+
+    async def merged_reply(self, text: str | bytes) -> str | None:
+        """:meth:`reply`, a snapshot asked for being every shard's."""
+        reply = self.reply(text)
+        if self._peers is not None and reply is not None and json.loads(reply).get("type") == "snapshot":
+            return await self.merged_message("snapshot")
+        return reply
 
     def welcome(self) -> str:
         """The snapshot message a new subscriber receives (after :meth:`hello`)."""

@@ -326,14 +326,16 @@ class HubStore:
                           " ON CONFLICT(tag, value) DO UPDATE SET requests = requests + excluded.requests,"
                           " errors = errors + excluded.errors", tag, value, requests, errors)
 
-    def tag_totals(self, since: float) -> dict[str, dict[str, dict[str, float]]]:
-        """{tag: {value: counters}} over the minute rows since ``since``."""
+    def tag_totals(self, since: float, rounded: bool = True) -> dict[str, dict[str, dict[str, float]]]:
+        """{tag: {value: counters}} over the minute rows since ``since`` (unrounded: parts
+        that are added to other shards' before they are shown)."""
         rows = self.sql.exec(
             "SELECT tag, value, " + ", ".join(f"SUM({c}) AS {c}" for c in TAG_COUNTERS)
             + " FROM hub_tag WHERE bucket >= ? GROUP BY tag, value ORDER BY tag, value", int(since))
         out: dict[str, dict[str, dict[str, float]]] = {}
         for row in rows:
-            out.setdefault(row["tag"], {})[row["value"]] = {c: round(float(row[c] or 0), 6) for c in TAG_COUNTERS}
+            out.setdefault(row["tag"], {})[row["value"]] = {
+                c: round(float(row[c] or 0), 6) if rounded else float(row[c] or 0) for c in TAG_COUNTERS}
         return out
 
     def _ingest_live(self, events: list[ParsedEvent], now: float) -> None:

@@ -32,6 +32,7 @@ from .ports import (
     DurableSql,
     FetchTransport,
     HibernationBroadcaster,
+    PeerShards,
     env_vars,
 )
 
@@ -110,29 +111,34 @@ class MetricsHubBody:
             host_stats=IsolateStats(),
             log_retention=settings.request_logs.retention(),
             log_unauthenticated_max_records=settings.request_logs.unauthenticated_max_records,
+            log_max_bytes=settings.request_logs.max_bytes,
+            log_sample_info_per_second=settings.request_logs.sample_info_per_second,
             exporters=build_exporters(settings, FetchTransport(), SystemClock()),
             log_secrets=log_secrets(settings) if settings.request_logs.bodies != "off" else None,
+            # Only the first shard ever holds sockets; it asks the others for their parts.
+            peers=PeerShards(env, settings.shards.hub_shards) if settings.shards.hub_shards > 1 else None,
+            peer_count=settings.shards.hub_shards - 1,
         )
 
-    def accept(self, request: Any = None) -> Any:
+    async def accept(self, request: Any = None) -> Any:
         """Accept a dashboard socket with the hibernation API, send it the greeting (hello,
         snapshot) and select the subprotocol the Worker chose, if any."""
         client, server = js.WebSocketPair.new().object_values()
         self._ctx.acceptWebSocket(server, to_js([SUBSCRIBER_TAG]))  # tags must be a JS Array
-        for message in self.hub.greeting():
-            server.send(message)
+        server.send(self.hub.hello())
+        server.send(await self.hub.merged_message("snapshot"))
         headers = {}
         chosen = request.headers.get(SUBPROTOCOL_HEADER) if request is not None else None
         if chosen == SUBPROTOCOL:  # only the one protocol we speak, never a client-chosen value
             headers["sec-websocket-protocol"] = SUBPROTOCOL
         return workers.Response(None, status=101, web_socket=client, headers=headers)
 
-    def on_message(self, ws: Any, message: Any) -> None:
+    async def on_message(self, ws: Any, message: Any) -> None:
         if frame_size(message) > MAX_CLIENT_FRAME:
             close_quietly(ws, 1009, "message too big")  # as the local host does
             return
         # Binary frames arrive as a JS ArrayBuffer: the hub answers those with an error.
-        reply = self.hub.reply(message if isinstance(message, str) else b"")
+        reply = await self.hub.merged_reply(message if isinstance(message, str) else b"")
         if reply is not None:
             try:
                 ws.send(reply)

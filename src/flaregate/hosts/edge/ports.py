@@ -20,21 +20,24 @@ import js
 import workers
 from pyodide.ffi import to_js
 
-from ...config import KNOWN_VARS, provider_key_names
+from ...config import KNOWN_VARS, Settings, provider_key_names
 from ...ports import (
     DEFAULT_MAX_RESPONSE_BYTES,
+    SecurityStoreClient,
     UpstreamError,
     UpstreamLimits,
     UpstreamResponseTooLarge,
     UpstreamTimeout,
     declared_too_large,
 )
+from ...security.sharded_store import ShardedSecurityStore
+from ...sharding import shard_name
 from . import rpc
 
 log = logging.getLogger("flaregate.edge")
 
-HUB_NAME = "global"  # the single metrics hub instance
-SECURITY_NAME = "global"  # the single security store instance
+HUB_NAME = shard_name(0)  # the single metrics hub instance, or its first shard (the /ws sockets)
+SECURITY_NAME = shard_name(0)  # the single security store instance, or its first shard
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,13 +349,17 @@ class DurableRateLimiter:
 
 
 class DurableMetricsHub:
-    """The single MetricsHub Durable Object, reached over RPC."""
+    """One MetricsHub Durable Object (the single hub, or one shard: ``name``), over RPC."""
 
-    def __init__(self, binding: str = "METRICS_HUB") -> None:
+    def __init__(self, binding: str = "METRICS_HUB", name: str = HUB_NAME) -> None:
         self._binding = binding
+        self._name = name
 
     def _stub(self) -> Any:
-        return _durable_object(self._binding, HUB_NAME)
+        return _durable_object(self._binding, self._name)
+
+    async def parts(self, view: str, arg: str | None = None) -> dict[str, Any]:
+        return await rpc.call(self._stub(), "parts", view, arg)
 
     async def publish(self, events: list[dict[str, Any]]) -> None:
         await rpc.call(self._stub(), "publish", events)
@@ -374,13 +381,54 @@ class DurableMetricsHub:
 
 
 class DurableSecurityStore:
-    """The single SecurityStore Durable Object (key hashes, nonces, webhooks), over RPC."""
+    """One SecurityStore Durable Object (key hashes, nonces, webhooks; ``name``: a shard), over RPC."""
 
-    def __init__(self, binding: str = "SECURITY_STORE") -> None:
+    def __init__(self, binding: str = "SECURITY_STORE", name: str = SECURITY_NAME) -> None:
         self._binding = binding
+        self._name = name
 
     async def call(self, op: str, args: dict[str, Any]) -> Any:
-        return await rpc.call(_durable_object(self._binding, SECURITY_NAME), "run_op", op, dict(args))
+        return await rpc.call(_durable_object(self._binding, self._name), "run_op", op, dict(args))
+
+
+def hub_client(settings: Settings) -> Any:
+    """The hub port of the Worker: the one MetricsHub object, or N shards merged
+    (``HUB_SHARDS``); the sharded client's modules load only when N > 1."""
+    shards = settings.shards
+    if shards.hub_shards <= 1:
+        return DurableMetricsHub("METRICS_HUB")
+    from ...hub.shards import ShardedHub  # HUB_SHARDS > 1 only: start-up as it was
+
+    return ShardedHub([DurableMetricsHub("METRICS_HUB", shard_name(i)) for i in range(shards.hub_shards)],
+                      settings.health_latency_target_ms, timeout=shards.hub_publish_timeout_seconds,
+                      buffer_batches=shards.hub_buffer_batches)
+
+
+def security_client(settings: Settings) -> Any:
+    """The security port of the Worker: the one SecurityStore object, or N shards
+    (``SECURITY_SHARDS``, with ``SECURITY_SHARDS_PREVIOUS`` read as a fallback)."""
+    shards = settings.shards
+    count, previous = shards.security_shards, shards.security_shards_previous
+    if count <= 1 and not previous:
+        return DurableSecurityStore("SECURITY_STORE")
+    stores: list[SecurityStoreClient] = [DurableSecurityStore("SECURITY_STORE", shard_name(i))
+                                         for i in range(max(count, previous or 0))]
+    return ShardedSecurityStore(stores, count, previous)
+
+
+class PeerShards:
+    """The other metrics-hub shards as the first one (the /ws sockets' holder) reaches them
+    from inside its Durable Object: their snapshot parts, in parallel."""
+
+    def __init__(self, env: Any, count: int, binding: str = "METRICS_HUB") -> None:
+        self._namespace = getattr(rpc.raw_env(env), binding)
+        self._names = [shard_name(i) for i in range(1, count)]
+
+    async def __call__(self) -> list[Any]:
+        async def one(name: str) -> Any:
+            return rpc.decode(await self._namespace.getByName(name).parts(rpc.encode(["snapshot", None])))
+
+        return list(await asyncio.gather(*(one(name) for name in self._names), return_exceptions=True))
 
 
 # -- Durable Object side --------------------------------------------------------------------

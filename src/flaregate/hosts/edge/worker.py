@@ -32,9 +32,7 @@ from .ports import (
     HUB_NAME,
     SCOPE_VAR,
     CacheApiStore,
-    DurableMetricsHub,
     DurableRateLimiter,
-    DurableSecurityStore,
     FetchTransport,
     KVStore,
     RequestScope,
@@ -42,7 +40,9 @@ from .ports import (
     bind,
     current,
     env_vars,
+    hub_client,
     js_headers,
+    security_client,
     within,
 )
 from .workers_ai import WorkersAiBinding
@@ -78,15 +78,16 @@ def gateway_for(env: Any) -> Gateway:
     found = env_vars(env)
     key = tuple(sorted(found.items()))
     if _cached is None or _cached[0] != key:
+        settings = settings_from_vars(found)
         ports = Ports(
             clock=SystemClock(),
             cache=KVStore("CACHE"),
             upstream=FetchTransport(),
             tasks=WaitUntilTasks(),
             rate_limiter=DurableRateLimiter("RATE_LIMITER"),
-            metrics_hub=DurableMetricsHub("METRICS_HUB"),
+            metrics_hub=hub_client(settings),  # one hub, or HUB_SHARDS merged
             # Stored keys, signing nonces, webhooks; without the binding: configured keys only.
-            security=DurableSecurityStore("SECURITY_STORE") if hasattr(env, "SECURITY_STORE") else None,
+            security=security_client(settings) if hasattr(env, "SECURITY_STORE") else None,
             # Workers AI through the AI binding when there is one; else its REST API.
             ai=WorkersAiBinding(lambda: current().env.AI) if hasattr(env, "AI") else None,
             cross_request_waits=False,
@@ -95,7 +96,6 @@ def gateway_for(env: Any) -> Gateway:
             blobs=R2BlobStore("FILES") if hasattr(env, "FILES") and hasattr(env, batches.BINDING) else None,
             jobs=batches.DurableJobStore() if hasattr(env, "FILES") and hasattr(env, batches.BINDING) else None,
         )
-        settings = settings_from_vars(found)
         # Once per isolate (and per change of the variables): JSON lines on stderr, which
         # reach Workers logs, at LOG_LEVEL, with every configured secret redacted.
         configure_logging(settings, handler=ConsoleHandler())

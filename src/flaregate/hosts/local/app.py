@@ -115,6 +115,8 @@ class LocalHost:
                               latency_target_ms=settings.health_latency_target_ms, host_stats=ProcessStats(),
                               log_retention=settings.request_logs.retention(),
                               log_unauthenticated_max_records=settings.request_logs.unauthenticated_max_records,
+                              log_max_bytes=settings.request_logs.max_bytes,
+                              log_sample_info_per_second=settings.request_logs.sample_info_per_second,
                               exporters=build_exporters(settings, self.transport, clock),
                               log_secrets=log_secrets(settings) if settings.request_logs.bodies != "off" else None,
                               export_on_record=settings.redis_url is None)
