@@ -232,20 +232,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--diagnose", action="store_true", help="count the server's live objects per sample")
     parser.add_argument("--trace-from", type=float, default=None,
                         help="with --diagnose: start tracemalloc at this minute (slows the server from then)")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server, e.g. LOG_MAX_BYTES=...")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="flaregate-soak-"))
     env = {"FLAREGATE_API_KEYS": GATEWAY_KEY, "FLAREGATE_ADMIN_KEY": ADMIN_KEY, "LOG_LEVEL": "warn",
-           "RATE_LIMIT_CAPACITY": "100000000", "RATE_LIMIT_REFILL_PER_SECOND": "100000000"}
+           "RATE_LIMIT_CAPACITY": "100000000", "RATE_LIMIT_REFILL_PER_SECOND": "100000000",
+           **dict(item.split("=", 1) for item in args.env)}
     diag = work / "diag.jsonl"
     if args.diagnose:
         env[DIAG_ENV] = str(diag)
     mock = None
     model = "mock-1"
+    # wrk's script (bench/bench.lua) asks for "bench-model": the built-in mock serves it too.
+    env.setdefault("FLAREGATE_ROUTES", json.dumps({"mock-1": ["mock"], "bench-model": ["mock"]}))
     if args.upstream == "mock":
         mock = MockUpstreamProcess(extra_args=["--fixed"]).__enter__()
         env["FLAREGATE_PROVIDERS"] = json.dumps([{"name": "up", "kind": "openai", "base_url": mock.base_url + "/v1"}])
-        env["FLAREGATE_ROUTES"] = json.dumps({"soak": ["up"]})
+        env["FLAREGATE_ROUTES"] = json.dumps({"soak": ["up"], "bench-model": ["up"]})
         model = "soak"
     server, base = start_server(work / "data", env, work / "server.log")
     done, errors = multiprocessing.get_context("spawn").Value("q", 0), multiprocessing.get_context("spawn").Value("q", 0)
@@ -324,6 +328,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"allocated since minute {traced_at:.2f} and still alive: {traced[-1]['traced_kb']} KB; top sites:")
             for site in traced[-1]["traced"][:15]:
                 print(f"  {site['kb']:>9} KB {site['blocks']:>7} blocks  {site['where']}")
+    db = work / "data" / "flaregate.sqlite3"
+    if db.exists():
+        size = sum(p.stat().st_size for p in db.parent.glob("flaregate.sqlite3*"))
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            pages = dict(conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
+            records = conn.execute("SELECT COUNT(*) FROM log_request").fetchone()[0]
+        log_bytes = sum(v for k, v in pages.items() if k.startswith("log_request"))
+        handled = done.value + errors.value or records  # wrk counts its own requests: one record each
+        print(f"sqlite file {size / 1e6:.1f} MB: {size / max(1, handled):.0f} bytes per request; log_request "
+              f"{log_bytes / 1e6:.1f} MB for {records} records ({log_bytes / max(1, records):.0f} bytes each)")
     (work / "samples.json").write_text(json.dumps(samples, indent=1))
     print(f"samples: {work / 'samples.json'}")
     return 0

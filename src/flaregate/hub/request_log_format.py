@@ -84,7 +84,7 @@ class _Miss(Exception):
 
 
 def _micros(value: Any) -> int:
-    if type(value) is not float or not math.isfinite(value):
+    if type(value) is not float or not math.isfinite(value) or abs(value) >= _SAFE_INT / 1000:
         raise _Miss
     micros = round(value * 1000)
     if abs(micros) >= _SAFE_INT or micros / 1000 != value:
