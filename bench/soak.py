@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     done, errors = multiprocessing.get_context("spawn").Value("q", 0), multiprocessing.get_context("spawn").Value("q", 0)
     samples: list[dict[str, Any]] = []
     traced_at: float | None = None
+    wrk_requests = 0  # wrk counts its own requests
     try:
         started = time.monotonic()
         load = start_load(base, args, model, done, errors)
@@ -291,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(load, subprocess.Popen):
             out, _ = load.communicate(timeout=60)
             print("wrk:", out.strip()[-400:])
+            with contextlib.suppress(ValueError, IndexError):
+                wrk_requests = int(json.loads(out.split("BENCH_RESULT", 1)[1].strip().splitlines()[0])["requests"])
         else:
             load.join(60)
     finally:
@@ -335,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             pages = dict(conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall())
             records = conn.execute("SELECT COUNT(*) FROM log_request").fetchone()[0]
         log_bytes = sum(v for k, v in pages.items() if k.startswith("log_request"))
-        handled = done.value + errors.value or records  # wrk counts its own requests: one record each
+        handled = done.value + errors.value or wrk_requests
         print(f"sqlite file {size / 1e6:.1f} MB: {size / max(1, handled):.0f} bytes per request; log_request "
               f"{log_bytes / 1e6:.1f} MB for {records} records ({log_bytes / max(1, records):.0f} bytes each)")
     (work / "samples.json").write_text(json.dumps(samples, indent=1))
