@@ -39,6 +39,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.request_logs import NoAlarm, QuietBroadcaster
 from flaregate.hosts.local.storage import SqliteStorage
 from flaregate.hub.aggregator import MetricsHub
 from flaregate.hub.shards import InProcessShard, ShardedHub
@@ -56,17 +57,6 @@ class _SimClock:
 
     def monotonic(self) -> float:
         return self.t
-
-
-class _Quiet:
-    def broadcast(self, text: str) -> None: ...
-
-    def subscriber_count(self) -> int:
-        return 0
-
-
-class _NoAlarm:
-    async def schedule(self, at: float) -> None: ...
 
 
 class _TimedShard(InProcessShard):
@@ -105,7 +95,7 @@ def _event(i: int, ts: float, rng: random.Random) -> dict[str, Any]:
 async def _run(rate: float, seconds: float, isolates: int, shards: int, seed: int, work: Path) -> dict[str, Any]:
     rng = random.Random(seed)
     clock = _SimClock()
-    hubs = [MetricsHub(SqliteStorage(work / f"shard-{i}.sqlite3"), clock, _Quiet(), _NoAlarm())  # type: ignore[arg-type]
+    hubs = [MetricsHub(SqliteStorage(work / f"shard-{i}.sqlite3"), clock, QuietBroadcaster(), NoAlarm())  # type: ignore[arg-type]
             for i in range(shards)]
     timed = [_TimedShard(hub, clock) for hub in hubs]
     clients = [ShardedHub(list(timed)) for _ in range(isolates)]

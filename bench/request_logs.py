@@ -34,14 +34,18 @@ from flaregate.observability.export import build_exporters
 from flaregate.observability.request_bodies import BodyLog
 
 
-class _Quiet:
+class QuietBroadcaster:
+    """A hub broadcaster with no subscribers (benches drive the hub without /ws)."""
+
     def broadcast(self, text: str) -> None: ...
 
     def subscriber_count(self) -> int:
         return 0
 
 
-class _NoAlarm:
+class NoAlarm:
+    """A hub scheduler that never wakes it (benches call the hub's work directly)."""
+
     async def schedule(self, at: float) -> None: ...
 
 
@@ -57,7 +61,7 @@ def _event(i: int, now: float) -> dict:
 def _hub(path: Path, exporters: bool = False) -> MetricsHub:
     # Exporters configured but never woken (no alarm here): this measures their intake only.
     settings = settings_from_vars({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "DD_API_KEY": "bench"})
-    return MetricsHub(SqliteStorage(path), SystemClock(), _Quiet(), _NoAlarm(),
+    return MetricsHub(SqliteStorage(path), SystemClock(), QuietBroadcaster(), NoAlarm(),
                       exporters=build_exporters(settings, None, SystemClock()) if exporters else None)  # type: ignore[arg-type]
 
 
