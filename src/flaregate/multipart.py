@@ -287,8 +287,7 @@ class StreamedForm:
             if not await reader.fill():
                 raise invalid(f"The file part {self.file_field[:64]!r} is not closed: the body ends before its "
                               "closing --boundary--.", param=self.file_field[:64])
-        while len(reader.buffer) < 2 and await reader.fill():
-            pass
+        await reader.want(2)
         if not reader.buffer.startswith(b"--"):
             raise invalid(f"A part comes after the file part {self.file_field[:64]!r}: send the file last.",
                           param=self.file_field[:64])
@@ -317,6 +316,11 @@ class _ChunkReader:
                 return True
         self._ended = True
         return False
+
+    async def want(self, count: int) -> None:
+        """Fill until the buffer holds ``count`` bytes or the body ends."""
+        while len(self.buffer) < count and await self.fill():
+            pass
 
     async def until(self, marker: bytes, limit: int, what: str) -> bytes:
         """The bytes before ``marker`` (consumed with it), within ``limit`` bytes."""
@@ -362,15 +366,13 @@ async def read_streamed_form(chunks: AsyncIterator[bytes], content_type: str, *,
     fields: dict[str, str | list[str]] = {}
     form = Form(fields)
     for index in range(MAX_PARTS):
-        while len(reader.buffer) < 2 and await reader.fill():
-            pass
+        await reader.want(2)
         if reader.buffer.startswith(b"--"):
             raise invalid("The form has no file part.")
         line = await reader.until(b"\r\n", 80, "a boundary line")
         if line.strip(b" \t"):
             raise invalid("A boundary line is malformed.")
-        while len(reader.buffer) < 2 and await reader.fill():
-            pass
+        await reader.want(2)
         if reader.buffer.startswith(b"\r\n"):
             raw_headers = b""
             del reader.buffer[:2]
