@@ -26,6 +26,7 @@ from .console.endpoints import Observability
 from .errors import GatewayError
 from .guardrails import Guardrails
 from .http import Headers, Request, Response, json_response
+from .mcp_gateway.endpoint import McpGateway
 from .metadata.tags import MAX_TAGS, METADATA_HEADER
 from .observability import tracing
 from .observability.alerts import Alerts
@@ -96,10 +97,14 @@ class Gateway:
                                settings.security.max_json_depth) \
             if ports.jobs is not None and ports.blobs is not None else None
         self._by_path = {spec.path: spec for spec in self.operations}
+        admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+        self.mcp = McpGateway(settings.mcp, admin_key, ports.clock, ports.upstream, self.access, self.ratelimits,
+                              self.analytics, security.anonymize_ips) if settings.mcp.servers else None
         self.routes = RouteTable([
             *self._own_routes(), *self.observability.routes(), *self.admin_api.routes(),
             *RateLimitAdmin(settings, self.ratelimits).routes(), *cache_admin.routes(),
-            *self.cache_warming.routes(), *(self.batches.routes() if self.batches is not None else ())])
+            *self.cache_warming.routes(), *(self.batches.routes() if self.batches is not None else ()),
+            *(self.mcp.routes() if self.mcp is not None else ())])
 
     def _own_routes(self) -> list[Route]:
         api = [Route(spec.path, {"POST": partial(self._operation, spec)}, "key", spec.summary, api=True,
