@@ -28,6 +28,7 @@ from .guardrails import Guardrails
 from .http import Headers, Request, Response, json_response
 from .mcp_gateway.endpoint import McpGateway
 from .metadata.tags import MAX_TAGS, METADATA_HEADER
+from .mcp_gateway.pinning import Pins
 from .observability import tracing
 from .observability.alerts import Alerts
 from .observability.analytics import Analytics
@@ -46,6 +47,7 @@ from .routes import Route, RouteTable
 from .routing.routes import Router
 from .routing.upstream_call import UpstreamCaller
 from .security.access import AccessControl, Principal
+from .security.admin import require_admin
 from .security.admin_api import AdminApi
 from .security.gate import SecurityGate
 from .security.keys import KeyRing
@@ -98,8 +100,10 @@ class Gateway:
             if ports.jobs is not None and ports.blobs is not None else None
         self._by_path = {spec.path: spec for spec in self.operations}
         admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
-        self.mcp = McpGateway(settings.mcp, admin_key, ports.clock, ports.upstream, self.access, self.ratelimits,
-                              self.analytics, security.anonymize_ips) if settings.mcp.servers else None
+        self.mcp = McpGateway(
+            settings.mcp, admin_key, ports.clock, ports.upstream, self.access, self.ratelimits, self.analytics,
+            Pins(ports.security, settings.mcp.pinning, self.analytics, self.webhooks, ports.clock),
+            partial(require_admin, settings=settings), security.anonymize_ips) if settings.mcp.servers else None
         self.routes = RouteTable([
             *self._own_routes(), *self.observability.routes(), *self.admin_api.routes(),
             *RateLimitAdmin(settings, self.ratelimits).routes(), *cache_admin.routes(),

@@ -27,6 +27,8 @@ _DOWN_SECONDS = 5.0
 _TOOL_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.")
 
 ListFetcher = Callable[[McpServerConfig, str | None], Awaitable[dict[str, Any]]]
+# The pins' verdict on a fresh list: the tools (upstream names) to hide.
+PinCheck = Callable[[McpServerConfig, dict[str, str]], Awaitable[set[str]]]
 
 
 def gateway_name(server: str, tool: str) -> str:
@@ -49,13 +51,16 @@ def definition_hash(tool: Mapping[str, Any]) -> str:
 class ServerTools:
     tools: dict[str, dict[str, Any]] = field(default_factory=dict)  # upstream name -> definition
     hashes: dict[str, str] = field(default_factory=dict)
+    held: dict[str, dict[str, Any]] = field(default_factory=dict)  # hidden by pinning until approved
     expires: float = 0.0
     error: str | None = None  # set: the server is down
 
 
 class Catalog:
-    def __init__(self, servers: tuple[McpServerConfig, ...], clock: Clock, ttl: float, fetch: ListFetcher) -> None:
+    def __init__(self, servers: tuple[McpServerConfig, ...], clock: Clock, ttl: float, fetch: ListFetcher,
+                 pins: PinCheck | None = None) -> None:
         self._servers = servers
+        self._pins = pins
         self._clock = clock
         self._ttl = ttl
         self._fetch = fetch
@@ -84,11 +89,17 @@ class Catalog:
                 cursor = page.get("nextCursor")
                 if not isinstance(cursor, str) or not cursor:
                     break
+            if self._pins is not None:
+                for name in await self._pins(server, entry.hashes):
+                    entry.held[name] = entry.tools.pop(name)
             entry.expires = now + self._ttl
         except RpcError as exc:
             entry = ServerTools(error=exc.message, expires=now + min(self._ttl, _DOWN_SECONDS))
         self._cache[server.name] = entry
         return entry
+
+    def cached(self) -> dict[str, ServerTools]:
+        return dict(self._cache)
 
     def forget(self, server: str | None = None) -> None:
         if server is None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from .. import __version__
@@ -56,6 +56,7 @@ from .jsonrpc import (
     error_response,
     result,
 )
+from .pinning import Pins
 from .sessions import GatewaySession, Sessions
 from .settings import McpServerConfig, McpSettings
 from .upstream import SessionGone, UpstreamClient, UpstreamSession, unavailable
@@ -77,9 +78,12 @@ def _text(value: Any, limit: int = 128) -> str:
 
 class McpGateway:
     def __init__(self, settings: McpSettings, admin_key: str | None, clock: Clock, transport: Any,
-                 access: AccessControl, limits: Limits, analytics: Analytics, anonymize_ips: bool = True) -> None:
+                 access: AccessControl, limits: Limits, analytics: Analytics, pins: Pins,
+                 require_admin: Callable[[Request], None], anonymize_ips: bool = True) -> None:
         self.settings = settings
         self._anonymize = anonymize_ips
+        self.pins = pins
+        self._require_admin = require_admin
         self._clock = clock
         self._access = access
         self._limits = limits
@@ -87,7 +91,7 @@ class McpGateway:
         secret = settings.session_secret.get_secret_value() if settings.session_secret else admin_key
         self.sessions = Sessions(secret.encode() if secret else None, settings.session_max_age_seconds)
         self.upstream = UpstreamClient(transport, settings.max_result_bytes)
-        self.catalog = Catalog(settings.servers, clock, settings.list_cache_seconds, self._list_page)
+        self.catalog = Catalog(settings.servers, clock, settings.list_cache_seconds, self._list_page, pins.observe)
         self._list_ids = 0
         self._listing: tuple[GatewaySession, dict[str, str]] | None = None
 
@@ -97,7 +101,44 @@ class McpGateway:
                   "MCP (Streamable HTTP): the configured MCP servers' tools, namespaced server.tool"),
             Route(METADATA_PATH, {"GET": self._metadata}, "public",
                   "OAuth protected-resource metadata of /mcp (RFC 9728): gateway keys as Bearer tokens"),
+            Route("/admin/mcp/tools", {"GET": self._pin_listing}, "admin",
+                  "MCP tool pins: each tool's approved and last seen definition hash, held ones first"),
+            Route("/admin/mcp/tools/{tool}/approve", {"POST": self._approve}, "admin",
+                  "Approve an MCP tool's changed definition (body: {\"hash\": the seen hash})"),
         ]
+
+    # -- admin: tool pins ----------------------------------------------------------------
+    async def _pin_listing(self, request: Request, out: dict[str, str]) -> Response:
+        self._require_admin(request)
+        if self.pins.store is None:
+            raise GatewayError(404, "Tool pins need the security store.", code="no_security_store")
+        definitions: dict[str, Any] = {}
+        for server, entry in self.catalog.cached().items():  # what this isolate last listed
+            for tool, definition in {**entry.tools, **entry.held}.items():
+                definitions[gateway_name(server, tool)] = definition
+        pins = [{**pin, "held": pin["approved"] != pin["seen"], "definition": definitions.get(pin["tool"])}
+                for pin in await self.pins.listing()]
+        pins.sort(key=lambda pin: (not pin["held"], pin["tool"]))
+        return json_response({"pinning": self.pins.pinning, "data": pins})
+
+    async def _approve(self, request: Request, out: dict[str, str]) -> Response:
+        self._require_admin(request)
+        tool = request.params.get("tool", "")
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            body = None
+        seen = body.get("hash") if isinstance(body, dict) else None
+        if not isinstance(seen, str) or not seen:
+            raise GatewayError(400, "Send {\"hash\": \"<the seen hash from GET /admin/mcp/tools>\"}.",
+                               code="invalid_value", param="hash")
+        if not await self.pins.approve(tool, seen[:128]):
+            raise GatewayError(409, f"No tool {tool!r} whose last seen definition has that hash (it may have "
+                               "changed again: list the pins anew).", code="pin_mismatch")
+        parts = split_name(tool)
+        if parts is not None:
+            self.catalog.forget(parts[0])  # this isolate shows it at once; others within the list TTL
+        return json_response({"tool": tool, "approved": seen})
 
     # -- HTTP entry points ---------------------------------------------------------------
     async def _post(self, request: Request, out: dict[str, str]) -> Response:
@@ -136,7 +177,10 @@ class McpGateway:
         return response
 
     async def _get(self, request: Request, out: dict[str, str]) -> Response:
-        await self._authenticate(request)
+        try:
+            await self._authenticate(request)
+        except RpcError as exc:
+            return error_response(exc, None, out)
         # No server-initiated stream (yet): the spec's answer for a server without one.
         return Response(405, {"allow": "POST, DELETE", "content-type": "application/json"},
                         encode(RpcError(INVALID_REQUEST, "This gateway offers no GET stream.").payload(None)))
