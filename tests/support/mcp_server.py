@@ -6,7 +6,8 @@ credential), ``count`` (progress notifications, then a result: a streamed answer
 ``sleep`` (waits, for cancellation). With ``--token T`` every request must carry
 ``Authorization: Bearer T`` (the credential the gateway injects). ``--tools N`` adds
 ``tool_0``..``tool_N-1`` (the listing bench); ``--description`` changes ``add``'s
-description (a server whose definition changed, for pinning).
+description (a server whose definition changed, for pinning). ``GET /stats`` counts the
+MCP requests it was sent.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 
 SEEN: list[dict[str, str]] = []  # the headers of each request, credential removed
+COUNTS = {"requests": 0, "tools/list": 0}  # GET /stats (the listing bench counts upstream calls)
 
 
 def build(name: str, description: str, extra_tools: int) -> MCPServer:
@@ -67,7 +69,13 @@ def main() -> None:
     app = server.streamable_http_app(json_response=args.json_response, host="0.0.0.0")
 
     async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/stats":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": json.dumps(COUNTS).encode()})
+            return
         if scope["type"] == "http":
+            COUNTS["requests"] += 1
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             if args.token and headers.get("authorization") != f"Bearer {args.token}":
                 await send({"type": "http.response.start", "status": 401,
