@@ -151,6 +151,41 @@ def test_the_upstream_credential_never_reaches_the_client(gateway):
     assert ALPHA_TOKEN not in session
 
 
+def test_resources_prompts_and_completions_of_two_servers(gateway):
+    from mcp import types
+
+    async def scenario() -> dict[str, Any]:
+        async with mcp(gateway) as session:
+            resources = [r.uri for r in (await session.list_resources()).resources]
+            templates = [t.uri_template for t in (await session.list_resource_templates()).resource_templates]
+            readme = next(u for u in resources if u.startswith("flaregate://beta/"))
+            read = await session.read_resource(readme)
+            template = next(t for t in templates if t.startswith("flaregate://alpha/"))
+            weather = await session.read_resource(template.replace("{city}", "oslo"))
+            prompts = [p.name for p in (await session.list_prompts()).prompts]
+            prompt = await session.get_prompt("alpha.greet", {"who": "Ada"})
+            cities = await session.complete(types.ResourceTemplateReference(type="ref/resource", uri=template),
+                                            {"name": "city", "value": "os"})
+            names = await session.complete(types.PromptReference(type="ref/prompt", name="beta.greet"),
+                                           {"name": "who", "value": "a"})
+            with pytest.raises(MCPError) as unknown:
+                await session.read_resource("note://readme")  # not wrapped: no server named
+            return {"resources": resources, "templates": templates, "read": read, "weather": weather,
+                    "prompts": prompts, "prompt": prompt, "cities": cities.completion.values,
+                    "names": names.completion.values, "unknown": str(unknown.value)}
+
+    got = run(scenario())
+    assert {"flaregate://alpha/note%3A%2F%2Freadme", "flaregate://beta/note%3A%2F%2Freadme"} <= set(got["resources"])
+    assert "flaregate://alpha/weather%3A%2F%2F{city}" in got["templates"]
+    assert got["read"].contents[0].text == "the readme of beta"
+    assert str(got["read"].contents[0].uri) == "flaregate://beta/note%3A%2F%2Freadme"
+    assert got["weather"].contents[0].text == "sunny in oslo (alpha)"
+    assert {"alpha.greet", "beta.greet"} <= set(got["prompts"])
+    assert "Hello Ada, from alpha." in json.dumps(got["prompt"].model_dump(mode="json"))
+    assert got["cities"] == ["oslo", "osaka"] and got["names"] == ["ada", "alan"]
+    assert "Unknown resource URI" in got["unknown"]
+
+
 def test_a_streamed_tool_result_passes_progress_through(gateway):
     async def scenario() -> tuple[list[tuple[float, float | None]], str]:
         progress: list[tuple[float, float | None]] = []

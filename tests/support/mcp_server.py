@@ -3,7 +3,8 @@
 Run as ``python -m tests.support.mcp_server --port N --name NAME``. Its tools:
 ``add`` (two integers), ``echo`` (text back, and the headers the gateway sent, minus the
 credential), ``count`` (progress notifications, then a result: a streamed answer),
-``sleep`` (waits, for cancellation). With ``--token T`` every request must carry
+``sleep`` (waits, for cancellation); resources ``note://readme`` and ``weather://{city}``,
+a prompt ``greet`` and completions of their arguments. With ``--token T`` every request must carry
 ``Authorization: Bearer T`` (the credential the gateway injects). ``--tools N`` adds
 ``tool_0``..``tool_N-1`` (the listing bench); ``--description`` changes ``add``'s
 description (a server whose definition changed, for pinning). ``GET /stats`` counts the
@@ -46,6 +47,25 @@ def build(name: str, description: str, extra_tools: int) -> MCPServer:
     async def sleep(seconds: float) -> str:
         await asyncio.sleep(seconds)
         return "slept"
+
+    @server.resource("note://readme", description="A short note.", mime_type="text/plain")
+    def readme() -> str:
+        return f"the readme of {name}"
+
+    @server.resource("weather://{city}", description="The weather in a city.")
+    def weather(city: str) -> str:
+        return f"sunny in {city} ({name})"
+
+    @server.prompt(description="Greet someone.")
+    def greet(who: str) -> str:
+        return f"Hello {who}, from {name}."
+
+    @server.completion()
+    async def complete(ref: Any, argument: Any, context: Any) -> Any:
+        from mcp_types import Completion
+
+        options = ["paris", "oslo", "osaka"] if argument.name == "city" else ["ada", "alan"]
+        return Completion(values=[o for o in options if o.startswith(argument.value)])
 
     for i in range(extra_tools):
         def make(i: int) -> Any:

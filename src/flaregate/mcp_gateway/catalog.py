@@ -16,6 +16,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote
 
 from ..ports import Clock
 from ..security.permissions import allows
@@ -38,6 +39,23 @@ def gateway_name(server: str, tool: str) -> str:
 def split_name(name: str) -> tuple[str, str] | None:
     server, dot, tool = name.partition(".")
     return (server, tool) if dot and server and tool else None
+
+
+# Resource URIs (and templates) wrapped so the server is recoverable and two servers' URIs
+# never collide: flaregate://<server>/<the URI percent-encoded>. A template's {variables}
+# stay as they are, so a client expands the wrapped template like the original.
+URI_PREFIX = "flaregate://"
+
+
+def wrap_uri(server: str, uri: str, template: bool = False) -> str:
+    return f"{URI_PREFIX}{server}/{quote(uri, safe='{}' if template else '')}"
+
+
+def unwrap_uri(uri: str) -> tuple[str, str] | None:
+    if not uri.startswith(URI_PREFIX):
+        return None
+    server, slash, rest = uri[len(URI_PREFIX):].partition("/")
+    return (server, unquote(rest)) if slash and server and rest else None
 
 
 def definition_hash(tool: Mapping[str, Any]) -> str:

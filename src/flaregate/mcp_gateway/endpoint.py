@@ -39,7 +39,7 @@ from ..security.access import AccessControl, Principal
 from ..security.permissions import allows
 from ..security.privacy import client_address
 from ..sse_buffer import EventBuffer, parse_event, split_events
-from .catalog import Catalog, gateway_name, split_name
+from .catalog import MAX_PAGES, Catalog, gateway_name, split_name, unwrap_uri, wrap_uri
 from .jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -68,8 +68,15 @@ METADATA_PATH = "/.well-known/oauth-protected-resource"
 # The revisions reachable by the initialize handshake, oldest to newest (mcp_types.version).
 HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 LATEST_VERSION = HANDSHAKE_VERSIONS[-1]
-_KNOWN_METHODS = frozenset({"initialize", "ping", "tools/list", "tools/call", "server/discover"})
-_SERVER_CAPABILITIES = {"tools": {"listChanged": False}}
+_KNOWN_METHODS = frozenset({"initialize", "ping", "tools/list", "tools/call", "server/discover", "resources/list",
+                            "resources/templates/list", "resources/read", "prompts/list", "prompts/get",
+                            "completion/complete"})
+_SERVER_CAPABILITIES = {"tools": {"listChanged": False}, "resources": {"listChanged": False, "subscribe": False},
+                        "prompts": {"listChanged": False}, "completions": {}}
+# The aggregated lists: method -> (the result's list, the field renamed or wrapped, how).
+_LISTS = {"resources/list": ("resources", "uri", "uri"),
+          "resources/templates/list": ("resourceTemplates", "uriTemplate", "template"),
+          "prompts/list": ("prompts", "name", "name")}
 
 
 def _text(value: Any, limit: int = 128) -> str:
@@ -299,7 +306,99 @@ class McpGateway:
             return result(id, await self._tools(session, principal, out), out)
         if method == "tools/call":
             return await self._call(message, session, principal, request, out, event, began)
+        if method in _LISTS:
+            return result(id, await self._aggregate(method, session, principal, out), out)
+        if method in ("resources/read", "prompts/get", "completion/complete"):
+            return result(id, await self._forward(message, session, principal, out, event), out)
         raise RpcError(METHOD_NOT_FOUND, f"Method not found: {str(method)[:64]}")
+
+    # -- resources, prompts, completion --------------------------------------------------
+    async def _upstream_request(self, server: McpServerConfig, session: GatewaySession, method: str,
+                                params: Mapping[str, Any], id: Id, trace: Mapping[str, str]) -> dict[str, Any]:
+        """One request answered whole, the upstream session initialised again if gone."""
+        upstream = await self._upstream_session(session, server, trace)
+        try:
+            return await self.upstream.request(server, method, params, id, upstream, trace)
+        except SessionGone:
+            upstream = await self._upstream_session(session, server, trace, renew=True)
+            return await self.upstream.request(server, method, params, id, upstream, trace)
+
+    def _exposes(self, server: McpServerConfig, kind: str, name: str) -> bool:
+        patterns = server.prompts if kind == "name" else server.resources
+        return allows(list(patterns) if patterns is not None else None, name)
+
+    async def _aggregate(self, method: str, session: GatewaySession, principal: Principal,
+                         out: dict[str, str]) -> dict[str, Any]:
+        """A list from every reachable server, live (resources and prompts may change per
+        session), names and URIs wrapped; a server down is left out."""
+        key, field, kind = _LISTS[method]
+        trace = self._trace(out)
+
+        async def one(server: McpServerConfig) -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = []
+            cursor: str | None = None
+            try:
+                for _ in range(MAX_PAGES):
+                    page = await self._upstream_request(server, session, method, {"cursor": cursor} if cursor else {},
+                                                        f"flaregate-{key}-{self._next_id()}", trace)
+                    for item in page.get(key) or ():
+                        value = item.get(field) if isinstance(item, dict) else None
+                        if isinstance(value, str) and value and self._exposes(server, kind, value):
+                            wrapped = (gateway_name(server.name, value) if kind == "name"
+                                       else wrap_uri(server.name, value, kind == "template"))
+                            items.append({**item, field: wrapped})
+                    cursor = page.get("nextCursor")
+                    if not isinstance(cursor, str) or not cursor:
+                        break
+            except (RpcError, SessionGone) as exc:
+                log.info("MCP server %s left out of %s: %s", server.name, method, exc)
+            return items
+
+        found = await asyncio.gather(*(one(s) for s in self._reachable(principal)))
+        return {key: [item for items in found for item in items]}
+
+    async def _forward(self, message: dict[str, Any], session: GatewaySession, principal: Principal,
+                       out: dict[str, str], event: RequestEvent) -> dict[str, Any]:
+        """``resources/read``, ``prompts/get``, ``completion/complete``: to the server the
+        name or URI names, unwrapped; the answer's URIs wrapped again."""
+        method, params = message["method"], dict(message.get("params") or {})
+        if method == "completion/complete":
+            ref = params.get("ref")
+            if not isinstance(ref, dict) or not isinstance(params.get("argument"), dict):
+                raise RpcError(INVALID_PARAMS, "completion/complete needs params.ref and params.argument (objects).")
+            if ref.get("type") == "ref/prompt":
+                server, name = self._target(principal, "name", ref.get("name"))
+                params["ref"] = {**ref, "name": name}
+            else:
+                server, uri = self._target(principal, "template", ref.get("uri"))
+                params["ref"] = {**ref, "uri": uri}
+        elif method == "prompts/get":
+            server, params["name"] = self._target(principal, "name", params.get("name"))
+        else:
+            server, params["uri"] = self._target(principal, "uri", params.get("uri"))
+        event["mcp_server"], event["provider"] = server.name, f"mcp:{server.name}"
+        answer = await self._upstream_request(server, session, method, params, message.get("id"), self._trace(out))
+        for content in answer.get("contents") or ():  # resources/read
+            if isinstance(content, dict) and isinstance(content.get("uri"), str):
+                content["uri"] = wrap_uri(server.name, content["uri"])
+        return answer
+
+    def _target(self, principal: Principal, kind: str, value: Any) -> tuple[McpServerConfig, str]:
+        """The server a prompt name or wrapped URI names, and the name or URI it knows."""
+        what = "prompt name" if kind == "name" else "resource URI"
+        if not isinstance(value, str) or not value:
+            raise RpcError(INVALID_PARAMS, f"Missing {what}.")
+        parts = split_name(value) if kind == "name" else unwrap_uri(value)
+        server = self.settings.server(parts[0]) if parts is not None else None
+        if parts is None or server is None or not self._exposes(server, kind, parts[1]):
+            raise RpcError(INVALID_PARAMS, f"Unknown {what}: {value[:160]}.")
+        if server not in self._reachable(principal):
+            raise RpcError(INVALID_PARAMS, f"MCP server '{server.name}' is not allowed for this key.", status=403)
+        return server, parts[1]
+
+    def _next_id(self) -> int:
+        self._list_ids += 1
+        return self._list_ids
 
     # -- tools ---------------------------------------------------------------------------
     async def _list_page(self, server: McpServerConfig, cursor: str | None) -> dict[str, Any]:

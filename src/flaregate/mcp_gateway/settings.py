@@ -27,6 +27,8 @@ class McpServerConfig(BaseModel):
     credential_header: str = Field(default="authorization", pattern=r"^[A-Za-z0-9-]{1,64}$")
     timeout_seconds: PositiveFloat = 30.0  # one upstream exchange (a tool call included)
     tools: tuple[StrictStr, ...] | None = None  # exposed tool names (globs); None: all
+    prompts: tuple[StrictStr, ...] | None = None  # exposed prompt names (globs); None: all
+    resources: tuple[StrictStr, ...] | None = None  # exposed resource URIs and templates (globs); None: all
     price_per_call_usd: float = Field(default=0.0, ge=0)  # what a tools/call costs (budgets)
 
     def credential_headers(self) -> dict[str, str]:
