@@ -103,7 +103,8 @@ class Gateway:
         self.mcp = McpGateway(
             settings.mcp, admin_key, ports.clock, ports.upstream, self.access, self.ratelimits, self.analytics,
             Pins(ports.security, settings.mcp.pinning, self.analytics, self.webhooks, ports.clock),
-            partial(require_admin, settings=settings), security.anonymize_ips) if settings.mcp.servers else None
+            partial(require_admin, settings=settings), security.anonymize_ips,
+            self.pipeline.guardrails) if settings.mcp.servers else None
         self.routes = RouteTable([
             *self._own_routes(), *self.observability.routes(), *self.admin_api.routes(),
             *RateLimitAdmin(settings, self.ratelimits).routes(), *cache_admin.routes(),

@@ -39,11 +39,15 @@ def mcp_env(upstream_url: str, alpha: McpServerProcess, beta: McpServerProcess, 
         {"name": "beta", "url": beta.url, "tools": ["add", "echo", "count", "sleep"], "timeout_seconds": 10},
         {"name": "down", "url": f"http://127.0.0.1:{free_port()}/mcp", "timeout_seconds": 2},
     ]
+    guardrails = {"policies": {"in": {"pii": ["email"]}, "out": {"pii": ["email"], "input": False},
+                               "deny": {"deny_words": ["forbidden"]}},
+                  "keys": {"mcp-guard-in": "in", "mcp-guard-out": "out", "mcp-guard-deny": "deny"}}
     policies = [{"name": "mcp-tight", "algorithm": "fixed_window", "limit": 2, "window_seconds": 600,
                  "scope": "key+model", "applies_to": "named_keys", "lease": 0}]
     return upstream_env(upstream_url, FLAREGATE_MCP_SERVERS=json.dumps(servers), ALPHA_MCP_TOKEN=ALPHA_TOKEN,
                         FLAREGATE_MCP_SESSION_SECRET=SESSION_SECRET, MCP_LIST_CACHE_SECONDS="1",
-                        FLAREGATE_RATE_LIMITS=json.dumps(policies), **extra)
+                        FLAREGATE_RATE_LIMITS=json.dumps(policies), FLAREGATE_GUARDRAILS=json.dumps(guardrails),
+                        **extra)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +69,8 @@ def admin(server, method: str, path: str, body: Any = None) -> httpx.Response:
     return httpx.request(method, server.base_url + path, content=raw, headers=headers, timeout=10)
 
 
-def stored_key(server, **policy: Any) -> str:
-    created = admin(server, "POST", "/admin/keys", {"name": "mcp-" + secrets.token_hex(3), **policy})
+def stored_key(server, name: str = "", **policy: Any) -> str:
+    created = admin(server, "POST", "/admin/keys", {"name": name or "mcp-" + secrets.token_hex(3), **policy})
     assert created.status_code in (200, 201), created.text
     return created.json()["key"]
 
@@ -184,6 +188,29 @@ def test_resources_prompts_and_completions_of_two_servers(gateway):
     assert "Hello Ada, from alpha." in json.dumps(got["prompt"].model_dump(mode="json"))
     assert got["cities"] == ["oslo", "osaka"] and got["names"] == ["ada", "alan"]
     assert "Unknown resource URI" in got["unknown"]
+
+
+def test_guardrails_redact_arguments_and_results_and_block(gateway):
+    keys = {name: stored_key(gateway, name) for name in ("mcp-guard-in", "mcp-guard-out", "mcp-guard-deny")}
+
+    async def echo(key: str, words: str) -> str:
+        async with mcp(gateway, key) as session:
+            return text(await session.call_tool("beta.echo", {"text": words}))
+
+    sent = "mail me at ada@example.com please"
+    seen_by_server = json.loads(run(echo(keys["mcp-guard-in"], sent)))["text"]  # redacted before it left
+    assert "ada@example.com" not in seen_by_server and seen_by_server.startswith("mail me at ")
+    answered = run(echo(keys["mcp-guard-out"], sent))  # the server saw it; the result is redacted
+    assert "ada@example.com" not in answered and "mail me at" in answered
+    assert "ada@example.com" in json.loads(run(echo(GATEWAY_KEY, sent)))["text"]  # no policy: untouched
+
+    async def denied() -> str:
+        async with mcp(gateway, keys["mcp-guard-deny"]) as session:
+            with pytest.raises(MCPError) as blocked:
+                await session.call_tool("beta.echo", {"text": "this is forbidden"})
+            return str(blocked.value)
+
+    assert "blocked by guardrail policy 'deny'" in run(denied())
 
 
 def test_a_streamed_tool_result_passes_progress_through(gateway):

@@ -28,6 +28,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import GatewayError
+from ..guardrails.checks import Guardrails
 from ..http import Request, Response, json_response
 from ..observability import tracing
 from ..observability.analytics import Analytics
@@ -41,6 +42,7 @@ from ..security.privacy import client_address
 from ..sse_buffer import EventBuffer, parse_event, split_events
 from .catalog import MAX_PAGES, Catalog, gateway_name, split_name, unwrap_uri, wrap_uri
 from .jsonrpc import (
+    BLOCKED,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -86,8 +88,10 @@ def _text(value: Any, limit: int = 128) -> str:
 class McpGateway:
     def __init__(self, settings: McpSettings, admin_key: str | None, clock: Clock, transport: Any,
                  access: AccessControl, limits: Limits, analytics: Analytics, pins: Pins,
-                 require_admin: Callable[[Request], None], anonymize_ips: bool = True) -> None:
+                 require_admin: Callable[[Request], None], anonymize_ips: bool = True,
+                 guardrails: Guardrails | None = None) -> None:
         self.settings = settings
+        self._guardrails = guardrails
         self._anonymize = anonymize_ips
         self.pins = pins
         self._require_admin = require_admin
@@ -471,6 +475,10 @@ class McpGateway:
             if exc.status == 429:
                 raise RpcError(RATE_LIMITED, exc.message, status=429, headers=exc.headers) from None
             raise
+        guard = self._guard_arguments(params, name, principal, event)
+        if guard is not None:
+            params = {**params, "arguments": guard[1]}
+        policy = guard[0] if guard is not None else None
         forwarded = {**message, "params": {**params, "name": tool}}
         started = self._clock.monotonic()
         try:
@@ -483,7 +491,7 @@ class McpGateway:
         headers = {**out, "content-type": "application/json"}
         if exchange.streamed and "text/event-stream" in accept:
             headers.update({"content-type": "text/event-stream", "cache-control": "no-cache"})
-            return Response(200, headers, self._relay(exchange, id, event, admission, started, began))
+            return Response(200, headers, self._relay(exchange, id, event, admission, started, began, policy))
         try:
             if exchange.streamed:  # the client takes JSON only: the response, without the notifications
                 body = encode(await exchange.answer(id))
@@ -495,8 +503,57 @@ class McpGateway:
         finally:
             event["upstream_ms"] = round((self._clock.monotonic() - started) * 1000, 3)
             admission.keep()  # the units are the call itself: what was reserved is what it cost
+        if policy is not None:
+            body = self._guard_result(policy, body, id, event)
         _note_error(event, body)
         return Response(200, headers, body)
+
+    # -- guardrails ----------------------------------------------------------------------
+    def _guard_arguments(self, params: dict[str, Any], name: str, principal: Principal,
+                         event: RequestEvent) -> tuple[Any, Any] | None:
+        """The guardrail policy of this call (the key's, or the route ``mcp:server.tool``'s,
+        or the default) applied to its arguments: PII redacted in place or blocked, deny
+        lists blocked. Returns (the policy, the arguments to send), None without a policy."""
+        if self._guardrails is None:
+            return None
+        policy = self._guardrails.policy_for(f"mcp:{name}", principal.key_id, principal.name)
+        if policy is None:
+            return None
+        body = {"messages": params.get("arguments") or {}}
+        try:
+            self._guardrails.check_input(policy, body, event)
+        except GatewayError as exc:
+            raise RpcError(BLOCKED, exc.message, status=400) from None
+        return policy, body["messages"]
+
+    def _guard_result(self, policy: Any, payload: bytes, id: Id, event: RequestEvent) -> bytes:
+        """A tools/call response with its text contents checked (redacted, or the call
+        answered with a JSON-RPC error when the policy blocks)."""
+        assert self._guardrails is not None
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            return payload
+        answer = message.get("result") if isinstance(message, dict) else None
+        if not isinstance(answer, dict):
+            return payload
+        try:
+            for content in answer.get("content") or ():
+                if isinstance(content, dict) and isinstance(content.get("text"), str):
+                    content["text"] = self._guardrails.check_output_text(policy, content["text"], event)
+            if "structuredContent" in answer:
+                checked = {"messages": answer["structuredContent"]}
+                found = json.dumps(checked)
+                redacted = self._guardrails.check_output_text(policy, found, event)
+                if redacted != found:
+                    try:
+                        answer["structuredContent"] = json.loads(redacted)["messages"]
+                    except ValueError:  # a redaction that broke the JSON: the text content stands alone
+                        del answer["structuredContent"]
+        except GatewayError as exc:
+            event["jsonrpc_error"] = BLOCKED
+            return encode(RpcError(BLOCKED, exc.message).payload(id))
+        return encode(message)
 
     async def _send_call(self, server: McpServerConfig, session: GatewaySession, message: dict[str, Any],
                          trace: Mapping[str, str]) -> Any:
@@ -511,17 +568,23 @@ class McpGateway:
         return exchange
 
     async def _relay(self, exchange: Any, id: Id, event: RequestEvent, admission: Admission,
-                     started: float, began: float) -> AsyncIterator[bytes]:
+                     started: float, began: float, policy: Any = None) -> AsyncIterator[bytes]:
         """The server's SSE answer passed through as it comes (progress first, then the
-        result), read as it passes for the record; ends once the response has gone by."""
+        result), read as it passes for the record; ends once the response has gone by. With
+        a guardrail policy, whole events are passed on and the response is checked first."""
         buffer = EventBuffer(self.settings.max_result_bytes)
         sent = 0
         outcome = "truncated"
         try:
             async for chunk in exchange.response.aiter_bytes():
-                sent += len(chunk)
-                yield chunk
+                if policy is None:
+                    sent += len(chunk)
+                    yield chunk
                 region = buffer.feed(chunk)
+                if policy is not None and region:
+                    region = self._guard_events(policy, region, id, event)
+                    sent += len(region)
+                    yield region
                 if region and _response_in(region, id, event):
                     outcome = "complete"
                     break
@@ -540,6 +603,16 @@ class McpGateway:
             if outcome == "truncated":
                 event["error"] = "upstream_stream_truncated"
             self._finish(event, 200, sent, began)
+
+    def _guard_events(self, policy: Any, region: bytes, id: Id, event: RequestEvent) -> bytes:
+        out = []
+        for raw in split_events(region):
+            name, data = parse_event(raw)
+            if data and name in (None, "message") and _is_response(data, id):
+                out.append(b"event: message\ndata: " + self._guard_result(policy, data.encode(), id, event) + b"\n\n")
+            else:
+                out.append(raw + b"\n\n")
+        return b"".join(out)
 
     async def _cancel(self, message: dict[str, Any], session: GatewaySession, out: dict[str, str]) -> None:
         """A cancellation goes to each server of the session: ids are the client's, passed
@@ -589,6 +662,14 @@ def _note_error(event: RequestEvent, body: bytes) -> None:
         event["jsonrpc_error"] = error["code"]
     elif isinstance(message, dict) and isinstance(message.get("result"), dict) and message["result"].get("isError"):
         event["error_code"] = "tool_error"
+
+
+def _is_response(data: str, id: Id) -> bool:
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("id") == id and ("result" in message or "error" in message)
 
 
 def _response_in(region: bytes, id: Id, event: RequestEvent) -> bool:
