@@ -36,7 +36,7 @@ SESSION_SECRET = "mcp-session-secret-for-the-tests-0123456789"
 def mcp_env(upstream_url: str, alpha: McpServerProcess, beta: McpServerProcess, **extra: str) -> dict[str, str]:
     servers = [
         {"name": "alpha", "url": alpha.url, "credential_env": "ALPHA_MCP_TOKEN"},
-        {"name": "beta", "url": beta.url, "tools": ["add", "echo", "count", "sleep"], "timeout_seconds": 10},
+        {"name": "beta", "url": beta.url, "tools": ["add", "echo", "count", "sleep", "ask"], "timeout_seconds": 10},
         {"name": "down", "url": f"http://127.0.0.1:{free_port()}/mcp", "timeout_seconds": 2},
     ]
     guardrails = {"policies": {"in": {"pii": ["email"]}, "out": {"pii": ["email"], "input": False},
@@ -76,10 +76,10 @@ def stored_key(server, name: str = "", **policy: Any) -> str:
 
 
 @asynccontextmanager
-async def mcp(server, key: str = GATEWAY_KEY) -> AsyncIterator[ClientSession]:
+async def mcp(server, key: str = GATEWAY_KEY, **callbacks: Any) -> AsyncIterator[ClientSession]:
     async with httpx2.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=30) as http:
         async with streamable_http_client(server.base_url + "/mcp", http_client=http) as (read, write):
-            async with ClientSession(read, write) as session:
+            async with ClientSession(read, write, **callbacks) as session:
                 await session.initialize()
                 yield session
 
@@ -211,6 +211,25 @@ def test_guardrails_redact_arguments_and_results_and_block(gateway):
             return str(blocked.value)
 
     assert "blocked by guardrail policy 'deny'" in run(denied())
+
+
+def test_a_servers_elicitation_reaches_the_client_and_its_answer_the_server(gateway):
+    from mcp import types
+
+    asked: list[str] = []
+
+    async def elicit(context: Any, params: Any) -> Any:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"city": "Oslo"})
+
+    async def scenario() -> tuple[str, str]:
+        async with mcp(gateway, elicitation_callback=elicit) as session:
+            first = text(await session.call_tool("alpha.ask", {}))
+            second = text(await session.call_tool("beta.ask", {}))  # the same ids on another server
+            return first, second
+
+    assert run(scenario()) == ("accept:Oslo", "accept:Oslo")
+    assert asked == ["Which city?", "Which city?"]
 
 
 def test_a_streamed_tool_result_passes_progress_through(gateway):

@@ -3,7 +3,7 @@
 Run as ``python -m tests.support.mcp_server --port N --name NAME``. Its tools:
 ``add`` (two integers), ``echo`` (text back, and the headers the gateway sent, minus the
 credential), ``count`` (progress notifications, then a result: a streamed answer),
-``sleep`` (waits, for cancellation); resources ``note://readme`` and ``weather://{city}``,
+``sleep`` (waits, for cancellation), ``ask`` (elicits a city from the client); resources ``note://readme`` and ``weather://{city}``,
 a prompt ``greet`` and completions of their arguments. With ``--token T`` every request must carry
 ``Authorization: Bearer T`` (the credential the gateway injects). ``--tools N`` adds
 ``tool_0``..``tool_N-1`` (the listing bench); ``--description`` changes ``add``'s
@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
+from pydantic import BaseModel
 
 SEEN: list[dict[str, str]] = []  # the headers of each request, credential removed
 COUNTS = {"requests": 0, "tools/list": 0}  # GET /stats (the listing bench counts upstream calls)
@@ -42,6 +43,14 @@ def build(name: str, description: str, extra_tools: int) -> MCPServer:
             await ctx.report_progress(i, n, f"step {i}")
             await asyncio.sleep(0.02)
         return f"counted to {n}"
+
+    class City(BaseModel):
+        city: str
+
+    @server.tool(description="Ask the user for a city (an elicitation, server to client).")
+    async def ask(ctx: Context) -> str:
+        answer = await ctx.elicit("Which city?", City)
+        return f"{answer.action}:{answer.data.city if answer.data is not None else ''}"
 
     @server.tool(description="Sleep for some seconds.")
     async def sleep(seconds: float) -> str:

@@ -76,6 +76,7 @@ _KNOWN_METHODS = frozenset({"initialize", "ping", "tools/list", "tools/call", "s
 _SERVER_CAPABILITIES = {"tools": {"listChanged": False}, "resources": {"listChanged": False, "subscribe": False},
                         "prompts": {"listChanged": False}, "completions": {}}
 # The aggregated lists: method -> (the result's list, the field renamed or wrapped, how).
+_SERVER_REQUEST = "flaregate:"  # the id prefix of a server's request relayed to the client
 _LISTS = {"resources/list": ("resources", "uri", "uri"),
           "resources/templates/list": ("resourceTemplates", "uriTemplate", "template"),
           "prompts/list": ("prompts", "name", "name")}
@@ -265,10 +266,10 @@ class McpGateway:
         if not isinstance(asked, str):
             raise RpcError(INVALID_PARAMS, "initialize needs params.protocolVersion (a string).")
         version = asked if asked in HANDSHAKE_VERSIONS else LATEST_VERSION
-        session = GatewaySession(principal.key_id, version, self._clock.now())
+        session = GatewaySession(principal.key_id, version, self._clock.now(), capabilities=_relayed(params))
         trace = self._trace(out)
         servers = self._reachable(principal)
-        opened = await asyncio.gather(*(self._open_upstream(s, trace) for s in servers))
+        opened = await asyncio.gather(*(self._open_upstream(s, trace, session.capabilities) for s in servers))
         for server, upstream in zip(servers, opened, strict=True):
             if upstream is not None:  # a server down now is initialised when it is first needed
                 session.upstream[server.name] = upstream
@@ -279,9 +280,10 @@ class McpGateway:
             "instructions": "Tools of several MCP servers, each named server.tool."},
             {**out, "mcp-session-id": token})
 
-    async def _open_upstream(self, server: McpServerConfig, trace: Mapping[str, str]) -> UpstreamSession | None:
+    async def _open_upstream(self, server: McpServerConfig, trace: Mapping[str, str],
+                             capabilities: Mapping[str, Any]) -> UpstreamSession | None:
         try:
-            return await self.upstream.initialize(server, trace)
+            return await self.upstream.initialize(server, trace, capabilities)
         except RpcError as exc:
             log.warning("MCP server %s: %s", server.name, exc.message)
             return None
@@ -290,7 +292,7 @@ class McpGateway:
                                 trace: Mapping[str, str], renew: bool = False) -> UpstreamSession:
         found = None if renew else self.sessions.upstream(session, server.name)
         if found is None:
-            found = await self.upstream.initialize(server, trace)
+            found = await self.upstream.initialize(server, trace, session.capabilities)
             self.sessions.replace(session, server.name, found)
         return found
 
@@ -298,7 +300,8 @@ class McpGateway:
                         request: Request, out: dict[str, str], event: RequestEvent, began: float) -> Response:
         method = message.get("method")
         id = message.get("id")
-        if method is None:  # a response to a server-to-client request: none are relayed yet
+        if method is None:  # the client's answer to a server's request (sampling, elicitation)
+            await self._answer_server(message, session, out)
             return Response(202, dict(out))
         if "id" not in message:
             if method == "notifications/cancelled":
@@ -491,7 +494,8 @@ class McpGateway:
         headers = {**out, "content-type": "application/json"}
         if exchange.streamed and "text/event-stream" in accept:
             headers.update({"content-type": "text/event-stream", "cache-control": "no-cache"})
-            return Response(200, headers, self._relay(exchange, id, event, admission, started, began, policy))
+            return Response(200, headers, self._relay(exchange, id, event, admission, started, began, policy,
+                                                      server.name))
         try:
             if exchange.streamed:  # the client takes JSON only: the response, without the notifications
                 body = encode(await exchange.answer(id))
@@ -568,24 +572,24 @@ class McpGateway:
         return exchange
 
     async def _relay(self, exchange: Any, id: Id, event: RequestEvent, admission: Admission,
-                     started: float, began: float, policy: Any = None) -> AsyncIterator[bytes]:
-        """The server's SSE answer passed through as it comes (progress first, then the
-        result), read as it passes for the record; ends once the response has gone by. With
-        a guardrail policy, whole events are passed on and the response is checked first."""
+                     started: float, began: float, policy: Any, server: str) -> AsyncIterator[bytes]:
+        """The server's SSE answer passed on event by event as it comes (progress and the
+        server's own requests first, then the result); ends once the response has gone by.
+        A server's request (sampling, elicitation) gets an id naming the server, so the
+        client's answer finds its way back; with a guardrail policy the response is checked."""
         buffer = EventBuffer(self.settings.max_result_bytes)
         sent = 0
         outcome = "truncated"
         try:
             async for chunk in exchange.response.aiter_bytes():
-                if policy is None:
-                    sent += len(chunk)
-                    yield chunk
                 region = buffer.feed(chunk)
-                if policy is not None and region:
-                    region = self._guard_events(policy, region, id, event)
-                    sent += len(region)
-                    yield region
-                if region and _response_in(region, id, event):
+                if not region:
+                    continue
+                if policy is not None or b'"method"' in region:
+                    region = self._rewrite_events(policy, region, id, event, server)
+                sent += len(region)
+                yield region
+                if _response_in(region, id, event):
                     outcome = "complete"
                     break
         except UpstreamError as exc:
@@ -604,15 +608,42 @@ class McpGateway:
                 event["error"] = "upstream_stream_truncated"
             self._finish(event, 200, sent, began)
 
-    def _guard_events(self, policy: Any, region: bytes, id: Id, event: RequestEvent) -> bytes:
+    def _rewrite_events(self, policy: Any, region: bytes, id: Id, event: RequestEvent, server: str) -> bytes:
         out = []
         for raw in split_events(region):
             name, data = parse_event(raw)
-            if data and name in (None, "message") and _is_response(data, id):
+            message = _json_object(data) if data and name in (None, "message") else None
+            if message is None:
+                out.append(raw + b"\n\n")
+            elif policy is not None and message.get("id") == id and ("result" in message or "error" in message):
                 out.append(b"event: message\ndata: " + self._guard_result(policy, data.encode(), id, event) + b"\n\n")
+            elif "method" in message and "id" in message:  # the server asks the client
+                message["id"] = f"{_SERVER_REQUEST}{server}:{json.dumps(message['id'])}"
+                out.append(b"event: message\ndata: " + encode(message) + b"\n\n")
             else:
                 out.append(raw + b"\n\n")
         return b"".join(out)
+
+    async def _answer_server(self, message: dict[str, Any], session: GatewaySession, out: dict[str, str]) -> None:
+        """A client's answer to a server's request, sent to that server with its own id."""
+        tagged = message.get("id")
+        if not isinstance(tagged, str) or not tagged.startswith(_SERVER_REQUEST):
+            return  # not an id the gateway handed out: nobody to tell
+        name, _, original = tagged[len(_SERVER_REQUEST):].partition(":")
+        server = self.settings.server(name)
+        upstream = self.sessions.upstream(session, name) if server is not None else None
+        try:
+            original_id = json.loads(original)
+        except ValueError:
+            return
+        if server is None or upstream is None or not (isinstance(original_id, str | int)):
+            return
+        try:
+            exchange = await self.upstream.post(server, {**message, "id": original_id}, upstream, self._trace(out))
+            if exchange is not None:
+                await exchange.response.aclose()
+        except (RpcError, SessionGone) as exc:
+            log.info("MCP server %s did not take the client's answer: %s", name, exc)
 
     async def _cancel(self, message: dict[str, Any], session: GatewaySession, out: dict[str, str]) -> None:
         """A cancellation goes to each server of the session: ids are the client's, passed
@@ -664,12 +695,22 @@ def _note_error(event: RequestEvent, body: bytes) -> None:
         event["error_code"] = "tool_error"
 
 
-def _is_response(data: str, id: Id) -> bool:
+def _json_object(data: str) -> dict[str, Any] | None:
     try:
         message = json.loads(data)
     except ValueError:
-        return False
-    return isinstance(message, dict) and message.get("id") == id and ("result" in message or "error" in message)
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def _relayed(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The client capabilities a server may use through the gateway (what the client
+    answers: sampling, elicitation, roots), bounded; the rest is the gateway's business."""
+    capabilities = params.get("capabilities")
+    if not isinstance(capabilities, dict):
+        return {}
+    kept = {k: v for k, v in capabilities.items() if k in ("sampling", "elicitation", "roots") and isinstance(v, dict)}
+    return kept if len(json.dumps(kept)) <= 1024 else {}
 
 
 def _response_in(region: bytes, id: Id, event: RequestEvent) -> bool:

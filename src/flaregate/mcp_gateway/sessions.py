@@ -18,6 +18,7 @@ import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from .sealing import Sealer
 from .upstream import UpstreamSession
@@ -31,10 +32,13 @@ class GatewaySession:
     protocol_version: str
     created: float
     upstream: dict[str, UpstreamSession] = field(default_factory=dict)
+    # What the client can answer (sampling, elicitation, roots): declared to each server.
+    capabilities: dict[str, Any] = field(default_factory=dict)
     token: str = ""  # the sealed id it was opened from (or sealed into)
 
     def to_json(self) -> bytes:
         return json.dumps({"k": self.key_id, "v": self.protocol_version, "t": round(self.created, 3),
+                           "c": self.capabilities,
                            "u": {name: [s.session_id or "", s.protocol_version] for name, s in self.upstream.items()}},
                           separators=(",", ":")).encode()
 
@@ -44,7 +48,8 @@ def _from_json(raw: bytes) -> GatewaySession | None:
         data = json.loads(raw)
         upstream = {str(name): UpstreamSession(str(pair[0]) or None, str(pair[1]))
                     for name, pair in data["u"].items()}
-        return GatewaySession(str(data["k"]), str(data["v"]), float(data["t"]), upstream)
+        capabilities = data.get("c") if isinstance(data.get("c"), dict) else {}
+        return GatewaySession(str(data["k"]), str(data["v"]), float(data["t"]), upstream, capabilities)
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
 

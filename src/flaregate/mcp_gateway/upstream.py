@@ -116,10 +116,12 @@ class UpstreamClient:
             raise unavailable(server.name, f"it refused the gateway's credential ({status})")
         raise unavailable(server.name, f"it answered HTTP {status}")
 
-    async def initialize(self, server: McpServerConfig, trace: Mapping[str, str]) -> UpstreamSession:
-        """A new upstream session: ``initialize``, then ``notifications/initialized``."""
+    async def initialize(self, server: McpServerConfig, trace: Mapping[str, str],
+                         capabilities: Mapping[str, Any] | None = None) -> UpstreamSession:
+        """A new upstream session: ``initialize`` (declaring what the client can answer),
+        then ``notifications/initialized``."""
         request = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-                   "params": {"protocolVersion": UPSTREAM_PROTOCOL_VERSION, "capabilities": {},
+                   "params": {"protocolVersion": UPSTREAM_PROTOCOL_VERSION, "capabilities": dict(capabilities or {}),
                               "clientInfo": _CLIENT_INFO}}
         exchange = await self.post(server, request, None, trace)
         if exchange is None:
