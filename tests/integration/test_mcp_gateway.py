@@ -38,6 +38,7 @@ def mcp_env(upstream_url: str, alpha: McpServerProcess, beta: McpServerProcess, 
         {"name": "alpha", "url": alpha.url, "credential_env": "ALPHA_MCP_TOKEN"},
         {"name": "beta", "url": beta.url, "tools": ["add", "echo", "count", "sleep", "ask"], "timeout_seconds": 10},
         {"name": "down", "url": f"http://127.0.0.1:{free_port()}/mcp", "timeout_seconds": 2},
+        {"name": "priced", "url": beta.url, "tools": ["add"], "price_per_call_usd": 0.001},
     ]
     guardrails = {"policies": {"in": {"pii": ["email"]}, "out": {"pii": ["email"], "input": False},
                                "deny": {"deny_words": ["forbidden"]}},
@@ -142,6 +143,21 @@ def test_tools_of_two_servers_are_listed_and_called(gateway):
     assert echoed["text"] == "hello"
     seen = echoed["headers"]
     assert seen.get("traceparent", "").startswith("00-") and seen.get("mcp-session-id")
+
+
+def test_the_sdks_high_level_client_in_auto_mode_gets_the_handshake(gateway):
+    """``mcp.Client`` probes the 2026-07-28 ``server/discover`` first; the gateway's -32022
+    (naming the handshake revisions) sends it to ``initialize``."""
+    from mcp import Client
+
+    async def scenario() -> tuple[str, str]:
+        async with httpx2.AsyncClient(headers={"authorization": f"Bearer {GATEWAY_KEY}"}, timeout=30) as http:
+            transport = streamable_http_client(gateway.base_url + "/mcp", http_client=http)
+            async with Client(transport) as client:
+                result = await client.call_tool("beta.add", {"a": 20, "b": 1})
+                return text(result), client.session.initialize_result.protocol_version  # type: ignore[union-attr]
+
+    assert run(scenario()) == ("21", "2025-11-25")
 
 
 def test_the_upstream_credential_never_reaches_the_client(gateway):
@@ -299,6 +315,22 @@ def test_a_rate_limited_call_is_refused_per_tool(gateway):
     assert first == ["1", "2"]
     assert "Rate limit reached for policy 'mcp-tight'" in limited
     assert other == "10"
+
+
+def test_a_priced_tool_call_counts_against_the_keys_budget(gateway):
+    key = stored_key(gateway, budget_usd=0.0025)
+
+    async def scenario() -> tuple[list[str], str, str]:
+        async with mcp(gateway, key) as session:
+            paid = [text(await session.call_tool("priced.add", {"a": i, "b": 0})) for i in range(2)]
+            with pytest.raises(MCPError) as over:
+                await session.call_tool("priced.add", {"a": 1, "b": 1})
+            free = text(await session.call_tool("beta.add", {"a": 1, "b": 1}))  # unpriced: outside budgets
+            return paid, str(over.value), free
+
+    paid, over, free = run(scenario())
+    assert paid == ["0", "1"] and free == "2"
+    assert "Budget" in over and "exceeded" in over
 
 
 def test_a_cancelled_call_ends_and_the_session_goes_on(gateway):
