@@ -261,6 +261,11 @@ def test_fuzz_batch_input_files_never_crash_the_runner_nor_answer_a_5xx(tmp_path
     @given(lines=st.lists(batch_line, min_size=0, max_size=6), separator=st.sampled_from([b"\n", b"\r\n", b"\n\n"]))
     def run(lines, separator):
         rig.loop.run_until_complete(one(lines, separator))
+
+    run()
+    assert not errors.records
+
+
 class McpUpstream:
     """An MCP server's answers for the fuzzer (in process: the fuzzer runs thousands of
     examples; tests/integration/test_mcp_gateway.py drives real MCP server processes)."""
