@@ -31,6 +31,9 @@ from .batches.settings import BATCH_VARS, BatchSettings, batches_from_vars
 from .cache.settings import CacheSettings
 from .guardrails.policy import GuardrailSettings
 from .hub.settings import RequestLogSettings
+from .mcp_gateway.settings import VARS as MCP_VARS
+from .mcp_gateway.settings import McpSettings
+from .mcp_gateway.settings import settings_data as mcp_settings_data
 from .observability.export.settings import EXPORT_VARS, ExportSettings, export_from_vars
 from .overload.settings import SheddingSettings
 from .providers.settings import MOCK_PROVIDER, ProviderConfig
@@ -106,6 +109,7 @@ KNOWN_VARS = (
     # load shedding (overload/)
     "LOAD_SHEDDING", "SHED_INITIAL_LIMIT", "SHED_MIN_LIMIT", "SHED_MAX_LIMIT", "SHED_SLOW_AFTER_SECONDS",
     *BATCH_VARS,  # the Files and Batches APIs (batches/settings.py)
+    *MCP_VARS,  # the MCP gateway (mcp_gateway/settings.py)
 )
 
 
@@ -156,6 +160,7 @@ class Settings(_Model):
     guardrails: GuardrailSettings = GuardrailSettings()  # FLAREGATE_GUARDRAILS (guardrails/policy.py)
     conditional_routes: dict[str, ConditionalRoute] = {}  # FLAREGATE_CONDITIONAL_ROUTES (routing/conditions.py)
     metrics_tag_labels: tuple[str, ...] = Field(default=(), max_length=8)  # tags that become /metrics labels
+    mcp: McpSettings = McpSettings()  # FLAREGATE_MCP_SERVERS, MCP_* (mcp_gateway/settings.py)
 
     @model_validator(mode="after")
     def _conditional_routes_name_routes(self) -> Settings:
@@ -423,6 +428,12 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     batches = batches_from_vars(vars)
     if batches:
         data["batches"] = batches
+    try:
+        mcp = mcp_settings_data(vars)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if mcp:
+        data["mcp"] = mcp
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

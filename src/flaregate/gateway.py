@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from functools import partial
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .accounting import PriceTable
@@ -45,11 +46,15 @@ from .routes import Route, RouteTable
 from .routing.routes import Router
 from .routing.upstream_call import UpstreamCaller
 from .security.access import AccessControl, Principal
+from .security.admin import require_admin
 from .security.admin_api import AdminApi
 from .security.gate import SecurityGate
 from .security.keys import KeyRing
 from .security.provider_view import provider_view
 from .security.webhooks import WebhookDispatcher
+
+if TYPE_CHECKING:
+    from .mcp_gateway.endpoint import McpGateway
 
 log = logging.getLogger("flaregate")
 
@@ -96,10 +101,25 @@ class Gateway:
                                settings.security.max_json_depth) \
             if ports.jobs is not None and ports.blobs is not None else None
         self._by_path = {spec.path: spec for spec in self.operations}
+        self.mcp = self._mcp_gateway() if settings.mcp.servers else None
         self.routes = RouteTable([
             *self._own_routes(), *self.observability.routes(), *self.admin_api.routes(),
             *RateLimitAdmin(settings, self.ratelimits).routes(), *cache_admin.routes(),
-            *self.cache_warming.routes(), *(self.batches.routes() if self.batches is not None else ())])
+            *self.cache_warming.routes(), *(self.batches.routes() if self.batches is not None else ()),
+            *(self.mcp.routes() if self.mcp is not None else ())])
+
+    def _mcp_gateway(self) -> McpGateway:
+        """The MCP gateway (``/mcp``), imported only when MCP servers are configured: a
+        Worker without them loads none of its modules."""
+        from .mcp_gateway.endpoint import McpGateway
+        from .mcp_gateway.pinning import Pins
+
+        settings, ports = self.settings, self.ports
+        admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+        pins = Pins(ports.security, settings.mcp.pinning, self.analytics, self.webhooks, ports.clock)
+        return McpGateway(settings.mcp, admin_key, ports.clock, ports.upstream, self.access, self.ratelimits,
+                          self.analytics, pins, partial(require_admin, settings=settings),
+                          settings.security.anonymize_ips, self.pipeline.guardrails)
 
     def _own_routes(self) -> list[Route]:
         api = [Route(spec.path, {"POST": partial(self._operation, spec)}, "key", spec.summary, api=True,

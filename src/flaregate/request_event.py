@@ -54,6 +54,13 @@ class RequestEvent(TypedDict, total=False):
     ttft_ms: float
     stream_outcome: str
     response_bytes: int  # a binary answer passed through: the bytes the client was sent
+    # An MCP message (mcp_gateway/): its method, the server and tool of a tools/call, the
+    # JSON-RPC error code it was answered with, the bytes it brought.
+    mcp_method: str
+    mcp_server: str
+    mcp_tool: str
+    jsonrpc_error: int
+    request_bytes: int
     # How it ended.
     error: str
     error_code: str | None

@@ -264,3 +264,79 @@ def test_fuzz_batch_input_files_never_crash_the_runner_nor_answer_a_5xx(tmp_path
 
     run()
     assert not errors.records
+
+
+class McpUpstream:
+    """An MCP server's answers for the fuzzer (in process: the fuzzer runs thousands of
+    examples; tests/integration/test_mcp_gateway.py drives real MCP server processes)."""
+
+    async def send(self, method, url, headers, body, timeout):
+        message = json.loads(body) if body else {}
+        if "id" not in message:
+            return StaticResponse(202, {}, [b""])
+        answers = {"initialize": {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                                  "serverInfo": {"name": "fuzz", "version": "1"}},
+                   "tools/list": {"tools": [{"name": "add", "inputSchema": {"type": "object"}}]},
+                   "tools/call": {"content": [{"type": "text", "text": "ok"}]}}
+        answer = {"jsonrpc": "2.0", "id": message["id"], "result": answers.get(message.get("method"), {})}
+        if message.get("method") == "tools/call":  # streamed, with a progress notification first
+            progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}}
+            events = b"".join(b"event: message\ndata: " + json.dumps(m).encode() + b"\n\n" for m in (progress, answer))
+            return StaticResponse(200, {"content-type": "text/event-stream"}, [events])
+        return StaticResponse(200, {"content-type": "application/json", "mcp-session-id": "up-1"},
+                              [json.dumps(answer).encode()])
+
+
+def test_fuzz_the_mcp_endpoint_with_json_rpc_junk():
+    servers = [{"name": "fz", "url": "http://mcp.invalid/mcp"}]
+    secure = SecureRig({"FLAREGATE_MCP_SERVERS": json.dumps(servers), "MAX_JSON_DEPTH": "16",
+                        "FLAREGATE_MCP_SESSION_SECRET": "fuzz-session-secret-0123456789"}, transport=McpUpstream())
+    loop = asyncio.new_event_loop()
+    errors = watch_errors()
+    auth = [("content-type", "application/json"), ("authorization", f"Bearer {CONFIG_KEY}"),
+            ("accept", "application/json, text/event-stream")]
+
+    async def handle(request: Request):
+        response = await secure.gateway.handle(request)
+        body = response.body
+        if response.is_stream:
+            body = b"".join([chunk async for chunk in body])
+        return response, body
+
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    opened, _ = loop.run_until_complete(handle(Request("POST", "/mcp", Headers(auth), json.dumps(init).encode())))
+    session = opened.headers["mcp-session-id"]
+    rpc_message = st.fixed_dictionaries(
+        {"jsonrpc": st.one_of(st.just("2.0"), json_value),
+         "method": st.one_of(st.sampled_from(["initialize", "ping", "tools/list", "tools/call", "server/discover",
+                                              "notifications/cancelled", "notifications/initialized", "x"]),
+                             json_value)},
+        optional={"id": st.one_of(st.integers(), st.text(max_size=10), json_value),
+                  "params": st.one_of(st.fixed_dictionaries({}, optional={
+                      "name": st.one_of(st.sampled_from(["fz.add", "fz.", ".add", "fz.nope", "nope.add"]), json_value),
+                      "arguments": json_value, "protocolVersion": json_value, "cursor": json_value,
+                      "requestId": json_value}), json_value)})
+    body = st.one_of(rpc_message.map(lambda m: json.dumps(m).encode()),
+                     st.lists(rpc_message, max_size=3).map(lambda m: json.dumps(m).encode()), body_bytes)
+    sid = st.one_of(st.just(session), st.just(session[:-2] + "AA"), st.text(max_size=40), st.none())
+
+    @FUZZ
+    @given(body=body, sid=sid, version=st.one_of(st.none(), st.sampled_from(["2025-11-25", "2026-07-28", "x"])),
+           method=st.sampled_from(["POST", "POST", "POST", "GET", "DELETE"]), extra=headers)
+    def run(body, sid, version, method, extra):
+        hs = list(auth) + extra
+        if sid is not None:
+            hs.append(("mcp-session-id", sid))
+        if version is not None:
+            hs.append(("mcp-protocol-version", version))
+        response, raw = loop.run_until_complete(handle(Request(method, "/mcp", Headers(hs), body)))
+        loop.run_until_complete(secure.tasks.drain())
+        assert response.status < 500, (body, response.status, raw[:300])
+        if response.status >= 400 and raw:
+            parsed = json.loads(raw)
+            error = parsed["error"]
+            assert isinstance(error.get("code"), int) or set(error) == {"message", "type", "code", "param"}, parsed
+            assert CONFIG_KEY not in raw.decode(errors="replace")
+
+    run()
+    assert not errors.records

@@ -35,6 +35,7 @@ _COLD = "loaded on first use: keeps the Worker's cold start lean"
 _LISTING = "`python -m flaregate.routes`: the listing builds a Gateway, which imports this module"
 
 # (module, the module it imports inside a function, or "*": any): why that import is lazy.
+_MCP = "built only when FLAREGATE_MCP_SERVERS names servers: a Worker without MCP loads none of it"
 LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("flaregate.hosts.local.cli", "uvicorn"): "the standalone server's dependency, needed by `serve` only",
     ("flaregate.hosts.local.cli", "aiohttp"): "the standalone server's dependency, needed by `serve` only",
@@ -70,6 +71,8 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("flaregate.console.endpoints", "flaregate.console.request_log_endpoints"): _COLD,
     ("flaregate.console.endpoints", "flaregate.console.dashboard"): _COLD,
     ("flaregate.hosts.edge.ports", "flaregate.hub.shards"): "HUB_SHARDS > 1 only: " + _COLD,
+    ("flaregate.gateway", "flaregate.mcp_gateway.endpoint"): _MCP,
+    ("flaregate.gateway", "flaregate.mcp_gateway.pinning"): _MCP,
     # Every lazy import of the module, while the route table is being built (list them then).
     ("flaregate.routes", "*"): "pydantic.json_schema: only /openapi.json needs it; " + _LISTING,
 }

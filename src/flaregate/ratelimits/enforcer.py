@@ -240,11 +240,16 @@ class Limits:
 
     # -- admission -----------------------------------------------------------------------
     async def admit(self, request: Request, principal: Principal, model: str, body: Mapping[str, Any],
-                    out: dict[str, str], event: RequestEvent) -> Admission:
-        """Reserve this request's units under every policy, or raise 429 (or 503)."""
+                    out: dict[str, str], event: RequestEvent, call_price: float | None = None) -> Admission:
+        """Reserve this request's units under every policy, or raise 429 (or 503).
+        ``call_price`` set: a call of that fixed price and no tokens (an MCP tool call,
+        ``model`` its ``mcp:server.tool``), not an estimate from the body."""
         key_id = principal.key_id
-        estimate = estimate_tokens(body) if self._estimates else Usage(0, 0)
-        price = self.prices.estimate(model, estimate) if self._estimates else 0.0
+        if call_price is not None:
+            estimate, price = Usage(0, 0), call_price
+        else:
+            estimate = estimate_tokens(body) if self._estimates else Usage(0, 0)
+            price = self.prices.estimate(model, estimate) if self._estimates else 0.0
         groups: dict[str, list[_Check]] = {}
         for policy in self.policies_for(principal):
             if policy.is_budget and price <= 0:

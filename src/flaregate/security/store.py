@@ -29,6 +29,10 @@ SCHEMA = (
     " event TEXT NOT NULL, attempt INTEGER NOT NULL, status INTEGER, error TEXT,"
     " ts REAL NOT NULL, delivered INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS webhook_deliveries_by_hook ON webhook_deliveries (webhook_id, id)",
+    # MCP tool pinning (mcp_gateway/pinning.py): the approved and the last seen definition hash.
+    "CREATE TABLE IF NOT EXISTS mcp_tool_pins ("
+    " tool TEXT PRIMARY KEY, approved TEXT NOT NULL, seen TEXT NOT NULL, first_seen REAL NOT NULL,"
+    " changed_at REAL)",
 )
 DELIVERY_LOG_LIMIT = 1000  # rows kept per webhook
 _SWEEP_EVERY = 256
@@ -47,6 +51,7 @@ OPERATIONS = {
     "keys.find": "find_key", "keys.count_active": "count_active_keys", "nonces.use": "use_nonce",
     "webhooks.create": "create_webhook", "webhooks.list": "list_webhooks", "webhooks.delete": "delete_webhook",
     "webhooks.for_event": "webhooks_for_event", "deliveries.log": "log_delivery", "deliveries.list": "list_deliveries",
+    "mcp_pins.observe": "observe_mcp_tools", "mcp_pins.list": "list_mcp_pins", "mcp_pins.approve": "approve_mcp_tool",
 }
 
 
@@ -157,6 +162,35 @@ class SecurityStore:
             "SELECT delivery_id, event, attempt, status, error, ts, delivered FROM webhook_deliveries"
             " WHERE webhook_id = ? ORDER BY id DESC LIMIT ?", webhook_id, max(1, min(limit, DELIVERY_LOG_LIMIT)))
         return [{**r, "delivered": bool(r["delivered"])} for r in rows]
+
+    # -- MCP tool pins --------------------------------------------------------------------
+    def observe_mcp_tools(self, tools: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """Record the definition hashes a server lists (``server.tool`` -> hash). A tool
+        seen for the first time is approved as it is (trust on first use). Returns the tools
+        whose hash is not the approved one, each with ``changed``: first seen now."""
+        now = self._clock.now()
+        held: dict[str, dict[str, Any]] = {}
+        for tool, digest in tools.items():
+            rows = self._sql.exec("SELECT approved, seen FROM mcp_tool_pins WHERE tool = ?", tool)
+            if not rows:
+                self._sql.exec("INSERT INTO mcp_tool_pins (tool, approved, seen, first_seen) VALUES (?, ?, ?, ?)",
+                               tool, digest, digest, now)
+                continue
+            approved, seen = rows[0]["approved"], rows[0]["seen"]
+            if seen != digest:
+                self._sql.exec("UPDATE mcp_tool_pins SET seen = ?, changed_at = ? WHERE tool = ?", digest, now, tool)
+            if approved != digest:
+                held[tool] = {"approved": approved, "seen": digest, "changed": seen != digest}
+        return held
+
+    def list_mcp_pins(self) -> list[dict[str, Any]]:
+        return self._sql.exec("SELECT tool, approved, seen, first_seen, changed_at FROM mcp_tool_pins ORDER BY tool")
+
+    def approve_mcp_tool(self, tool: str, seen: str) -> bool:
+        """Approve the definition last seen (named by its hash, so an approval never covers
+        a definition that changed again since the admin looked)."""
+        return bool(self._sql.exec("UPDATE mcp_tool_pins SET approved = seen WHERE tool = ? AND seen = ?"
+                                   " RETURNING tool", tool, seen))
 
     # -- moving to a shared store (the local host's SQLite file -> Redis) ---------------
     def export_records(self) -> dict[str, list[dict[str, Any]]]:

@@ -21,6 +21,7 @@ import workers
 from pyodide.ffi import to_js
 
 from ...config import KNOWN_VARS, Settings, provider_key_names
+from ...mcp_gateway.settings import credential_names as mcp_credential_names
 from ...ports import (
     DEFAULT_MAX_RESPONSE_BYTES,
     SecurityStoreClient,
@@ -80,6 +81,8 @@ def env_vars(env: Any) -> dict[str, str]:
     """The gateway's variables from a Worker ``env`` (vars and secrets are str attributes)."""
     found = {name: getattr(env, name, None) for name in KNOWN_VARS}
     for name in provider_key_names(found.get("FLAREGATE_PROVIDERS")):  # api_key_env secrets
+        found[name] = getattr(env, name, None)
+    for name in mcp_credential_names(found.get("FLAREGATE_MCP_SERVERS")):  # MCP servers' credential_env
         found[name] = getattr(env, name, None)
     return {name: str(value) for name, value in found.items() if value is not None}
 

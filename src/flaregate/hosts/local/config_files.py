@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ...config import KNOWN_VARS
+from ...mcp_gateway.settings import credential_names as mcp_credential_names
 
 
 def wrangler_vars(path: Path, env: str | None) -> dict[str, str]:
@@ -50,4 +51,7 @@ def load_vars(config: Path | None, env: str | None, environ: Mapping[str, str] =
     for name, value in environ.items():
         if name in KNOWN_VARS or name.endswith("_API_KEY"):
             values[name] = value
+    for name in mcp_credential_names(values.get("FLAREGATE_MCP_SERVERS")):  # the MCP servers' credential_env
+        if name in environ and name not in values:
+            values[name] = environ[name]
     return values

@@ -249,6 +249,7 @@ NONCE_PREFIX = "fg:nonce:"
 KEY_PREFIX = "fg:key:"  # one hash per stored gateway key, named by its digest: a lookup is one HGETALL
 KEY_IDS = "fg:key_ids"  # key id -> digest, for listing and revoking by id
 WEBHOOKS = "fg:webhooks"  # webhook id -> its record (JSON, with its signing secret)
+MCP_PINS = "fg:mcp_pins"  # server.tool -> its pin (JSON: approved and last seen definition hash)
 DELIVERIES_PREFIX = "fg:deliveries:"  # a list per webhook, newest first, DELIVERY_LOG_LIMIT long
 
 # A key is created only when neither its id nor its digest is taken (the SQL store's
@@ -384,6 +385,40 @@ class RedisSecurityClient:
         # PXAT is absolute: the same expiry whichever replica set it.
         stored = await self._redis.set(NONCE_PREFIX + nonce, "1", nx=True, pxat=max(1, int(float(expires_at) * 1000)))
         return bool(stored)
+
+    # -- MCP tool pins (the SQL store's answers; a pin is one hash field) ---------------
+    async def observe_mcp_tools(self, tools: dict[str, str]) -> dict[str, dict[str, Any]]:
+        now = self._clock.now()
+        names = list(tools)
+        found = await self._redis.hmget(MCP_PINS, names) if names else []
+        held: dict[str, dict[str, Any]] = {}
+        for tool, raw in zip(names, found, strict=True):
+            digest = tools[tool]
+            if raw is None:
+                pin = {"approved": digest, "seen": digest, "first_seen": now, "changed_at": None}
+                await self._redis.hsetnx(MCP_PINS, tool, json.dumps(pin))
+                continue
+            pin = json.loads(raw)
+            changed = pin["seen"] != digest
+            if changed:
+                pin.update(seen=digest, changed_at=now)
+                await self._redis.hset(MCP_PINS, tool, json.dumps(pin))
+            if pin["approved"] != digest:
+                held[tool] = {"approved": pin["approved"], "seen": digest, "changed": changed}
+        return held
+
+    async def list_mcp_pins(self) -> list[dict[str, Any]]:
+        pins = await self._redis.hgetall(MCP_PINS)
+        return [{"tool": tool, **json.loads(raw)} for tool, raw in sorted(pins.items())]
+
+    async def approve_mcp_tool(self, tool: str, seen: str) -> bool:
+        raw = await self._redis.hget(MCP_PINS, tool)
+        pin = json.loads(raw) if raw is not None else None
+        if pin is None or pin["seen"] != seen:
+            return False
+        pin["approved"] = seen
+        await self._redis.hset(MCP_PINS, tool, json.dumps(pin))
+        return True
 
     # -- webhooks ------------------------------------------------------------------------
     async def create_webhook(self, id: str, url: str, events: list[str], secret: str) -> dict[str, Any]:
