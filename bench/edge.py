@@ -400,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"(re)install Portkey's Worker into {PORTKEY_DIR} first")
     parser.add_argument("--portkey-source", type=Path, default=os.environ.get(PORTKEY_MIRROR_VAR) or None,
                         help=f"a git checkout or mirror of Portkey-AI/gateway (default: ${PORTKEY_MIRROR_VAR})")
-    parser.add_argument("--label", default="edge", help="name of this run in the output file")
+    parser.add_argument("--label", default="latest",
+                        help="name of this run in the output file (edge-LABEL.json; the default replaces the kept one)")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     args = parser.parse_args(argv)
     names = args.only or list(SCENARIOS)

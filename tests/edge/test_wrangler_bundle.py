@@ -136,6 +136,11 @@ def test_dry_run_bundle(env: str | None, tmp_path: Path):
             "flaregate/hosts/edge/worker.py"} <= expected
     missing = expected - uploaded
     assert not missing, f"modules entry.py imports but wrangler would not upload: {sorted(missing)}"
+    # The dashboard's files ride along as Text modules (wrangler.toml [[rules]]), byte for byte.
+    static = SRC / "flaregate" / "console" / "static"
+    for file in sorted(static.iterdir()):
+        bundled = outdir / "flaregate" / "console" / "static" / file.name
+        assert bundled.is_file() and bundled.read_bytes() == file.read_bytes(), file.name
 
     environment, log_level, per_hour = EXPECTED[env]
     out = result.stdout

@@ -2,11 +2,14 @@
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+import flaregate.console
 
 from .conftest import (
     ADMIN_KEY,
@@ -185,3 +188,19 @@ def test_logs_are_json_with_anonymised_ips_and_no_secrets(traffic):
         assert not [line for line in non_json if '"logger"' in line]
     else:
         assert all(line.startswith("Flaregate ") for line in non_json)  # only the start banner
+
+
+def test_the_dashboard_files_are_served_as_they_are_in_the_package(traffic):
+    """On the edge they come from the bundle's Text modules, locally from the package: byte for
+    byte the files of src/flaregate/console/static/, and nothing else under /dashboard/."""
+    server, _ = traffic
+    static = Path(flaregate.console.__file__).parent / "static"
+    for path, name in [("/dashboard", "dashboard.html"), ("/dashboard/live.js", "live.js"),
+                       ("/dashboard/requests.js", "requests.js"), ("/dashboard/history.js", "history.js"),
+                       ("/dashboard/dashboard.css", "dashboard.css")]:
+        answer = httpx.get(server.base_url + path)
+        assert answer.status_code == 200 and answer.content == (static / name).read_bytes(), path
+        assert "unsafe-inline" not in answer.headers["content-security-policy"]
+    for path in ["/dashboard/dashboard.html", "/dashboard/missing.js", "/dashboard/..%2Fdashboard.py"]:
+        answer = httpx.get(server.base_url + path)
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "unknown_url", path

@@ -1,5 +1,5 @@
 """The operator endpoints: ``GET /metrics`` (Prometheus), ``GET /v1/analytics`` (JSON),
-``GET /dashboard`` (the live page) and the health part of ``GET /health``.
+``GET /dashboard`` (the live page, and its files under ``/dashboard/``) and the health part of ``GET /health``.
 
 All data comes from the metrics hub through its client port, so both hosts serve the
 same thing. A hub that is down or failing gives 503 here and ``"health": null`` in
@@ -17,7 +17,7 @@ from ..errors import GatewayError
 from ..http import Request, Response, json_response
 from ..observability.prometheus import CONTENT_TYPE
 from ..ports import Clock, MetricsHubClient
-from ..routes import Route
+from ..routes import Route, unknown_url
 from ..security.admin import authorize_observer, is_admin
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ _DASHBOARD_HEADERS = {
     "referrer-policy": "no-referrer",
     "x-content-type-options": "nosniff",
     "content-security-policy": (
-        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "default-src 'none'; script-src 'self'; style-src 'self'; "
         "connect-src 'self' ws: wss:; img-src data:; frame-ancestors 'none'; base-uri 'none'"
     ),
 }
@@ -84,6 +84,8 @@ class Observability:
                   "Analytics windows as JSON (?window=, ?group_by=tag:<name>)"),
             Route("/dashboard", {"GET": self._dashboard}, "public",
                   "The live dashboard page (its data needs the admin or observer key)"),
+            Route("/dashboard/{file}", {"GET": self._dashboard_file}, "public",
+                  "The dashboard's stylesheet and scripts"),
             Route("/v1/logs", {"GET": self._logs}, "observer", "The request log: a page of records"),
             Route("/v1/logs/{request_id}", {"GET": self._log}, "observer", "One request's log record"),
         ])
@@ -139,9 +141,17 @@ class Observability:
                              bodies=is_admin(request, self._settings, browser=True))
 
     async def _dashboard(self, request: Request, out: dict[str, str]) -> Response:
-        from .dashboard import HTML  # imported on first use: keeps cold starts lean
+        from .dashboard import PAGE, read  # imported on first use: keeps cold starts lean
 
-        return Response(200, dict(_DASHBOARD_HEADERS), HTML.encode())
+        return Response(200, dict(_DASHBOARD_HEADERS), read(PAGE))
+
+    async def _dashboard_file(self, request: Request, out: dict[str, str]) -> Response:
+        from .dashboard import ASSETS, read
+
+        name = request.path[len("/dashboard/"):]
+        if name not in ASSETS:
+            raise unknown_url(request.path)
+        return Response(200, {**_DASHBOARD_HEADERS, "content-type": ASSETS[name]}, read(name))
 
     async def health(self) -> dict[str, Any]:
         """The part of /health that comes from the hub; never raises."""

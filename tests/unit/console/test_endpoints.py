@@ -1,9 +1,12 @@
 """Profiler, tracing and the operator endpoints through the core with in-memory ports."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
+import flaregate.console
 from flaregate.config import settings_from_vars
 from flaregate.errors import GatewayError
 from flaregate.gateway import Gateway
@@ -156,14 +159,37 @@ async def test_hub_storage_errors_never_fail_an_api_request():
     assert hub.snapshot()["totals"]["requests"] == 1  # the lost batch, and only it, is gone
 
 
-async def test_the_dashboard_is_one_self_contained_page():
+async def test_the_dashboard_is_its_files_served_from_the_package():
+    """The page, its stylesheet and scripts come from console/static/ as they are on disk;
+    the page loads nothing from elsewhere, and the CSP lets it run only its own files."""
     gateway, *_ = build()
+    static = Path(flaregate.console.__file__).parent / "static"
     response = await gateway.handle(get("/dashboard"))
     page = response.body.decode()
     assert response.status == 200 and response.headers["content-type"].startswith("text/html")
-    assert "<canvas" in page and "new WebSocket" in page and "flaregate.v1" in page
-    assert "http://" not in page and "https://" not in page and "src=" not in page  # nothing fetched elsewhere
-    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert response.body == (static / "dashboard.html").read_bytes()
+    assert "<canvas" in page and "http://" not in page and "https://" not in page  # nothing fetched elsewhere
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'self';" in csp and "unsafe-inline" not in csp
+    assert "<script>" not in page and "<style>" not in page and " style=" not in page  # nothing inline to allow
+    loaded = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert sorted(loaded) == ["/dashboard/dashboard.css", "/dashboard/history.js", "/dashboard/live.js",
+                              "/dashboard/requests.js"]
+    for path in loaded:
+        file = await gateway.handle(get(path))
+        assert file.status == 200 and file.body == (static / path.rsplit("/", 1)[1]).read_bytes()
+        kind = "text/css" if path.endswith(".css") else "text/javascript"
+        assert file.headers["content-type"].startswith(kind) and file.headers["x-content-type-options"] == "nosniff"
+    live = (await gateway.handle(get("/dashboard/live.js"))).body.decode()
+    assert "new WebSocket" in live and "flaregate.v1" in live
+
+
+@pytest.mark.parametrize("path", ["/dashboard/dashboard.html", "/dashboard/missing.js", "/dashboard/..%2Fendpoints.py",
+                                  "/dashboard/__init__.py", "/dashboard/%2e%2e"])
+async def test_only_the_dashboard_files_are_served(path):
+    gateway, *_ = build()
+    response = await gateway.handle(get(path))
+    assert response.status == 404 and json.loads(response.body)["error"]["code"] == "unknown_url"
 
 
 async def test_health_reads_the_hub_once_a_tick_until_this_process_sends_it_something():

@@ -1,22 +1,8 @@
-"""The dashboard's "History" view: ``/v1/analytics`` for one window at a time (1 hour,
-24 hours, 30 days, or the 1-year archive), as totals, a bar per bucket and the top models.
-
-Loaded with the first snapshot and when a window is picked; refreshed at most every 30 s
-while pushes arrive (one window's query, not on every tick). Every value goes in as
-textContent. Spliced into dashboard.HTML like the Requests view.
-"""
-
-SECTION = """
-  <section class="card" id="history-view"><h2>History
-    <span class="windows" id="history-windows"><button data-window="1h">1 h</button><button data-window="24h">24 h</button><button data-window="30d">30 d</button><button data-window="1y">1 year</button></span></h2>
-    <div id="history-summary" class="sub">–</div>
-    <div id="history-bars" class="bars"></div>
-    <table><thead><tr><th>model</th><th>requests</th><th>errors</th><th>p95 ms</th><th>tokens</th><th>cost</th></tr></thead>
-      <tbody id="history-models"></tbody></table>
-  </section>
-"""
-
-SCRIPT = """
+// The History view: /v1/analytics for one window at a time (1 hour, 24 hours, 30 days, or
+// the 1-year archive), as totals, a bar per bucket and the top models. Loaded with the first
+// snapshot and when a window is picked; refreshed at most every 30 s while pushes arrive.
+// Every value goes in as textContent. Uses $ from live.js (loaded first).
+"use strict";
 let historyToken = null, historyWindow = "24h", historyAt = 0, historyBusy = false;
 function historyCell(tr, text) { const td = document.createElement("td"); td.textContent = text == null ? "–" : String(text); tr.appendChild(td); }
 async function refreshHistory(token, force) {
@@ -61,14 +47,3 @@ for (const button of document.querySelectorAll("#history-windows button")) {
     refreshHistory(null, true);
   };
 }
-"""
-
-STYLE = """
-.windows{float:right}.windows button{background:transparent;color:inherit;border:1px solid #555;margin-left:4px;cursor:pointer}.windows button.on{border-color:#3b82f6}
-.bars{display:flex;align-items:flex-end;gap:1px;height:64px;margin:8px 0}.bars span{flex:1;background:#3b82f6;min-width:1px}.bars span.bad{background:#f87171}
-"""
-
-
-def splice(html: str) -> str:
-    return (html.replace("</style>", STYLE + "</style>", 1).replace("</main>", SECTION + "</main>", 1)
-            .replace("\nstart();\n</script>", SCRIPT + "\nstart();\n</script>", 1))

@@ -1,27 +1,8 @@
-"""The dashboard's "Requests" view: the request-log store behind ``GET /v1/logs``, with the
-same filters, refreshed whenever the hub pushes metrics over ``/ws`` (new rows arrive live),
-and a detail panel for one request (timings as a bar, attempts, events, and the bodies
-when ``LOG_BODIES`` keeps them).
-
-Spliced into dashboard.HTML; every value goes in as textContent (no HTML from records).
-"""
-
-SECTION = """
-  <section class="card" id="requests-view"><h2>Requests</h2>
-    <form id="log-filters" class="filters">
-      <input name="status" placeholder="status (502, 5xx)" size="14"><input name="model" placeholder="model" size="12">
-      <input name="provider" placeholder="provider" size="12"><input name="key_id" placeholder="key id" size="12">
-      <input name="cache" placeholder="cache" size="8"><input name="error_class" placeholder="error class" size="14">
-      <input name="q" placeholder="text in error" size="14"><button>Filter</button>
-    </form>
-    <table><thead><tr><th>time</th><th>request</th><th>status</th><th>model</th><th>provider</th><th>key</th>
-      <th>cache</th><th>tokens</th><th>latency</th></tr></thead>
-      <tbody id="log-rows"><tr><td colspan="9" class="empty">no requests yet</td></tr></tbody></table>
-    <div id="log-detail" class="detail" hidden></div>
-  </section>
-"""
-
-SCRIPT = """
+// The Requests view: the request-log store behind GET /v1/logs, with the same filters,
+// refreshed whenever the hub pushes metrics over /ws (new rows arrive live), and a detail
+// panel for one request (timings as a bar, attempts, events, and the bodies for the admin
+// key). Every value goes in as textContent. Uses $ from live.js (loaded first).
+"use strict";
 let logToken = null, logBusy = false, logFilters = {};
 function logCell(tr, text) { const td = document.createElement("td"); td.textContent = text == null ? "–" : String(text); tr.appendChild(td); }
 async function logFetch(path) {
@@ -79,16 +60,3 @@ $("log-filters").onsubmit = (e) => {
   logFilters = Object.fromEntries([...new FormData(e.target)].filter(([, v]) => String(v).trim()));
   refreshRequests();
 };
-"""
-
-STYLE = """
-.filters{display:flex;gap:6px;flex-wrap:wrap;margin-bottom:8px}.filters input{background:transparent;color:inherit;border:1px solid #555;padding:3px}
-tr.log-row{cursor:pointer}tr.log-row.bad td{color:#f87171}tr.log-row.warn td{color:#fbbf24}
-.detail{margin-top:8px}.timing{display:flex;height:18px;gap:1px;font-size:10px}.timing span{background:#3b82f6;overflow:hidden;white-space:nowrap;padding:0 2px}
-.log-body{max-height:240px;overflow:auto;white-space:pre-wrap;word-break:break-all;font-size:11px;border:1px solid #444;padding:4px}
-"""
-
-
-def splice(html: str) -> str:
-    return (html.replace("</style>", STYLE + "</style>", 1).replace("</main>", SECTION + "</main>", 1)
-            .replace("\nstart();\n</script>", SCRIPT + "\nstart();\n</script>", 1))
