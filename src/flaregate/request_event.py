@@ -25,6 +25,7 @@ class RequestEvent(TypedDict, total=False):
     route: str  # the route a conditional alias resolved to (when another)
     route_branch: int | str
     key_id: str | None
+    team_id: str  # the key's team (stored keys in a team only)
     tags: dict[str, str]
     metric_tags: dict[str, str]
     client: str | None  # the (anonymised) client address: the access log only, never the hub

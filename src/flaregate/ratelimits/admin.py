@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 PREFIX = "/admin/ratelimits/"
 _KEY_ID = re.compile(r"^key_[0-9a-f]{16}$")
+_TEAM_ID = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _POLICY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -36,6 +37,8 @@ class RateLimitAdmin:
     def routes(self) -> list[Route]:
         return [Route(PREFIX + "{key_id}", {"GET": self.usage, "DELETE": self.reset}, "admin",
                       "A gateway key's rate-limit usage (GET) or reset it (DELETE, ?policy=)"),
+                Route("/admin/teams/{team_id}/usage", {"GET": self.team_usage}, "admin",
+                      "A team's budget usage (its partition: spend per day and month, USD and tokens)"),
                 # A key id with more after it is still a wrong key id, not an unknown path.
                 Route(PREFIX + "{key_id}/{rest}", {"GET": self.not_a_key, "DELETE": self.not_a_key}, "admin",
                       "Not a key id (404 invalid_key_id)")]
@@ -47,6 +50,14 @@ class RateLimitAdmin:
     async def usage(self, request: Request, out: dict[str, str]) -> Response:
         require_admin(request, self._settings)
         return await self._usage(self._key_id(request.params["key_id"]))
+
+    async def team_usage(self, request: Request, out: dict[str, str]) -> Response:
+        team_id = request.params["team_id"]
+        if not _TEAM_ID.match(team_id):
+            raise GatewayError(404, "Unknown team id.", code="team_not_found", param="team_id")
+        require_admin(request, self._settings)
+        usage = await self._unavailable_as_503(self._limits.team_usage(team_id))
+        return json_response({"object": "ratelimit.usage", "team_id": team_id, "limits": usage.get("limits", [])})
 
     async def reset(self, request: Request, out: dict[str, str]) -> Response:
         require_admin(request, self._settings)

@@ -26,6 +26,7 @@ from .access import AccessControl, KeyPolicy, new_key
 from .admin import require_admin
 from .auth_throttle import throttle_for
 from .privacy import client_address
+from .teams import Team, TeamPolicy, widening_field
 from .webhooks import EVENT_TYPES, TargetRefused, WebhookDispatcher, check_target, new_secret
 
 if TYPE_CHECKING:
@@ -37,7 +38,10 @@ _ID = re.compile(r"[A-Za-z0-9_]{1,64}")  # a key or webhook id: narrower than a 
 # path, handler name (``_<method>_<name>``), methods, summary
 _PATHS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("/admin/keys", "keys", ("GET", "POST"), "List the stored gateway keys; create one (shown once)"),
-    ("/admin/keys/{key_id}", "key", ("DELETE", "GET"), "Show or revoke a stored gateway key"),
+    ("/admin/keys/{key_id}", "key", ("DELETE", "GET", "PATCH"),
+     "Show, change (move to another team, say) or revoke a stored gateway key"),
+    ("/admin/teams", "teams", ("GET", "POST"), "List the teams; create one"),
+    ("/admin/teams/{team_id}", "team", ("DELETE", "GET", "PATCH"), "Show, change or delete a team"),
     ("/admin/webhooks", "webhooks", ("GET", "POST"), "List the webhooks; register one"),
     ("/admin/webhooks/{hook_id}", "webhook", ("DELETE",), "Delete a webhook"),
     ("/admin/webhooks/{hook_id}/deliveries", "deliveries", ("GET",), "A webhook's recent deliveries"),
@@ -49,6 +53,15 @@ class CreateKey(KeyPolicy):
     name: StrictStr = Field(default="", max_length=100)
     expires_at: float | None = Field(default=None, gt=0)
     expires_in_seconds: int | None = Field(default=None, gt=0, le=10 * 365 * 86_400)
+
+
+class CreateTeam(TeamPolicy):
+    id: StrictStr | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,64}$")
+    name: StrictStr = Field(default="", max_length=100)
+
+
+class ChangeTeam(TeamPolicy):
+    name: StrictStr | None = Field(default=None, max_length=100)
 
 
 class CreateWebhook(BaseModel):
@@ -136,9 +149,10 @@ class AdminApi:
         if spec.expires_in_seconds is not None:
             expires_at = self._clock.now() + spec.expires_in_seconds
         plain, key_id, digest, prefix = new_key()
-        policy = KeyPolicy.model_validate(spec.model_dump(include=set(KeyPolicy.model_fields))).model_dump()
+        policy = KeyPolicy.model_validate(spec.model_dump(include=set(KeyPolicy.model_fields)))
+        await self._check_team_of(policy)
         record = await self._call("keys.create", id=key_id, digest=digest, prefix=prefix, name=spec.name,
-                                  policy=policy, expires_at=expires_at)
+                                  policy=policy.model_dump(), expires_at=expires_at)
         self._access.forget()
         log.info("admin created gateway key %s", key_id)
         return json_response({**record, "key": plain}, 201)
@@ -152,6 +166,42 @@ class AdminApi:
                 return json_response(record)
         raise not_found(f"No gateway key with id {key_id}.", code="key_not_found")
 
+    async def _patch_key(self, request: Request, key_id: str) -> Response:
+        """Change a key's policy: the fields sent replace the key's (``team_id: null`` takes it
+        out of its team). Spend already counted stays where it was counted: with the team it
+        was spent in, and under the key's own budget."""
+        body = self._json(request)
+        unknown = sorted(set(body) - set(KeyPolicy.model_fields))
+        if unknown:
+            raise bad_request(f"Unknown parameter '{unknown[0][:64]}': a key's policy fields only.",
+                              param=unknown[0][:64], code="unknown_parameter")
+        old = next((r for r in await self._call("keys.list") if r["id"] == key_id), None)
+        if old is None:
+            raise not_found(f"No gateway key with id {key_id}.", code="key_not_found")
+        try:
+            policy = KeyPolicy.model_validate({**old["policy"], **body})
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        await self._check_team_of(policy)
+        record = await self._call("keys.update", id=key_id, policy=policy.model_dump())
+        if record is None:
+            raise not_found(f"No gateway key with id {key_id}.", code="key_not_found")
+        self._access.forget()
+        log.info("admin changed gateway key %s", key_id)
+        return json_response(record)
+
+    async def _check_team_of(self, policy: KeyPolicy) -> None:
+        """A 400 unless the key's team exists and the key stays within it."""
+        if policy.team_id is None:
+            return
+        record = await self._call("teams.get", id=policy.team_id)
+        if record is None:
+            raise bad_request(f"Unknown team '{policy.team_id}'.", param="team_id", code="team_not_found")
+        widened = widening_field(Team.model_validate(record), policy)
+        if widened is not None:
+            field, reason = widened
+            raise bad_request(f"The key would widen its team: {reason}.", param=field, code="widens_team")
+
     async def _delete_key(self, request: Request, key_id: str) -> Response:
         record = await self._call("keys.revoke", id=key_id)
         if record is None:
@@ -159,6 +209,72 @@ class AdminApi:
         self._access.forget()
         log.info("admin revoked gateway key %s", key_id)
         return json_response({**record, "revoked": True})
+
+    # -- teams ---------------------------------------------------------------------------
+    def _check_team_policy(self, team: TeamPolicy) -> None:
+        name = team.rate_limit_policy
+        if name is not None and name not in {p.name for p in self._settings.rate_limits} | {"default"}:
+            raise bad_request(f"Unknown rate-limit policy '{name[:64]}' (FLAREGATE_RATE_LIMITS names them).",
+                              param="rate_limit_policy", code="invalid_value")
+
+    async def _post_teams(self, request: Request) -> Response:
+        try:
+            spec = CreateTeam.model_validate(self._json(request))
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        self._check_team_policy(spec)
+        team_id = spec.id or "team_" + secrets.token_hex(8)
+        policy = TeamPolicy.model_validate(spec.model_dump(include=set(TeamPolicy.model_fields))).model_dump()
+        record = await self._call("teams.create", id=team_id, name=spec.name, policy=policy)
+        if record is None:
+            raise GatewayError(409, f"A team with id {team_id} exists.", code="team_exists", param="id")
+        log.info("admin created team %s", team_id)
+        return json_response(record, 201)
+
+    async def _get_teams(self, request: Request) -> Response:
+        return json_response({"object": "list", "data": await self._call("teams.list")})
+
+    async def _get_team(self, request: Request, team_id: str) -> Response:
+        record = await self._call("teams.get", id=team_id)
+        if record is None:
+            raise not_found(f"No team with id {team_id}.", code="team_not_found")
+        keys = [k["id"] for k in await self._call("keys.list")
+                if k["policy"].get("team_id") == team_id and k["revoked_at"] is None]
+        return json_response({**record, "keys": keys})
+
+    async def _patch_team(self, request: Request, team_id: str) -> Response:
+        """Change a team: the fields sent replace the team's (``null`` lifts a restriction).
+        A narrower team binds its keys at once (permission checks consult both)."""
+        try:
+            change = ChangeTeam.model_validate(self._json(request))
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        old = await self._call("teams.get", id=team_id)
+        if old is None:
+            raise not_found(f"No team with id {team_id}.", code="team_not_found")
+        fields = set(TeamPolicy.model_fields)
+        policy = TeamPolicy.model_validate({**{k: v for k, v in old.items() if k in fields},
+                                            **change.model_dump(include=fields, exclude_unset=True)})
+        self._check_team_policy(policy)
+        name = change.name if change.name is not None else old["name"]
+        record = await self._call("teams.update", id=team_id, name=name, policy=policy.model_dump())
+        if record is None:
+            raise not_found(f"No team with id {team_id}.", code="team_not_found")
+        self._access.forget()
+        log.info("admin changed team %s", team_id)
+        return json_response(record)
+
+    async def _delete_team(self, request: Request, team_id: str) -> Response:
+        members = [k["id"] for k in await self._call("keys.list")
+                   if k["policy"].get("team_id") == team_id and k["revoked_at"] is None]
+        if members:
+            raise GatewayError(409, f"Team {team_id} still has {len(members)} active keys (e.g. {members[0]}):"
+                               " move or revoke them first.", code="team_has_keys")
+        if not await self._call("teams.delete", id=team_id):
+            raise not_found(f"No team with id {team_id}.", code="team_not_found")
+        self._access.forget()
+        log.info("admin deleted team %s", team_id)
+        return json_response({"id": team_id, "deleted": True})
 
     # -- webhooks ------------------------------------------------------------------------
     async def _post_webhooks(self, request: Request) -> Response:

@@ -33,6 +33,8 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS mcp_tool_pins ("
     " tool TEXT PRIMARY KEY, approved TEXT NOT NULL, seen TEXT NOT NULL, first_seen REAL NOT NULL,"
     " changed_at REAL)",
+    "CREATE TABLE IF NOT EXISTS teams ("
+    " id TEXT PRIMARY KEY, name TEXT NOT NULL, policy TEXT NOT NULL, created_at REAL NOT NULL)",
 )
 DELIVERY_LOG_LIMIT = 1000  # rows kept per webhook
 _SWEEP_EVERY = 256
@@ -52,7 +54,15 @@ OPERATIONS = {
     "webhooks.create": "create_webhook", "webhooks.list": "list_webhooks", "webhooks.delete": "delete_webhook",
     "webhooks.for_event": "webhooks_for_event", "deliveries.log": "log_delivery", "deliveries.list": "list_deliveries",
     "mcp_pins.observe": "observe_mcp_tools", "mcp_pins.list": "list_mcp_pins", "mcp_pins.approve": "approve_mcp_tool",
+    "keys.update": "update_key",
+    "teams.create": "create_team", "teams.get": "get_team", "teams.list": "list_teams",
+    "teams.update": "update_team", "teams.delete": "delete_team",
 }
+
+
+def team_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A team as every store answers it: its policy's fields beside its id, name and time."""
+    return {**json.loads(row["policy"]), "id": row["id"], "name": row["name"], "created_at": row["created_at"]}
 
 
 def operations(store: Any) -> dict[str, Callable[..., Any]]:
@@ -94,6 +104,11 @@ class SecurityStore:
         rows = self._sql.exec("SELECT * FROM gateway_keys WHERE id = ?", id)
         return _key_row(rows[0]) if rows else None
 
+    def update_key(self, id: str, policy: dict[str, Any]) -> dict[str, Any] | None:
+        """Replace a key's policy (moving it to another team, say); None when no such key."""
+        rows = self._sql.exec("UPDATE gateway_keys SET policy = ? WHERE id = ? RETURNING *", json.dumps(policy), id)
+        return _key_row(rows[0]) if rows else None
+
     def find_key(self, digest: str) -> dict[str, Any] | None:
         rows = self._sql.exec("SELECT * FROM gateway_keys WHERE digest = ?", digest)
         if not rows:
@@ -105,6 +120,28 @@ class SecurityStore:
             "SELECT COUNT(*) AS n FROM gateway_keys WHERE revoked_at IS NULL"
             " AND (expires_at IS NULL OR expires_at > ?)", self._clock.now())
         return int(rows[0]["n"])
+
+    # -- teams ---------------------------------------------------------------------------
+    def create_team(self, id: str, name: str, policy: dict[str, Any]) -> dict[str, Any] | None:
+        """A new team, or None when one with that id exists."""
+        rows = self._sql.exec("INSERT INTO teams (id, name, policy, created_at) VALUES (?, ?, ?, ?)"
+                              " ON CONFLICT(id) DO NOTHING RETURNING *", id, name, json.dumps(policy), self._clock.now())
+        return team_row(rows[0]) if rows else None
+
+    def get_team(self, id: str) -> dict[str, Any] | None:
+        rows = self._sql.exec("SELECT * FROM teams WHERE id = ?", id)
+        return team_row(rows[0]) if rows else None
+
+    def list_teams(self) -> list[dict[str, Any]]:
+        return [team_row(r) for r in self._sql.exec("SELECT * FROM teams ORDER BY created_at, id")]
+
+    def update_team(self, id: str, name: str, policy: dict[str, Any]) -> dict[str, Any] | None:
+        rows = self._sql.exec("UPDATE teams SET name = ?, policy = ? WHERE id = ? RETURNING *",
+                              name, json.dumps(policy), id)
+        return team_row(rows[0]) if rows else None
+
+    def delete_team(self, id: str) -> bool:
+        return bool(self._sql.exec("DELETE FROM teams WHERE id = ? RETURNING id", id))
 
     # -- signing nonces ------------------------------------------------------------------
     def use_nonce(self, nonce: str, expires_at: float) -> bool:
@@ -200,10 +237,12 @@ class SecurityStore:
                 for r in self._sql.exec("SELECT * FROM gateway_keys ORDER BY created_at, id")]
         hooks = [{"id": r["id"], "url": r["url"], "events": json.loads(r["events"]), "secret": r["secret"],
                   "created_at": r["created_at"]} for r in self._sql.exec("SELECT * FROM webhooks ORDER BY created_at, id")]
-        return {"keys": keys, "webhooks": hooks}
+        return {"keys": keys, "webhooks": hooks, "teams": self.list_teams()}
 
-    def forget_records(self, key_ids: list[str], webhook_ids: list[str]) -> None:
-        """Drop keys and webhooks another store has adopted (so none comes back from here)."""
+    def forget_records(self, key_ids: list[str], webhook_ids: list[str], team_ids: tuple[str, ...] = ()) -> None:
+        """Drop keys, webhooks and teams another store has adopted (so none comes back from here)."""
+        for team_id in team_ids:
+            self._sql.exec("DELETE FROM teams WHERE id = ?", team_id)
         for key_id in key_ids:
             self._sql.exec("DELETE FROM gateway_keys WHERE id = ?", key_id)
         for hook_id in webhook_ids:

@@ -251,6 +251,7 @@ KEY_IDS = "fg:key_ids"  # key id -> digest, for listing and revoking by id
 WEBHOOKS = "fg:webhooks"  # webhook id -> its record (JSON, with its signing secret)
 MCP_PINS = "fg:mcp_pins"  # server.tool -> its pin (JSON: approved and last seen definition hash)
 DELIVERIES_PREFIX = "fg:deliveries:"  # a list per webhook, newest first, DELIVERY_LOG_LIMIT long
+TEAMS = "fg:teams"  # team id -> the team (JSON: its policy, name and creation time)
 
 # A key is created only when neither its id nor its digest is taken (the SQL store's
 # PRIMARY KEY and UNIQUE); ARGV: id, digest, then the record's fields as name/value pairs.
@@ -264,6 +265,16 @@ return 1
 _REVOKE_KEY = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSETNX', KEYS[1], 'revoked_at', ARGV[1])
+return 1
+"""
+_UPDATE_KEY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'policy', ARGV[1])
+return 1
+"""
+_REPLACE_TEAM = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 _KEY_FIELDS = ("id", "prefix", "name", "policy", "created_at", "expires_at", "revoked_at")
@@ -294,6 +305,8 @@ class RedisSecurityClient:
         self._clock = clock
         self._create_key = redis.register_script(_CREATE_KEY)
         self._revoke_key = redis.register_script(_REVOKE_KEY)
+        self._update_key = redis.register_script(_UPDATE_KEY)
+        self._replace_team = redis.register_script(_REPLACE_TEAM)
         self._finds = Batches(self._find_keys)
         self._ops = operations(self)
 
@@ -375,10 +388,45 @@ class RedisSecurityClient:
         record = await self.find_key(digest)
         return None if record is None else _public_key(record)
 
+    async def update_key(self, id: str, policy: dict[str, Any]) -> dict[str, Any] | None:
+        digest: str | None = await self._redis.hget(KEY_IDS, id)
+        if digest is None or not await self._update_key(keys=[KEY_PREFIX + digest], args=[json.dumps(policy)]):
+            return None
+        record = await self.find_key(digest)
+        return None if record is None else _public_key(record)
+
     async def count_active_keys(self) -> int:
         now = self._clock.now()
         return sum(1 for r in await self._all_keys()
                    if r["revoked_at"] is None and (r["expires_at"] is None or r["expires_at"] > now))
+
+    # -- teams (one hash: team id -> the team as JSON) --------------------------------
+    async def create_team(self, id: str, name: str, policy: dict[str, Any]) -> dict[str, Any] | None:
+        record = {**policy, "id": id, "name": name, "created_at": self._clock.now()}
+        if not await self._redis.hsetnx(TEAMS, id, json.dumps(record)):
+            return None
+        return record
+
+    async def get_team(self, id: str) -> dict[str, Any] | None:
+        raw = await self._redis.hget(TEAMS, id)
+        return None if raw is None else dict(json.loads(raw))
+
+    async def list_teams(self) -> list[dict[str, Any]]:
+        records = [json.loads(raw) for raw in (await self._redis.hgetall(TEAMS)).values()]
+        return sorted(records, key=lambda r: (r["created_at"], r["id"]))
+
+    async def update_team(self, id: str, name: str, policy: dict[str, Any]) -> dict[str, Any] | None:
+        old = await self.get_team(id)
+        if old is None:
+            return None
+        record = {**policy, "id": id, "name": name, "created_at": old["created_at"]}
+        # XX-like: written only while the team still exists (a concurrent delete wins).
+        if not await self._replace_team(keys=[TEAMS], args=[id, json.dumps(record)]):
+            return None
+        return record
+
+    async def delete_team(self, id: str) -> bool:
+        return bool(await self._redis.hdel(TEAMS, id))
 
     # -- signing nonces ------------------------------------------------------------------
     async def use_nonce(self, nonce: str, expires_at: float) -> bool:
@@ -488,16 +536,20 @@ async def move_local_records(url: str, clock: Any, store: Any) -> tuple[int, int
     revoked in Redis can never come back from a replica's file. Returns (keys, webhooks)
     moved; those Redis had already (by id or digest) stay as Redis has them."""
     records = store.export_records()
-    if not records["keys"] and not records["webhooks"]:
+    teams = records.get("teams", [])
+    if not records["keys"] and not records["webhooks"] and not teams:
         return 0, 0
     redis = connect(url)
     try:
         client = RedisSecurityClient(redis, clock)
         keys = [await client.adopt_key(r) for r in records["keys"]]
         hooks = [await client.adopt_webhook(r) for r in records["webhooks"]]
+        for team in teams:  # a team already in Redis (by id) stays as Redis has it
+            await redis.hsetnx(TEAMS, team["id"], json.dumps(team))
     finally:
         await redis.aclose()
-    store.forget_records([r["id"] for r in records["keys"]], [r["id"] for r in records["webhooks"]])
+    store.forget_records([r["id"] for r in records["keys"]], [r["id"] for r in records["webhooks"]],
+                         tuple(t["id"] for t in teams))
     return sum(keys), sum(hooks)
 
 
