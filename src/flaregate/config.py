@@ -43,6 +43,7 @@ from .ratelimits.policies import (
     TokenBucketPolicy,
     check_unique_names,
 )
+from .ratelimits.settings import BudgetAlertSettings
 from .routing.conditions import ConditionalRoute
 from .routing.resilience import RESILIENCE_VARS, ResiliencePolicy, resilience_from_vars
 from .routing.settings import WILDCARD_ROUTE, RouteConfig, RouteTarget
@@ -65,6 +66,7 @@ KNOWN_VARS = (
     "RATE_LIMIT_LEASE",
     "FLAREGATE_RATE_LIMITS",
     "FLAREGATE_BUDGETS",
+    "BUDGET_ALERT_AT",  # soft budget thresholds (ratelimits/settings.py)
     "CACHE_TTL_SECONDS",
     "CACHE_MAX_TTL_SECONDS",
     "CACHE_MEMORY_MAX_ENTRIES",
@@ -136,6 +138,7 @@ class Settings(_Model):
     rate_limit: TokenBucketPolicy = TokenBucketPolicy()
     rate_limits: tuple[RateLimitPolicy, ...] = ()  # added to (or, named "default", replacing) rate_limit
     budgets: tuple[BudgetPolicy, ...] = ()
+    budget_alerts: BudgetAlertSettings = BudgetAlertSettings()
     cache_ttl_seconds: int = Field(default=300, ge=0)
     cache: CacheSettings = CacheSettings()
     batches: BatchSettings = BatchSettings()
@@ -420,6 +423,10 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         data["export"] = export_from_vars(vars)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if "BUDGET_ALERT_AT" in vars:
+        raw = vars["BUDGET_ALERT_AT"].strip().lower()
+        data["budget_alerts"] = {"alert_at": [] if raw in ("", "off", "0") else
+                                 [part.strip() for part in raw.split(",") if part.strip()]}
     shed_names = {"LOAD_SHEDDING": "enabled", "SHED_INITIAL_LIMIT": "initial_limit", "SHED_MIN_LIMIT": "min_limit",
                   "SHED_MAX_LIMIT": "max_limit", "SHED_SLOW_AFTER_SECONDS": "slow_after_seconds"}
     shedding = set_fields(vars, shed_names)

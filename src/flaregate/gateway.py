@@ -41,6 +41,7 @@ from .ports import Ports
 from .providers.build import build_providers
 from .ratelimits.admin import RateLimitAdmin
 from .ratelimits.enforcer import Limits
+from .ratelimits.thresholds import BudgetThresholds
 from .responses.conversations import Conversations
 from .routes import Route, RouteTable
 from .routing.routes import Router
@@ -83,7 +84,9 @@ class Gateway:
         events = OperationalEvents(self.analytics, self.alerts, self.webhooks)
         self.upstream = UpstreamCaller(settings, ports.clock, events.emit, on_attempt=self.alerts.upstream_result)
         self.admin_api = AdminApi(settings, ports.security, self.access, self.webhooks, ports.clock)
-        self.ratelimits = Limits(settings, ports.rate_limiter, ports.clock, self.analytics, self.alerts)
+        thresholds = BudgetThresholds(settings.budget_alerts.alert_at, ports.security, ports.tasks, self.webhooks,
+                                      self.analytics, ports.clock)
+        self.ratelimits = Limits(settings, ports.rate_limiter, ports.clock, self.analytics, self.alerts, thresholds)
         self.pipeline = Pipeline(
             settings, ports.clock, self.access, self.router, self.upstream, self.ratelimits, self.analytics,
             self.alerts, self.caching, self.shedding,

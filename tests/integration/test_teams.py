@@ -13,10 +13,11 @@ import httpx
 import openai
 import pytest
 
-from flaregate.security.signing import sign_request
+from flaregate.security.signing import sign_request, verify_webhook
 from tests.support.redis_server import RedisServer
 
 from .conftest import ADMIN_KEY, TARGET, run_gateway, run_local_gateway, upstream_env
+from .test_webhooks import Receiver
 
 REQUESTS = 200
 # Only completion tokens are priced, and the mock upstream answers "echo: <text>", so a
@@ -34,6 +35,7 @@ def priced_env(upstream_url: str, **extra: str) -> dict[str, str]:
               "gpt-other": [{"provider": "upstream", "input_price_per_1m": 0, "output_price_per_1m": OUTPUT_PRICE_PER_1M}],
               "gpt-test": ["upstream"]}
     return upstream_env(upstream_url, FLAREGATE_ROUTES=json.dumps(routes), CACHE_TTL_SECONDS="0",
+                        WEBHOOK_ALLOW_PRIVATE_TARGETS="true",
                         RATE_LIMIT_CAPACITY="100000", RATE_LIMIT_REFILL_PER_SECOND="100000", **extra)
 
 
@@ -102,6 +104,24 @@ def test_a_team_budget_shared_by_three_keys_holds_under_200_concurrent_requests(
     # Spent is spent: the next request is refused whichever key sends it.
     late = asyncio.run(burst([server.base_url], keys[1:2], 1))
     assert late == [429]
+
+
+def test_the_80_percent_webhook_is_sent_once_under_a_concurrent_burst(server):
+    with Receiver([]) as receiver:
+        hook = admin(server.base_url, "POST", "/admin/webhooks", {"url": receiver.url, "events": ["budget.threshold"]})
+        assert hook.status_code == 201, hook.text
+        make_team(server.base_url, id="alerted", budget_usd_day=BUDGET)
+        keys = [make_key(server.base_url, team_id="alerted")["key"] for _ in range(3)]
+        statuses = asyncio.run(burst([server.base_url], keys, REQUESTS))
+        assert statuses.count(200) > 0.8 * BUDGET / COST
+        receiver.wait_for(1)
+        asyncio.run(burst([server.base_url], keys, 20))  # still over 80%: nothing more to say this period
+        event = json.loads(receiver.deliveries[0]["body"])
+        assert event["type"] == "budget.threshold", event
+        assert (event["data"]["team_id"], event["data"]["threshold"]) == ("alerted", 0.8)
+        assert verify_webhook(hook.json()["secret"], receiver.deliveries[0]["headers"], receiver.deliveries[0]["body"])
+        admin(server.base_url, "DELETE", f"/admin/webhooks/{hook.json()['id']}")
+    assert len(receiver.deliveries) == 1, [json.loads(d["body"]) for d in receiver.deliveries]
 
 
 def test_a_key_narrower_than_its_team_and_a_key_moved_between_teams(server):

@@ -48,6 +48,7 @@ from .policies import (
     max_lease,
 )
 from .scope import address, key_partition, team_partition
+from .thresholds import BudgetThresholds
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -199,13 +200,14 @@ class Admission:
 
 class Limits:
     def __init__(self, settings: Settings, client: RateLimiterClient, clock: Clock, analytics: Analytics,
-                 alerts: Alerts | None = None) -> None:
+                 alerts: Alerts | None = None, thresholds: BudgetThresholds | None = None) -> None:
         self.policies = effective_policies(settings)
         self.prices = PriceTable(settings.routes)
         self._client = client
         self._clock = clock
         self._analytics = analytics
         self._alerts = alerts
+        self._thresholds = thresholds if thresholds is not None and thresholds.enabled else None
         self._fallback = RateLimiter.in_memory(clock)
         self._leases = LeaseBook(clock)
         self._for_all = [p for p in self.policies if getattr(p, "applies_to", "all") == "all"]
@@ -307,6 +309,12 @@ class Limits:
         if refused:
             event["rate_limited"] = True
             raise self._refusal(key_id, refused, out)
+        if self._thresholds is not None:
+            for outcome in outcomes:
+                assert outcome.answer is not None
+                for check, result in zip(outcome.checks, outcome.answer["results"], strict=True):
+                    if check.policy.is_budget:
+                        self._thresholds.observe(outcome.partition, check.wire, result)
         return Admission(self, model, list(outcomes), out)
 
     def _refusal(self, key_id: str, refused: list[_Outcome], out: dict[str, str]) -> GatewayError:

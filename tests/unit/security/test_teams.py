@@ -195,3 +195,54 @@ async def test_a_key_moved_to_another_team_leaves_its_spend_with_the_first():
     assert (status, body["error"]["code"]) == (400, "unknown_parameter")
     status, body, _ = await rig.call(rig.admin("PATCH", f"/admin/keys/{key['id']}", {"team_id": None}))
     assert status == 200 and body["policy"]["team_id"] is None
+
+
+class Receiver:
+    """The upstream-transport port as webhooks use it: every delivery kept, answered 200."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    async def send(self, method, url, headers, body, timeout):
+        from flaregate.providers.mock import StaticResponse
+
+        self.events.append(json.loads(body))
+        return StaticResponse(200, {}, [b"ok"])
+
+
+async def test_the_80_percent_webhook_and_hub_event_are_sent_once_per_period_across_isolates():
+    receiver = Receiver()
+    rig = SecureRig(PRICED, transport=receiver)
+    status, _, _ = await rig.call(rig.admin("POST", "/admin/webhooks", {"url": "https://h.example.com/budget",
+                                                                       "events": ["budget.threshold"]}))
+    assert status == 201
+    await team(rig, id="t", budget_usd_day=0.1)
+    key = (await rig.create_key(team_id="t"))["key"]
+    other_isolate = rig.make_gateway()  # its own caches and memo, the same stores
+    results = []
+    for i in range(40):
+        gateway = rig.gateway if i % 2 else other_isolate
+        response = await gateway.handle(chat_body(key, content=f"spend {i}"))
+        results.append(response.status)
+        await rig.tasks.drain()
+    assert 429 in results
+    alerts = [e for e in receiver.events if e["type"] == "budget.threshold"]
+    assert len(alerts) == 1, alerts
+    data = alerts[0]["data"]
+    assert (data["scope"], data["team_id"], data["budget"], data["threshold"]) == ("team", "t", "team_usd_day", 0.8)
+    assert data["used"] >= 0.8 * data["limit"]
+    told = [json.loads(text) for text in rig.hub_broadcaster.sent]
+    hub = [m for m in told if m.get("type") == "budget_threshold"]
+    assert len(hub) == 1 and hub[0]["team_id"] == "t"  # the hub (and its /ws viewers) told once too
+
+
+async def test_budget_alerts_can_be_turned_off():
+    receiver = Receiver()
+    rig = SecureRig({**PRICED, "BUDGET_ALERT_AT": "off"}, transport=receiver)
+    await rig.call(rig.admin("POST", "/admin/webhooks", {"url": "https://h.example.com/b"}))
+    await team(rig, id="t", budget_usd_day=0.1)
+    key = (await rig.create_key(team_id="t"))["key"]
+    for i in range(12):
+        await chat(rig, key, content=f"spend {i}")
+    await rig.tasks.drain()
+    assert not [e for e in receiver.events if e["type"] == "budget.threshold"]
