@@ -77,7 +77,8 @@ class Gateway:
         self.observability = Observability(settings, ports.metrics_hub, ports.clock, self.analytics.changes)
         # Keys, signing, limits, CORS, webhooks: see access.py, gate.py, webhooks.py.
         security = settings.security
-        self.access = AccessControl(self.keys, ports.security, ports.clock, security.key_cache_seconds)
+        self.access = AccessControl(self.keys, ports.security, ports.clock, security.key_cache_seconds,
+                                    tasks=ports.tasks)
         self.gate = SecurityGate(settings, ports.clock, ports.security)
         self.webhooks = WebhookDispatcher(security, ports.security, ports.upstream, ports.tasks, ports.clock)
         self.alerts = Alerts(self.webhooks, ports.clock)

@@ -242,6 +242,7 @@ def test_the_packages_declare_these_routes():
     assert declared == {
         "admin": {("/admin/keys", ("GET", "POST"), "admin"),
                   ("/admin/keys/{key_id}", ("DELETE", "GET", "PATCH"), "admin"),
+                  ("/admin/keys/{key_id}/rotate", ("POST",), "admin"),
                   ("/admin/teams", ("GET", "POST"), "admin"),
                   ("/admin/teams/{team_id}", ("DELETE", "GET", "PATCH"), "admin"),
                   ("/admin/webhooks", ("GET", "POST"), "admin"),

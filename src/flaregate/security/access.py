@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from collections import OrderedDict
@@ -38,7 +39,7 @@ from pydantic import ConfigDict, Field, StrictStr, field_validator
 from ..errors import GatewayError, unauthorized
 from ..http import Request
 from ..metadata.tags import check_tags
-from ..ports import Clock, SecurityStoreClient
+from ..ports import BackgroundTasks, Clock, SecurityStoreClient
 from .auth_throttle import AuthFailureThrottle, refusal
 from .keys import KeyRing
 from .permissions import Permissions, all_allow
@@ -50,6 +51,8 @@ STORED_KEY_SHAPE = re.compile(r"fg-[A-Za-z0-9_-]{43}")  # KEY_PREFIX + token_url
 _CACHE_LIMIT = 10_000  # found records (real keys: revoked and expired ones included)
 _NEGATIVE_CACHE_LIMIT = 1_000  # misses; junk evicts junk, never a found record
 _TEAM_CACHE_LIMIT = 10_000
+LAST_USED_RESOLUTION_SECONDS = 60  # last_used_at is this coarse: no store write per request
+log = logging.getLogger("flaregate.security")
 
 
 class KeyPolicy(Permissions):
@@ -174,7 +177,8 @@ def forbidden(message: str, code: str, param: str | None = None) -> GatewayError
 
 class AccessControl:
     def __init__(self, keys: KeyRing, store: SecurityStoreClient | None, clock: Clock,
-                 cache_seconds: float, throttle: AuthFailureThrottle | None = None) -> None:
+                 cache_seconds: float, throttle: AuthFailureThrottle | None = None,
+                 tasks: BackgroundTasks | None = None) -> None:
         self._keys = keys
         self._store = store
         self._clock = clock
@@ -182,6 +186,8 @@ class AccessControl:
         self._found = _Expiring(_CACHE_LIMIT)  # digest -> the store's record
         self._missing = _Expiring(_NEGATIVE_CACHE_LIMIT)  # digest -> None: no such key
         self._teams = _Expiring(_TEAM_CACHE_LIMIT)  # team id -> its record (or None), as long as keys
+        self._tasks = tasks
+        self._touched: dict[str, float] = {}  # key id -> the minute its last use was written
         # Failed authentications per network; the gateway's own is handed over by AdminApi.
         self.throttle = throttle if throttle is not None else AuthFailureThrottle(clock=clock)
 
@@ -211,10 +217,32 @@ class AccessControl:
             raise self._failed(request, "This API key has been revoked.")
         if record["expires_at"] is not None and record["expires_at"] <= self._clock.now():
             raise self._failed(request, "This API key has expired.")
+        if record.get("secret_expires_at") is not None and record["secret_expires_at"] <= self._clock.now():
+            raise self._failed(request, "This API key was rotated and its grace period has ended; use the new key.")
         principal = await self._principal(record)
         if not principal.allows_route(request.path):
             raise forbidden(f"This API key may not use {request.path}.", "route_not_allowed")
+        self._note_use(principal.key_id)
         return principal
+
+    def _note_use(self, key_id: str) -> None:
+        """A key's last use, to the minute: at most one write per key, minute and isolate."""
+        if self._tasks is None or self._store is None:
+            return
+        minute = float(int(self._clock.now() // LAST_USED_RESOLUTION_SECONDS) * LAST_USED_RESOLUTION_SECONDS)
+        if self._touched.get(key_id) == minute:
+            return
+        if len(self._touched) >= _CACHE_LIMIT:
+            self._touched.clear()
+        self._touched[key_id] = minute
+        self._tasks.run(self._touch(key_id, minute))
+
+    async def _touch(self, key_id: str, minute: float) -> None:
+        assert self._store is not None
+        try:
+            await self._store.call("keys.touch", {"used": {key_id: minute}})
+        except Exception:
+            log.warning("could not record the last use of key %s", key_id, exc_info=True)
 
     async def principal_by_id(self, key_id: str, path: str) -> Principal | None:
         """The principal of a usable key named by its id (admin work done on a key's behalf,

@@ -40,6 +40,8 @@ _PATHS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("/admin/keys", "keys", ("GET", "POST"), "List the stored gateway keys; create one (shown once)"),
     ("/admin/keys/{key_id}", "key", ("DELETE", "GET", "PATCH"),
      "Show, change (move to another team, say) or revoke a stored gateway key"),
+    ("/admin/keys/{key_id}/rotate", "rotate", ("POST",),
+     "A new secret for a stored key (shown once); the old one stays valid for grace_seconds"),
     ("/admin/teams", "teams", ("GET", "POST"), "List the teams; create one"),
     ("/admin/teams/{team_id}", "team", ("DELETE", "GET", "PATCH"), "Show, change or delete a team"),
     ("/admin/webhooks", "webhooks", ("GET", "POST"), "List the webhooks; register one"),
@@ -53,6 +55,17 @@ class CreateKey(KeyPolicy):
     name: StrictStr = Field(default="", max_length=100)
     expires_at: float | None = Field(default=None, gt=0)
     expires_in_seconds: int | None = Field(default=None, gt=0, le=10 * 365 * 86_400)
+
+
+DEFAULT_ROTATION_GRACE_SECONDS = 3600
+MAX_ROTATION_GRACE_SECONDS = 30 * 86400
+
+
+class RotateKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # How long the old secret keeps working (0: refused at once), so clients can move over.
+    grace_seconds: int = Field(default=DEFAULT_ROTATION_GRACE_SECONDS, ge=0, le=MAX_ROTATION_GRACE_SECONDS)
 
 
 class CreateTeam(TeamPolicy):
@@ -189,6 +202,23 @@ class AdminApi:
         self._access.forget()
         log.info("admin changed gateway key %s", key_id)
         return json_response(record)
+
+    async def _post_rotate(self, request: Request, key_id: str) -> Response:
+        """A new secret for the key (its id, policy, team, limits and spend stay); the old
+        secret authenticates until ``grace_seconds`` from now, then never again."""
+        try:
+            spec = RotateKey.model_validate(self._json(request) if request.body else {})
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        plain, _, digest, prefix = new_key()
+        valid_until = self._clock.now() + spec.grace_seconds
+        record = await self._call("keys.rotate", id=key_id, digest=digest, prefix=prefix, valid_until=valid_until)
+        if record is None:
+            raise not_found(f"No usable gateway key with id {key_id} (revoked keys are not rotated).",
+                            code="key_not_found")
+        self._access.forget()
+        log.info("admin rotated gateway key %s (grace %ss)", key_id, spec.grace_seconds)
+        return json_response({**record, "key": plain, "previous_key_valid_until": valid_until})
 
     async def _check_team_of(self, policy: KeyPolicy) -> None:
         """A 400 unless the key's team exists and the key stays within it."""

@@ -33,6 +33,12 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS mcp_tool_pins ("
     " tool TEXT PRIMARY KEY, approved TEXT NOT NULL, seen TEXT NOT NULL, first_seen REAL NOT NULL,"
     " changed_at REAL)",
+    # A rotated key's previous secret, valid until its grace ends (one per key: a second
+    # rotation ends the first one's grace at once). Tables of their own, not new columns, so
+    # a store made by an earlier version needs no migration.
+    "CREATE TABLE IF NOT EXISTS key_previous_secrets ("
+    " digest TEXT PRIMARY KEY, key_id TEXT NOT NULL UNIQUE, valid_until REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS key_last_used (id TEXT PRIMARY KEY, at REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS teams ("
     " id TEXT PRIMARY KEY, name TEXT NOT NULL, policy TEXT NOT NULL, created_at REAL NOT NULL)",
 )
@@ -54,7 +60,7 @@ OPERATIONS = {
     "webhooks.create": "create_webhook", "webhooks.list": "list_webhooks", "webhooks.delete": "delete_webhook",
     "webhooks.for_event": "webhooks_for_event", "deliveries.log": "log_delivery", "deliveries.list": "list_deliveries",
     "mcp_pins.observe": "observe_mcp_tools", "mcp_pins.list": "list_mcp_pins", "mcp_pins.approve": "approve_mcp_tool",
-    "keys.update": "update_key",
+    "keys.update": "update_key", "keys.rotate": "rotate_key", "keys.touch": "touch_keys",
     "teams.create": "create_team", "teams.get": "get_team", "teams.list": "list_teams",
     "teams.update": "update_team", "teams.delete": "delete_team",
 }
@@ -96,7 +102,28 @@ class SecurityStore:
         return _key_row(self._sql.exec("SELECT * FROM gateway_keys WHERE id = ?", id)[0])
 
     def list_keys(self) -> list[dict[str, Any]]:
-        return [_key_row(r) for r in self._sql.exec("SELECT * FROM gateway_keys ORDER BY created_at, id")]
+        used = {r["id"]: r["at"] for r in self._sql.exec("SELECT id, at FROM key_last_used")}
+        return [{**_key_row(r), "last_used_at": used.get(r["id"])}
+                for r in self._sql.exec("SELECT * FROM gateway_keys ORDER BY created_at, id")]
+
+    def rotate_key(self, id: str, digest: str, prefix: str, valid_until: float) -> dict[str, Any] | None:
+        """Give key ``id`` the secret of ``digest``; its current secret stays valid until
+        ``valid_until`` (a previous one's grace ends now). None when no such usable key."""
+        rows = self._sql.exec("SELECT * FROM gateway_keys WHERE id = ? AND revoked_at IS NULL", id)
+        if not rows:
+            return None
+        self._sql.exec("DELETE FROM key_previous_secrets WHERE key_id = ?", id)
+        if valid_until > self._clock.now():
+            self._sql.exec("INSERT INTO key_previous_secrets (digest, key_id, valid_until) VALUES (?, ?, ?)",
+                           rows[0]["digest"], id, valid_until)
+        self._sql.exec("UPDATE gateway_keys SET digest = ?, prefix = ? WHERE id = ?", digest, prefix, id)
+        return _key_row(self._sql.exec("SELECT * FROM gateway_keys WHERE id = ?", id)[0])
+
+    def touch_keys(self, used: dict[str, float]) -> None:
+        """Record when keys were last used (coarse: callers send one time per key and minute)."""
+        for key_id, at in used.items():
+            self._sql.exec("INSERT INTO key_last_used (id, at) VALUES (?, ?)"
+                           " ON CONFLICT(id) DO UPDATE SET at = max(at, excluded.at)", key_id, float(at))
 
     def revoke_key(self, id: str) -> dict[str, Any] | None:
         self._sql.exec("UPDATE gateway_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
@@ -110,10 +137,17 @@ class SecurityStore:
         return _key_row(rows[0]) if rows else None
 
     def find_key(self, digest: str) -> dict[str, Any] | None:
+        """The key of a secret: its current one, or the previous one of a rotated key while
+        its grace lasts (then with ``secret_expires_at``: callers refuse it after that)."""
         rows = self._sql.exec("SELECT * FROM gateway_keys WHERE digest = ?", digest)
+        if rows:
+            return {**_key_row(rows[0]), "digest": rows[0]["digest"]}
+        rows = self._sql.exec(
+            "SELECT k.*, p.valid_until FROM key_previous_secrets p JOIN gateway_keys k ON k.id = p.key_id"
+            " WHERE p.digest = ? AND p.valid_until > ?", digest, self._clock.now())
         if not rows:
             return None
-        return {**_key_row(rows[0]), "digest": rows[0]["digest"]}
+        return {**_key_row(rows[0]), "digest": digest, "secret_expires_at": rows[0]["valid_until"]}
 
     def count_active_keys(self) -> int:
         rows = self._sql.exec(

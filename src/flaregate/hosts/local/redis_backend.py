@@ -252,6 +252,7 @@ WEBHOOKS = "fg:webhooks"  # webhook id -> its record (JSON, with its signing sec
 MCP_PINS = "fg:mcp_pins"  # server.tool -> its pin (JSON: approved and last seen definition hash)
 DELIVERIES_PREFIX = "fg:deliveries:"  # a list per webhook, newest first, DELIVERY_LOG_LIMIT long
 TEAMS = "fg:teams"  # team id -> the team (JSON: its policy, name and creation time)
+LAST_USED = "fg:key_last_used"  # key id -> when it was last used (to the minute)
 
 # A key is created only when neither its id nor its digest is taken (the SQL store's
 # PRIMARY KEY and UNIQUE); ARGV: id, digest, then the record's fields as name/value pairs.
@@ -275,6 +276,33 @@ return 1
 _REPLACE_TEAM = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+# Rotation: the key's hash moves to its new digest; the old digest's hash keeps only the
+# key id, its successor digest and when its grace ends (and expires then), or goes at once.
+# KEYS: key ids, old hash, new hash; ARGV: id, old digest, new digest, prefix, valid_until, its ms (0: none).
+_ROTATE_KEY = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[2], 'revoked_at') == 1 or redis.call('HEXISTS', KEYS[2], 'successor') == 1 then
+  return 0
+end
+local fields = redis.call('HGETALL', KEYS[2])
+redis.call('HSET', KEYS[3], unpack(fields))
+redis.call('HSET', KEYS[3], 'prefix', ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('DEL', KEYS[2])
+if ARGV[6] ~= '0' then
+  redis.call('HSET', KEYS[2], 'id', ARGV[1], 'successor', ARGV[3], 'secret_expires_at', ARGV[5])
+  redis.call('PEXPIREAT', KEYS[2], ARGV[6])
+end
+return 1
+"""
+# Last use: a later time only (replicas may write the same minute; none moves it back).
+_TOUCH_KEYS = """
+for i = 1, #ARGV, 2 do
+  local current = redis.call('HGET', KEYS[1], ARGV[i])
+  if not current or tonumber(current) < tonumber(ARGV[i + 1]) then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
 return 1
 """
 _KEY_FIELDS = ("id", "prefix", "name", "policy", "created_at", "expires_at", "revoked_at")
@@ -307,6 +335,8 @@ class RedisSecurityClient:
         self._revoke_key = redis.register_script(_REVOKE_KEY)
         self._update_key = redis.register_script(_UPDATE_KEY)
         self._replace_team = redis.register_script(_REPLACE_TEAM)
+        self._rotate_key = redis.register_script(_ROTATE_KEY)
+        self._touch_keys = redis.register_script(_TOUCH_KEYS)
         self._finds = Batches(self._find_keys)
         self._ops = operations(self)
 
@@ -364,7 +394,20 @@ class RedisSecurityClient:
                 for digest in digests:
                     pipe.hgetall(KEY_PREFIX + digest)
                 loaded = await pipe.execute()
-        return [_key_record(fields, digest) for digest, fields in zip(digests, loaded, strict=True)]
+        records = [_key_record(fields, digest) for digest, fields in zip(digests, loaded, strict=True)]
+        # A rotated key's previous secret: the key as its successor has it, while the grace lasts.
+        previous = [(i, fields) for i, fields in enumerate(loaded) if fields.get("successor")]
+        if previous:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for _, fields in previous:
+                    pipe.hgetall(KEY_PREFIX + fields["successor"])
+                successors = await pipe.execute()
+            now = self._clock.now()
+            for (i, fields), current in zip(previous, successors, strict=True):
+                until = float(fields.get("secret_expires_at") or 0)
+                record = None if current.get("successor") or until <= now else _key_record(current, digests[i])
+                records[i] = None if record is None else {**record, "secret_expires_at": until}
+        return records
 
     async def _all_keys(self) -> list[dict[str, Any]]:
         digests: dict[str, str] = await self._redis.hgetall(KEY_IDS)
@@ -375,6 +418,9 @@ class RedisSecurityClient:
                 pipe.hgetall(KEY_PREFIX + digest)
             loaded = await pipe.execute()
         records = [_key_record(fields, digest) for digest, fields in zip(digests.values(), loaded, strict=True)]
+        used: dict[str, str] = await self._redis.hgetall(LAST_USED)
+        records = [None if r is None else {**r, "last_used_at": float(used[r["id"]]) if r["id"] in used else None}
+                   for r in records]
         return sorted((r for r in records if r is not None), key=lambda r: (r["created_at"], r["id"]))
 
     async def list_keys(self) -> list[dict[str, Any]]:
@@ -387,6 +433,22 @@ class RedisSecurityClient:
             return None
         record = await self.find_key(digest)
         return None if record is None else _public_key(record)
+
+    async def rotate_key(self, id: str, digest: str, prefix: str, valid_until: float) -> dict[str, Any] | None:
+        old: str | None = await self._redis.hget(KEY_IDS, id)
+        if old is None:
+            return None
+        grace_ms = int(float(valid_until) * 1000) if valid_until > self._clock.now() else 0
+        if not await self._rotate_key(keys=[KEY_IDS, KEY_PREFIX + old, KEY_PREFIX + digest],
+                                      args=[id, old, digest, prefix, repr(float(valid_until)), str(grace_ms)]):
+            return None
+        record = await self.find_key(digest)
+        return None if record is None else _public_key(record)
+
+    async def touch_keys(self, used: dict[str, float]) -> None:
+        if used:
+            await self._touch_keys(keys=[LAST_USED], args=[item for pair in used.items()
+                                                          for item in (pair[0], repr(float(pair[1])))])
 
     async def update_key(self, id: str, policy: dict[str, Any]) -> dict[str, Any] | None:
         digest: str | None = await self._redis.hget(KEY_IDS, id)
@@ -574,7 +636,10 @@ def uncached_key_lookups(settings: Any) -> Any:
 
 
 def _public_key(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: record[k] for k in _KEY_FIELDS}
+    public = {k: record[k] for k in _KEY_FIELDS}
+    if "last_used_at" in record:  # listings carry it, as the SQL store's do
+        public["last_used_at"] = record["last_used_at"]
+    return public
 
 
 def _public_webhook(record: dict[str, Any]) -> dict[str, Any]:
