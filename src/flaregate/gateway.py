@@ -49,6 +49,7 @@ from .routing.upstream_call import UpstreamCaller
 from .security.access import AccessControl, Principal
 from .security.admin import require_admin
 from .security.admin_api import AdminApi
+from .security.audit import AdminAudit
 from .security.gate import SecurityGate
 from .security.keys import KeyRing
 from .security.provider_view import provider_view
@@ -85,6 +86,7 @@ class Gateway:
         events = OperationalEvents(self.analytics, self.alerts, self.webhooks)
         self.upstream = UpstreamCaller(settings, ports.clock, events.emit, on_attempt=self.alerts.upstream_result)
         self.admin_api = AdminApi(settings, ports.security, self.access, self.webhooks, ports.clock)
+        self.audit = AdminAudit(settings, ports.security, ports.tasks, settings.request_logs.error_seconds)
         thresholds = BudgetThresholds(settings.budget_alerts.alert_at, ports.security, ports.tasks, self.webhooks,
                                       self.analytics, ports.clock)
         self.ratelimits = Limits(settings, ports.rate_limiter, ports.clock, self.analytics, self.alerts, thresholds)
@@ -108,7 +110,7 @@ class Gateway:
         self.mcp = self._mcp_gateway() if settings.mcp.servers else None
         self.routes = RouteTable([
             *self._own_routes(), *self.observability.routes(), *self.admin_api.routes(),
-            *RateLimitAdmin(settings, self.ratelimits).routes(), *cache_admin.routes(),
+            *RateLimitAdmin(settings, self.ratelimits, ports.security).routes(), *cache_admin.routes(),
             *self.cache_warming.routes(), *(self.batches.routes() if self.batches is not None else ()),
             *(self.mcp.routes() if self.mcp is not None else ())])
 
@@ -143,10 +145,11 @@ class Gateway:
     async def handle(self, request: Request) -> Response:
         rid = tracing.request_id(request.headers.get("x-request-id"))
         out_headers = {"x-request-id": rid, "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
+        route = None
         try:
             response = await self.gate.screen(request)
             if response is None:
-                _, handler, params = self.routes.match(request.method, request.path)
+                route, handler, params = self.routes.match(request.method, request.path)
                 if params:
                     request.params = params
                 response = await handler(request, out_headers)
@@ -155,6 +158,8 @@ class Gateway:
         except Exception:
             log.exception("unhandled error in request %s", rid)
             response = GatewayError(500, "Internal gateway error.", type="api_error", code="internal_error").to_response()
+        if route is not None and route.access == "admin":
+            self.audit.record(request, response.status)  # changes only (security/audit.py)
         for name, value in out_headers.items():
             response.headers.setdefault(name, value)
         self.gate.finish(request, response)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from contextlib import ExitStack
 from typing import Any
 
@@ -181,3 +182,41 @@ def test_a_team_budget_holds_across_three_redis_replicas(upstream, tmp_path):
             assert_budget_held(statuses, team_spent(urls[1], "replicated"))
     finally:
         redis.stop()
+
+
+def scoped(base_url: str, token: str, method: str, path: str, body: Any = None) -> httpx.Response:
+    """A request with a scoped admin credential, signed with the credential itself."""
+    raw = b"" if body is None else json.dumps(body).encode()
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json",
+               **sign_request(token, method, path, raw)}
+    return httpx.request(method, base_url + path, content=raw, headers=headers, timeout=30)
+
+
+def test_a_team_admin_cannot_touch_another_team_and_every_change_is_audited(server):
+    base = server.base_url
+    make_team(base, id="ops")
+    make_team(base, id="sales")
+    sales_key = make_key(base, team_id="sales")
+    made = admin(base, "POST", "/admin/credentials", {"role": "team_admin", "team_id": "ops", "name": "ops lead"})
+    assert made.status_code == 201, made.text
+    lead, lead_id = made.json()["credential"], made.json()["id"]
+    own = scoped(base, lead, "POST", "/admin/keys", {"name": "ops-1"})
+    assert own.status_code == 201 and own.json()["policy"]["team_id"] == "ops"
+    assert scoped(base, lead, "GET", "/admin/teams/ops/usage").status_code == 200
+    for method, path in (("DELETE", f"/admin/keys/{sales_key['id']}"), ("GET", "/admin/teams/sales"),
+                         ("GET", "/admin/teams/sales/usage"), ("PATCH", "/admin/teams/ops")):
+        refused = scoped(base, lead, method, path, {} if method == "PATCH" else None)
+        assert refused.status_code == 403, (method, path, refused.text)
+    reader = admin(base, "POST", "/admin/credentials", {"role": "read_only"}).json()["credential"]
+    assert scoped(base, reader, "GET", "/admin/keys").status_code == 200
+    assert scoped(base, reader, "DELETE", f"/admin/keys/{sales_key['id']}").status_code == 403
+    # A signature made with another secret than the credential is refused before anything else.
+    forged = {"authorization": f"Bearer {lead}", **sign_request("not-the-credential", "GET", "/admin/keys")}
+    assert httpx.get(base + "/admin/keys", headers=forged, timeout=30).status_code == 401
+    rows: list[dict] = []
+    for _ in range(100):  # audit records are written just after each answer
+        rows = [r for r in admin(base, "GET", f"/admin/audit?credential={lead_id}").json()["data"]]
+        if len(rows) >= 3:
+            break
+        time.sleep(0.05)
+    assert [(r["method"], r["status"]) for r in rows] == [("PATCH", 403), ("DELETE", 403), ("POST", 201)], rows

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
+from ..ports import SecurityStoreClient
 from ..routes import Route
 from ..security.admin import require_admin
+from ..security.admin_scopes import identify
 from .enforcer import Limits
 
 if TYPE_CHECKING:
@@ -30,9 +32,10 @@ _POLICY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class RateLimitAdmin:
-    def __init__(self, settings: Settings, limits: Limits) -> None:
+    def __init__(self, settings: Settings, limits: Limits, store: SecurityStoreClient | None = None) -> None:
         self._settings = settings
         self._limits = limits
+        self._store = store  # for scoped admin credentials (team usage: its team admin may read it)
 
     def routes(self) -> list[Route]:
         return [Route(PREFIX + "{key_id}", {"GET": self.usage, "DELETE": self.reset}, "admin",
@@ -55,7 +58,10 @@ class RateLimitAdmin:
         team_id = request.params["team_id"]
         if not _TEAM_ID.match(team_id):
             raise GatewayError(404, "Unknown team id.", code="team_not_found", param="team_id")
-        require_admin(request, self._settings)
+        if self._store is None:
+            require_admin(request, self._settings)
+        else:
+            (await identify(request, self._settings, self._store)).require_team(team_id)
         usage = await self._unavailable_as_503(self._limits.team_usage(team_id))
         return json_response({"object": "ratelimit.usage", "team_id": team_id, "limits": usage.get("limits", [])})
 

@@ -39,6 +39,13 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS key_previous_secrets ("
     " digest TEXT PRIMARY KEY, key_id TEXT NOT NULL UNIQUE, valid_until REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS key_last_used (id TEXT PRIMARY KEY, at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS admin_credentials ("
+    " id TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE, name TEXT NOT NULL, role TEXT NOT NULL, team_id TEXT,"
+    " created_at REAL NOT NULL, revoked_at REAL)",
+    "CREATE TABLE IF NOT EXISTS admin_audit ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, credential TEXT NOT NULL, method TEXT NOT NULL,"
+    " path TEXT NOT NULL, status INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS admin_audit_by_time ON admin_audit (ts)",
     "CREATE TABLE IF NOT EXISTS teams ("
     " id TEXT PRIMARY KEY, name TEXT NOT NULL, policy TEXT NOT NULL, created_at REAL NOT NULL)",
 )
@@ -63,7 +70,15 @@ OPERATIONS = {
     "keys.update": "update_key", "keys.rotate": "rotate_key", "keys.touch": "touch_keys",
     "teams.create": "create_team", "teams.get": "get_team", "teams.list": "list_teams",
     "teams.update": "update_team", "teams.delete": "delete_team",
+    "credentials.create": "create_credential", "credentials.list": "list_credentials",
+    "credentials.find": "find_credential", "credentials.revoke": "revoke_credential",
+    "audit.log": "log_audit", "audit.list": "list_audit",
 }
+AUDIT_LIST_LIMIT = 1000
+
+
+def credential_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("id", "name", "role", "team_id", "created_at", "revoked_at")}
 
 
 def team_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -176,6 +191,43 @@ class SecurityStore:
 
     def delete_team(self, id: str) -> bool:
         return bool(self._sql.exec("DELETE FROM teams WHERE id = ? RETURNING id", id))
+
+    # -- scoped admin credentials (admin_scopes.py) and the audit log --------------------
+    def create_credential(self, id: str, digest: str, name: str, role: str, team_id: str | None) -> dict[str, Any]:
+        rows = self._sql.exec("INSERT INTO admin_credentials (id, digest, name, role, team_id, created_at)"
+                              " VALUES (?, ?, ?, ?, ?, ?) RETURNING *", id, digest, name, role, team_id,
+                              self._clock.now())
+        return credential_row(rows[0])
+
+    def list_credentials(self) -> list[dict[str, Any]]:
+        return [credential_row(r) for r in self._sql.exec("SELECT * FROM admin_credentials ORDER BY created_at, id")]
+
+    def find_credential(self, digest: str) -> dict[str, Any] | None:
+        rows = self._sql.exec("SELECT * FROM admin_credentials WHERE digest = ?", digest)
+        return credential_row(rows[0]) if rows else None
+
+    def revoke_credential(self, id: str) -> dict[str, Any] | None:
+        self._sql.exec("UPDATE admin_credentials SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                       self._clock.now(), id)
+        rows = self._sql.exec("SELECT * FROM admin_credentials WHERE id = ?", id)
+        return credential_row(rows[0]) if rows else None
+
+    def log_audit(self, credential: str, method: str, path: str, status: int, keep_seconds: float) -> None:
+        """One admin change; records older than ``keep_seconds`` go as it is written."""
+        now = self._clock.now()
+        self._sql.exec("INSERT INTO admin_audit (ts, credential, method, path, status) VALUES (?, ?, ?, ?, ?)",
+                       now, credential, method, path, int(status))
+        self._sql.exec("DELETE FROM admin_audit WHERE ts < ?", now - keep_seconds)
+
+    def list_audit(self, limit: int = 100, credential: str | None = None) -> list[dict[str, Any]]:
+        limit = max(1, min(int(limit), AUDIT_LIST_LIMIT))
+        if credential is None:
+            rows = self._sql.exec("SELECT ts, credential, method, path, status FROM admin_audit"
+                                  " ORDER BY id DESC LIMIT ?", limit)
+        else:
+            rows = self._sql.exec("SELECT ts, credential, method, path, status FROM admin_audit"
+                                  " WHERE credential = ? ORDER BY id DESC LIMIT ?", credential, limit)
+        return rows
 
     # -- signing nonces ------------------------------------------------------------------
     def use_nonce(self, nonce: str, expires_at: float) -> bool:

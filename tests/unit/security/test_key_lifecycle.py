@@ -88,7 +88,7 @@ def test_the_sql_store_keeps_the_later_last_use():
     assert store.list_keys()[0]["last_used_at"] == 120.0
 
 
-def test_the_redis_store_rotates_and_keeps_the_last_use(tmp_path):
+def test_the_redis_store_rotates_keeps_the_last_use_credentials_and_the_audit_log(tmp_path):
     from flaregate.hosts.local.redis_backend import RedisSecurityClient, connect
     from tests.support.redis_server import RedisServer
 
@@ -120,6 +120,21 @@ def test_the_redis_store_rotates_and_keeps_the_last_use(tmp_path):
             assert (await store.list_keys())[0]["last_used_at"] == 120.0
             clock.advance(101)
             assert await store.find_key(digest) is None
+            # Scoped credentials and the audit log, as the SQL store answers them.
+            made = await store.create_credential("cred_1", "d" * 64, "lead", "team_admin", "red")
+            assert made == {"id": "cred_1", "name": "lead", "role": "team_admin", "team_id": "red",
+                            "created_at": clock.now(), "revoked_at": None}
+            assert (await store.find_credential("d" * 64))["id"] == "cred_1"
+            assert (await store.revoke_credential("cred_1"))["revoked_at"] == clock.now()
+            assert await store.find_credential("e" * 64) is None
+            await store.log_audit("admin", "POST", "/admin/teams", 201, 100)
+            clock.advance(50)
+            await store.log_audit("cred_1", "DELETE", "/admin/keys/x", 403, 100)
+            clock.advance(60)
+            await store.log_audit("admin", "PATCH", "/admin/teams/t", 200, 100)
+            rows = await store.list_audit(10)
+            assert [(r["credential"], r["status"]) for r in rows] == [("admin", 200), ("cred_1", 403)]
+            assert [r["path"] for r in await store.list_audit(10, "cred_1")] == ["/admin/keys/x"]
         finally:
             await redis.aclose()
     try:

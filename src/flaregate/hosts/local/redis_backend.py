@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...errors import GatewayError
 from ...ratelimits.limiter import MemoryRows, RateLimiter
-from ...security.store import DELIVERY_LOG_LIMIT, operations
+from ...security.store import AUDIT_LIST_LIMIT, DELIVERY_LOG_LIMIT, operations
 
 RATE_LIMIT_PREFIX = "fg:rl:"
 CACHE_PREFIX = "fg:kv:"
@@ -252,6 +253,8 @@ WEBHOOKS = "fg:webhooks"  # webhook id -> its record (JSON, with its signing sec
 MCP_PINS = "fg:mcp_pins"  # server.tool -> its pin (JSON: approved and last seen definition hash)
 DELIVERIES_PREFIX = "fg:deliveries:"  # a list per webhook, newest first, DELIVERY_LOG_LIMIT long
 TEAMS = "fg:teams"  # team id -> the team (JSON: its policy, name and creation time)
+CREDENTIALS = "fg:admin_credentials"  # credential id -> its record (JSON, with its digest)
+AUDIT = "fg:admin_audit"  # a sorted set: the admin changes as JSON, scored by time
 LAST_USED = "fg:key_last_used"  # key id -> when it was last used (to the minute)
 
 # A key is created only when neither its id nor its digest is taken (the SQL store's
@@ -490,6 +493,52 @@ class RedisSecurityClient:
     async def delete_team(self, id: str) -> bool:
         return bool(await self._redis.hdel(TEAMS, id))
 
+    # -- scoped admin credentials and the audit log --------------------------------------
+    async def create_credential(self, id: str, digest: str, name: str, role: str,
+                                team_id: str | None) -> dict[str, Any]:
+        record = {"id": id, "digest": digest, "name": name, "role": role, "team_id": team_id,
+                  "created_at": self._clock.now(), "revoked_at": None}
+        if not await self._redis.hsetnx(CREDENTIALS, id, json.dumps(record)):
+            raise ValueError(f"a credential with id {id!r} exists")
+        return _public_credential(record)
+
+    async def _all_credentials(self) -> list[dict[str, Any]]:
+        records = [json.loads(raw) for raw in (await self._redis.hgetall(CREDENTIALS)).values()]
+        return sorted(records, key=lambda r: (r["created_at"], r["id"]))
+
+    async def list_credentials(self) -> list[dict[str, Any]]:
+        return [_public_credential(r) for r in await self._all_credentials()]
+
+    async def find_credential(self, digest: str) -> dict[str, Any] | None:
+        # Few credentials and rare admin calls: a scan, no digest index to keep in step.
+        found = next((r for r in await self._all_credentials() if r["digest"] == digest), None)
+        return None if found is None else _public_credential(found)
+
+    async def revoke_credential(self, id: str) -> dict[str, Any] | None:
+        raw = await self._redis.hget(CREDENTIALS, id)
+        if raw is None:
+            return None
+        record = json.loads(raw)
+        if record.get("revoked_at") is None:
+            record["revoked_at"] = self._clock.now()
+            await self._redis.hset(CREDENTIALS, id, json.dumps(record))
+        return _public_credential(record)
+
+    async def log_audit(self, credential: str, method: str, path: str, status: int, keep_seconds: float) -> None:
+        now = self._clock.now()
+        entry = {"ts": now, "credential": credential, "method": method, "path": path, "status": int(status),
+                 "n": secrets.token_hex(4)}  # two equal changes at one instant stay two members
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(AUDIT, {json.dumps(entry): now})
+            pipe.zremrangebyscore(AUDIT, "-inf", now - float(keep_seconds))
+            await pipe.execute()
+
+    async def list_audit(self, limit: int = 100, credential: str | None = None) -> list[dict[str, Any]]:
+        limit = max(1, min(int(limit), AUDIT_LIST_LIMIT))
+        entries = [json.loads(raw) for raw in await self._redis.zrevrange(AUDIT, 0, -1 if credential else limit - 1)]
+        picked = [e for e in entries if credential is None or e["credential"] == credential][:limit]
+        return [{k: e[k] for k in ("ts", "credential", "method", "path", "status")} for e in picked]
+
     # -- signing nonces ------------------------------------------------------------------
     async def use_nonce(self, nonce: str, expires_at: float) -> bool:
         # PXAT is absolute: the same expiry whichever replica set it.
@@ -640,6 +689,10 @@ def _public_key(record: dict[str, Any]) -> dict[str, Any]:
     if "last_used_at" in record:  # listings carry it, as the SQL store's do
         public["last_used_at"] = record["last_used_at"]
     return public
+
+
+def _public_credential(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record.get(k) for k in ("id", "name", "role", "team_id", "created_at", "revoked_at")}
 
 
 def _public_webhook(record: dict[str, Any]) -> dict[str, Any]:
