@@ -100,6 +100,7 @@ KNOWN_VARS = (
     "FLAREGATE_GUARDRAILS",
     "FLAREGATE_CONDITIONAL_ROUTES",
     "METRICS_TAG_LABELS",
+    "REPORT_TAGS",  # tags that are spend-report dimensions (group_by=tag:NAME, kept a year)
     # request logs (issue 16)
     "LOG_RETENTION_DEBUG_SECONDS", "LOG_RETENTION_INFO_SECONDS", "LOG_RETENTION_WARN_SECONDS",
     "LOG_RETENTION_ERROR_SECONDS", "LOG_BODIES", "LOG_BODY_MAX_BYTES", "LOG_PRIVATE_ROUTES",
@@ -164,6 +165,8 @@ class Settings(_Model):
     conditional_routes: dict[str, ConditionalRoute] = {}  # FLAREGATE_CONDITIONAL_ROUTES (routing/conditions.py)
     metrics_tag_labels: tuple[str, ...] = Field(default=(), max_length=8)  # tags that become /metrics labels
     mcp: McpSettings = McpSettings()  # FLAREGATE_MCP_SERVERS, MCP_* (mcp_gateway/settings.py)
+    # Tags kept as spend-report dimensions (hub_dimension, a year): the operator's, never all a client sends.
+    report_tags: tuple[str, ...] = Field(default=(), max_length=8)
 
     @model_validator(mode="after")
     def _conditional_routes_name_routes(self) -> Settings:
@@ -402,6 +405,8 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         data["guardrails"] = _json(vars, "FLAREGATE_GUARDRAILS")
     if vars.get("METRICS_TAG_LABELS", "").strip():
         data["metrics_tag_labels"] = [t.strip() for t in vars["METRICS_TAG_LABELS"].split(",") if t.strip()]
+    if vars.get("REPORT_TAGS", "").strip():
+        data["report_tags"] = [t.strip() for t in vars["REPORT_TAGS"].split(",") if t.strip()]
     if vars.get("FLAREGATE_CONDITIONAL_ROUTES", "").strip():
         data["conditional_routes"] = _json(vars, "FLAREGATE_CONDITIONAL_ROUTES")
     request_logs: dict[str, Any] = {f"{level}_seconds": vars[f"LOG_RETENTION_{level.upper()}_SECONDS"]

@@ -5,6 +5,8 @@ moved between teams, and bad input answered with 400s."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import time
 from contextlib import ExitStack
@@ -220,3 +222,32 @@ def test_a_team_admin_cannot_touch_another_team_and_every_change_is_audited(serv
             break
         time.sleep(0.05)
     assert [(r["method"], r["status"]) for r in rows] == [("PATCH", 403), ("DELETE", 403), ("POST", 201)], rows
+
+
+def test_the_spend_report_per_team_and_key_sums_to_the_requests_costs(server):
+    base = server.base_url
+    make_team(base, id="rep_a")
+    make_team(base, id="rep_b")
+    keys = {"rep_a": make_key(base, team_id="rep_a"), "rep_b": make_key(base, team_id="rep_b")}
+    sent = {"rep_a": 4, "rep_b": 2}
+    for team_id, count in sent.items():
+        assert asyncio.run(burst([base], [keys[team_id]["key"]], count)) == [200] * count
+    groups: dict = {}
+    for _ in range(100):  # events reach the hub in batches
+        reply = httpx.get(base + "/v1/analytics", params={"group_by": "team", "window": "1h"},
+                          headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        groups = reply.json()["windows"]["1h"]["groups"]
+        if all(groups.get(t, {}).get("requests") == n for t, n in sent.items()):
+            break
+        time.sleep(0.1)
+    for team_id, count in sent.items():
+        assert groups[team_id]["requests"] == count and groups[team_id]["errors"] == 0
+        assert groups[team_id]["cost_usd"] == pytest.approx(count * COST)
+        assert groups[team_id]["tokens_out"] == count * MAX_TOKENS
+    by_key = httpx.get(base + "/v1/analytics", params={"group_by": "key", "window": "1h", "format": "csv"},
+                       headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+    assert by_key.status_code == 200 and by_key.headers["content-type"].startswith("text/csv")
+    rows = {row["key"]: row for row in csv.DictReader(io.StringIO(by_key.text))}
+    for team_id, count in sent.items():
+        assert float(rows[keys[team_id]["id"]]["cost_usd"]) == pytest.approx(count * COST)

@@ -81,7 +81,7 @@ class Observability:
         return _Routes([
             Route("/metrics", {"GET": self._metrics}, "observer", "Prometheus metrics (lifetime counters)"),
             Route("/v1/analytics", {"GET": self._analytics}, "observer",
-                  "Analytics windows as JSON (?window=, ?group_by=tag:<name>)"),
+                  "Analytics windows as JSON; spend reports with ?group_by=team|key|model|provider|tag:<name>, ?format=csv"),
             Route("/dashboard", {"GET": self._dashboard}, "public",
                   "The live dashboard page (its data needs the admin or observer key)"),
             Route("/dashboard/{file}", {"GET": self._dashboard_file}, "public",
@@ -114,17 +114,26 @@ class Observability:
             raise GatewayError(400, f"Unknown window {window[:20]!r}; use one of {', '.join(WINDOWS)}.",
                                code="invalid_value", param="window")
         group_by = request.query.get("group_by") or None
-        if group_by is not None and not (group_by.startswith("tag:") and 1 < len(group_by) <= 68):
-            raise GatewayError(400, "group_by must be tag:<name>, e.g. group_by=tag:feature.",
+        form = request.query.get("format") or "json"
+        if form not in ("json", "csv"):
+            raise GatewayError(400, "format must be json or csv.", code="invalid_value", param="format")
+        if group_by is None and form == "csv":
+            raise GatewayError(400, "format=csv needs group_by (team, key, model, provider or tag:<name>).",
                                code="invalid_value", param="group_by")
+        if group_by is None:
+            data = await self._call(lambda: self._hub.analytics(window))
+            return json_response(data, headers={"cache-control": "no-store"})
+        from . import spend_report  # imported on first use: keeps cold starts lean
+
+        group_by = spend_report.check_group_by(group_by)
         data = await self._call(lambda: self._hub.analytics(window))
-        if group_by is not None:  # one tag's values per window, the other dimensions left out
-            tag = group_by[4:]
-            data = {"ts": data.get("ts"), "group_by": group_by, "windows": {
-                name: {"window": name, "start": w.get("start"), "end": w.get("end"),
-                       "groups": (w.get("by_tag") or {}).get(tag, {})}
-                for name, w in (data.get("windows") or {}).items()}}
-        return json_response(data, headers={"cache-control": "no-store"})
+        spend = spend_report.report(data, group_by, self._settings.report_tags)
+        if form == "csv":
+            name = f"flaregate-spend-{group_by.replace(':', '-')}.csv"
+            return Response(200, {"content-type": "text/csv; charset=utf-8", "cache-control": "no-store",
+                                  "content-disposition": f'attachment; filename="{name}"'},
+                            spend_report.to_csv(spend).encode())
+        return json_response(spend, headers={"cache-control": "no-store"})
 
     async def _logs(self, request: Request, out: dict[str, str]) -> Response:
         from .request_log_endpoints import logs  # imported on first use: keeps cold starts lean

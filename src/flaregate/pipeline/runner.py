@@ -172,6 +172,9 @@ class Pipeline:
             labelled = {k: v for k, v in tags.items() if k in self.settings.metrics_tag_labels}
             if labelled:
                 event["metric_tags"] = labelled
+            reported = {k: v for k, v in tags.items() if k in self.settings.report_tags}
+            if reported:  # spend-report dimensions: listed tags only (client tags are unbounded)
+                event["report_tags"] = reported
         return tags
 
     def _guard_input(self, ctx: RequestContext) -> Any:
