@@ -123,16 +123,17 @@ class Observability:
         if group_by is None:
             data = await self._call(lambda: self._hub.analytics(window))
             return json_response(data, headers={"cache-control": "no-store"})
-        from . import spend_report  # imported on first use: keeps cold starts lean
+        # Imported on first use: keeps cold starts lean.
+        from .spend_report import check_group_by, report, to_csv
 
-        group_by = spend_report.check_group_by(group_by)
+        group_by = check_group_by(group_by)
         data = await self._call(lambda: self._hub.analytics(window))
-        spend = spend_report.report(data, group_by, self._settings.report_tags)
+        spend = report(data, group_by, self._settings.report_tags)
         if form == "csv":
             name = f"flaregate-spend-{group_by.replace(':', '-')}.csv"
             return Response(200, {"content-type": "text/csv; charset=utf-8", "cache-control": "no-store",
                                   "content-disposition": f'attachment; filename="{name}"'},
-                            spend_report.to_csv(spend).encode())
+                            to_csv(spend).encode())
         return json_response(spend, headers={"cache-control": "no-store"})
 
     async def _logs(self, request: Request, out: dict[str, str]) -> Response:
