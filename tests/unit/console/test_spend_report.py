@@ -8,8 +8,8 @@ import csv
 import io
 import json
 
-from flaregate.observability.hub_store import DAY, HOUR, HubStore
-from flaregate.observability.spend_report import report, to_csv
+from flaregate.console.spend_report import report, to_csv
+from flaregate.hub.store import DAY, HOUR, HubStore
 from tests.support.fakes import MemorySql
 from tests.support.security import SecureRig, chat_request
 
