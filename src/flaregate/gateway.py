@@ -24,6 +24,7 @@ from .cache.predictive import PredictiveWarmer
 from .cache.warming import CacheWarming
 from .config import Settings
 from .console.endpoints import Observability
+from .console.team_spend import TeamSpend
 from .errors import GatewayError
 from .guardrails import Guardrails
 from .http import Headers, Request, Response, json_response
@@ -111,6 +112,7 @@ class Gateway:
         self.routes = RouteTable([
             *self._own_routes(), *self.observability.routes(), *self.admin_api.routes(),
             *RateLimitAdmin(settings, self.ratelimits, ports.security).routes(), *cache_admin.routes(),
+            *TeamSpend(settings, ports.metrics_hub, ports.security).routes(),
             *self.cache_warming.routes(), *(self.batches.routes() if self.batches is not None else ()),
             *(self.mcp.routes() if self.mcp is not None else ())])
 

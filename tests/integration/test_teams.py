@@ -251,3 +251,8 @@ def test_the_spend_report_per_team_and_key_sums_to_the_requests_costs(server):
     rows = {row["key"]: row for row in csv.DictReader(io.StringIO(by_key.text))}
     for team_id, count in sent.items():
         assert float(rows[keys[team_id]["id"]]["cost_usd"]) == pytest.approx(count * COST)
+    spend = admin(base, "GET", "/admin/teams/rep_a/spend?window=1h")
+    assert spend.status_code == 200, spend.text
+    one = spend.json()["windows"]["1h"]
+    assert one["team"]["cost_usd"] == pytest.approx(sent["rep_a"] * COST)
+    assert set(one["keys"]) == {keys["rep_a"]["id"]}

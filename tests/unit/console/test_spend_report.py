@@ -67,6 +67,16 @@ async def test_group_by_team_key_model_and_tag_sum_to_the_requests_costs():
     rows = list(csv.DictReader(io.StringIO(raw.decode())))
     assert {r["team"] for r in rows} == {"red", "blue"}
     assert abs(sum(float(r["cost_usd"]) for r in rows) - sum(costs.values())) < 1e-9
+    # One team's report, for its own admin too (and no other team's admin).
+    status, body, _ = await rig.call(rig.admin("GET", "/admin/teams/red/spend?window=1h"))
+    assert status == 200, body
+    assert abs(body["windows"]["1h"]["team"]["cost_usd"] - costs["red"]) < 1e-9
+    assert set(body["windows"]["1h"]["keys"]) == {red["id"]}
+    status, made, _ = await rig.call(rig.admin("POST", "/admin/credentials", {"role": "team_admin", "team_id": "blue"}))
+    lead = made["credential"]
+    assert (await rig.call(rig.admin("GET", "/admin/teams/blue/spend", key=lead, secret=lead)))[0] == 200
+    assert (await rig.call(rig.admin("GET", "/admin/teams/red/spend", key=lead, secret=lead)))[0] == 403
+    assert (await rig.call(rig.admin("GET", "/admin/teams/nope/spend")))[0] == 404
 
 
 async def test_bad_report_queries_are_400s():
