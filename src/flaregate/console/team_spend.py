@@ -16,7 +16,6 @@ from ..http import Request, Response, json_response
 from ..ports import MetricsHubClient, SecurityStoreClient
 from ..routes import Route
 from ..security.admin_scopes import identify
-from .spend_report import FIELDS, report
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -57,6 +56,8 @@ class TeamSpend:
         except Exception:
             raise GatewayError(503, "The metrics hub is unavailable; try again shortly.", type="api_error",
                                code="metrics_unavailable", headers={"retry-after": "5"}) from None
+        from .spend_report import FIELDS, report  # on first use: keeps cold starts lean
+
         teams = report(data, "team", ())["windows"]
         keys = report(data, "key", ())["windows"]
         empty = dict.fromkeys(FIELDS, 0)
