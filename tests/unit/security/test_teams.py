@@ -246,3 +246,15 @@ async def test_budget_alerts_can_be_turned_off():
         await chat(rig, key, content=f"spend {i}")
     await rig.tasks.drain()
     assert not [e for e in receiver.events if e["type"] == "budget.threshold"]
+
+
+async def test_a_configured_policy_scoped_by_team_is_shared_by_the_teams_keys():
+    policy = {"name": "team-rpm", "algorithm": "fixed_window", "limit": 3, "window_seconds": 3600,
+              "scope": "team", "lease": 0}
+    rig = SecureRig({"FLAREGATE_RATE_LIMITS": json.dumps([policy])})
+    await team(rig, id="t")
+    keys = [(await rig.create_key(team_id="t"))["key"] for _ in range(2)]
+    loner = (await rig.create_key())["key"]
+    statuses = [(await chat(rig, keys[i % 2], content=f"n{i}"))[0] for i in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]  # three for the whole team, whichever key
+    assert [(await chat(rig, loner, content=f"l{i}"))[0] for i in range(4)] == [200, 200, 200, 429]  # alone
