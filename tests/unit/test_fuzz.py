@@ -263,6 +263,9 @@ def test_fuzz_batch_input_files_never_crash_the_runner_nor_answer_a_5xx(tmp_path
     def run(lines, separator):
         rig.loop.run_until_complete(one(lines, separator))
 
+    run()
+    assert not errors.records
+
 
 def test_fuzz_teams_credentials_and_rotation_past_authentication():
     """Teams, keys in teams, key changes and rotation, scoped credentials and the audit log:
