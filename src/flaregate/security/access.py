@@ -106,6 +106,9 @@ class Principal:
     def allows_route(self, path: str) -> bool:
         return all_allow(self._holders(), "allows_route", path)
 
+    def allows_mcp_server(self, server: str) -> bool:
+        return all_allow(self._holders(), "allows_mcp_server", server)
+
     def allows_mcp_tool(self, server: str, tool: str) -> bool:
         return all_allow(self._holders(), "allows_mcp_tool", server, tool)
 
