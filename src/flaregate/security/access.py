@@ -225,10 +225,10 @@ class AccessControl:
         principal = await self._principal(record)
         if not principal.allows_route(request.path):
             raise forbidden(f"This API key may not use {request.path}.", "route_not_allowed")
-        self._note_use(principal.key_id)
+        self._note_use(principal.key_id, digest)
         return principal
 
-    def _note_use(self, key_id: str) -> None:
+    def _note_use(self, key_id: str, digest: str) -> None:
         """A key's last use, to the minute: at most one write per key, minute and isolate."""
         if self._tasks is None or self._store is None:
             return
@@ -238,12 +238,12 @@ class AccessControl:
         if len(self._touched) >= _CACHE_LIMIT:
             self._touched.clear()
         self._touched[key_id] = minute
-        self._tasks.run(self._touch(key_id, minute))
+        self._tasks.run(self._touch(key_id, minute, digest))
 
-    async def _touch(self, key_id: str, minute: float) -> None:
+    async def _touch(self, key_id: str, minute: float, digest: str) -> None:
         assert self._store is not None
-        try:
-            await self._store.call("keys.touch", {"used": {key_id: minute}})
+        try:  # the digest places the write where the key's record is (security/sharded_store.py)
+            await self._store.call("keys.touch", {"used": {key_id: minute}, "digest": digest})
         except Exception:
             log.warning("could not record the last use of key %s", key_id, exc_info=True)
 

@@ -67,7 +67,7 @@ OPERATIONS = {
     "webhooks.create": "create_webhook", "webhooks.list": "list_webhooks", "webhooks.delete": "delete_webhook",
     "webhooks.for_event": "webhooks_for_event", "deliveries.log": "log_delivery", "deliveries.list": "list_deliveries",
     "mcp_pins.observe": "observe_mcp_tools", "mcp_pins.list": "list_mcp_pins", "mcp_pins.approve": "approve_mcp_tool",
-    "keys.update": "update_key", "keys.rotate": "rotate_key", "keys.touch": "touch_keys",
+    "keys.update": "update_key", "keys.rotate": "rotate_key", "keys.touch": "touch_keys", "keys.adopt": "adopt_key",
     "teams.create": "create_team", "teams.get": "get_team", "teams.list": "list_teams",
     "teams.update": "update_team", "teams.delete": "delete_team",
     "credentials.create": "create_credential", "credentials.list": "list_credentials",
@@ -134,8 +134,19 @@ class SecurityStore:
         self._sql.exec("UPDATE gateway_keys SET digest = ?, prefix = ? WHERE id = ?", digest, prefix, id)
         return _key_row(self._sql.exec("SELECT * FROM gateway_keys WHERE id = ?", id)[0])
 
-    def touch_keys(self, used: dict[str, float]) -> None:
-        """Record when keys were last used (coarse: callers send one time per key and minute)."""
+    def adopt_key(self, record: dict[str, Any]) -> bool:
+        """A key as another store holds it (its digest, times and revocation included): the
+        sharded store's copy where a rotated key's new secret places it. False when a key with
+        its id or digest is here already (the one here stands)."""
+        return bool(self._sql.exec(
+            "INSERT INTO gateway_keys (id, digest, prefix, name, policy, created_at, expires_at, revoked_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+            record["id"], record["digest"], record["prefix"], record["name"], json.dumps(record["policy"]),
+            float(record["created_at"]), record.get("expires_at"), record.get("revoked_at")))
+
+    def touch_keys(self, used: dict[str, float], digest: str | None = None) -> None:
+        """Record when keys were last used (coarse: callers send one time per key and minute;
+        ``digest``, the secret the key was found by, only places the write among shards)."""
         for key_id, at in used.items():
             self._sql.exec("INSERT INTO key_last_used (id, at) VALUES (?, ?)"
                            " ON CONFLICT(id) DO UPDATE SET at = max(at, excluded.at)", key_id, float(at))

@@ -448,7 +448,7 @@ class RedisSecurityClient:
         record = await self.find_key(digest)
         return None if record is None else _public_key(record)
 
-    async def touch_keys(self, used: dict[str, float]) -> None:
+    async def touch_keys(self, used: dict[str, float], digest: str | None = None) -> None:
         if used:
             await self._touch_keys(keys=[LAST_USED], args=[item for pair in used.items()
                                                           for item in (pair[0], repr(float(pair[1])))])
