@@ -77,8 +77,8 @@ class ShardedSecurityStore:
         if op == "keys.rotate":
             return await self._rotate(args)
         if op == "keys.touch":
-            digest = args.get("digest")
-            targets = placements(str(digest), self._count, self._previous) if digest else list(self._all)
+            found_by = args.get("digest")
+            targets = placements(str(found_by), self._count, self._previous) if found_by else list(self._all)
             for index in targets:
                 await self._shards[index].call(op, args)
             return None
