@@ -76,7 +76,8 @@ class Gateway:
         self.analytics = Analytics(ports.metrics_hub, ports.tasks, batch_size=settings.analytics_batch_size,
                                    batch_delay_ms=settings.analytics_batch_delay_ms,
                                    prices=PriceTable(settings.routes))
-        self.observability = Observability(settings, ports.metrics_hub, ports.clock, self.analytics.changes)
+        self.observability = Observability(settings, ports.metrics_hub, ports.clock, self.analytics.changes,
+                                           ports.security)
         # Keys, signing, limits, CORS, webhooks: see access.py, gate.py, webhooks.py.
         security = settings.security
         self.access = AccessControl(self.keys, ports.security, ports.clock, security.key_cache_seconds,

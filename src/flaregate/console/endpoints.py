@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
 from ..observability.prometheus import CONTENT_TYPE
-from ..ports import Clock, MetricsHubClient
+from ..ports import Clock, MetricsHubClient, SecurityStoreClient
 from ..routes import Route, unknown_url
 from ..security.admin import authorize_observer, is_admin
 
@@ -61,9 +61,11 @@ def _hub_unavailable() -> GatewayError:
 
 
 class Observability:
-    def __init__(self, settings: Settings, hub: MetricsHubClient, clock: Clock, changes: Callable[[], int]) -> None:
+    def __init__(self, settings: Settings, hub: MetricsHubClient, clock: Clock, changes: Callable[[], int],
+                 store: SecurityStoreClient | None = None) -> None:
         self._settings = settings
         self._hub = hub
+        self._store = store  # teams' and keys' budgets beside their spend reports
         # /health's hub part, kept for one metrics tick while this process (isolate) has
         # sent the hub nothing new: on the edge each read is a Durable Object call, and the
         # hub's own score is refreshed per tick anyway. ``changes`` counts what this
@@ -124,11 +126,18 @@ class Observability:
             data = await self._call(lambda: self._hub.analytics(window))
             return json_response(data, headers={"cache-control": "no-store"})
         # Imported on first use: keeps cold starts lean.
-        from .spend_report import check_group_by, report, to_csv
+        from .spend_report import budgets, check_group_by, report, to_csv
 
         group_by = check_group_by(group_by)
         data = await self._call(lambda: self._hub.analytics(window))
         spend = report(data, group_by, self._settings.report_tags)
+        if form == "json" and group_by in ("team", "key") and self._store is not None:
+            try:
+                spend["budgets"] = await asyncio.wait_for(budgets(self._store, group_by, self._clock.now()),
+                                                          HUB_TIMEOUT_SECONDS)
+            except Exception:  # the spend stands without them: said, not a 5xx
+                log.warning("security store unavailable for the report's budgets", exc_info=True)
+                spend["budgets"] = None
         if form == "csv":
             name = f"flaregate-spend-{group_by.replace(':', '-')}.csv"
             return Response(200, {"content-type": "text/csv; charset=utf-8", "cache-control": "no-store",

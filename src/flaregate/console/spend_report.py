@@ -5,7 +5,13 @@ Read from the hub's windowed rollups (its ``analytics`` answer, so a merge acros
 covers these too): key, model and provider from ``hub_rollup`` (kept a year at daily
 resolution), team and the tags listed in ``REPORT_TAGS`` from ``hub_dimension`` (the same
 rollup and retention). A tag not listed there comes from the short-kept tag rows (7 days of
-minute rows, the client's tags being unbounded)."""
+minute rows, the client's tags being unbounded).
+
+By team and by key, the JSON report also carries ``budgets``: each team's (or usable key's)
+name and budgets from the security store, so a reader (the dashboard) shows spend against
+them from this one answer. The windows are the hub's (the last 24 hours, 30 days), not the
+budgets' own UTC day and calendar month: the exact amount a budget has left is the
+limiter's, at ``/admin/teams/{id}/usage``."""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from typing import Any
 from ..errors import GatewayError
 
 DIMENSIONS = ("team", "key", "model", "provider")
+TEAM_BUDGET_FIELDS = ("budget_usd_day", "budget_usd_month", "budget_tokens_day", "budget_tokens_month")
 FIELDS = ("requests", "errors", "tokens_in", "tokens_out", "tokens", "cost_usd", "cache_hits",
           "cache_tokens_saved", "cache_bytes_saved")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell
@@ -73,3 +80,14 @@ def to_csv(spend: dict[str, Any]) -> str:
         for group, row in window["groups"].items():
             writer.writerow([name, window["start"], window["end"], _cell(group), *(row[f] for f in FIELDS)])
     return out.getvalue()
+
+
+async def budgets(store: Any, group_by: str, now: float) -> dict[str, dict[str, Any]]:
+    """The teams' (``group_by="team"``) or the usable keys' (``"key"``) names and budgets."""
+    if group_by == "team":
+        return {t["id"]: {"name": t.get("name") or "", **{f: t.get(f) for f in TEAM_BUDGET_FIELDS}}
+                for t in await store.call("teams.list", {})}
+    usable = [k for k in await store.call("keys.list", {}) if k.get("revoked_at") is None
+              and (k.get("expires_at") is None or k["expires_at"] > now)]
+    return {k["id"]: {"name": k.get("name") or "", "team_id": (k.get("policy") or {}).get("team_id"),
+                      "budget_usd_month": (k.get("policy") or {}).get("budget_usd")} for k in usable}

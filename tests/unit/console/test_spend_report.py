@@ -79,6 +79,31 @@ async def test_group_by_team_key_model_and_tag_sum_to_the_requests_costs():
     assert (await rig.call(rig.admin("GET", "/admin/teams/nope/spend")))[0] == 404
 
 
+async def test_the_team_and_key_reports_carry_the_budgets_they_are_spent_against():
+    rig = SecureRig(PRICED)
+    spec = {"id": "capped", "name": "Capped", "budget_usd_day": 2.5, "budget_tokens_month": 9000}
+    assert (await rig.call(rig.admin("POST", "/admin/teams", spec)))[0] == 201
+    assert (await rig.call(rig.admin("POST", "/admin/teams", {"id": "idle"})))[0] == 201
+    member = await rig.create_key(team_id="capped", name="member", budget_usd=1.5)
+    loose = await rig.create_key(name="loose")
+    gone = await rig.create_key(name="gone")
+    assert (await rig.call(rig.admin("DELETE", f"/admin/keys/{gone['id']}")))[0] == 200
+    assert (await rig.call(chat_request(member["key"], "mock-1")))[0] == 200
+    await rig.tasks.drain()
+    teams = json.loads((await analytics(rig, "group_by=team&window=24h"))[1])
+    assert teams["budgets"]["capped"] == {"name": "Capped", "budget_usd_day": 2.5, "budget_usd_month": None,
+                                          "budget_tokens_day": None, "budget_tokens_month": 9000}
+    assert teams["budgets"]["idle"]["budget_usd_day"] is None  # listed though it spent nothing
+    assert set(teams["windows"]["24h"]["groups"]) == {"capped"}
+    keys = json.loads((await analytics(rig, "group_by=key"))[1])
+    assert keys["budgets"][member["id"]] == {"name": "member", "team_id": "capped", "budget_usd_month": 1.5}
+    assert keys["budgets"][loose["id"]]["budget_usd_month"] is None
+    assert gone["id"] not in keys["budgets"]  # a revoked key has no budget left to show
+    assert "budgets" not in json.loads((await analytics(rig, "group_by=model"))[1])
+    status, raw, _ = await analytics(rig, "group_by=team&format=csv")
+    assert status == 200 and b"budget" not in raw  # the CSV keeps its one row shape
+
+
 async def test_bad_report_queries_are_400s():
     rig = SecureRig(PRICED)
     for query, param in (("group_by=colour", "group_by"), ("group_by=tag:", "group_by"),
