@@ -34,29 +34,33 @@ def report(base: str, dimension: str) -> dict:
     return reply.json()
 
 
+def priced_traffic(base: str) -> tuple[dict, dict, dict, int]:
+    """Two teams, three keys, four priced requests; the alpha team's tokens once the hub has them."""
+    make_team(base, id="alpha_team", name="Alpha", budget_usd_day=0.1, budget_usd_month=1, budget_tokens_month=1000)
+    make_team(base, id="beta_team", budget_usd_day=1)
+    a1 = make_key(base, team_id="alpha_team", name="alpha-one", budget_usd=0.5)
+    a2 = make_key(base, team_id="alpha_team", name="alpha-two")
+    b1 = make_key(base, team_id="beta_team", name="beta-one")
+    body = {"model": "gpt-team", "max_tokens": MAX_TOKENS, "messages": [{"role": "user", "content": WORDS}]}
+    for key in (a1, a1, a2, b1):  # alpha: 0.09 of its 0.10 day budget; beta: 0.03 of 1
+        reply = httpx.post(base + "/v1/chat/completions", json=body,
+                           headers={"authorization": f"Bearer {key['key']}"}, timeout=30)
+        assert reply.status_code == 200, reply.text
+    teams: dict = {}
+    for _ in range(150):  # the events reach the hub in batches; the view reads what the report says
+        teams = report(base, "team")
+        if teams["windows"]["30d"]["groups"].get("alpha_team", {}).get("requests") == 3:
+            break
+        time.sleep(0.1)
+    alpha_tokens = teams["windows"]["30d"]["groups"]["alpha_team"]["tokens"]
+    assert alpha_tokens > 3 * MAX_TOKENS  # prompt and completion tokens
+    return a1, a2, b1, alpha_tokens
+
+
 async def test_the_teams_view_shows_spend_against_team_and_key_budgets(chromium, upstream, tmp_path):  # noqa: F811
     with run_gateway(tmp_path / "gw", priced_env(upstream.base_url)) as server:
         base = server.base_url
-        make_team(base, id="alpha_team", name="Alpha", budget_usd_day=0.1, budget_usd_month=1,
-                  budget_tokens_month=1000)
-        make_team(base, id="beta_team", budget_usd_day=1)
-        a1 = make_key(base, team_id="alpha_team", name="alpha-one", budget_usd=0.5)
-        a2 = make_key(base, team_id="alpha_team", name="alpha-two")
-        b1 = make_key(base, team_id="beta_team", name="beta-one")
-        body = {"model": "gpt-team", "max_tokens": MAX_TOKENS, "messages": [{"role": "user", "content": WORDS}]}
-        for key in (a1, a1, a2, b1):  # alpha: 0.09 of its 0.10 day budget; beta: 0.03 of 1
-            reply = httpx.post(base + "/v1/chat/completions", json=body,
-                               headers={"authorization": f"Bearer {key['key']}"}, timeout=30)
-            assert reply.status_code == 200, reply.text
-        teams: dict = {}
-        for _ in range(150):  # the events reach the hub in batches; the view reads what the report says
-            teams = report(base, "team")
-            if teams["windows"]["30d"]["groups"].get("alpha_team", {}).get("requests") == 3:
-                break
-            time.sleep(0.1)
-        alpha_tokens = teams["windows"]["30d"]["groups"]["alpha_team"]["tokens"]
-        assert alpha_tokens > 3 * MAX_TOKENS  # prompt and completion tokens
-
+        a1, a2, b1, alpha_tokens = priced_traffic(base)
         async with httpx.AsyncClient(timeout=10) as http:
             targets = (await http.get(f"http://127.0.0.1:{chromium}/json/list")).json()
         page_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
