@@ -1,7 +1,8 @@
 """The dashboard's Teams view in headless Chromium: after priced traffic over two teams, each
 team's spend is shown against its day and month budgets (USD and tokens) and each key's
 against its own, the figures the spend report answers, a team past 80% of its day budget
-drawn as near it; under the page's CSP, with no violation reported. Screenshot:
+drawn as near it, a team name holding markup shown as text; under the page's CSP, with no
+violation reported. Screenshot:
 artifacts/dashboard-teams.png."""
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ CSP_WATCH = ("window.cspViolations = [];"
              " e => window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));")
 
 
+HOSTILE_NAME = "<img src=x onerror=window.pwned=1>"  # shown as text, never markup
+
+
 def cell(row: str, field: str) -> str:
     return f"document.querySelector('{row} td[data-field={field}]')"
 
@@ -37,7 +41,7 @@ def report(base: str, dimension: str) -> dict:
 def priced_traffic(base: str) -> tuple[dict, dict, dict, int]:
     """Two teams, three keys, four priced requests; the alpha team's tokens once the hub has them."""
     make_team(base, id="alpha_team", name="Alpha", budget_usd_day=0.1, budget_usd_month=1, budget_tokens_month=1000)
-    make_team(base, id="beta_team", budget_usd_day=1)
+    make_team(base, id="beta_team", name=HOSTILE_NAME, budget_usd_day=1)
     a1 = make_key(base, team_id="alpha_team", name="alpha-one", budget_usd=0.5)
     a2 = make_key(base, team_id="alpha_team", name="alpha-two")
     b1 = make_key(base, team_id="beta_team", name="beta-one")
@@ -85,6 +89,9 @@ async def test_the_teams_view_shows_spend_against_team_and_key_budgets(chromium,
             assert await cdp.js(f"document.querySelector('{alpha}').firstChild.textContent") == "alpha_team · Alpha"
             assert (await cdp.js(f"{cell(beta, 'usd_day')}.textContent")).strip() == "$0.0300 of $1.00"
             assert await cdp.js(f"{cell(beta, 'usd_day')}.querySelector('.bar').className") == "bar budget"
+            shown_name = await cdp.js(f"document.querySelector('{beta}').firstChild.textContent")
+            assert shown_name == f"beta_team · {HOSTILE_NAME}"
+            assert await cdp.js("document.querySelector('#teams-view img') === null && window.pwned === undefined")
             # Heaviest spender first.
             order = await cdp.js("[...document.querySelectorAll('#team-rows tr.team-row')].map(tr => tr.dataset.team)")
             assert order == ["alpha_team", "beta_team"]

@@ -268,8 +268,8 @@ def test_fuzz_batch_input_files_never_crash_the_runner_nor_answer_a_5xx(tmp_path
 
 
 def test_fuzz_teams_credentials_and_rotation_past_authentication():
-    """Teams, keys in teams, key changes and rotation, scoped credentials and the audit log:
-    whatever the body, never a 5xx (a team and a key exist, so the checks run deep)."""
+    """Teams, keys in teams, key changes and rotation, scoped credentials, the audit log and
+    the spend reports (with their budgets): whatever the body or query, never a 5xx (a team and a key exist, so the checks run deep)."""
     rig = Rig({"SIGNED_ROUTES": ""})
     errors = watch_errors()
     loop, secure = rig.loop, rig.secure
@@ -287,13 +287,17 @@ def test_fuzz_teams_credentials_and_rotation_past_authentication():
         json_value,
     ).map(lambda v: json.dumps(v).encode())
     paths = ["/admin/teams", "/admin/teams/t", "/admin/teams/t/usage", "/admin/credentials", "/admin/audit",
-             f"/admin/keys/{key['id']}", f"/admin/keys/{key['id']}/rotate", "/admin/keys"]
+             f"/admin/keys/{key['id']}", f"/admin/keys/{key['id']}/rotate", "/admin/keys", "/admin/teams/t/spend",
+             "/v1/analytics?group_by=team", "/v1/analytics?group_by=key&format=csv"]
 
     @FUZZ
     @given(method=st.sampled_from(["GET", "POST", "PATCH", "DELETE"]),
            path=st.one_of(st.sampled_from(paths), st.text(max_size=30).map(lambda t: "/admin/teams/" + t),
                           st.text(max_size=30).map(lambda t: "/admin/credentials/" + t),
-                          st.text(max_size=20).map(lambda t: "/admin/audit?limit=" + t)),
+                          st.text(max_size=20).map(lambda t: "/admin/audit?limit=" + t),
+                          st.text(max_size=20).map(lambda t: "/admin/teams/t/spend?window=" + t),
+                          st.text(max_size=24).map(lambda t: "/v1/analytics?group_by=" + t),
+                          st.text(max_size=12).map(lambda t: "/v1/analytics?group_by=team&format=" + t)),
            body=st.one_of(team_body, body_bytes))
     def run(method, path, body):
         bare, _, query = path.partition("?")

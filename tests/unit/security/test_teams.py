@@ -258,3 +258,33 @@ async def test_a_configured_policy_scoped_by_team_is_shared_by_the_teams_keys():
     statuses = [(await chat(rig, keys[i % 2], content=f"n{i}"))[0] for i in range(5)]
     assert statuses == [200, 200, 200, 429, 429]  # three for the whole team, whichever key
     assert [(await chat(rig, loner, content=f"l{i}"))[0] for i in range(4)] == [200, 200, 200, 429]  # alone
+
+
+async def test_a_client_tag_or_header_claiming_another_team_changes_nothing():
+    rig = SecureRig({**PRICED, "REPORT_TAGS": "team"})
+    await team(rig, id="small", budget_usd_day=1.0)
+    await team(rig, id="big", allowed_models=["mock-*"], budget_usd_day=100.0)
+    member = await rig.create_key(team_id="small", allowed_models=["mock-1"])
+    loner = await rig.create_key()  # in no team
+    claims = {"x-flaregate-metadata": json.dumps({"team": "big", "team_id": "big"}),
+              "x-flaregate-team": "big", "x-flaregate-team-id": "big"}
+    for key in (member, loner):
+        request = chat_body(key["key"])
+        request = replace(request, headers={**request.headers, **claims})
+        status, body, _ = await rig.call(request)
+        assert status == 200, body
+        wider = chat_body(key["key"], "mock-2")  # the claimed team allows it; the member's key does not
+        status, body, _ = await rig.call(replace(wider, headers={**wider.headers, **claims}))
+        assert status == (403 if key is member else 200), body
+    await rig.tasks.drain()
+    big = (await usage(rig, "big")).get("team_usd_day", {"used": 0})
+    assert big["used"] == 0  # the claimed team was charged nothing
+    small = (await usage(rig, "small"))["team_usd_day"]["used"]
+    assert small > 0
+    response = await rig.gateway.handle(rig.admin("GET", "/v1/analytics?group_by=team&window=1h", sign=False))
+    groups = json.loads(response.body)["windows"]["1h"]["groups"]
+    assert set(groups) == {"small"}  # the loner's requests are in no team's
+    assert abs(groups["small"]["cost_usd"] - small) < 1e-9
+    # Listed as a report tag, the client's "team" tag is its own dimension, never the team's.
+    response = await rig.gateway.handle(rig.admin("GET", "/v1/analytics?group_by=tag:team&window=1h", sign=False))
+    assert set(json.loads(response.body)["windows"]["1h"]["groups"]) == {"big"}
