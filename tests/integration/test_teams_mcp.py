@@ -70,3 +70,24 @@ def test_a_key_cannot_widen_its_teams_mcp_permissions(gateway):
         assert made.status_code == 400, made.text
         error = made.json()["error"]
         assert error["code"] == "widens_team" and error["param"] == next(iter(widening)), error
+
+
+def test_priced_tool_calls_of_a_teams_keys_share_the_teams_budget(gateway):
+    # 0.001 USD a call: the team's 0.0025 a day admits two calls, whichever of its keys makes them.
+    make_team(gateway, id="mcp_paying", allowed_mcp_servers=["priced", "beta"], budget_usd_day=0.0025)
+    keys = [stored_key(gateway, team_id="mcp_paying") for _ in range(2)]
+
+    async def call(key: str, tool: str) -> str:
+        async with mcp(gateway, key) as session:
+            try:
+                return text(await session.call_tool(tool, {"a": 1, "b": 1}))
+            except MCPError as error:
+                return f"refused: {error}"
+
+    answers = [run(call(keys[i % 2], "priced.add")) for i in range(3)]
+    assert answers[:2] == ["2", "2"]
+    assert answers[2].startswith("refused") and "Budget" in answers[2] and "team_usd_day" in answers[2]
+    assert run(call(keys[0], "beta.add")) == "2"  # unpriced: outside money budgets
+    usage = admin(gateway, "GET", "/admin/teams/mcp_paying/usage").json()
+    spent = {row["policy"]: row for row in usage["limits"]}["team_usd_day"]["used"]
+    assert spent == pytest.approx(0.002)
