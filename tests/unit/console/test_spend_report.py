@@ -76,6 +76,9 @@ async def test_group_by_team_key_model_and_tag_sum_to_the_requests_costs():
     lead = made["credential"]
     assert (await rig.call(rig.admin("GET", "/admin/teams/blue/spend", key=lead, secret=lead)))[0] == 200
     assert (await rig.call(rig.admin("GET", "/admin/teams/red/spend", key=lead, secret=lead)))[0] == 403
+    # The all-teams report is the operator's: a team admin's credential does not open it.
+    status, body, _ = await rig.call(rig.admin("GET", "/v1/analytics?group_by=key", key=lead, secret=lead))
+    assert status in (401, 403), body
     assert (await rig.call(rig.admin("GET", "/admin/teams/nope/spend")))[0] == 404
 
 
