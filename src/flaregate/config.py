@@ -43,6 +43,7 @@ from .ratelimits.policies import (
     TokenBucketPolicy,
     check_unique_names,
 )
+from .ratelimits.settings import BudgetAlertSettings
 from .routing.conditions import ConditionalRoute
 from .routing.resilience import RESILIENCE_VARS, ResiliencePolicy, resilience_from_vars
 from .routing.settings import WILDCARD_ROUTE, RouteConfig, RouteTarget
@@ -65,6 +66,7 @@ KNOWN_VARS = (
     "RATE_LIMIT_LEASE",
     "FLAREGATE_RATE_LIMITS",
     "FLAREGATE_BUDGETS",
+    "BUDGET_ALERT_AT",  # soft budget thresholds (ratelimits/settings.py)
     "CACHE_TTL_SECONDS",
     "CACHE_MAX_TTL_SECONDS",
     "CACHE_MEMORY_MAX_ENTRIES",
@@ -98,6 +100,7 @@ KNOWN_VARS = (
     "FLAREGATE_GUARDRAILS",
     "FLAREGATE_CONDITIONAL_ROUTES",
     "METRICS_TAG_LABELS",
+    "REPORT_TAGS",  # tags that are spend-report dimensions (group_by=tag:NAME, kept a year)
     # request logs (issue 16)
     "LOG_RETENTION_DEBUG_SECONDS", "LOG_RETENTION_INFO_SECONDS", "LOG_RETENTION_WARN_SECONDS",
     "LOG_RETENTION_ERROR_SECONDS", "LOG_BODIES", "LOG_BODY_MAX_BYTES", "LOG_PRIVATE_ROUTES",
@@ -136,6 +139,7 @@ class Settings(_Model):
     rate_limit: TokenBucketPolicy = TokenBucketPolicy()
     rate_limits: tuple[RateLimitPolicy, ...] = ()  # added to (or, named "default", replacing) rate_limit
     budgets: tuple[BudgetPolicy, ...] = ()
+    budget_alerts: BudgetAlertSettings = BudgetAlertSettings()
     cache_ttl_seconds: int = Field(default=300, ge=0)
     cache: CacheSettings = CacheSettings()
     batches: BatchSettings = BatchSettings()
@@ -161,6 +165,8 @@ class Settings(_Model):
     conditional_routes: dict[str, ConditionalRoute] = {}  # FLAREGATE_CONDITIONAL_ROUTES (routing/conditions.py)
     metrics_tag_labels: tuple[str, ...] = Field(default=(), max_length=8)  # tags that become /metrics labels
     mcp: McpSettings = McpSettings()  # FLAREGATE_MCP_SERVERS, MCP_* (mcp_gateway/settings.py)
+    # Tags kept as spend-report dimensions (hub_dimension, a year): the operator's, never all a client sends.
+    report_tags: tuple[str, ...] = Field(default=(), max_length=8)
 
     @model_validator(mode="after")
     def _conditional_routes_name_routes(self) -> Settings:
@@ -399,6 +405,8 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         data["guardrails"] = _json(vars, "FLAREGATE_GUARDRAILS")
     if vars.get("METRICS_TAG_LABELS", "").strip():
         data["metrics_tag_labels"] = [t.strip() for t in vars["METRICS_TAG_LABELS"].split(",") if t.strip()]
+    if vars.get("REPORT_TAGS", "").strip():
+        data["report_tags"] = [t.strip() for t in vars["REPORT_TAGS"].split(",") if t.strip()]
     if vars.get("FLAREGATE_CONDITIONAL_ROUTES", "").strip():
         data["conditional_routes"] = _json(vars, "FLAREGATE_CONDITIONAL_ROUTES")
     request_logs: dict[str, Any] = {f"{level}_seconds": vars[f"LOG_RETENTION_{level.upper()}_SECONDS"]
@@ -420,6 +428,10 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         data["export"] = export_from_vars(vars)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if "BUDGET_ALERT_AT" in vars:
+        raw = vars["BUDGET_ALERT_AT"].strip().lower()
+        data["budget_alerts"] = {"alert_at": [] if raw in ("", "off", "0") else
+                                 [part.strip() for part in raw.split(",") if part.strip()]}
     shed_names = {"LOAD_SHEDDING": "enabled", "SHED_INITIAL_LIMIT": "initial_limit", "SHED_MIN_LIMIT": "min_limit",
                   "SHED_MAX_LIMIT": "max_limit", "SHED_SLOW_AFTER_SECONDS": "slow_after_seconds"}
     shedding = set_fields(vars, shed_names)

@@ -24,6 +24,7 @@ from .cache.predictive import PredictiveWarmer
 from .cache.warming import CacheWarming
 from .config import Settings
 from .console.endpoints import Observability
+from .console.team_spend import TeamSpend
 from .errors import GatewayError
 from .guardrails import Guardrails
 from .http import Headers, Request, Response, json_response
@@ -41,6 +42,7 @@ from .ports import Ports
 from .providers.build import build_providers
 from .ratelimits.admin import RateLimitAdmin
 from .ratelimits.enforcer import Limits
+from .ratelimits.thresholds import BudgetThresholds
 from .responses.conversations import Conversations
 from .routes import Route, RouteTable
 from .routing.routes import Router
@@ -48,6 +50,7 @@ from .routing.upstream_call import UpstreamCaller
 from .security.access import AccessControl, Principal
 from .security.admin import require_admin
 from .security.admin_api import AdminApi
+from .security.audit import AdminAudit
 from .security.gate import SecurityGate
 from .security.keys import KeyRing
 from .security.provider_view import provider_view
@@ -73,17 +76,22 @@ class Gateway:
         self.analytics = Analytics(ports.metrics_hub, ports.tasks, batch_size=settings.analytics_batch_size,
                                    batch_delay_ms=settings.analytics_batch_delay_ms,
                                    prices=PriceTable(settings.routes))
-        self.observability = Observability(settings, ports.metrics_hub, ports.clock, self.analytics.changes)
+        self.observability = Observability(settings, ports.metrics_hub, ports.clock, self.analytics.changes,
+                                           ports.security)
         # Keys, signing, limits, CORS, webhooks: see access.py, gate.py, webhooks.py.
         security = settings.security
-        self.access = AccessControl(self.keys, ports.security, ports.clock, security.key_cache_seconds)
+        self.access = AccessControl(self.keys, ports.security, ports.clock, security.key_cache_seconds,
+                                    tasks=ports.tasks)
         self.gate = SecurityGate(settings, ports.clock, ports.security)
         self.webhooks = WebhookDispatcher(security, ports.security, ports.upstream, ports.tasks, ports.clock)
         self.alerts = Alerts(self.webhooks, ports.clock)
         events = OperationalEvents(self.analytics, self.alerts, self.webhooks)
         self.upstream = UpstreamCaller(settings, ports.clock, events.emit, on_attempt=self.alerts.upstream_result)
         self.admin_api = AdminApi(settings, ports.security, self.access, self.webhooks, ports.clock)
-        self.ratelimits = Limits(settings, ports.rate_limiter, ports.clock, self.analytics, self.alerts)
+        self.audit = AdminAudit(settings, ports.security, ports.tasks, settings.request_logs.error_seconds)
+        thresholds = BudgetThresholds(settings.budget_alerts.alert_at, ports.security, ports.tasks, self.webhooks,
+                                      self.analytics, ports.clock)
+        self.ratelimits = Limits(settings, ports.rate_limiter, ports.clock, self.analytics, self.alerts, thresholds)
         self.pipeline = Pipeline(
             settings, ports.clock, self.access, self.router, self.upstream, self.ratelimits, self.analytics,
             self.alerts, self.caching, self.shedding,
@@ -104,7 +112,8 @@ class Gateway:
         self.mcp = self._mcp_gateway() if settings.mcp.servers else None
         self.routes = RouteTable([
             *self._own_routes(), *self.observability.routes(), *self.admin_api.routes(),
-            *RateLimitAdmin(settings, self.ratelimits).routes(), *cache_admin.routes(),
+            *RateLimitAdmin(settings, self.ratelimits, ports.security).routes(), *cache_admin.routes(),
+            *TeamSpend(settings, ports.metrics_hub, ports.security).routes(),
             *self.cache_warming.routes(), *(self.batches.routes() if self.batches is not None else ()),
             *(self.mcp.routes() if self.mcp is not None else ())])
 
@@ -139,10 +148,11 @@ class Gateway:
     async def handle(self, request: Request) -> Response:
         rid = tracing.request_id(request.headers.get("x-request-id"))
         out_headers = {"x-request-id": rid, "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
+        route = None
         try:
             response = await self.gate.screen(request)
             if response is None:
-                _, handler, params = self.routes.match(request.method, request.path)
+                route, handler, params = self.routes.match(request.method, request.path)
                 if params:
                     request.params = params
                 response = await handler(request, out_headers)
@@ -151,6 +161,8 @@ class Gateway:
         except Exception:
             log.exception("unhandled error in request %s", rid)
             response = GatewayError(500, "Internal gateway error.", type="api_error", code="internal_error").to_response()
+        if route is not None and route.access == "admin":
+            self.audit.record(request, response.status)  # changes only (security/audit.py)
         for name, value in out_headers.items():
             response.headers.setdefault(name, value)
         self.gate.finish(request, response)

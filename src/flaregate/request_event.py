@@ -25,8 +25,10 @@ class RequestEvent(TypedDict, total=False):
     route: str  # the route a conditional alias resolved to (when another)
     route_branch: int | str
     key_id: str | None
+    team_id: str  # the key's team (stored keys in a team only)
     tags: dict[str, str]
     metric_tags: dict[str, str]
+    report_tags: dict[str, str]  # the tags listed in REPORT_TAGS (spend-report dimensions)
     client: str | None  # the (anonymised) client address: the access log only, never the hub
     stream: bool
     # The cache and the limits.

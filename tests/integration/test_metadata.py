@@ -104,8 +104,8 @@ def test_invalid_metadata_is_a_400_never_a_5xx(server, value, path):
     assert HEADER in message
 
 
-def test_analytics_group_by_must_name_a_tag(server):
-    r = httpx.get(server.base_url + "/v1/analytics", params={"group_by": "provider"}, headers=ADMIN)
+def test_analytics_group_by_must_name_a_dimension(server):
+    r = httpx.get(server.base_url + "/v1/analytics", params={"group_by": "colour"}, headers=ADMIN)
     assert r.status_code == 400 and r.json()["error"]["param"] == "group_by"
 
 

@@ -197,6 +197,7 @@ def test_the_dashboard_files_are_served_as_they_are_in_the_package(traffic):
     static = Path(flaregate.console.__file__).parent / "static"
     for path, name in [("/dashboard", "dashboard.html"), ("/dashboard/live.js", "live.js"),
                        ("/dashboard/requests.js", "requests.js"), ("/dashboard/history.js", "history.js"),
+                       ("/dashboard/teams.js", "teams.js"),
                        ("/dashboard/dashboard.css", "dashboard.css")]:
         answer = httpx.get(server.base_url + path)
         assert answer.status_code == 200 and answer.content == (static / name).read_bytes(), path

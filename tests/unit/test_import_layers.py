@@ -69,6 +69,8 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("flaregate.hosts.edge.event_loop", "_pyodide._future_helper"): _PYODIDE,
     ("flaregate.hosts.edge.isolate_stats", "pyodide_js"): _PYODIDE,
     ("flaregate.console.endpoints", "flaregate.console.request_log_endpoints"): _COLD,
+    ("flaregate.console.endpoints", "flaregate.console.spend_report"): _COLD,
+    ("flaregate.console.team_spend", "flaregate.console.spend_report"): _COLD,
     ("flaregate.console.endpoints", "flaregate.console.dashboard"): _COLD,
     ("flaregate.hosts.edge.ports", "flaregate.hub.shards"): "HUB_SHARDS > 1 only: " + _COLD,
     ("flaregate.gateway", "flaregate.mcp_gateway.endpoint"): _MCP,

@@ -240,12 +240,20 @@ def test_the_packages_declare_these_routes():
     declared = {name: {(r.path, tuple(sorted(r.methods)), r.access) for r in obj.routes()}
                 for name, obj in objects(rig).items()}
     assert declared == {
-        "admin": {("/admin/keys", ("GET", "POST"), "admin"), ("/admin/keys/{key_id}", ("DELETE", "GET"), "admin"),
+        "admin": {("/admin/keys", ("GET", "POST"), "admin"),
+                  ("/admin/keys/{key_id}", ("DELETE", "GET", "PATCH"), "admin"),
+                  ("/admin/keys/{key_id}/rotate", ("POST",), "admin"),
+                  ("/admin/credentials", ("GET", "POST"), "admin"),
+                  ("/admin/credentials/{credential_id}", ("DELETE",), "admin"),
+                  ("/admin/audit", ("GET",), "admin"),
+                  ("/admin/teams", ("GET", "POST"), "admin"),
+                  ("/admin/teams/{team_id}", ("DELETE", "GET", "PATCH"), "admin"),
                   ("/admin/webhooks", ("GET", "POST"), "admin"),
                   ("/admin/webhooks/{hook_id}", ("DELETE",), "admin"),
                   ("/admin/webhooks/{hook_id}/deliveries", ("GET",), "admin"),
                   ("/admin/webhooks/{hook_id}/test", ("POST",), "admin")},
         "limits": {("/admin/ratelimits/{key_id}", ("DELETE", "GET"), "admin"),
+                   ("/admin/teams/{team_id}/usage", ("GET",), "admin"),
                    ("/admin/ratelimits/{key_id}/{rest}", ("DELETE", "GET"), "admin")},
         "observability": {("/metrics", ("GET",), "observer"), ("/v1/analytics", ("GET",), "observer"),
                           ("/dashboard", ("GET",), "public"), ("/dashboard/{file}", ("GET",), "public"),

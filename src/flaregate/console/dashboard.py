@@ -1,4 +1,4 @@
-"""The live dashboard: real files in ``console/static/`` (the page, its stylesheet and three
+"""The live dashboard: real files in ``console/static/`` (the page, its stylesheet and four
 scripts; no build step, nothing loaded from elsewhere), one copy that both hosts serve from
 the package: the wheel carries them as package data, the Worker's bundle as Text modules
 (wrangler.toml's ``[[rules]]``), which workerd mounts next to the Python modules.
@@ -21,6 +21,7 @@ ASSETS = {
     "live.js": "text/javascript; charset=utf-8",
     "requests.js": "text/javascript; charset=utf-8",
     "history.js": "text/javascript; charset=utf-8",
+    "teams.js": "text/javascript; charset=utf-8",
 }
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
 from ..observability.prometheus import CONTENT_TYPE
-from ..ports import Clock, MetricsHubClient
+from ..ports import Clock, MetricsHubClient, SecurityStoreClient
 from ..routes import Route, unknown_url
 from ..security.admin import authorize_observer, is_admin
 
@@ -61,9 +61,11 @@ def _hub_unavailable() -> GatewayError:
 
 
 class Observability:
-    def __init__(self, settings: Settings, hub: MetricsHubClient, clock: Clock, changes: Callable[[], int]) -> None:
+    def __init__(self, settings: Settings, hub: MetricsHubClient, clock: Clock, changes: Callable[[], int],
+                 store: SecurityStoreClient | None = None) -> None:
         self._settings = settings
         self._hub = hub
+        self._store = store  # teams' and keys' budgets beside their spend reports
         # /health's hub part, kept for one metrics tick while this process (isolate) has
         # sent the hub nothing new: on the edge each read is a Durable Object call, and the
         # hub's own score is refreshed per tick anyway. ``changes`` counts what this
@@ -81,7 +83,7 @@ class Observability:
         return _Routes([
             Route("/metrics", {"GET": self._metrics}, "observer", "Prometheus metrics (lifetime counters)"),
             Route("/v1/analytics", {"GET": self._analytics}, "observer",
-                  "Analytics windows as JSON (?window=, ?group_by=tag:<name>)"),
+                  "Analytics windows as JSON; spend reports with ?group_by=team|key|model|provider|tag:<name>, ?format=csv"),
             Route("/dashboard", {"GET": self._dashboard}, "public",
                   "The live dashboard page (its data needs the admin or observer key)"),
             Route("/dashboard/{file}", {"GET": self._dashboard_file}, "public",
@@ -114,17 +116,34 @@ class Observability:
             raise GatewayError(400, f"Unknown window {window[:20]!r}; use one of {', '.join(WINDOWS)}.",
                                code="invalid_value", param="window")
         group_by = request.query.get("group_by") or None
-        if group_by is not None and not (group_by.startswith("tag:") and 1 < len(group_by) <= 68):
-            raise GatewayError(400, "group_by must be tag:<name>, e.g. group_by=tag:feature.",
+        form = request.query.get("format") or "json"
+        if form not in ("json", "csv"):
+            raise GatewayError(400, "format must be json or csv.", code="invalid_value", param="format")
+        if group_by is None and form == "csv":
+            raise GatewayError(400, "format=csv needs group_by (team, key, model, provider or tag:<name>).",
                                code="invalid_value", param="group_by")
+        if group_by is None:
+            data = await self._call(lambda: self._hub.analytics(window))
+            return json_response(data, headers={"cache-control": "no-store"})
+        # Imported on first use: keeps cold starts lean.
+        from .spend_report import budgets, check_group_by, report, to_csv
+
+        group_by = check_group_by(group_by)
         data = await self._call(lambda: self._hub.analytics(window))
-        if group_by is not None:  # one tag's values per window, the other dimensions left out
-            tag = group_by[4:]
-            data = {"ts": data.get("ts"), "group_by": group_by, "windows": {
-                name: {"window": name, "start": w.get("start"), "end": w.get("end"),
-                       "groups": (w.get("by_tag") or {}).get(tag, {})}
-                for name, w in (data.get("windows") or {}).items()}}
-        return json_response(data, headers={"cache-control": "no-store"})
+        spend = report(data, group_by, self._settings.report_tags)
+        if form == "json" and group_by in ("team", "key") and self._store is not None:
+            try:
+                spend["budgets"] = await asyncio.wait_for(budgets(self._store, group_by, self._clock.now()),
+                                                          HUB_TIMEOUT_SECONDS)
+            except Exception:  # the spend stands without them: said, not a 5xx
+                log.warning("security store unavailable for the report's budgets", exc_info=True)
+                spend["budgets"] = None
+        if form == "csv":
+            name = f"flaregate-spend-{group_by.replace(':', '-')}.csv"
+            return Response(200, {"content-type": "text/csv; charset=utf-8", "cache-control": "no-store",
+                                  "content-disposition": f'attachment; filename="{name}"'},
+                            to_csv(spend).encode())
+        return json_response(spend, headers={"cache-control": "no-store"})
 
     async def _logs(self, request: Request, out: dict[str, str]) -> Response:
         from .request_log_endpoints import logs  # imported on first use: keeps cold starts lean

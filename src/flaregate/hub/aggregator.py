@@ -393,6 +393,8 @@ class MetricsHub:
         return {"start": start, "total": raw(store.totals(where, params)[0]), "hist": hist(histograms, ""),
                 "errors": store.errors(where, params).get("", {}), "groups": groups,
                 "tags": store.tag_totals(start, rounded=False),  # request tags (x-flaregate-metadata)
+                # spend-report dimensions (teams, REPORT_TAGS), added across shards like the tags
+                "dimensions": store.dimension_totals(where, params, rounded=False),
                 "series": {str(int(row["t"])): {k: v for k, v in row.items() if k != "t"}
                            for row in store.series(where, params, step)}}
 

@@ -52,6 +52,11 @@ SUM_COUNTERS = ("cost_usd", "latency_sum_ms", "upstream_sum_ms", "overhead_sum_m
 COUNTERS = INT_COUNTERS + SUM_COUNTERS
 TAG_COUNTERS = ("requests", "errors", "tokens_in", "tokens_out", "cost_usd", "latency_sum_ms")
 TAG_ROWS_KEPT_SECONDS = 7 * 86_400
+# Spend report dimensions beside provider/model/key: the key's team ("team") and the tags
+# the operator lists (REPORT_TAGS, "tag:NAME"); rolled up and kept like hub_rollup (a year).
+SPEND_COUNTERS = ("requests", "errors", "tokens_in", "tokens_out", "cost_usd", "cache_hits",
+                  "cache_tokens_saved", "cache_bytes_saved")
+_MAX_DIMENSIONS = 9  # a team and at most 8 listed tags per event
 _KEYS = "resolution, bucket, provider, model, key_id"
 # Counters added after hub_rollup was first created: ALTER TABLE adds them to older tables.
 _ADDED_COUNTERS = ("cache_bytes_saved", "cache_tokens_saved", "kv_writes_avoided", "shed")
@@ -84,6 +89,10 @@ SCHEMA = (
     " errors INTEGER NOT NULL, PRIMARY KEY (tag, value))",
     "CREATE TABLE IF NOT EXISTS hub_tag (bucket INTEGER NOT NULL, tag TEXT NOT NULL, value TEXT NOT NULL, "
     + ", ".join(f"{c} REAL NOT NULL DEFAULT 0" for c in TAG_COUNTERS) + ", PRIMARY KEY (bucket, tag, value))",
+    "CREATE TABLE IF NOT EXISTS hub_dimension (resolution INTEGER NOT NULL, bucket INTEGER NOT NULL,"
+    " dimension TEXT NOT NULL, value TEXT NOT NULL, "
+    + ", ".join(f"{c} REAL NOT NULL DEFAULT 0" for c in SPEND_COUNTERS)
+    + ", PRIMARY KEY (resolution, bucket, dimension, value))",
 )
 
 
@@ -112,7 +121,7 @@ class ParsedEvent:
     """One request event, validated and reduced to what the hub stores."""
 
     __slots__ = ("ts", "provider", "model", "key", "counts", "error_class", "latencies", "attempts",
-                 "phases", "raw")
+                 "phases", "raw", "dimensions")
 
     def __init__(self, event: dict[str, Any], ts: float) -> None:
         self.raw = event
@@ -140,6 +149,11 @@ class ParsedEvent:
         ttft = _num(event.get("ttft_ms"))
         self.latencies = {"total": total, "upstream": upstream, "overhead": overhead, "ttft": ttft}
         self.phases = _phases(event.get("phases"))
+        dimensions = [("team", label(event["team_id"]))] if event.get("team_id") else []
+        report_tags = event.get("report_tags")
+        if isinstance(report_tags, dict):
+            dimensions += [("tag:" + label(tag)[:64], label(value)) for tag, value in report_tags.items()]
+        self.dimensions = dimensions[:_MAX_DIMENSIONS]
         self.counts: dict[str, float] = {
             "requests": 1,
             "errors": 1 if status >= 400 or self.error_class == "stream_error" else 0,
@@ -293,7 +307,40 @@ class HubStore:
                 MINUTE, minute, *labels, error_class, count,
             )
         self._ingest_tags(events, now)
+        self._ingest_dimensions(events)
         self._ingest_live(events, now)
+
+    def _ingest_dimensions(self, events: list[ParsedEvent]) -> None:
+        rows: dict[tuple[int, str, str], dict[str, float]] = defaultdict(lambda: dict.fromkeys(SPEND_COUNTERS, 0))
+        for event in events:
+            if not event.dimensions:
+                continue
+            minute = int(event.ts // MINUTE) * MINUTE
+            for dimension, value in event.dimensions:
+                row = rows[(minute, dimension, value)]
+                for name in SPEND_COUNTERS:
+                    row[name] += event.counts.get(name, 0)
+        for (minute, dimension, value), counters in rows.items():
+            self.sql.exec(
+                f"INSERT INTO hub_dimension (resolution, bucket, dimension, value, {', '.join(SPEND_COUNTERS)})"
+                f" VALUES (?, ?, ?, ?, {', '.join('?' for _ in SPEND_COUNTERS)})"
+                " ON CONFLICT(resolution, bucket, dimension, value) DO UPDATE SET "
+                + ", ".join(f"{c} = {c} + excluded.{c}" for c in SPEND_COUNTERS),
+                MINUTE, minute, dimension, value, *(counters[c] for c in SPEND_COUNTERS))
+
+    def dimension_totals(self, where: str, params: list[Any],
+                         rounded: bool = True) -> dict[str, dict[str, dict[str, float]]]:
+        """{dimension: {value: spend counters}} over a window (``window_filter``'s clause;
+        unrounded: parts added to other shards' before they are shown)."""
+        rows = self.sql.exec(
+            "SELECT dimension, value, " + ", ".join(f"SUM({c}) AS {c}" for c in SPEND_COUNTERS)
+            + f" FROM hub_dimension WHERE {where} GROUP BY dimension, value ORDER BY dimension, value", *params)
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for row in rows:
+            out.setdefault(row["dimension"], {})[row["value"]] = {
+                c: (round(float(row[c] or 0), 9) if rounded else float(row[c] or 0)) if c == "cost_usd"
+                else int(row[c] or 0) for c in SPEND_COUNTERS}
+        return out
 
     def _ingest_tags(self, events: list[ParsedEvent], now: float) -> None:
         rows: dict[tuple[int, str, str], dict[str, float]] = defaultdict(lambda: dict.fromkeys(TAG_COUNTERS, 0))
@@ -390,7 +437,7 @@ class HubStore:
             self.set_state("rolled_day", day_end)
         for resolution, keep in RETENTION_SECONDS.items():
             cutoff = now - keep - resolution  # a row expires once its whole period is older
-            for table in ("hub_rollup", "hub_histogram", "hub_error"):
+            for table in ("hub_rollup", "hub_histogram", "hub_error", "hub_dimension"):
                 before = self._count(table, resolution)
                 self.sql.exec(f"DELETE FROM {table} WHERE resolution = ? AND bucket < ?", resolution, cutoff)
                 report["deleted"] += before - self._count(table, resolution)
@@ -412,6 +459,16 @@ class HubStore:
             f" ON CONFLICT({_KEYS}) DO UPDATE SET " + ", ".join(f"{c} = {c} + excluded.{c}" for c in COUNTERS),
             source, start, end,
         )
+        if target:  # spend dimensions: hours and days (no lifetime rows: reports are windowed)
+            sums = ", ".join(f"SUM({c})" for c in SPEND_COUNTERS)
+            self.sql.exec(
+                f"INSERT INTO hub_dimension (resolution, bucket, dimension, value, {', '.join(SPEND_COUNTERS)})"
+                f" SELECT {target}, {bucket}, dimension, value, {sums} FROM hub_dimension {where}"
+                f" GROUP BY {by_bucket}dimension, value"
+                " ON CONFLICT(resolution, bucket, dimension, value) DO UPDATE SET "
+                + ", ".join(f"{c} = {c} + excluded.{c}" for c in SPEND_COUNTERS),
+                source, start, end,
+            )
         for table, extra in (("hub_histogram", "metric, le"), ("hub_error", "class")):
             self.sql.exec(
                 f"INSERT INTO {table} ({_KEYS}, {extra}, count)"

@@ -149,6 +149,12 @@ def _window(name: str, parts: dict[str, Any], now: float) -> dict[str, Any]:
     summary["by_tag"] = {tag: {value: {c: round(float(v), 6) for c, v in counters.items()}
                                for value, counters in sorted(values.items())}
                          for tag, values in sorted((parts.get("tags") or {}).items())}
+    dimensions = dict(parts.get("dimensions") or {})  # spend reports: teams, REPORT_TAGS
+    spend = {name: {value: {c: round(float(v), 9) if c == "cost_usd" else int(v) for c, v in counters.items()}
+                    for value, counters in sorted(values.items())}
+             for name, values in sorted(dimensions.items())}
+    summary["by_team"] = spend.pop("team", {})
+    summary["by_report_tag"] = {name[4:]: values for name, values in spend.items() if name.startswith("tag:")}
     summary["series"] = [
         {"t": int(t), "requests": int(row["requests"]), "errors": int(row["errors"]),
          "failures": int(row["failures"]), "cache_hits": int(row["cache_hits"]),

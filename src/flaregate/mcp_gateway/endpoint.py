@@ -257,8 +257,8 @@ class McpGateway:
         return session
 
     def _reachable(self, principal: Principal) -> list[McpServerConfig]:
-        return [s for s in self.settings.servers if principal.policy.allowed_mcp_servers is None
-                or allows(principal.policy.allowed_mcp_servers, s.name)]
+        # The key's servers within its team's (Principal narrows by both).
+        return [s for s in self.settings.servers if principal.allows_mcp_server(s.name)]
 
     async def _initialize(self, message: dict[str, Any], principal: Principal, out: dict[str, str]) -> Response:
         params = message.get("params") or {}

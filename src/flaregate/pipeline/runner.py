@@ -127,6 +127,8 @@ class Pipeline:
                 event["route"] = routed
             # Labels only once authenticated and routed: junk cannot grow the metrics' label sets.
             event["key_id"], event["model"] = principal.key_id, named
+            if principal.team is not None:
+                event["team_id"] = principal.team.id
         if spec.prepare is not None:
             await spec.prepare(ctx)
         ctx.guard = self._guard_input(ctx)  # before the cache key: a redaction changes it
@@ -163,13 +165,16 @@ class Pipeline:
     def _tag(self, request: Request, principal: Principal, event: RequestEvent) -> dict[str, str]:
         """The request's tags (its key's defaults, then ``x-flaregate-metadata``) into the
         analytics event as ``tags``; a malformed header is a 400."""
-        tags = request_tags(request.headers, principal.policy.tags)
+        tags = request_tags(request.headers, principal.tags)
         if tags:
             event["tags"] = tags
             # Only allow-listed tags become /metrics labels: their values are the operator's.
             labelled = {k: v for k, v in tags.items() if k in self.settings.metrics_tag_labels}
             if labelled:
                 event["metric_tags"] = labelled
+            reported = {k: v for k, v in tags.items() if k in self.settings.report_tags}
+            if reported:  # spend-report dimensions: listed tags only (client tags are unbounded)
+                event["report_tags"] = reported
         return tags
 
     def _guard_input(self, ctx: RequestContext) -> Any:

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import GatewayError
 from ..http import Request, Response, json_response
+from ..ports import SecurityStoreClient
 from ..routes import Route
 from ..security.admin import require_admin
+from ..security.admin_scopes import identify
 from .enforcer import Limits
 
 if TYPE_CHECKING:
@@ -25,17 +27,21 @@ if TYPE_CHECKING:
 
 PREFIX = "/admin/ratelimits/"
 _KEY_ID = re.compile(r"^key_[0-9a-f]{16}$")
+_TEAM_ID = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _POLICY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class RateLimitAdmin:
-    def __init__(self, settings: Settings, limits: Limits) -> None:
+    def __init__(self, settings: Settings, limits: Limits, store: SecurityStoreClient | None = None) -> None:
         self._settings = settings
         self._limits = limits
+        self._store = store  # for scoped admin credentials (team usage: its team admin may read it)
 
     def routes(self) -> list[Route]:
         return [Route(PREFIX + "{key_id}", {"GET": self.usage, "DELETE": self.reset}, "admin",
                       "A gateway key's rate-limit usage (GET) or reset it (DELETE, ?policy=)"),
+                Route("/admin/teams/{team_id}/usage", {"GET": self.team_usage}, "admin",
+                      "A team's budget usage (its partition: spend per day and month, USD and tokens)"),
                 # A key id with more after it is still a wrong key id, not an unknown path.
                 Route(PREFIX + "{key_id}/{rest}", {"GET": self.not_a_key, "DELETE": self.not_a_key}, "admin",
                       "Not a key id (404 invalid_key_id)")]
@@ -47,6 +53,17 @@ class RateLimitAdmin:
     async def usage(self, request: Request, out: dict[str, str]) -> Response:
         require_admin(request, self._settings)
         return await self._usage(self._key_id(request.params["key_id"]))
+
+    async def team_usage(self, request: Request, out: dict[str, str]) -> Response:
+        team_id = request.params["team_id"]
+        if not _TEAM_ID.match(team_id):
+            raise GatewayError(404, "Unknown team id.", code="team_not_found", param="team_id")
+        if self._store is None:
+            require_admin(request, self._settings)
+        else:
+            (await identify(request, self._settings, self._store)).require_team(team_id)
+        usage = await self._unavailable_as_503(self._limits.team_usage(team_id))
+        return json_response({"object": "ratelimit.usage", "team_id": team_id, "limits": usage.get("limits", [])})
 
     async def reset(self, request: Request, out: dict[str, str]) -> Response:
         require_admin(request, self._settings)

@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..accounting import PriceTable, Usage, estimate_tokens
 from ..errors import GatewayError
@@ -40,12 +40,15 @@ from .limiter import MAX_CHECKS, RateLimiter
 from .policies import (
     DEFAULT_POLICY,
     KEY_BUDGET,
+    TEAM_BUDGETS,
     BudgetPolicy,
     LimitPolicy,
     RateLimitPolicy,
+    TokenBudgetPolicy,
     max_lease,
 )
-from .scope import address, key_partition
+from .scope import address, key_partition, team_partition
+from .thresholds import BudgetThresholds
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -197,18 +200,20 @@ class Admission:
 
 class Limits:
     def __init__(self, settings: Settings, client: RateLimiterClient, clock: Clock, analytics: Analytics,
-                 alerts: Alerts | None = None) -> None:
+                 alerts: Alerts | None = None, thresholds: BudgetThresholds | None = None) -> None:
         self.policies = effective_policies(settings)
         self.prices = PriceTable(settings.routes)
         self._client = client
         self._clock = clock
         self._analytics = analytics
         self._alerts = alerts
+        self._thresholds = thresholds if thresholds is not None and thresholds.enabled else None
         self._fallback = RateLimiter.in_memory(clock)
         self._leases = LeaseBook(clock)
         self._for_all = [p for p in self.policies if getattr(p, "applies_to", "all") == "all"]
         self._by_name = {p.name: p for p in self.policies if not p.is_budget}
         self._key_budgets: dict[float, BudgetPolicy] = {}
+        self._team_budgets: dict[tuple[str, float], LimitPolicy] = {}
         self._warned: set[str] = set()
         self._estimates = self.prices.priced or any(getattr(p, "unit", "requests") != "requests"
                                                     for p in self.policies)
@@ -216,17 +221,21 @@ class Limits:
         self._unreported = 0
 
     def policies_for(self, principal: Principal) -> list[LimitPolicy]:
-        """The policies a key is held to: every ``applies_to: all`` policy; a stored key's
-        ``rate_limit_policy`` replaces ``default`` with the policy it names; its
-        ``budget_usd`` adds a budget per calendar month named ``KEY_BUDGET``."""
+        """The policies a key is held to: every ``applies_to: all`` policy; the rate-limit
+        policy its team names replaces ``default``, and so does the key's own (a key naming one
+        inside a team that names another is held to both: a key narrows its team, never
+        widens it); its ``budget_usd`` adds a budget per calendar month named ``KEY_BUDGET``,
+        and its team's budgets (``TEAM_BUDGETS``) are counted in the team's partition."""
         policies = self._for_all
-        named = self._by_name.get(principal.policy.rate_limit_policy or "")
-        if named is not None:
-            policies = [p for p in policies if p.name not in (DEFAULT_POLICY, named.name)] + [named]
-        elif principal.policy.rate_limit_policy and principal.key_id not in self._warned:
-            self._warned.add(principal.key_id)  # once per key and process, not per request
-            log.warning("key %s names unknown rate-limit policy %r; the default applies",
-                        principal.key_id, principal.policy.rate_limit_policy[:64])
+        team = principal.team
+        for name in (team.rate_limit_policy if team is not None else None, principal.policy.rate_limit_policy):
+            named = self._by_name.get(name or "")
+            if named is not None:
+                policies = [p for p in policies if p.name not in (DEFAULT_POLICY, named.name)] + [named]
+            elif name and principal.key_id not in self._warned:
+                self._warned.add(principal.key_id)  # once per key and process, not per request
+                log.warning("key %s names unknown rate-limit policy %r; the default applies",
+                            principal.key_id, name[:64])
         budget = principal.policy.budget_usd
         if budget is not None:
             if budget not in self._key_budgets:
@@ -236,7 +245,27 @@ class Limits:
                 self._key_budgets[budget] = BudgetPolicy(name=KEY_BUDGET, period="month",
                                                          limit_usd=max(budget, 1e-9))
             policies = [*policies, self._key_budgets[budget]]
+        if team is not None:
+            team_budgets = [self._team_budget(field, limit) for field in TEAM_BUDGETS
+                            if (limit := getattr(team, field)) is not None]
+            # The team's first (the key's are given back when the team's refuse, and the other way round).
+            policies = [*team_budgets, *policies] if team_budgets else policies
         return policies
+
+    def _team_budget(self, field: str, limit: float) -> LimitPolicy:
+        """The policy of one of a team's budgets (shared by every team with the same limit)."""
+        found = self._team_budgets.get((field, limit))
+        if found is None:
+            if len(self._team_budgets) > 1000:
+                self._team_budgets.clear()
+            name = TEAM_BUDGETS[field]
+            period: Literal["day", "month"] = "day" if field.endswith("_day") else "month"
+            # A budget of 0 allows nothing: a limit too small for any request.
+            found = (BudgetPolicy(name=name, period=period, limit_usd=max(limit, 1e-9), scope=("team",))
+                     if "_usd_" in field else
+                     TokenBudgetPolicy(name=name, period=period, limit_tokens=max(limit, 1e-9), scope=("team",)))
+            self._team_budgets[(field, limit)] = found
+        return found
 
     # -- admission -----------------------------------------------------------------------
     async def admit(self, request: Request, principal: Principal, model: str, body: Mapping[str, Any],
@@ -245,16 +274,20 @@ class Limits:
         ``call_price`` set: a call of that fixed price and no tokens (an MCP tool call,
         ``model`` its ``mcp:server.tool``), not an estimate from the body."""
         key_id = principal.key_id
+        policies = self.policies_for(principal)
         if call_price is not None:
             estimate, price = Usage(0, 0), call_price
         else:
-            estimate = estimate_tokens(body) if self._estimates else Usage(0, 0)
-            price = self.prices.estimate(model, estimate) if self._estimates else 0.0
+            # A team's budgets need the estimate even where the gateway's own policies do not.
+            estimates = self._estimates or principal.team is not None
+            estimate = estimate_tokens(body) if estimates else Usage(0, 0)
+            price = self.prices.estimate(model, estimate) if estimates else 0.0
         groups: dict[str, list[_Check]] = {}
-        for policy in self.policies_for(principal):
-            if policy.is_budget and price <= 0:
-                continue  # budgets count money: an unpriced route is outside them
-            partition, row = address(policy, key_id, request.client_ip, model, request.headers)
+        for policy in policies:
+            if isinstance(policy, BudgetPolicy) and price <= 0:
+                continue  # money budgets count money: an unpriced route is outside them
+            partition, row = address(policy, key_id, request.client_ip, model, request.headers,
+                                     principal.team_id)
             wire = policy.wire()
             cost = {"requests": 1.0, "tokens": float(estimate.total), "usd": price}[wire["unit"]]
             groups.setdefault(partition, []).append(_Check(policy, wire, partition, row, cost))
@@ -276,6 +309,12 @@ class Limits:
         if refused:
             event["rate_limited"] = True
             raise self._refusal(key_id, refused, out)
+        if self._thresholds is not None:
+            for outcome in outcomes:
+                assert outcome.answer is not None
+                for check, result in zip(outcome.checks, outcome.answer["results"], strict=True):
+                    if check.policy.is_budget:
+                        self._thresholds.observe(outcome.partition, check.wire, result)
         return Admission(self, model, list(outcomes), out)
 
     def _refusal(self, key_id: str, refused: list[_Outcome], out: dict[str, str]) -> GatewayError:
@@ -291,8 +330,13 @@ class Limits:
             headers["x-should-retry"] = "false"
             if self._alerts is not None:
                 self._alerts.budget_exceeded(key_id, check.policy.name, result["limit"], period)
+            unit = "USD" if check.unit == "usd" else "tokens"
+            if result.get("exceeds_limit"):
+                return GatewayError(429, f"This request may cost up to {check.cost:g} {unit}, more than budget "
+                                    f"'{check.policy.name}' allows ({result['limit']} {unit} per {period}).",
+                                    type="insufficient_quota", code="budget_exceeded", headers=headers)
             return GatewayError(429, f"Budget '{check.policy.name}' exceeded: {result['used']} of "
-                                f"{result['limit']} USD spent this {period}; it resets in {wait}s.",
+                                f"{result['limit']} {unit} spent this {period}; it resets in {wait}s.",
                                 type="insufficient_quota", code="budget_exceeded", headers=headers)
         check, result = max(pairs, key=lambda pair: pair[1]["retry_after_seconds"])
         unit = check.unit
@@ -442,7 +486,13 @@ class Limits:
     async def usage(self, key_id: str) -> dict[str, Any]:
         """The object's view of a key's partition; units lent to leases count as used until
         they come back, so this isolate gives back its own first."""
-        partition = key_partition(key_id)
+        return await self._usage_of(key_partition(key_id))
+
+    async def team_usage(self, team_id: str) -> dict[str, Any]:
+        """The object's view of a team's partition (its budgets' rows), as :meth:`usage`."""
+        return await self._usage_of(team_partition(team_id))
+
+    async def _usage_of(self, partition: str) -> dict[str, Any]:
         backs = self._leases.close_all(partition)
         if backs:
             try:

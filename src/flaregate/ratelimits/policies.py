@@ -19,8 +19,14 @@ MAX_LEASE = 10_000
 ADAPTIVE = ("adaptive", "auto", "")  # how a lease left to the gateway may also be written
 DEFAULT_POLICY = "default"
 KEY_BUDGET = "key_budget"  # the monthly budget of a stored key's budget_usd (a reserved name)
+# A team's budgets (security/teams.py), counted in the team's partition: reserved names too.
+TEAM_BUDGETS = {"budget_usd_day": "team_usd_day", "budget_usd_month": "team_usd_month",
+                "budget_tokens_day": "team_tokens_day", "budget_tokens_month": "team_tokens_month"}
+RESERVED_NAMES = frozenset({KEY_BUDGET, *TEAM_BUDGETS.values()})
 
-Scope = Literal["key", "ip", "model", "user"]
+# "team": the key's team (its own partition, shared by the team's keys; a key in no team
+# counts alone, in its own partition).
+Scope = Literal["key", "ip", "model", "user", "team"]
 
 # A policy's lease (ratelimits/leases.py): unset (or "adaptive") lets the gateway size each
 # lease from the isolate's recent rate and what the partition has left; 0 (or 1) asks the
@@ -93,6 +99,8 @@ class _Policy(BaseModel):
             raise ValueError("scope needs at least one of key, ip, model, user")
         if len(set(value)) != len(value):
             raise ValueError("scope names an element twice")
+        if "team" in value and set(value) - {"team", "model"}:
+            raise ValueError("scope 'team' combines with 'model' only")
         return value
 
     @model_validator(mode="after")
@@ -184,18 +192,57 @@ class BudgetPolicy(_Policy):
     def leases(self) -> bool:
         return max_lease(self.lease) > 0
 
+    @property
+    def unit(self) -> str:
+        return "usd"
+
+    @property
+    def limit(self) -> float:
+        return self.limit_usd
+
     def wire(self) -> dict[str, Any]:
         window = {"window_seconds": 86400} if self.period == "day" else {"calendar": "month"}
         return {"name": self.name, "algorithm": "fixed_window", "unit": "usd", "limit": self.limit_usd, **window}
 
 
-LimitPolicy = RateLimitPolicy | BudgetPolicy
+class TokenBudgetPolicy(_Policy):
+    """Tokens per UTC day or calendar month (a team's ``budget_tokens_*``): a budget, so it
+    fails closed and its refusal is ``insufficient_quota``, counted like a token rate limit."""
+
+    period: Literal["day", "month"]
+    limit_tokens: PositiveFloat = Field(le=MAX_LIMIT)
+    failure_mode: Literal["open", "closed"] = "closed"
+    lease: Lease = Field(default=None, ge=0, le=MAX_LEASE)
+
+    @property
+    def is_budget(self) -> bool:
+        return True
+
+    @property
+    def leases(self) -> bool:
+        return max_lease(self.lease) > 0
+
+    @property
+    def unit(self) -> str:
+        return "tokens"
+
+    @property
+    def limit(self) -> float:
+        return self.limit_tokens
+
+    def wire(self) -> dict[str, Any]:
+        window = {"window_seconds": 86400} if self.period == "day" else {"calendar": "month"}
+        return {"name": self.name, "algorithm": "fixed_window", "unit": "tokens", "limit": self.limit_tokens,
+                **window}
+
+
+LimitPolicy = RateLimitPolicy | BudgetPolicy | TokenBudgetPolicy
 
 
 def check_unique_names(rate_limits: tuple[RateLimitPolicy, ...], budgets: tuple[BudgetPolicy, ...]) -> None:
     names = [p.name for p in rate_limits] + [b.name for b in budgets]
-    if KEY_BUDGET in names:
-        raise ValueError(f"the policy name {KEY_BUDGET!r} is reserved for stored keys' budget_usd")
+    for reserved in sorted(RESERVED_NAMES & set(names)):
+        raise ValueError(f"the policy name {reserved!r} is reserved for stored keys' and teams' budgets")
     for name in names:
         if names.count(name) > 1:
             raise ValueError(f"limit policy names must be unique: {name!r} is used twice")

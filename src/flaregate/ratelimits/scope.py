@@ -32,16 +32,23 @@ def key_partition(key_id: str) -> str:
     return f"key:{key_id}"
 
 
+def team_partition(team_id: str) -> str:
+    return f"team:{team_id}"
+
+
 def address(policy: LimitPolicy, key_id: str, client_ip: str | None, model: str,
-            headers: Headers) -> tuple[str, str]:
+            headers: Headers, team_id: str | None = None) -> tuple[str, str]:
     """(partition, row): the rate-limiter object to ask, and the row inside it.
 
-    A policy scoped by key or user lives in the key's object; one scoped by client network
-    (and not key) in that network's object; one scoped by model alone in the model's.
+    A policy scoped by key or user lives in the key's object; one scoped by team in the
+    team's (a key in no team: its own); one scoped by client network (and not key) in that
+    network's object; one scoped by model alone in the model's.
     """
     scope = policy.scope
     parts = [policy.name]
-    if "key" in scope or "user" in scope:
+    if "team" in scope:
+        partition = team_partition(team_id) if team_id is not None else key_partition(key_id)
+    elif "key" in scope or "user" in scope:
         partition = key_partition(key_id)
         if "ip" in scope:
             parts.append("ip:" + anonymize_ip(client_ip or ""))

@@ -88,6 +88,9 @@ def _refused(request: Request, settings: Settings, browser: bool, who: str) -> G
     return throttle_for(settings).refuse_or_count(request, error)
 
 
+SCOPED_PREFIX = "fgc-"  # scoped admin credentials (admin_scopes.py)
+
+
 def require_admin(request: Request, settings: Settings, browser: bool = False) -> None:
     """Raise an OpenAI-style 401/403/429 GatewayError unless the request carries the admin key."""
     if settings.admin_key is None:
@@ -98,7 +101,16 @@ def require_admin(request: Request, settings: Settings, browser: bool = False) -
     if is_observer(request, settings, browser):
         raise GatewayError(403, "The observer key is read-only; this needs the admin key.",
                            type="permission_error", code="admin_key_required")
-    raise _refused(request, settings, browser, "admin key")
+    if (presented_admin_key(request, browser) or "").startswith(SCOPED_PREFIX):
+        # A scoped credential (checked, where it is accepted, by admin_scopes.identify).
+        raise GatewayError(403, "This endpoint needs the full admin key; a scoped admin credential cannot use it.",
+                           type="permission_error", code="admin_key_required")
+    raise refused_admin(request, settings, browser)
+
+
+def refused_admin(request: Request, settings: Settings, browser: bool = False) -> GatewayError:
+    """The 401 of a missing or wrong admin key (the 429 while the network is throttled)."""
+    return _refused(request, settings, browser, "admin key")
 
 
 # -- the operator's views: /ws, /metrics, /v1/analytics, /v1/logs --------------------

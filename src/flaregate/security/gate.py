@@ -12,6 +12,7 @@ from ..errors import GatewayError
 from ..http import Request, Response
 from ..ports import Clock, SecurityStoreClient
 from . import cors, limits
+from .admin_scopes import scoped_token
 from .auth_throttle import throttle_for
 from .signing import (
     NONCE_HEADER,
@@ -60,14 +61,17 @@ class SecurityGate:
         response.headers = limits.sanitize_headers(response.headers)
 
     async def _verify(self, request: Request) -> None:
-        if self._secret is None:
+        # A scoped admin credential signs with itself (its holder has no other secret);
+        # whether it is a real credential is the admin API's check (admin_scopes.identify).
+        secret = scoped_token(request) or self._secret
+        if secret is None:
             raise GatewayError(403, "This route requires signed requests, but no signing secret is configured "
                                "(FLAREGATE_SIGNING_SECRET or FLAREGATE_ADMIN_KEY).",
                                type="permission_error", code="signing_not_configured")
         now = self._clock.now()
         max_age = self._security.signature_max_age_seconds
         try:
-            nonce, ts = check_signature(self._secret, request.method, request.path, request.headers,
+            nonce, ts = check_signature(secret, request.method, request.path, request.headers,
                                         request.body, now, max_age,
                                         request_query(request.raw_query, request.query))
         except SignatureProblem as problem:

@@ -36,6 +36,9 @@ class Permissions(BaseModel):
     def allows_route(self, path: str) -> bool:
         return allows(self.allowed_routes, path)
 
+    def allows_mcp_server(self, server: str) -> bool:
+        return allows(self.allowed_mcp_servers, server)
+
     def allows_mcp_tool(self, server: str, tool: str) -> bool:
         return allows(self.allowed_mcp_servers, server) and allows(self.allowed_mcp_tools, f"{server}.{tool}")
 

@@ -12,6 +12,14 @@ Administrative operations see every shard: listing and counting keys add the sha
 and a revocation goes to every shard (the key is in one of them, wherever an earlier
 count put it), so once the admin call returns, no shard serves that key. Webhooks and
 their delivery log are few: they stay on the first shard.
+
+Teams are placed by their id (a key's team is looked up past the isolate's cache, so teams
+spread as keys do); scoped admin credentials, the audit log and MCP tool pins are few and
+stay on the first shard. A key changed by id (its policy, a rotation) is changed on every
+shard that holds it. A rotation gives the key a new digest, which may place it on another
+shard: the key is copied there (``keys.adopt``) and stays where it was too, where its
+previous secret is still found during the grace period; every later change by id reaches
+both copies. A key's last use is written where the digest it was found by places it.
 """
 
 from __future__ import annotations
@@ -23,7 +31,10 @@ from ..ports import SecurityStoreClient
 from ..sharding import placements, shard_for
 
 _FIRST_SHARD_OPS = frozenset({"webhooks.create", "webhooks.list", "webhooks.delete", "webhooks.for_event",
-                              "deliveries.log", "deliveries.list"})
+                              "deliveries.log", "deliveries.list",
+                              "credentials.create", "credentials.list", "credentials.find", "credentials.revoke",
+                              "audit.log", "audit.list",
+                              "mcp_pins.observe", "mcp_pins.list", "mcp_pins.approve"})
 
 
 class ShardedSecurityStore:
@@ -51,13 +62,67 @@ class ShardedSecurityStore:
             revoked = await self._everywhere(op, args)
             return next((r for r in revoked if r is not None), None)
         if op == "keys.list":
-            keys = {k["id"]: k for answer in await self._everywhere(op, args) for k in answer or []}
+            keys: dict[str, dict[str, Any]] = {}
+            for answer in await self._everywhere(op, args):
+                for key in answer or []:
+                    seen = keys.setdefault(key["id"], key)
+                    if (key.get("last_used_at") or 0) > (seen.get("last_used_at") or 0):  # a rotated key's copies
+                        seen["last_used_at"] = key["last_used_at"]
             return sorted(keys.values(), key=lambda k: (k.get("created_at") or 0, k["id"]))
+        if op == "keys.adopt":
+            digest = str((args.get("record") or {}).get("digest"))
+            return await self._shards[shard_for(digest, self._count)].call(op, args)
+        if op == "keys.update":
+            return _first(await self._everywhere(op, args))
+        if op == "keys.rotate":
+            return await self._rotate(args)
+        if op == "keys.touch":
+            found_by = args.get("digest")
+            targets = placements(str(found_by), self._count, self._previous) if found_by else list(self._all)
+            for index in targets:
+                await self._shards[index].call(op, args)
+            return None
+        if op.startswith("teams."):
+            return await self._team(op, args)
         if op == "keys.count_active":
             return sum(int(n or 0) for n in await self._everywhere(op, args))
         if op in _FIRST_SHARD_OPS:
             return await self._shards[0].call(op, args)
         raise ValueError(f"unknown security-store operation {op!r}")
 
+    async def _rotate(self, args: dict[str, Any]) -> Any:
+        """Rotate every copy of the key; copy it to the shard its new digest places it on."""
+        answers = await self._everywhere("keys.rotate", args)
+        rotated = _first(answers)
+        home = shard_for(str(args["digest"]), self._count)
+        if rotated is not None and answers[home] is None:
+            await self._shards[home].call("keys.adopt", {"record": {**rotated, "digest": args["digest"]}})
+        return rotated
+
+    async def _team(self, op: str, args: dict[str, Any]) -> Any:
+        team_id = str(args.get("id"))
+        if op == "teams.list":
+            teams = {t["id"]: t for answer in await self._everywhere(op, args) for t in answer or []}
+            return sorted(teams.values(), key=lambda t: (t.get("created_at") or 0, t["id"]))
+        if op == "teams.delete":
+            return any(bool(answer) for answer in await self._everywhere(op, args))
+        where = placements(team_id, self._count, self._previous)
+        if op == "teams.create":
+            for index in where[1:]:  # a team made under the previous count is still that team
+                if await self._shards[index].call("teams.get", {"id": team_id}) is not None:
+                    return None
+            return await self._shards[where[0]].call(op, args)
+        if op in ("teams.get", "teams.update"):
+            for index in where:
+                found = await self._shards[index].call(op, args)
+                if found is not None:
+                    return found
+            return None
+        raise ValueError(f"unknown security-store operation {op!r}")
+
     async def _everywhere(self, op: str, args: dict[str, Any]) -> list[Any]:
         return list(await asyncio.gather(*(self._shards[i].call(op, args) for i in self._all)))
+
+
+def _first(answers: list[Any]) -> Any:
+    return next((answer for answer in answers if answer is not None), None)

@@ -26,7 +26,7 @@ log = logging.getLogger("flaregate.webhooks")
 
 EVENT_TYPES = (
     "provider.down", "provider.up", "failover", "circuit.open", "circuit.close",
-    "rate_limit.saturated", "budget.exceeded", "error_rate.high", "webhook.test",
+    "rate_limit.saturated", "budget.exceeded", "budget.threshold", "error_rate.high", "webhook.test",
     "mcp.tool_changed",  # an MCP tool's definition is not the approved one (mcp_gateway/pinning.py)
 )
 _LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")

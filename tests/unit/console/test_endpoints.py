@@ -174,7 +174,7 @@ async def test_the_dashboard_is_its_files_served_from_the_package():
     assert "<script>" not in page and "<style>" not in page and " style=" not in page  # nothing inline to allow
     loaded = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert sorted(loaded) == ["/dashboard/dashboard.css", "/dashboard/history.js", "/dashboard/live.js",
-                              "/dashboard/requests.js"]
+                              "/dashboard/requests.js", "/dashboard/teams.js"]
     for path in loaded:
         file = await gateway.handle(get(path))
         assert file.status == 200 and file.body == (static / path.rsplit("/", 1)[1]).read_bytes()

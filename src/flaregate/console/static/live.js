@@ -197,8 +197,8 @@ function connect(token) {
       update(m.metrics, true);
     } else if (m.type === "metrics") update(m.metrics, false);
     else if (m.type === "event") addEvent(m);
-    // requests.js, history.js
-    if (m.type === "snapshot" || m.type === "metrics") { refreshRequests(token); refreshHistory(token); }
+    // requests.js, history.js, teams.js
+    if (m.type === "snapshot" || m.type === "metrics") { refreshRequests(token); refreshHistory(token); refreshTeams(token); }
   };
   socket.onclose = (e) => {
     setStatus(e.code === 1006 && retry === 1000 ? "disconnected (check the admin key)" : "disconnected", "down");

@@ -127,6 +127,24 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     return 0
 
 
+def _team_spec(args: argparse.Namespace) -> dict[str, object]:
+    """The team fields given on the command line (only those: an update keeps the rest)."""
+    spec: dict[str, object] = {}
+    if args.name is not None:
+        spec["name"] = args.name
+    if args.models is not None:
+        spec["allowed_models"] = [m.strip() for m in args.models.split(",") if m.strip()] or None
+    if args.tags is not None:
+        pairs = [item.partition("=") for item in args.tags.split(",") if item.strip()]
+        spec["tags"] = {k.strip(): v.strip() for k, _, v in pairs} or None
+    if args.rate_limit_policy is not None:
+        spec["rate_limit_policy"] = args.rate_limit_policy or None
+    for field in ("budget_usd_day", "budget_usd_month", "budget_tokens_day", "budget_tokens_month"):
+        if getattr(args, field) is not None:
+            spec[field] = getattr(args, field)
+    return spec
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flaregate", description="Flaregate AI gateway")
     parser.add_argument("--version", action="version", version=f"flaregate {__version__}")
@@ -148,12 +166,29 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_argument("--data-dir", default=".flaregate")
     keys.add_argument("--name", default="")
     keys.add_argument("--models", default="", help="for create: comma-separated allowed models (default: all)")
+    keys.add_argument("--team", default="", help="for create: the team the key belongs to (its id)")
+    teams = sub.add_parser("teams", help="create, list, show, update or delete teams in the local key store")
+    teams.add_argument("action", choices=["create", "list", "show", "update", "delete"])
+    teams.add_argument("team_id", nargs="?", default="", help="the team id (letters, digits, _)")
+    teams.add_argument("--data-dir", default=".flaregate")
+    teams.add_argument("--name")
+    teams.add_argument("--models", help="comma-separated allowed models or globs ('' lifts the restriction)")
+    teams.add_argument("--tags", help="default tags, k=v,k=v (winning over the keys' own)")
+    teams.add_argument("--rate-limit-policy", help="a FLAREGATE_RATE_LIMITS policy for the team's keys")
+    for budget in ("usd-day", "usd-month", "tokens-day", "tokens-month"):
+        teams.add_argument(f"--budget-{budget}", type=float if budget.startswith("usd") else int,
+                           help=f"the team's budget ({budget.replace('-', ' per ')})")
     args = parser.parse_args(argv)
     if args.command == "keys":
         from .keys import keys_command
 
         return keys_command(Path(args.data_dir), args.action, args.name, args.models, args.key_id,
-                            os.environ.get("FLAREGATE_REDIS_URL") or None)
+                            os.environ.get("FLAREGATE_REDIS_URL") or None, args.team)
+    if args.command == "teams":
+        from .keys import teams_command
+
+        return teams_command(Path(args.data_dir), args.action, args.team_id, _team_spec(args),
+                             os.environ.get("FLAREGATE_REDIS_URL") or None)
     return serve(args, argv)
 
 

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...errors import GatewayError
 from ...ratelimits.limiter import MemoryRows, RateLimiter
-from ...security.store import DELIVERY_LOG_LIMIT, operations
+from ...security.store import AUDIT_LIST_LIMIT, DELIVERY_LOG_LIMIT, operations
 
 RATE_LIMIT_PREFIX = "fg:rl:"
 CACHE_PREFIX = "fg:kv:"
@@ -251,6 +252,10 @@ KEY_IDS = "fg:key_ids"  # key id -> digest, for listing and revoking by id
 WEBHOOKS = "fg:webhooks"  # webhook id -> its record (JSON, with its signing secret)
 MCP_PINS = "fg:mcp_pins"  # server.tool -> its pin (JSON: approved and last seen definition hash)
 DELIVERIES_PREFIX = "fg:deliveries:"  # a list per webhook, newest first, DELIVERY_LOG_LIMIT long
+TEAMS = "fg:teams"  # team id -> the team (JSON: its policy, name and creation time)
+CREDENTIALS = "fg:admin_credentials"  # credential id -> its record (JSON, with its digest)
+AUDIT = "fg:admin_audit"  # a sorted set: the admin changes as JSON, scored by time
+LAST_USED = "fg:key_last_used"  # key id -> when it was last used (to the minute)
 
 # A key is created only when neither its id nor its digest is taken (the SQL store's
 # PRIMARY KEY and UNIQUE); ARGV: id, digest, then the record's fields as name/value pairs.
@@ -264,6 +269,43 @@ return 1
 _REVOKE_KEY = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSETNX', KEYS[1], 'revoked_at', ARGV[1])
+return 1
+"""
+_UPDATE_KEY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'policy', ARGV[1])
+return 1
+"""
+_REPLACE_TEAM = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+# Rotation: the key's hash moves to its new digest; the old digest's hash keeps only the
+# key id, its successor digest and when its grace ends (and expires then), or goes at once.
+# KEYS: key ids, old hash, new hash; ARGV: id, old digest, new digest, prefix, valid_until, its ms (0: none).
+_ROTATE_KEY = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[2], 'revoked_at') == 1 or redis.call('HEXISTS', KEYS[2], 'successor') == 1 then
+  return 0
+end
+local fields = redis.call('HGETALL', KEYS[2])
+redis.call('HSET', KEYS[3], unpack(fields))
+redis.call('HSET', KEYS[3], 'prefix', ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('DEL', KEYS[2])
+if ARGV[6] ~= '0' then
+  redis.call('HSET', KEYS[2], 'id', ARGV[1], 'successor', ARGV[3], 'secret_expires_at', ARGV[5])
+  redis.call('PEXPIREAT', KEYS[2], ARGV[6])
+end
+return 1
+"""
+# Last use: a later time only (replicas may write the same minute; none moves it back).
+_TOUCH_KEYS = """
+for i = 1, #ARGV, 2 do
+  local current = redis.call('HGET', KEYS[1], ARGV[i])
+  if not current or tonumber(current) < tonumber(ARGV[i + 1]) then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
 return 1
 """
 _KEY_FIELDS = ("id", "prefix", "name", "policy", "created_at", "expires_at", "revoked_at")
@@ -294,6 +336,10 @@ class RedisSecurityClient:
         self._clock = clock
         self._create_key = redis.register_script(_CREATE_KEY)
         self._revoke_key = redis.register_script(_REVOKE_KEY)
+        self._update_key = redis.register_script(_UPDATE_KEY)
+        self._replace_team = redis.register_script(_REPLACE_TEAM)
+        self._rotate_key = redis.register_script(_ROTATE_KEY)
+        self._touch_keys = redis.register_script(_TOUCH_KEYS)
         self._finds = Batches(self._find_keys)
         self._ops = operations(self)
 
@@ -351,7 +397,20 @@ class RedisSecurityClient:
                 for digest in digests:
                     pipe.hgetall(KEY_PREFIX + digest)
                 loaded = await pipe.execute()
-        return [_key_record(fields, digest) for digest, fields in zip(digests, loaded, strict=True)]
+        records = [_key_record(fields, digest) for digest, fields in zip(digests, loaded, strict=True)]
+        # A rotated key's previous secret: the key as its successor has it, while the grace lasts.
+        previous = [(i, fields) for i, fields in enumerate(loaded) if fields.get("successor")]
+        if previous:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for _, fields in previous:
+                    pipe.hgetall(KEY_PREFIX + fields["successor"])
+                successors = await pipe.execute()
+            now = self._clock.now()
+            for (i, fields), current in zip(previous, successors, strict=True):
+                until = float(fields.get("secret_expires_at") or 0)
+                record = None if current.get("successor") or until <= now else _key_record(current, digests[i])
+                records[i] = None if record is None else {**record, "secret_expires_at": until}
+        return records
 
     async def _all_keys(self) -> list[dict[str, Any]]:
         digests: dict[str, str] = await self._redis.hgetall(KEY_IDS)
@@ -362,6 +421,9 @@ class RedisSecurityClient:
                 pipe.hgetall(KEY_PREFIX + digest)
             loaded = await pipe.execute()
         records = [_key_record(fields, digest) for digest, fields in zip(digests.values(), loaded, strict=True)]
+        used: dict[str, str] = await self._redis.hgetall(LAST_USED)
+        records = [None if r is None else {**r, "last_used_at": float(used[r["id"]]) if r["id"] in used else None}
+                   for r in records]
         return sorted((r for r in records if r is not None), key=lambda r: (r["created_at"], r["id"]))
 
     async def list_keys(self) -> list[dict[str, Any]]:
@@ -375,10 +437,107 @@ class RedisSecurityClient:
         record = await self.find_key(digest)
         return None if record is None else _public_key(record)
 
+    async def rotate_key(self, id: str, digest: str, prefix: str, valid_until: float) -> dict[str, Any] | None:
+        old: str | None = await self._redis.hget(KEY_IDS, id)
+        if old is None:
+            return None
+        grace_ms = int(float(valid_until) * 1000) if valid_until > self._clock.now() else 0
+        if not await self._rotate_key(keys=[KEY_IDS, KEY_PREFIX + old, KEY_PREFIX + digest],
+                                      args=[id, old, digest, prefix, repr(float(valid_until)), str(grace_ms)]):
+            return None
+        record = await self.find_key(digest)
+        return None if record is None else _public_key(record)
+
+    async def touch_keys(self, used: dict[str, float], digest: str | None = None) -> None:
+        if used:
+            await self._touch_keys(keys=[LAST_USED], args=[item for pair in used.items()
+                                                          for item in (pair[0], repr(float(pair[1])))])
+
+    async def update_key(self, id: str, policy: dict[str, Any]) -> dict[str, Any] | None:
+        digest: str | None = await self._redis.hget(KEY_IDS, id)
+        if digest is None or not await self._update_key(keys=[KEY_PREFIX + digest], args=[json.dumps(policy)]):
+            return None
+        record = await self.find_key(digest)
+        return None if record is None else _public_key(record)
+
     async def count_active_keys(self) -> int:
         now = self._clock.now()
         return sum(1 for r in await self._all_keys()
                    if r["revoked_at"] is None and (r["expires_at"] is None or r["expires_at"] > now))
+
+    # -- teams (one hash: team id -> the team as JSON) --------------------------------
+    async def create_team(self, id: str, name: str, policy: dict[str, Any]) -> dict[str, Any] | None:
+        record = {**policy, "id": id, "name": name, "created_at": self._clock.now()}
+        if not await self._redis.hsetnx(TEAMS, id, json.dumps(record)):
+            return None
+        return record
+
+    async def get_team(self, id: str) -> dict[str, Any] | None:
+        raw = await self._redis.hget(TEAMS, id)
+        return None if raw is None else dict(json.loads(raw))
+
+    async def list_teams(self) -> list[dict[str, Any]]:
+        records = [json.loads(raw) for raw in (await self._redis.hgetall(TEAMS)).values()]
+        return sorted(records, key=lambda r: (r["created_at"], r["id"]))
+
+    async def update_team(self, id: str, name: str, policy: dict[str, Any]) -> dict[str, Any] | None:
+        old = await self.get_team(id)
+        if old is None:
+            return None
+        record = {**policy, "id": id, "name": name, "created_at": old["created_at"]}
+        # XX-like: written only while the team still exists (a concurrent delete wins).
+        if not await self._replace_team(keys=[TEAMS], args=[id, json.dumps(record)]):
+            return None
+        return record
+
+    async def delete_team(self, id: str) -> bool:
+        return bool(await self._redis.hdel(TEAMS, id))
+
+    # -- scoped admin credentials and the audit log --------------------------------------
+    async def create_credential(self, id: str, digest: str, name: str, role: str,
+                                team_id: str | None) -> dict[str, Any]:
+        record = {"id": id, "digest": digest, "name": name, "role": role, "team_id": team_id,
+                  "created_at": self._clock.now(), "revoked_at": None}
+        if not await self._redis.hsetnx(CREDENTIALS, id, json.dumps(record)):
+            raise ValueError(f"a credential with id {id!r} exists")
+        return _public_credential(record)
+
+    async def _all_credentials(self) -> list[dict[str, Any]]:
+        records = [json.loads(raw) for raw in (await self._redis.hgetall(CREDENTIALS)).values()]
+        return sorted(records, key=lambda r: (r["created_at"], r["id"]))
+
+    async def list_credentials(self) -> list[dict[str, Any]]:
+        return [_public_credential(r) for r in await self._all_credentials()]
+
+    async def find_credential(self, digest: str) -> dict[str, Any] | None:
+        # Few credentials and rare admin calls: a scan, no digest index to keep in step.
+        found = next((r for r in await self._all_credentials() if r["digest"] == digest), None)
+        return None if found is None else _public_credential(found)
+
+    async def revoke_credential(self, id: str) -> dict[str, Any] | None:
+        raw = await self._redis.hget(CREDENTIALS, id)
+        if raw is None:
+            return None
+        record = json.loads(raw)
+        if record.get("revoked_at") is None:
+            record["revoked_at"] = self._clock.now()
+            await self._redis.hset(CREDENTIALS, id, json.dumps(record))
+        return _public_credential(record)
+
+    async def log_audit(self, credential: str, method: str, path: str, status: int, keep_seconds: float) -> None:
+        now = self._clock.now()
+        entry = {"ts": now, "credential": credential, "method": method, "path": path, "status": int(status),
+                 "n": secrets.token_hex(4)}  # two equal changes at one instant stay two members
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(AUDIT, {json.dumps(entry): now})
+            pipe.zremrangebyscore(AUDIT, "-inf", now - float(keep_seconds))
+            await pipe.execute()
+
+    async def list_audit(self, limit: int = 100, credential: str | None = None) -> list[dict[str, Any]]:
+        limit = max(1, min(int(limit), AUDIT_LIST_LIMIT))
+        entries = [json.loads(raw) for raw in await self._redis.zrevrange(AUDIT, 0, -1 if credential else limit - 1)]
+        picked = [e for e in entries if credential is None or e["credential"] == credential][:limit]
+        return [{k: e[k] for k in ("ts", "credential", "method", "path", "status")} for e in picked]
 
     # -- signing nonces ------------------------------------------------------------------
     async def use_nonce(self, nonce: str, expires_at: float) -> bool:
@@ -488,16 +647,20 @@ async def move_local_records(url: str, clock: Any, store: Any) -> tuple[int, int
     revoked in Redis can never come back from a replica's file. Returns (keys, webhooks)
     moved; those Redis had already (by id or digest) stay as Redis has them."""
     records = store.export_records()
-    if not records["keys"] and not records["webhooks"]:
+    teams = records.get("teams", [])
+    if not records["keys"] and not records["webhooks"] and not teams:
         return 0, 0
     redis = connect(url)
     try:
         client = RedisSecurityClient(redis, clock)
         keys = [await client.adopt_key(r) for r in records["keys"]]
         hooks = [await client.adopt_webhook(r) for r in records["webhooks"]]
+        for team in teams:  # a team already in Redis (by id) stays as Redis has it
+            await redis.hsetnx(TEAMS, team["id"], json.dumps(team))
     finally:
         await redis.aclose()
-    store.forget_records([r["id"] for r in records["keys"]], [r["id"] for r in records["webhooks"]])
+    store.forget_records([r["id"] for r in records["keys"]], [r["id"] for r in records["webhooks"]],
+                         tuple(t["id"] for t in teams))
     return sum(keys), sum(hooks)
 
 
@@ -522,7 +685,14 @@ def uncached_key_lookups(settings: Any) -> Any:
 
 
 def _public_key(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: record[k] for k in _KEY_FIELDS}
+    public = {k: record[k] for k in _KEY_FIELDS}
+    if "last_used_at" in record:  # listings carry it, as the SQL store's do
+        public["last_used_at"] = record["last_used_at"]
+    return public
+
+
+def _public_credential(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record.get(k) for k in ("id", "name", "role", "team_id", "created_at", "revoked_at")}
 
 
 def _public_webhook(record: dict[str, Any]) -> dict[str, Any]:
