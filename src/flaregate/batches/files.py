@@ -14,11 +14,10 @@ from ..errors import GatewayError, bad_request, not_found
 from ..http import Request, Response, json_response
 from ..multipart import invalid, read_streamed_form
 from ..ports import BlobStore, Clock, JobStoreClient
-from ..routes import Route
+from ..routes import Handler
 from ..security.access import AccessControl
 from .settings import BatchSettings
 
-FILES_PATH = "/v1/files"
 PURPOSES = ("batch", "batch_output", "assistants", "fine-tune", "vision", "user_data", "evals")
 UPLOADABLE = frozenset({"batch", "assistants", "fine-tune", "vision", "user_data", "evals"})
 MIN_EXPIRY_SECONDS, MAX_EXPIRY_SECONDS = 3600, 30 * 86400
@@ -52,15 +51,10 @@ class Files:
         self.blobs = blobs
         self.clock = clock
 
-    def routes(self) -> list[Route]:
-        return [
-            Route(FILES_PATH, {"POST": self._upload, "GET": self._list}, "key",
-                  "Upload a file (multipart, streamed), or list this key's files"),
-            Route(FILES_PATH + "/{file_id}", {"GET": self._retrieve, "DELETE": self._delete}, "key",
-                  "One of this key's files, or delete it"),
-            Route(FILES_PATH + "/{file_id}/content", {"GET": self._content}, "key",
-                  "A file's bytes (streamed)"),
-        ]
+    def handlers(self) -> dict[str, Handler]:
+        """The handler of each of the Files routes (``paths.ROUTES``), by name."""
+        return {"files.upload": self._upload, "files.list": self._list, "files.retrieve": self._retrieve,
+                "files.delete": self._delete, "files.content": self._content}
 
     def _now(self) -> int:
         return int(self.clock.now())
