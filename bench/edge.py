@@ -69,8 +69,10 @@ PORTKEY_MIRROR_VAR = "PORTKEY_MIRROR"
 PORTKEY_PATHS = ["src", "plugins", "wrangler.toml", "package.json", "package-lock.json", "tsconfig.json",
                  "conf.json", "initializeSettings.ts", "patches"]
 IDLE_SECONDS = 2.0
-# The 429 Workers' bucket (no lease: a bucket of one cannot lend more, so a variant's is dropped).
-ONE_REQUEST_BUCKET = {"RATE_LIMIT_CAPACITY": "1", "RATE_LIMIT_REFILL_PER_SECOND": "0.0001", "RATE_LIMIT_LEASE": "0"}
+# The 429 Workers' bucket, with the default (adaptive) lease, as users deploy it: the isolate
+# repeats the object's refusal until its retry-after, so most 429s make no object call. A
+# variant's fixed lease is dropped (a lease over a bucket of one is a configuration error).
+ONE_REQUEST_BUCKET = {"RATE_LIMIT_CAPACITY": "1", "RATE_LIMIT_REFILL_PER_SECOND": "0.0001", "RATE_LIMIT_LEASE": ""}
 
 
 def _chat(content: str, stream: bool = False) -> bytes:
