@@ -32,6 +32,12 @@ def file_object(row: dict[str, Any]) -> dict[str, Any]:
             "status": "processed", "status_details": None}
 
 
+def _over_quota(room: int) -> GatewayError:
+    return GatewayError(413, "The upload would take this key over its storage quota "
+                        f"({room} bytes left; FILES_QUOTA_BYTES); delete files first.",
+                        code="storage_quota_exceeded", headers={"connection": "close"})
+
+
 def no_such_file(file_id: str, param: str = "file_id") -> GatewayError:
     return not_found(f"No such File object: {file_id[:128]}", code="file_not_found", param=param)
 
@@ -106,7 +112,12 @@ class Files:
             await self.jobs.call(owner, "files.abort", {"id": file_id})
             await self.blobs.delete(file_id)
             raise
-        await self.jobs.call(owner, "files.commit", {"id": file_id, "bytes": size})
+        committed = await self.jobs.call(owner, "files.commit", {"id": file_id, "bytes": size, "owner": owner,
+                                                                 "now": now, "quota": self.settings.quota_bytes})
+        if not committed["ok"]:  # another upload of this key was stored while this one streamed
+            await self.jobs.call(owner, "files.abort", {"id": file_id})
+            await self.blobs.delete(file_id)
+            raise _over_quota(max(0, self.settings.quota_bytes - int(committed["used"])))
         return json_response(file_object({"id": file_id, "bytes": size, "created_at": now, "expires_at": expires_at,
                                           "filename": filename, "purpose": purpose}))
 
@@ -131,9 +142,7 @@ class Files:
             if seen > limit:
                 raise _too_large(limit)
             if seen > room:
-                raise GatewayError(413, "The upload would take this key over its storage quota "
-                                   f"({room} bytes left; FILES_QUOTA_BYTES); delete files first.",
-                                   code="storage_quota_exceeded", headers={"connection": "close"})
+                raise _over_quota(room)
             yield chunk
 
     # -- reads -------------------------------------------------------------------------------
