@@ -8,7 +8,8 @@ figure is the median over rounds. The same mock upstream answers every chat.
 
 Targets, all in the same run:
   ``flaregate``  this tree's Worker (every scenario)
-  ``before``     another checkout's Worker (``--before DIR``, e.g. a worktree of main)
+  ``before``     another checkout's Worker (``--before DIR``, e.g. a worktree of main; repeatable as
+                 ``--before NAME=DIR`` to run several older checkouts in the same run)
   ``floor``      ``bench/edge_floor``: a Python Worker that only forwards the body to the mock
   ``floor-js``   ``bench/edge_floor_js``: the same bare proxy in JavaScript, so ``floor`` minus it is
                  Pyodide's own per-request price and ``floor-js`` is what wrangler dev's workerd
@@ -68,8 +69,10 @@ PORTKEY_MIRROR_VAR = "PORTKEY_MIRROR"
 PORTKEY_PATHS = ["src", "plugins", "wrangler.toml", "package.json", "package-lock.json", "tsconfig.json",
                  "conf.json", "initializeSettings.ts", "patches"]
 IDLE_SECONDS = 2.0
-# The 429 Workers' bucket (no lease: a bucket of one cannot lend more, so a variant's is dropped).
-ONE_REQUEST_BUCKET = {"RATE_LIMIT_CAPACITY": "1", "RATE_LIMIT_REFILL_PER_SECOND": "0.0001", "RATE_LIMIT_LEASE": "0"}
+# The 429 Workers' bucket, with the default (adaptive) lease, as users deploy it: the isolate
+# repeats the object's refusal until its retry-after, so most 429s make no object call. A
+# variant's fixed lease is dropped (a lease over a bucket of one is a configuration error).
+ONE_REQUEST_BUCKET = {"RATE_LIMIT_CAPACITY": "1", "RATE_LIMIT_REFILL_PER_SECOND": "0.0001", "RATE_LIMIT_LEASE": ""}
 
 
 def _chat(content: str, stream: bool = False) -> bytes:
@@ -261,10 +264,19 @@ def measure_idle(dev: wrangler_dev.DevServer) -> dict[str, Any]:
     return {"cpu_ms_per_request": (cpu_seconds(pids) - before) * 1000 / IDLE_SECONDS, "ok": True, "statuses": {}}
 
 
+def _befores(specs: list[str] | None) -> list[tuple[str, Path]]:
+    """``--before DIR`` or ``--before NAME=DIR`` (repeatable): the older checkouts to run."""
+    befores = []
+    for spec in specs or []:
+        name, _, checkout = spec.rpartition("=")
+        befores.append((name or "before", Path(checkout)))
+    return befores
+
+
 def _targets(args: argparse.Namespace, names: list[str]) -> list[Target]:
     targets = [Target("flaregate", AUTH, extra_env={})]
-    if args.before:
-        targets.append(Target("before", AUTH, extra_env={}, cwd=args.before))
+    for name, checkout in _befores(args.before):
+        targets.append(Target(name, AUTH, extra_env={}, cwd=checkout))
     for spec in args.variant or []:
         name, _, assignments = spec.partition(":")
         pairs = dict(a.split("=", 1) for a in assignments.split(";") if "=" in a)
@@ -366,7 +378,8 @@ def _table(targets: list[Target], names: list[str], rounds: int) -> tuple[str, d
             lines.append(f"| {key} | " + " | ".join(f"{t.startup.get(key, 0):g}" for t in started) + " |")
         for target in started:
             summary.setdefault(target.name, {})["startup"] = target.startup
-    for peer in ("portkey", "before", "floor", "floor-js"):
+    befores = [t.name for t in targets if t.cwd != REPO and t.extra_env is not None]
+    for peer in ("portkey", *befores, "floor", "floor-js"):
         ratios = []
         for name in names:
             mine = summary.get("flaregate", {}).get(name)
@@ -390,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=60, help="requests per scenario per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="scenarios to run")
-    parser.add_argument("--before", type=Path, help="another checkout whose Worker runs as the 'before' target")
+    parser.add_argument("--before", action="append", metavar="[NAME=]DIR",
+                        help="another checkout whose Worker runs as the 'before' target (repeatable, NAME=DIR)")
     parser.add_argument("--variant", action="append", metavar="NAME:VAR=VALUE;...",
                         help="also run this tree's Worker with these variables (repeatable)")
     parser.add_argument("--no-peers", action="store_true", help="leave out the floors and Portkey")

@@ -6,13 +6,15 @@ from typing import Any
 
 from workers import DurableObject
 
-from flaregate.hosts.edge.batch_object import BatchLaneBody
 from flaregate.hosts.edge.rpc import json_method
 
 
 class BatchLane(DurableObject):
     def __init__(self, ctx: Any, env: Any) -> None:
         super().__init__(ctx, env)
+        # Imported here, not at start-up: the batch modules load when a batch runs.
+        from flaregate.hosts.edge.batch_object import BatchLaneBody
+
         self._body = BatchLaneBody(self.ctx, self.env)
 
     @json_method

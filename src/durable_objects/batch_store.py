@@ -5,13 +5,15 @@ from typing import Any
 
 from workers import DurableObject
 
-from flaregate.hosts.edge.batch_object import BatchStoreBody
 from flaregate.hosts.edge.rpc import json_method
 
 
 class BatchStore(DurableObject):
     def __init__(self, ctx: Any, env: Any) -> None:
         super().__init__(ctx, env)
+        # Imported here, not at start-up: the batch modules load when a batch runs.
+        from flaregate.hosts.edge.batch_object import BatchStoreBody
+
         self._body = BatchStoreBody(self.ctx, self.env)
 
     async def alarm(self, alarm_info: Any = None) -> None:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .accounting import PriceTable
-from .batches.api import Batches
-from .batches.files import FILES_PATH
+from .batches.deferred import DeferredBatches
+from .batches.paths import FILES_PATH
 from .cache.admin import CacheAdmin
 from .cache.layer import CacheLayer
 from .cache.predictive import PredictiveWarmer
@@ -57,6 +57,7 @@ from .security.provider_view import provider_view
 from .security.webhooks import WebhookDispatcher
 
 if TYPE_CHECKING:
+    from .batches.api import Batches
     from .mcp_gateway.endpoint import McpGateway
 
 log = logging.getLogger("flaregate")
@@ -104,10 +105,9 @@ class Gateway:
         self.pipeline.predictive = self.predictive
         self.cache_warming = CacheWarming(settings, ports, self.access, self._chat)
         cache_admin = CacheAdmin(self.caching, lambda: {"predictive": self.predictive.stats()})
-        # The Files and Batches APIs, where the host offers a blob store and a job store.
-        self.batches = Batches(settings.batches, self.access, ports.jobs, ports.blobs, ports.clock, self.batch_line,
-                               settings.security.max_json_depth) \
-            if ports.jobs is not None and ports.blobs is not None else None
+        # The Files and Batches APIs, where the host offers a blob store and a job store:
+        # declared now, built on their first request (batches/deferred.py).
+        self.batches = DeferredBatches(self._batches) if ports.jobs is not None and ports.blobs is not None else None
         self._by_path = {spec.path: spec for spec in self.operations}
         self.mcp = self._mcp_gateway() if settings.mcp.servers else None
         self.routes = RouteTable([
@@ -116,6 +116,13 @@ class Gateway:
             *TeamSpend(settings, ports.metrics_hub, ports.security).routes(),
             *self.cache_warming.routes(), *(self.batches.routes() if self.batches is not None else ()),
             *(self.mcp.routes() if self.mcp is not None else ())])
+
+    def _batches(self) -> Batches:
+        from .batches.api import Batches
+        ports = self.ports
+        assert ports.jobs is not None and ports.blobs is not None
+        return Batches(self.settings.batches, self.access, ports.jobs, ports.blobs, ports.clock, self.batch_line,
+                       self.settings.security.max_json_depth)
 
     def _mcp_gateway(self) -> McpGateway:
         """The MCP gateway (``/mcp``), imported only when MCP servers are configured: a

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -330,6 +331,30 @@ def test_a_large_upload_streams_through_and_the_quota_is_per_key(upstream, tmp_p
             == len(big)
         mine.files.delete(created.id)
         assert mine.files.create(file=("after.bin", io.BytesIO(big)), purpose="user_data").bytes == len(big)
+
+
+def test_uploads_of_one_key_at_once_are_held_to_its_quota_together(upstream, tmp_path):
+    """Two 12 MiB uploads at once against a 20 MiB quota: each begins with the whole room
+    left, so only the check as each is stored can refuse one. Exactly one is kept."""
+    env = upstream_env(upstream.base_url, FILES_QUOTA_BYTES=str(20 << 20))
+    big = os.urandom(6 << 20) * 2
+    with run_gateway(tmp_path, env) as gw:
+        client = sdk(gw)
+
+        def send(name: str) -> object:
+            try:
+                return client.files.create(file=(name, io.BytesIO(big)), purpose="user_data")
+            except openai.APIStatusError as exc:
+                return exc
+
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = list(pool.map(send, ["one.bin", "two.bin"]))
+        stored = [o for o in outcomes if not isinstance(o, openai.APIStatusError)]
+        refused = [o for o in outcomes if isinstance(o, openai.APIStatusError)]
+        assert len(stored) == 1 and len(refused) == 1, outcomes
+        assert refused[0].status_code == 413 and refused[0].body["code"] == "storage_quota_exceeded"
+        assert [f.id for f in client.files.list()] == [stored[0].id]
+        assert client.files.content(stored[0].id).content == big
 
 
 def test_a_batch_leaves_the_keys_interactive_traffic_its_share(slow_upstream, tmp_path):

@@ -239,7 +239,7 @@ def test_fuzz_batch_input_files_never_crash_the_runner_nor_answer_a_5xx(tmp_path
         assert created.status == 200, created.body
         batch_id = json.loads(created.body)["id"]
         owner = (await jobs.call("", "batches.get", {"id": batch_id}))["_owner"]
-        assert await gateway.batches.runner.run(owner, batch_id, "fuzz")
+        assert await gateway.batches.get().runner.run(owner, batch_id, "fuzz")
         await rig.secure.tasks.drain()
         done = await jobs.call("", "batches.get", {"id": batch_id})
         assert done["status"] in ("completed", "failed"), done

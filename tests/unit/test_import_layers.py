@@ -73,6 +73,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("flaregate.console.team_spend", "flaregate.console.spend_report"): _COLD,
     ("flaregate.console.endpoints", "flaregate.console.dashboard"): _COLD,
     ("flaregate.hosts.edge.ports", "flaregate.hub.shards"): "HUB_SHARDS > 1 only: " + _COLD,
+    ("flaregate.gateway", "flaregate.batches.api"): "built on the first Files or Batches request: " + _COLD,
     ("flaregate.gateway", "flaregate.mcp_gateway.endpoint"): _MCP,
     ("flaregate.gateway", "flaregate.mcp_gateway.pinning"): _MCP,
     # Every lazy import of the module, while the route table is being built (list them then).

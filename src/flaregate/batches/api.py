@@ -15,15 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from ..errors import GatewayError, bad_request, not_found
 from ..http import Request, Response, json_response
 from ..ports import BlobStore, Clock, JobStoreClient
-from ..routes import Route
+from ..routes import Handler, Route
 from ..schemas import validation_error
 from ..security import limits
 from ..security.access import AccessControl, forbidden
+from . import paths
 from .files import Files, no_such_file
 from .runner import BatchRunner, LineRunner
 from .settings import BatchSettings
 
-BATCHES_PATH = "/v1/batches"
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings")
 COMPLETION_WINDOW_SECONDS = {"24h": 86400}
 MAX_LIST_LIMIT = 100
@@ -57,15 +57,13 @@ class Batches:
         self._max_json_depth = max_json_depth
         # Set by the host: start (or resume) running a batch; (owner, batch id).
         self.wake: Callable[[str, str], None] = lambda owner, batch_id: None
+        # The handler of each route in ``paths.ROUTES``, by name.
+        self.handlers: dict[str, Handler] = {
+            **self.files.handlers(), "batches.create": self._create, "batches.list": self._list,
+            "batches.retrieve": self._retrieve, "batches.cancel": self._cancel}
 
     def routes(self) -> list[Route]:
-        return [
-            *self.files.routes(),
-            Route(BATCHES_PATH, {"POST": self._create, "GET": self._list}, "key",
-                  "Create a batch from an uploaded JSONL file, or list this key's batches"),
-            Route(BATCHES_PATH + "/{batch_id}", {"GET": self._retrieve}, "key", "One of this key's batches"),
-            Route(BATCHES_PATH + "/{batch_id}/cancel", {"POST": self._cancel}, "key", "Cancel a batch"),
-        ]
+        return paths.routes(self.handlers.__getitem__)
 
     async def _create(self, request: Request, out: dict[str, str]) -> Response:
         principal = await self.access.authenticate(request)

@@ -14,11 +14,10 @@ from ..errors import GatewayError, bad_request, not_found
 from ..http import Request, Response, json_response
 from ..multipart import invalid, read_streamed_form
 from ..ports import BlobStore, Clock, JobStoreClient
-from ..routes import Route
+from ..routes import Handler
 from ..security.access import AccessControl
 from .settings import BatchSettings
 
-FILES_PATH = "/v1/files"
 PURPOSES = ("batch", "batch_output", "assistants", "fine-tune", "vision", "user_data", "evals")
 UPLOADABLE = frozenset({"batch", "assistants", "fine-tune", "vision", "user_data", "evals"})
 MIN_EXPIRY_SECONDS, MAX_EXPIRY_SECONDS = 3600, 30 * 86400
@@ -31,6 +30,12 @@ def file_object(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "object": "file", "bytes": row["bytes"], "created_at": row["created_at"],
             "expires_at": row.get("expires_at"), "filename": row["filename"], "purpose": row["purpose"],
             "status": "processed", "status_details": None}
+
+
+def _over_quota(room: int) -> GatewayError:
+    return GatewayError(413, "The upload would take this key over its storage quota "
+                        f"({room} bytes left; FILES_QUOTA_BYTES); delete files first.",
+                        code="storage_quota_exceeded", headers={"connection": "close"})
 
 
 def no_such_file(file_id: str, param: str = "file_id") -> GatewayError:
@@ -52,15 +57,10 @@ class Files:
         self.blobs = blobs
         self.clock = clock
 
-    def routes(self) -> list[Route]:
-        return [
-            Route(FILES_PATH, {"POST": self._upload, "GET": self._list}, "key",
-                  "Upload a file (multipart, streamed), or list this key's files"),
-            Route(FILES_PATH + "/{file_id}", {"GET": self._retrieve, "DELETE": self._delete}, "key",
-                  "One of this key's files, or delete it"),
-            Route(FILES_PATH + "/{file_id}/content", {"GET": self._content}, "key",
-                  "A file's bytes (streamed)"),
-        ]
+    def handlers(self) -> dict[str, Handler]:
+        """The handler of each of the Files routes (``paths.ROUTES``), by name."""
+        return {"files.upload": self._upload, "files.list": self._list, "files.retrieve": self._retrieve,
+                "files.delete": self._delete, "files.content": self._content}
 
     def _now(self) -> int:
         return int(self.clock.now())
@@ -112,7 +112,12 @@ class Files:
             await self.jobs.call(owner, "files.abort", {"id": file_id})
             await self.blobs.delete(file_id)
             raise
-        await self.jobs.call(owner, "files.commit", {"id": file_id, "bytes": size})
+        committed = await self.jobs.call(owner, "files.commit", {"id": file_id, "bytes": size, "owner": owner,
+                                                                 "now": now, "quota": self.settings.quota_bytes})
+        if not committed["ok"]:  # another upload of this key was stored while this one streamed
+            await self.jobs.call(owner, "files.abort", {"id": file_id})
+            await self.blobs.delete(file_id)
+            raise _over_quota(max(0, self.settings.quota_bytes - int(committed["used"])))
         return json_response(file_object({"id": file_id, "bytes": size, "created_at": now, "expires_at": expires_at,
                                           "filename": filename, "purpose": purpose}))
 
@@ -137,9 +142,7 @@ class Files:
             if seen > limit:
                 raise _too_large(limit)
             if seen > room:
-                raise GatewayError(413, "The upload would take this key over its storage quota "
-                                   f"({room} bytes left; FILES_QUOTA_BYTES); delete files first.",
-                                   code="storage_quota_exceeded", headers={"connection": "close"})
+                raise _over_quota(room)
             yield chunk
 
     # -- reads -------------------------------------------------------------------------------

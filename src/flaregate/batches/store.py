@@ -71,8 +71,19 @@ class JobStore:
                        a["created_at"], a.get("expires_at"))
         return {"ok": True, "count": row["n"], "used": row["used"]}
 
-    def _files_commit(self, a: dict[str, Any]) -> None:
+    def _files_commit(self, a: dict[str, Any]) -> dict[str, Any]:
+        """Mark an upload stored, unless it would take its owner over ``quota`` (when given)
+        with the files stored meanwhile: two uploads that began with the same room left are
+        checked here, one at a time, so the quota holds however many run at once."""
+        quota = a.get("quota")
+        if quota is not None:
+            used = self._sql.exec("SELECT COALESCE(SUM(bytes), 0) AS used FROM batch_files WHERE owner = ? "
+                                  "AND id != ? AND status = 'processed' AND (expires_at IS NULL OR expires_at > ?)",
+                                  a["owner"], a["id"], a["now"])[0]["used"]
+            if used + a["bytes"] > quota:
+                return {"ok": False, "used": used}
         self._sql.exec("UPDATE batch_files SET bytes = ?, status = 'processed' WHERE id = ?", a["bytes"], a["id"])
+        return {"ok": True}
 
     def _files_abort(self, a: dict[str, Any]) -> None:
         self._sql.exec("DELETE FROM batch_files WHERE id = ?", a["id"])

@@ -20,7 +20,7 @@ import logging
 import math
 import re
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..ports import BackgroundTasks, Clock, KeyValueStore, WarmCacheStore
@@ -34,6 +34,10 @@ DEFAULT_NAMESPACE = "default"
 # Fields that shape the response's framing but never the completion itself.
 IGNORED_FIELDS = frozenset({"stream", "stream_options"})
 _KEY_HASH = re.compile(r"^[0-9a-f]{64}$")
+# What the memory tier holds per entry beyond its text and key (the entry object, its LRU
+# slot and index), measured with tracemalloc on CPython: with it, CACHE_MEMORY_MAX_BYTES
+# bounds the tier's real size within a few percent for small and large answers alike.
+_MEMORY_SLOT_BYTES = 256
 
 Origin = Literal["json", "sse", "response"]  # response: a Responses API object
 
@@ -85,12 +89,20 @@ class CacheEntry:
     stored_at: float
     expires_at: float
     origin: Origin
-    completion: dict[str, Any] = field(repr=False)
+    tokens: int  # the completion's total tokens: what a hit saves
+    # The parsed completion is not kept: in the memory tier it took two to six times the
+    # body's own bytes (CACHE_MEMORY_MAX_BYTES counted only the text). A stream replay parses it.
 
     @classmethod
     def create(cls, provider: str, body: str, completion: dict[str, Any], origin: Origin, now: float,
                ttl: float) -> CacheEntry:
-        return cls(provider, body, now, now + ttl, origin, completion)
+        return cls(provider, body, now, now + ttl, origin, completion_tokens(completion))
+
+    @property
+    def completion(self) -> dict[str, Any]:
+        """The completion object (checked to be one when the entry was read or made)."""
+        completion: dict[str, Any] = json.loads(self.body)
+        return completion
 
     def to_text(self) -> str:
         return json.dumps({"v": KEY_VERSION, "provider": self.provider, "stored_at": self.stored_at,
@@ -111,11 +123,11 @@ class CacheEntry:
         shape = "output" if origin == "response" else "choices"
         if not isinstance(completion, dict) or not isinstance(completion.get(shape), list):
             raise ValueError("bad completion")
-        return cls(provider, body, float(stored_at), float(expires_at), origin, completion)
+        return cls(provider, body, float(stored_at), float(expires_at), origin, completion_tokens(completion))
 
-    @property
-    def tokens(self) -> int:
-        return completion_tokens(self.completion)
+
+def _memory_size(key: str, text_chars: int) -> int:
+    return text_chars + len(key) + _MEMORY_SLOT_BYTES
 
 
 def completion_tokens(completion: dict[str, Any]) -> int:
@@ -279,7 +291,7 @@ class ResponseCache:
     def _promote_hot(self, key: str, entry: CacheEntry, size: int, now: float) -> None:
         self._reads.record(key, now)
         if self.hot_enabled and self._reads.frequent(key, now, self.lifetimes.hot):
-            self.memory.put(key, entry, size, min(entry.expires_at - now, self.lifetimes.hot))
+            self.memory.put(key, entry, _memory_size(key, size), min(entry.expires_at - now, self.lifetimes.hot))
 
     def put(self, key: str, entry: CacheEntry) -> tuple[Tier, ...]:
         """Keep ``entry`` in the tiers its TTL reaches (hot at once, the others in the
@@ -290,7 +302,7 @@ class ResponseCache:
         text = entry.to_text()
         tiers: list[Tier] = []
         reach = 0.0  # how long the tiers written so far keep the entry
-        if self.hot_enabled and self.memory.put(key, entry, len(text), min(ttl, self.lifetimes.hot)):
+        if self.hot_enabled and self.memory.put(key, entry, _memory_size(key, len(text)), min(ttl, self.lifetimes.hot)):
             self._reads.record(key, now)
             tiers.append("hot")
             reach = min(ttl, self.lifetimes.hot)

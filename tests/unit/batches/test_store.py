@@ -60,3 +60,16 @@ def test_files_and_batches_are_the_owners_alone():
     assert store.call("batches.get", {"owner": "k2", "id": "batch_1"}) is None
     assert store.call("batches.cancel", {"owner": "k2", "id": "batch_1", "now": 3}) is None
     assert store.call("batches.list", {"owner": "k2", "limit": 10}) == []
+
+
+def test_two_uploads_begun_with_the_same_room_cannot_both_be_stored_over_the_quota():
+    store = JobStore(_Sqlite())
+    for file_id in ("file-a", "file-b"):  # both begin before either is stored: each sees 100 bytes of room
+        begun = store.call("files.begin", {"owner": "k1", "id": file_id, "filename": "x", "purpose": "batch",
+                                           "created_at": 1, "now": 1, "max_files": 5})
+        assert begun["used"] == 0
+    assert store.call("files.commit", {"id": "file-a", "bytes": 70, "owner": "k1", "now": 2, "quota": 100})["ok"]
+    refused = store.call("files.commit", {"id": "file-b", "bytes": 70, "owner": "k1", "now": 2, "quota": 100})
+    assert refused == {"ok": False, "used": 70}
+    assert store.call("files.get", {"owner": "k1", "id": "file-b", "now": 3}) is None  # not stored
+    assert store.call("files.commit", {"id": "file-b", "bytes": 30, "owner": "k1", "now": 2, "quota": 100})["ok"]

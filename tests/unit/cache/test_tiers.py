@@ -2,6 +2,7 @@
 going only to the tiers an entry's TTL reaches (KV writes avoided)."""
 
 import json
+import sys
 
 from flaregate.cache.lru import MemoryLRU
 from flaregate.cache.store import CacheEntry, ResponseCache, TierLifetimes
@@ -168,3 +169,41 @@ async def test_a_request_reads_only_the_tiers_its_own_ttl_writes():
     clock.advance(5000)  # only the cold tier still has it
     assert await cache.get("long", ttl=300) is None  # a short-TTL request does not see a long-TTL entry
     assert (await cache.get("long", ttl=20000))[1] == "cold"
+
+
+def _deep_size(value, seen):
+    """The bytes an object graph takes (sys.getsizeof of each object once)."""
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        size += sum(_deep_size(k, seen) + _deep_size(v, seen) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        size += sum(_deep_size(v, seen) for v in value)
+    elif hasattr(value, "__slots__"):
+        size += sum(_deep_size(getattr(value, name), seen) for name in value.__slots__ if hasattr(value, name))
+    return size
+
+
+def test_the_memory_tier_counts_what_its_entries_really_take():
+    """CACHE_MEMORY_MAX_BYTES bounds the hot tier's real size: what its entries take (keys,
+    slots, entries and all they hold, as read from a tier) stays within a quarter of what
+    the tier counts, for small answers and large (it once held the parsed completion too,
+    two to six times the text it counted)."""
+    for words in (5, 50, 500):
+        clock = FakeClock()
+        cache = ResponseCache(MemoryKV(clock), clock, InlineTasks(), MemoryLRU(clock, 10_000, 1 << 40), SEED)
+        completion = {"id": "c", "object": "chat.completion", "choices": [{"index": 0, "message": {
+            "role": "assistant", "content": " ".join(f"word{j}" for j in range(words))}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": words, "total_tokens": 3 + words}}
+        for i in range(200):
+            made = CacheEntry.create("p", json.dumps({**completion, "id": f"c{i}"}), completion, "json",
+                                     clock.now(), 60)
+            cache.put(f"fg:c2:{i:064x}", CacheEntry.from_text(made.to_text()))  # as a tier read makes it
+        seen: set[int] = set()
+        slots = cache.memory._slots
+        real = sum(_deep_size(key, seen) + _deep_size(slot, seen) for key, slot in slots.items())
+        real += 100 * len(slots)  # the index's own entry per key (an OrderedDict node)
+        counted = cache.memory.bytes
+        assert counted <= real * 1.25 and real <= counted * 1.25, (words, counted, real)

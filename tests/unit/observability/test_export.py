@@ -9,7 +9,7 @@ import pytest
 from flaregate.config import ConfigError, settings_from_vars
 from flaregate.observability.export.otlp import OtlpEncoder
 from flaregate.observability.export.queue import ExportQueue
-from flaregate.observability.export.records import export_record
+from flaregate.observability.export.records import export_record, operation
 from flaregate.observability.export.settings import ExportSettings
 
 
@@ -167,3 +167,12 @@ def test_a_target_that_is_down_is_retried_then_its_batch_counted_as_dropped():
     clock.t += 1
     run(exporters.flush())
     assert exporters.status()["otlp_traces"]["dropped"] == 1 and exporters.status()["otlp_traces"]["queued"] == 0
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("/v1/chat/completions", "chat"), ("/v1/embeddings", "embeddings"), ("/mcp", "execute_tool"),
+    ("/v1/audio/transcriptions", "transcription"), ("/v1/images/generations", "image_generation"),
+    ("/v1/some/new/surface", "surface"), ("", "unknown"),
+])
+def test_each_path_is_exported_under_its_own_operation_never_a_chat_by_default(path, expected):
+    assert operation({"path": path}) == expected

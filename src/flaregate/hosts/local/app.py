@@ -159,7 +159,7 @@ class LocalHost:
         )
         self.gateway = Gateway(settings, ports, KeyRing(api_keys))
         assert self.gateway.batches is not None
-        self.batch_worker = LocalBatchWorker(self.gateway.batches, jobs)
+        self.batch_worker = LocalBatchWorker(self.gateway.batches.get(), jobs)
         self._prober: asyncio.Task[None] | None = None
         self._feed_task: asyncio.Task[None] | None = None
 

@@ -9,9 +9,13 @@ _FIELDS = ("request_id", "trace_id", "span_id", "parent_span_id", "ts", "latency
            "provider", "upstream_model", "tokens_in", "tokens_out", "error_class", "cache", "stream", "key_id",
            "cost_usd", "ttft_ms")
 
-# The GenAI semantic conventions' operation for each API path.
+# The GenAI semantic conventions' operation for each API path: their well-known names where
+# one fits, else a name of the gateway's own (the conventions allow custom values).
 OPERATIONS = {"/v1/chat/completions": "chat", "/v1/messages": "chat", "/v1/responses": "chat",
-              "/v1/embeddings": "embeddings", "/v1/completions": "text_completion"}
+              "/v1/embeddings": "embeddings", "/v1/completions": "text_completion", "/mcp": "execute_tool",
+              "/v1/moderations": "moderation", "/v1/images/generations": "image_generation",
+              "/v1/audio/speech": "speech", "/v1/audio/transcriptions": "transcription",
+              "/v1/realtime": "realtime"}
 
 
 def export_record(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -23,7 +27,10 @@ def export_record(event: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def operation(record: dict[str, Any]) -> str:
-    return OPERATIONS.get(str(record.get("path") or ""), "chat")
+    """The record's operation; a path not listed is named by its last segment, never taken
+    for a chat (a batch line's or any new surface's records would be miscounted)."""
+    path = str(record.get("path") or "")
+    return OPERATIONS.get(path) or path.rstrip("/").rsplit("/", 1)[-1] or "unknown"
 
 
 def number(record: dict[str, Any], name: str) -> float:
