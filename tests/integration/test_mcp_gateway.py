@@ -38,17 +38,26 @@ def mcp_env(upstream_url: str, alpha: McpServerProcess, beta: McpServerProcess, 
         {"name": "alpha", "url": alpha.url, "credential_env": "ALPHA_MCP_TOKEN"},
         {"name": "beta", "url": beta.url, "tools": ["add", "echo", "count", "sleep", "ask"], "timeout_seconds": 10},
         {"name": "down", "url": f"http://127.0.0.1:{free_port()}/mcp", "timeout_seconds": 2},
-        {"name": "priced", "url": beta.url, "tools": ["add"], "price_per_call_usd": 0.001},
+        {"name": "priced", "url": beta.url, "tools": ["add", "echo"], "price_per_call_usd": 0.001,
+         "tool_prices": {"ech*": 0.01}},
+        {"name": "limited", "url": beta.url, "tools": ["add", "echo"]},
+        {"name": "capped", "url": beta.url, "tools": ["add"]},
     ]
     guardrails = {"policies": {"in": {"pii": ["email"]}, "out": {"pii": ["email"], "input": False},
                                "deny": {"deny_words": ["forbidden"]}},
                   "keys": {"mcp-guard-in": "in", "mcp-guard-out": "out", "mcp-guard-deny": "deny"}}
     policies = [{"name": "mcp-tight", "algorithm": "fixed_window", "limit": 2, "window_seconds": 600,
-                 "scope": "key+model", "applies_to": "named_keys", "lease": 0}]
+                 "scope": "key+model", "applies_to": "named_keys", "lease": 0},
+                # MCP tool-call policies: per key per tool, and per server over all keys.
+                {"name": "tool-per-key", "algorithm": "fixed_window", "limit": 2, "window_seconds": 600,
+                 "scope": "key+mcp_tool", "mcp_tools": ["limited.add"], "lease": 0},
+                {"name": "server-wide", "algorithm": "fixed_window", "limit": 3, "window_seconds": 600,
+                 "scope": "mcp_server", "mcp_tools": ["capped.*"], "lease": 0}]
+    budgets = [{"name": "priced-daily", "period": "day", "limit_usd": 0.015, "mcp_tools": ["priced.*"], "lease": 0}]
     return upstream_env(upstream_url, FLAREGATE_MCP_SERVERS=json.dumps(servers), ALPHA_MCP_TOKEN=ALPHA_TOKEN,
                         FLAREGATE_MCP_SESSION_SECRET=SESSION_SECRET, MCP_LIST_CACHE_SECONDS="1",
-                        FLAREGATE_RATE_LIMITS=json.dumps(policies), FLAREGATE_GUARDRAILS=json.dumps(guardrails),
-                        **extra)
+                        FLAREGATE_RATE_LIMITS=json.dumps(policies), FLAREGATE_BUDGETS=json.dumps(budgets),
+                        FLAREGATE_GUARDRAILS=json.dumps(guardrails), **extra)
 
 
 @pytest.fixture(scope="module")
@@ -331,6 +340,64 @@ def test_a_priced_tool_call_counts_against_the_keys_budget(gateway):
     paid, over, free = run(scenario())
     assert paid == ["0", "1"] and free == "2"
     assert "Budget" in over and "exceeded" in over
+
+
+def answer(response: httpx.Response) -> dict[str, Any]:
+    """The JSON-RPC message of a POST's answer, JSON or the last SSE ``data:`` line."""
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        lines = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+        return json.loads(lines[-1])
+    return response.json()
+
+
+def call(server, session: str, key: str, tool: str, id: int = 1, **arguments: Any) -> httpx.Response:
+    return rpc(server, {"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                        "params": {"name": tool, "arguments": arguments or {"a": id, "b": 1}}}, session, key=key)
+
+
+def test_a_tool_is_limited_per_key_and_a_server_over_all_keys(gateway):
+    first, second = stored_key(gateway), stored_key(gateway)
+    one, two = raw_initialize(gateway, first), raw_initialize(gateway, second)
+    admitted = [call(gateway, one, first, "limited.add", i) for i in range(2)]
+    assert [answer(r)["result"]["content"][0]["text"] for r in admitted] == ["1", "2"]
+    refused = call(gateway, one, first, "limited.add", 3)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    error = refused.json()["error"]
+    assert error["code"] == -32029 and "policy 'tool-per-key'" in error["message"]
+    assert error["data"]["reason"] == "rate_limit_exceeded" and error["data"]["retryAfterSeconds"] > 0
+    assert call(gateway, one, first, "limited.echo", 4, text="x").status_code == 200  # another tool: not counted
+    assert answer(call(gateway, two, second, "limited.add", 5))["result"]["content"][0]["text"] == "6"  # another key
+    # One server's calls over all keys: 3, then the fourth (from either key) is refused.
+    assert [call(gateway, s, k, "capped.add", i).status_code
+            for i, (s, k) in enumerate([(one, first), (two, second), (one, first)])] == [200, 200, 200]
+
+    async def over() -> str:
+        async with mcp(gateway, second) as session:  # the official client sees the refusal's message
+            with pytest.raises(MCPError) as limited:
+                await session.call_tool("capped.add", {"a": 1, "b": 1})
+            return str(limited.value)
+
+    assert "Rate limit reached for policy 'server-wide'" in run(over())
+
+
+def test_a_price_per_tool_is_charged_per_call_to_a_tool_budget(gateway):
+    key = stored_key(gateway)
+    session = raw_initialize(gateway, key)
+    since = str(time.time() - 1)
+    assert call(gateway, session, key, "priced.echo", 1, text="a").status_code == 200  # 0.01 (tool_prices)
+    assert call(gateway, session, key, "priced.add", 2).status_code == 200  # 0.001 (the server's price)
+    over = call(gateway, session, key, "priced.echo", 3, text="b")  # 0.021 > 0.015
+    assert over.status_code == 429, over.text
+    error = over.json()["error"]
+    assert error["code"] == -32029 and "Budget 'priced-daily' exceeded" in error["message"]
+    assert error["data"]["reason"] == "budget_exceeded" and over.headers["x-should-retry"] == "false"
+    assert call(gateway, session, key, "priced.add", 4).status_code == 200  # 0.012: still within
+    assert call(gateway, session, key, "beta.echo", 5, text="c").status_code == 200  # unpriced, another server
+    records = [r for r in logs(gateway, model="priced.echo", since=since) if r.get("status") in (200, 429)]
+    assert sorted(r["status"] for r in records) == [200, 429], records
+    detail = httpx.get(f"{gateway.base_url}/v1/logs/{next(r for r in records if r['status'] == 200)['request_id']}",
+                       headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10).json()
+    assert '"cost_usd": 0.01' in json.dumps(detail), detail
 
 
 def test_a_cancelled_call_ends_and_the_session_goes_on(gateway):

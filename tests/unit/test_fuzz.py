@@ -330,8 +330,15 @@ class McpUpstream:
 
 
 def test_fuzz_the_mcp_endpoint_with_json_rpc_junk():
-    servers = [{"name": "fz", "url": "http://mcp.invalid/mcp"}]
+    servers = [{"name": "fz", "url": "http://mcp.invalid/mcp", "price_per_call_usd": 0.01, "tool_prices": {"a*": 0.02}}]
+    # Tool-call limits and a tool budget: past the first calls the fuzzer meets their refusals too.
+    limits = [{"name": "fz-tool", "algorithm": "fixed_window", "limit": 3, "window_seconds": 600,
+               "scope": "key+mcp_tool", "mcp_tools": ["fz.*"]},
+              {"name": "fz-server", "algorithm": "sliding_window", "limit": 5, "window_seconds": 600,
+               "scope": "mcp_server"}]
+    budgets = [{"name": "fz-money", "period": "day", "limit_usd": 0.05, "mcp_tools": ["fz.*"]}]
     secure = SecureRig({"FLAREGATE_MCP_SERVERS": json.dumps(servers), "MAX_JSON_DEPTH": "16",
+                        "FLAREGATE_RATE_LIMITS": json.dumps(limits), "FLAREGATE_BUDGETS": json.dumps(budgets),
                         "FLAREGATE_MCP_SESSION_SECRET": "fuzz-session-secret-0123456789"}, transport=McpUpstream())
     loop = asyncio.new_event_loop()
     errors = watch_errors()

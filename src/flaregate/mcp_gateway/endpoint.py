@@ -471,13 +471,7 @@ class McpGateway:
         # Known now: the names become labels (bounded by the servers' own lists).
         event["mcp_server"], event["mcp_tool"] = server.name, tool
         event["provider"], event["model"] = f"mcp:{server.name}", name
-        try:
-            admission = await self._limits.admit(request, principal, f"mcp:{name}", {}, out, event,
-                                                 call_price=server.price_per_call_usd)
-        except GatewayError as exc:
-            if exc.status == 429:
-                raise RpcError(RATE_LIMITED, exc.message, status=429, headers=exc.headers) from None
-            raise
+        admission = await self._admit(request, principal, server, tool, out, event)
         guard = self._guard_arguments(params, name, principal, event)
         if guard is not None:
             params = {**params, "arguments": guard[1]}
@@ -487,7 +481,8 @@ class McpGateway:
         try:
             exchange = await self._send_call(server, session, forwarded, trace)
         except RpcError:
-            await admission.refund()
+            await admission.refund()  # the server never took it: its price is given back
+            event.pop("cost_usd", None)
             raise
         event["upstream_status"] = 200
         accept = request.headers.get("accept") or ""
@@ -511,6 +506,27 @@ class McpGateway:
             body = self._guard_result(policy, body, id, event)
         _note_error(event, body)
         return Response(200, headers, body)
+
+    async def _admit(self, request: Request, principal: Principal, server: McpServerConfig, tool: str,
+                     out: dict[str, str], event: RequestEvent) -> Admission:
+        """The call counted by the rate limits and budgets (per key, server, tool: the
+        policies say which) at its price; a refusal is HTTP 429 (503 for a limiter away that
+        fails closed) with the JSON-RPC error -32029 and data saying why and when to retry."""
+        name = gateway_name(server.name, tool)
+        price = server.price_of(tool)
+        try:
+            admission = await self._limits.admit(request, principal, f"mcp:{name}", {}, out, event,
+                                                 call_price=price, tool=name)
+        except GatewayError as exc:
+            if exc.status not in (429, 503):
+                raise
+            data: dict[str, Any] = {"reason": exc.code or "rate_limit_exceeded"}
+            if exc.headers.get("retry-after", "").isdigit():
+                data["retryAfterSeconds"] = int(exc.headers["retry-after"])
+            raise RpcError(RATE_LIMITED, exc.message, status=exc.status, headers=exc.headers, data=data) from None
+        if price > 0:
+            event["cost_usd"] = price
+        return admission
 
     # -- guardrails ----------------------------------------------------------------------
     def _guard_arguments(self, params: dict[str, Any], name: str, principal: Principal,

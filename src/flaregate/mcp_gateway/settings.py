@@ -8,10 +8,19 @@ injects on every upstream request and never shows to a client.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    SecretStr,
+    StrictStr,
+)
 
 # A server's name is the prefix of its tools' gateway names (``server.tool``): no ".", so
 # the first "." of a namespaced name always ends the server part.
@@ -30,6 +39,16 @@ class McpServerConfig(BaseModel):
     prompts: tuple[StrictStr, ...] | None = None  # exposed prompt names (globs); None: all
     resources: tuple[StrictStr, ...] | None = None  # exposed resource URIs and templates (globs); None: all
     price_per_call_usd: float = Field(default=0.0, ge=0)  # what a tools/call costs (budgets)
+    # Per tool (globs over the server's own tool names, the first match wins): its price
+    # instead of price_per_call_usd.
+    tool_prices: dict[StrictStr, NonNegativeFloat] = Field(default_factory=dict, max_length=256)
+
+    def price_of(self, tool: str) -> float:
+        """What one call of ``tool`` costs the caller's budgets."""
+        for glob, price in self.tool_prices.items():
+            if fnmatch.fnmatchcase(tool, glob):
+                return price
+        return self.price_per_call_usd
 
     def credential_headers(self) -> dict[str, str]:
         if self.credential is None:
