@@ -154,19 +154,122 @@ def test_tools_of_two_servers_are_listed_and_called(gateway):
     assert seen.get("traceparent", "").startswith("00-") and seen.get("mcp-session-id")
 
 
-def test_the_sdks_high_level_client_in_auto_mode_gets_the_handshake(gateway):
-    """``mcp.Client`` probes the 2026-07-28 ``server/discover`` first; the gateway's -32022
-    (naming the handshake revisions) sends it to ``initialize``."""
+@asynccontextmanager
+async def client_2026(server, key: str = GATEWAY_KEY, mode: str = "auto") -> AsyncIterator[Any]:
+    """The SDK's high-level ``mcp.Client``: ``auto`` probes ``server/discover`` and takes
+    the 2026-07-28 revision (no session, an envelope per request) when the server offers it."""
     from mcp import Client
 
+    async with httpx2.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=30) as http:
+        async with Client(streamable_http_client(server.base_url + "/mcp", http_client=http), mode=mode) as client:
+            yield client
+
+
+def test_the_sdks_client_in_auto_mode_speaks_2026_07_28_without_a_session(gateway):
+    from mcp import types
+
+    async def scenario() -> dict[str, Any]:
+        progress: list[float] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            progress.append(done)
+
+        async with client_2026(gateway) as client:
+            names = [t.name for t in (await client.list_tools()).tools]
+            added = text(await client.call_tool("alpha.add", {"a": 20, "b": 1}))
+            counted = text(await client.call_tool("beta.count", {"n": 3}, progress_callback=on_progress))
+            resources = [r.uri for r in (await client.list_resources()).resources]
+            read = await client.read_resource(next(u for u in resources if u.startswith("flaregate://beta/")))
+            prompt = await client.get_prompt("alpha.greet", {"who": "Ada"})
+            cities = await client.complete(types.ResourceTemplateReference(
+                type="ref/resource", uri="flaregate://alpha/weather%3A%2F%2F{city}"), {"name": "city", "value": "os"})
+            with pytest.raises(MCPError) as down:
+                await client.call_tool("down.anything", {})
+            return {"version": client.protocol_version, "names": names, "added": added, "counted": counted,
+                    "progress": progress, "read": read.contents[0].text, "prompt": prompt.model_dump(mode="json"),
+                    "cities": cities.completion.values, "down": str(down.value),
+                    "session": client.session.initialize_result}
+
+    got = run(scenario())
+    assert got["version"] == "2026-07-28" and got["session"] is None  # discovered, never initialised
+    assert {"alpha.add", "beta.echo", "beta.count"} <= set(got["names"]) and "beta.tool_0" not in got["names"]
+    assert got["added"] == "21"  # alpha wants its credential: the gateway injected it on a pooled session
+    assert got["counted"] == "counted to 3" and got["progress"] == [1, 2, 3]
+    assert got["read"] == "the readme of beta" and "Hello Ada, from alpha." in json.dumps(got["prompt"])
+    assert got["cities"] == ["oslo", "osaka"]
+    assert "MCP server 'down' is unavailable" in got["down"]
+
+
+def test_the_handshake_stays_for_a_client_that_pins_it(gateway):
     async def scenario() -> tuple[str, str]:
-        async with httpx2.AsyncClient(headers={"authorization": f"Bearer {GATEWAY_KEY}"}, timeout=30) as http:
-            transport = streamable_http_client(gateway.base_url + "/mcp", http_client=http)
-            async with Client(transport) as client:
-                result = await client.call_tool("beta.add", {"a": 20, "b": 1})
-                return text(result), client.session.initialize_result.protocol_version  # type: ignore[union-attr]
+        async with client_2026(gateway, mode="legacy") as client:
+            return text(await client.call_tool("beta.add", {"a": 20, "b": 1})), client.protocol_version
 
     assert run(scenario()) == ("21", "2025-11-25")
+
+
+def envelope(method: str, id: int = 1, version: str = "2026-07-28", **params: Any) -> dict[str, Any]:
+    meta = {"io.modelcontextprotocol/protocolVersion": version, "io.modelcontextprotocol/clientCapabilities": {}}
+    return {"jsonrpc": "2.0", "id": id, "method": method, "params": {**params, "_meta": meta}}
+
+
+def modern(server, message: Any, key: str = GATEWAY_KEY, **headers: str) -> httpx.Response:
+    sent = {"mcp-protocol-version": "2026-07-28", **headers}
+    if isinstance(message, dict) and "mcp-method" not in headers and "method" in message:
+        sent["mcp-method"] = message["method"]
+    return rpc(server, message, key=key, headers=sent)
+
+
+def test_2026_07_28_requests_are_checked_as_the_sdks_own_server_checks_them(gateway):
+    ok = modern(gateway, envelope("tools/call", name="beta.add", arguments={"a": 1, "b": 2}), **{"mcp-name": "beta.add"})
+    assert ok.status_code == 200 and "mcp-session-id" not in ok.headers
+    assert answer(ok)["result"]["resultType"] == "complete" and answer(ok)["result"]["content"][0]["text"] == "3"
+    listed = modern(gateway, envelope("tools/list")).json()["result"]
+    assert listed["cacheScope"] == "private" and listed["ttlMs"] == 1000 and listed["resultType"] == "complete"
+    cases = [
+        ({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}, {}, 400, -32602),  # no envelope
+        (envelope("tools/list"), {"mcp-method": "tools/call"}, 400, -32020),  # the header disagrees
+        (envelope("tools/call", name="beta.add"), {"mcp-name": "beta.echo"}, 400, -32020),
+        (envelope("tools/list", version="2025-11-25"), {"mcp-protocol-version": "2026-07-28"}, 400, -32020),
+        (envelope("nope/nothing"), {}, 404, -32601),
+        (envelope("tools/call", name="beta.nothing"), {"mcp-name": "beta.nothing"}, 400, -32602),
+        (envelope("initialize"), {}, 400, -32600),
+        ({"jsonrpc": "2.0", "id": 7, "result": {}}, {}, 400, -32600),  # nothing to answer: no back channel
+    ]
+    for message, headers, status, code in cases:
+        response = modern(gateway, message, **headers)
+        assert response.status_code == status, (message, response.text)
+        assert response.json()["error"]["code"] == code, (message, response.text)
+    notified = modern(gateway, {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}})
+    assert notified.status_code == 202
+    future = rpc(gateway, envelope("server/discover", version="2027-01-01"),
+                 headers={"mcp-protocol-version": "2027-01-01", "mcp-method": "server/discover"})
+    assert future.status_code == 400 and future.json()["error"]["code"] == -32022
+    assert "2026-07-28" in future.json()["error"]["data"]["supported"]
+    assert modern(gateway, envelope("tools/list"), key="wrong").status_code == 401
+
+
+def test_a_2026_client_cancels_by_closing_the_stream_and_goes_on(gateway):
+    async def scenario() -> tuple[str, str]:
+        async with client_2026(gateway) as client:
+            with pytest.raises(MCPError) as cancelled:
+                await client.call_tool("beta.sleep", {"seconds": 30}, read_timeout_seconds=0.5)
+            return str(cancelled.value), text(await client.call_tool("beta.add", {"a": 3, "b": 4}))
+
+    cancelled, after = run(scenario())
+    assert cancelled and after == "7"
+
+
+def test_a_2026_client_does_not_notice_an_upstream_session_gone(gateway, servers):
+    _, beta = servers
+
+    async def scenario() -> tuple[str, str]:
+        async with client_2026(gateway) as client:
+            before = text(await client.call_tool("beta.add", {"a": 1, "b": 2}))
+            await asyncio.to_thread(beta.restart)  # the gateway's pooled upstream session is gone
+            return before, text(await client.call_tool("beta.add", {"a": 2, "b": 2}))
+
+    assert run(scenario()) == ("3", "4")
 
 
 def test_the_upstream_credential_never_reaches_the_client(gateway):

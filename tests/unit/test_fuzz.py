@@ -329,6 +329,24 @@ class McpUpstream:
                               [json.dumps(answer).encode()])
 
 
+def mirrored(body: bytes) -> list[tuple[str, str]]:
+    """``Mcp-Method`` / ``Mcp-Name`` / ``MCP-Protocol-Version`` as the body's envelope has them."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return []
+    if not isinstance(message, dict) or not isinstance(message.get("method"), str):
+        return []
+    out = [("mcp-method", message["method"])]
+    params = message.get("params")
+    if isinstance(params, dict) and isinstance(params.get("name"), str):
+        out.append(("mcp-name", params["name"]))
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if isinstance(meta, dict) and isinstance(meta.get("io.modelcontextprotocol/protocolVersion"), str):
+        out.append(("mcp-protocol-version", meta["io.modelcontextprotocol/protocolVersion"]))
+    return out
+
+
 def test_fuzz_the_mcp_endpoint_with_json_rpc_junk():
     servers = [{"name": "fz", "url": "http://mcp.invalid/mcp", "price_per_call_usd": 0.01, "tool_prices": {"a*": 0.02}}]
     # Tool-call limits and a tool budget: past the first calls the fuzzer meets their refusals too.
@@ -364,16 +382,29 @@ def test_fuzz_the_mcp_endpoint_with_json_rpc_junk():
                   "params": st.one_of(st.fixed_dictionaries({}, optional={
                       "name": st.one_of(st.sampled_from(["fz.add", "fz.", ".add", "fz.nope", "nope.add"]), json_value),
                       "arguments": json_value, "protocolVersion": json_value, "cursor": json_value,
-                      "requestId": json_value}), json_value)})
+                      "requestId": json_value,
+                      # the 2026-07-28 per-request envelope, whole, partial or junk
+                      "_meta": st.one_of(st.fixed_dictionaries({}, optional={
+                          "io.modelcontextprotocol/protocolVersion": st.one_of(
+                              st.sampled_from(["2026-07-28", "2025-11-25"]), json_value),
+                          "io.modelcontextprotocol/clientCapabilities": json_value,
+                          "progressToken": json_value}), json_value)}), json_value)})
     body = st.one_of(rpc_message.map(lambda m: json.dumps(m).encode()),
                      st.lists(rpc_message, max_size=3).map(lambda m: json.dumps(m).encode()), body_bytes)
     sid = st.one_of(st.just(session), st.just(session[:-2] + "AA"), st.text(max_size=40), st.none())
 
+    routing = st.lists(st.tuples(st.sampled_from(["mcp-method", "mcp-name"]),
+                                 st.one_of(st.sampled_from(["tools/call", "tools/list", "fz.add", "=?base64?ZnouYWRk?=",
+                                                            "=?base64?!!?="]), st.text(max_size=12))), max_size=2)
+
     @FUZZ
     @given(body=body, sid=sid, version=st.one_of(st.none(), st.sampled_from(["2025-11-25", "2026-07-28", "x"])),
-           method=st.sampled_from(["POST", "POST", "POST", "GET", "DELETE"]), extra=headers)
-    def run(body, sid, version, method, extra):
-        hs = list(auth) + extra
+           method=st.sampled_from(["POST", "POST", "POST", "GET", "DELETE"]), extra=headers, routed=routing,
+           mirror=st.booleans())
+    def run(body, sid, version, method, extra, routed, mirror):
+        hs = list(auth) + extra + routed
+        if mirror:  # the routing headers a 2026-07-28 client sends, so the envelope's checks pass and it is served
+            hs += mirrored(body)
         if sid is not None:
             hs.append(("mcp-session-id", sid))
         if version is not None:
