@@ -36,7 +36,8 @@ SESSION_SECRET = "mcp-session-secret-for-the-tests-0123456789"
 def mcp_env(upstream_url: str, alpha: McpServerProcess, beta: McpServerProcess, **extra: str) -> dict[str, str]:
     servers = [
         {"name": "alpha", "url": alpha.url, "credential_env": "ALPHA_MCP_TOKEN"},
-        {"name": "beta", "url": beta.url, "tools": ["add", "echo", "count", "sleep", "ask"], "timeout_seconds": 10},
+        {"name": "beta", "url": beta.url, "tools": ["add", "echo", "count", "sleep", "ask", "announce"],
+         "timeout_seconds": 10},
         {"name": "down", "url": f"http://127.0.0.1:{free_port()}/mcp", "timeout_seconds": 2},
         {"name": "priced", "url": beta.url, "tools": ["add", "echo"], "price_per_call_usd": 0.001,
          "tool_prices": {"ech*": 0.01}},
@@ -358,6 +359,44 @@ def test_a_servers_elicitation_reaches_the_client_and_its_answer_the_server(gate
 
     assert run(scenario()) == ("accept:Oslo", "accept:Oslo")
     assert asked == ["Which city?", "Which city?"]
+
+
+def test_the_servers_own_messages_reach_the_client_on_the_sessions_get_stream(gateway):
+    """``announce`` speaks after its call has ended: on the server's standalone stream, which
+    the gateway merges into the session's ``GET /mcp`` (the SDK opens it by itself)."""
+    from mcp import types
+
+    updates: list[str] = []
+    both = asyncio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            updates.append(str(message.params.uri))
+            if len(updates) >= 2:
+                both.set()
+
+    async def roots(context: Any) -> Any:
+        return types.ListRootsResult(roots=[types.Root(uri="file:///home/ada/project", name="project")])
+
+    async def scenario() -> str:
+        async with mcp(gateway, message_handler=on_message, list_roots_callback=roots) as session:
+            said = text(await session.call_tool("beta.announce", {"word": "hello"}))
+            await asyncio.wait_for(both.wait(), 30)
+            return said
+
+    assert run(scenario()) == "announcing"
+    # The server's URI wrapped as the lists wrap it; its roots request answered by the client.
+    assert updates == ["flaregate://beta/note%3A%2F%2Fhello", "flaregate://beta/roots%3A%2F%2Ffile%3A%2F%2F%2Fhome%2Fada%2Fproject"]
+    session = raw_initialize(gateway)
+    refused = httpx.get(gateway.base_url + "/mcp", headers={"authorization": f"Bearer {GATEWAY_KEY}",
+                                                            "mcp-session-id": session, "accept": "application/json"})
+    assert refused.status_code == 406
+    modern_get = httpx.get(gateway.base_url + "/mcp", headers={"authorization": f"Bearer {GATEWAY_KEY}",
+                                                               "accept": "text/event-stream",
+                                                               "mcp-protocol-version": "2026-07-28"})
+    assert modern_get.status_code == 405
+    assert httpx.get(gateway.base_url + "/mcp", headers={"authorization": f"Bearer {GATEWAY_KEY}",
+                                                         "accept": "text/event-stream"}).status_code == 400
 
 
 def test_a_streamed_tool_result_passes_progress_through(gateway):

@@ -313,6 +313,14 @@ class McpUpstream:
     examples; tests/integration/test_mcp_gateway.py drives real MCP server processes)."""
 
     async def send(self, method, url, headers, body, timeout):
+        if method == "GET":  # the session's standalone stream: a request, notifications, junk, then its end
+            events = [{"jsonrpc": "2.0", "id": 9, "method": "roots/list"},
+                      {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "note://x"}},
+                      {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": 7}},
+                      {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"},
+                      {"jsonrpc": "2.0", "id": 3, "result": {}}, [1, 2]]
+            raw = b"".join(b"event: message\ndata: " + json.dumps(e).encode() + b"\n\n" for e in events)
+            return StaticResponse(200, {"content-type": "text/event-stream"}, [b": hi\n\ndata: {not json\n\n", raw])
         message = json.loads(body) if body else {}
         if "id" not in message:
             return StaticResponse(202, {}, [b""])

@@ -62,6 +62,8 @@ from .jsonrpc import (
 from .pinning import Pins
 from .sessions import GatewaySession, Sessions
 from .settings import McpServerConfig, McpSettings
+from .stream import SERVER_REQUEST as _SERVER_REQUEST
+from .stream import merged, tagged
 from .upstream import SessionGone, UpstreamClient, UpstreamSession, unavailable
 
 log = logging.getLogger("flaregate.mcp")
@@ -77,7 +79,6 @@ _KNOWN_METHODS = frozenset({"initialize", "ping", "tools/list", "tools/call", "s
 _SERVER_CAPABILITIES = {"tools": {"listChanged": False}, "resources": {"listChanged": False, "subscribe": False},
                         "prompts": {"listChanged": False}, "completions": {}}
 # The aggregated lists: method -> (the result's list, the field renamed or wrapped, how).
-_SERVER_REQUEST = "flaregate:"  # the id prefix of a server's request relayed to the client
 # A 2026-07-28 client has no session: its upstream sessions are this isolate's, per key and
 # server, kept in the sessions' LRU under this name (no sealed id starts so).
 _POOL = "sessionless:"
@@ -199,13 +200,57 @@ class McpGateway:
         return response
 
     async def _get(self, request: Request, out: dict[str, str]) -> Response:
+        """The session's standalone stream: what its servers send on their own (see
+        stream.py). 405 when none of them offers one (the spec's answer), as at 2026-07-28."""
+        event = self._new_event(request, out)
+        began = self._clock.monotonic()
+        event["mcp_method"] = "stream"
         try:
-            await self._authenticate(request)
+            principal = await self._authenticate(request)
+            event["key_id"] = principal.key_id
+            if era.is_modern(request.headers.get("mcp-protocol-version")):
+                raise RpcError(INVALID_REQUEST, "The 2026-07-28 revision has no GET stream.", status=405)
+            self._check_version_header(request)
+            if "text/event-stream" not in (request.headers.get("accept") or ""):
+                raise RpcError(INVALID_REQUEST, "GET /mcp needs Accept: text/event-stream.", status=406)
+            session = self._session(request, principal)
+            streams = await self._open_streams(session, principal, self._trace(out))
+            if not streams:
+                raise RpcError(INVALID_REQUEST, "No MCP server of this session offers a stream.", status=405)
         except RpcError as exc:
-            return error_response(exc, None, out)
-        # No server-initiated stream (yet): the spec's answer for a server without one.
-        return Response(405, {"allow": "POST, DELETE", "content-type": "application/json"},
-                        encode(RpcError(INVALID_REQUEST, "This gateway offers no GET stream.").payload(None)))
+            event["jsonrpc_error"] = exc.code
+            response = error_response(exc, None, out)
+            if exc.status == 405:
+                response.headers["allow"] = "POST, DELETE"
+            self._finish(event, response.status, len(response.body) if isinstance(response.body, bytes) else 0,
+                         began)
+            return response
+        event["stream"], event["provider"] = True, "mcp"
+        headers = {**out, "content-type": "text/event-stream", "cache-control": "no-cache"}
+        return Response(200, headers, self._standalone(streams, event, began))
+
+    async def _open_streams(self, session: GatewaySession, principal: Principal,
+                            trace: Mapping[str, str]) -> dict[str, Any]:
+        """Each reachable server's stream for its upstream session, opened concurrently."""
+        servers = [(s, self.sessions.upstream(session, s.name)) for s in self._reachable(principal)]
+        targets = [(s, up) for s, up in servers if up is not None]
+        opened = await asyncio.gather(*(self.upstream.listen(s, up, trace, self.settings.stream_idle_seconds)
+                                        for s, up in targets))
+        return {s.name: response for (s, _), response in zip(targets, opened, strict=True) if response is not None}
+
+    async def _standalone(self, streams: dict[str, Any], event: RequestEvent, began: float) -> AsyncIterator[bytes]:
+        sent = [0]
+        outcome = "complete"  # every server ended its stream
+        try:
+            async for region in merged(streams, self.settings.max_result_bytes, self.catalog.forget, sent):
+                yield region
+        except (GeneratorExit, asyncio.CancelledError):
+            outcome = "aborted"  # the client went away: the servers' streams are closed
+            raise
+        finally:
+            event["stream_outcome"] = outcome
+            event["mcp_server"] = ",".join(sorted(streams))[:128]
+            self._finish(event, 200, sent[0], began)
 
     async def _delete(self, request: Request, out: dict[str, str]) -> Response:
         """End a session: its upstream sessions are terminated (the sealed id itself cannot
@@ -695,8 +740,7 @@ class McpGateway:
                 body = self._guard_result(policy, data.encode(), id, event) if policy is not None else data.encode()
                 out.append(b"event: message\ndata: " + (_with_result_type(body) if modern else body) + b"\n\n")
             elif "method" in message and "id" in message:  # the server asks the client
-                message["id"] = f"{_SERVER_REQUEST}{server}:{json.dumps(message['id'])}"
-                out.append(b"event: message\ndata: " + encode(message) + b"\n\n")
+                out.append(b"event: message\ndata: " + encode(tagged(server, message)) + b"\n\n")
             else:
                 out.append(raw + b"\n\n")
         return b"".join(out)

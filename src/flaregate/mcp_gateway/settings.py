@@ -71,13 +71,16 @@ class McpSettings(BaseModel):
     max_message_bytes: int = Field(default=1_000_000, ge=1024)  # one JSON-RPC message from a client
     max_result_bytes: int = Field(default=16 << 20, ge=1024)  # one upstream answer read whole
     pinning: bool = False  # a tool whose definition changed is hidden until an admin approves it
+    # A standalone stream (GET /mcp) with nothing from any server for this long ends; the
+    # client opens another (the spec's way), and no connection is held open forever.
+    stream_idle_seconds: float = Field(default=300.0, ge=1, le=3600)
 
     def server(self, name: str) -> McpServerConfig | None:
         return next((s for s in self.servers if s.name == name), None)
 
 
 VARS = ("FLAREGATE_MCP_SERVERS", "FLAREGATE_MCP_SESSION_SECRET", "MCP_SESSION_MAX_AGE_SECONDS",
-        "MCP_LIST_CACHE_SECONDS", "MCP_MAX_MESSAGE_BYTES", "MCP_TOOL_PINNING")
+        "MCP_LIST_CACHE_SECONDS", "MCP_MAX_MESSAGE_BYTES", "MCP_TOOL_PINNING", "MCP_STREAM_IDLE_SECONDS")
 
 
 def credential_names(servers_json: Any) -> list[str]:
@@ -115,7 +118,8 @@ def settings_data(vars: Any) -> dict[str, Any]:
         data["session_secret"] = vars["FLAREGATE_MCP_SESSION_SECRET"].strip()
     for var, field in (("MCP_SESSION_MAX_AGE_SECONDS", "session_max_age_seconds"),
                        ("MCP_LIST_CACHE_SECONDS", "list_cache_seconds"),
-                       ("MCP_MAX_MESSAGE_BYTES", "max_message_bytes")):
+                       ("MCP_MAX_MESSAGE_BYTES", "max_message_bytes"),
+                       ("MCP_STREAM_IDLE_SECONDS", "stream_idle_seconds")):
         if vars.get(var, "").strip():
             data[field] = vars[var].strip()
     if vars.get("MCP_TOOL_PINNING", "").strip():

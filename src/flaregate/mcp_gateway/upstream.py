@@ -154,6 +154,23 @@ class UpstreamClient:
             raise RpcError(error["code"], f"MCP server '{server.name}': {str(error.get('message', ''))[:500]}")
         raise RpcError(INTERNAL_ERROR, f"MCP server '{server.name}' answered {method} with neither result nor error")
 
+    async def listen(self, server: McpServerConfig, session: UpstreamSession, trace: Mapping[str, str],
+                     idle_seconds: float) -> UpstreamResponse | None:
+        """The server's standalone stream for the session (GET), or None: it offers none
+        (405), the session is gone (404), one is open already (409), or it is down."""
+        if not session.session_id:
+            return None  # a stateless server has no session to stream for
+        headers = {"accept": "text/event-stream", "mcp-session-id": session.session_id,
+                   "mcp-protocol-version": session.protocol_version, **trace, **server.credential_headers()}
+        try:
+            response = await self._transport.send("GET", server.url, headers, b"", idle_seconds)
+        except UpstreamError:
+            return None
+        if response.status == 200 and response.headers.get("content-type", "").lower().startswith("text/event-stream"):
+            return response
+        await _drain(response)
+        return None
+
     async def terminate(self, server: McpServerConfig, session: UpstreamSession, trace: Mapping[str, str]) -> None:
         """End an upstream session (DELETE), best effort."""
         if not session.session_id:
