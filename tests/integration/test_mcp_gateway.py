@@ -638,6 +638,38 @@ def test_every_call_is_a_request_log_record_and_a_metric(gateway):
     assert 'provider="mcp:beta"' in metrics.text
 
 
+def record(server, request_id: str) -> dict[str, Any]:
+    """The request-log record of one request (records are written in the background)."""
+    deadline = time.monotonic() + 20
+    while True:
+        found = httpx.get(f"{server.base_url}/v1/logs/{request_id}", headers={"authorization": f"Bearer {ADMIN_KEY}"},
+                          timeout=10)
+        if found.status_code == 200 or time.monotonic() > deadline:
+            assert found.status_code == 200, found.text
+            return found.json()
+        time.sleep(0.5)
+
+
+def test_denied_limited_and_sessionless_calls_are_request_log_records(gateway):
+    key = stored_key(gateway, allowed_mcp_tools=["beta.echo", "limited.*"])
+    session = raw_initialize(gateway, key)
+    denied = call(gateway, session, key, "beta.add", 1)
+    assert denied.status_code == 403
+    for i in range(3):
+        limited = call(gateway, session, key, "limited.add", i)
+    assert limited.status_code == 429
+    sessionless = modern(gateway, envelope("tools/call", name="beta.echo", arguments={"text": "x"}), key=key,
+                         **{"mcp-name": "beta.echo"})
+    assert sessionless.status_code == 200
+    flat = {name: json.dumps(record(gateway, r.headers["x-request-id"]))
+            for name, r in (("denied", denied), ("limited", limited), ("sessionless", sessionless))}
+    for name, status, code in (("denied", 403, -32602), ("limited", 429, -32029)):
+        assert f'"status": {status}' in flat[name] and f'"jsonrpc_error": {code}' in flat[name], flat[name]
+    assert '"mcp_tool": "add"' in flat["denied"] and '"rate_limited": true' in flat["limited"]
+    assert '"mcp_tool": "echo"' in flat["sessionless"] and '"provider": "mcp:beta"' in flat["sessionless"]
+    assert ALPHA_TOKEN not in "".join(flat.values())
+
+
 def test_a_session_continues_on_another_replica(upstream, servers, gateway, tmp_path_factory):
     session = raw_initialize(gateway)
     with run_gateway(tmp_path_factory.mktemp("mcp-replica"), mcp_env(upstream.base_url, *servers)) as replica:
