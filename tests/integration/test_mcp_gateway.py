@@ -250,15 +250,27 @@ def test_2026_07_28_requests_are_checked_as_the_sdks_own_server_checks_them(gate
     assert modern(gateway, envelope("tools/list"), key="wrong").status_code == 401
 
 
-def test_a_2026_client_cancels_by_closing_the_stream_and_goes_on(gateway):
+def wait_for_cancelled(server: McpServerProcess, before: int) -> bool:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if httpx.get(f"http://127.0.0.1:{server.port}/stats").json()["cancelled"] > before:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_2026_client_cancels_by_closing_the_stream_and_goes_on(gateway, servers):
     async def scenario() -> tuple[str, str]:
         async with client_2026(gateway) as client:
             with pytest.raises(MCPError) as cancelled:
                 await client.call_tool("beta.sleep", {"seconds": 30}, read_timeout_seconds=0.5)
             return str(cancelled.value), text(await client.call_tool("beta.add", {"a": 3, "b": 4}))
 
+    _, beta = servers
+    before = httpx.get(f"http://127.0.0.1:{beta.port}/stats").json()["cancelled"]
     cancelled, after = run(scenario())
     assert cancelled and after == "7"
+    assert wait_for_cancelled(beta, before), "closing the stream did not cancel the call on the server"
 
 
 def test_a_2026_client_does_not_notice_an_upstream_session_gone(gateway, servers):
@@ -542,18 +554,21 @@ def test_a_price_per_tool_is_charged_per_call_to_a_tool_budget(gateway):
     assert '"cost_usd": 0.01' in json.dumps(detail), detail
 
 
-def test_a_cancelled_call_ends_and_the_session_goes_on(gateway):
+def test_a_cancelled_call_ends_and_the_session_goes_on(gateway, servers):
     async def scenario() -> tuple[str, str]:
         async with mcp(gateway) as session:
             with pytest.raises(MCPError) as cancelled:
                 await session.call_tool("beta.sleep", {"seconds": 30}, read_timeout_seconds=0.5)
             return str(cancelled.value), text(await session.call_tool("beta.add", {"a": 3, "b": 4}))
 
+    _, beta = servers
+    before = httpx.get(f"http://127.0.0.1:{beta.port}/stats").json()["cancelled"]
     started = time.monotonic()
     cancelled, after = run(scenario())
     assert after == "7"
     assert time.monotonic() - started < 25  # the 30 s tool did not hold the session (a bound, not a timing test)
     assert cancelled
+    assert wait_for_cancelled(beta, before), "the client's notifications/cancelled did not reach the server"
 
 
 def test_an_upstream_session_gone_is_initialised_again_unnoticed(gateway, servers):

@@ -9,7 +9,7 @@ a prompt ``greet`` and completions of their arguments. With ``--token T`` every 
 ``Authorization: Bearer T`` (the credential the gateway injects). ``--tools N`` adds
 ``tool_0``..``tool_N-1`` (the listing bench); ``--description`` changes ``add``'s
 description (a server whose definition changed, for pinning). ``GET /stats`` counts the
-MCP requests it was sent.
+MCP requests it was sent and the ``sleep`` calls cancelled.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 SEEN: list[dict[str, str]] = []  # the headers of each request, credential removed
 TASKS: list[Any] = []  # announce's background tasks (kept referenced)
-COUNTS = {"requests": 0, "tools/list": 0}  # GET /stats (the listing bench counts upstream calls)
+COUNTS = {"requests": 0, "tools/list": 0, "cancelled": 0}  # GET /stats (the listing bench counts upstream calls)
 
 
 def build(name: str, description: str, extra_tools: int) -> MCPServer:
@@ -75,7 +75,11 @@ def build(name: str, description: str, extra_tools: int) -> MCPServer:
 
     @server.tool(description="Sleep for some seconds.")
     async def sleep(seconds: float) -> str:
-        await asyncio.sleep(seconds)
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:  # the client's cancel reached this server (GET /stats counts it)
+            COUNTS["cancelled"] += 1
+            raise
         return "slept"
 
     @server.resource("note://readme", description="A short note.", mime_type="text/plain")

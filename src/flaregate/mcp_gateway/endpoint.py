@@ -379,6 +379,8 @@ class McpGateway:
         if found is None:
             found = await self.upstream.initialize(server, trace, session.capabilities)
             self.sessions.replace(session, server.name, found)
+        else:  # one the isolate kept (a sessionless client's, a renewed one): this request's too
+            session.upstream.setdefault(server.name, found)
         return found
 
     async def _dispatch(self, message: dict[str, Any], session: GatewaySession, principal: Principal,
