@@ -43,6 +43,8 @@ def mcp_env(upstream_url: str, alpha: McpServerProcess, beta: McpServerProcess, 
          "tool_prices": {"ech*": 0.01}},
         {"name": "limited", "url": beta.url, "tools": ["add", "echo"]},
         {"name": "capped", "url": beta.url, "tools": ["add"]},
+        # beta again, spoken to in the sessionless 2026-07-28 revision (the SDK's server speaks both)
+        {"name": "fresh", "url": beta.url, "revision": "2026-07-28", "tools": ["add", "echo", "count", "sleep"]},
     ]
     guardrails = {"policies": {"in": {"pii": ["email"]}, "out": {"pii": ["email"], "input": False},
                                "deny": {"deny_words": ["forbidden"]}},
@@ -271,6 +273,47 @@ def test_a_2026_client_cancels_by_closing_the_stream_and_goes_on(gateway, server
     cancelled, after = run(scenario())
     assert cancelled and after == "7"
     assert wait_for_cancelled(beta, before), "closing the stream did not cancel the call on the server"
+
+
+def test_a_2026_07_28_server_is_reached_without_any_session_from_either_revision(gateway, servers):
+    _, beta = servers
+
+    async def handshake() -> dict[str, Any]:
+        progress: list[float] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            progress.append(done)
+
+        async with mcp(gateway) as session:
+            names = [t.name for t in (await session.list_tools()).tools]
+            echoed = json.loads(text(await session.call_tool("fresh.echo", {"text": "hi"})))
+            counted = text(await session.call_tool("fresh.count", {"n": 2}, progress_callback=on_progress))
+            with pytest.raises(MCPError) as missing:
+                await session.read_resource("flaregate://fresh/note%3A%2F%2Fnope")
+            return {"names": names, "echoed": echoed, "counted": counted, "progress": progress,
+                    "missing": str(missing.value)}
+
+    got = run(handshake())
+    assert {"fresh.add", "fresh.echo"} <= set(got["names"])
+    seen = got["echoed"]["headers"]
+    assert got["echoed"]["text"] == "hi" and "mcp-session-id" not in seen
+    assert seen["mcp-protocol-version"] == "2026-07-28" and seen["mcp-method"] == "tools/call"
+    assert seen["mcp-name"] == "echo" and seen["traceparent"].startswith("00-")
+    assert got["counted"] == "counted to 2" and got["progress"] == [1, 2]
+    assert "unavailable" not in got["missing"]  # the server's own error answer (its HTTP status is not an outage)
+
+    async def sessionless() -> tuple[str, str]:
+        async with client_2026(gateway) as client:
+            added = text(await client.call_tool("fresh.add", {"a": 2, "b": 5}))
+            with pytest.raises(MCPError) as cancelled:  # streaming already (progress): its close is the cancel
+                await client.call_tool("fresh.count", {"n": 1500}, read_timeout_seconds=0.5,
+                                       progress_callback=lambda *a: asyncio.sleep(0))
+            return added, str(cancelled.value)
+
+    before = httpx.get(f"http://127.0.0.1:{beta.port}/stats").json()["cancelled"]
+    added, cancelled = run(sessionless())
+    assert added == "7" and cancelled
+    assert wait_for_cancelled(beta, before), "closing the stream did not reach the 2026-07-28 server"
 
 
 def test_a_2026_client_does_not_notice_an_upstream_session_gone(gateway, servers):

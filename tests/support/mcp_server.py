@@ -41,9 +41,13 @@ def build(name: str, description: str, extra_tools: int) -> MCPServer:
 
     @server.tool(description="Count to n, reporting progress at each step.")
     async def count(n: int, ctx: Context) -> str:
-        for i in range(1, n + 1):
-            await ctx.report_progress(i, n, f"step {i}")
-            await asyncio.sleep(0.02)
+        try:
+            for i in range(1, n + 1):
+                await ctx.report_progress(i, n, f"step {i}")
+                await asyncio.sleep(0.02)
+        except asyncio.CancelledError:  # as sleep's: GET /stats counts it
+            COUNTS["cancelled"] += 1
+            raise
         return f"counted to {n}"
 
     class City(BaseModel):

@@ -356,7 +356,8 @@ def mirrored(body: bytes) -> list[tuple[str, str]]:
 
 
 def test_fuzz_the_mcp_endpoint_with_json_rpc_junk():
-    servers = [{"name": "fz", "url": "http://mcp.invalid/mcp", "price_per_call_usd": 0.01, "tool_prices": {"a*": 0.02}}]
+    servers = [{"name": "fz", "url": "http://mcp.invalid/mcp", "price_per_call_usd": 0.01, "tool_prices": {"a*": 0.02}},
+               {"name": "fz26", "url": "http://mcp26.invalid/mcp", "revision": "2026-07-28"}]
     # Tool-call limits and a tool budget: past the first calls the fuzzer meets their refusals too.
     limits = [{"name": "fz-tool", "algorithm": "fixed_window", "limit": 3, "window_seconds": 600,
                "scope": "key+mcp_tool", "mcp_tools": ["fz.*"]},
@@ -388,7 +389,8 @@ def test_fuzz_the_mcp_endpoint_with_json_rpc_junk():
                              json_value)},
         optional={"id": st.one_of(st.integers(), st.text(max_size=10), json_value),
                   "params": st.one_of(st.fixed_dictionaries({}, optional={
-                      "name": st.one_of(st.sampled_from(["fz.add", "fz.", ".add", "fz.nope", "nope.add"]), json_value),
+                      "name": st.one_of(st.sampled_from(["fz.add", "fz26.add", "fz.", ".add", "fz.nope", "nope.add"]),
+                                       json_value),
                       "arguments": json_value, "protocolVersion": json_value, "cursor": json_value,
                       "requestId": json_value,
                       # the 2026-07-28 per-request envelope, whole, partial or junk

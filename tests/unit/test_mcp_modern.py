@@ -55,3 +55,13 @@ def test_the_envelope_is_taken_off_before_a_handshake_era_server_and_results_are
     assert modern.shaped("ping", {}, 30) == {"resultType": "complete"}
     assert modern.error_status(RpcError(-32601, "x")) == 404
     assert modern.error_status(RpcError(-32602, "denied", status=403)) == 403
+
+
+@pytest.mark.parametrize("name", ["github.search", "  padded", "naïve", "=?base64?eA==?="])
+def test_a_request_to_a_2026_server_carries_an_envelope_its_sdk_accepts(name):
+    sent, headers = modern.with_envelope({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                          "params": {"name": name, "_meta": {"progressToken": 1}}}, "2026-07-28")
+    assert headers["mcp-name"] == encode_header_value(name)
+    verdict = classify_inbound_request(sent, headers=headers)
+    assert not isinstance(verdict, InboundLadderRejection), verdict
+    assert verdict.protocol_version == "2026-07-28" and sent["params"]["_meta"]["progressToken"] == 1

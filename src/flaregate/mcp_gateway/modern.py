@@ -11,8 +11,8 @@ method). A client cancels by closing the response; there is no back channel.
 This module holds what differs from the handshake revisions, as the official ``mcp`` SDK
 2.3.0 (``mcp.shared.inbound``, ``mcp.server._streamable_http_modern``) has it: the
 envelope check (in the SDK's order: envelope, headers, then version), the envelope taken
-off before a message goes to a server (the gateway speaks the handshake revisions
-upstream), and the shape of results and error statuses.
+off before a message goes to a handshake-era server or put on for a 2026-07-28 one (a
+server's ``revision`` setting), and the shape of results and error statuses.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ _ENVELOPE = "io.modelcontextprotocol/"  # the reserved prefix of the envelope's 
 PROTOCOL_VERSION_KEY = _ENVELOPE + "protocolVersion"
 CLIENT_CAPABILITIES_KEY = _ENVELOPE + "clientCapabilities"
 SERVER_INFO_KEY = _ENVELOPE + "serverInfo"
+CLIENT_INFO_KEY = _ENVELOPE + "clientInfo"
+CLIENT_INFO = {"name": "flaregate-mcp-gateway", "version": "1"}
 NAME_BEARING = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 # The HTTP status of an error answer at this revision (mcp.shared.inbound.ERROR_CODE_HTTP_STATUS).
 _ERROR_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HEADER_MISMATCH: 400,
@@ -40,6 +42,7 @@ _ERROR_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HE
 _CACHEABLE = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list",
                         "resources/read"})
 _B64 = re.compile(r"^=\?base64\?(?P<payload>.*)\?=$")
+_HEADER_SAFE = re.compile(r"^[\x20-\x7E]*$")
 
 
 def is_modern(version_header: str | None) -> bool:
@@ -99,6 +102,31 @@ def decode_header(value: str | None) -> str | None:
         return decoded.decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
+
+
+def encode_header(value: str) -> str:
+    """An ``Mcp-Name`` value as the SDK writes it: verbatim when it survives a header,
+    else ``=?base64?...?=``."""
+    if _HEADER_SAFE.fullmatch(value) and value == value.strip() and not _B64.fullmatch(value):
+        return value
+    return f"=?base64?{base64.b64encode(value.encode('utf-8')).decode('ascii')}?="
+
+
+def with_envelope(message: Mapping[str, Any], version: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A request as the gateway sends it to a 2026-07-28 server: (the message with its
+    envelope, the routing headers). The gateway declares no client capability upstream
+    (this revision has no back channel)."""
+    params = dict(message.get("params") or {})
+    found = params.get("_meta")
+    meta: dict[str, Any] = found if isinstance(found, dict) else {}
+    params["_meta"] = {**meta, PROTOCOL_VERSION_KEY: version, CLIENT_CAPABILITIES_KEY: {},
+                       CLIENT_INFO_KEY: CLIENT_INFO}
+    method = str(message.get("method"))
+    headers = {"mcp-protocol-version": version, "mcp-method": method}
+    name_key = NAME_BEARING.get(method)
+    if name_key is not None and isinstance(params.get(name_key), str):
+        headers["mcp-name"] = encode_header(params[name_key])
+    return {**message, "params": params}, headers
 
 
 def without_envelope(message: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -38,6 +38,9 @@ class McpServerConfig(BaseModel):
     tools: tuple[StrictStr, ...] | None = None  # exposed tool names (globs); None: all
     prompts: tuple[StrictStr, ...] | None = None  # exposed prompt names (globs); None: all
     resources: tuple[StrictStr, ...] | None = None  # exposed resource URIs and templates (globs); None: all
+    # The revision the gateway speaks to the server: "handshake" (initialize, an upstream
+    # session: every server speaks it) or "2026-07-28" (sessionless: an envelope per request).
+    revision: Literal["handshake", "2026-07-28"] = "handshake"
     price_per_call_usd: float = Field(default=0.0, ge=0)  # what a tools/call costs (budgets)
     # Per tool (globs over the server's own tool names, the first match wins): its price
     # instead of price_per_call_usd.
