@@ -590,7 +590,12 @@ def test_a_price_per_tool_is_charged_per_call_to_a_tool_budget(gateway):
     assert error["data"]["reason"] == "budget_exceeded" and over.headers["x-should-retry"] == "false"
     assert call(gateway, session, key, "priced.add", 4).status_code == 200  # 0.012: still within
     assert call(gateway, session, key, "beta.echo", 5, text="c").status_code == 200  # unpriced, another server
-    records = [r for r in logs(gateway, model="priced.echo", since=since) if r.get("status") in (200, 429)]
+    deadline = time.monotonic() + 20  # records arrive in the background, each in its own time
+    while True:
+        records = [r for r in logs(gateway, model="priced.echo", since=since) if r.get("status") in (200, 429)]
+        if len(records) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert sorted(r["status"] for r in records) == [200, 429], records
     detail = httpx.get(f"{gateway.base_url}/v1/logs/{next(r for r in records if r['status'] == 200)['request_id']}",
                        headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10).json()
