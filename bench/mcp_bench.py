@@ -10,7 +10,10 @@ call (from /proc, the whole process: parsing, auth, limits, the upstream exchang
 record), then lists the tools N times and prints how many ``tools/list`` requests reached
 the servers (one per server per ``MCP_LIST_CACHE_SECONDS``).
 
-    .venv/bin/python bench/mcp_bench.py [--calls 300]
+    .venv/bin/python bench/mcp_bench.py [--calls 300] [--sessionless]
+
+``--sessionless``: the gateway is spoken to in the 2026-07-28 revision (no session, the
+envelope and routing headers on every request; the gateway's upstream session pooled).
 
 With ``FLAREGATE_TARGET=edge`` the gateway is the Worker under ``wrangler dev`` (CPU per
 call is then the workerd process's). Not part of the test suite: it asserts nothing.
@@ -36,6 +39,9 @@ from tests.support.mock_upstream import MockUpstreamProcess  # noqa: E402
 from bench.procs import cpu_seconds, process_tree  # noqa: E402
 
 ACCEPT = "application/json, text/event-stream"
+MODERN = "2026-07-28"
+ENVELOPE = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"}}
 
 
 def _initialize(client: httpx.Client, url: str, headers: dict[str, str]) -> dict[str, str]:
@@ -54,6 +60,9 @@ def _call(client: httpx.Client, url: str, headers: dict[str, str], i: int) -> fl
     message = {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": "add", "arguments": {"a": i, "b": 1}}}
     if "authorization" in headers:
         message["params"]["name"] = "s0.add"
+    if headers.get("mcp-protocol-version") == MODERN:
+        message["params"]["_meta"] = ENVELOPE
+        headers = {**headers, "mcp-method": "tools/call", "mcp-name": "s0.add"}
     started = time.perf_counter()
     response = client.post(url, json=message, headers=headers)
     elapsed = time.perf_counter() - started
@@ -78,6 +87,7 @@ def _pct(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--sessionless", action="store_true", help="the 2026-07-28 revision to the gateway")
     args = parser.parse_args()
     servers = [McpServerProcess(f"s{i}", "", "--tools", "46", "--json-response") for i in range(3)]
     for server in servers:
@@ -91,8 +101,9 @@ def main() -> None:
             with run_gateway(Path(tmp), env) as gateway, httpx.Client(timeout=30) as client:
                 base = {"accept": ACCEPT, "content-type": "application/json"}
                 direct = _initialize(client, servers[0].url, base)
-                through = _initialize(client, gateway.base_url + "/mcp",
-                                      {**base, "authorization": f"Bearer {GATEWAY_KEY}"})
+                keyed = {**base, "authorization": f"Bearer {GATEWAY_KEY}"}
+                through = ({**keyed, "mcp-protocol-version": MODERN} if args.sessionless
+                           else _initialize(client, gateway.base_url + "/mcp", keyed))
                 for i in range(20):  # warm both paths
                     _call(client, servers[0].url, direct, i)
                     _call(client, gateway.base_url + "/mcp", through, i)
@@ -103,7 +114,8 @@ def main() -> None:
                     before = cpu_seconds(pids)
                     gateway_ms.append(_call(client, gateway.base_url + "/mcp", through, i))
                     gateway_cpu += cpu_seconds(pids) - before
-                print(f"tools/call, {args.calls} each (provisional timing):")
+                print(f"tools/call, {args.calls} each{' (2026-07-28, sessionless)' if args.sessionless else ''}"
+                      " (provisional timing):")
                 print(f"  direct   p50 {statistics.median(direct_ms):7.2f} ms  p99 {_pct(direct_ms, 0.99):7.2f} ms")
                 print(f"  gateway  p50 {statistics.median(gateway_ms):7.2f} ms  p99 {_pct(gateway_ms, 0.99):7.2f} ms")
                 print(f"  added    p50 {statistics.median(gateway_ms) - statistics.median(direct_ms):7.2f} ms")
@@ -113,8 +125,9 @@ def main() -> None:
                 list_ms = []
                 for i in range(args.calls):
                     started = time.perf_counter()
-                    listed = client.post(gateway.base_url + "/mcp", headers=through,
-                                         json={"jsonrpc": "2.0", "id": 10_000 + i, "method": "tools/list"})
+                    listed = client.post(gateway.base_url + "/mcp", headers={**through, "mcp-method": "tools/list"},
+                                         json={"jsonrpc": "2.0", "id": 10_000 + i, "method": "tools/list",
+                                               "params": {"_meta": ENVELOPE} if args.sessionless else {}})
                     list_ms.append((time.perf_counter() - started) * 1000)
                 tools = len(listed.json()["result"]["tools"])
                 after_lists = [httpx.get(f"http://127.0.0.1:{s.port}/stats").json()["requests"] for s in servers]

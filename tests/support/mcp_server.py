@@ -3,12 +3,13 @@
 Run as ``python -m tests.support.mcp_server --port N --name NAME``. Its tools:
 ``add`` (two integers), ``echo`` (text back, and the headers the gateway sent, minus the
 credential), ``count`` (progress notifications, then a result: a streamed answer),
-``sleep`` (waits, for cancellation), ``ask`` (elicits a city from the client); resources ``note://readme`` and ``weather://{city}``,
+``sleep`` (waits, for cancellation), ``ask`` (elicits a city from the client), ``announce``
+(speaks on the session's standalone GET stream, not tied to a call); resources ``note://readme`` and ``weather://{city}``,
 a prompt ``greet`` and completions of their arguments. With ``--token T`` every request must carry
 ``Authorization: Bearer T`` (the credential the gateway injects). ``--tools N`` adds
 ``tool_0``..``tool_N-1`` (the listing bench); ``--description`` changes ``add``'s
 description (a server whose definition changed, for pinning). ``GET /stats`` counts the
-MCP requests it was sent.
+MCP requests it was sent and the ``sleep`` calls cancelled.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from pydantic import BaseModel
 
 SEEN: list[dict[str, str]] = []  # the headers of each request, credential removed
-COUNTS = {"requests": 0, "tools/list": 0}  # GET /stats (the listing bench counts upstream calls)
+TASKS: list[Any] = []  # announce's background tasks (kept referenced)
+COUNTS = {"requests": 0, "tools/list": 0, "cancelled": 0}  # GET /stats (the listing bench counts upstream calls)
 
 
 def build(name: str, description: str, extra_tools: int) -> MCPServer:
@@ -39,9 +41,13 @@ def build(name: str, description: str, extra_tools: int) -> MCPServer:
 
     @server.tool(description="Count to n, reporting progress at each step.")
     async def count(n: int, ctx: Context) -> str:
-        for i in range(1, n + 1):
-            await ctx.report_progress(i, n, f"step {i}")
-            await asyncio.sleep(0.02)
+        try:
+            for i in range(1, n + 1):
+                await ctx.report_progress(i, n, f"step {i}")
+                await asyncio.sleep(0.02)
+        except asyncio.CancelledError:  # as sleep's: GET /stats counts it
+            COUNTS["cancelled"] += 1
+            raise
         return f"counted to {n}"
 
     class City(BaseModel):
@@ -52,9 +58,32 @@ def build(name: str, description: str, extra_tools: int) -> MCPServer:
         answer = await ctx.elicit("Which city?", City)
         return f"{answer.action}:{answer.data.city if answer.data is not None else ''}"
 
+    @server.tool(description="Speak on the session's own stream a moment later: a notification, a roots "
+                             "request, then a notification naming the first root the client gave.")
+    async def announce(word: str, ctx: Context) -> str:
+        from mcp import types
+
+        session = ctx.session
+
+        async def later() -> None:
+            await asyncio.sleep(0.3)
+            await session.send_notification(types.ResourceUpdatedNotification(
+                params=types.ResourceUpdatedNotificationParams(uri=f"note://{word}")))
+            roots = await session.list_roots()
+            first = str(roots.roots[0].uri) if roots.roots else "none"
+            await session.send_notification(types.ResourceUpdatedNotification(
+                params=types.ResourceUpdatedNotificationParams(uri=f"roots://{first}")))
+
+        TASKS.append(asyncio.ensure_future(later()))
+        return "announcing"
+
     @server.tool(description="Sleep for some seconds.")
     async def sleep(seconds: float) -> str:
-        await asyncio.sleep(seconds)
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:  # the client's cancel reached this server (GET /stats counts it)
+            COUNTS["cancelled"] += 1
+            raise
         return "slept"
 
     @server.resource("note://readme", description="A short note.", mime_type="text/plain")

@@ -313,6 +313,14 @@ class McpUpstream:
     examples; tests/integration/test_mcp_gateway.py drives real MCP server processes)."""
 
     async def send(self, method, url, headers, body, timeout):
+        if method == "GET":  # the session's standalone stream: a request, notifications, junk, then its end
+            events = [{"jsonrpc": "2.0", "id": 9, "method": "roots/list"},
+                      {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "note://x"}},
+                      {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": 7}},
+                      {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"},
+                      {"jsonrpc": "2.0", "id": 3, "result": {}}, [1, 2]]
+            raw = b"".join(b"event: message\ndata: " + json.dumps(e).encode() + b"\n\n" for e in events)
+            return StaticResponse(200, {"content-type": "text/event-stream"}, [b": hi\n\ndata: {not json\n\n", raw])
         message = json.loads(body) if body else {}
         if "id" not in message:
             return StaticResponse(202, {}, [b""])
@@ -329,9 +337,35 @@ class McpUpstream:
                               [json.dumps(answer).encode()])
 
 
+def mirrored(body: bytes) -> list[tuple[str, str]]:
+    """``Mcp-Method`` / ``Mcp-Name`` / ``MCP-Protocol-Version`` as the body's envelope has them."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return []
+    if not isinstance(message, dict) or not isinstance(message.get("method"), str):
+        return []
+    out = [("mcp-method", message["method"])]
+    params = message.get("params")
+    if isinstance(params, dict) and isinstance(params.get("name"), str):
+        out.append(("mcp-name", params["name"]))
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if isinstance(meta, dict) and isinstance(meta.get("io.modelcontextprotocol/protocolVersion"), str):
+        out.append(("mcp-protocol-version", meta["io.modelcontextprotocol/protocolVersion"]))
+    return out
+
+
 def test_fuzz_the_mcp_endpoint_with_json_rpc_junk():
-    servers = [{"name": "fz", "url": "http://mcp.invalid/mcp"}]
+    servers = [{"name": "fz", "url": "http://mcp.invalid/mcp", "price_per_call_usd": 0.01, "tool_prices": {"a*": 0.02}},
+               {"name": "fz26", "url": "http://mcp26.invalid/mcp", "revision": "2026-07-28"}]
+    # Tool-call limits and a tool budget: past the first calls the fuzzer meets their refusals too.
+    limits = [{"name": "fz-tool", "algorithm": "fixed_window", "limit": 3, "window_seconds": 600,
+               "scope": "key+mcp_tool", "mcp_tools": ["fz.*"]},
+              {"name": "fz-server", "algorithm": "sliding_window", "limit": 5, "window_seconds": 600,
+               "scope": "mcp_server"}]
+    budgets = [{"name": "fz-money", "period": "day", "limit_usd": 0.05, "mcp_tools": ["fz.*"]}]
     secure = SecureRig({"FLAREGATE_MCP_SERVERS": json.dumps(servers), "MAX_JSON_DEPTH": "16",
+                        "FLAREGATE_RATE_LIMITS": json.dumps(limits), "FLAREGATE_BUDGETS": json.dumps(budgets),
                         "FLAREGATE_MCP_SESSION_SECRET": "fuzz-session-secret-0123456789"}, transport=McpUpstream())
     loop = asyncio.new_event_loop()
     errors = watch_errors()
@@ -355,18 +389,32 @@ def test_fuzz_the_mcp_endpoint_with_json_rpc_junk():
                              json_value)},
         optional={"id": st.one_of(st.integers(), st.text(max_size=10), json_value),
                   "params": st.one_of(st.fixed_dictionaries({}, optional={
-                      "name": st.one_of(st.sampled_from(["fz.add", "fz.", ".add", "fz.nope", "nope.add"]), json_value),
+                      "name": st.one_of(st.sampled_from(["fz.add", "fz26.add", "fz.", ".add", "fz.nope", "nope.add"]),
+                                       json_value),
                       "arguments": json_value, "protocolVersion": json_value, "cursor": json_value,
-                      "requestId": json_value}), json_value)})
+                      "requestId": json_value,
+                      # the 2026-07-28 per-request envelope, whole, partial or junk
+                      "_meta": st.one_of(st.fixed_dictionaries({}, optional={
+                          "io.modelcontextprotocol/protocolVersion": st.one_of(
+                              st.sampled_from(["2026-07-28", "2025-11-25"]), json_value),
+                          "io.modelcontextprotocol/clientCapabilities": json_value,
+                          "progressToken": json_value}), json_value)}), json_value)})
     body = st.one_of(rpc_message.map(lambda m: json.dumps(m).encode()),
                      st.lists(rpc_message, max_size=3).map(lambda m: json.dumps(m).encode()), body_bytes)
     sid = st.one_of(st.just(session), st.just(session[:-2] + "AA"), st.text(max_size=40), st.none())
 
+    routing = st.lists(st.tuples(st.sampled_from(["mcp-method", "mcp-name"]),
+                                 st.one_of(st.sampled_from(["tools/call", "tools/list", "fz.add", "=?base64?ZnouYWRk?=",
+                                                            "=?base64?!!?="]), st.text(max_size=12))), max_size=2)
+
     @FUZZ
     @given(body=body, sid=sid, version=st.one_of(st.none(), st.sampled_from(["2025-11-25", "2026-07-28", "x"])),
-           method=st.sampled_from(["POST", "POST", "POST", "GET", "DELETE"]), extra=headers)
-    def run(body, sid, version, method, extra):
-        hs = list(auth) + extra
+           method=st.sampled_from(["POST", "POST", "POST", "GET", "DELETE"]), extra=headers, routed=routing,
+           mirror=st.booleans())
+    def run(body, sid, version, method, extra, routed, mirror):
+        hs = list(auth) + extra + routed
+        if mirror:  # the routing headers a 2026-07-28 client sends, so the envelope's checks pass and it is served
+            hs += mirrored(body)
         if sid is not None:
             hs.append(("mcp-session-id", sid))
         if version is not None:

@@ -1,5 +1,6 @@
-"""``/mcp``: the MCP endpoint (Streamable HTTP, the ``initialize`` revisions 2024-11-05 to
-2025-11-25), in front of the servers ``FLAREGATE_MCP_SERVERS`` names.
+"""``/mcp``: the MCP endpoint (Streamable HTTP: the ``initialize`` revisions 2024-11-05 to
+2025-11-25, and the sessionless 2026-07-28 one, see modern.py), in front of the servers
+``FLAREGATE_MCP_SERVERS`` names.
 
 One POST is one JSON-RPC message. The gateway answers ``initialize``, ``ping`` and
 ``tools/list`` itself (the list aggregated from the servers' cached lists, the caller's
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from .. import __version__
@@ -40,6 +41,7 @@ from ..security.access import AccessControl, Principal
 from ..security.permissions import allows
 from ..security.privacy import client_address
 from ..sse_buffer import EventBuffer, parse_event, split_events
+from . import modern as era
 from .catalog import MAX_PAGES, Catalog, gateway_name, split_name, unwrap_uri, wrap_uri
 from .jsonrpc import (
     BLOCKED,
@@ -49,7 +51,6 @@ from .jsonrpc import (
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     RATE_LIMITED,
-    UNSUPPORTED_PROTOCOL_VERSION,
     UPSTREAM_UNAVAILABLE,
     Id,
     RpcError,
@@ -61,6 +62,8 @@ from .jsonrpc import (
 from .pinning import Pins
 from .sessions import GatewaySession, Sessions
 from .settings import McpServerConfig, McpSettings
+from .stream import SERVER_REQUEST as _SERVER_REQUEST
+from .stream import merged, tagged
 from .upstream import SessionGone, UpstreamClient, UpstreamSession, unavailable
 
 log = logging.getLogger("flaregate.mcp")
@@ -76,10 +79,16 @@ _KNOWN_METHODS = frozenset({"initialize", "ping", "tools/list", "tools/call", "s
 _SERVER_CAPABILITIES = {"tools": {"listChanged": False}, "resources": {"listChanged": False, "subscribe": False},
                         "prompts": {"listChanged": False}, "completions": {}}
 # The aggregated lists: method -> (the result's list, the field renamed or wrapped, how).
-_SERVER_REQUEST = "flaregate:"  # the id prefix of a server's request relayed to the client
+# A 2026-07-28 client has no session: its upstream sessions are this isolate's, per key and
+# server, kept in the sessions' LRU under this name (no sealed id starts so).
+_POOL = "sessionless:"
 _LISTS = {"resources/list": ("resources", "uri", "uri"),
           "resources/templates/list": ("resourceTemplates", "uriTemplate", "template"),
           "prompts/list": ("prompts", "name", "name")}
+
+
+_SERVER_INFO = {"name": "flaregate", "title": "Flaregate MCP gateway", "version": __version__}
+_INSTRUCTIONS = "Tools of several MCP servers, each named server.tool."
 
 
 def _text(value: Any, limit: int = 128) -> str:
@@ -158,6 +167,7 @@ class McpGateway:
         began = self._clock.monotonic()
         id: Id = None
         response: Response | None = None
+        modern = era.is_modern(request.headers.get("mcp-protocol-version"))
         try:
             principal = await self._authenticate(request)
             event["key_id"] = principal.key_id
@@ -167,18 +177,19 @@ class McpGateway:
             event["mcp_method"] = method if method in _KNOWN_METHODS else (
                 "notification" if isinstance(method, str) and "id" not in message else "other")
             self._check_version_header(request)
-            if method == "initialize":
+            if method == "server/discover":  # the 2026 probe: which revisions the gateway speaks
+                response = self._discover(message, out)
+            elif modern:
+                response = await self._sessionless(message, principal, request, out, event, began)
+            elif method == "initialize":
                 response = await self._initialize(message, principal, out)
-            elif method == "server/discover":  # the 2026 probe: say which revisions we speak
-                raise RpcError(UNSUPPORTED_PROTOCOL_VERSION, "This gateway speaks the initialize handshake.",
-                               status=400, data={"supported": list(HANDSHAKE_VERSIONS),
-                                                 "requested": _text((message.get("params") or {}).get(
-                                                     "protocolVersion"))})
             else:
                 session = self._session(request, principal)
                 response = await self._dispatch(message, session, principal, request, out, event, began)
         except RpcError as exc:
             event["jsonrpc_error"] = exc.code
+            if modern:
+                exc.status = era.error_status(exc)
             response = error_response(exc, id, out)
         except GatewayError as exc:  # from a shared piece (limits): a JSON-RPC error all the same
             response = error_response(RpcError(INTERNAL_ERROR, exc.message, status=exc.status,
@@ -189,13 +200,57 @@ class McpGateway:
         return response
 
     async def _get(self, request: Request, out: dict[str, str]) -> Response:
+        """The session's standalone stream: what its servers send on their own (see
+        stream.py). 405 when none of them offers one (the spec's answer), as at 2026-07-28."""
+        event = self._new_event(request, out)
+        began = self._clock.monotonic()
+        event["mcp_method"] = "stream"
         try:
-            await self._authenticate(request)
+            principal = await self._authenticate(request)
+            event["key_id"] = principal.key_id
+            if era.is_modern(request.headers.get("mcp-protocol-version")):
+                raise RpcError(INVALID_REQUEST, "The 2026-07-28 revision has no GET stream.", status=405)
+            self._check_version_header(request)
+            if "text/event-stream" not in (request.headers.get("accept") or ""):
+                raise RpcError(INVALID_REQUEST, "GET /mcp needs Accept: text/event-stream.", status=406)
+            session = self._session(request, principal)
+            streams = await self._open_streams(session, principal, self._trace(out))
+            if not streams:
+                raise RpcError(INVALID_REQUEST, "No MCP server of this session offers a stream.", status=405)
         except RpcError as exc:
-            return error_response(exc, None, out)
-        # No server-initiated stream (yet): the spec's answer for a server without one.
-        return Response(405, {"allow": "POST, DELETE", "content-type": "application/json"},
-                        encode(RpcError(INVALID_REQUEST, "This gateway offers no GET stream.").payload(None)))
+            event["jsonrpc_error"] = exc.code
+            response = error_response(exc, None, out)
+            if exc.status == 405:
+                response.headers["allow"] = "POST, DELETE"
+            self._finish(event, response.status, len(response.body) if isinstance(response.body, bytes) else 0,
+                         began)
+            return response
+        event["stream"], event["provider"] = True, "mcp"
+        headers = {**out, "content-type": "text/event-stream", "cache-control": "no-cache"}
+        return Response(200, headers, self._standalone(streams, event, began))
+
+    async def _open_streams(self, session: GatewaySession, principal: Principal,
+                            trace: Mapping[str, str]) -> dict[str, Any]:
+        """Each reachable server's stream for its upstream session, opened concurrently."""
+        servers = [(s, self.sessions.upstream(session, s.name)) for s in self._reachable(principal)]
+        targets = [(s, up) for s, up in servers if up is not None]
+        opened = await asyncio.gather(*(self.upstream.listen(s, up, trace, self.settings.stream_idle_seconds)
+                                        for s, up in targets))
+        return {s.name: response for (s, _), response in zip(targets, opened, strict=True) if response is not None}
+
+    async def _standalone(self, streams: dict[str, Any], event: RequestEvent, began: float) -> AsyncIterator[bytes]:
+        sent = [0]
+        outcome = "complete"  # every server ended its stream
+        try:
+            async for region in merged(streams, self.settings.max_result_bytes, self.catalog.forget, sent):
+                yield region
+        except (GeneratorExit, asyncio.CancelledError):
+            outcome = "aborted"  # the client went away: the servers' streams are closed
+            raise
+        finally:
+            event["stream_outcome"] = outcome
+            event["mcp_server"] = ",".join(sorted(streams))[:128]
+            self._finish(event, 200, sent[0], began)
 
     async def _delete(self, request: Request, out: dict[str, str]) -> Response:
         """End a session: its upstream sessions are terminated (the sealed id itself cannot
@@ -243,9 +298,40 @@ class McpGateway:
 
     def _check_version_header(self, request: Request) -> None:
         version = request.headers.get("mcp-protocol-version")
-        if version is not None and version not in HANDSHAKE_VERSIONS:
-            raise RpcError(INVALID_REQUEST, f"Unsupported MCP-Protocol-Version {version[:32]!r}; this gateway "
-                           f"speaks {', '.join(HANDSHAKE_VERSIONS)}.", status=400)
+        if version is not None and version not in HANDSHAKE_VERSIONS and not era.is_modern(version):
+            raise era.unsupported(version, HANDSHAKE_VERSIONS)  # -32022 naming the revisions served
+
+    # -- the 2026-07-28 revision: no session, an envelope per request ---------------------
+    def _discover(self, message: dict[str, Any], out: dict[str, str]) -> Response:
+        """``server/discover``: the revisions served; a client asking one the gateway does
+        not speak gets -32022 naming them (the SDK's auto mode then takes the handshake)."""
+        params = message.get("params") or {}
+        meta = params.get("_meta")
+        asked = (meta.get(era.PROTOCOL_VERSION_KEY) if isinstance(meta, dict) else None) or params.get("protocolVersion")
+        if asked not in era.MODERN_VERSIONS:
+            raise era.unsupported(asked, HANDSHAKE_VERSIONS)
+        return result(message.get("id"), {
+            "supportedVersions": [*HANDSHAKE_VERSIONS, *era.MODERN_VERSIONS], "capabilities": _SERVER_CAPABILITIES,
+            "instructions": _INSTRUCTIONS, "cacheScope": "private", "ttlMs": 0, "resultType": "complete",
+            "_meta": {era.SERVER_INFO_KEY: _SERVER_INFO}}, out)
+
+    async def _sessionless(self, message: dict[str, Any], principal: Principal, request: Request,
+                           out: dict[str, str], event: RequestEvent, began: float) -> Response:
+        """One 2026-07-28 request: its envelope checked, then served as in a session whose
+        upstream sessions are this isolate's for the key (the servers speak the handshake
+        revisions: the envelope is taken off, each server initialised when first needed)."""
+        if "method" not in message:
+            raise RpcError(INVALID_REQUEST, "The 2026-07-28 revision has no server-to-client requests to answer.",
+                           status=400)
+        if "id" not in message:
+            return Response(202, dict(out))  # no client notifications at this revision (cancel: close the stream)
+        if message["method"] == "initialize":
+            raise RpcError(INVALID_REQUEST, "The 2026-07-28 revision has no initialize: send each request with its "
+                           "envelope, or initialize without MCP-Protocol-Version 2026-07-28.", status=400)
+        version, _ = era.check_envelope(message, request.headers, HANDSHAKE_VERSIONS)
+        # No back channel: the servers are told of no client capability (they ask nothing).
+        session = GatewaySession(principal.key_id, version, self._clock.now(), token=_POOL + principal.key_id)
+        return await self._dispatch(era.without_envelope(message), session, principal, request, out, event, began)
 
     def _session(self, request: Request, principal: Principal) -> GatewaySession:
         token = request.headers.get("mcp-session-id")
@@ -276,8 +362,7 @@ class McpGateway:
         token = self.sessions.seal(session)
         return result(message.get("id"), {
             "protocolVersion": version, "capabilities": _SERVER_CAPABILITIES,
-            "serverInfo": {"name": "flaregate", "title": "Flaregate MCP gateway", "version": __version__},
-            "instructions": "Tools of several MCP servers, each named server.tool."},
+            "serverInfo": _SERVER_INFO, "instructions": _INSTRUCTIONS},
             {**out, "mcp-session-id": token})
 
     async def _open_upstream(self, server: McpServerConfig, trace: Mapping[str, str],
@@ -294,6 +379,8 @@ class McpGateway:
         if found is None:
             found = await self.upstream.initialize(server, trace, session.capabilities)
             self.sessions.replace(session, server.name, found)
+        else:  # one the isolate kept (a sessionless client's, a renewed one): this request's too
+            session.upstream.setdefault(server.name, found)
         return found
 
     async def _dispatch(self, message: dict[str, Any], session: GatewaySession, principal: Principal,
@@ -308,16 +395,23 @@ class McpGateway:
                 await self._cancel(message, session, out)
             return Response(202, dict(out))
         if method == "ping":
-            return result(id, {}, out)
+            return self._result(session, method, id, {}, out)
         if method == "tools/list":
-            return result(id, await self._tools(session, principal, out), out)
+            return self._result(session, method, id, await self._tools(session, principal, out), out)
         if method == "tools/call":
             return await self._call(message, session, principal, request, out, event, began)
         if method in _LISTS:
-            return result(id, await self._aggregate(method, session, principal, out), out)
+            return self._result(session, method, id, await self._aggregate(method, session, principal, out), out)
         if method in ("resources/read", "prompts/get", "completion/complete"):
-            return result(id, await self._forward(message, session, principal, out, event), out)
+            return self._result(session, method, id, await self._forward(message, session, principal, out, event),
+                                out)
         raise RpcError(METHOD_NOT_FOUND, f"Method not found: {str(method)[:64]}")
+
+    def _result(self, session: GatewaySession, method: str, id: Id, value: Mapping[str, Any],
+                out: dict[str, str]) -> Response:
+        if era.is_modern(session.protocol_version):
+            value = era.shaped(method, value, self.settings.list_cache_seconds)
+        return result(id, value, out)
 
     # -- resources, prompts, completion --------------------------------------------------
     async def _upstream_request(self, server: McpServerConfig, session: GatewaySession, method: str,
@@ -471,13 +565,7 @@ class McpGateway:
         # Known now: the names become labels (bounded by the servers' own lists).
         event["mcp_server"], event["mcp_tool"] = server.name, tool
         event["provider"], event["model"] = f"mcp:{server.name}", name
-        try:
-            admission = await self._limits.admit(request, principal, f"mcp:{name}", {}, out, event,
-                                                 call_price=server.price_per_call_usd)
-        except GatewayError as exc:
-            if exc.status == 429:
-                raise RpcError(RATE_LIMITED, exc.message, status=429, headers=exc.headers) from None
-            raise
+        admission = await self._admit(request, principal, server, tool, out, event)
         guard = self._guard_arguments(params, name, principal, event)
         if guard is not None:
             params = {**params, "arguments": guard[1]}
@@ -487,15 +575,19 @@ class McpGateway:
         try:
             exchange = await self._send_call(server, session, forwarded, trace)
         except RpcError:
-            await admission.refund()
+            await admission.refund()  # the server never took it: its price is given back
+            event.pop("cost_usd", None)
             raise
         event["upstream_status"] = 200
         accept = request.headers.get("accept") or ""
         headers = {**out, "content-type": "application/json"}
+        modern = era.is_modern(session.protocol_version)
         if exchange.streamed and "text/event-stream" in accept:
             headers.update({"content-type": "text/event-stream", "cache-control": "no-cache"})
+            # At 2026-07-28 closing the stream is the client's cancel: the server is told so.
+            aborted = (lambda: self._cancel(_cancelled(id), session, out)) if modern else None
             return Response(200, headers, self._relay(exchange, id, event, admission, started, began, policy,
-                                                      server.name))
+                                                      server.name, modern, aborted))
         try:
             if exchange.streamed:  # the client takes JSON only: the response, without the notifications
                 body = encode(await exchange.answer(id))
@@ -509,8 +601,31 @@ class McpGateway:
             admission.keep()  # the units are the call itself: what was reserved is what it cost
         if policy is not None:
             body = self._guard_result(policy, body, id, event)
+        if modern:
+            body = _with_result_type(body)
         _note_error(event, body)
         return Response(200, headers, body)
+
+    async def _admit(self, request: Request, principal: Principal, server: McpServerConfig, tool: str,
+                     out: dict[str, str], event: RequestEvent) -> Admission:
+        """The call counted by the rate limits and budgets (per key, server, tool: the
+        policies say which) at its price; a refusal is HTTP 429 (503 for a limiter away that
+        fails closed) with the JSON-RPC error -32029 and data saying why and when to retry."""
+        name = gateway_name(server.name, tool)
+        price = server.price_of(tool)
+        try:
+            admission = await self._limits.admit(request, principal, f"mcp:{name}", {}, out, event,
+                                                 call_price=price, tool=name)
+        except GatewayError as exc:
+            if exc.status not in (429, 503):
+                raise
+            data: dict[str, Any] = {"reason": exc.code or "rate_limit_exceeded"}
+            if exc.headers.get("retry-after", "").isdigit():
+                data["retryAfterSeconds"] = int(exc.headers["retry-after"])
+            raise RpcError(RATE_LIMITED, exc.message, status=exc.status, headers=exc.headers, data=data) from None
+        if price > 0:
+            event["cost_usd"] = price
+        return admission
 
     # -- guardrails ----------------------------------------------------------------------
     def _guard_arguments(self, params: dict[str, Any], name: str, principal: Principal,
@@ -572,7 +687,8 @@ class McpGateway:
         return exchange
 
     async def _relay(self, exchange: Any, id: Id, event: RequestEvent, admission: Admission,
-                     started: float, began: float, policy: Any, server: str) -> AsyncIterator[bytes]:
+                     started: float, began: float, policy: Any, server: str, modern: bool = False,
+                     aborted: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[bytes]:
         """The server's SSE answer passed on event by event as it comes (progress and the
         server's own requests first, then the result); ends once the response has gone by.
         A server's request (sampling, elicitation) gets an id naming the server, so the
@@ -585,8 +701,8 @@ class McpGateway:
                 region = buffer.feed(chunk)
                 if not region:
                     continue
-                if policy is not None or b'"method"' in region:
-                    region = self._rewrite_events(policy, region, id, event, server)
+                if policy is not None or modern or b'"method"' in region:
+                    region = self._rewrite_events(policy, region, id, event, server, modern)
                 sent += len(region)
                 yield region
                 if _response_in(region, id, event):
@@ -601,6 +717,11 @@ class McpGateway:
             raise
         finally:
             await exchange.response.aclose()
+            if outcome == "aborted" and aborted is not None:
+                try:
+                    await asyncio.wait_for(aborted(), 2.0)
+                except Exception:  # best effort: the client has gone already
+                    log.info("could not tell the MCP server %s of a closed stream", server)
             admission.keep()
             event["stream"], event["stream_outcome"] = True, outcome
             event["upstream_ms"] = round((self._clock.monotonic() - started) * 1000, 3)
@@ -608,18 +729,20 @@ class McpGateway:
                 event["error"] = "upstream_stream_truncated"
             self._finish(event, 200, sent, began)
 
-    def _rewrite_events(self, policy: Any, region: bytes, id: Id, event: RequestEvent, server: str) -> bytes:
+    def _rewrite_events(self, policy: Any, region: bytes, id: Id, event: RequestEvent, server: str,
+                        modern: bool = False) -> bytes:
         out = []
         for raw in split_events(region):
             name, data = parse_event(raw)
             message = _json_object(data) if data and name in (None, "message") else None
             if message is None:
                 out.append(raw + b"\n\n")
-            elif policy is not None and message.get("id") == id and ("result" in message or "error" in message):
-                out.append(b"event: message\ndata: " + self._guard_result(policy, data.encode(), id, event) + b"\n\n")
+            elif (policy is not None or modern) and message.get("id") == id and ("result" in message
+                                                                                 or "error" in message):
+                body = self._guard_result(policy, data.encode(), id, event) if policy is not None else data.encode()
+                out.append(b"event: message\ndata: " + (_with_result_type(body) if modern else body) + b"\n\n")
             elif "method" in message and "id" in message:  # the server asks the client
-                message["id"] = f"{_SERVER_REQUEST}{server}:{json.dumps(message['id'])}"
-                out.append(b"event: message\ndata: " + encode(message) + b"\n\n")
+                out.append(b"event: message\ndata: " + encode(tagged(server, message)) + b"\n\n")
             else:
                 out.append(raw + b"\n\n")
         return b"".join(out)
@@ -693,6 +816,19 @@ def _note_error(event: RequestEvent, body: bytes) -> None:
         event["jsonrpc_error"] = error["code"]
     elif isinstance(message, dict) and isinstance(message.get("result"), dict) and message["result"].get("isError"):
         event["error_code"] = "tool_error"
+
+
+def _with_result_type(payload: bytes) -> bytes:
+    """A server's (handshake-era) answer as a 2026-07-28 client reads it: with ``resultType``."""
+    message = _json_object(payload.decode("utf-8", "replace"))
+    if message is None or not isinstance(message.get("result"), dict) or "resultType" in message["result"]:
+        return payload
+    return encode({**message, "result": {**message["result"], "resultType": "complete"}})
+
+
+def _cancelled(id: Id) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": id, "reason": "the client closed the stream"}}
 
 
 def _json_object(data: str) -> dict[str, Any] | None:

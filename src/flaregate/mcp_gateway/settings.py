@@ -8,10 +8,19 @@ injects on every upstream request and never shows to a client.
 
 from __future__ import annotations
 
+import fnmatch
 import json
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    SecretStr,
+    StrictStr,
+)
 
 # A server's name is the prefix of its tools' gateway names (``server.tool``): no ".", so
 # the first "." of a namespaced name always ends the server part.
@@ -29,7 +38,20 @@ class McpServerConfig(BaseModel):
     tools: tuple[StrictStr, ...] | None = None  # exposed tool names (globs); None: all
     prompts: tuple[StrictStr, ...] | None = None  # exposed prompt names (globs); None: all
     resources: tuple[StrictStr, ...] | None = None  # exposed resource URIs and templates (globs); None: all
+    # The revision the gateway speaks to the server: "handshake" (initialize, an upstream
+    # session: every server speaks it) or "2026-07-28" (sessionless: an envelope per request).
+    revision: Literal["handshake", "2026-07-28"] = "handshake"
     price_per_call_usd: float = Field(default=0.0, ge=0)  # what a tools/call costs (budgets)
+    # Per tool (globs over the server's own tool names, the first match wins): its price
+    # instead of price_per_call_usd.
+    tool_prices: dict[StrictStr, NonNegativeFloat] = Field(default_factory=dict, max_length=256)
+
+    def price_of(self, tool: str) -> float:
+        """What one call of ``tool`` costs the caller's budgets."""
+        for glob, price in self.tool_prices.items():
+            if fnmatch.fnmatchcase(tool, glob):
+                return price
+        return self.price_per_call_usd
 
     def credential_headers(self) -> dict[str, str]:
         if self.credential is None:
@@ -52,13 +74,16 @@ class McpSettings(BaseModel):
     max_message_bytes: int = Field(default=1_000_000, ge=1024)  # one JSON-RPC message from a client
     max_result_bytes: int = Field(default=16 << 20, ge=1024)  # one upstream answer read whole
     pinning: bool = False  # a tool whose definition changed is hidden until an admin approves it
+    # A standalone stream (GET /mcp) with nothing from any server for this long ends; the
+    # client opens another (the spec's way), and no connection is held open forever.
+    stream_idle_seconds: float = Field(default=300.0, ge=1, le=3600)
 
     def server(self, name: str) -> McpServerConfig | None:
         return next((s for s in self.servers if s.name == name), None)
 
 
 VARS = ("FLAREGATE_MCP_SERVERS", "FLAREGATE_MCP_SESSION_SECRET", "MCP_SESSION_MAX_AGE_SECONDS",
-        "MCP_LIST_CACHE_SECONDS", "MCP_MAX_MESSAGE_BYTES", "MCP_TOOL_PINNING")
+        "MCP_LIST_CACHE_SECONDS", "MCP_MAX_MESSAGE_BYTES", "MCP_TOOL_PINNING", "MCP_STREAM_IDLE_SECONDS")
 
 
 def credential_names(servers_json: Any) -> list[str]:
@@ -96,7 +121,8 @@ def settings_data(vars: Any) -> dict[str, Any]:
         data["session_secret"] = vars["FLAREGATE_MCP_SESSION_SECRET"].strip()
     for var, field in (("MCP_SESSION_MAX_AGE_SECONDS", "session_max_age_seconds"),
                        ("MCP_LIST_CACHE_SECONDS", "list_cache_seconds"),
-                       ("MCP_MAX_MESSAGE_BYTES", "max_message_bytes")):
+                       ("MCP_MAX_MESSAGE_BYTES", "max_message_bytes"),
+                       ("MCP_STREAM_IDLE_SECONDS", "stream_idle_seconds")):
         if vars.get(var, "").strip():
             data[field] = vars[var].strip()
     if vars.get("MCP_TOOL_PINNING", "").strip():

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..ports import UpstreamError, UpstreamResponse, UpstreamTransport
 from ..sse_buffer import EventBuffer, parse_event, split_events
+from . import modern as era
 from .jsonrpc import INTERNAL_ERROR, UPSTREAM_UNAVAILABLE, Id, RpcError, encode
 from .settings import McpServerConfig
 
@@ -96,7 +97,14 @@ class UpstreamClient:
         """Send one message; the answer (None: 202, a notification accepted). Raises
         SessionGone on a 404 to a session, RpcError -32002 when unreachable or refusing."""
         headers = {"content-type": "application/json", "accept": _ACCEPT, **trace, **server.credential_headers()}
-        if session is not None:
+        sessionless = session is not None and era.is_modern(session.protocol_version)
+        if sessionless:
+            assert session is not None
+            if "method" not in message or "id" not in message:
+                return None  # no client notifications or answers at 2026-07-28 (a cancel: closing the stream)
+            message, routing = era.with_envelope(message, session.protocol_version)
+            headers.update(routing)
+        elif session is not None:
             headers["mcp-protocol-version"] = session.protocol_version
             if session.session_id:
                 headers["mcp-session-id"] = session.session_id
@@ -107,6 +115,9 @@ class UpstreamClient:
         status = response.status
         if status == 200:
             return Exchange(server, response, self._max)
+        if sessionless and status in (400, 404) and response.headers.get("content-type", "").lower().startswith(
+                "application/json"):
+            return Exchange(server, response, self._max)  # an error answer travels with its own status there
         await _drain(response)
         if status == 202:
             return None
@@ -119,7 +130,10 @@ class UpstreamClient:
     async def initialize(self, server: McpServerConfig, trace: Mapping[str, str],
                          capabilities: Mapping[str, Any] | None = None) -> UpstreamSession:
         """A new upstream session: ``initialize`` (declaring what the client can answer),
-        then ``notifications/initialized``."""
+        then ``notifications/initialized``. A 2026-07-28 server has no session: nothing to
+        ask, every request carries its envelope."""
+        if server.revision != "handshake":
+            return UpstreamSession(None, server.revision)
         request = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
                    "params": {"protocolVersion": UPSTREAM_PROTOCOL_VERSION, "capabilities": dict(capabilities or {}),
                               "clientInfo": _CLIENT_INFO}}
@@ -153,6 +167,23 @@ class UpstreamClient:
         if isinstance(error, dict) and isinstance(error.get("code"), int):
             raise RpcError(error["code"], f"MCP server '{server.name}': {str(error.get('message', ''))[:500]}")
         raise RpcError(INTERNAL_ERROR, f"MCP server '{server.name}' answered {method} with neither result nor error")
+
+    async def listen(self, server: McpServerConfig, session: UpstreamSession, trace: Mapping[str, str],
+                     idle_seconds: float) -> UpstreamResponse | None:
+        """The server's standalone stream for the session (GET), or None: it offers none
+        (405), the session is gone (404), one is open already (409), or it is down."""
+        if not session.session_id:
+            return None  # a stateless server has no session to stream for
+        headers = {"accept": "text/event-stream", "mcp-session-id": session.session_id,
+                   "mcp-protocol-version": session.protocol_version, **trace, **server.credential_headers()}
+        try:
+            response = await self._transport.send("GET", server.url, headers, b"", idle_seconds)
+        except UpstreamError:
+            return None
+        if response.status == 200 and response.headers.get("content-type", "").lower().startswith("text/event-stream"):
+            return response
+        await _drain(response)
+        return None
 
     async def terminate(self, server: McpServerConfig, session: UpstreamSession, trace: Mapping[str, str]) -> None:
         """End an upstream session (DELETE), best effort."""

@@ -211,6 +211,8 @@ class Limits:
         self._fallback = RateLimiter.in_memory(clock)
         self._leases = LeaseBook(clock)
         self._for_all = [p for p in self.policies if getattr(p, "applies_to", "all") == "all"]
+        # A chat request's policies: the tool-call ones (mcp_tools, an mcp_* scope) left out once.
+        self._for_chat = [p for p in self._for_all if not p.tool_calls_only]
         self._by_name = {p.name: p for p in self.policies if not p.is_budget}
         self._key_budgets: dict[float, BudgetPolicy] = {}
         self._team_budgets: dict[tuple[str, float], LimitPolicy] = {}
@@ -220,18 +222,21 @@ class Limits:
         self._last_report = -math.inf
         self._unreported = 0
 
-    def policies_for(self, principal: Principal) -> list[LimitPolicy]:
+    def policies_for(self, principal: Principal, tool: str | None = None) -> list[LimitPolicy]:
         """The policies a key is held to: every ``applies_to: all`` policy; the rate-limit
         policy its team names replaces ``default``, and so does the key's own (a key naming one
         inside a team that names another is held to both: a key narrows its team, never
         widens it); its ``budget_usd`` adds a budget per calendar month named ``KEY_BUDGET``,
-        and its team's budgets (``TEAM_BUDGETS``) are counted in the team's partition."""
-        policies = self._for_all
+        and its team's budgets (``TEAM_BUDGETS``) are counted in the team's partition. For an
+        MCP tool call (``tool``: its ``server.tool``) the tool-call policies counting that tool
+        join in; a chat request passes them by (a named one then leaves ``default`` be)."""
+        policies = self._for_chat if tool is None else [p for p in self._for_all if p.counts_tool(tool)]
         team = principal.team
         for name in (team.rate_limit_policy if team is not None else None, principal.policy.rate_limit_policy):
             named = self._by_name.get(name or "")
             if named is not None:
-                policies = [p for p in policies if p.name not in (DEFAULT_POLICY, named.name)] + [named]
+                if named.counts_tool(tool) if tool is not None else not named.tool_calls_only:
+                    policies = [p for p in policies if p.name not in (DEFAULT_POLICY, named.name)] + [named]
             elif name and principal.key_id not in self._warned:
                 self._warned.add(principal.key_id)  # once per key and process, not per request
                 log.warning("key %s names unknown rate-limit policy %r; the default applies",
@@ -269,12 +274,14 @@ class Limits:
 
     # -- admission -----------------------------------------------------------------------
     async def admit(self, request: Request, principal: Principal, model: str, body: Mapping[str, Any],
-                    out: dict[str, str], event: RequestEvent, call_price: float | None = None) -> Admission:
+                    out: dict[str, str], event: RequestEvent, call_price: float | None = None,
+                    tool: str | None = None) -> Admission:
         """Reserve this request's units under every policy, or raise 429 (or 503).
         ``call_price`` set: a call of that fixed price and no tokens (an MCP tool call,
-        ``model`` its ``mcp:server.tool``), not an estimate from the body."""
+        ``model`` its ``mcp:server.tool``, ``tool`` its ``server.tool``), not an estimate
+        from the body."""
         key_id = principal.key_id
-        policies = self.policies_for(principal)
+        policies = self.policies_for(principal, tool)
         if call_price is not None:
             estimate, price = Usage(0, 0), call_price
         else:
@@ -287,7 +294,7 @@ class Limits:
             if isinstance(policy, BudgetPolicy) and price <= 0:
                 continue  # money budgets count money: an unpriced route is outside them
             partition, row = address(policy, key_id, request.client_ip, model, request.headers,
-                                     principal.team_id)
+                                     principal.team_id, tool)
             wire = policy.wire()
             cost = {"requests": 1.0, "tokens": float(estimate.total), "usd": price}[wire["unit"]]
             groups.setdefault(partition, []).append(_Check(policy, wire, partition, row, cost))

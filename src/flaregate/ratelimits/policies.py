@@ -7,9 +7,18 @@ scope without a header to read it from) stops the gateway with a message naming 
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 HEADER_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
@@ -25,8 +34,10 @@ TEAM_BUDGETS = {"budget_usd_day": "team_usd_day", "budget_usd_month": "team_usd_
 RESERVED_NAMES = frozenset({KEY_BUDGET, *TEAM_BUDGETS.values()})
 
 # "team": the key's team (its own partition, shared by the team's keys; a key in no team
-# counts alone, in its own partition).
-Scope = Literal["key", "ip", "model", "user", "team"]
+# counts alone, in its own partition). "mcp_server" and "mcp_tool": an MCP tool call's
+# server, or its tool (``server.tool``); a policy with either counts MCP tool calls only.
+Scope = Literal["key", "ip", "model", "user", "team", "mcp_server", "mcp_tool"]
+MCP_SCOPES = frozenset({"mcp_server", "mcp_tool"})
 
 # A policy's lease (ratelimits/leases.py): unset (or "adaptive") lets the gateway size each
 # lease from the isolate's recent rate and what the partition has left; 0 (or 1) asks the
@@ -84,6 +95,10 @@ class _Policy(BaseModel):
     user_header: str | None = Field(default=None, pattern=HEADER_PATTERN)
     # Limiter unreachable: "open" admits against an in-isolate fallback, "closed" refuses.
     failure_mode: Literal["open", "closed"] = "open"
+    # Globs over MCP tools' gateway names (``github.*``, ``github.create_issue``): the policy
+    # counts only tool calls to those. Unset: every request (chat and tool calls alike),
+    # unless an ``mcp_*`` scope makes it a tool-call policy (then every tool).
+    mcp_tools: tuple[StrictStr, ...] | None = Field(default=None, min_length=1, max_length=256)
 
     @field_validator("scope", mode="before")
     @classmethod
@@ -96,11 +111,11 @@ class _Policy(BaseModel):
     @classmethod
     def _scope_is_a_set(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
-            raise ValueError("scope needs at least one of key, ip, model, user")
+            raise ValueError("scope needs at least one of key, ip, model, user, team, mcp_server, mcp_tool")
         if len(set(value)) != len(value):
             raise ValueError("scope names an element twice")
-        if "team" in value and set(value) - {"team", "model"}:
-            raise ValueError("scope 'team' combines with 'model' only")
+        if "team" in value and set(value) - {"team", "model", *MCP_SCOPES}:
+            raise ValueError("scope 'team' combines with 'model', 'mcp_server' and 'mcp_tool' only")
         return value
 
     @model_validator(mode="after")
@@ -114,6 +129,15 @@ class _Policy(BaseModel):
     @property
     def is_budget(self) -> bool:
         return False
+
+    @property
+    def tool_calls_only(self) -> bool:
+        """Whether the policy counts MCP tool calls only (chat requests pass it by)."""
+        return self.mcp_tools is not None or not MCP_SCOPES.isdisjoint(self.scope)
+
+    def counts_tool(self, tool: str) -> bool:
+        """Whether a call to the MCP tool ``server.tool`` counts under this policy."""
+        return self.mcp_tools is None or any(fnmatch.fnmatchcase(tool, glob) for glob in self.mcp_tools)
 
     def wire(self) -> dict[str, Any]:
         """The policy as the rate-limiter object takes it (plain values: it crosses RPC)."""

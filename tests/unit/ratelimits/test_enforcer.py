@@ -121,6 +121,46 @@ def test_addresses_come_from_the_servers_view_and_users_stay_inside_their_key():
     assert address(policy(["user"], user_header="x-user"), "key_1", None, "gpt", Headers())[1] == "p|user:-"
 
 
+def test_mcp_tool_calls_count_per_server_or_per_tool_and_tool_policies_skip_chat():
+    def policy(scope, **kw):
+        return RateLimitPolicy(name="p", algorithm="fixed_window", limit=1, window_seconds=1, scope=scope, **kw)
+
+    model, tool = "mcp:github.search", "github.search"
+    assert address(policy("mcp_server"), "key_1", None, model, Headers(), tool=tool) == ("mcp:github", "p")
+    assert address(policy("mcp_tool"), "key_1", None, model, Headers(), tool=tool) == ("mcp:github.search", "p")
+    assert address(policy("key+mcp_server"), "key_1", None, model, Headers(), tool=tool) == ("key:key_1", "p|mcp:github")
+    assert address(policy("key+mcp_tool+mcp_server"), "key_1", None, model, Headers(), tool=tool)[1] == \
+        "p|mcp:github.search"
+    assert address(policy("ip+mcp_tool"), "key_1", "203.0.113.7", model, Headers(), tool=tool) == \
+        ("ip:203.0.113.0", "p|mcp:github.search")
+    assert address(policy("team+mcp_tool"), "key_1", None, model, Headers(), "team_9", tool=tool) == \
+        ("team:team_9", "p|mcp:github.search")
+    assert policy("mcp_server").tool_calls_only and policy("key", mcp_tools=["github.*"]).tool_calls_only
+    assert not policy("key+model").tool_calls_only
+    narrowed = policy("key", mcp_tools=["github.create_*"])
+    assert narrowed.counts_tool("github.create_issue") and not narrowed.counts_tool("github.search")
+    with pytest.raises(ValueError):
+        policy("key", mcp_tools=[])
+
+
+async def test_tool_call_policies_never_count_a_chat_request():
+    gateway, *_ = build(policies({"name": "tools", "algorithm": "fixed_window", "limit": 1, "window_seconds": 60,
+                                  "mcp_tools": ["*"]},
+                                 {"name": "per-server", "algorithm": "fixed_window", "limit": 1, "window_seconds": 60,
+                                  "scope": "mcp_server"}))
+    assert [(await gateway.handle(chat())).status for _ in range(3)] == [200, 200, 200]
+    limits = gateway.ratelimits
+    names = [p.name for p in limits.policies_for(limits_principal(KEY))]
+    assert "tools" not in names and "per-server" not in names and "default" in names
+    assert {"tools", "per-server", "default"} <= {p.name for p in limits.policies_for(limits_principal(KEY), "a.b")}
+
+
+def limits_principal(key):
+    from flaregate.security.access import Principal
+
+    return Principal(key_id(key), "config")
+
+
 async def test_headers_a_client_sends_do_not_change_whose_limit_it_uses():
     gateway, *_ = build({"RATE_LIMIT_CAPACITY": "3", "RATE_LIMIT_REFILL_PER_SECOND": "0.001"})
     tricks = [[], [("x-forwarded-for", "192.0.2.1")], [("x-user-id", "someone-else")], [("cf-connecting-ip", "192.0.2.9")]]
