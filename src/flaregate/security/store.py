@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..ports import Clock, SqlStorage
+from ..realtime import store as realtime_store
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS gateway_keys ("
@@ -98,7 +99,8 @@ class SecurityStore:
         self._nonce_writes = 0
         for statement in SCHEMA:
             sql.exec(statement)
-        self._ops = operations(self)
+        # The Realtime slots and client secrets live in the same object (realtime/store.py).
+        self._ops = {**operations(self), **realtime_store.operations(realtime_store.RealtimeStore(sql, clock))}
 
     def call(self, op: str, args: dict[str, Any]) -> Any:
         """The one entry point a host forwards to (a Durable Object RPC on the edge)."""
