@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import js
@@ -54,6 +54,13 @@ def _frame(data: Any) -> Any:
     return data if isinstance(data, str) else bytes(data.to_bytes())
 
 
+def _in(context: contextvars.Context, handler: Callable[[Any], None]) -> Callable[[Any], None]:
+    def run(event: Any) -> None:
+        context.run(handler, event)
+
+    return run
+
+
 def _listen(relay: Relay, client: Any, upstream: Any) -> list[tuple[Any, str, Any]]:
     """The two sockets' listeners, each a proxy the caller destroys at the session's end."""
 
@@ -79,7 +86,7 @@ def _listen(relay: Relay, client: Any, upstream: Any) -> list[tuple[Any, str, An
     for ws, kind, handler in ((client, "message", client_message), (client, "close", client_close),
                               (client, "error", client_close), (upstream, "message", upstream_message),
                               (upstream, "close", upstream_close), (upstream, "error", upstream_error_)):
-        proxy = create_proxy(functools.partial(context.run, handler))
+        proxy = create_proxy(_in(context, handler))
         ws.addEventListener(kind, proxy)
         proxies.append((ws, kind, proxy))
     return proxies
