@@ -185,7 +185,7 @@ class Realtime:
         target = self._realtime_target(targets, model)
         config = self._providers[target.provider.name]
         admission = await self._limits.admit(request, principal, routed, {"messages": None, "max_tokens": 1}, out, event)
-        admission.keep()  # the session's own unit: its responses reserve and settle their own
+        await admission.refund()  # the session keeps its request unit; its responses reserve their own tokens
         session_id = out["x-request-id"]
         await self._take_slot(principal, session_id)
         policy = (self._guardrails.policy_for(routed, principal.key_id, principal.name)
