@@ -114,7 +114,7 @@ async def serve(gateway: Gateway, request: Request) -> Any:
         raise upstream_error(502, f"Upstream provider '{session.provider}' could not be reached for a Realtime "
                                   "session.", code="upstream_unreachable") from None
     upstream = answer.webSocket
-    if upstream is None:
+    if getattr(upstream, "accept", None) is None:  # JS null: None, or Pyodide's JsNull
         status = int(answer.status)
         session.refused(f"refused the Realtime upgrade with HTTP {status}")
         raise upstream_error(502, f"Upstream provider '{session.provider}' refused the Realtime session "
