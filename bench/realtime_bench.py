@@ -35,7 +35,12 @@ from typing import Any
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.integration.conftest import GATEWAY_KEY, run_edge_gateway, run_local_gateway, upstream_env  # noqa: E402
+from tests.integration.conftest import (  # noqa: E402
+    GATEWAY_KEY,
+    run_edge_gateway,
+    run_local_gateway,
+    upstream_env,
+)
 from tests.support.mock_upstream import MockUpstreamProcess  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
