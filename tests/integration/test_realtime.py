@@ -39,6 +39,7 @@ def server(upstream, tmp_path_factory):
     routes = {
         "gpt-test": ["upstream"],
         "gpt-guarded": ["upstream"],
+        "gpt-metered": ["upstream"],
         "gpt-priced": [{"provider": "upstream", "input_price_per_1m": 2000, "output_price_per_1m": 2000}],
         "claude-x": ["claude"],
         "mock-1": ["mock"],
@@ -150,6 +151,31 @@ def test_a_text_response_streams_through_and_its_usage_settles_into_the_key_limi
     assert summary["duration_s"] > 0
     response_record = log_record(server, rid + ".r1")  # each response is a record of its own, live
     assert response_record["tokens_in"] == usage.input_tokens and response_record["realtime"]["kind"] == "response"
+
+
+def test_each_response_reaches_metrics_as_it_ends_not_at_the_sessions_end(server):
+    def tokens_in_metrics() -> float:
+        text = httpx.get(server.base_url + "/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("flaregate_tokens_total{") and 'model="gpt-metered"' in line)
+
+    async def session() -> list[float]:
+        seen = []
+        async with sdk(server).realtime.connect(model="gpt-metered") as conn:
+            await until(conn, "session.created")
+            total = 0
+            for text in ("first question", "second question"):
+                await ask(conn, text)
+                events, _ = await until(conn, "response.done")
+                total += events[-1].response.usage.total_tokens
+                deadline = time.monotonic() + 20  # the hub takes events in batches
+                while tokens_in_metrics() != total and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                seen.append((tokens_in_metrics(), total))  # the session still open
+        return seen
+
+    for in_metrics, answered in run(session()):
+        assert in_metrics == answered
 
 
 def test_the_provider_gets_the_gateways_credential_never_the_clients_key(server, upstream):
