@@ -198,7 +198,7 @@ class Realtime:
         url, headers = self._upstream_endpoint(config, target.model, out)
         chosen = "realtime" if "realtime" in offered else None
         session = Session(relay, url, headers, chosen, target.provider.name, target.model, first_frames, self._opened)
-        session._heartbeat = asyncio.ensure_future(self._heartbeat(session_id, relay))
+        session._heartbeat = asyncio.ensure_future(self._heartbeat(principal.key_id, session_id, relay))
         self.open_sessions += 1
         return session
 
@@ -275,7 +275,7 @@ class Realtime:
                                "open; close one first.", type="rate_limit_error", code="too_many_sessions",
                                headers={"retry-after": str(wait)})
 
-    async def _heartbeat(self, session_id: str, relay: Relay) -> None:
+    async def _heartbeat(self, key_id: str, session_id: str, relay: Relay) -> None:
         """Renew the session's slot every third of its TTL while the session lasts."""
         every = self.settings.slot_ttl_seconds / 3
         while not relay.ended:
@@ -285,7 +285,7 @@ class Realtime:
             except TimeoutError:
                 pass
             try:
-                await self._slots("realtime.slots.renew", {"session": session_id,
+                await self._slots("realtime.slots.renew", {"key_id": key_id, "session": session_id,
                                                            "ttl": self.settings.slot_ttl_seconds})
             except Exception:  # the store away for a beat: the slot lapses at worst
                 log.warning("could not renew a realtime session slot", exc_info=True)
@@ -307,7 +307,7 @@ class Realtime:
             health = self._upstream.health.get(str(event.get("provider")), str(event.get("upstream_model")))
             self._upstream.health.failure(health, "disconnect", "the provider dropped a Realtime session")
         try:
-            await self._slots("realtime.slots.release", {"session": session_id})
+            await self._slots("realtime.slots.release", {"key_id": principal.key_id, "session": session_id})
         except Exception:
             log.warning("could not release a realtime session slot (it lapses with its TTL)", exc_info=True)
         duration = self._clock.monotonic() - started

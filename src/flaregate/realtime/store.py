@@ -30,7 +30,8 @@ OPERATIONS = {
 }
 
 
-def operations(store: RealtimeStore) -> dict[str, Callable[..., Any]]:
+def operations(store: Any) -> dict[str, Callable[..., Any]]:
+    """The operation table of ``store`` (this SQL one, or the Redis one: the same names)."""
     return {name: getattr(store, method) for name, method in OPERATIONS.items()}
 
 
@@ -56,11 +57,11 @@ class RealtimeStore:
                        session, key_id, now + ttl)
         return {"allowed": True, "held": held + 1, "limit": limit}
 
-    def renew_slot(self, session: str, ttl: float) -> bool:
+    def renew_slot(self, key_id: str, session: str, ttl: float) -> bool:
         return bool(self._sql.exec("UPDATE realtime_slots SET expires_at = ? WHERE session = ? RETURNING session",
                                    self._clock.now() + ttl, session))
 
-    def release_slot(self, session: str) -> bool:
+    def release_slot(self, key_id: str, session: str) -> bool:
         return bool(self._sql.exec("DELETE FROM realtime_slots WHERE session = ? RETURNING session", session))
 
     # -- ephemeral client secrets ----------------------------------------------------------
