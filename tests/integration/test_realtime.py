@@ -362,13 +362,40 @@ def test_a_browser_authenticates_with_the_key_subprotocol_and_gets_the_realtime_
     assert chosen == "realtime" and first["type"] == "session.created"
 
 
-def test_pii_in_a_conversation_item_is_redacted_before_the_provider_sees_it(server, upstream):
-    async def session() -> str:
+def test_pii_in_a_conversation_item_and_in_instructions_is_redacted_before_the_provider_sees_it(server, upstream):
+    async def session() -> tuple[str, str]:
         async with sdk(server).realtime.connect(model="gpt-guarded") as conn:
             await until(conn, "session.created")
+            await conn.session.update(session={"type": "realtime", "instructions": "cc alice@example.org always"})
+            updated, _ = await until(conn, "session.updated")
             await ask(conn, "mail bob@example.com now")
             seen, _ = await until(conn, "response.done")
-            return "".join(e.delta for e in seen if e.type == "response.output_text.delta")
+            return updated[-1].session.instructions, "".join(
+                e.delta for e in seen if e.type == "response.output_text.delta")
 
-    text = run(session())
+    instructions, text = run(session())
+    assert "alice@example.org" not in instructions and instructions.startswith("cc ")  # as the provider got it
     assert "bob@example.com" not in text and text.startswith("echo: mail ")
+    sent = [r for r in upstream.stats()["realtime"] if r["model"] == "gpt-guarded"]
+    assert sent and "session.update" in sent[-1]["events"]
+
+
+def test_audio_and_cached_tokens_are_counted_in_the_session_record(server):
+    rid = f"req_rt_{uuid.uuid4().hex[:12]}"
+
+    async def session() -> list[Any]:
+        usages = []
+        async with sdk(server).realtime.connect(model="gpt-test", extra_headers={"x-request-id": rid}) as conn:
+            await until(conn, "session.created")
+            for text in ("speak to me", "and once more"):
+                await ask(conn, text, output_modalities=["audio"])
+                seen, _ = await until(conn, "response.done")
+                assert any(e.type == "response.output_audio.delta" for e in seen)
+                usages.append(seen[-1].response.usage)
+        return usages
+
+    usages = run(session())
+    summary = log_record(server, rid, lambda r: r.get("realtime", {}).get("kind") == "session")["realtime"]
+    assert summary["audio_tokens_out"] == sum(u.output_token_details.audio_tokens for u in usages) > 0
+    assert summary["cached_tokens"] == sum(u.input_token_details.cached_tokens for u in usages) > 0
+    assert summary["responses"] == 2

@@ -20,8 +20,8 @@ Client events and what the mock answers:
     response.cancel              response.done with status "cancelled" (when one is running)
     anything else                error {type: "invalid_request_error", code: "unknown_event"}
 
-Tokens: input = words of every user text so far plus the instructions; cached = the input of
-the previous responses (a prefix cache); output text = words of the reply; output audio =
+Tokens: input = words of every item's text before the response plus the instructions; cached
+= the input of the previous responses (a prefix cache); output text = words of the reply; output audio =
 8 per audio delta.
 
 Faults (the mock's queue, ``path`` "/v1/realtime"):
@@ -157,10 +157,10 @@ class RealtimeSession:
             content = {"type": "output_text", "text": text}
         await self.send({"type": "response.content_part.done", **base, "part": content})
         item = {**item, "status": "completed", "content": [content]}
+        input_tokens = self._input_tokens()  # what this response read: the items before it
         self.items.append(item)
         await self.send({"type": "response.output_item.done", "event_id": _id("event"), "response_id": rid,
                          "output_index": 0, "item": item})
-        input_tokens = self._input_tokens()
         cached = min(self.cached, input_tokens)
         self.cached = input_tokens
         out_text = _words(text)

@@ -161,6 +161,7 @@ class Realtime:
             raise
 
     async def _admit(self, request: Request, out: dict[str, str], event: RequestEvent, started: float) -> Session:
+        input_limits.check_headers(request.headers, self._all.security)  # 431, as every request (security/gate.py)
         offered = offered_protocols(request.headers)
         token = presented_token(request)
         if token is None:
