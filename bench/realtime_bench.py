@@ -15,8 +15,9 @@ CPU per minute of an audio session, and many concurrent sessions with memory per
 
     .venv/bin/python bench/realtime_bench.py [--messages 500] [--sessions 100] [--edge]
 
-``--edge`` runs the latency and CPU parts against the Worker under ``wrangler dev`` (its CPU is
-workerd's, harness included). Not part of the test suite: it prints figures, asserts nothing.
+``--edge`` runs the latency and CPU parts against the Worker under ``wrangler dev``: CPU of the
+whole tree (wrangler's node proxy included) and of the workerd process alone (the audio figure
+is workerd's). Not part of the test suite: it prints figures, asserts nothing.
 """
 
 from __future__ import annotations
@@ -59,10 +60,13 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, only: str | None = None) -> float:
+    """CPU of ``pid`` and its descendants (only those whose name is ``only``, if given)."""
     total = 0
     for p in _children(pid):
         try:
+            if only is not None and Path(f"/proc/{p}/comm").read_text().strip() != only:
+                continue
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
@@ -157,19 +161,24 @@ def main() -> None:
             direct = mock.base_url.replace("http://", "ws://") + "/v1/realtime?model=gpt-test"
             asyncio.run(round_trips(via, auth, 20))  # warm-up
             straight = asyncio.run(round_trips(direct, {}, args.messages))
-            cpu0 = cpu_seconds(server.process.pid)
+            pid = server.process.pid
+            cpu0, runtime0 = cpu_seconds(pid), cpu_seconds(pid, "workerd")
             through = asyncio.run(round_trips(via, auth, args.messages))
-            cpu1 = cpu_seconds(server.process.pid)
+            cpu1, runtime1 = cpu_seconds(pid), cpu_seconds(pid, "workerd")
             frames = args.messages * 3
             results["latency_ms"] = {
                 "direct_p50": round(statistics.median(straight), 3), "gateway_p50": round(statistics.median(through), 3),
                 "added_p50": round(statistics.median(through) - statistics.median(straight), 3),
                 "added_p99": round(p(through, 0.99) - p(straight, 0.99), 3)}
             results["cpu_us_per_frame"] = round((cpu1 - cpu0) / frames * 1e6, 1)
-            cpu0 = cpu_seconds(server.process.pid)
+            if args.edge:  # workerd alone, without wrangler's node proxy in front of it
+                results["workerd_cpu_us_per_frame"] = round((runtime1 - runtime0) / frames * 1e6, 1)
+            cpu0, runtime0 = cpu_seconds(pid), cpu_seconds(pid, "workerd")
             relayed = asyncio.run(audio_frames(via, auth, args.audio_words))
-            cpu1 = cpu_seconds(server.process.pid)
+            cpu1, runtime1 = cpu_seconds(pid), cpu_seconds(pid, "workerd")
             per_frame = (cpu1 - cpu0) / relayed
+            if args.edge:
+                per_frame = (runtime1 - runtime0) / relayed  # the isolate's host, not the dev harness
             results["audio"] = {"frames": relayed, "cpu_us_per_frame": round(per_frame * 1e6, 1),
                                 "cpu_ms_per_minute": round(per_frame * args.audio_rate * 60 * 1000, 1),
                                 "rate_frames_per_s": args.audio_rate}
