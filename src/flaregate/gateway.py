@@ -103,8 +103,7 @@ class Gateway:
             chat.SPEC, embeddings.SPEC, messages.SPEC, responses_spec(Conversations(ports.cache), ports.tasks),
             moderations.SPEC, images.SPEC, speech.SPEC, transcriptions.SPEC)
         # /v1/realtime: admitted here, upgraded and relayed by the hosts (realtime/).
-        self.realtime = Realtime(settings, ports.clock, self.access, self.router, self.ratelimits, self.analytics,
-                                 self.upstream, guardrails, ports.security)
+        self.realtime = Realtime(settings, ports.clock, self.pipeline, ports.security)
         self.predictive = PredictiveWarmer(settings, ports, self._chat)
         self.pipeline.predictive = self.predictive
         self.cache_warming = CacheWarming(settings, ports, self.access, self._chat)

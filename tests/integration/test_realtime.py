@@ -395,8 +395,6 @@ def test_pii_in_a_conversation_item_and_in_instructions_is_redacted_before_the_p
     instructions, text = run(session())
     assert "alice@example.org" not in instructions and instructions.startswith("cc ")  # as the provider got it
     assert "bob@example.com" not in text and text.startswith("echo: mail ")
-    sent = [r for r in upstream.stats()["realtime"] if r["model"] == "gpt-guarded"]
-    assert sent and "session.update" in sent[-1]["events"]
 
 
 def test_audio_and_cached_tokens_are_counted_in_the_session_record(server):

@@ -32,13 +32,6 @@ def error_event(code: str, message: str, type: str = "invalid_request_error", ev
                                  "event_id": event_id}}, separators=(",", ":"))
 
 
-def session_update(session: dict[str, Any]) -> str:
-    """The ``session.update`` that applies an ephemeral secret's session config upstream."""
-    config = {k: v for k, v in session.items() if k != "model"}
-    config.setdefault("type", "realtime")
-    return json.dumps({"type": "session.update", "session": config}, separators=(",", ":"))
-
-
 @dataclass(frozen=True, slots=True)
 class ResponseUsage:
     """A ``response.done``'s usage: text and audio tokens each way, cached input tokens."""

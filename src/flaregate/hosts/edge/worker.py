@@ -24,7 +24,7 @@ from ...gateway import Gateway
 from ...http import Headers, Request, Response
 from ...observability.logs import configure_logging
 from ...ports import Ports
-from ...realtime.api import PATH as REALTIME_PATH
+from ...realtime.operation import PATH as REALTIME_PATH
 from . import batches, event_loop, realtime, rpc
 from .blobs import R2BlobStore
 from .console_log import ConsoleHandler
