@@ -416,3 +416,20 @@ def test_audio_and_cached_tokens_are_counted_in_the_session_record(server):
     assert summary["audio_tokens_out"] == sum(u.output_token_details.audio_tokens for u in usages) > 0
     assert summary["cached_tokens"] == sum(u.input_token_details.cached_tokens for u in usages) > 0
     assert summary["responses"] == 2
+
+
+def test_a_key_out_of_requests_gets_429_with_retry_after_before_any_upgrade(upstream, tmp_path):
+    """The upgrade takes one request unit: with a burst of 2 the third session is refused."""
+    env = upstream_env(upstream.base_url, RATE_LIMIT_CAPACITY="2", RATE_LIMIT_REFILL_PER_SECOND="0.001")
+    with run_gateway(tmp_path, env) as gateway:
+        async def sessions() -> Any:
+            for _ in range(2):
+                async with sdk(gateway).realtime.connect(model="gpt-test") as conn:
+                    await until(conn, "session.created")
+            with pytest.raises(InvalidStatus) as refused:
+                await sdk(gateway).realtime.connect(model="gpt-test").enter()
+            return refused.value.response
+
+        response = run(sessions())
+    assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
+    assert json.loads(response.body)["error"]["code"] == "rate_limit_exceeded"
