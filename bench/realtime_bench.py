@@ -10,6 +10,8 @@ CPU per minute of an audio session, and many concurrent sessions with memory per
 - audio: one response with ``output_modalities: ["audio"]`` to a long text: the mock sends two
   frames per word (an audio delta and its transcript delta); CPU per frame, and per minute of
   a session at ``--audio-rate`` frames a second.
+- close: the client closes mid-response; ms until the mock sees the provider's socket closed
+  (its stats are polled every 2 ms, so this is an upper bound).
 - concurrency: ``--sessions`` sessions opened at once (standalone server only), each asking
   one response, then held open; RSS before and with them open, per session.
 
@@ -115,6 +117,27 @@ async def audio_frames(url: str, headers: dict[str, str], words: int) -> int:
         return await _recv_until(ws, "response.done")
 
 
+async def close_propagation(url: str, headers: dict[str, str], mock: MockUpstreamProcess, rounds: int) -> float:
+    """Median ms from the client's close (mid-response) to the mock seeing its socket closed."""
+    times = []
+    for _ in range(rounds):
+        mock.add_faults({"kind": "realtime_slow", "interval": 0.2})
+        before = len(mock.stats()["realtime"])
+        ws = await websockets.connect(url, additional_headers=headers, max_size=None)
+        await _recv_until(ws, "session.created")
+        await ws.send(item("one two three four five six seven eight"))
+        await ws.send(json.dumps({"type": "response.create"}))
+        await _recv_until(ws, "response.output_text.delta")
+        started = time.perf_counter()
+        await ws.close()
+        for _ in range(5000):  # at most 10 s
+            if len(mock.stats()["realtime"]) != before:
+                break
+            await asyncio.sleep(0.002)
+        times.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(times), 1)
+
+
 def p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -182,6 +205,7 @@ def main() -> None:
             results["audio"] = {"frames": relayed, "cpu_us_per_frame": round(per_frame * 1e6, 1),
                                 "cpu_ms_per_minute": round(per_frame * args.audio_rate * 60 * 1000, 1),
                                 "rate_frames_per_s": args.audio_rate}
+            results["client_close_to_provider_close_ms_p50"] = asyncio.run(close_propagation(via, auth, mock, 5))
             if not args.edge:
                 results["concurrency"] = asyncio.run(concurrent(via, auth, args.sessions, server.process.pid))
     print(json.dumps(results, indent=2))
