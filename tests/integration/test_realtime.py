@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from flaregate.security.signing import sign_request
 
-from .conftest import ADMIN_KEY, GATEWAY_KEY, run_gateway, upstream_env
+from .conftest import ADMIN_KEY, GATEWAY_KEY, free_port, run_gateway, upstream_env
 
 BUDGET_KEY = "fg-test-realtime-budget-key-0001"
 SLOTS_KEY = "fg-test-realtime-slots-key-00002"
@@ -35,8 +35,10 @@ def server(upstream, tmp_path_factory):
         {"name": "upstream", "kind": "openai", "base_url": upstream.base_url + "/v1", "api_key_env": "UPSTREAM_API_KEY"},
         {"name": "claude", "kind": "anthropic", "base_url": upstream.base_url + "/v1", "api_key": "sk-ant-x"},
         {"name": "mock", "kind": "mock"},
+        {"name": "dead", "kind": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1", "timeout_seconds": 3},
     ]
     routes = {
+        "gpt-failover": ["dead", "upstream"],
         "gpt-test": ["upstream"],
         "gpt-guarded": ["upstream"],
         "gpt-metered": ["upstream"],
@@ -433,3 +435,17 @@ def test_a_key_out_of_requests_gets_429_with_retry_after_before_any_upgrade(upst
         response = run(sessions())
     assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
     assert json.loads(response.body)["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_a_session_fails_over_to_the_next_realtime_target_when_the_first_is_unreachable(server, upstream):
+    rid = f"req_rt_{uuid.uuid4().hex[:12]}"
+
+    async def session() -> Any:
+        async with sdk(server).realtime.connect(model="gpt-failover", extra_headers={"x-request-id": rid}) as conn:
+            created, _ = await until(conn, "session.created")
+            return created[-1]
+
+    assert run(session()).type == "session.created"  # "dead" first, unreachable; then "upstream"
+    record = log_record(server, rid, lambda r: r.get("realtime", {}).get("kind") == "session")
+    assert record["provider"] == "upstream" and record["failovers"] == 1
+    assert record["upstream_attempts"] == [["dead", False], ["upstream", True]]

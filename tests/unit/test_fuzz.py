@@ -465,7 +465,7 @@ def test_fuzz_realtime_client_secrets_and_upgrades():
         except GatewayError as exc:
             assert exc.status < 500 and exc.message, exc
             return
-        session.refused("fuzz")  # never connected: the session ends and gives its slot back
+        session.refused(502, "upstream_unreachable", "fuzz")  # never connected: the session ends and gives its slot back
         await session.relay.done.wait()
 
     @REALTIME

@@ -17,15 +17,17 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from ..errors import GatewayError, bad_request
+from ..errors import GatewayError, bad_request, upstream_error
 from ..http import Request, Response
 from ..pipeline.context import RequestContext
 from ..pipeline.runner import Pipeline
 from ..ports import Clock, SecurityStoreClient
 from ..providers.settings import ProviderConfig
+from ..request_event import RequestEvent
 from ..routes import Route
 from ..routing.routes import Target
 from ..security.access import Principal
@@ -45,30 +47,48 @@ REALTIME_KINDS = frozenset({"openai"})
 CLEAN_ENDS = ("client_closed", "upstream_closed")
 
 
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One target's Realtime socket: where, with which credential."""
+
+    url: str  # ws:// or wss://
+    headers: dict[str, str]
+    provider: str
+    model: str
+
+
 @dataclasses.dataclass
 class Session:
-    """An admitted session: where the host connects, and the relay it runs."""
+    """An admitted session: the targets to try in order (the route's Realtime-capable ones
+    whose circuit lets them be tried), and the relay the host runs once one accepts."""
 
     relay: Relay
-    upstream_url: str  # ws:// or wss://
-    upstream_headers: dict[str, str]
+    endpoints: list[Endpoint]
     subprotocol: str | None  # what the 101 selects (never the protocol carrying the key)
-    provider: str
-    upstream_model: str
     first_frames: list[str]  # sent upstream before any client frame (an ephemeral secret's session)
-    _opened: Callable[[Session, bool, str], None]
+    _opened: Callable[[Session, Endpoint, bool, str], None]
 
-    def start(self, client: Socket, upstream: Socket) -> None:
-        """The provider accepted: relay between the two sockets."""
-        self._opened(self, True, "")
+    def start(self, endpoint: Endpoint, client: Socket, upstream: Socket) -> None:
+        """``endpoint`` accepted: relay between the two sockets."""
+        self._opened(self, endpoint, True, "")
         for frame in self.first_frames:
             upstream.send(frame)
         self.relay.start(client, upstream)
 
-    def refused(self, message: str) -> None:
-        """The provider refused or could not be reached: counted against its health; the
-        host answers the client (an HTTP 502 before the upgrade)."""
-        self._opened(self, False, message)
+    def failed(self, endpoint: Endpoint, message: str) -> None:
+        """``endpoint`` refused or could not be reached: counted against its health; the
+        host tries the next one."""
+        self._opened(self, endpoint, False, message)
+
+    def abandon(self) -> None:
+        """The client left before the upgrade: the session ends unopened."""
+        self.relay.end("client_closed", events.NORMAL, "client left", client_gone=True)
+
+    def refused(self, status: int, code: str, message: str) -> GatewayError:
+        """No endpoint accepted: the session ends unopened; the error the host answers with
+        (an HTTP 502 before the upgrade)."""
+        self.relay.end("upstream_refused", events.UPSTREAM_ERROR, "provider refused", client_gone=True)
+        return upstream_error(status, message, code=code)
 
 
 class Realtime:
@@ -129,22 +149,32 @@ class Realtime:
     async def _prepare(self, ctx: RequestContext) -> None:
         """After the route, before the limits: a target that speaks Realtime, or a 400."""
         assert ctx.targets is not None
-        self._realtime_target(ctx.targets, ctx.body["model"])
+        self._realtime_targets(ctx.targets, ctx.body["model"])
 
-    def _realtime_target(self, targets: list[Target], model: str) -> Target:
-        for target in targets:
-            config = self._providers.get(target.provider.name)
-            if config is not None and config.kind in REALTIME_KINDS:
-                return target
-        kinds = sorted({self._providers[t.provider.name].kind for t in targets if t.provider.name in self._providers})
-        raise bad_request(f"The model '{model}' is routed to a provider that does not speak the Realtime API "
-                          f"({', '.join(kinds) or 'none'}); route it to an OpenAI provider.", param="model",
-                          code="realtime_not_supported")
+    def _realtime_targets(self, targets: list[Target], model: str) -> list[Target]:
+        """The route's targets that speak Realtime, in its order, those whose circuit or
+        cooldown keeps them out of the way last; none: a 400."""
+        capable = [t for t in targets if (c := self._providers.get(t.provider.name)) is not None
+                   and c.kind in REALTIME_KINDS]
+        if not capable:
+            kinds = sorted({self._providers[t.provider.name].kind for t in targets
+                            if t.provider.name in self._providers})
+            raise bad_request(f"The model '{model}' is routed to a provider that does not speak the Realtime API "
+                              f"({', '.join(kinds) or 'none'}); route it to an OpenAI provider.", param="model",
+                              code="realtime_not_supported")
+        health = self._pipeline.upstream.health
+
+        def waiting(target: Target) -> bool:
+            h = health.get(target.provider.name, target.model)
+            return health.circuit_wait(h) > 0 or health.cooldown_wait(h) > 0
+
+        return sorted(capable, key=waiting)  # stable: the route's order otherwise
 
     async def _session(self, ctx: RequestContext, request: Request, first_frames: list[str]) -> Session:
         assert ctx.principal is not None and ctx.admission is not None and ctx.targets is not None
         principal, event = ctx.principal, ctx.event
-        target = self._realtime_target(ctx.targets, ctx.body["model"])
+        endpoints = [self._upstream_endpoint(self._providers[t.provider.name], t, ctx.out)
+                     for t in self._realtime_targets(ctx.targets, ctx.body["model"])]
         # The session keeps its request unit; its tokens are reserved response by response.
         await ctx.admission.refund()
         session_id = ctx.out["x-request-id"]
@@ -152,17 +182,15 @@ class Realtime:
         guardrails = self._pipeline.guardrails
         policy = guardrails.policy_for(ctx.route, principal.key_id, principal.name) if guardrails else None
         meter = SessionMeter(self._pipeline.ratelimits, self._pipeline.analytics, request, principal, ctx.route,
-                             target.provider.name, target.model, event, guardrails, policy)
-        event["provider"], event["upstream_model"] = target.provider.name, target.model
-        relay = Relay(self.settings, self._clock, meter, policy is not None,
-                      lambda r: self._finished(r, ctx))
-        url, headers = self._upstream_endpoint(self._providers[target.provider.name], target.model, ctx.out)
+                             event, guardrails, policy)
+        relay = Relay(self.settings, self._clock, meter, policy is not None, lambda r: self._finished(r, ctx))
         chosen = "realtime" if "realtime" in offered_protocols(request.headers) else None
         asyncio.ensure_future(self._slots.hold(principal.key_id, session_id, relay.done))
         self.open_sessions += 1
-        return Session(relay, url, headers, chosen, target.provider.name, target.model, first_frames, self._opened)
+        return Session(relay, endpoints, chosen, first_frames, partial(self._opened, meter, event))
 
-    def _upstream_endpoint(self, config: ProviderConfig, model: str, out: dict[str, str]) -> tuple[str, dict[str, str]]:
+    def _upstream_endpoint(self, config: ProviderConfig, target: Target, out: dict[str, str]) -> Endpoint:
+        model = target.model
         base = (config.base_url or "").rstrip("/")
         ws_base = "wss" + base[5:] if base.startswith("https") else "ws" + base[4:]
         headers = {"x-request-id": out["x-request-id"], "traceparent": out["traceparent"]}
@@ -172,21 +200,26 @@ class Realtime:
             split = urlsplit(ws_base)
             if key:
                 headers["api-key"] = key
-            return (f"{split.scheme}://{split.netloc}/openai/realtime?api-version={quote(version)}"
-                    f"&deployment={quote(model)}"), headers
+            return Endpoint(f"{split.scheme}://{split.netloc}/openai/realtime?api-version={quote(version)}"
+                            f"&deployment={quote(model)}", headers, config.name, model)
         if key:
             headers["authorization"] = f"Bearer {key}"
-        return f"{ws_base}/realtime?model={quote(model)}", headers
+        return Endpoint(f"{ws_base}/realtime?model={quote(model)}", headers, config.name, model)
 
     # -- the provider's answer and the session's end ---------------------------------------------
-    def _opened(self, session: Session, ok: bool, message: str) -> None:
+    def _opened(self, meter: SessionMeter, event: RequestEvent, session: Session, endpoint: Endpoint, ok: bool,
+                message: str) -> None:
         health = self._pipeline.upstream.health
-        target = health.get(session.provider, session.upstream_model)
+        target = health.get(endpoint.provider, endpoint.model)
         if ok:
             health.success(target)
+            meter.connected(endpoint.provider, endpoint.model)
+            event["provider"], event["upstream_model"], event["upstream_status"] = endpoint.provider, endpoint.model, 101
+            event["attempts"] = len(event.get("failed_providers", [])) + 1
+            event["failovers"] = event["attempts"] - 1
         else:
             health.failure(target, "connect", message[:200])
-            session.relay.end("upstream_refused", events.UPSTREAM_ERROR, "provider refused", client_gone=True)
+            event.setdefault("failed_providers", []).append(endpoint.provider)
 
     async def _finished(self, relay: Relay, ctx: RequestContext) -> None:
         """The session's one request-log record, its slot given back, a drop counted."""
@@ -222,7 +255,7 @@ class Realtime:
         principal = await self._pipeline.access.authenticate(request)
 
         def check_model(principal: Principal, model: str) -> None:
-            self._realtime_target(self._pipeline.router.resolve(model), model)  # 404, 400
+            self._realtime_targets(self._pipeline.router.resolve(model), model)  # 404, 400
             self._pipeline.access.check_model(principal, model)  # 403
 
         return await self.secrets.mint(request, principal, check_model)

@@ -25,19 +25,21 @@ RESERVATION = {"messages": None, "max_tokens": 1}
 
 class SessionMeter:
     def __init__(self, limits: Limits, analytics: Any, request: Request, principal: Principal, routed: str,
-                 provider: str, upstream_model: str, event: RequestEvent,
-                 guardrails: Guardrails | None = None, policy: Any = None) -> None:
+                 event: RequestEvent, guardrails: Guardrails | None = None, policy: Any = None) -> None:
         self._limits = limits
         self._analytics = analytics
         self._request = request
         self._principal = principal
         self._routed = routed
-        self._provider = provider
-        self._upstream_model = upstream_model
+        self._provider = ""  # the target that accepted the session (``connected``)
+        self._upstream_model = ""
         self._event = event  # the session's event: each response's is a copy of its labels
         self._guardrails = guardrails
         self._policy = policy
         self.responses = 0
+
+    def connected(self, provider: str, upstream_model: str) -> None:
+        self._provider, self._upstream_model = provider, upstream_model
 
     async def reserve(self) -> Admission:
         return await self._limits.admit(self._request, self._principal, self._routed, RESERVATION, {}, {})

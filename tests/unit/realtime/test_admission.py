@@ -30,7 +30,7 @@ def upgrade(model: str | None, headers: dict[str, str] | None = None) -> Request
 
 async def admitted(r: SecureRig, request: Request):  # type: ignore[no-untyped-def]
     session = await r.gateway.realtime.open(request)
-    session.refused("test: never connected")
+    session.refused(502, "upstream_unreachable", "test: never connected")
     await session.relay.done.wait()
     return session
 
@@ -38,18 +38,20 @@ async def admitted(r: SecureRig, request: Request):  # type: ignore[no-untyped-d
 def test_the_session_connects_to_the_providers_realtime_path_with_the_gateways_key():
     r = rig()
     session = asyncio.run(admitted(r, upgrade("rt", {"authorization": f"Bearer {CONFIG_KEY}"})))
-    assert session.upstream_url == "wss://a.example/v1/realtime?model=rt"
-    assert session.upstream_headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
-    assert CONFIG_KEY not in json.dumps(session.upstream_headers)
+    [endpoint] = session.endpoints
+    assert endpoint.url == "wss://a.example/v1/realtime?model=rt" and endpoint.provider == "a"
+    assert endpoint.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert CONFIG_KEY not in json.dumps(endpoint.headers)
     assert session.subprotocol is None
 
 
 def test_azure_style_providers_get_the_deployment_path_and_an_api_key_header():
     r = rig()
     session = asyncio.run(admitted(r, upgrade("rt-az", {"authorization": f"Bearer {CONFIG_KEY}"})))
-    assert session.upstream_url == ("wss://res.openai.azure.example/openai/realtime"
-                                    "?api-version=2025-04-01-preview&deployment=my-deployment")
-    assert session.upstream_headers["api-key"] == UPSTREAM_KEY and "authorization" not in session.upstream_headers
+    [endpoint] = session.endpoints
+    assert endpoint.url == ("wss://res.openai.azure.example/openai/realtime"
+                            "?api-version=2025-04-01-preview&deployment=my-deployment")
+    assert endpoint.headers["api-key"] == UPSTREAM_KEY and "authorization" not in endpoint.headers
 
 
 def test_the_browser_subprotocol_carries_the_key_and_only_realtime_is_selected():

@@ -21,9 +21,9 @@ import js
 import workers
 from pyodide.ffi import create_proxy, to_js
 
-from ...errors import upstream_error
 from ...gateway import Gateway
 from ...http import Request
+from ...realtime.api import Endpoint, Session
 from ...realtime.relay import Relay
 
 log = logging.getLogger("flaregate.edge.realtime")
@@ -102,29 +102,40 @@ async def _release(relay: Relay, proxies: list[tuple[Any, str, Any]]) -> None:
             log.debug("a realtime listener was already released", exc_info=True)
 
 
+async def _connect(session: Session) -> tuple[Any, Endpoint]:
+    """The first of the session's endpoints that accepts (``fetch`` with ``Upgrade:
+    websocket``), each failure counted against its target; none: the GatewayError to answer."""
+    reasons: list[str] = []
+    for endpoint in session.endpoints:
+        url = "http" + endpoint.url[2:]  # fetch speaks http(s); the Upgrade header asks for a socket
+        headers = js.Headers.new(to_js([*endpoint.headers.items(), ("upgrade", "websocket")]))
+        try:
+            answer = await js.fetch(url, to_js({"headers": headers}, dict_converter=js.Object.fromEntries))
+        except Exception as exc:
+            reasons.append(f"'{endpoint.provider}' could not be reached")
+            session.failed(endpoint, f"could not be reached: {type(exc).__name__}")
+            continue
+        upstream = answer.webSocket
+        if getattr(upstream, "accept", None) is None:  # JS null: None, or Pyodide's JsNull
+            reasons.append(f"'{endpoint.provider}' answered HTTP {int(answer.status)}")
+            session.failed(endpoint, f"refused the Realtime upgrade with HTTP {int(answer.status)}")
+            continue
+        upstream.accept()
+        return upstream, endpoint
+    refused = any("answered" in r for r in reasons)
+    raise session.refused(502, "upstream_refused" if refused else "upstream_unreachable",
+                          f"No provider accepted the Realtime session: {'; '.join(reasons)}.")
+
+
 async def serve(gateway: Gateway, request: Request) -> Any:
     """The 101 with the client's end of a new pair, or raise GatewayError (an HTTP answer)."""
     session = await gateway.realtime.open(request)
-    url = "http" + session.upstream_url[2:]  # fetch speaks http(s); the Upgrade header asks for a socket
-    headers = js.Headers.new(to_js([*session.upstream_headers.items(), ("upgrade", "websocket")]))
-    try:
-        answer = await js.fetch(url, to_js({"headers": headers}, dict_converter=js.Object.fromEntries))
-    except Exception as exc:
-        session.refused(f"could not be reached: {type(exc).__name__}")
-        raise upstream_error(502, f"Upstream provider '{session.provider}' could not be reached for a Realtime "
-                                  "session.", code="upstream_unreachable") from None
-    upstream = answer.webSocket
-    if getattr(upstream, "accept", None) is None:  # JS null: None, or Pyodide's JsNull
-        status = int(answer.status)
-        session.refused(f"refused the Realtime upgrade with HTTP {status}")
-        raise upstream_error(502, f"Upstream provider '{session.provider}' refused the Realtime session "
-                                  f"(HTTP {status}).", code="upstream_refused")
-    upstream.accept()
+    upstream, endpoint = await _connect(session)
     client, server = js.WebSocketPair.new().object_values()
     server.accept()
     relay = session.relay
     proxies = _listen(relay, server, upstream)
-    session.start(_JsSocket(server), _JsSocket(upstream))
+    session.start(endpoint, _JsSocket(server), _JsSocket(upstream))
     asyncio.ensure_future(_release(relay, proxies))
     out = {"sec-websocket-protocol": session.subprotocol} if session.subprotocol else {}
     return workers.Response(None, status=101, web_socket=client, headers=out)

@@ -17,9 +17,10 @@ from typing import Any
 
 import aiohttp
 
-from ...errors import GatewayError, upstream_error
+from ...errors import GatewayError
 from ...gateway import Gateway
 from ...http import Request
+from ...realtime.api import Endpoint, Session
 from ...realtime.relay import Relay
 
 log = logging.getLogger("flaregate.local.realtime")
@@ -87,6 +88,29 @@ class LocalRealtime:
         if self._http is not None:
             await self._http.close()
 
+    async def _connect(self, session: Session) -> tuple[aiohttp.ClientWebSocketResponse, Endpoint]:
+        """The first of the session's endpoints that accepts, each failure counted against its
+        target; none: the GatewayError to answer."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        timeout = self._gateway.settings.upstream_timeout_seconds
+        reasons: list[str] = []
+        for endpoint in session.endpoints:
+            try:
+                ws = await asyncio.wait_for(self._http.ws_connect(
+                    endpoint.url, headers=endpoint.headers, max_msg_size=0, autoping=True, compress=0,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0)), timeout)
+                return ws, endpoint
+            except aiohttp.WSServerHandshakeError as exc:
+                reasons.append(f"'{endpoint.provider}' answered HTTP {exc.status}")
+                session.failed(endpoint, f"refused the Realtime upgrade with HTTP {exc.status}")
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                reasons.append(f"'{endpoint.provider}' could not be reached")
+                session.failed(endpoint, f"could not be reached: {type(exc).__name__}")
+        refused = any("answered" in r for r in reasons)
+        raise session.refused(502, "upstream_refused" if refused else "upstream_unreachable",
+                              f"No provider accepted the Realtime session: {'; '.join(reasons)}.")
+
     async def serve(self, request: Request, receive: Any, send: Any,
                     reject: Callable[[GatewayError], Awaitable[None]]) -> None:
         try:
@@ -94,30 +118,18 @@ class LocalRealtime:
         except GatewayError as exc:
             await reject(exc)
             return
-        if self._http is None:
-            self._http = aiohttp.ClientSession()
-        timeout = self._gateway.settings.upstream_timeout_seconds
         try:
-            ws = await asyncio.wait_for(self._http.ws_connect(
-                session.upstream_url, headers=session.upstream_headers, max_msg_size=0, autoping=True, compress=0,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0)), timeout)
-        except aiohttp.WSServerHandshakeError as exc:
-            session.refused(f"refused the Realtime upgrade with HTTP {exc.status}")
-            await reject(upstream_error(502, f"Upstream provider '{session.provider}' refused the Realtime "
-                                             f"session (HTTP {exc.status}).", code="upstream_refused"))
-            return
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            session.refused(f"could not be reached: {type(exc).__name__}")
-            await reject(upstream_error(502, f"Upstream provider '{session.provider}' could not be reached for a "
-                                             "Realtime session.", code="upstream_unreachable"))
+            ws, endpoint = await self._connect(session)
+        except GatewayError as exc:
+            await reject(exc)
             return
         except asyncio.CancelledError:
-            session.refused("the client left during the connect")
+            session.abandon()
             raise
         relay = session.relay
         if (await receive())["type"] != "websocket.connect":
             await ws.close()
-            session.refused("the client left before the upgrade")
+            session.abandon()
             return
         await send({"type": "websocket.accept", "subprotocol": session.subprotocol})
 
@@ -138,7 +150,7 @@ class LocalRealtime:
             await ws.close(code=code, message=reason[:120].encode())
 
         client, upstream = _Writer(to_client, close_client), _Writer(to_upstream, close_upstream)
-        session.start(client, upstream)
+        session.start(endpoint, client, upstream)
         readers = [asyncio.ensure_future(_read_client(receive, relay)),
                    asyncio.ensure_future(_read_upstream(ws, relay))]
         try:
