@@ -172,6 +172,7 @@ def test_a_text_response_streams_through_and_its_usage_settles_into_the_key_limi
     assert summary["duration_s"] > 0
     response_record = log_record(server, rid + ".r1")  # each response is a record of its own, live
     assert response_record["tokens_in"] == usage.input_tokens and response_record["realtime"]["kind"] == "response"
+    assert 0 < response_record["latency_ms"] <= record["latency_ms"]  # response.create to response.done
 
 
 def test_each_response_reaches_metrics_as_it_ends_not_at_the_sessions_end(server):

@@ -44,7 +44,10 @@ class SessionMeter:
     async def reserve(self) -> Admission:
         return await self._limits.admit(self._request, self._principal, self._routed, RESERVATION, {}, {})
 
-    async def settle(self, reservation: Any, usage: ResponseUsage, response_id: str | None) -> float:
+    async def settle(self, reservation: Any, usage: ResponseUsage, response_id: str | None,
+                     latency_ms: float = 0.0) -> float:
+        """Charge the response and record it: its latency is from its ``response.create``
+        (or the previous response's end, for one the provider began) to its ``response.done``."""
         real = Usage(usage.input_tokens, usage.output_tokens)
         if reservation is None:  # a response the provider began itself (server VAD): charged now
             try:
@@ -62,7 +65,7 @@ class SessionMeter:
             "status": 200, "model": base.get("model"), "key_id": base.get("key_id"), "provider": self._provider,
             "upstream_model": self._upstream_model, "upstream_status": 101, "cache": None, "stream": True,
             "client": base.get("client"), "tokens_in": usage.input_tokens, "tokens_out": usage.output_tokens,
-            "latency_ms": 0.0, "stream_outcome": "complete",
+            "latency_ms": latency_ms, "upstream_ms": latency_ms, "stream_outcome": "complete",
             "realtime": {"kind": "response", "session": base["request_id"], "response_id": response_id,
                          "cached_tokens": usage.cached_tokens, "audio_tokens_in": usage.input_audio_tokens,
                          "audio_tokens_out": usage.output_audio_tokens},

@@ -50,7 +50,8 @@ class Meter(Protocol):
         """Reserve one response's units; raise GatewayError (429) when a limit or budget is out."""
         ...
 
-    async def settle(self, reservation: Any, usage: ResponseUsage, response_id: str | None) -> float:
+    async def settle(self, reservation: Any, usage: ResponseUsage, response_id: str | None,
+                     latency_ms: float) -> float:
         """Charge one response's real usage (``reservation`` None: none was made); its cost."""
         ...
 
@@ -95,7 +96,9 @@ class Relay:
         self._ended = False
         self._backlog: deque[Frame] = deque()
         self._draining: asyncio.Task[None] | None = None
-        self._reservations: deque[Any] = deque()  # one per response.create forwarded, oldest first
+        # (reservation, when) per response.create forwarded, oldest first
+        self._reservations: deque[tuple[Any, float]] = deque()
+        self._last_done = self.stats.started  # a response the provider began itself is timed from here
         self._window = 0.0
         self._in_window = 0
         self._last = self.stats.started
@@ -171,7 +174,7 @@ class Relay:
         kind = events.event_type(text)
         if kind == "response.create":
             try:
-                self._reservations.append(await self._meter.reserve())
+                self._reservations.append((await self._meter.reserve(), self._clock.monotonic()))
             except GatewayError as exc:
                 self.end(exc.code or "limit", events.POLICY, "limit reached",
                          events.error_event(exc.code or "rate_limit_exceeded", exc.message, exc.type))
@@ -209,12 +212,13 @@ class Relay:
         stats.cached_tokens += usage.cached_tokens
         stats.audio_tokens_in += usage.input_audio_tokens
         stats.audio_tokens_out += usage.output_audio_tokens
-        reservation = self._reservations.popleft() if self._reservations else None
-        self._spawn(self._settle(reservation, usage, rid))
+        reservation, asked = self._reservations.popleft() if self._reservations else (None, self._last_done)
+        self._last_done = now = self._clock.monotonic()
+        self._spawn(self._settle(reservation, usage, rid, round((now - asked) * 1000, 3)))
 
-    async def _settle(self, reservation: Any, usage: ResponseUsage, rid: str | None) -> None:
+    async def _settle(self, reservation: Any, usage: ResponseUsage, rid: str | None, latency_ms: float) -> None:
         try:
-            self.stats.cost_usd += await self._meter.settle(reservation, usage, rid)
+            self.stats.cost_usd += await self._meter.settle(reservation, usage, rid, latency_ms)
         except Exception:
             log.warning("could not settle a realtime response", exc_info=True)
 

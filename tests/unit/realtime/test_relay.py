@@ -44,7 +44,7 @@ class Meter:
         self.reserved += 1
         return f"reservation-{self.reserved}"
 
-    async def settle(self, reservation: Any, usage: Any, response_id: Any) -> float:
+    async def settle(self, reservation: Any, usage: Any, response_id: Any, latency_ms: float) -> float:
         self.settled.append((reservation, usage.input_tokens, usage.output_tokens, response_id))
         return 0.01
 
