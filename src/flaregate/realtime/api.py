@@ -101,7 +101,6 @@ class Realtime:
         self.secrets = ClientSecrets(self.settings, clock, pipeline.access, security,
                                      settings.security.max_json_depth)
         self.spec = realtime_spec(self._prepare)
-        self.open_sessions = 0
 
     def routes(self) -> list[Route]:
         return [
@@ -186,7 +185,6 @@ class Realtime:
         relay = Relay(self.settings, self._clock, meter, policy is not None, lambda r: self._finished(r, ctx))
         chosen = "realtime" if "realtime" in offered_protocols(request.headers) else None
         asyncio.ensure_future(self._slots.hold(principal.key_id, session_id, relay.done))
-        self.open_sessions += 1
         return Session(relay, endpoints, chosen, first_frames, partial(self._opened, meter, event))
 
     def _upstream_endpoint(self, config: ProviderConfig, target: Target, out: dict[str, str]) -> Endpoint:
@@ -224,7 +222,6 @@ class Realtime:
     async def _finished(self, relay: Relay, ctx: RequestContext) -> None:
         """The session's one request-log record, its slot given back, a drop counted."""
         assert ctx.principal is not None
-        self.open_sessions -= 1
         stats, event = relay.stats, ctx.event
         if stats.ended == "upstream_dropped":
             health = self._pipeline.upstream.health
