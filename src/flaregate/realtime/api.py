@@ -30,6 +30,7 @@ from ..providers.settings import ProviderConfig
 from ..request_event import RequestEvent
 from ..routes import Route
 from ..routing.routes import Target
+from ..security import limits as input_limits
 from ..security.access import Principal
 from . import events
 from .client_secrets import PATH as SECRETS_PATH
@@ -101,6 +102,7 @@ class Realtime:
         self.secrets = ClientSecrets(self.settings, clock, pipeline.access, security,
                                      settings.security.max_json_depth)
         self.spec = realtime_spec(self._prepare)
+        self._security_settings = settings.security
 
     def routes(self) -> list[Route]:
         return [
@@ -114,6 +116,12 @@ class Realtime:
     async def open(self, request: Request) -> Session:
         """Admit a session or raise GatewayError (the host answers it before any upgrade)."""
         out = self._pipeline.new_headers(request)
+        try:
+            input_limits.check_headers(request.headers, self._security_settings)  # 431, as security/gate.py
+        except GatewayError as exc:
+            exc.headers = {**out, **exc.headers}
+            self._pipeline.record_refusal(self.spec, request, out, exc)
+            raise
         acting: Principal | None = None
         first_frames: list[str] = []
         token = presented_key(request)

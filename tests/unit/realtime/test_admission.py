@@ -68,6 +68,7 @@ def test_the_browser_subprotocol_carries_the_key_and_only_realtime_is_selected()
     ("nope", {"authorization": f"Bearer {CONFIG_KEY}"}, 404, "model_not_found"),
     ("mock-1", {"authorization": f"Bearer {CONFIG_KEY}"}, 400, "realtime_not_supported"),
     ("rt", {"authorization": "Bearer ek_not-a-secret"}, 401, "invalid_client_secret"),
+    ("rt", {"authorization": f"Bearer {CONFIG_KEY}", "x-big": "v" * 40000}, 431, None),
 ])
 def test_refusals_are_gateway_errors_recorded_once(model, headers, status, code):
     r = rig()
