@@ -43,7 +43,7 @@ from .providers.build import build_providers
 from .ratelimits.admin import RateLimitAdmin
 from .ratelimits.enforcer import Limits
 from .ratelimits.thresholds import BudgetThresholds
-from .realtime.api import Realtime
+from .realtime.entry import RealtimeEntry
 from .responses.conversations import Conversations
 from .routes import Route, RouteTable
 from .routing.routes import Router
@@ -102,8 +102,9 @@ class Gateway:
         self.operations: tuple[OperationSpec, ...] = (
             chat.SPEC, embeddings.SPEC, messages.SPEC, responses_spec(Conversations(ports.cache), ports.tasks),
             moderations.SPEC, images.SPEC, speech.SPEC, transcriptions.SPEC)
-        # /v1/realtime: admitted here, upgraded and relayed by the hosts (realtime/).
-        self.realtime = Realtime(settings, ports.clock, self.pipeline, ports.security)
+        # /v1/realtime: admitted here, upgraded and relayed by the hosts (realtime/); its
+        # modules load on its first use.
+        self.realtime = RealtimeEntry(settings, ports.clock, self.pipeline, ports.security)
         self.predictive = PredictiveWarmer(settings, ports, self._chat)
         self.pipeline.predictive = self.predictive
         self.cache_warming = CacheWarming(settings, ports, self.access, self._chat)

@@ -28,12 +28,10 @@ from ..pipeline.runner import Pipeline
 from ..ports import Clock, SecurityStoreClient
 from ..providers.settings import ProviderConfig
 from ..request_event import RequestEvent
-from ..routes import Route
 from ..routing.routes import Target
 from ..security import limits as input_limits
 from ..security.access import Principal
 from . import events
-from .client_secrets import PATH as SECRETS_PATH
 from .client_secrets import PREFIX as SECRET_PREFIX
 from .client_secrets import ClientSecrets, session_update
 from .metering import SessionMeter
@@ -103,14 +101,6 @@ class Realtime:
                                      settings.security.max_json_depth)
         self.spec = realtime_spec(self._prepare)
         self._security_settings = settings.security
-
-    def routes(self) -> list[Route]:
-        return [
-            # Upgraded by the hosts before the table is consulted; a plain GET gets the 426.
-            Route(PATH, {"GET": self._without_upgrade}, "key", "Realtime API session (WebSocket)"),
-            Route(SECRETS_PATH, {"POST": self._client_secret}, "key",
-                  "A short-lived, single-use Realtime client secret for a browser"),
-        ]
 
     # -- before the upgrade ----------------------------------------------------------------
     async def open(self, request: Request) -> Session:
@@ -250,13 +240,9 @@ class Realtime:
             "cost_usd": round(stats.cost_usd, 9), "ended": stats.ended, "close_code": stats.close_code}
         self._pipeline.finish(ctx, 502 if stats.ended == "upstream_refused" else 101)
 
-    # -- routes --------------------------------------------------------------------------------
-    async def _without_upgrade(self, request: Request, out: dict[str, str]) -> Response:
-        await self._pipeline.access.authenticate(request)
-        raise GatewayError(426, "GET /v1/realtime needs a WebSocket upgrade ('Upgrade: websocket').",
-                           code="upgrade_required", headers={"upgrade": "websocket"})
-
-    async def _client_secret(self, request: Request, out: dict[str, str]) -> Response:
+    # -- client secrets ------------------------------------------------------------------------
+    async def client_secret(self, request: Request, out: dict[str, str]) -> Response:
+        """``POST /v1/realtime/client_secrets`` (routed by ``entry.py``)."""
         principal = await self._pipeline.access.authenticate(request)
 
         def check_model(principal: Principal, model: str) -> None:

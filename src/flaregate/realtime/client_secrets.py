@@ -17,7 +17,6 @@ from ..security import limits as input_limits
 from ..security.access import AccessControl, Principal
 from .settings import RealtimeSettings
 
-PATH = "/v1/realtime/client_secrets"
 PREFIX = "ek_"
 
 

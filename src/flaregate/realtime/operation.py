@@ -17,9 +17,9 @@ from ..pipeline.context import RequestContext
 from ..pipeline.runner import with_bearer
 from ..pipeline.spec import OperationSpec, StreamWatch
 from ..security.access import presented_token
+from .entry import PATH
 from .metering import RESERVATION
 
-PATH = "/v1/realtime"
 KEY_PROTOCOL = "openai-insecure-api-key."  # a browser cannot set headers on a WebSocket
 
 

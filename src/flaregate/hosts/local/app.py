@@ -21,7 +21,7 @@ from ...observability.export import build_exporters
 from ...observability.request_bodies import log_secrets
 from ...ports import KeyValueStore, Ports, RateLimiterClient, WarmCacheStore
 from ...ratelimits.limiter import RateLimiter
-from ...realtime.operation import PATH as REALTIME_PATH
+from ...realtime.entry import PATH as REALTIME_PATH
 from ...routing.probes import HealthProber
 from ...security.keys import KeyRing
 from ...security.store import SecurityStore
