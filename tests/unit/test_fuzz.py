@@ -23,6 +23,7 @@ from flaregate.hosts.local.blob_dir import DirectoryBlobStore
 from flaregate.http import Headers, Request
 from flaregate.multipart import Upload, encode_form
 from flaregate.providers.mock import StaticResponse
+from flaregate.realtime.api import no_provider
 from flaregate.realtime.relay import Relay
 from flaregate.realtime.settings import RealtimeSettings
 from flaregate.security.signing import sign_request
@@ -459,27 +460,39 @@ def test_fuzz_realtime_client_secrets_and_upgrades():
         hs = Headers([("content-type", "application/json"), ("authorization", f"Bearer {CONFIG_KEY}")])
         rig.run(Request("POST", "/v1/realtime/client_secrets", hs, body))
 
+    admitted: list[Request] = []
+
     async def admit(request: Request) -> None:
         try:
             session = await rig.secure.gateway.realtime.open(request)
         except GatewayError as exc:
             assert exc.status < 500 and exc.message, exc
             return
-        session.refused(502, "upstream_unreachable", "fuzz")  # never connected: the session ends and gives its slot back
+        admitted.append(request)
+        # Never connected: no provider accepted; the client hears it, the session gives its slot back.
+        client = Sock()
+        session.refuse(client, no_provider(["'a' could not be reached"]))
         await session.relay.done.wait()
+        error = json.loads(client.sent[0])
+        assert error["type"] == "error" and error["error"]["code"] == "upstream_unreachable"
+        assert client.closed is not None and client.closed[0] == 1011
 
     @REALTIME
-    @given(query=st.dictionaries(st.sampled_from(["model", "intent", "call_id", "x"]),
-                                 st.one_of(st.sampled_from(["mock-1", "", "nope"]), st.text(max_size=20)), max_size=3),
+    @given(query=st.dictionaries(st.sampled_from(["model", "intent", "call_id", "x"]), st.text(max_size=20), max_size=3),
+           model=st.one_of(st.none(), st.sampled_from(["mock-1", "a", "ab", "", "nope"])),
            extra=headers, protocols=st.lists(st.one_of(st.sampled_from(
                ["realtime", f"openai-insecure-api-key.{CONFIG_KEY}", "openai-insecure-api-key.", "ek_x"]),
-               st.text(max_size=20)), max_size=3))
-    def upgrade(query, extra, protocols):
-        hs = Headers([*extra, ("sec-websocket-protocol", ", ".join(protocols))])
+               st.text(max_size=20)), max_size=3), bearer=st.booleans())
+    def upgrade(query, model, extra, protocols, bearer):
+        key = [("authorization", f"Bearer {CONFIG_KEY}")] if bearer else []
+        hs = Headers([*key, *extra, ("sec-websocket-protocol", ", ".join(protocols))])
+        if model is not None:
+            query = {**query, "model": model}
         rig.loop.run_until_complete(admit(Request("GET", "/v1/realtime", hs, b"", query)))
 
     secrets()
     upgrade()
+    assert admitted  # some upgrades were admitted (the examples reach past the key and the route)
     assert not errors.records
 
 

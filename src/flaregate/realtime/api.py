@@ -83,11 +83,20 @@ class Session:
         """The client left before the upgrade: the session ends unopened."""
         self.relay.end("client_closed", events.NORMAL, "client left", client_gone=True)
 
-    def refused(self, status: int, code: str, message: str) -> GatewayError:
-        """No endpoint accepted: the session ends unopened; the error the host answers with
-        (an HTTP 502 before the upgrade)."""
-        self.relay.end("upstream_refused", events.UPSTREAM_ERROR, "provider refused", client_gone=True)
-        return upstream_error(status, message, code=code)
+    def refuse(self, client: Socket, refusal: GatewayError) -> None:
+        """No endpoint accepted (``refusal``: why, from :func:`no_provider`): the client, its
+        upgrade accepted, gets an ``error`` event the SDK yields and a close 1011, as when a
+        provider drops a session; the session ends unopened, recorded as a 502."""
+        self.relay.client = client
+        self.relay.end("upstream_refused", events.UPSTREAM_ERROR, "no provider accepted", events.error_event(
+            refusal.code or "upstream_refused", refusal.message, type="server_error"))
+
+
+def no_provider(reasons: list[str]) -> GatewayError:
+    """Why no endpoint accepted (``reasons``: one per endpoint tried, as the hosts word them)."""
+    refused = any("answered" in r for r in reasons)
+    return upstream_error(502, f"No provider accepted the Realtime session: {'; '.join(reasons)}.",
+                          code="upstream_refused" if refused else "upstream_unreachable")
 
 
 class Realtime:

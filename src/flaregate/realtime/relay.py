@@ -263,12 +263,12 @@ class Relay:
         for timer in self._timers:
             timer.cancel()
         self._backlog.clear()
+        if self.upstream is not None:  # first: the provider stops (and bills) at once
+            self.upstream.close(events.NORMAL, "session ended")
         if self.client is not None and not client_gone:
             if error is not None:
                 self.client.send(error)
             self.client.close(code, reason)
-        if self.upstream is not None:
-            self.upstream.close(events.NORMAL, "session ended")
         self._spawn(self._finish())
 
     async def _finish(self) -> None:

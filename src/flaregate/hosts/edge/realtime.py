@@ -3,7 +3,8 @@
 
 The provider's socket is opened first, with ``fetch(url, {headers: {Upgrade: websocket}})``
 and ``response.webSocket.accept()``; only then is the client's ``WebSocketPair`` made and
-the 101 returned, so a refusal is an HTTP answer. The relay is driven by the two sockets'
+the 101 returned. When no provider accepts, the client's socket is given an ``error`` event
+and a close before the 101 goes out. The relay is driven by the two sockets'
 JS event listeners (``create_proxy``): each frame is one call into Python, which forwards it
 with the socket's synchronous ``send`` unless the relay must read it. The proxies are
 destroyed when the session ends.
@@ -21,9 +22,10 @@ import js
 import workers
 from pyodide.ffi import create_proxy, to_js
 
+from ...errors import GatewayError
 from ...gateway import Gateway
 from ...http import Request
-from ...realtime.api import Endpoint, Session
+from ...realtime.api import Endpoint, Session, no_provider
 from ...realtime.relay import Relay
 
 log = logging.getLogger("flaregate.edge.realtime")
@@ -122,20 +124,27 @@ async def _connect(session: Session) -> tuple[Any, Endpoint]:
             continue
         upstream.accept()
         return upstream, endpoint
-    refused = any("answered" in r for r in reasons)
-    raise session.refused(502, "upstream_refused" if refused else "upstream_unreachable",
-                          f"No provider accepted the Realtime session: {'; '.join(reasons)}.")
+    raise no_provider(reasons)
 
 
 async def serve(gateway: Gateway, request: Request) -> Any:
-    """The 101 with the client's end of a new pair, or raise GatewayError (an HTTP answer)."""
+    """The 101 with the client's end of a new pair, or raise GatewayError (an HTTP answer:
+    the session was not admitted)."""
     session = await gateway.realtime.open(request)
-    upstream, endpoint = await _connect(session)
+    refusal: GatewayError | None = None
+    try:
+        upstream, endpoint = await _connect(session)
+    except GatewayError as exc:
+        refusal = exc
     client, server = js.WebSocketPair.new().object_values()
     server.accept()
+    out = {"sec-websocket-protocol": session.subprotocol} if session.subprotocol else {}
     relay = session.relay
+    if refusal is not None:  # the error event and the close wait in the socket for the client
+        session.refuse(_JsSocket(server), refusal)
+        await relay.done.wait()  # the record and the slot, before the invocation may end
+        return workers.Response(None, status=101, web_socket=client, headers=out)
     proxies = _listen(relay, server, upstream)
     session.start(endpoint, _JsSocket(server), _JsSocket(upstream))
     asyncio.ensure_future(_release(relay, proxies))
-    out = {"sec-websocket-protocol": session.subprotocol} if session.subprotocol else {}
     return workers.Response(None, status=101, web_socket=client, headers=out)

@@ -1,9 +1,9 @@
 """``/v1/realtime`` on the standalone server: the client's ASGI WebSocket and the provider's
 aiohttp one, with the core's relay (``realtime/relay.py``) between them.
 
-The provider's socket is opened before the client's upgrade is accepted, so a refused or
-unreachable provider is an HTTP 502 the client sees as a failed handshake, never a 101
-followed by silence. Each socket has a writer task draining a queue: the relay's ``send``
+The provider's socket is opened before the client's upgrade is accepted; when no provider
+accepts, the client's upgrade is accepted all the same and gets an ``error`` event and a
+close 1011 (what the SDK understands of a session that cannot go on), never silence. Each socket has a writer task draining a queue: the relay's ``send``
 never blocks, and frames keep their order.
 """
 
@@ -20,7 +20,7 @@ import aiohttp
 from ...errors import GatewayError
 from ...gateway import Gateway
 from ...http import Request
-from ...realtime.api import Endpoint, Session
+from ...realtime.api import Endpoint, Session, no_provider
 from ...realtime.relay import Relay
 
 log = logging.getLogger("flaregate.local.realtime")
@@ -107,9 +107,7 @@ class LocalRealtime:
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 reasons.append(f"'{endpoint.provider}' could not be reached")
                 session.failed(endpoint, f"could not be reached: {type(exc).__name__}")
-        refused = any("answered" in r for r in reasons)
-        raise session.refused(502, "upstream_refused" if refused else "upstream_unreachable",
-                              f"No provider accepted the Realtime session: {'; '.join(reasons)}.")
+        raise no_provider(reasons)
 
     async def serve(self, request: Request, receive: Any, send: Any,
                     reject: Callable[[GatewayError], Awaitable[None]]) -> None:
@@ -118,17 +116,18 @@ class LocalRealtime:
         except GatewayError as exc:
             await reject(exc)
             return
+        refusal: GatewayError | None = None
         try:
             ws, endpoint = await self._connect(session)
         except GatewayError as exc:
-            await reject(exc)
-            return
+            refusal = exc
         except asyncio.CancelledError:
             session.abandon()
             raise
         relay = session.relay
         if (await receive())["type"] != "websocket.connect":
-            await ws.close()
+            if refusal is None:
+                await ws.close()
             session.abandon()
             return
         await send({"type": "websocket.accept", "subprotocol": session.subprotocol})
@@ -139,6 +138,13 @@ class LocalRealtime:
 
         async def close_client(code: int, reason: str) -> None:
             await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+
+        if refusal is not None:  # no provider accepted: an error event and a close
+            client_only = _Writer(to_client, close_client)
+            session.refuse(client_only, refusal)
+            await asyncio.wait([client_only.task], timeout=2.0)
+            await relay.done.wait()
+            return
 
         async def to_upstream(data: Any) -> None:
             if isinstance(data, str):
