@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from flaregate.security.signing import sign_request
 
-from .conftest import ADMIN_KEY, GATEWAY_KEY, TARGET, free_port, run_gateway, upstream_env
+from .conftest import ADMIN_KEY, GATEWAY_KEY, free_port, run_gateway, upstream_env
 
 BUDGET_KEY = "fg-test-realtime-budget-key-0001"
 SLOTS_KEY = "fg-test-realtime-slots-key-00002"
@@ -524,15 +524,10 @@ def test_a_client_flooding_events_is_ended_with_an_error_event_and_1008_past_the
     assert code == 1008
     summary = log_record(limited, rid, lambda r: r.get("realtime", {}).get("kind") == "session")["realtime"]
     assert summary["ended"] == "rate_limited" and summary["messages_in"] == 6  # the sixth ended it
-    if TARGET == "edge":
-        # Not checked on the edge: the gateway closes the provider's socket there too (its
-        # readyState is CLOSING at once), but when the close comes within milliseconds of the
-        # first frames, the mock's send of its first answer never completes under workerd, so
-        # the mock never records the session (which side holds the TCP open is not settled).
-        return
     deadline = time.monotonic() + 10  # the mock records a session when its socket closes
     while not upstream.stats()["realtime"] and time.monotonic() < deadline:
         time.sleep(0.05)
     provider_side = upstream.stats()["realtime"]
     assert len(provider_side) == 1
-    assert provider_side[0]["events"].count("conversation.item.create") == 5  # nothing past the limit relayed
+    # Nothing past the limit relayed (the mock may not get to read the last ones before the close).
+    assert 1 <= provider_side[0]["events"].count("conversation.item.create") <= 5

@@ -240,6 +240,9 @@ async def serve(app: Any, scope: dict, receive: Any, send: Any, fault: dict | No
                 pending.add_done_callback(dropped)
                 continue
             await session.event(ev)
+    except Exception as exc:  # the gateway closed while this side was sending: still a record
+        record["how"] = f"closed while sending ({type(exc).__name__})"
+        return record
     finally:
         if pending is not None and not pending.done():
             pending.cancel()
