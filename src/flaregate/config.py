@@ -44,6 +44,7 @@ from .ratelimits.policies import (
     check_unique_names,
 )
 from .ratelimits.settings import BudgetAlertSettings
+from .realtime.settings import REALTIME_VARS, RealtimeSettings, realtime_from_vars
 from .routing.conditions import ConditionalRoute
 from .routing.resilience import RESILIENCE_VARS, ResiliencePolicy, resilience_from_vars
 from .routing.settings import WILDCARD_ROUTE, RouteConfig, RouteTarget
@@ -113,6 +114,7 @@ KNOWN_VARS = (
     "LOAD_SHEDDING", "SHED_INITIAL_LIMIT", "SHED_MIN_LIMIT", "SHED_MAX_LIMIT", "SHED_SLOW_AFTER_SECONDS",
     *BATCH_VARS,  # the Files and Batches APIs (batches/settings.py)
     *MCP_VARS,  # the MCP gateway (mcp_gateway/settings.py)
+    *REALTIME_VARS,  # Realtime sessions (realtime/settings.py)
 )
 
 
@@ -146,6 +148,7 @@ class Settings(_Model):
     request_logs: RequestLogSettings = RequestLogSettings()
     export: ExportSettings = ExportSettings()
     shedding: SheddingSettings = SheddingSettings()
+    realtime: RealtimeSettings = RealtimeSettings()
     admin_key: SecretStr | None = None  # /admin/*, /ws, /metrics, /v1/analytics; unset: disabled
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     metrics_tick_seconds: PositiveFloat = 1.0
@@ -446,6 +449,12 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         raise ConfigError(str(exc)) from None
     if mcp:
         data["mcp"] = mcp
+    try:
+        realtime = realtime_from_vars(vars)
+    except ValueError as exc:
+        raise ConfigError(f"REALTIME_AZURE_API_VERSIONS: {exc}") from None
+    if realtime:
+        data["realtime"] = realtime
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

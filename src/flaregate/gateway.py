@@ -43,6 +43,7 @@ from .providers.build import build_providers
 from .ratelimits.admin import RateLimitAdmin
 from .ratelimits.enforcer import Limits
 from .ratelimits.thresholds import BudgetThresholds
+from .realtime.entry import RealtimeEntry
 from .responses.conversations import Conversations
 from .routes import Route, RouteTable
 from .routing.routes import Router
@@ -93,14 +94,17 @@ class Gateway:
         thresholds = BudgetThresholds(settings.budget_alerts.alert_at, ports.security, ports.tasks, self.webhooks,
                                       self.analytics, ports.clock)
         self.ratelimits = Limits(settings, ports.rate_limiter, ports.clock, self.analytics, self.alerts, thresholds)
+        guardrails = Guardrails(settings.guardrails) if settings.guardrails.policies else None
         self.pipeline = Pipeline(
             settings, ports.clock, self.access, self.router, self.upstream, self.ratelimits, self.analytics,
-            self.alerts, self.caching, self.shedding,
-            Guardrails(settings.guardrails) if settings.guardrails.policies else None,
+            self.alerts, self.caching, self.shedding, guardrails,
             [p.api_key.get_secret_value() for p in settings.providers if p.api_key], ports.tasks)
         self.operations: tuple[OperationSpec, ...] = (
             chat.SPEC, embeddings.SPEC, messages.SPEC, responses_spec(Conversations(ports.cache), ports.tasks),
             moderations.SPEC, images.SPEC, speech.SPEC, transcriptions.SPEC)
+        # /v1/realtime: admitted here, upgraded and relayed by the hosts (realtime/); its
+        # modules load on its first use.
+        self.realtime = RealtimeEntry(settings, ports.clock, self.pipeline, ports.security)
         self.predictive = PredictiveWarmer(settings, ports, self._chat)
         self.pipeline.predictive = self.predictive
         self.cache_warming = CacheWarming(settings, ports, self.access, self._chat)
@@ -115,7 +119,7 @@ class Gateway:
             *RateLimitAdmin(settings, self.ratelimits, ports.security).routes(), *cache_admin.routes(),
             *TeamSpend(settings, ports.metrics_hub, ports.security).routes(),
             *self.cache_warming.routes(), *(self.batches.routes() if self.batches is not None else ()),
-            *(self.mcp.routes() if self.mcp is not None else ())])
+            *(self.mcp.routes() if self.mcp is not None else ()), *self.realtime.routes()])
 
     def _batches(self) -> Batches:
         from .batches.api import Batches

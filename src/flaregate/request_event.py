@@ -63,6 +63,7 @@ class RequestEvent(TypedDict, total=False):
     mcp_tool: str
     jsonrpc_error: int
     request_bytes: int
+    realtime: dict[str, Any]  # a Realtime session's summary, or one response's (realtime/)
     # How it ended.
     error: str
     error_code: str | None

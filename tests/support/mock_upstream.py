@@ -32,6 +32,8 @@ Endpoints
     POST /client/v4/accounts/{account}/ai/run/{model}
                                Cloudflare Workers AI REST: {"result": {"response", "usage"},
                                "success": true}; streaming: data: {"response": piece} ... [DONE]
+    GET  /v1/realtime          WebSocket: the Realtime API (GA events; see mock_realtime.py,
+                               faults realtime_refuse / realtime_drop / realtime_slow)
     GET  /_mock/stats          {"calls": {path: n}, "total": n, "requests": [last 50 records],
                                 "faults_pending": n, "open_streams": n, "stream_closes": [last 50
                                 {"at": wall-clock s, "how": "complete" | "cut" | "disconnect"}]};
@@ -98,6 +100,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+try:  # run as a script (its folder on sys.path) or imported as tests.support.mock_upstream
+    import mock_realtime
+except ImportError:  # pragma: no cover - depends on how the mock is started
+    from tests.support import mock_realtime
+
 READY_PREFIX = "MOCK_UPSTREAM_READY"
 MODEL_IDS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-3-5-sonnet-latest")
 FAULT_KINDS = frozenset(
@@ -112,6 +119,7 @@ FAULT_KINDS = frozenset(
         "stream_cut",
         "stream_stall",
         "stream_slow",
+        *mock_realtime.FAULT_KINDS,
     }
 )
 STREAM_FAULTS = frozenset({"stream_cut", "stream_stall", "stream_slow"})
@@ -309,6 +317,16 @@ async def _abort(send, receive, rst: bool) -> None:
     await _idle(receive, 1.0)
 
 
+async def _abort_websocket(send, receive) -> None:
+    """Drop a WebSocket's TCP connection without a close frame (a provider that vanishes)."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is not None:
+        transport.abort()
+    else:
+        with contextlib.suppress(Exception):
+            await send({"type": "websocket.close", "code": 1011})
+
+
 def _hostile_stream(kind: str, path: str) -> tuple[bytes, bytes]:
     """(the first body message, the one repeated after it) of a hostile stream."""
     if kind == "endless_line":
@@ -349,6 +367,7 @@ class MockUpstreamApp:
         self.requests: collections.deque[dict] = collections.deque(maxlen=MAX_RECORDS)
         self.faults: list[dict] = []
         self.stream_closes: collections.deque[dict] = collections.deque(maxlen=MAX_RECORDS)
+        self.realtime: collections.deque[dict] = collections.deque(maxlen=MAX_RECORDS)
 
     def stats(self) -> dict:
         return {
@@ -358,6 +377,7 @@ class MockUpstreamApp:
             "faults_pending": len(self.faults),
             "open_streams": self.open_streams,
             "stream_closes": list(self.stream_closes),
+            "realtime": list(self.realtime),
         }
 
     async def __call__(self, scope, receive, send) -> None:
@@ -369,6 +389,9 @@ class MockUpstreamApp:
                 elif msg["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if scope["type"] == "websocket":
+            await self._realtime(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
@@ -431,6 +454,20 @@ class MockUpstreamApp:
             reply = self._route(method, path, headers, body)
         await self._deliver(reply, fault, send, receive)
 
+    async def _realtime(self, scope, receive, send) -> None:
+        path = scope["path"]
+        if path != mock_realtime.PATH:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        self.calls[path] += 1
+        self.total += 1
+        self.requests.append({"method": "GET", "path": path, "headers": headers,
+                              "query": scope.get("query_string", b"").decode(), "body": None})
+        fault = self._take_fault(path, False) if self.faults else None
+        record = await mock_realtime.serve(self, scope, receive, send, fault, _abort_websocket)
+        self.realtime.append(record)
+
     # -- faults / control
 
     def _capacity(self, fault: dict) -> Any:
@@ -445,7 +482,7 @@ class MockUpstreamApp:
         for i, fault in enumerate(self.faults):
             if fault.get("path") not in (None, path) or (
                 (fault["kind"] in STREAM_FAULTS or fault["kind"] in HOSTILE_STREAM_FAULTS) and not stream
-            ):
+            ) or ((fault["kind"] in mock_realtime.FAULT_KINDS) != (path == mock_realtime.PATH)):
                 continue
             if fault["times"] > 0:
                 fault["times"] -= 1

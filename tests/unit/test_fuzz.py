@@ -1,6 +1,7 @@
 """Fuzzing the request parser (``Gateway.handle``), the admin API and batch input files
 (JSONL lines) with malformed bodies, headers, paths, methods and lines: never a 5xx, never
-an unhandled exception, always an OpenAI-style error. About 3 000 examples in all;
+an unhandled exception, always an OpenAI-style error. About 3 000 examples in all, and 900
+more for the Realtime API (client secrets, the upgrade's admission, the relay's frames);
 derandomised so CI runs are repeatable."""
 
 from __future__ import annotations
@@ -15,15 +16,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flaregate.batches.store import JobStore
+from flaregate.errors import GatewayError
 from flaregate.gateway import Gateway
 from flaregate.hosts.local.batch_worker import LocalJobClient
 from flaregate.hosts.local.blob_dir import DirectoryBlobStore
 from flaregate.http import Headers, Request
 from flaregate.multipart import Upload, encode_form
 from flaregate.providers.mock import StaticResponse
+from flaregate.realtime.api import no_provider
+from flaregate.realtime.relay import Relay
+from flaregate.realtime.settings import RealtimeSettings
 from flaregate.security.signing import sign_request
-from tests.support.fakes import MemorySql
+from tests.support.fakes import FakeClock, MemorySql
 from tests.support.security import ADMIN_KEY, CONFIG_KEY, SecureRig
+from tests.unit.realtime.test_relay import Meter, Sock
 
 FUZZ = settings(max_examples=750, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -430,3 +436,95 @@ def test_fuzz_the_mcp_endpoint_with_json_rpc_junk():
 
     run()
     assert not errors.records
+
+
+REALTIME = settings(max_examples=300, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def test_fuzz_realtime_client_secrets_and_upgrades():
+    """``POST /v1/realtime/client_secrets`` with any body, and the upgrade's admission with any
+    query and headers: an OpenAI error under 500, or an admitted session (ended at once)."""
+    rig = Rig({})
+    errors = watch_errors()
+    secret_body = st.one_of(
+        st.fixed_dictionaries({}, optional={"session": st.one_of(st.fixed_dictionaries(
+            {"type": st.just("realtime"), "model": st.one_of(st.sampled_from(["mock-1", "nope", ""]), json_value)},
+            optional={"instructions": json_value}), json_value),
+            "expires_after": st.one_of(st.fixed_dictionaries({"seconds": json_value}), json_value)}),
+        json_value).map(lambda v: json.dumps(v).encode())
+
+    @REALTIME
+    @given(body=st.one_of(secret_body, body_bytes))
+    def secrets(body):
+        hs = Headers([("content-type", "application/json"), ("authorization", f"Bearer {CONFIG_KEY}")])
+        rig.run(Request("POST", "/v1/realtime/client_secrets", hs, body))
+
+    admitted: list[Request] = []
+
+    async def admit(request: Request) -> None:
+        try:
+            session = await rig.secure.gateway.realtime.open(request)
+        except GatewayError as exc:
+            assert exc.status < 500 and exc.message, exc
+            return
+        admitted.append(request)
+        # Never connected: no provider accepted; the client hears it, the session gives its slot back.
+        client = Sock()
+        session.refuse(client, no_provider(["'a' could not be reached"]))
+        await session.relay.done.wait()
+        error = json.loads(client.sent[0])
+        assert error["type"] == "error" and error["error"]["code"] == "upstream_unreachable"
+        assert client.closed is not None and client.closed[0] == 1011
+
+    @REALTIME
+    @given(query=st.dictionaries(st.sampled_from(["model", "intent", "call_id", "x"]), st.text(max_size=20), max_size=3),
+           model=st.one_of(st.none(), st.sampled_from(["mock-1", "a", "ab", "", "nope"])),
+           extra=headers, protocols=st.lists(st.one_of(st.sampled_from(
+               ["realtime", f"openai-insecure-api-key.{CONFIG_KEY}", "openai-insecure-api-key.", "ek_x"]),
+               st.text(max_size=20)), max_size=3), bearer=st.booleans())
+    def upgrade(query, model, extra, protocols, bearer):
+        key = [("authorization", f"Bearer {CONFIG_KEY}")] if bearer else []
+        hs = Headers([*key, *extra, ("sec-websocket-protocol", ", ".join(protocols))])
+        if model is not None:
+            query = {**query, "model": model}
+        rig.loop.run_until_complete(admit(Request("GET", "/v1/realtime", hs, b"", query)))
+
+    secrets()
+    upgrade()
+    assert admitted  # some upgrades were admitted (the examples reach past the key and the route)
+    assert not errors.records
+
+
+def test_fuzz_the_realtime_relay_with_any_frames():
+    """Any frame either way (JSON of any shape, markers inside text, bytes): the relay never
+    raises, forwards what it does not read, and ends at most once."""
+    loop = asyncio.new_event_loop()
+    frame = st.one_of(json_value.map(json.dumps), st.text(max_size=60), st.binary(max_size=40),
+                      st.sampled_from(['{"type":"response.create"}', '{"type":"response.done","response":7}',
+                                       '{"type":"conversation.item.create","item":[]}', '"response.done"',
+                                       '{"type":"session.update","session":{"instructions":5}}']))
+
+    @REALTIME
+    @given(frames=st.lists(st.tuples(st.booleans(), frame), max_size=12))
+    def run(frames):
+        async def go() -> None:
+            ended: list[Relay] = []
+
+            async def on_end(relay: Relay) -> None:
+                ended.append(relay)
+
+            relay = Relay(RealtimeSettings(max_message_bytes=1024), FakeClock(), Meter(), True, on_end)
+            client, upstream = Sock(), Sock()
+            relay.start(client, upstream)
+            for from_client, data in frames:
+                (relay.from_client if from_client else relay.from_upstream)(data)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            relay.client_closed(1000)
+            await relay.done.wait()
+            assert len(ended) == 1
+
+        loop.run_until_complete(go())
+
+    run()

@@ -13,6 +13,7 @@ The import checks run in a fresh interpreter; the rest reads the source with ``a
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,7 @@ _LISTING = "`python -m flaregate.routes`: the listing builds a Gateway, which im
 
 # (module, the module it imports inside a function, or "*": any): why that import is lazy.
 _MCP = "built only when FLAREGATE_MCP_SERVERS names servers: a Worker without MCP loads none of it"
+_REALTIME = "loaded when /v1/realtime is first upgraded or a client secret minted: a Worker without Realtime loads none of it"
 LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("flaregate.hosts.local.cli", "uvicorn"): "the standalone server's dependency, needed by `serve` only",
     ("flaregate.hosts.local.cli", "aiohttp"): "the standalone server's dependency, needed by `serve` only",
@@ -76,6 +78,9 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("flaregate.gateway", "flaregate.batches.api"): "built on the first Files or Batches request: " + _COLD,
     ("flaregate.gateway", "flaregate.mcp_gateway.endpoint"): _MCP,
     ("flaregate.gateway", "flaregate.mcp_gateway.pinning"): _MCP,
+    ("flaregate.realtime.entry", "flaregate.realtime.api"): _REALTIME,
+    ("flaregate.hosts.edge.worker", "flaregate.hosts.edge.realtime"): _REALTIME,
+    ("flaregate.security.store", "flaregate.realtime.store"): _REALTIME + " (the store's tables too)",
     # Every lazy import of the module, while the route table is being built (list them then).
     ("flaregate.routes", "*"): "pydantic.json_schema: only /openapi.json needs it; " + _LISTING,
 }
@@ -239,3 +244,75 @@ def test_settings_models_are_imported_from_their_concept():
                 found += [f"{path.relative_to(SRC)}:{node.lineno}: {alias.name}" for alias in node.names
                           if alias.name not in allowed]
     assert found == []
+
+
+# What of the Realtime API a Worker loads before its first session: the paths and routes
+# (entry.py) and the settings config.py assembles; the rest (about 55 KB) is lazy (_REALTIME).
+REALTIME_AT_START = frozenset({"flaregate.realtime", "flaregate.realtime.entry", "flaregate.realtime.settings"})
+# The modules the Worker's entry (src/entry.py) and its Durable Objects (src/durable_objects/) load.
+WORKER_ROOTS = ("flaregate.hosts.edge.worker", "flaregate.hosts.edge.objects", "flaregate.hosts.edge.rpc",
+                "flaregate.hosts.edge.batch_object")
+
+
+def _loaded_at_start(roots: tuple[str, ...]) -> set[str]:
+    """Every flaregate module that loading ``roots`` loads (imports run at load, not in functions)."""
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        current = todo.pop()
+        if current in seen or current not in MODULES:
+            continue
+        seen.add(current)
+        for _, target in _imports(current, MODULES[current][1])[0]:
+            parts = target.split(".")
+            todo += [".".join(parts[:i]) for i in range(2, len(parts) + 1)]
+    return seen
+
+
+def test_a_worker_start_loads_none_of_the_realtime_modules():
+    """The Worker's start-up, read from the source: of the Realtime package only the paths and
+    settings (the relay, admission, metering, client secrets, the edge host's sockets: lazy)."""
+    loaded = _loaded_at_start(WORKER_ROOTS)
+    assert "flaregate.gateway" in loaded and "flaregate.security.store" in loaded  # the roots are the Worker's
+    realtime = {m for m in loaded if m.startswith("flaregate.realtime") or m == "flaregate.hosts.edge.realtime"}
+    assert realtime == REALTIME_AT_START
+
+
+_REALTIME_RUNTIME = """
+import asyncio, json, sys
+from flaregate.http import Headers, Request
+from tests.support.security import CONFIG_KEY, SecureRig
+
+rig = SecureRig({})  # mock-1: the in-process mock provider
+auth = ("authorization", f"Bearer {CONFIG_KEY}")
+
+def loaded():
+    return sorted(m for m in sys.modules if m.startswith("flaregate.realtime."))
+
+async def main():
+    chat = json.dumps({"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    answers = [(await rig.gateway.handle(Request("POST", "/v1/chat/completions",
+                                                 Headers([auth, ("content-type", "application/json")]), chat))).status,
+               (await rig.gateway.handle(Request("GET", "/v1/realtime", Headers([auth]), b"", {"model": "mock-1"}))).status]
+    before = loaded()
+    body = json.dumps({"session": {"type": "realtime", "model": "mock-1"}}).encode()
+    minted = await rig.gateway.handle(Request("POST", "/v1/realtime/client_secrets",
+                                              Headers([auth, ("content-type", "application/json")]), body))
+    answers.append(minted.status)
+    print(json.dumps({"answers": answers, "before": before, "after": loaded()}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_gateway_serving_chat_imports_no_realtime_module_until_one_is_used():
+    """In a fresh interpreter: a chat completion and a plain GET /v1/realtime (426) load no
+    Realtime module but the start-up ones; the first client secret loads the API."""
+    run = subprocess.run([sys.executable, "-c", _REALTIME_RUNTIME], capture_output=True, text=True, timeout=120,
+                         cwd=SRC.parent)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["answers"][:2] == [200, 426]
+    assert set(result["before"]) == REALTIME_AT_START - {"flaregate.realtime"}
+    assert "flaregate.realtime.api" in result["after"] and "flaregate.realtime.relay" in result["after"]
+    assert result["answers"][2] in (200, 400)  # minted, or refused by the core: either way the API loaded

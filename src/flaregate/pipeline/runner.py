@@ -106,7 +106,31 @@ class Pipeline:
         response.headers["server-timing"] = ctx.profiler.server_timing()
         return response
 
+    async def admit(self, spec: OperationSpec, request: Request, out: dict[str, str],
+                    acting: Principal | None = None) -> RequestContext:
+        """The stages up to and with the limits, for an operation whose upstream is the host's
+        own (a Realtime session: the host opens the provider's socket and relays). A refusal is
+        recorded and raised; the caller finishes the context's event when the operation ends."""
+        ctx = RequestContext(spec, request, out, Profiler(self.clock), self._new_event(request, out, spec.path),
+                             acting=acting)
+        try:
+            await self._admit(ctx)
+        except GatewayError as exc:
+            ctx.event["error_code"] = exc.code
+            exc.headers = {**out, **exc.headers}
+            self.finish(ctx, exc.status)
+            raise
+        return ctx
+
     async def _stages(self, ctx: RequestContext) -> Response:
+        await self._admit(ctx)
+        hit = await self._cache_lookup(ctx) if ctx.spec.cache is not None else None
+        if hit is not None:
+            return hit
+        return await self._upstream(ctx)
+
+    async def _admit(self, ctx: RequestContext) -> None:
+        """auth, parse, route, authorise, prepare, input guard, limits."""
         spec, request, profiler, event = ctx.spec, ctx.request, ctx.profiler, ctx.event
         with profiler.phase("auth"):  # first: a bad key costs no body parse (the body may be 1 MB)
             principal = ctx.acting or await self.access.authenticate(spec.credentials(request))
@@ -138,10 +162,20 @@ class Pipeline:
                                                             ctx.out, event)
             finally:
                 _note_request_limit(ctx.out, event)
-        hit = await self._cache_lookup(ctx) if spec.cache is not None else None
-        if hit is not None:
-            return hit
-        return await self._upstream(ctx)
+
+    @staticmethod
+    def new_headers(request: Request) -> dict[str, str]:
+        """The headers every answer to ``request`` carries (as ``Gateway.handle`` makes them),
+        for an operation a host serves outside it (a Realtime upgrade)."""
+        return {"x-request-id": tracing.request_id(request.headers.get("x-request-id")),
+                "traceparent": tracing.child_traceparent(request.headers.get("traceparent"))}
+
+    def record_refusal(self, spec: OperationSpec, request: Request, out: dict[str, str], exc: GatewayError) -> None:
+        """The one (unlabelled) event of a request refused before its stages ran (an
+        operation's own credential, such as a Realtime client secret, was refused)."""
+        ctx = RequestContext(spec, request, out, Profiler(self.clock), self._new_event(request, out, spec.path))
+        ctx.event["error_code"] = exc.code
+        self.finish(ctx, exc.status)
 
     # -- stages --------------------------------------------------------------------------
     def _new_event(self, request: Request, out: dict[str, str], path: str) -> RequestEvent:

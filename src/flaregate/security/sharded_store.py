@@ -20,6 +20,9 @@ shard that holds it. A rotation gives the key a new digest, which may place it o
 shard: the key is copied there (``keys.adopt``) and stays where it was too, where its
 previous secret is still found during the grace period; every later change by id reaches
 both copies. A key's last use is written where the digest it was found by places it.
+A key's Realtime session slots live on the key id's shard (its count is one object's
+count), an ephemeral client secret on its digest's: minted there, taken there (or where
+the previous count placed it).
 """
 
 from __future__ import annotations
@@ -86,6 +89,21 @@ class ShardedSecurityStore:
             return await self._team(op, args)
         if op == "keys.count_active":
             return sum(int(n or 0) for n in await self._everywhere(op, args))
+        if op == "realtime.slots.acquire":
+            return await self._shards[shard_for(str(args.get("key_id")), self._count)].call(op, args)
+        if op in ("realtime.slots.renew", "realtime.slots.release"):  # a slot taken before a change of count
+            done = False
+            for index in placements(str(args.get("key_id")), self._count, self._previous):
+                done = bool(await self._shards[index].call(op, args)) or done
+            return done
+        if op == "realtime.secrets.put":
+            return await self._shards[shard_for(str(args.get("digest")), self._count)].call(op, args)
+        if op == "realtime.secrets.take":
+            for index in placements(str(args.get("digest")), self._count, self._previous):
+                found = await self._shards[index].call(op, args)
+                if found is not None:
+                    return found
+            return None
         if op in _FIRST_SHARD_OPS:
             return await self._shards[0].call(op, args)
         raise ValueError(f"unknown security-store operation {op!r}")

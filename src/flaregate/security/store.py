@@ -99,13 +99,26 @@ class SecurityStore:
         for statement in SCHEMA:
             sql.exec(statement)
         self._ops = operations(self)
+        self._realtime_loaded = False
 
     def call(self, op: str, args: dict[str, Any]) -> Any:
         """The one entry point a host forwards to (a Durable Object RPC on the edge)."""
         method = self._ops.get(op)
+        if method is None and op.startswith("realtime.") and not self._realtime_loaded:
+            self._load_realtime()
+            method = self._ops.get(op)
         if method is None:
             raise ValueError(f"unknown security-store operation {op!r}")
         return method(**args)
+
+    def _load_realtime(self) -> None:
+        """The Realtime slots and client secrets live in the same object (realtime/store.py),
+        their module and tables made on the first Realtime operation."""
+        from ..realtime.store import RealtimeStore
+        from ..realtime.store import operations as realtime_operations
+
+        self._ops.update(realtime_operations(RealtimeStore(self._sql, self._clock)))
+        self._realtime_loaded = True
 
     # -- gateway keys --------------------------------------------------------------------
     def create_key(self, id: str, digest: str, prefix: str, name: str, policy: dict[str, Any],

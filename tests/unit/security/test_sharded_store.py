@@ -98,3 +98,26 @@ async def test_webhooks_stay_on_the_first_shard():
     await store.call("webhooks.create", {"id": "wh1", "url": "https://example.com/h", "events": ["*"], "secret": "s"})
     assert [h["id"] for h in await store.call("webhooks.list", {})] == ["wh1"]
     assert objects[0].store.list_webhooks() and not objects[1].store.list_webhooks()
+
+
+async def test_realtime_slots_count_per_key_on_one_shard_and_secrets_are_taken_once_across_a_change():
+    three, objects = make(3)
+    slot = {"limit": 2, "ttl": 30.0}
+    keys = [f"key_{i}" for i in range(12)]
+    for key in keys:
+        for n in range(2):
+            answer = await three.call("realtime.slots.acquire", {"key_id": key, "session": f"{key}-s{n}", **slot})
+            assert answer["allowed"] is True
+        refused = await three.call("realtime.slots.acquire", {"key_id": key, "session": f"{key}-s2", **slot})
+        assert refused["allowed"] is False  # the key's two slots are counted in one object
+    assert len({shard_for(k, 3) for k in keys}) > 1  # keys spread over the shards
+    for i in range(12):
+        await three.call("realtime.secrets.put", {"digest": f"ek-{i}", "record": {"i": i}, "expires_at": T0 + 60})
+    five, _ = make(5, objects, previous=3)
+    assert [await five.call("realtime.secrets.take", {"digest": f"ek-{i}"}) for i in range(12)] == \
+        [{"i": i} for i in range(12)]
+    assert await five.call("realtime.secrets.take", {"digest": "ek-0"}) is None  # single use
+    moved = next(k for k in keys if shard_for(k, 5) != shard_for(k, 3))
+    assert await five.call("realtime.slots.renew", {"key_id": moved, "session": f"{moved}-s0", "ttl": 30.0}) is True
+    assert await five.call("realtime.slots.release", {"key_id": moved, "session": f"{moved}-s0"}) is True
+    assert await five.call("realtime.slots.release", {"key_id": moved, "session": f"{moved}-s0"}) is False

@@ -24,6 +24,7 @@ from ...gateway import Gateway
 from ...http import Headers, Request, Response
 from ...observability.logs import configure_logging
 from ...ports import Ports
+from ...realtime.entry import PATH as REALTIME_PATH
 from . import batches, event_loop, rpc
 from .blobs import R2BlobStore
 from .console_log import ConsoleHandler
@@ -144,6 +145,11 @@ async def _handle(request: Any, env: Any) -> Any:
         if subprotocol:
             headers[SUBPROTOCOL_HEADER] = subprotocol
         return await env.METRICS_HUB.getByName(HUB_NAME).fetch(workers.Request(request, headers=headers))
+    if core.path == REALTIME_PATH and (core.headers.get("upgrade") or "").lower() == "websocket":
+        # Loaded on the first session: a Worker that never sees one loads none of it.
+        from .realtime import serve
+
+        return await serve(gateway, core)  # the session lives in this invocation
     return await gateway.handle(core)
 
 

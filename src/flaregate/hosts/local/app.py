@@ -21,6 +21,7 @@ from ...observability.export import build_exporters
 from ...observability.request_bodies import log_secrets
 from ...ports import KeyValueStore, Ports, RateLimiterClient, WarmCacheStore
 from ...ratelimits.limiter import RateLimiter
+from ...realtime.entry import PATH as REALTIME_PATH
 from ...routing.probes import HealthProber
 from ...security.keys import KeyRing
 from ...security.store import SecurityStore
@@ -29,6 +30,7 @@ from .batch_worker import LocalBatchWorker, LocalJobClient
 from .blob_dir import DirectoryBlobStore
 from .files import private_dir
 from .host_stats import ProcessStats
+from .realtime import LocalRealtime
 from .runtime import (
     AsyncioScheduler,
     AsyncioTasks,
@@ -160,6 +162,7 @@ class LocalHost:
         self.gateway = Gateway(settings, ports, KeyRing(api_keys))
         assert self.gateway.batches is not None
         self.batch_worker = LocalBatchWorker(self.gateway.batches.get(), jobs)
+        self.realtime = LocalRealtime(self.gateway)
         self._prober: asyncio.Task[None] | None = None
         self._feed_task: asyncio.Task[None] | None = None
 
@@ -175,6 +178,7 @@ class LocalHost:
         if self.hub.exporters is not None:  # what the exporters still hold, one last attempt
             await self.hub.exporters.flush(final=True)
         await self.transport.aclose()
+        await self.realtime.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         self.storage.close()
@@ -275,6 +279,9 @@ class LocalHost:
 
     async def _websocket(self, scope: Scope, receive: Any, send: Any) -> None:
         request = self._request(scope)
+        if request.path == REALTIME_PATH:  # the Realtime API: a session relayed to a provider
+            await self.realtime.serve(request, receive, send, lambda exc: self._reject(scope, send, exc))
+            return
         if request.path != "/ws":
             await send({"type": "websocket.close", "code": 1008, "reason": "unknown path"})
             return

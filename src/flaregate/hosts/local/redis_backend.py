@@ -26,6 +26,7 @@ from typing import Any
 
 from ...errors import GatewayError
 from ...ratelimits.limiter import MemoryRows, RateLimiter
+from ...realtime import store as realtime_store
 from ...security.store import AUDIT_LIST_LIMIT, DELIVERY_LOG_LIMIT, operations
 
 RATE_LIMIT_PREFIX = "fg:rl:"
@@ -247,6 +248,20 @@ class RedisKeyValueStore:
 
 
 NONCE_PREFIX = "fg:nonce:"
+REALTIME_SLOTS_PREFIX = "fg:rt:slots:"  # a sorted set per key: session -> expiry (ms)
+REALTIME_SECRET_PREFIX = "fg:rt:secret:"  # an ephemeral secret's record, by digest, expiring with it
+# Sweep the key's expired slots, count, and take one if there is room: one atomic step.
+_ACQUIRE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local held = redis.call('ZCARD', KEYS[1])
+if held >= tonumber(ARGV[2]) then
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, held, tonumber(first[2] or ARGV[1])}
+end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[4]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) * 4)
+return {1, held + 1, 0}
+"""
 KEY_PREFIX = "fg:key:"  # one hash per stored gateway key, named by its digest: a lookup is one HGETALL
 KEY_IDS = "fg:key_ids"  # key id -> digest, for listing and revoking by id
 WEBHOOKS = "fg:webhooks"  # webhook id -> its record (JSON, with its signing secret)
@@ -341,7 +356,8 @@ class RedisSecurityClient:
         self._rotate_key = redis.register_script(_ROTATE_KEY)
         self._touch_keys = redis.register_script(_TOUCH_KEYS)
         self._finds = Batches(self._find_keys)
-        self._ops = operations(self)
+        self._acquire_slot = redis.register_script(_ACQUIRE_SLOT)
+        self._ops = {**operations(self), **realtime_store.operations(self)}
 
     async def call(self, op: str, args: dict[str, Any]) -> Any:
         from redis.exceptions import RedisError
@@ -578,6 +594,30 @@ class RedisSecurityClient:
         pin["approved"] = seen
         await self._redis.hset(MCP_PINS, tool, json.dumps(pin))
         return True
+
+    # -- Realtime session slots and client secrets (realtime/store.py) -----------------------
+    async def acquire_slot(self, key_id: str, session: str, limit: int, ttl: float) -> dict[str, Any]:
+        now_ms = int(self._clock.now() * 1000)
+        allowed, held, soonest = await self._acquire_slot(
+            keys=[REALTIME_SLOTS_PREFIX + key_id], args=[now_ms, int(limit), session, int(float(ttl) * 1000)])
+        if not allowed:
+            return {"allowed": False, "held": int(held), "limit": limit,
+                    "retry_after_seconds": max(1.0, (int(soonest) - now_ms) / 1000)}
+        return {"allowed": True, "held": int(held), "limit": limit}
+
+    async def renew_slot(self, key_id: str, session: str, ttl: float) -> bool:
+        expires = int((self._clock.now() + float(ttl)) * 1000)
+        return bool(await self._redis.zadd(REALTIME_SLOTS_PREFIX + key_id, {session: expires}, xx=True, ch=True))
+
+    async def release_slot(self, key_id: str, session: str) -> bool:
+        return bool(await self._redis.zrem(REALTIME_SLOTS_PREFIX + key_id, session))
+
+    async def put_secret(self, digest: str, record: dict[str, Any], expires_at: float) -> None:
+        await self._redis.set(REALTIME_SECRET_PREFIX + digest, json.dumps(record), pxat=int(float(expires_at) * 1000))
+
+    async def take_secret(self, digest: str) -> dict[str, Any] | None:
+        raw = await self._redis.getdel(REALTIME_SECRET_PREFIX + digest)  # read and used in one step
+        return json.loads(raw) if raw else None
 
     # -- webhooks ------------------------------------------------------------------------
     async def create_webhook(self, id: str, url: str, events: list[str], secret: str) -> dict[str, Any]:
