@@ -51,6 +51,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("flaregate.hosts.local.cli", "flaregate.observability.logs"): _CLI,
     ("flaregate.hosts.local.cli", "flaregate.security.secret_strength"): _CLI,
     ("flaregate.hosts.local.server", "uvicorn"): "the standalone server's dependency",
+    ("flaregate.hosts.local.static_embedder", "wordllama"): "the semantic cache's model: loaded only when a route uses it",
     ("flaregate.hosts.local.host_stats", "resource"): "POSIX only: absent on some platforms",
     ("flaregate.hosts.local.keys", "asyncio"): _KEYS,
     ("flaregate.hosts.local.keys", "sys"): _KEYS,
