@@ -21,6 +21,8 @@ from .batches.paths import FILES_PATH
 from .cache.admin import CacheAdmin
 from .cache.layer import CacheLayer
 from .cache.predictive import PredictiveWarmer
+from .cache.semantic.admin import SemanticFeedback
+from .cache.semantic.setup import build_semantic_cache
 from .cache.warming import CacheWarming
 from .config import Settings
 from .console.endpoints import Observability
@@ -89,6 +91,7 @@ class Gateway:
         self.alerts = Alerts(self.webhooks, ports.clock)
         events = OperationalEvents(self.analytics, self.alerts, self.webhooks)
         self.upstream = UpstreamCaller(settings, ports.clock, events.emit, on_attempt=self.alerts.upstream_result)
+        self.caching.semantic = build_semantic_cache(settings, ports, self.router, self.upstream)
         self.admin_api = AdminApi(settings, ports.security, self.access, self.webhooks, ports.clock)
         self.audit = AdminAudit(settings, ports.security, ports.tasks, settings.request_logs.error_seconds)
         thresholds = BudgetThresholds(settings.budget_alerts.alert_at, ports.security, ports.tasks, self.webhooks,
@@ -119,7 +122,8 @@ class Gateway:
             *RateLimitAdmin(settings, self.ratelimits, ports.security).routes(), *cache_admin.routes(),
             *TeamSpend(settings, ports.metrics_hub, ports.security).routes(),
             *self.cache_warming.routes(), *(self.batches.routes() if self.batches is not None else ()),
-            *(self.mcp.routes() if self.mcp is not None else ()), *self.realtime.routes()])
+            *(self.mcp.routes() if self.mcp is not None else ()), *self.realtime.routes(),
+            *SemanticFeedback(self.caching, events.emit).routes()])
 
     def _batches(self) -> Batches:
         from .batches.api import Batches

@@ -237,7 +237,7 @@ class Pipeline:
         with ctx.profiler.phase("cache"):
             ctx.plan = plan = await self.caching.plan(ctx.request.headers, ctx.tenant, ctx.body, ctx.targets,
                                                       operation=spec.cache.operation, tags=event.get("tags"))
-            hit = await self.caching.lookup(plan, spec.cache.render)
+            hit = await self.caching.lookup(plan, spec.cache.render, event)
         event["cache"] = plan.status
         if hit is None:
             return None

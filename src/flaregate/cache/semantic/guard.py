@@ -167,7 +167,7 @@ def _entities(words: list[str], text: str) -> frozenset[str]:
         low = word.lower().removesuffix("'s").removesuffix("’s")
         if low in _LOWER_CASE_NAMES:
             names.add(low)
-        elif word[:1].isupper() and low not in _COMMON:
+        elif word[:1].isupper() and low not in _COMMON and low not in _LANGUAGE_NAMES:  # languages: their rule
             at_start = any(match.start() - s <= 2 for s in starts if s <= match.start())
             if not at_start or len(word) > 1:
                 names.add(low)

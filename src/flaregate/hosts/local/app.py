@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ...batches.store import JobStore
+from ...cache.semantic.index import LocalSemanticIndex, SqlSemanticIndex
 from ...clock import SystemClock
 from ...config import Settings
 from ...errors import GatewayError
@@ -19,7 +20,7 @@ from ...http import Headers, Request, Response
 from ...hub.aggregator import MAX_CLIENT_FRAME, MetricsHub
 from ...observability.export import build_exporters
 from ...observability.request_bodies import log_secrets
-from ...ports import KeyValueStore, Ports, RateLimiterClient, WarmCacheStore
+from ...ports import KeyValueStore, Ports, RateLimiterClient, SemanticIndexClient, WarmCacheStore
 from ...ratelimits.limiter import RateLimiter
 from ...realtime.entry import PATH as REALTIME_PATH
 from ...routing.probes import HealthProber
@@ -41,6 +42,8 @@ from .runtime import (
     Subscriber,
     SubscriberSet,
 )
+from .semantic_redis import RedisSemanticIndex
+from .static_embedder import StaticEmbedder
 from .storage import SqliteKeyValueStore, SqliteStorage
 from .transport import AiohttpTransport
 
@@ -129,6 +132,7 @@ class LocalHost:
         warm_cache: WarmCacheStore = SqliteKeyValueStore(self.storage, clock, table="kv_warm")
         rate_limiter: RateLimiterClient = LocalRateLimiterClient(RateLimiter(self.storage, clock))
         security: Any = LocalSecurityClient(self.security)
+        semantic_index: SemanticIndexClient = LocalSemanticIndex(SqlSemanticIndex(self.storage, clock))
         self.redis: Any = None
         self.hub_feed: redis_backend.RedisHubFeed | None = None
         if settings.redis_url is not None:  # replicas share limits, the cache and keys through Redis
@@ -137,6 +141,7 @@ class LocalHost:
             warm_cache = redis_backend.RedisKeyValueStore(self.redis, redis_backend.WARM_CACHE_PREFIX)
             rate_limiter = redis_backend.RedisRateLimiterClient(self.redis)
             security = redis_backend.RedisSecurityClient(self.redis, clock)
+            semantic_index = RedisSemanticIndex(self.redis, clock)
             self.hub_feed = redis_backend.RedisHubFeed(self.redis, self.hub)
             settings = redis_backend.uncached_key_lookups(settings)
         # Files and batches: a directory (shared by replicas when they mount one) holding the
@@ -158,6 +163,8 @@ class LocalHost:
             warm_cache=warm_cache,
             blobs=DirectoryBlobStore(files_dir),
             jobs=jobs,
+            semantic_index=semantic_index,
+            embedder=StaticEmbedder,  # loaded only when a route's semantic cache uses it
         )
         self.gateway = Gateway(settings, ports, KeyRing(api_keys))
         assert self.gateway.batches is not None

@@ -1,0 +1,161 @@
+"""The semantic index: one design on every host. Per partition, each entry's sign code (an
+int), its quantised vector and its prompt's guard features. A search XORs the query's code
+with every code of the partition (``int.bit_count``), keeps the ``limit`` nearest, and
+computes the exact cosine of those only: one lookup reads at most a shortlist of vectors.
+
+:class:`SqlSemanticIndex` keeps it in a SQL store (the local SQLite file; a Durable Object's
+SQLite on the edge, one object per partition) with the partition's codes mirrored in memory,
+so a search reads no row but its shortlist's. Its operations are JSON in and out (``call``),
+the shape the edge's RPC and the Redis variant (hosts/local/semantic_redis.py) share.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ...ports import Clock, SqlStorage
+from .vectors import components, cosine_quantised, hamming
+
+_MAX_PARTITIONS_IN_MEMORY = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    entry_id: str
+    similarity: float
+    features: dict[str, Any]
+
+
+def shortlist(codes: Iterable[tuple[str, int, float]], code: int, limit: int, now: float) -> list[str]:
+    """The ids of the ``limit`` live entries whose codes are nearest ``code``."""
+    near = heapq.nsmallest(limit, ((hamming(c, code), entry_id) for entry_id, c, expires in codes if expires > now))
+    return [entry_id for _, entry_id in near]
+
+
+def rank(ids: list[str], rows: Callable[[list[str]], dict[str, tuple[bytes, str]]], vector: bytes,
+         ) -> list[dict[str, Any]]:
+    """The shortlist's exact cosines, best first, as the index answers them."""
+    query = components(vector)
+    found = rows(ids)
+    matches = []
+    for entry_id in ids:
+        row = found.get(entry_id)
+        if row is None:
+            continue
+        try:
+            features = json.loads(row[1])
+        except ValueError:
+            continue
+        matches.append({"id": entry_id, "similarity": round(cosine_quantised(query, components(row[0])), 6),
+                        "features": features})
+    matches.sort(key=lambda m: -m["similarity"])
+    return matches
+
+
+class _Partition:
+    __slots__ = ("codes",)
+
+    def __init__(self) -> None:
+        self.codes: OrderedDict[str, tuple[int, float]] = OrderedDict()  # id -> (code, expires), oldest first
+
+
+class SqlSemanticIndex:
+    """The index over a SQL store (see the module's docstring). Synchronous: the local host
+    and the Durable Object call it without an await between read and write."""
+
+    def __init__(self, sql: SqlStorage, clock: Clock) -> None:
+        self._sql = sql
+        self._clock = clock
+        self._partitions: OrderedDict[str, _Partition] = OrderedDict()
+        sql.exec("CREATE TABLE IF NOT EXISTS kv_semantic (partition TEXT NOT NULL, entry_id TEXT NOT NULL, "
+                 "code TEXT NOT NULL, vector TEXT NOT NULL, features TEXT NOT NULL, expires_at REAL NOT NULL, "
+                 "PRIMARY KEY (partition, entry_id))")
+
+    def call(self, op: str, args: dict[str, Any]) -> Any:
+        if op == "search":
+            return self.search(str(args["partition"]), str(args["code"]), str(args["vector"]), int(args["limit"]))
+        if op == "add":
+            self.add(str(args["partition"]), str(args["id"]), str(args["code"]), str(args["vector"]),
+                     str(args["features"]), float(args["expires_at"]), int(args["max_entries"]))
+            return {"ok": True}
+        if op == "delete":
+            self.delete(str(args["partition"]), str(args["id"]))
+            return {"ok": True}
+        raise ValueError(f"unknown semantic-index operation {op!r}")
+
+    def _partition(self, name: str) -> _Partition:
+        part = self._partitions.get(name)
+        if part is not None:
+            self._partitions.move_to_end(name)
+            return part
+        part = _Partition()
+        for row in self._sql.exec("SELECT entry_id, code, expires_at FROM kv_semantic WHERE partition = ? "
+                                  "ORDER BY rowid", name):
+            part.codes[row["entry_id"]] = (int(row["code"], 16), float(row["expires_at"]))
+        self._partitions[name] = part
+        while len(self._partitions) > _MAX_PARTITIONS_IN_MEMORY:
+            self._partitions.popitem(last=False)
+        return part
+
+    def search(self, partition: str, code: str, vector: str, limit: int) -> dict[str, Any]:
+        part = self._partition(partition)
+        now = self._clock.now()
+        ids = shortlist(((i, c, e) for i, (c, e) in part.codes.items()), int(code, 16), limit, now)
+        return {"matches": rank(ids, lambda wanted: self._rows(partition, wanted), bytes.fromhex(vector)),
+                "size": len(part.codes)}
+
+    def _rows(self, partition: str, ids: list[str]) -> dict[str, tuple[bytes, str]]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._sql.exec(f"SELECT entry_id, vector, features FROM kv_semantic WHERE partition = ? "
+                              f"AND entry_id IN ({marks})", partition, *ids)
+        return {r["entry_id"]: (bytes.fromhex(r["vector"]), r["features"]) for r in rows}
+
+    def add(self, partition: str, entry_id: str, code: str, vector: str, features: str, expires_at: float,
+            max_entries: int) -> None:
+        part = self._partition(partition)
+        now = self._clock.now()
+        self._sql.exec("INSERT OR REPLACE INTO kv_semantic (partition, entry_id, code, vector, features, "
+                       "expires_at) VALUES (?, ?, ?, ?, ?, ?)", partition, entry_id, code, vector, features, expires_at)
+        part.codes.pop(entry_id, None)
+        part.codes[entry_id] = (int(code, 16), expires_at)
+        # Over the cap: the expired go first, then the oldest.
+        if len(part.codes) > max_entries:
+            expired = [i for i, (_, e) in part.codes.items() if e <= now]
+            for i in expired:
+                self._forget(partition, part, i)
+            while len(part.codes) > max_entries:
+                self._forget(partition, part, next(iter(part.codes)))
+
+    def _forget(self, partition: str, part: _Partition, entry_id: str) -> None:
+        part.codes.pop(entry_id, None)
+        self._sql.exec("DELETE FROM kv_semantic WHERE partition = ? AND entry_id = ?", partition, entry_id)
+
+    def delete(self, partition: str, entry_id: str) -> None:
+        self._forget(partition, self._partition(partition), entry_id)
+
+    def sweep(self) -> int:
+        """Delete expired entries everywhere (the local host's periodic compaction)."""
+        now = self._clock.now()
+        rows = self._sql.exec("DELETE FROM kv_semantic WHERE expires_at <= ? RETURNING partition, entry_id", now)
+        for row in rows:
+            part = self._partitions.get(row["partition"])
+            if part is not None:
+                part.codes.pop(row["entry_id"], None)
+        return len(rows)
+
+
+class LocalSemanticIndex:
+    """The SQL index in this process, behind the client shape."""
+
+    def __init__(self, index: SqlSemanticIndex) -> None:
+        self.index = index
+
+    async def call(self, op: str, args: dict[str, Any]) -> Any:
+        return self.index.call(op, args)
