@@ -14,6 +14,7 @@ import js
 import workers
 from pyodide.ffi import to_js
 
+from ...cache.semantic.index import SqlSemanticIndex
 from ...clock import SystemClock
 from ...config import ConfigError, Settings, settings_from_vars
 from ...hub.aggregator import MAX_CLIENT_FRAME, MetricsHub
@@ -61,6 +62,11 @@ def rate_limiter(ctx: Any) -> RateLimiter:
 def security_store(ctx: Any) -> SecurityStore:
     _prepare_isolate()
     return SecurityStore(DurableSql(ctx.storage.sql), SystemClock())
+
+
+def semantic_index(ctx: Any) -> SqlSemanticIndex:
+    _prepare_isolate()
+    return SqlSemanticIndex(DurableSql(ctx.storage.sql), SystemClock())
 
 
 def settings_for(env: Any) -> Settings:
