@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
 from ...ports import Clock, SqlStorage
-from .vectors import components, cosine_quantised, hamming
+from .vectors import components, cosine_quantised
 
 _MAX_PARTITIONS_IN_MEMORY = 256
 
@@ -31,15 +33,28 @@ class Match:
     features: dict[str, Any]
 
 
-def shortlist(codes: Iterable[tuple[str, int, float]], code: int, limit: int, now: float) -> list[str]:
-    """The ids of the ``limit`` live entries whose codes are nearest ``code``."""
-    near = heapq.nsmallest(limit, ((hamming(c, code), entry_id) for entry_id, c, expires in codes if expires > now))
-    return [entry_id for _, entry_id in near]
+def radius(threshold: float, bits: int) -> int:
+    """The Hamming distance past which no vector can be near enough: the expected distance
+    at the threshold's angle (bits x angle / pi), with a margin of half as much again (on
+    the labelled set the pairs at or above a threshold stay within 1.1x to 1.2x of it)."""
+    angle = math.acos(max(-1.0, min(1.0, threshold)))
+    return int(bits * angle / math.pi * 1.5) + 8
+
+
+def shortlist(ids: list[str], codes: list[int], expires: list[float], code: int, limit: int, now: float,
+              within: int) -> list[str]:
+    """The ids of the ``limit`` live entries whose codes are nearest ``code`` and within
+    ``within`` bits of it. The scan is C loops (map, compress): ~25 ns an entry."""
+    distances = list(map(int.bit_count, map(code.__xor__, codes)))
+    near = compress(range(len(codes)), map(within.__ge__, distances))
+    best = heapq.nsmallest(limit, ((distances[i], i) for i in near if expires[i] > now))
+    return [ids[i] for _, i in best]
 
 
 def rank(ids: list[str], rows: Callable[[list[str]], dict[str, tuple[bytes, str]]], vector: bytes,
-         ) -> list[dict[str, Any]]:
-    """The shortlist's exact cosines, best first, as the index answers them."""
+         threshold: float) -> list[dict[str, Any]]:
+    """The shortlist's exact cosines at or above ``threshold``, best first, as the index
+    answers them (with each one's guard features)."""
     query = components(vector)
     found = rows(ids)
     matches = []
@@ -47,21 +62,40 @@ def rank(ids: list[str], rows: Callable[[list[str]], dict[str, tuple[bytes, str]
         row = found.get(entry_id)
         if row is None:
             continue
+        similarity = cosine_quantised(query, components(row[0]))
+        if similarity < threshold:
+            continue
         try:
             features = json.loads(row[1])
         except ValueError:
             continue
-        matches.append({"id": entry_id, "similarity": round(cosine_quantised(query, components(row[0])), 6),
-                        "features": features})
+        matches.append({"id": entry_id, "similarity": round(similarity, 6), "features": features})
     matches.sort(key=lambda m: -m["similarity"])
     return matches
 
 
 class _Partition:
-    __slots__ = ("codes",)
+    """A partition's codes in memory, oldest first: three parallel lists (a scan reads one)."""
+
+    __slots__ = ("codes", "expires", "ids")
 
     def __init__(self) -> None:
-        self.codes: OrderedDict[str, tuple[int, float]] = OrderedDict()  # id -> (code, expires), oldest first
+        self.ids: list[str] = []
+        self.codes: list[int] = []
+        self.expires: list[float] = []
+
+    def append(self, entry_id: str, code: int, expires_at: float) -> None:
+        self.ids.append(entry_id)
+        self.codes.append(code)
+        self.expires.append(expires_at)
+
+    def remove(self, entry_id: str) -> bool:
+        try:
+            i = self.ids.index(entry_id)
+        except ValueError:
+            return False
+        del self.ids[i], self.codes[i], self.expires[i]
+        return True
 
 
 class SqlSemanticIndex:
@@ -78,7 +112,8 @@ class SqlSemanticIndex:
 
     def call(self, op: str, args: dict[str, Any]) -> Any:
         if op == "search":
-            return self.search(str(args["partition"]), str(args["code"]), str(args["vector"]), int(args["limit"]))
+            return self.search(str(args["partition"]), str(args["code"]), str(args["vector"]), int(args["limit"]),
+                               float(args.get("threshold", 0.0)))
         if op == "add":
             self.add(str(args["partition"]), str(args["id"]), str(args["code"]), str(args["vector"]),
                      str(args["features"]), float(args["expires_at"]), int(args["max_entries"]))
@@ -96,18 +131,19 @@ class SqlSemanticIndex:
         part = _Partition()
         for row in self._sql.exec("SELECT entry_id, code, expires_at FROM kv_semantic WHERE partition = ? "
                                   "ORDER BY rowid", name):
-            part.codes[row["entry_id"]] = (int(row["code"], 16), float(row["expires_at"]))
+            part.append(row["entry_id"], int(row["code"], 16), float(row["expires_at"]))
         self._partitions[name] = part
         while len(self._partitions) > _MAX_PARTITIONS_IN_MEMORY:
             self._partitions.popitem(last=False)
         return part
 
-    def search(self, partition: str, code: str, vector: str, limit: int) -> dict[str, Any]:
+    def search(self, partition: str, code: str, vector: str, limit: int, threshold: float = 0.0) -> dict[str, Any]:
         part = self._partition(partition)
-        now = self._clock.now()
-        ids = shortlist(((i, c, e) for i, (c, e) in part.codes.items()), int(code, 16), limit, now)
-        return {"matches": rank(ids, lambda wanted: self._rows(partition, wanted), bytes.fromhex(vector)),
-                "size": len(part.codes)}
+        raw = bytes.fromhex(vector)
+        ids = shortlist(part.ids, part.codes, part.expires, int(code, 16), limit, self._clock.now(),
+                        radius(threshold, len(raw)))
+        return {"matches": rank(ids, lambda wanted: self._rows(partition, wanted), raw, threshold),
+                "size": len(part.ids)}
 
     def _rows(self, partition: str, ids: list[str]) -> dict[str, tuple[bytes, str]]:
         if not ids:
@@ -123,18 +159,17 @@ class SqlSemanticIndex:
         now = self._clock.now()
         self._sql.exec("INSERT OR REPLACE INTO kv_semantic (partition, entry_id, code, vector, features, "
                        "expires_at) VALUES (?, ?, ?, ?, ?, ?)", partition, entry_id, code, vector, features, expires_at)
-        part.codes.pop(entry_id, None)
-        part.codes[entry_id] = (int(code, 16), expires_at)
+        part.remove(entry_id)
+        part.append(entry_id, int(code, 16), expires_at)
         # Over the cap: the expired go first, then the oldest.
-        if len(part.codes) > max_entries:
-            expired = [i for i, (_, e) in part.codes.items() if e <= now]
-            for i in expired:
+        if len(part.ids) > max_entries:
+            for i in [i for i, e in zip(part.ids, part.expires, strict=True) if e <= now]:
                 self._forget(partition, part, i)
-            while len(part.codes) > max_entries:
-                self._forget(partition, part, next(iter(part.codes)))
+            while len(part.ids) > max_entries:
+                self._forget(partition, part, part.ids[0])
 
     def _forget(self, partition: str, part: _Partition, entry_id: str) -> None:
-        part.codes.pop(entry_id, None)
+        part.remove(entry_id)
         self._sql.exec("DELETE FROM kv_semantic WHERE partition = ? AND entry_id = ?", partition, entry_id)
 
     def delete(self, partition: str, entry_id: str) -> None:
@@ -147,7 +182,7 @@ class SqlSemanticIndex:
         for row in rows:
             part = self._partitions.get(row["partition"])
             if part is not None:
-                part.codes.pop(row["entry_id"], None)
+                part.remove(row["entry_id"])
         return len(rows)
 
 

@@ -126,7 +126,8 @@ class SemanticCache:
         assert plan.vector is not None and plan.code is not None
         try:
             found = await self._index.call("search", {"partition": plan.partition, "code": format(plan.code, "x"),
-                                                      "vector": plan.vector.hex(), "limit": plan.settings.shortlist})
+                                                      "vector": plan.vector.hex(), "limit": plan.settings.shortlist,
+                                                      "threshold": plan.settings.threshold})
         except Exception:
             self.counts["index_errors"] += 1
             log.warning("semantic cache: index search failed; plain miss", exc_info=True)

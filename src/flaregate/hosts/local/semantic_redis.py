@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ...cache.semantic.index import rank, shortlist
+from ...cache.semantic.index import radius, rank, shortlist
 from ...ports import Clock
 
 PREFIX = "fg:sem:"
@@ -24,7 +24,8 @@ class RedisSemanticIndex:
         partition = str(args["partition"])
         codes, rows, order = (f"{PREFIX}{partition}:{part}" for part in ("codes", "rows", "order"))
         if op == "search":
-            return await self._search(codes, rows, str(args["code"]), str(args["vector"]), int(args["limit"]))
+            return await self._search(codes, rows, str(args["code"]), str(args["vector"]), int(args["limit"]),
+                                      float(args.get("threshold", 0.0)))
         if op == "add":
             await self._add(codes, rows, order, args)
             return {"ok": True}
@@ -36,19 +37,25 @@ class RedisSemanticIndex:
             return {"ok": True}
         raise ValueError(f"unknown semantic-index operation {op!r}")
 
-    async def _search(self, codes_key: str, rows_key: str, code: str, vector: str, limit: int) -> dict[str, Any]:
+    async def _search(self, codes_key: str, rows_key: str, code: str, vector: str, limit: int,
+                      threshold: float) -> dict[str, Any]:
         raw = await self._redis.hgetall(codes_key)
-        now = self._clock.now()
-        codes = []
+        ids_all: list[str] = []
+        codes: list[int] = []
+        expires: list[float] = []
         for entry_id, value in raw.items():
             text = value.decode() if isinstance(value, bytes) else str(value)
-            code_hex, _, expires = text.partition(" ")
+            code_hex, _, expires_at = text.partition(" ")
             try:
-                codes.append((entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id),
-                              int(code_hex, 16), float(expires)))
+                parsed = int(code_hex, 16), float(expires_at)
             except ValueError:
                 continue
-        ids = shortlist(codes, int(code, 16), limit, now)
+            ids_all.append(entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id))
+            codes.append(parsed[0])
+            expires.append(parsed[1])
+        query = bytes.fromhex(vector)
+        ids = shortlist(ids_all, codes, expires, int(code, 16), limit, self._clock.now(),
+                        radius(threshold, len(query)))
         fetched = await self._redis.hmget(rows_key, ids) if ids else []
 
         def rows(wanted: list[str]) -> dict[str, tuple[bytes, str]]:
@@ -63,7 +70,7 @@ class RedisSemanticIndex:
                     continue
             return found
 
-        return {"matches": rank(ids, rows, bytes.fromhex(vector)), "size": len(codes)}
+        return {"matches": rank(ids, rows, query, threshold), "size": len(codes)}
 
     async def _add(self, codes: str, rows: str, order: str, args: dict[str, Any]) -> None:
         entry_id, expires_at = str(args["id"]), float(args["expires_at"])
