@@ -86,6 +86,19 @@ def test_a_paraphrase_is_a_semantic_hit(server):
     assert float(headers["x-flaregate-semantic-similarity"]) >= SEM["threshold"]
     assert len(headers["x-flaregate-semantic-entry"]) == 64
     assert completion.choices[0].message.content == f"echo: What is the capital city of France in {t} times?"
+    # The request log (and the analytics event it comes from) names the entry and the similarity,
+    # and the embedding's cost, the gateway's own.
+    for _ in range(100):
+        record = httpx.get(f"{server.base_url}/v1/logs/{headers['x-request-id']}", timeout=30,
+                           headers={"authorization": f"Bearer {ADMIN_KEY}"})
+        if record.status_code == 200:
+            break
+        time.sleep(0.1)
+    assert record.status_code == 200, record.text
+    logged = record.json()
+    assert logged["semantic_entry"] == headers["x-flaregate-semantic-entry"]
+    assert logged["semantic_similarity"] == pytest.approx(float(headers["x-flaregate-semantic-similarity"]), abs=1e-4)
+    assert logged["semantic_embed_tokens"] > 0 and logged["cache"] == "HIT"
 
 
 def test_a_paraphrase_is_replayed_as_a_stream(server):
