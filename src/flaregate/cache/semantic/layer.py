@@ -38,14 +38,33 @@ class EmbeddingFailed(Exception):
     """The embeddings route could not embed the prompt: the request is a plain miss."""
 
 
-@dataclass(slots=True)
 class SemanticPlan:
-    settings: SemanticCacheSettings
-    partition: str
-    text: str
-    features: PromptFeatures
-    vector: bytes | None = None  # quantised, once embedded
-    code: int | None = None
+    """A request's semantic step. The partition and the guard features are computed on first
+    use, so a request the exact cache answers pays for neither."""
+
+    __slots__ = ("_features", "_material", "_partition", "_rest", "_user", "code", "settings", "text", "vector")
+
+    def __init__(self, settings: SemanticCacheSettings, text: str, rest: dict[str, Any],
+                 material: Callable[[dict[str, Any]], str], user: str | None) -> None:
+        self.settings = settings
+        self.text = text
+        self._rest, self._material, self._user = rest, material, user
+        self._partition: str | None = None
+        self._features: PromptFeatures | None = None
+        self.vector: bytes | None = None  # quantised, once embedded
+        self.code: int | None = None
+
+    @property
+    def partition(self) -> str:
+        if self._partition is None:
+            self._partition = partition_of(self._material(self._rest), self._user)
+        return self._partition
+
+    @property
+    def features(self) -> PromptFeatures:
+        if self._features is None:
+            self._features = features(self.text)
+        return self._features
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +114,7 @@ class SemanticCache:
             if not user:  # scoped by user, and no user named: no partition to share
                 self.counts["no_user"] += 1
                 return None
-        return SemanticPlan(settings, partition_of(material(rest), user), text, features(text))
+        return SemanticPlan(settings, text, rest, material, user)
 
     async def _vector(self, plan: SemanticPlan, event: RequestEvent) -> bool:
         if plan.vector is not None:
