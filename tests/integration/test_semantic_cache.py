@@ -229,3 +229,20 @@ def test_a_failing_embeddings_route_is_a_plain_miss(server):
         headers, completion = ask(server, prompt, model="gpt-sem-broken")
         assert "hit" not in headers["cache-status"]
         assert completion.choices[0].message.content == "echo: " + prompt
+
+
+def test_a_key_whose_policy_turns_it_off_uses_the_exact_cache_only(server):
+    created = admin(server, "POST", "/admin/keys", {"name": "exact-only", "semantic_cache": False})
+    assert created.status_code == 201, created.text
+    key = created.json()["key"]
+    t = tag()
+    before = semantic_stats(server)
+    ask(server, f"How do I cook rice on a stove {t}?", key=key)
+    headers, _ = ask(server, f"How do I cook rice on a stove please {t}?", key=key)
+    assert "hit" not in headers["cache-status"]
+    exact, _ = ask(server, f"How do I cook rice on a stove {t}?", key=key)
+    assert "hit" in exact["cache-status"] and "detail=semantic" not in exact["cache-status"]
+    time.sleep(0.5)  # what would have been indexed in the background by now
+    after = semantic_stats(server)
+    # Neither looked up nor indexed: this key's requests never reach the semantic cache.
+    assert (after.get("lookups", 0), after.get("indexed", 0)) == (before.get("lookups", 0), before.get("indexed", 0))

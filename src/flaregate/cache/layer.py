@@ -174,7 +174,7 @@ class CacheLayer:
         return {name: tags[name] for name in names if tags and name in tags}
 
     async def plan(self, headers: Headers, tenant: str, body: dict[str, Any], targets: list[Target], *,
-                   operation: str = "chat", tags: dict[str, str] | None = None) -> CachePlan:
+                   operation: str = "chat", tags: dict[str, str] | None = None, semantic: bool = True) -> CachePlan:
         """Read the request's cache controls (a malformed one is a 400) and compute the key."""
         directives = parse_directives(headers, self.settings.cache.max_ttl_seconds)
         ttl = directives.ttl if directives.ttl is not None else min(self._default_ttl(body["model"]),
@@ -194,7 +194,7 @@ class CacheLayer:
         try:
             route, key_tags = route_signature(targets), self._key_tags(body["model"], tags)
             plan.key = cache_key(tenant, route, body, namespace, generation, operation=operation, tags=key_tags)
-            if self.semantic is not None:  # the partition: the exact key's material without the prompt
+            if self.semantic is not None and semantic:  # the partition: the exact key's material without the prompt
                 plan.semantic = self.semantic.plan(
                     body["model"], headers, body, operation,
                     lambda rest: key_material(tenant, route, rest, namespace, generation, operation=operation,
