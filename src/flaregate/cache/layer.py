@@ -32,7 +32,6 @@ from .controls import (
 )
 from .lru import MemoryLRU
 from .namespaces import NamespaceGenerations, NamespaceStoreError
-from .semantic.layer import SemanticCache, SemanticPlan
 from .single_flight import FlightRecorder, SharedResponse, SingleFlight
 from .sse_completion import StreamAssembler, render_sse, storable_problem
 from .store import (
@@ -50,6 +49,7 @@ from .store import (
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from .semantic.layer import SemanticCache, SemanticPlan
 
 log = logging.getLogger("flaregate.cache")
 

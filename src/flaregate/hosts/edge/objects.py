@@ -8,13 +8,12 @@ waking from hibernation), so nothing here may live only in memory.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import js
 import workers
 from pyodide.ffi import to_js
 
-from ...cache.semantic.index import SqlSemanticIndex
 from ...clock import SystemClock
 from ...config import ConfigError, Settings, settings_from_vars
 from ...hub.aggregator import MAX_CLIENT_FRAME, MetricsHub
@@ -36,6 +35,9 @@ from .ports import (
     PeerShards,
     env_vars,
 )
+
+if TYPE_CHECKING:
+    from ...cache.semantic.index import SqlSemanticIndex
 
 log = logging.getLogger("flaregate.edge")
 
@@ -65,6 +67,9 @@ def security_store(ctx: Any) -> SecurityStore:
 
 
 def semantic_index(ctx: Any) -> SqlSemanticIndex:
+    # Only an isolate that hosts an index loads it.
+    from ...cache.semantic.index import SqlSemanticIndex
+
     _prepare_isolate()
     return SqlSemanticIndex(DurableSql(ctx.storage.sql), SystemClock())
 

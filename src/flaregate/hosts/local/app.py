@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ...batches.store import JobStore
-from ...cache.semantic.index import LocalSemanticIndex, SqlSemanticIndex
 from ...clock import SystemClock
 from ...config import Settings
 from ...errors import GatewayError
@@ -42,7 +41,6 @@ from .runtime import (
     Subscriber,
     SubscriberSet,
 )
-from .semantic_redis import RedisSemanticIndex
 from .static_embedder import StaticEmbedder
 from .storage import SqliteKeyValueStore, SqliteStorage
 from .transport import AiohttpTransport
@@ -52,6 +50,15 @@ log = logging.getLogger("flaregate.local")
 Scope = dict[str, Any]
 COMPACT_EVERY_SECONDS = 60.0  # the periodic retention task (the hub's alarm does it too)
 SLOW_CLOSE_GRACE_SECONDS = 1.0
+
+
+def _semantic_index(storage: SqliteStorage, redis: Any, clock: SystemClock) -> SemanticIndexClient:
+    """The semantic cache's index: in the SQLite file, or in Redis shared by the replicas.
+    Imported only when a route turns the semantic cache on."""
+    from ...cache.semantic.index import LocalSemanticIndex, SqlSemanticIndex
+    from .semantic_redis import RedisSemanticIndex
+
+    return RedisSemanticIndex(redis, clock) if redis is not None else LocalSemanticIndex(SqlSemanticIndex(storage, clock))
 
 
 async def _relay(stream: AsyncIterator[bytes], send: Any) -> None:
@@ -132,7 +139,6 @@ class LocalHost:
         warm_cache: WarmCacheStore = SqliteKeyValueStore(self.storage, clock, table="kv_warm")
         rate_limiter: RateLimiterClient = LocalRateLimiterClient(RateLimiter(self.storage, clock))
         security: Any = LocalSecurityClient(self.security)
-        semantic_index: SemanticIndexClient = LocalSemanticIndex(SqlSemanticIndex(self.storage, clock))
         self.redis: Any = None
         self.hub_feed: redis_backend.RedisHubFeed | None = None
         if settings.redis_url is not None:  # replicas share limits, the cache and keys through Redis
@@ -141,7 +147,6 @@ class LocalHost:
             warm_cache = redis_backend.RedisKeyValueStore(self.redis, redis_backend.WARM_CACHE_PREFIX)
             rate_limiter = redis_backend.RedisRateLimiterClient(self.redis)
             security = redis_backend.RedisSecurityClient(self.redis, clock)
-            semantic_index = RedisSemanticIndex(self.redis, clock)
             self.hub_feed = redis_backend.RedisHubFeed(self.redis, self.hub)
             settings = redis_backend.uncached_key_lookups(settings)
         # Files and batches: a directory (shared by replicas when they mount one) holding the
@@ -152,6 +157,8 @@ class LocalHost:
                         "they all mount; this one keeps its own under its data dir (docs/batches.md)")
         self.job_storage = SqliteStorage(files_dir / "jobs.sqlite3")
         jobs = LocalJobClient(JobStore(self.job_storage))
+        # The semantic cache's index, only where a route turns it on (its modules load then).
+        semantic_index = _semantic_index(self.storage, self.redis, clock) if settings.cache.route_semantic else None
         ports = Ports(
             clock=clock,
             cache=cache,
