@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,20 @@ def rates(pairs: list[Pair], threshold: float, rules: tuple[str, ...] = RULES) -
     return false / len(misses), true / len(hits), false, true
 
 
+def upper_bound(false: int, n: int, confidence: float = 0.95) -> float:
+    """The one-sided upper confidence bound of a rate seen as ``false`` of ``n`` (exact,
+    Clopper-Pearson; for 0 of n it is 1 - 0.05^(1/n), about 3/n): what 0 false hits of a
+    held-out half can and cannot promise."""
+    if n == 0 or false >= n:
+        return 1.0
+    lo, hi = false / n, 1.0
+    for _ in range(60):  # bisect P(X <= false | rate) = 1 - confidence
+        mid = (lo + hi) / 2
+        tail = sum(math.comb(n, k) * mid ** k * (1 - mid) ** (n - k) for k in range(false + 1))
+        lo, hi = (mid, hi) if tail > 1 - confidence else (lo, mid)
+    return hi
+
+
 def tune(pairs: list[Pair], rules: tuple[str, ...] = RULES) -> float:
     """The highest threshold that keeps RECALL_FLOOR of the paraphrases with false hits <=
     1% (a margin over the guard: near misses it was not written for meet a higher score);
@@ -101,6 +116,14 @@ def evaluate() -> dict[str, object]:
         "pairs": len(pairs), "tune": len(tuning), "held_out": len(held),
         "held_out_paraphrases": len(held) - held_misses, "held_out_near_misses": held_misses,
         "threshold": threshold, "held_out_result": report(RULES, threshold),
+        "tune_result": {k: v for k, v in zip(("false_hit_rate", "recall", "false_hits", "true_hits"),
+                                             rates(tuning, threshold), strict=True)},
+        # The frozen set alone (without the derived unrelated-topic pairs), held out.
+        "held_out_frozen_only": report(RULES, threshold) | dict(zip(
+            ("false_hit_rate", "recall", "false_hits", "true_hits"),
+            (round(x, 4) if isinstance(x, float) else x
+             for x in rates([p for p in held if p.kind != "unrelated"], threshold)), strict=True)),
+        "held_out_false_hit_upper_bound_95": round(upper_bound(rates(held, threshold)[2], held_misses), 4),
         # The guard's rules each: without it (tuned again on the tune half: the fair comparison)
         # and alone; and no guard at all.
         "no_guard": report((), tune(tuning, ())),
@@ -137,6 +160,14 @@ def main() -> None:
     print(f"threshold (tuned): {result['threshold']}")
     print(f"held out: false hits {held['false_hits']} ({held['false_hit_rate']:.2%} of near misses), "
           f"recall {held['true_hits']} ({held['recall']:.2%} of paraphrases)")
+    frozen = result["held_out_frozen_only"]
+    tuned = result["tune_result"]
+    assert isinstance(frozen, dict) and isinstance(tuned, dict)
+    print(f"held out, 95% upper bound on the false-hit rate: {result['held_out_false_hit_upper_bound_95']:.2%}")
+    print(f"held out, the frozen pairs only (no derived unrelated pairs): false hits {frozen['false_hits']} "
+          f"({frozen['false_hit_rate']:.2%}), recall {frozen['recall']:.2%}")
+    print(f"tune half at the same threshold: false hits {tuned['false_hits']} ({tuned['false_hit_rate']:.2%}), "
+          f"recall {tuned['recall']:.2%}")
     for name in ("no_guard", "no_guard_at_threshold"):
         r = result[name]
         assert isinstance(r, dict)
