@@ -28,7 +28,7 @@ from pydantic import (
 
 from ._variables import set_fields
 from .batches.settings import BATCH_VARS, BatchSettings, batches_from_vars
-from .cache.semantic.settings import check_semantic_route
+from .cache.semantic.settings import check_semantic_route, parse_semantic_route
 from .cache.settings import CacheSettings
 from .guardrails.policy import GuardrailSettings
 from .hub.settings import RequestLogSettings
@@ -252,7 +252,10 @@ def _route(alias: str, spec: Any, ttls: dict[str, Any], key_tags: dict[str, Any]
         if "cache_key_tags" in spec:
             key_tags[alias] = spec["cache_key_tags"]
         if "semantic_cache" in spec and semantic is not None:  # cache/semantic/settings.py
-            semantic[alias] = spec["semantic_cache"]
+            try:
+                semantic[alias] = parse_semantic_route(alias, spec["semantic_cache"])
+            except ValueError as exc:
+                raise ConfigError(f"FLAREGATE_ROUTES: {exc}") from None
         strategy = spec.get("strategy")
         spec = spec["targets"]
     targets = [_route_target(t) for t in (spec if isinstance(spec, list) else [spec])]

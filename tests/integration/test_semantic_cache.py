@@ -10,6 +10,9 @@ it matches. The mock upstream answers ``echo: <prompt>``: a hit shows the first 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -19,7 +22,7 @@ import pytest
 
 from flaregate.security.signing import sign_request
 
-from .conftest import ADMIN_KEY, GATEWAY_KEY, run_gateway, upstream_env
+from .conftest import ADMIN_KEY, GATEWAY_KEY, TARGET, free_port, run_gateway, upstream_env
 
 OTHER_KEY = "fg-test-other-tenant-key-4567890"
 SEM = {"threshold": 0.7, "embeddings": "bow-embed", "max_entries": 1000}
@@ -246,3 +249,35 @@ def test_a_key_whose_policy_turns_it_off_uses_the_exact_cache_only(server):
     after = semantic_stats(server)
     # Neither looked up nor indexed: this key's requests never reach the semantic cache.
     assert (after.get("lookups", 0), after.get("indexed", 0)) == (before.get("lookups", 0), before.get("indexed", 0))
+
+
+@pytest.mark.parametrize(("semantic", "named"), [
+    ({"threshold": 1.5}, "semantic_cache.threshold"),
+    ({"embeddings": "nowhere"}, "semantic_cache.embeddings names unknown route 'nowhere'"),
+    ({"thresold": 0.8}, "semantic_cache.thresold"),
+])
+def test_bad_config_stops_the_start_naming_the_field(upstream, tmp_path, semantic, named):
+    """The standalone server does not start (exit 2, the field in its message); the Worker,
+    which has no start-up step, answers every request 500 ``configuration_error`` and logs
+    the field (never in the answer)."""
+    routes = {"gpt-sem": {"targets": ["upstream"], "semantic_cache": semantic}}
+    env = upstream_env(upstream.base_url, FLAREGATE_ROUTES=json.dumps(routes))
+    if TARGET == "edge":
+        with run_gateway(tmp_path, env) as gateway:
+            response = httpx.post(gateway.base_url + "/v1/chat/completions", timeout=30,
+                                  headers={"authorization": f"Bearer {GATEWAY_KEY}"},
+                                  json={"model": "gpt-sem", "messages": [{"role": "user", "content": "hi"}]})
+            assert response.status_code == 500 and response.json()["error"]["code"] == "configuration_error"
+            assert "semantic_cache" not in response.text
+            for _ in range(50):
+                if named in gateway.log():
+                    break
+                time.sleep(0.1)
+            assert named in gateway.log()
+        return
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLAREGATE_", "RATE_LIMIT", "CACHE_"))}
+    result = subprocess.run([sys.executable, "-m", "flaregate", "serve", "--port", str(free_port()),
+                             "--data-dir", str(tmp_path)], env={**clean, **env}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr and "Traceback" not in result.stderr

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # The embeddings "route" that means the standalone server's embedded model (WordLlama).
 EMBEDDED = "embedded"
@@ -39,3 +39,14 @@ def check_semantic_route(alias: str, semantic: SemanticCacheSettings, routes: Ma
                          f"{semantic.embeddings!r} (a route alias, or \"embedded\")")
     if semantic.embeddings == alias:
         raise ValueError(f"route {alias!r}: semantic_cache.embeddings cannot be the route itself")
+
+
+def parse_semantic_route(alias: str, raw: Any) -> SemanticCacheSettings:
+    """A route's ``semantic_cache`` as written in FLAREGATE_ROUTES; a bad one is refused with
+    the field the operator wrote (``route 'chat': semantic_cache.threshold: ...``)."""
+    try:
+        return SemanticCacheSettings.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(["semantic_cache", *(str(p) for p in err["loc"])])
+        raise ValueError(f"route {alias!r}: {where}: {err['msg']}") from None
