@@ -89,11 +89,11 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def server_memory(work: Path) -> dict[str, object]:
-    routes = {"mock-1": {"targets": ["mock"], "semantic_cache": {"embeddings": "embedded"}}}
+def _served_rss(work: Path, route: object) -> tuple[int, int]:
+    """A ``flaregate serve`` process's RSS (KiB) once ready, and after three chat misses."""
     env = {"FLAREGATE_API_KEYS": GATEWAY_KEY, "FLAREGATE_PROVIDERS": json.dumps([{"name": "mock", "kind": "mock"}]),
-           "FLAREGATE_ROUTES": json.dumps(routes), "CACHE_TTL_SECONDS": "300"}
-    with run_local_gateway(work / "server", env) as server:
+           "FLAREGATE_ROUTES": json.dumps({"mock-1": route}), "CACHE_TTL_SECONDS": "300"}
+    with run_local_gateway(work, env) as server:
         before = _rss_kib(server.process.pid)
         for i in range(3):
             reply = httpx.post(server.base_url + "/v1/chat/completions", timeout=60,
@@ -101,9 +101,17 @@ def server_memory(work: Path) -> dict[str, object]:
                                json={"model": "mock-1", "messages": [{"role": "user", "content": f"hello {i}"}]})
             reply.raise_for_status()
         time.sleep(0.5)
-        after = _rss_kib(server.process.pid)
-    return {"rss_before_model_mib": round(before / 1024, 1), "rss_with_model_mib": round(after / 1024, 1),
-            "model_mib": round((after - before) / 1024, 1)}
+        return before, _rss_kib(server.process.pid)
+
+
+def server_memory(work: Path) -> dict[str, object]:
+    """The server with the semantic cache off, and on with the embedded model (loaded on the
+    first semantic request)."""
+    _, off = _served_rss(work / "off", ["mock"])
+    before, after = _served_rss(work / "on", {"targets": ["mock"], "semantic_cache": {"embeddings": "embedded"}})
+    return {"rss_semantic_off_mib": round(off / 1024, 1), "rss_on_before_model_mib": round(before / 1024, 1),
+            "rss_with_model_mib": round(after / 1024, 1), "model_mib": round((after - before) / 1024, 1),
+            "added_over_off_mib": round((after - off) / 1024, 1)}
 
 
 def main() -> None:

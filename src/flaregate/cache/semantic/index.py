@@ -21,7 +21,7 @@ from itertools import compress
 from typing import Any
 
 from ...ports import Clock, SqlStorage
-from .vectors import components, cosine_quantised
+from .vectors import components, cosine_quantised, norm
 
 _MAX_PARTITIONS_IN_MEMORY = 256
 
@@ -60,13 +60,14 @@ def rank(ids: list[str], rows: Callable[[list[str]], dict[str, tuple[bytes, str]
     """The shortlist's exact cosines at or above ``threshold``, best first, as the index
     answers them (with each one's guard features)."""
     query = components(vector)
+    query_norm = norm(query)  # once, not once a candidate
     found = rows(ids)
     matches = []
     for entry_id in ids:
         row = found.get(entry_id)
         if row is None:
             continue
-        similarity = cosine_quantised(query, components(row[0]))
+        similarity = cosine_quantised(query, components(row[0]), query_norm)
         if similarity < threshold:
             continue
         try:

@@ -47,10 +47,15 @@ def components(raw: bytes) -> list[int]:
     return list(memoryview(raw).cast("b"))
 
 
-def cosine_quantised(a: list[int], b: list[int]) -> float:
-    """The cosine of two quantised vectors (0.0 when either is zero or the lengths differ)."""
+def norm(a: list[int]) -> float:
+    return math.sqrt(sum(map(mul, a, a)))
+
+
+def cosine_quantised(a: list[int], b: list[int], norm_a: float | None = None) -> float:
+    """The cosine of two quantised vectors (0.0 when either is zero or the lengths differ).
+    ``norm_a``: ``a``'s norm, when the caller compares one query with many vectors."""
     if len(a) != len(b) or not a:
         return 0.0
-    na = math.sqrt(sum(map(mul, a, a)))
-    nb = math.sqrt(sum(map(mul, b, b)))
+    na = norm(a) if norm_a is None else norm_a
+    nb = norm(b)
     return sum(map(mul, a, b)) / (na * nb) if na and nb else 0.0
