@@ -32,6 +32,7 @@ from tests.integration.conftest import GATEWAY_KEY, run_local_gateway  # noqa: E
 
 from flaregate.cache.semantic.guard import features  # noqa: E402
 from flaregate.cache.semantic.index import SqlSemanticIndex  # noqa: E402
+from flaregate.cache.semantic.settings import DEFAULT_THRESHOLD  # noqa: E402
 from flaregate.cache.semantic.vectors import normalise, quantise, sign_code  # noqa: E402
 from flaregate.clock import SystemClock  # noqa: E402
 from flaregate.hosts.local.static_embedder import StaticEmbedder  # noqa: E402
@@ -72,7 +73,7 @@ def partition_bench(size: int, lookups: int, embedder: StaticEmbedder, work: Pat
         code, vector = format(sign_code(unit), "x"), quantise(unit).hex()
         features(text)
         t1 = time.perf_counter()
-        index.search("bench", code, vector, 32)
+        index.search("bench", code, vector, 32, DEFAULT_THRESHOLD)  # as the gateway asks: the route's threshold
         t2 = time.perf_counter()
         embed_ms.append((t1 - t0) * 1000)
         search_ms.append((t2 - t1) * 1000)

@@ -209,6 +209,11 @@ def test_feedback_deletes_the_entry_and_counts_a_false_hit(server):
     headers, _ = ask(server, f"Give me a recipe for pancakes tonight please {t}")
     assert "detail=semantic" in headers["cache-status"]
     request_id = headers["x-request-id"]
+    # Only the admin reports: a gateway key (the tenant's, or another's) cannot delete entries.
+    for key in (GATEWAY_KEY, OTHER_KEY):
+        refused = httpx.post(server.base_url + "/admin/cache/feedback", timeout=30,
+                             headers={"authorization": f"Bearer {key}"}, json={"request_id": request_id, "wrong": True})
+        assert refused.status_code in (401, 403), refused.text
     result = admin(server, "POST", "/admin/cache/feedback", {"request_id": request_id, "wrong": True})
     assert result.status_code == 200, result.text
     assert result.json()["deleted"]["entry"] == headers["x-flaregate-semantic-entry"]
@@ -242,6 +247,10 @@ def test_a_key_whose_policy_turns_it_off_uses_the_exact_cache_only(server):
     before = semantic_stats(server)
     ask(server, f"How do I cook rice on a stove {t}?", key=key)
     headers, _ = ask(server, f"How do I cook rice on a stove please {t}?", key=key)
+    assert "hit" not in headers["cache-status"]
+    # A header cannot turn it back on: the key's policy decides, not the client.
+    headers, _ = ask(server, f"How do I cook rice on a stove now {t}?", key=key,
+                     headers={"x-flaregate-semantic-cache": "on"})
     assert "hit" not in headers["cache-status"]
     exact, _ = ask(server, f"How do I cook rice on a stove {t}?", key=key)
     assert "hit" in exact["cache-status"] and "detail=semantic" not in exact["cache-status"]
