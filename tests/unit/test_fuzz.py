@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from flaregate.batches.store import JobStore
 from flaregate.cache.semantic.index import LocalSemanticIndex, SqlSemanticIndex
+from flaregate.config import ConfigError, settings_from_vars
 from flaregate.errors import GatewayError
 from flaregate.gateway import Gateway
 from flaregate.hosts.local.batch_worker import LocalJobClient
@@ -532,6 +533,27 @@ def test_fuzz_the_realtime_relay_with_any_frames():
         loop.run_until_complete(go())
 
     run()
+
+
+semantic_field = st.sampled_from(["threshold", "embeddings", "max_entries", "scope_by_user", "shortlist", "x"])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(semantic=st.one_of(json_value, st.dictionaries(semantic_field, json_value, max_size=4)))
+def test_fuzz_semantic_cache_settings_start_or_stop_naming_the_field(semantic):
+    """Any ``semantic_cache`` value: the settings load (known fields only, within bounds, an
+    embeddings route that exists), or the start stops with a ConfigError naming
+    semantic_cache; never another exception."""
+    routes = {"chat": {"targets": ["mock"], "semantic_cache": semantic}, "embed": ["mock/bow-embed"]}
+    try:
+        settings = settings_from_vars({"FLAREGATE_ROUTES": json.dumps(routes)})
+    except ConfigError as exc:
+        assert "semantic_cache" in str(exc)
+        return
+    loaded = settings.cache.route_semantic["chat"]
+    assert isinstance(semantic, dict) and set(semantic) <= set(type(loaded).model_fields)
+    assert 0 < loaded.threshold <= 1 and loaded.embeddings in ("embedded", "embed") and loaded.max_entries >= 1
 
 
 def test_fuzz_the_semantic_cache(tmp_path, monkeypatch):
