@@ -140,3 +140,20 @@ def test_embedded_model_on_a_host_without_one_stops_the_start():
     with pytest.raises(ConfigError, match="semantic"):  # these ports have no index, no model (the Worker's case)
         build({"FLAREGATE_ROUTES": json.dumps(routes)})
     assert build()[0].caching.semantic is None  # off by default: nothing built
+
+
+def test_codes_made_anew_in_a_row_keep_their_values_and_order(index):
+    """The partition remakes its codes (for the scan's memory locality) every few hundred
+    adds and on load: the same ints, in the same order, and the same search answers."""
+    ix, _, storage = index
+    texts = [f"question {i} about topic {i % 7} and item {i * 13 % 101}" for i in range(700)]
+    for i, text in enumerate(texts):
+        _add(ix, "p", f"e{i}", text, cap=10_000)
+    expected = [int(_entry(t)[0], 16) for t in texts]
+    part = ix._partition("p")
+    assert part.codes == expected and part.ids == [f"e{i}" for i in range(700)]
+    before = _search(ix, "p", texts[123])
+    part.compact()
+    assert part.codes == expected and _search(ix, "p", texts[123]) == before and "e123" in before
+    reloaded = SqlSemanticIndex(storage, Clock())
+    assert reloaded._partition("p").codes == expected
