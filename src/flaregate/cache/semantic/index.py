@@ -78,18 +78,22 @@ def rank(ids: list[str], rows: Callable[[list[str]], dict[str, tuple[bytes, str]
     return matches
 
 
-class _Partition:
-    """A partition's codes in memory, oldest first: three parallel lists (a scan reads one)."""
+class Partition:
+    """A partition's codes in memory, oldest first: three parallel lists (a scan reads one),
+    and the set of its ids (a new id costs no search of the list)."""
 
-    __slots__ = ("_scattered", "codes", "expires", "ids")
+    __slots__ = ("_members", "_scattered", "codes", "expires", "ids")
 
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.codes: list[int] = []
         self.expires: list[float] = []
+        self._members: set[str] = set()
         self._scattered = 0
 
     def append(self, entry_id: str, code: int, expires_at: float) -> None:
+        """Add an id not in the partition (``remove`` it first to replace it)."""
+        self._members.add(entry_id)
         self.ids.append(entry_id)
         self.codes.append(code)
         self.expires.append(expires_at)
@@ -107,10 +111,10 @@ class _Partition:
         self._scattered = 0
 
     def remove(self, entry_id: str) -> bool:
-        try:
-            i = self.ids.index(entry_id)
-        except ValueError:
+        if entry_id not in self._members:
             return False
+        self._members.discard(entry_id)
+        i = self.ids.index(entry_id)
         del self.ids[i], self.codes[i], self.expires[i]
         return True
 
@@ -122,7 +126,7 @@ class SqlSemanticIndex:
     def __init__(self, sql: SqlStorage, clock: Clock) -> None:
         self._sql = sql
         self._clock = clock
-        self._partitions: OrderedDict[str, _Partition] = OrderedDict()
+        self._partitions: OrderedDict[str, Partition] = OrderedDict()
         sql.exec("CREATE TABLE IF NOT EXISTS kv_semantic (partition TEXT NOT NULL, entry_id TEXT NOT NULL, "
                  "code TEXT NOT NULL, vector TEXT NOT NULL, features TEXT NOT NULL, expires_at REAL NOT NULL, "
                  "PRIMARY KEY (partition, entry_id))")
@@ -140,12 +144,12 @@ class SqlSemanticIndex:
             return {"ok": True}
         raise ValueError(f"unknown semantic-index operation {op!r}")
 
-    def _partition(self, name: str) -> _Partition:
+    def _partition(self, name: str) -> Partition:
         part = self._partitions.get(name)
         if part is not None:
             self._partitions.move_to_end(name)
             return part
-        part = _Partition()
+        part = Partition()
         for row in self._sql.exec("SELECT entry_id, code, expires_at FROM kv_semantic WHERE partition = ? "
                                   "ORDER BY rowid", name):
             part.append(row["entry_id"], int(row["code"], 16), float(row["expires_at"]))
@@ -186,7 +190,7 @@ class SqlSemanticIndex:
             while len(part.ids) > max_entries:
                 self._forget(partition, part, part.ids[0])
 
-    def _forget(self, partition: str, part: _Partition, entry_id: str) -> None:
+    def _forget(self, partition: str, part: Partition, entry_id: str) -> None:
         part.remove(entry_id)
         self._sql.exec("DELETE FROM kv_semantic WHERE partition = ? AND entry_id = ?", partition, entry_id)
 
