@@ -2,17 +2,18 @@
 so the search runs in the gateway, as everywhere). Per partition: a hash of codes
 (``id -> "<code hex> <expires_at>"``), a hash of rows (``id -> {"v": vector hex, "f":
 features}``), a sorted set of ids by insertion time (the size cap drops the oldest), and a
-log of the changes (``+id code expires`` / ``-id``) with its generation.
+log of the changes (``+id code expires`` / ``-id``) with its generation (a random token).
 
 Each replica mirrors a partition's codes in memory: a search reads only the log's entries
 since its last one (usually none or a few) and the shortlist's rows, not the whole hash.
-When the log grows past a few times the cap it is dropped and its generation bumped; a
+When the log grows past a few times the cap it is dropped and its generation changed; a
 replica that sees another generation reads the hash again, with the log's length, in one
 transaction. The operations and answers are the SQL index's (cache/semantic/index.py)."""
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections import OrderedDict
 from typing import Any
 
@@ -141,6 +142,9 @@ class RedisSemanticIndex:
         pipe.hset(rows, entry_id, json.dumps({"v": str(args["vector"]), "f": features}))
         pipe.zadd(order, {entry_id: now})
         pipe.rpush(log, f"+{entry_id} {args['code']} {expires_at}")
+        # A new partition (or one whose keys expired and came back) gets a new generation, so
+        # no replica reads its log from an offset that belonged to the old one.
+        pipe.set(generation, secrets.token_hex(8), nx=True)
         for key in (codes, rows, order, log, generation):  # the partition lives as long as its youngest entry
             pipe.expire(key, lifetime, gt=True)
             pipe.expire(key, lifetime, nx=True)
@@ -157,5 +161,5 @@ class RedisSemanticIndex:
                 await pipe.execute()
         if length > _LOG_PER_CAP * max(cap, 256):  # replicas read the hash again, once
             pipe = self._redis.pipeline(transaction=True)
-            pipe.delete(log).incr(generation).expire(generation, lifetime, gt=True).expire(generation, lifetime, nx=True)
+            pipe.delete(log).set(generation, secrets.token_hex(8), ex=lifetime)
             await pipe.execute()
