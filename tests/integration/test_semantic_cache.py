@@ -290,3 +290,22 @@ def test_bad_config_stops_the_start_naming_the_field(upstream, tmp_path, semanti
                             text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert named in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_embedding_call_is_the_gateways_own_never_the_keys(upstream, tmp_path):
+    """A key allowed three requests makes three (a miss, another miss, a semantic hit), each
+    with its embedding call, and only the fourth is refused: the embedding calls never count
+    against the key's limits (were they counted, the second request would spend the last)."""
+    routes = {"bow-embed": ["upstream/bow-embed"], "gpt-sem": {"targets": ["upstream"], "semantic_cache": SEM}}
+    env = upstream_env(upstream.base_url, FLAREGATE_ROUTES=json.dumps(routes), CACHE_TTL_SECONDS="300",
+                       RATE_LIMIT_CAPACITY="3", RATE_LIMIT_REFILL_PER_SECOND="0.0001", RATE_LIMIT_LEASE="0",
+                       ANALYTICS_BATCH_DELAY_MS="10")
+    with run_gateway(tmp_path, env) as gateway:
+        t = tag()
+        answered(gateway, f"How do tides follow the moon {t}?")
+        headers, _ = ask(gateway, f"Why is the ocean salty today {t}?")
+        assert "hit" not in headers["cache-status"]
+        headers, _ = ask(gateway, f"How do tides follow the moon please {t}?")
+        assert "detail=semantic" in headers["cache-status"]
+        with pytest.raises(openai.RateLimitError):
+            ask(gateway, f"What makes a rainbow appear {t}?")
