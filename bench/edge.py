@@ -16,6 +16,11 @@ Targets, all in the same run:
                  spends on any proxied request (its entry worker, the fetch, the socket)
   ``NAME``       ``--variant NAME:VAR=VALUE;...``: this tree's Worker with extra variables, to
                  bisect by switching parts off (e.g. ``--variant warn:LOG_LEVEL=warn``)
+  ``semantic``   ``--semantic-fill N``: this tree's Worker with the semantic cache on for the bench
+                 route (embeddings from the mock's bag-of-words route), its partition filled with N
+                 answered prompts before measuring: ``miss`` minus the ``flaregate`` target's is
+                 what the semantic cache adds to a miss (embed, one SemanticIndex object call, the
+                 indexing after the answer)
   ``NAME``       ``--floor NAME:py|js:OPS``: a floor with runtime operations added (``FLOOR_OPS``, listed in
                  bench/edge_floor/entry.py), to price each one
   ``portkey``    Portkey's gateway as a Worker (``src/index.ts``) from ``bench/.peers/portkey-worker``:
@@ -73,6 +78,12 @@ IDLE_SECONDS = 2.0
 # repeats the object's refusal until its retry-after, so most 429s make no object call. A
 # variant's fixed lease is dropped (a lease over a bucket of one is a configuration error).
 ONE_REQUEST_BUCKET = {"RATE_LIMIT_CAPACITY": "1", "RATE_LIMIT_REFILL_PER_SECOND": "0.0001", "RATE_LIMIT_LEASE": ""}
+
+
+# The semantic target's routes: the bench route with its semantic cache on (bench/semantic_bench.py
+# measures the same lookup in process).
+SEMANTIC_ROUTES = {"bench-model": {"targets": ["mock-upstream"], "semantic_cache": {
+    "threshold": 0.8, "embeddings": "bow-embed", "max_entries": 100_000}}, "bow-embed": ["mock-upstream/bow-embed"]}
 
 
 def _chat(content: str, stream: bool = False) -> bytes:
@@ -277,6 +288,9 @@ def _targets(args: argparse.Namespace, names: list[str]) -> list[Target]:
     targets = [Target("flaregate", AUTH, extra_env={})]
     for name, checkout in _befores(args.before):
         targets.append(Target(name, AUTH, extra_env={}, cwd=checkout))
+    if args.semantic_fill is not None:
+        targets.append(Target("semantic", AUTH, extra_env={"FLAREGATE_ROUTES": json.dumps(SEMANTIC_ROUTES),
+                                                           "CACHE_TTL_SECONDS": "3600"}))
     for spec in args.variant or []:
         name, _, assignments = spec.partition(":")
         pairs = dict(a.split("=", 1) for a in assignments.split(";") if "=" in a)
@@ -307,11 +321,20 @@ def _startup(target: Target) -> None:
     target.startup["python_source_kib"] = round(sum(f.stat().st_size for f in source.rglob("*.py")) / 1024, 1)
 
 
-def _start(target: Target, work: Path, mock_url: str, names: list[str]) -> None:
+def _fill_semantic(dev: wrangler_dev.DevServer, count: int) -> None:
+    """``count`` answered prompts in the bench route's partition (each one a miss, indexed)."""
+    for i in range(count):
+        _request(dev.base_url, "POST", CHAT, _chat(f"bench fill {i} {uuid.uuid4().hex}"), AUTH)
+    print(f"semantic: {count} entries filled", flush=True)
+
+
+def _start(target: Target, work: Path, mock_url: str, names: list[str], fill: int = 0) -> None:
     if target.extra_env is not None:  # a Flaregate Worker
         extra = target.extra_env
         target.dev = _start_worker(target.name, work, _worker_env(mock_url, **extra), target.cwd)
         _startup(target)
+        if target.name == "semantic" and fill:
+            _fill_semantic(target.dev, fill)
         if "429" in names:
             target.limited = _start_worker(target.name + "-429", work, _worker_env(
                 mock_url, **{**extra, **ONE_REQUEST_BUCKET}),
@@ -407,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="another checkout whose Worker runs as the 'before' target (repeatable, NAME=DIR)")
     parser.add_argument("--variant", action="append", metavar="NAME:VAR=VALUE;...",
                         help="also run this tree's Worker with these variables (repeatable)")
+    parser.add_argument("--semantic-fill", type=int, metavar="N",
+                        help="also run the 'semantic' target, its partition filled with N entries")
     parser.add_argument("--no-peers", action="store_true", help="leave out the floors and Portkey")
     parser.add_argument("--floor", action="append", metavar="NAME:py|js:OPS",
                         help="also run a floor with these runtime operations (FLOOR_OPS; repeatable)")
@@ -432,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                 if target.skipped:
                     continue
                 try:
-                    _start(target, work, mock.base_url, names)
+                    _start(target, work, mock.base_url, names, args.semantic_fill or 0)
                 except wrangler_dev.RuntimeUnavailable as exc:
                     target.skipped = f"did not start: {exc}"
             live = [t for t in targets if not t.skipped]

@@ -10,6 +10,7 @@ from durable_objects.batch_store import BatchStore
 from durable_objects.metrics_hub import MetricsHub
 from durable_objects.rate_limiter import RateLimiter
 from durable_objects.security_store import SecurityStore
+from durable_objects.semantic_index import SemanticIndex
 from flaregate.hosts.edge.worker import handle_fetch
 
 
@@ -18,4 +19,4 @@ class Default(WorkerEntrypoint):
         return await handle_fetch(request, self.env, self.ctx)
 
 
-__all__ = ["BatchLane", "BatchStore", "Default", "MetricsHub", "RateLimiter", "SecurityStore"]
+__all__ = ["BatchLane", "BatchStore", "Default", "MetricsHub", "RateLimiter", "SecurityStore", "SemanticIndex"]

@@ -28,6 +28,7 @@ from pydantic import (
 
 from ._variables import set_fields
 from .batches.settings import BATCH_VARS, BatchSettings, batches_from_vars
+from .cache.semantic.settings import check_semantic_route, parse_semantic_route
 from .cache.settings import CacheSettings
 from .guardrails.policy import GuardrailSettings
 from .hub.settings import RequestLogSettings
@@ -216,6 +217,8 @@ class Settings(_Model):
         for alias in self.cache.route_key_tags:
             if alias not in self.routes:
                 raise ValueError(f"cache key tags for unknown route {alias!r}")
+        for alias, semantic in self.cache.route_semantic.items():
+            check_semantic_route(alias, semantic, self.routes)
         check_unique_names(self.rate_limits, self.budgets)
         return self
 
@@ -235,18 +238,24 @@ def _route_target(spec: Any) -> Any:
     return spec
 
 
-def _route(alias: str, spec: Any, ttls: dict[str, Any], key_tags: dict[str, Any]) -> Any:
+def _route(alias: str, spec: Any, ttls: dict[str, Any], key_tags: dict[str, Any],
+           semantic: dict[str, Any] | None = None) -> Any:
     # A route is a list of targets, one target (ordered fallback), or
     # {"targets": [...], "strategy": S, "cache_ttl_seconds": N, "cache_key_tags": [TAG, ...]}.
     strategy = None
     if isinstance(spec, dict) and "targets" in spec:
-        extra = set(spec) - {"targets", "strategy", "cache_ttl_seconds", "cache_key_tags"}
+        extra = set(spec) - {"targets", "strategy", "cache_ttl_seconds", "cache_key_tags", "semantic_cache"}
         if extra:
             raise ConfigError(f"FLAREGATE_ROUTES: route {alias!r} has unknown fields {sorted(extra)}")
         if "cache_ttl_seconds" in spec:
             ttls[alias] = spec["cache_ttl_seconds"]
         if "cache_key_tags" in spec:
             key_tags[alias] = spec["cache_key_tags"]
+        if "semantic_cache" in spec and semantic is not None:  # cache/semantic/settings.py
+            try:
+                semantic[alias] = parse_semantic_route(alias, spec["semantic_cache"])
+            except ValueError as exc:
+                raise ConfigError(f"FLAREGATE_ROUTES: {exc}") from None
         strategy = spec.get("strategy")
         spec = spec["targets"]
     targets = [_route_target(t) for t in (spec if isinstance(spec, list) else [spec])]
@@ -264,7 +273,8 @@ def provider_key_names(providers_json: Any) -> list[str]:
         if isinstance(raw, list) else []
 
 
-def _cache(vars: Mapping[str, str], route_ttls: dict[str, Any], route_key_tags: dict[str, Any]) -> dict[str, Any]:
+def _cache(vars: Mapping[str, str], route_ttls: dict[str, Any], route_key_tags: dict[str, Any],
+           route_semantic: dict[str, Any] | None = None) -> dict[str, Any]:
     names = {
         "CACHE_MAX_TTL_SECONDS": "max_ttl_seconds",
         "CACHE_MEMORY_MAX_ENTRIES": "memory_max_entries",
@@ -287,6 +297,8 @@ def _cache(vars: Mapping[str, str], route_ttls: dict[str, Any], route_key_tags: 
         cache["route_ttl_seconds"] = route_ttls
     if route_key_tags:
         cache["route_key_tags"] = route_key_tags
+    if route_semantic:
+        cache["route_semantic"] = route_semantic
     return cache
 
 
@@ -362,11 +374,12 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
         data["providers"] = providers
     route_ttls: dict[str, Any] = {}
     route_key_tags: dict[str, Any] = {}
+    route_semantic: dict[str, Any] = {}
     if "FLAREGATE_ROUTES" in vars:
         raw = _json(vars, "FLAREGATE_ROUTES")
         if not isinstance(raw, dict):
             raise ConfigError("FLAREGATE_ROUTES: must be a JSON object of alias -> targets")
-        data["routes"] = {alias: _route(alias, spec, route_ttls, route_key_tags) for alias, spec in raw.items()}
+        data["routes"] = {alias: _route(alias, spec, route_ttls, route_key_tags, route_semantic) for alias, spec in raw.items()}
     elif providers is not None:
         # Providers but no routes: every model name goes to the first provider unchanged.
         first = providers[0].get("name") if isinstance(providers[0], dict) else None
@@ -401,7 +414,7 @@ def settings_from_vars(vars: Mapping[str, str]) -> Settings:
     if shards:
         data["shards"] = shards
 
-    cache = _cache(vars, route_ttls, route_key_tags)
+    cache = _cache(vars, route_ttls, route_key_tags, route_semantic)
     if cache:
         data["cache"] = cache
     if vars.get("FLAREGATE_GUARDRAILS", "").strip():

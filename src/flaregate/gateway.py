@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .accounting import PriceTable
@@ -59,6 +60,7 @@ from .security.webhooks import WebhookDispatcher
 
 if TYPE_CHECKING:
     from .batches.api import Batches
+    from .cache.semantic.layer import SemanticCache
     from .mcp_gateway.endpoint import McpGateway
 
 log = logging.getLogger("flaregate")
@@ -89,6 +91,7 @@ class Gateway:
         self.alerts = Alerts(self.webhooks, ports.clock)
         events = OperationalEvents(self.analytics, self.alerts, self.webhooks)
         self.upstream = UpstreamCaller(settings, ports.clock, events.emit, on_attempt=self.alerts.upstream_result)
+        self.caching.semantic = self._semantic_cache() if settings.cache.route_semantic else None
         self.admin_api = AdminApi(settings, ports.security, self.access, self.webhooks, ports.clock)
         self.audit = AdminAudit(settings, ports.security, ports.tasks, settings.request_logs.error_seconds)
         thresholds = BudgetThresholds(settings.budget_alerts.alert_at, ports.security, ports.tasks, self.webhooks,
@@ -119,7 +122,20 @@ class Gateway:
             *RateLimitAdmin(settings, self.ratelimits, ports.security).routes(), *cache_admin.routes(),
             *TeamSpend(settings, ports.metrics_hub, ports.security).routes(),
             *self.cache_warming.routes(), *(self.batches.routes() if self.batches is not None else ()),
-            *(self.mcp.routes() if self.mcp is not None else ()), *self.realtime.routes()])
+            *(self.mcp.routes() if self.mcp is not None else ()), *self.realtime.routes(),
+            *(self._semantic_feedback(events.emit) if self.caching.semantic is not None else ())])
+
+    def _semantic_cache(self) -> SemanticCache | None:
+        """The semantic cache, imported only when a route turns it on: a Worker without one
+        loads none of its modules (nor its guard's tables)."""
+        from .cache.semantic.setup import build_semantic_cache
+
+        return build_semantic_cache(self.settings, self.ports, self.router, self.upstream)
+
+    def _semantic_feedback(self, emit: Callable[[dict[str, Any]], None]) -> list[Route]:
+        from .cache.semantic.admin import SemanticFeedback
+
+        return SemanticFeedback(self.caching, emit).routes()
 
     def _batches(self) -> Batches:
         from .batches.api import Batches

@@ -6,7 +6,7 @@ follow what both hosts offer natively, so the adapters stay thin.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -238,6 +238,20 @@ class JobStoreClient(Protocol):
     locally. Arguments and results are JSON-able."""
 
     async def call(self, owner: str, op: str, args: dict[str, Any]) -> Any: ...
+class SemanticIndexClient(Protocol):
+    """Reaches the semantic cache's index (cache/semantic/index.py): in process locally, in
+    Redis across replicas, the partition's Durable Object on the edge. ``op``: search, add,
+    delete; arguments and results are JSON-able."""
+
+    async def call(self, op: str, args: dict[str, Any]) -> Any: ...
+
+
+class TextEmbedder(Protocol):
+    """An embedding model the host carries itself (the standalone server's WordLlama)."""
+
+    name: str
+
+    async def embed(self, texts: list[str]) -> list[list[float]]: ...
 
 
 @dataclass(slots=True)
@@ -257,3 +271,5 @@ class Ports:
     warm_cache: WarmCacheStore | None = None  # None: the cache has no warm tier
     blobs: BlobStore | None = None  # None (with jobs None): no Files and Batches API
     jobs: JobStoreClient | None = None
+    semantic_index: SemanticIndexClient | None = None  # None: no semantic cache on this host
+    embedder: Callable[[], TextEmbedder] | None = None  # the host's own model, loaded on first use

@@ -38,6 +38,14 @@ class RequestEvent(TypedDict, total=False):
     bytes_saved: int
     tokens_saved: int
     kv_write_avoided: bool
+    # The semantic cache (cache/semantic): the entry that answered and how close its prompt
+    # was; the embedding's cost (the gateway's own, never charged to the key's budget).
+    semantic_similarity: float
+    semantic_entry: str
+    semantic_guard: str  # the guard rule that turned the nearest candidate away
+    semantic_embed_ms: float
+    semantic_embed_tokens: int
+    semantic_embed_model: str
     rate_limited: bool
     ratelimit_limit: float
     ratelimit_remaining: float

@@ -101,7 +101,7 @@ def test_wrangler_vars_are_valid_gateway_settings(env: str | None):
     assert [kv["binding"] for kv in section["kv_namespaces"]] == ["CACHE"]
     assert {b["name"]: b["class_name"] for b in section["durable_objects"]["bindings"]} == {
         "RATE_LIMITER": "RateLimiter", "METRICS_HUB": "MetricsHub", "SECURITY_STORE": "SecurityStore",
-        "BATCH_STORE": "BatchStore", "BATCH_LANE": "BatchLane"}
+        "BATCH_STORE": "BatchStore", "BATCH_LANE": "BatchLane", "SEMANTIC_INDEX": "SemanticIndex"}
     assert [r2["binding"] for r2 in section["r2_buckets"]] == ["FILES"]  # the Files API's uploads
     # Workers AI: bound where deployed; not in development, where it would make `wrangler dev`
     # need a Cloudflare token for a remote session.

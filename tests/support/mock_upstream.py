@@ -15,7 +15,8 @@ Endpoints
                                ``x-mock-fixed: 1`` header (or ``--fixed`` for every request)
                                gives a precomputed ~600-byte reply (20 content chunks when
                                streaming) for benchmarks
-    POST /v1/embeddings        deterministic 8-float vectors (sha256 of each input)
+    POST /v1/embeddings        deterministic vectors: 8 floats (sha256 of each input), or for a
+                               model named "bow..." a 64-float bag of words (shared words: close)
     GET  /v1/models            a few model ids
     POST /v1/messages          Anthropic Messages API (text; tool_use if tools + "weather"; SSE)
     POST /v1/moderations       results[i].flagged (category violence) when input i contains "kill"
@@ -99,6 +100,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from flaregate.providers.mock import BAG_OF_WORDS_PREFIX, bag_of_words
 
 try:  # run as a script (its folder on sys.path) or imported as tests.support.mock_upstream
     import mock_realtime
@@ -211,8 +214,10 @@ def _last_user(messages: list) -> dict:
     )
 
 
-def _embedding(item: Any) -> list[float]:
+def _embedding(item: Any, model: str = "") -> list[float]:
     # k/128 values are exact in float32, so the float and base64 encodings agree bit for bit.
+    if model.startswith(BAG_OF_WORDS_PREFIX) and isinstance(item, str):
+        return bag_of_words(item)  # paraphrases sharing words are close (the semantic cache's tests)
     key = item if isinstance(item, str) else json.dumps(item)
     return [(b - 128) / 128 for b in hashlib.sha256(key.encode()).digest()[:8]]
 
@@ -728,7 +733,7 @@ class MockUpstreamApp:
         b64 = body.get("encoding_format") == "base64"  # the openai SDK asks for base64 by default
         data = []
         for i, item in enumerate(items):
-            vec: Any = _embedding(item)
+            vec: Any = _embedding(item, str(body.get("model") or ""))
             if b64:
                 vec = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
             data.append({"object": "embedding", "index": i, "embedding": vec})

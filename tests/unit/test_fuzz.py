@@ -16,17 +16,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flaregate.batches.store import JobStore
+from flaregate.cache.semantic.index import LocalSemanticIndex, SqlSemanticIndex
+from flaregate.config import ConfigError, settings_from_vars
 from flaregate.errors import GatewayError
 from flaregate.gateway import Gateway
 from flaregate.hosts.local.batch_worker import LocalJobClient
 from flaregate.hosts.local.blob_dir import DirectoryBlobStore
+from flaregate.hosts.local.storage import SqliteStorage
 from flaregate.http import Headers, Request
 from flaregate.multipart import Upload, encode_form
+from flaregate.ports import Ports
 from flaregate.providers.mock import StaticResponse
 from flaregate.realtime.api import no_provider
 from flaregate.realtime.relay import Relay
 from flaregate.realtime.settings import RealtimeSettings
 from flaregate.security.signing import sign_request
+from tests.support import security
 from tests.support.fakes import FakeClock, MemorySql
 from tests.support.security import ADMIN_KEY, CONFIG_KEY, SecureRig
 from tests.unit.realtime.test_relay import Meter, Sock
@@ -528,3 +533,89 @@ def test_fuzz_the_realtime_relay_with_any_frames():
         loop.run_until_complete(go())
 
     run()
+
+
+semantic_field = st.sampled_from(["threshold", "embeddings", "max_entries", "scope_by_user", "shortlist", "x"])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(semantic=st.one_of(json_value, st.dictionaries(semantic_field, json_value, max_size=4)))
+def test_fuzz_semantic_cache_settings_start_or_stop_naming_the_field(semantic):
+    """Any ``semantic_cache`` value: the settings load (known fields only, within bounds, an
+    embeddings route that exists), or the start stops with a ConfigError naming
+    semantic_cache; never another exception."""
+    routes = {"chat": {"targets": ["mock"], "semantic_cache": semantic}, "embed": ["mock/bow-embed"]}
+    try:
+        settings = settings_from_vars({"FLAREGATE_ROUTES": json.dumps(routes)})
+    except ConfigError as exc:
+        assert "semantic_cache" in str(exc)
+        return
+    loaded = settings.cache.route_semantic["chat"]
+    assert isinstance(semantic, dict) and set(semantic) <= set(type(loaded).model_fields)
+    assert 0 < loaded.threshold <= 1 and loaded.embeddings in ("embedded", "embed") and loaded.max_entries >= 1
+
+
+def test_fuzz_the_semantic_cache(tmp_path, monkeypatch):
+    """Prompts, end-user and opt-out headers, and feedback bodies against routes with the
+    semantic cache on (a real SQLite index; bag-of-words embeddings from the mock provider):
+    never a 5xx, and a prompt scoped to one end user never answers another's."""
+    storage = SqliteStorage(tmp_path / "semantic.sqlite3")
+
+    def make_gateway(self):
+        ports = Ports(clock=self.clock, cache=security.MemoryKV(self.clock), upstream=self.transport,
+                      tasks=self.tasks, rate_limiter=security.LocalRateLimiterClient(
+                          security.RateLimiter(self.sql, self.clock)),
+                      metrics_hub=security.LocalHubClient(self.hub), security=security.LocalSecurityClient(self.store),
+                      semantic_index=LocalSemanticIndex(SqlSemanticIndex(storage, self.clock)))
+        return Gateway(self.settings, ports)
+
+    monkeypatch.setattr(security.SecureRig, "make_gateway", make_gateway)
+    semantic = {"embeddings": "bow-embed", "threshold": 0.3}
+    routes = {"mock-1": {"targets": ["mock"], "semantic_cache": semantic},
+              "mock-2": {"targets": ["mock"], "semantic_cache": {**semantic, "scope_by_user": True}},
+              "bow-embed": ["mock/bow-embed"], "ab": ["a", "b"], "a": ["a"]}
+    rig = Rig({"SIGNED_ROUTES": "", "CACHE_TTL_SECONDS": "300", "FLAREGATE_ROUTES": json.dumps(routes)})
+    errors = watch_errors()
+    semantic_headers = st.lists(st.tuples(
+        st.sampled_from(["x-flaregate-end-user", "x-flaregate-semantic-cache", "cache-control",
+                         "x-flaregate-cache-namespace", "x-flaregate-cache-ttl"]),
+        st.one_of(header_value, st.sampled_from(["alice", "bob", "off", "no-store", "no-cache", "ns1", "5"]))),
+        max_size=3)
+    prompts = st.one_of(st.text(max_size=40), st.sampled_from(
+        ["What is 2 + 2?", "What is 2 + 3?", "Is it not safe?", "capital of France", "capital of Germany",
+         "`ls -la`", "10 km in miles", "Quelle est la capitale ?", "", " ", "\x00", "a" * 9000]))
+    feedback = st.one_of(st.fixed_dictionaries({}, optional={"request_id": json_value, "wrong": json_value}),
+                         json_value).map(lambda v: json.dumps(v).encode())
+
+    @settings(max_examples=300, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(model=st.sampled_from(["mock-1", "mock-2"]), prompt=prompts, user=st.sampled_from(["alice", "bob"]),
+           extra=semantic_headers, stream=st.booleans(), fb=feedback)
+    def run(model, prompt, user, extra, stream, fb):
+        body = json.dumps({"model": model, "stream": stream, "messages": [{"role": "user", "content": prompt}]})
+        base = [("content-type", "application/json"), ("authorization", f"Bearer {CONFIG_KEY}"),
+                ("x-flaregate-end-user", user)]
+        rig.run(Request("POST", "/v1/chat/completions", Headers(base + extra), body.encode()))
+        admin = Headers([("content-type", "application/json"), ("authorization", f"Bearer {ADMIN_KEY}")])
+        rig.run(Request("POST", "/admin/cache/feedback", admin, fb))
+
+    run()
+    assert not errors.records
+
+    # Probing another user's answers through a paraphrase: alice's answer never reaches bob.
+    async def ask(user: str, text: str) -> tuple[str, bytes]:
+        hs = Headers([("content-type", "application/json"), ("authorization", f"Bearer {CONFIG_KEY}"),
+                      ("x-flaregate-end-user", user)])
+        body = json.dumps({"model": "mock-2", "messages": [{"role": "user", "content": text}]}).encode()
+        response = await rig.secure.gateway.handle(Request("POST", "/v1/chat/completions", hs, body))
+        await rig.secure.tasks.drain()
+        assert isinstance(response.body, bytes)
+        return response.headers.get("cache-status", ""), response.body
+
+    rig.loop.run_until_complete(ask("alice", "my secret account number please"))
+    status, _ = rig.loop.run_until_complete(ask("alice", "my secret account number please now"))
+    assert "detail=semantic" in status  # the paraphrase hits for the same user...
+    status, _ = rig.loop.run_until_complete(ask("bob", "my secret account number please now"))
+    assert "hit" not in status  # ...and never for another
+    storage.close()

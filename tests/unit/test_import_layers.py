@@ -38,6 +38,7 @@ _LISTING = "`python -m flaregate.routes`: the listing builds a Gateway, which im
 # (module, the module it imports inside a function, or "*": any): why that import is lazy.
 _MCP = "built only when FLAREGATE_MCP_SERVERS names servers: a Worker without MCP loads none of it"
 _REALTIME = "loaded when /v1/realtime is first upgraded or a client secret minted: a Worker without Realtime loads none of it"
+_SEMANTIC = "built only when a route turns semantic_cache on: a Worker without one loads none of it"
 LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("flaregate.hosts.local.cli", "uvicorn"): "the standalone server's dependency, needed by `serve` only",
     ("flaregate.hosts.local.cli", "aiohttp"): "the standalone server's dependency, needed by `serve` only",
@@ -51,6 +52,7 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("flaregate.hosts.local.cli", "flaregate.observability.logs"): _CLI,
     ("flaregate.hosts.local.cli", "flaregate.security.secret_strength"): _CLI,
     ("flaregate.hosts.local.server", "uvicorn"): "the standalone server's dependency",
+    ("flaregate.hosts.local.static_embedder", "wordllama"): "the semantic cache's model: loaded only when a route uses it",
     ("flaregate.hosts.local.host_stats", "resource"): "POSIX only: absent on some platforms",
     ("flaregate.hosts.local.keys", "asyncio"): _KEYS,
     ("flaregate.hosts.local.keys", "sys"): _KEYS,
@@ -81,6 +83,11 @@ LAZY_IMPORTS: dict[tuple[str, str], str] = {
     ("flaregate.realtime.entry", "flaregate.realtime.api"): _REALTIME,
     ("flaregate.hosts.edge.worker", "flaregate.hosts.edge.realtime"): _REALTIME,
     ("flaregate.security.store", "flaregate.realtime.store"): _REALTIME + " (the store's tables too)",
+    ("flaregate.gateway", "flaregate.cache.semantic.setup"): _SEMANTIC,
+    ("flaregate.gateway", "flaregate.cache.semantic.admin"): _SEMANTIC,
+    ("flaregate.hosts.edge.objects", "flaregate.cache.semantic.index"): _SEMANTIC,
+    ("flaregate.hosts.local.app", "flaregate.cache.semantic.index"): _SEMANTIC,
+    ("flaregate.hosts.local.app", "flaregate.hosts.local.semantic_redis"): _SEMANTIC,
     # Every lazy import of the module, while the route table is being built (list them then).
     ("flaregate.routes", "*"): "pydantic.json_schema: only /openapi.json needs it; " + _LISTING,
 }

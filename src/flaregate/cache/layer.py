@@ -44,12 +44,17 @@ from .store import (
     cache_key,
     completion_tokens,
     key_hash,
+    key_material,
 )
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from .semantic.layer import SemanticCache, SemanticPlan
 
 log = logging.getLogger("flaregate.cache")
+
+SIMILARITY_HEADER = "x-flaregate-semantic-similarity"  # a semantic hit: the cosine of the two prompts
+ENTRY_HEADER = "x-flaregate-semantic-entry"  # a semantic hit: the key hash of the entry that answered
 
 
 @dataclass(slots=True)
@@ -62,6 +67,7 @@ class CachePlan:
     stream: bool
     include_usage: bool
     operation: str = "chat"  # "chat" or "responses": entries of one never answer the other
+    semantic: SemanticPlan | None = None  # set: the route's semantic cache is on for this request
 
     @property
     def flight_key(self) -> str:
@@ -74,6 +80,8 @@ class CachedAnswer:
     entry: CacheEntry
     tier: Tier
     body: bytes  # rendered in the requested shape (JSON, or SSE ending in [DONE])
+    similarity: float | None = None  # set: a semantic hit, answered by another prompt's entry
+    entry_id: str | None = None
 
 
 class _Recorder:
@@ -150,6 +158,7 @@ class CacheLayer:
                                     max_bytes=settings.resilience.single_flight_max_bytes)
         self._solo = 0
         self.statuses: Counter[str] = Counter()
+        self.semantic: SemanticCache | None = None  # set by the gateway when a route turns it on
 
     def _default_ttl(self, model: str) -> int:
         ttls = self.settings.cache.route_ttl_seconds
@@ -165,7 +174,7 @@ class CacheLayer:
         return {name: tags[name] for name in names if tags and name in tags}
 
     async def plan(self, headers: Headers, tenant: str, body: dict[str, Any], targets: list[Target], *,
-                   operation: str = "chat", tags: dict[str, str] | None = None) -> CachePlan:
+                   operation: str = "chat", tags: dict[str, str] | None = None, semantic: bool = True) -> CachePlan:
         """Read the request's cache controls (a malformed one is a 400) and compute the key."""
         directives = parse_directives(headers, self.settings.cache.max_ttl_seconds)
         ttl = directives.ttl if directives.ttl is not None else min(self._default_ttl(body["model"]),
@@ -183,8 +192,13 @@ class CacheLayer:
             log.warning("cache store unreachable; request not cached")
             return self._count(plan)
         try:
-            plan.key = cache_key(tenant, route_signature(targets), body, namespace, generation,
-                                 operation=operation, tags=self._key_tags(body["model"], tags))
+            route, key_tags = route_signature(targets), self._key_tags(body["model"], tags)
+            plan.key = cache_key(tenant, route, body, namespace, generation, operation=operation, tags=key_tags)
+            if self.semantic is not None and semantic:  # the partition: the exact key's material without the prompt
+                plan.semantic = self.semantic.plan(
+                    body["model"], headers, body, operation,
+                    lambda rest: key_material(tenant, route, rest, namespace, generation, operation=operation,
+                                              tags=key_tags))
         except RecursionError:  # absurdly deep JSON: served, but not cached
             log.warning("request body too deeply nested to key; request not cached")
             return self._count(plan)
@@ -195,13 +209,20 @@ class CacheLayer:
         self.statuses[plan.status] += 1
         return plan
 
-    async def lookup(self, plan: CachePlan, render: Callable[[CacheEntry, CachePlan], bytes] | None = None
-                     ) -> CachedAnswer | None:
+    async def lookup(self, plan: CachePlan, render: Callable[[CacheEntry, CachePlan], bytes] | None = None,
+                     event: RequestEvent | None = None) -> CachedAnswer | None:
         """The stored answer, already in the shape the request asked for (``render``: for
-        other answer kinds than chat's), or None."""
+        other answer kinds than chat's), or None. Exact first; then, where the route has a
+        semantic cache, the entry of a paraphrase."""
         if plan.status != MISS or plan.key is None:
             return None
         found = await self.cache.get(plan.key, plan.ttl)  # only the tiers this request's TTL writes
+        similarity = entry_id = None
+        if found is None and plan.semantic is not None and self.semantic is not None:
+            semantic = await self.semantic.lookup(plan.semantic, self.cache, plan.ttl,
+                                                  event if event is not None else {})
+            if semantic is not None:
+                found, similarity, entry_id = (semantic.entry, semantic.tier), semantic.similarity, semantic.entry_id
         if found is None:
             return None
         entry, tier = found
@@ -215,7 +236,7 @@ class CacheLayer:
             return None
         self.statuses[MISS] -= 1
         self.statuses[HIT] += 1
-        return CachedAnswer(entry, tier, body)
+        return CachedAnswer(entry, tier, body, similarity, entry_id)
 
     def _debug(self, plan: CachePlan) -> dict[str, str]:
         return {KEY_HEADER: key_hash(plan.key)} if plan.debug and plan.key else {}
@@ -227,9 +248,17 @@ class CacheLayer:
             shape = {"content-type": "text/event-stream", "cache-control": "no-cache"}
         else:
             shape = {"content-type": "application/json"}
+        semantic = hit.similarity is not None
         headers = {**out, **shape, STATUS_HEADER: HIT, "x-flaregate-provider": entry.provider,
-                   "cache-status": cache_status(HIT, tier=hit.tier, ttl=entry.expires_at - now),
+                   "cache-status": cache_status(HIT, tier="semantic" if semantic else hit.tier,
+                                                ttl=entry.expires_at - now),
                    "age": str(max(0, int(now - entry.stored_at))), **self._debug(plan)}
+        if hit.similarity is not None and hit.entry_id is not None:
+            headers[SIMILARITY_HEADER] = f"{hit.similarity:.4f}"
+            headers[ENTRY_HEADER] = hit.entry_id
+            event["semantic_similarity"], event["semantic_entry"] = hit.similarity, hit.entry_id
+            if plan.semantic is not None and self.semantic is not None:
+                self.semantic.record_hit(plan.semantic, hit.entry_id, hit.similarity, out.get("x-request-id", ""))
         event["cache"], event["cache_tier"], event["provider"] = HIT, hit.tier, entry.provider
         event["bytes_saved"], event["tokens_saved"] = len(body), entry.tokens
         if plan.stream:
@@ -244,7 +273,10 @@ class CacheLayer:
         if len(text) > self.settings.cache.max_entry_bytes or plan.key is None:
             return None
         entry = CacheEntry.create(provider, text, completion, origin, self.clock.now(), plan.ttl)
-        return self.cache.put(plan.key, entry)
+        tiers = self.cache.put(plan.key, entry)
+        if plan.semantic is not None and self.semantic is not None:
+            self.semantic.index_later(plan.semantic, key_hash(plan.key), completion, entry.expires_at)
+        return tiers
 
     def cold_write_avoided(self, tiers: tuple[Tier, ...]) -> bool:
         """Stored without a write to KV / the cold store (the entry dies before it would matter)."""
@@ -293,4 +325,5 @@ class CacheLayer:
             "hit_rate": round(self.statuses[HIT] / lookups, 4) if lookups else None,
             **self.cache.stats(),
             "flights": self.flights.stats(),
+            **({"semantic": self.semantic.stats()} if self.semantic is not None else {}),
         }

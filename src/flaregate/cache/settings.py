@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from .semantic.settings import SemanticCacheSettings
+
 _TagName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 
 
@@ -34,6 +36,8 @@ class CacheSettings(BaseModel):
     route_ttl_seconds: dict[str, int] = {}  # model alias -> default TTL (0: no cache on that route)
     # model alias -> the request tags that are part of its cache key (none by default)
     route_key_tags: dict[str, tuple[_TagName, ...]] = {}
+    # model alias -> its semantic cache (none by default): cache/semantic/settings.py
+    route_semantic: dict[str, SemanticCacheSettings] = {}
 
     @field_validator("route_ttl_seconds")
     @classmethod

@@ -235,9 +235,11 @@ class Pipeline:
         spec, event = ctx.spec, ctx.event
         assert spec.cache is not None and ctx.targets is not None and ctx.admission is not None
         with ctx.profiler.phase("cache"):
+            assert ctx.principal is not None
             ctx.plan = plan = await self.caching.plan(ctx.request.headers, ctx.tenant, ctx.body, ctx.targets,
-                                                      operation=spec.cache.operation, tags=event.get("tags"))
-            hit = await self.caching.lookup(plan, spec.cache.render)
+                                                      operation=spec.cache.operation, tags=event.get("tags"),
+                                                      semantic=ctx.principal.policy.semantic_cache is not False)
+            hit = await self.caching.lookup(plan, spec.cache.render, event)
         event["cache"] = plan.status
         if hit is None:
             return None

@@ -29,6 +29,21 @@ from ..ports import UpstreamError, UpstreamTimeout
 from .base import CHAT, EMBEDDINGS, IMAGES, MODERATIONS, SPEECH, TRANSCRIPTIONS
 
 FAULT_PREFIX = "fail-"
+# Embedding models whose name starts so embed by bag of words (the semantic cache's tests):
+# prompts that share words are close, as a real model's paraphrases are. Other names get
+# hash vectors with no meaning (8 floats from the input's SHA-256).
+BAG_OF_WORDS_PREFIX = "bow"
+BAG_OF_WORDS_DIMENSIONS = 64
+
+
+def bag_of_words(text: str, dimensions: int = BAG_OF_WORDS_DIMENSIONS) -> list[float]:
+    """A deterministic embedding: each lower-cased word adds +-1 at a dimension its SHA-256
+    picks (k/8 steps: exact in float32, so JSON and base64 answers agree)."""
+    vector = [0.0] * dimensions
+    for word in "".join(c if c.isalnum() else " " for c in text.lower()).split():
+        digest = hashlib.sha256(word.encode()).digest()
+        vector[int.from_bytes(digest[:4], "big") % dimensions] += 1.0 if digest[4] & 1 else -1.0
+    return vector
 # A 1x1 transparent PNG: what every generated image is.
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
 IMAGE_URL = "https://mock.flaregate.invalid/images/{}.png"
@@ -136,8 +151,10 @@ class MockProvider:
             return failed
         items = body.get("input")
         items = items if isinstance(items, list) and items and not isinstance(items[0], int) else [items]
+        bow = model.startswith(BAG_OF_WORDS_PREFIX)
         data = [{"object": "embedding", "index": i,
-                 "embedding": [(b - 128) / 128 for b in hashlib.sha256(json.dumps(item).encode()).digest()[:8]]}
+                 "embedding": bag_of_words(str(item)) if bow else
+                 [(b - 128) / 128 for b in hashlib.sha256(json.dumps(item).encode()).digest()[:8]]}
                 for i, item in enumerate(items)]
         tokens = sum(len(json.dumps(item).split()) for item in items)
         result = {"object": "list", "data": data, "model": model,

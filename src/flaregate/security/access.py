@@ -67,6 +67,7 @@ class KeyPolicy(Permissions):
     priority: Literal["low", "normal", "high"] | None = None  # load shedding: who is refused first
     private: bool | None = None  # true: the request log never keeps this key's bodies (LOG_BODIES)
     team_id: StrictStr | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,64}$")  # security/teams.py
+    semantic_cache: bool | None = None  # false: this key's requests use the exact cache only
 
     @field_validator("tags")
     @classmethod

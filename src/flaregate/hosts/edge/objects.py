@@ -8,7 +8,7 @@ waking from hibernation), so nothing here may live only in memory.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import js
 import workers
@@ -36,6 +36,9 @@ from .ports import (
     env_vars,
 )
 
+if TYPE_CHECKING:
+    from ...cache.semantic.index import SqlSemanticIndex
+
 log = logging.getLogger("flaregate.edge")
 
 SUBSCRIBER_TAG = "metrics"  # the hibernation tag of dashboard sockets
@@ -61,6 +64,14 @@ def rate_limiter(ctx: Any) -> RateLimiter:
 def security_store(ctx: Any) -> SecurityStore:
     _prepare_isolate()
     return SecurityStore(DurableSql(ctx.storage.sql), SystemClock())
+
+
+def semantic_index(ctx: Any) -> SqlSemanticIndex:
+    # Only an isolate that hosts an index loads it.
+    from ...cache.semantic.index import SqlSemanticIndex
+
+    _prepare_isolate()
+    return SqlSemanticIndex(DurableSql(ctx.storage.sql), SystemClock())
 
 
 def settings_for(env: Any) -> Settings:

@@ -434,6 +434,18 @@ class PeerShards:
         return list(await asyncio.gather(*(one(name) for name in self._names), return_exceptions=True))
 
 
+class DurableSemanticIndex:
+    """The semantic cache's index: one SemanticIndex Durable Object per partition, over RPC.
+    One call per lookup: the object searches its partition and answers the shortlist's best."""
+
+    def __init__(self, binding: str = "SEMANTIC_INDEX") -> None:
+        self._binding = binding
+
+    async def call(self, op: str, args: dict[str, Any]) -> Any:
+        stub = _durable_object(self._binding, str(args["partition"]))
+        return await rpc.call(stub, "run_op", op, dict(args))
+
+
 # -- Durable Object side --------------------------------------------------------------------
 class DurableSql:
     """SqlStorage over ``ctx.storage.sql``: each cursor is consumed at once (an open cursor

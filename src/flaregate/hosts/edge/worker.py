@@ -34,6 +34,7 @@ from .ports import (
     SCOPE_VAR,
     CacheApiStore,
     DurableRateLimiter,
+    DurableSemanticIndex,
     FetchTransport,
     KVStore,
     RequestScope,
@@ -96,6 +97,8 @@ def gateway_for(env: Any) -> Gateway:
             # Files in R2 and each key's batches in a Durable Object, where both are bound.
             blobs=R2BlobStore("FILES") if hasattr(env, "FILES") and hasattr(env, batches.BINDING) else None,
             jobs=batches.DurableJobStore() if hasattr(env, "FILES") and hasattr(env, batches.BINDING) else None,
+            # The semantic cache's index, one object per partition (used only by routes that turn it on).
+            semantic_index=DurableSemanticIndex("SEMANTIC_INDEX") if hasattr(env, "SEMANTIC_INDEX") else None,
         )
         # Once per isolate (and per change of the variables): JSON lines on stderr, which
         # reach Workers logs, at LOG_LEVEL, with every configured secret redacted.

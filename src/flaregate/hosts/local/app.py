@@ -19,7 +19,7 @@ from ...http import Headers, Request, Response
 from ...hub.aggregator import MAX_CLIENT_FRAME, MetricsHub
 from ...observability.export import build_exporters
 from ...observability.request_bodies import log_secrets
-from ...ports import KeyValueStore, Ports, RateLimiterClient, WarmCacheStore
+from ...ports import KeyValueStore, Ports, RateLimiterClient, SemanticIndexClient, WarmCacheStore
 from ...ratelimits.limiter import RateLimiter
 from ...realtime.entry import PATH as REALTIME_PATH
 from ...routing.probes import HealthProber
@@ -41,6 +41,7 @@ from .runtime import (
     Subscriber,
     SubscriberSet,
 )
+from .static_embedder import StaticEmbedder
 from .storage import SqliteKeyValueStore, SqliteStorage
 from .transport import AiohttpTransport
 
@@ -49,6 +50,15 @@ log = logging.getLogger("flaregate.local")
 Scope = dict[str, Any]
 COMPACT_EVERY_SECONDS = 60.0  # the periodic retention task (the hub's alarm does it too)
 SLOW_CLOSE_GRACE_SECONDS = 1.0
+
+
+def _semantic_index(storage: SqliteStorage, redis: Any, clock: SystemClock) -> SemanticIndexClient:
+    """The semantic cache's index: in the SQLite file, or in Redis shared by the replicas.
+    Imported only when a route turns the semantic cache on."""
+    from ...cache.semantic.index import LocalSemanticIndex, SqlSemanticIndex
+    from .semantic_redis import RedisSemanticIndex
+
+    return RedisSemanticIndex(redis, clock) if redis is not None else LocalSemanticIndex(SqlSemanticIndex(storage, clock))
 
 
 async def _relay(stream: AsyncIterator[bytes], send: Any) -> None:
@@ -147,6 +157,8 @@ class LocalHost:
                         "they all mount; this one keeps its own under its data dir (docs/batches.md)")
         self.job_storage = SqliteStorage(files_dir / "jobs.sqlite3")
         jobs = LocalJobClient(JobStore(self.job_storage))
+        # The semantic cache's index, only where a route turns it on (its modules load then).
+        semantic_index = _semantic_index(self.storage, self.redis, clock) if settings.cache.route_semantic else None
         ports = Ports(
             clock=clock,
             cache=cache,
@@ -158,6 +170,8 @@ class LocalHost:
             warm_cache=warm_cache,
             blobs=DirectoryBlobStore(files_dir),
             jobs=jobs,
+            semantic_index=semantic_index,
+            embedder=StaticEmbedder,  # loaded only when a route's semantic cache uses it
         )
         self.gateway = Gateway(settings, ports, KeyRing(api_keys))
         assert self.gateway.batches is not None
