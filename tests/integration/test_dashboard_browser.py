@@ -108,7 +108,8 @@ async def test_the_dashboard_shows_live_numbers_that_change_with_traffic(chromiu
             await cdp.send("Page.navigate", url=f"{server.base_url}/dashboard#token={ADMIN_KEY}")
             await cdp.wait_for("document.getElementById('status')?.textContent === 'live'")
             assert await cdp.js("location.hash") == ""  # the key left the address bar
-            assert await cdp.js("document.getElementById('requests-total').textContent") == "0"
+            # 'live' is the socket open; the first snapshot's figures come with its first message.
+            await cdp.wait_for("document.getElementById('requests-total').textContent === '0'")
             assert await cdp.js("document.getElementById('rps').textContent") == "0.00"
 
             async with httpx.AsyncClient(headers={"authorization": f"Bearer {GATEWAY_KEY}"}, timeout=20) as api:
