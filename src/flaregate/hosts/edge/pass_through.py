@@ -1,0 +1,141 @@
+"""A pass-through stream on the Worker: the upstream's body reaches the client natively.
+
+The response is an identity ``TransformStream``'s readable side. The native branch of the
+split upstream body is piped into its writable side by the runtime (``pipeTo`` with
+``preventClose`` and ``preventAbort``: the response outlives the pipe), so no chunk crosses
+into Python. Everything the gateway adds goes in through the stream's controller, which
+does not need the writable's lock the pipe holds: the peeked head first, an SSE comment
+while the upstream is silent, and at the end the gateway's error event when the copy says
+the stream broke or was cut, then the close. Meanwhile the core's relay reads the copy
+(usage, the cache, the end marker, the caps).
+
+The comment is how a client that left is found (workerd notices one only when it writes to
+it): it goes in only between two events (the copy's view), only when the response holds
+nothing queued (so no chunk of the pipe is overtaken), ``heartbeat`` seconds after the
+copy last moved. A controller that refuses it, or a pipe that failed while the copy reads
+on, means the client is gone: the copy is closed, and with it the upstream call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import js
+from pyodide.ffi import create_once_callable, to_js
+
+from ...pipeline.pass_through import PassThrough
+
+log = logging.getLogger("flaregate.edge")
+
+# How long the pipe gets to hand over what the upstream sent before the copy's end (the
+# same body: the native side ends with it) before the gateway's error event goes in anyway.
+_SETTLE_SECONDS = 5.0
+
+
+class _Copy:
+    """When the copy last moved (the heartbeat's clock)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at = asyncio.get_running_loop().time()
+
+
+def respond(body: PassThrough, heartbeat: float | None, beat: bytes) -> tuple[Any, Any]:
+    """The response's readable stream and the coroutine that runs the stream (for
+    ``waitUntil``)."""
+    controllers: list[Any] = []
+    transformer = to_js({"start": create_once_callable(controllers.append)}, dict_converter=js.Object.fromEntries)
+    # One queued chunk before backpressure: an empty queue (desiredSize 1) means the pipe
+    # holds nothing back, so a comment cannot overtake a chunk.
+    strategy = to_js({"highWaterMark": 1}, dict_converter=js.Object.fromEntries)
+    stream = js.TransformStream.new(transformer, strategy, strategy)
+    return stream.readable, pump(body, stream.writable, controllers[0], heartbeat, beat)
+
+
+async def pump(body: PassThrough, writable: Any, controller: Any, heartbeat: float | None, beat: bytes) -> None:
+    """Send ``body`` to the client (see the module's docstring)."""
+    copy = _Copy()
+    follow = asyncio.ensure_future(_follow(body, copy))
+    pipe: asyncio.Future[Any] | None = None
+    gone = False
+    try:
+        if body.head:
+            controller.enqueue(to_js(body.head))
+        options = to_js({"preventClose": True, "preventAbort": True}, dict_converter=js.Object.fromEntries)
+        pipe = asyncio.ensure_future(_settled(body.native.pipeTo(writable, options)))
+        gone = await _watch(body, controller, pipe, follow, copy, heartbeat, beat)
+        if not gone and body.tail:  # broke or cut: what the pipe still has goes out first
+            await asyncio.wait((pipe,), timeout=_SETTLE_SECONDS)
+        elif not gone:
+            await asyncio.wait((pipe,))  # the copy ended whole: the native side ends with it
+    except Exception:
+        log.debug("a pass-through stream stopped early", exc_info=True)
+        gone = True
+    finally:
+        if not follow.done():  # the client left (or this task was cancelled)
+            log.debug("the client left a pass-through stream: its upstream call is closed")
+            follow.cancel()
+            await asyncio.wait((follow,))
+        await body.aclose()  # the core's end of the stream (closes the upstream if it is not over)
+        _finish(controller, b"" if gone else body.tail)
+
+
+async def _watch(body: PassThrough, controller: Any, pipe: asyncio.Future[Any], follow: asyncio.Future[None],
+                 copy: _Copy, heartbeat: float | None, beat: bytes) -> bool:
+    """Until the copy ends: True when the client is found gone on the way."""
+    loop = asyncio.get_running_loop()
+    while not follow.done():
+        if pipe.done():
+            # The native side ended: the copy, the same body, ends with it at once, unless
+            # the pipe failed because the client left (the runtime cancelled the response).
+            await asyncio.wait((follow,), timeout=heartbeat if heartbeat is not None else _SETTLE_SECONDS)
+            return not follow.done()
+        wait = None if heartbeat is None else max(0.0, copy.at + heartbeat - loop.time())
+        await asyncio.wait((pipe, follow), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        if heartbeat is None or pipe.done() or follow.done() or loop.time() - copy.at < heartbeat:
+            continue
+        copy.at = loop.time()
+        if body.mid_event() or not _idle(controller):
+            continue  # inside an event, or the client is still taking chunks: look again later
+        try:
+            controller.enqueue(to_js(beat))
+        except Exception:
+            return True  # the runtime cancelled the response: the client left
+    return False
+
+
+def _idle(controller: Any) -> bool:
+    """Whether the response holds no queued chunk (nothing the pipe still has to pass)."""
+    size = controller.desiredSize
+    return isinstance(size, int | float) and size >= 1
+
+
+async def _follow(body: PassThrough, copy: _Copy) -> None:
+    """Drive the core's relay over the copy; its chunks are the client's already."""
+    loop = asyncio.get_running_loop()
+    try:
+        async for _chunk in body:
+            copy.at = loop.time()
+    except Exception:
+        log.warning("reading a pass-through stream's copy stopped early", exc_info=True)
+
+
+async def _settled(promise: Any) -> Any:
+    """The promise's value, or the exception it rejected with (never raised)."""
+    try:
+        return await promise
+    except Exception as exc:
+        return exc
+
+
+def _finish(controller: Any, tail: bytes) -> None:
+    """The gateway's last bytes, then the end (the readable closes once they are read)."""
+    try:
+        if tail:
+            controller.enqueue(to_js(tail))
+        controller.terminate()
+    except Exception:
+        log.debug("ending a pass-through stream failed (the client left?)", exc_info=True)
