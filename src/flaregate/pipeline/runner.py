@@ -367,7 +367,7 @@ class Pipeline:
         """Pass the stream through chunk by chunk (the spec's watch reads it as it goes); a
         broken stream ends with an explicit error event in the operation's own dialect.
         ``passed``: the client has the bytes natively, this reads the copy; the error event
-        goes to ``passed.tail``, after a blank line that ends a partial event the client got."""
+        goes to ``passed.tail`` (see :meth:`PassThrough.end_with`)."""
         event, admission = ctx.event, ctx.admission
         assert admission is not None
         watch = ctx.spec.watch(ctx)
