@@ -10,7 +10,9 @@ and a completed stream is cached. When the upstream breaks mid-event, the client
 the gateway's error event after what it had: on the Worker that includes the upstream's
 partial last event, ended so that it parses (the SDK raises the gateway's error), locally
 only the whole events before it. A never-ending stream is cut at the stream cap: the gateway
-hangs up on the upstream there (it neither reads on nor buffers) and caches nothing. The
+hangs up on the upstream there (it neither reads on nor buffers) and caches nothing; a
+client that stops reading holds the upstream back (on the Worker the copy waits for the
+client's branch, which would otherwise buffer the stream up to the cap). The
 paths that must not pass through (an answer guardrail, a translated provider, an answer the
 request log keeps) keep the relay: on a break the client never holds a partial event.
 """
@@ -34,7 +36,10 @@ from .conftest import ADMIN_KEY, GATEWAY_KEY, TARGET, run_gateway
 
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 CHAT = "/v1/chat/completions"
-STREAM_CAP = 1 << 20  # UPSTREAM_MAX_STREAM_BYTES: a never-ending stream is cut after about this much
+# UPSTREAM_MAX_STREAM_BYTES, the default: more than the sockets between the Worker and a
+# client that stops reading can hold, so that only the gateway's backpressure keeps such a
+# client's stream from reaching it.
+STREAM_CAP = 64 << 20
 # The mock's fixed reply: 42 tokens in, 20 out; priced here at 1000 / 2000 USD per 1M tokens.
 TOKENS_IN, TOKENS_OUT = 42, 20
 COST = (TOKENS_IN * 1000 + TOKENS_OUT * 2000) / 1e6
@@ -69,7 +74,6 @@ def server(fixed, tmp_path_factory):
         "LOG_BODIES": "response",
         "LOG_PRIVATE_ROUTES": "gpt-test,gpt-guarded,claude-test",
         "CACHE_TTL_SECONDS": "300",
-        "UPSTREAM_MAX_STREAM_BYTES": str(STREAM_CAP),
         "UPSTREAM_MAX_ATTEMPTS": "1",
         "CIRCUIT_FAILURE_THRESHOLD": "1000",
     }
@@ -213,19 +217,25 @@ def test_the_sdk_raises_the_gateways_error_on_a_broken_stream(fixed, client):
     assert caught.value.code == "upstream_stream_interrupted"
 
 
-def test_a_never_ending_stream_is_cut_at_the_cap_and_not_cached(server, fixed, client):
-    asked = messages()
-    fixed.add_faults([{"kind": "endless_stream", "path": CHAT}])
-    seen = 0
-    with pytest.raises(openai.APIError) as caught:
-        for _ in client.chat.completions.create(model="gpt-test", messages=asked, stream=True):
-            seen += 1
-    assert caught.value.code == "upstream_stream_too_large", caught.value.message
-    assert seen > 100
+def hostile_end(fixed: MockUpstreamProcess) -> dict:
+    """How the mock's hostile answer ended, once it did."""
     deadline = time.monotonic() + 30
     while not (ended := httpx.get(fixed.base_url + "/_mock/hostile", timeout=10).json()["hostile"]):
         assert time.monotonic() < deadline, "the gateway kept reading the never-ending stream"
         time.sleep(0.1)
+    return ended[-1]
+
+
+def test_a_never_ending_stream_is_cut_at_the_cap_and_not_cached(server, fixed, client):
+    asked = messages()
+    fixed.add_faults([{"kind": "endless_stream", "path": CHAT}])
+    _, received = raw_stream(client, "gpt-test", asked, f"req_endless_{uuid.uuid4().hex[:8]}")
+    assert len(received) > STREAM_CAP - (1 << 20)  # up to the cap (the relay: short of the chunk that crossed it)
+    got = events(received[-4096:])
+    assert got[-1] == b"data: [DONE]"
+    assert data_of(got[-2])["error"]["code"] == "upstream_stream_too_large", got[-2]
+    data_of(got[-3])  # the cut came at the end of an event: the one before the error is whole
+    ended = [hostile_end(fixed)]
     # The gateway hung up at the cap: it neither read on nor let a copy buffer (the mock would
     # send for 120 s, gigabytes on loopback; what it counts includes the sockets' buffers).
     assert ended[-1]["how"] == "disconnect" and ended[-1]["bytes"] < STREAM_CAP + (16 << 20), ended
@@ -260,3 +270,21 @@ def test_a_translated_stream_keeps_the_relay(fixed, client):
     assert got[-1] == b"data: [DONE]" and "error" in data_of(got[-2])
     assert not any(b"message_start" in e or b"content_block" in e for e in got)  # OpenAI-shaped, not Anthropic's
     assert not any("error" in data_of(e) for e in got[:-2])  # no partial event carried the error
+
+
+def test_a_client_that_stops_reading_holds_the_upstream_back(server, fixed, client):
+    """A client that reads a little of a never-ending stream and then nothing: the gateway
+    reads the upstream no further than the client takes (the copy waits for the client's
+    branch, which would otherwise buffer the stream), so the stream never reaches the cap
+    before the client leaves."""
+    fixed.add_faults([{"kind": "endless_stream", "path": CHAT}])
+    request_id = f"req_slow_{uuid.uuid4().hex[:8]}"
+    with client.chat.completions.with_streaming_response.create(
+            model="gpt-test", messages=messages(), stream=True, extra_headers={"x-request-id": request_id}) as response:
+        chunks = response.iter_bytes()  # held, not closed: the connection stays open, unread
+        taken = 0
+        while taken < 256 * 1024:
+            taken += len(next(chunks))
+        time.sleep(8)  # unread, the stream would pass the cap in a second or two
+    assert hostile_end(fixed)["how"] == "disconnect"
+    assert record(server, request_id)["stream_outcome"] == "aborted"  # the client left first: no cut

@@ -32,6 +32,11 @@ log = logging.getLogger("flaregate.edge")
 # How long the pipe gets to hand over what the upstream sent before the copy's end (the
 # same body: the native side ends with it) before the gateway's error event goes in anyway.
 _SETTLE_SECONDS = 5.0
+# What the response may hold for a slow client before the copy stops being read. Reading the
+# copy is what pulls the upstream body, for both branches: were it read on while the client
+# lags, the client's branch would buffer the stream (up to UPSTREAM_MAX_STREAM_BYTES).
+_QUEUE_BYTES = 256 * 1024
+_DRAIN_POLL_SECONDS = (0.01, 0.1)  # the first and the longest wait for the client to take some
 
 
 class _Copy:
@@ -48,9 +53,11 @@ def respond(body: PassThrough, heartbeat: float | None, beat: bytes) -> tuple[An
     ``waitUntil``)."""
     controllers: list[Any] = []
     transformer = to_js({"start": create_once_callable(controllers.append)}, dict_converter=js.Object.fromEntries)
-    # One queued chunk before backpressure: an empty queue (desiredSize 1) means the pipe
-    # holds nothing back, so a comment cannot overtake a chunk.
-    strategy = to_js({"highWaterMark": 1}, dict_converter=js.Object.fromEntries)
+    # Counted in bytes by the runtime's own strategy (no Python per chunk): an empty queue
+    # (desiredSize at its mark) means the pipe holds nothing back, so a comment cannot
+    # overtake a chunk; a full one, that the client lags (see _QUEUE_BYTES).
+    strategy = js.ByteLengthQueuingStrategy.new(to_js({"highWaterMark": _QUEUE_BYTES},
+                                                      dict_converter=js.Object.fromEntries))
     stream = js.TransformStream.new(transformer, strategy, strategy)
     return stream.readable, pump(body, stream.writable, controllers[0], heartbeat, beat)
 
@@ -58,7 +65,7 @@ def respond(body: PassThrough, heartbeat: float | None, beat: bytes) -> tuple[An
 async def pump(body: PassThrough, writable: Any, controller: Any, heartbeat: float | None, beat: bytes) -> None:
     """Send ``body`` to the client (see the module's docstring)."""
     copy = _Copy()
-    follow = asyncio.ensure_future(_follow(body, copy))
+    follow = asyncio.ensure_future(_follow(body, copy, controller))
     pipe: asyncio.Future[Any] | None = None
     gone = False
     try:
@@ -110,15 +117,27 @@ async def _watch(body: PassThrough, controller: Any, pipe: asyncio.Future[Any], 
 def _idle(controller: Any) -> bool:
     """Whether the response holds no queued chunk (nothing the pipe still has to pass)."""
     size = controller.desiredSize
-    return isinstance(size, int | float) and size >= 1
+    return isinstance(size, int | float) and size >= _QUEUE_BYTES
 
 
-async def _follow(body: PassThrough, copy: _Copy) -> None:
-    """Drive the core's relay over the copy; its chunks are the client's already."""
+def _full(controller: Any) -> bool:
+    """Whether the response holds all it may for a client that lags."""
+    size = controller.desiredSize
+    return isinstance(size, int | float) and size <= 0
+
+
+async def _follow(body: PassThrough, copy: _Copy, controller: Any) -> None:
+    """Drive the core's relay over the copy; its chunks are the client's already. While
+    the client lags, the copy waits for it (see _QUEUE_BYTES)."""
     loop = asyncio.get_running_loop()
     try:
         async for _chunk in body:
             copy.at = loop.time()
+            wait = _DRAIN_POLL_SECONDS[0]
+            while _full(controller):  # no promise says when it drains: look again, backing off
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, _DRAIN_POLL_SECONDS[1])
+                copy.at = loop.time()  # the client is taking bytes, not waiting on a silence
     except Exception:
         log.warning("reading a pass-through stream's copy stopped early", exc_info=True)
 
