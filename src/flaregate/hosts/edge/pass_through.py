@@ -11,8 +11,8 @@ the stream broke or was cut, then the close. Meanwhile the core's relay reads th
 
 The comment is how a client that left is found (workerd notices one only when it writes to
 it): it goes in only between two events (the copy's view), only when the response holds
-nothing queued (so no chunk of the pipe is overtaken), ``heartbeat`` seconds after the
-copy last moved. A controller that refuses it, or a pipe that failed while the copy reads
+nothing queued (so no chunk of the pipe is overtaken), once the copy has not moved for
+``heartbeat`` seconds (one to two: it is looked at every ``heartbeat``, not timed per chunk). A controller that refuses it, or a pipe that failed while the copy reads
 on, means the client is gone: the copy is closed, and with it the upstream call.
 """
 
@@ -37,15 +37,17 @@ _SETTLE_SECONDS = 5.0
 # lags, the client's branch would buffer the stream (up to UPSTREAM_MAX_STREAM_BYTES).
 _QUEUE_BYTES = 256 * 1024
 _DRAIN_POLL_SECONDS = (0.01, 0.1)  # the first and the longest wait for the client to take some
+_CHECK_EVERY_BYTES = 64 * 1024  # the copy looks at the response's queue this often (a JS read)
 
 
 class _Copy:
-    """When the copy last moved (the heartbeat's clock)."""
+    """How often the copy moved: the heartbeat looks whether it did since its last look
+    (a count, not a clock read per chunk)."""
 
-    __slots__ = ("at",)
+    __slots__ = ("moves",)
 
     def __init__(self) -> None:
-        self.at = asyncio.get_running_loop().time()
+        self.moves = 0
 
 
 def respond(body: PassThrough, heartbeat: float | None, beat: bytes) -> tuple[Any, Any]:
@@ -94,17 +96,24 @@ async def _watch(body: PassThrough, controller: Any, pipe: asyncio.Future[Any], 
                  copy: _Copy, heartbeat: float | None, beat: bytes) -> bool:
     """Until the copy ends: True when the client is found gone on the way."""
     loop = asyncio.get_running_loop()
+    moved_at, seen = loop.time(), copy.moves
     while not follow.done():
         if pipe.done():
             # The native side ended: the copy, the same body, ends with it at once, unless
             # the pipe failed because the client left (the runtime cancelled the response).
             await asyncio.wait((follow,), timeout=heartbeat if heartbeat is not None else _SETTLE_SECONDS)
             return not follow.done()
-        wait = None if heartbeat is None else max(0.0, copy.at + heartbeat - loop.time())
+        wait = None if heartbeat is None else max(0.0, moved_at + heartbeat - loop.time())
         await asyncio.wait((pipe, follow), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-        if heartbeat is None or pipe.done() or follow.done() or loop.time() - copy.at < heartbeat:
+        if heartbeat is None or pipe.done() or follow.done():
             continue
-        copy.at = loop.time()
+        now = loop.time()
+        if copy.moves != seen:  # it moved since the last look: a silence starts at most now
+            moved_at, seen = now, copy.moves
+            continue
+        if now - moved_at < heartbeat:
+            continue
+        moved_at = now
         if body.mid_event() or not _idle(controller):
             continue  # inside an event, or the client is still taking chunks: look again later
         try:
@@ -129,15 +138,19 @@ def _full(controller: Any) -> bool:
 async def _follow(body: PassThrough, copy: _Copy, controller: Any) -> None:
     """Drive the core's relay over the copy; its chunks are the client's already. While
     the client lags, the copy waits for it (see _QUEUE_BYTES)."""
-    loop = asyncio.get_running_loop()
+    unchecked = 0
     try:
-        async for _chunk in body:
-            copy.at = loop.time()
+        async for chunk in body:
+            copy.moves += 1
+            unchecked += len(chunk)
+            if unchecked < _CHECK_EVERY_BYTES:  # a short stream never looks: no JS call per chunk
+                continue
+            unchecked = 0
             wait = _DRAIN_POLL_SECONDS[0]
             while _full(controller):  # no promise says when it drains: look again, backing off
                 await asyncio.sleep(wait)
                 wait = min(wait * 2, _DRAIN_POLL_SECONDS[1])
-                copy.at = loop.time()  # the client is taking bytes, not waiting on a silence
+                copy.moves += 1  # the client is taking bytes, not waiting on a silence
     except Exception:
         log.warning("reading a pass-through stream's copy stopped early", exc_info=True)
 
