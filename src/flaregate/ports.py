@@ -65,6 +65,19 @@ class UpstreamResponse(Protocol):
     async def aclose(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Teed:
+    """A streamed upstream body split in two (a host's transport that can: the edge's
+    ``ReadableStream.tee()``): the response reads on from a copy, and ``native``, the rest
+    of the body in the host's own form, goes to the client without crossing into Python.
+    ``head``: the bytes read before the split (the peeked first event), to send first;
+    ``pending()``: the partial event the copy has stopped inside (b"" between events)."""
+
+    head: bytes
+    native: Any
+    pending: Callable[[], bytes]
+
+
 class UpstreamError(Exception):
     """The upstream could not be reached or broke the connection (no HTTP status)."""
 

@@ -100,6 +100,10 @@ class EventBuffer:
             raise UpstreamEventTooLarge("an SSE line or event", self.limit)
         return region
 
+    def held(self) -> bytes:
+        """The partial event held, left as it is."""
+        return bytes(self._pending)
+
     def rest(self) -> bytes:
         """The partial event held (the stream ended without its blank line); emptied."""
         rest, self._pending = bytes(self._pending), bytearray()

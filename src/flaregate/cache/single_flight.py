@@ -41,7 +41,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from ..ports import DEFAULT_SINGLE_FLIGHT_MAX_BYTES, UpstreamError, UpstreamResponse
+from ..ports import DEFAULT_SINGLE_FLIGHT_MAX_BYTES, Teed, UpstreamError, UpstreamResponse
 
 log = logging.getLogger("flaregate.single_flight")
 
@@ -308,6 +308,16 @@ class SharedResponse:
                 await flight.pull("stream")
             else:
                 await flight.wait_for_change()
+
+    def tee(self) -> Teed | None:
+        """The opener's split of the body (see :class:`Teed`), before anyone read it: the
+        flight reads on from the copy, for its followers too."""
+        flight = self._flight
+        if self.follower or flight.mode is not None or flight.upstream is None:
+            return None
+        split = getattr(flight.upstream, "tee", None)
+        teed: Teed | None = split() if split is not None else None
+        return teed
 
     async def read(self) -> bytes:
         flight = self._flight

@@ -42,6 +42,7 @@ from ..security import limits
 from ..security.access import AccessControl, Principal
 from ..security.privacy import client_address
 from .context import RequestContext
+from .pass_through import PassThrough
 from .spec import OperationSpec
 
 _MAX_ERROR_BODY = 4096
@@ -299,7 +300,11 @@ class Pipeline:
             return Response(200, headers, self._pass_through(ctx, upstream))
         if stream and upstream.status == 200:
             headers["cache-control"] = "no-cache"
-            relay = self._relay(ctx, upstream, target.provider.name, target.model)
+            passed = self._pass_through_stream(ctx, upstream)
+            relay = self._relay(ctx, upstream, target.provider.name, target.model, passed)
+            if passed is not None:
+                passed.copy = relay
+                return Response(200, headers, passed)
             return self._guard_response(ctx, Response(200, headers, relay))
         return await self._whole(ctx, upstream, headers, target.provider.name, target.model)
 
@@ -346,10 +351,23 @@ class Pipeline:
         self.caching.mark_stored(headers, upstream)
         return Response(200, headers, payload)
 
+    @staticmethod
+    def _pass_through_stream(ctx: RequestContext, upstream: UpstreamResponse) -> PassThrough | None:
+        """The stream as the host's native body (read here from a copy) when nothing changes
+        its bytes: no answer guardrail, no request-log copy of the answer, and a transport
+        that can split an untranslated body (the edge's)."""
+        if ctx.guard is not None or ctx.response_body is not None:
+            return None
+        split = getattr(upstream, "tee", None)
+        teed = split() if split is not None else None
+        return PassThrough(teed) if teed is not None else None
+
     async def _relay(self, ctx: RequestContext, upstream: UpstreamResponse, provider: str,
-                     upstream_model: str) -> AsyncIterator[bytes]:
+                     upstream_model: str, passed: PassThrough | None = None) -> AsyncIterator[bytes]:
         """Pass the stream through chunk by chunk (the spec's watch reads it as it goes); a
-        broken stream ends with an explicit error event in the operation's own dialect."""
+        broken stream ends with an explicit error event in the operation's own dialect.
+        ``passed``: the client has the bytes natively, this reads the copy; the error event
+        goes to ``passed.tail`` (see :meth:`PassThrough.end_with`)."""
         event, admission = ctx.event, ctx.admission
         assert admission is not None
         watch = ctx.spec.watch(ctx)
@@ -365,12 +383,20 @@ class Pipeline:
                     yield chunk
             if not watch.complete():
                 outcome = "truncated"
-                yield watch.error_event("The upstream stream ended before completion.", "upstream_stream_truncated")
+                message, code = "The upstream stream ended before completion.", "upstream_stream_truncated"
+                if passed is None:
+                    yield watch.error_event(message, code)
+                else:
+                    passed.end_with(watch.error_event(message, code), message, code)
         except UpstreamError as exc:
             outcome = "interrupted"
             # A cap the stream ran into names its own code (upstream_event_too_large, ...).
             code = getattr(exc, "code", None) or "upstream_stream_interrupted"
-            yield watch.error_event(f"The upstream stream was interrupted: {exc}", code)
+            message = f"The upstream stream was interrupted: {exc}"
+            if passed is None:
+                yield watch.error_event(message, code)
+            else:
+                passed.end_with(watch.error_event(message, code), message, code, exc)
         except (GeneratorExit, asyncio.CancelledError):
             outcome = "aborted"  # the client went away; not an upstream error
             raise

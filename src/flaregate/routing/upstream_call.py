@@ -36,6 +36,7 @@ from ..errors import GatewayError, bad_request, upstream_error
 from ..ports import (
     DEFAULT_LIMITS,
     Clock,
+    Teed,
     UpstreamError,
     UpstreamLimits,
     UpstreamResponse,
@@ -109,6 +110,7 @@ class PeekedStream:
         self._done_marker = done_marker
         self._limits = limits
         self.events: EventBuffer | None = None  # while it streams: what it holds and has searched
+        self._teed = False  # split by tee(): the client gets the body natively
         self._outcome = "abandoned"  # the client went away before the end
         self._detail = ""
         self._closed = False
@@ -120,14 +122,19 @@ class PeekedStream:
         events = self.events = EventBuffer(self._limits.max_event_bytes)
         total, max_total = len(self._first), self._limits.max_stream_bytes
         chunk: bytes | None = self._first
+        teed = self._teed
         try:
             while chunk is not None:
-                if total > max_total:
+                if total > max_total and not teed:
                     raise UpstreamStreamTooLarge("a stream", max_total)
                 out = events.feed(chunk)
                 if out:
                     tail = (tail + out[-64:])[-64:]
                     yield out
+                if total > max_total and not len(events):
+                    # Passed through, the client has this chunk already: the cut comes at
+                    # the first end of an event past the cap, so that it holds whole events.
+                    raise UpstreamStreamTooLarge("a stream", max_total)
                 chunk = await anext(self._rest, None)
                 if chunk is not None:
                     total += len(chunk)
@@ -145,6 +152,20 @@ class PeekedStream:
 
     async def read(self) -> bytes:
         return await read_limited(self.aiter_bytes(), self._limits.max_response_bytes)
+
+    def tee(self) -> Teed | None:
+        """Split the rest of the body (before it is read on) when the transport can and
+        nothing translated it: the copy is read on here, with the same caps and outcome.
+        Only after a whole first event: an upstream that has not sent one yet (an endless
+        first line) stays on the relay, which holds partial events back."""
+        split = getattr(self._response, "tee", None)
+        if split is None or self.events is not None or _first_event(self._first) is None:
+            return None
+        native = split()
+        if native is None:
+            return None
+        self._teed = True
+        return Teed(self._first, native, lambda: self.events.held() if self.events is not None else b"")
 
     async def aclose(self) -> None:
         if self._closed:

@@ -221,6 +221,7 @@ class FetchUpstreamResponse:
         self.status = int(response.status)
         self.headers = js_headers(response.js_object.headers)
         self._max_body = DEFAULT_MAX_RESPONSE_BYTES
+        self._teed = False  # split by tee(): the client's branch is piped natively
 
     def limit(self, limits: UpstreamLimits) -> None:
         self._max_body = limits.max_response_bytes
@@ -265,12 +266,32 @@ class FetchUpstreamResponse:
             parts.append(chunk)
         return b"".join(parts)
 
+    def tee(self) -> Any:
+        """Split the rest of the body (``ReadableStream.tee()``): one branch is returned, for
+        the client natively; this response reads on from the other. The reader that read
+        the first bytes lets go of the body first (a locked stream cannot be split)."""
+        body = self._response.body
+        if body is None or self._done or not hasattr(body, "tee"):  # (the CPython tests' stand-in cannot)
+            return None
+        if self._reader is not None:
+            self._reader.releaseLock()
+        branches = body.tee()
+        native, copy = branches[0], branches[1]
+        self._reader = copy.getReader()  # aiter_bytes reads on through it
+        self._teed = True
+        return native
+
     async def aclose(self) -> None:
         self._deadline.release()
         body = self._response.body
         if self._done or body is None:
             return
         self._done = True
+        if self._teed:
+            # The copy is let go before its end (a break, a cap, a client gone): the other
+            # branch, the client's pipe, would keep the call open (and the copy would buffer
+            # for no reader): hang up on the upstream now, before anything more comes.
+            self._deadline.abort()
         try:
             # Tell the upstream we stopped reading; the stream is locked to our reader once
             # we read from it, so cancel through the reader then.

@@ -23,9 +23,10 @@ from ...errors import GatewayError
 from ...gateway import Gateway
 from ...http import Headers, Request, Response
 from ...observability.logs import configure_logging
+from ...pipeline.pass_through import PassThrough
 from ...ports import Ports
 from ...realtime.entry import PATH as REALTIME_PATH
-from . import batches, event_loop, rpc
+from . import batches, event_loop, pass_through, rpc
 from .blobs import R2BlobStore
 from .console_log import ConsoleHandler
 from .objects import SUBPROTOCOL_HEADER
@@ -262,10 +263,14 @@ def _to_workers(response: Response, scope: RequestScope) -> Any:
         return workers.Response(bytes(body) or None, status=response.status, headers=_headers_to_js(response.headers))
     # Stream: return the readable side now and write from a background task, so the client
     # starts reading while chunks are produced (awaiting writes first would deadlock).
-    stream = js.TransformStream.new()
-    writer = stream.writable.getWriter()
     sse = (response.headers.get("content-type") or "").startswith("text/event-stream")
-    scope.ctx.waitUntil(within(scope, _pump(body, writer, HEARTBEAT_SECONDS if sse else None)))
+    heartbeat = HEARTBEAT_SECONDS if sse else None
+    if isinstance(body, PassThrough):  # the upstream's bytes natively, the core reads a copy
+        readable, run = pass_through.respond(body, heartbeat, HEARTBEAT)
+        scope.ctx.waitUntil(within(scope, run))
+        return workers.Response(readable, status=response.status, headers=_headers_to_js(response.headers))
+    stream = js.TransformStream.new()
+    scope.ctx.waitUntil(within(scope, _pump(body, stream.writable.getWriter(), heartbeat)))
     return workers.Response(stream.readable, status=response.status, headers=_headers_to_js(response.headers))
 
 
