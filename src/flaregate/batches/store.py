@@ -14,6 +14,15 @@ from collections.abc import Callable
 from typing import Any
 
 from ..ports import SqlStorage
+from .records import (
+    ActiveBatch,
+    BatchRecord,
+    FileRecord,
+    LineResult,
+    PendingLine,
+    RequestCounts,
+    UploadRoom,
+)
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS batch_files (
@@ -32,6 +41,12 @@ SCHEMA = (
 FINAL = ("completed", "failed", "expired", "cancelled")
 # Rows per INSERT: 4 parameters each, within a Durable Object's 100 bound parameters.
 _ROWS_PER_INSERT = 25
+
+
+def _file(row: dict[str, Any]) -> FileRecord:
+    return {"id": row["id"], "owner": row["owner"], "filename": row["filename"], "purpose": row["purpose"],
+            "bytes": row["bytes"], "created_at": row["created_at"], "expires_at": row["expires_at"],
+            "status": row["status"]}
 
 
 class JobStore:
@@ -59,7 +74,7 @@ class JobStore:
         return handler(args)
 
     # -- files -------------------------------------------------------------------------------
-    def _files_begin(self, a: dict[str, Any]) -> dict[str, Any]:
+    def _files_begin(self, a: dict[str, Any]) -> UploadRoom:
         """Reserve a row for an upload, unless the owner is at its file count; returns what
         the owner's files use so far (the upload is counted against the quota as it arrives)."""
         row = self._sql.exec("SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS used FROM batch_files "
@@ -94,12 +109,12 @@ class JobStore:
                        "expires_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'processed')", a["id"], a["owner"],
                        a["filename"], a["purpose"], a["bytes"], a["created_at"], a.get("expires_at"))
 
-    def _files_get(self, a: dict[str, Any]) -> dict[str, Any] | None:
+    def _files_get(self, a: dict[str, Any]) -> FileRecord | None:
         rows = self._sql.exec("SELECT * FROM batch_files WHERE id = ? AND owner = ? AND status = 'processed' "
                               "AND (expires_at IS NULL OR expires_at > ?)", a["id"], a["owner"], a["now"])
-        return dict(rows[0]) if rows else None
+        return _file(rows[0]) if rows else None
 
-    def _files_list(self, a: dict[str, Any]) -> list[dict[str, Any]]:
+    def _files_list(self, a: dict[str, Any]) -> list[FileRecord]:
         order = "DESC" if a.get("order", "desc") == "desc" else "ASC"
         clauses = ["owner = ?", "status = 'processed'", "(expires_at IS NULL OR expires_at > ?)"]
         params: list[Any] = [a["owner"], a["now"]]
@@ -115,7 +130,7 @@ class JobStore:
                 params += [after[0]["created_at"], after[0]["created_at"], a["after"]]
         sql = (f"SELECT * FROM batch_files WHERE {' AND '.join(clauses)} "
                f"ORDER BY created_at {order}, id {order} LIMIT ?")
-        return [dict(r) for r in self._sql.exec(sql, *params, int(a["limit"]))]
+        return [_file(r) for r in self._sql.exec(sql, *params, int(a["limit"]))]
 
     def _files_delete(self, a: dict[str, Any]) -> bool:
         found = self._sql.exec("SELECT id FROM batch_files WHERE id = ? AND owner = ? AND status = 'processed'",
@@ -137,8 +152,8 @@ class JobStore:
         return ids
 
     # -- batches -----------------------------------------------------------------------------
-    def _counts(self, batch_id: str) -> dict[str, int]:
-        counts = {"total": 0, "completed": 0, "failed": 0}
+    def _counts(self, batch_id: str) -> RequestCounts:
+        counts: RequestCounts = {"total": 0, "completed": 0, "failed": 0}
         for row in self._sql.exec("SELECT state, COUNT(*) AS n FROM batch_lines WHERE batch_id = ? GROUP BY state",
                                   batch_id):
             counts["total"] += row["n"]
@@ -148,8 +163,8 @@ class JobStore:
                 counts["failed"] += row["n"]
         return counts
 
-    def _batch(self, row: dict[str, Any]) -> dict[str, Any]:
-        batch: dict[str, Any] = json.loads(row["data"])
+    def _batch(self, row: dict[str, Any]) -> BatchRecord:
+        batch: BatchRecord = json.loads(row["data"])
         batch["status"] = row["status"]
         batch["request_counts"] = self._counts(row["id"])
         return batch
@@ -159,7 +174,7 @@ class JobStore:
         self._sql.exec("INSERT INTO batch_jobs (id, owner, created_at, status, data) VALUES (?, ?, ?, ?, ?)",
                        batch["id"], a["owner"], batch["created_at"], batch["status"], json.dumps(batch))
 
-    def _batches_get(self, a: dict[str, Any]) -> dict[str, Any] | None:
+    def _batches_get(self, a: dict[str, Any]) -> BatchRecord | None:
         if a.get("owner") is None:  # the runner's own read
             rows = self._sql.exec("SELECT * FROM batch_jobs WHERE id = ?", a["id"])
         else:
@@ -170,7 +185,7 @@ class JobStore:
         batch["_owner"] = rows[0]["owner"]
         return batch
 
-    def _batches_list(self, a: dict[str, Any]) -> list[dict[str, Any]]:
+    def _batches_list(self, a: dict[str, Any]) -> list[BatchRecord]:
         clauses, params = ["owner = ?"], [a["owner"]]
         if a.get("after"):
             after = self._sql.exec("SELECT created_at FROM batch_jobs WHERE id = ? AND owner = ?", a["after"],
@@ -182,7 +197,7 @@ class JobStore:
                               "ORDER BY created_at DESC, id DESC LIMIT ?", *params, int(a["limit"]))
         return [self._batch(dict(r)) for r in rows]
 
-    def _batches_update(self, a: dict[str, Any]) -> dict[str, Any] | None:
+    def _batches_update(self, a: dict[str, Any]) -> BatchRecord | None:
         """Merge ``changes`` into the batch; with ``unless_final`` a finished batch is left as
         it is (a cancel that lost the race to completion). Returns the batch as it is now."""
         rows = self._sql.exec("SELECT * FROM batch_jobs WHERE id = ?", a["id"])
@@ -203,15 +218,15 @@ class JobStore:
         rows = self._sql.exec("SELECT status FROM batch_jobs WHERE id = ?", a["id"])
         return str(rows[0]["status"]) if rows else None
 
-    def _batches_cancel(self, a: dict[str, Any]) -> dict[str, Any] | None:
+    def _batches_cancel(self, a: dict[str, Any]) -> BatchRecord | None:
         if not self._sql.exec("SELECT id FROM batch_jobs WHERE id = ? AND owner = ?", a["id"], a["owner"]):
             return None
         return self._batches_update({"id": a["id"], "from": ["validating", "in_progress"],
                                      "changes": {"status": "cancelling", "cancelling_at": a["now"]}})
 
-    def _batches_active(self, a: dict[str, Any]) -> list[dict[str, Any]]:
+    def _batches_active(self, a: dict[str, Any]) -> list[ActiveBatch]:
         marks = ",".join("?" * len(FINAL))
-        return [dict(r) for r in self._sql.exec(f"SELECT id, owner FROM batch_jobs WHERE status NOT IN ({marks}) "
+        return [{"id": r["id"], "owner": r["owner"]} for r in self._sql.exec(f"SELECT id, owner FROM batch_jobs WHERE status NOT IN ({marks}) "
                                                 "ORDER BY created_at", *FINAL)]
 
     # -- lines: one checkpoint row each ------------------------------------------------------
@@ -229,8 +244,8 @@ class JobStore:
     def _lines_clear(self, a: dict[str, Any]) -> None:
         self._sql.exec("DELETE FROM batch_lines WHERE batch_id = ?", a["batch_id"])
 
-    def _lines_pending(self, a: dict[str, Any]) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._sql.exec(
+    def _lines_pending(self, a: dict[str, Any]) -> list[PendingLine]:
+        return [{"line": r["line"], "custom_id": r["custom_id"], "body": r["body"]} for r in self._sql.exec(
             "SELECT line, custom_id, body FROM batch_lines WHERE batch_id = ? AND state = 'pending' AND line > ? "
             "ORDER BY line LIMIT ?", a["batch_id"], int(a.get("after", -1)), int(a["limit"]))]
 
@@ -247,8 +262,8 @@ class JobStore:
         self._sql.exec("UPDATE batch_lines SET state = 'failed', result = ? WHERE batch_id = ? AND state = 'pending'",
                        a["result"], a["batch_id"])
 
-    def _lines_results(self, a: dict[str, Any]) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._sql.exec(
+    def _lines_results(self, a: dict[str, Any]) -> list[LineResult]:
+        return [{"line": r["line"], "custom_id": r["custom_id"], "result": r["result"]} for r in self._sql.exec(
             "SELECT line, custom_id, result FROM batch_lines WHERE batch_id = ? AND state = ? AND line > ? "
             "ORDER BY line LIMIT ?", a["batch_id"], a["state"], int(a.get("after", -1)), int(a["limit"]))]
 
