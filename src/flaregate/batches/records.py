@@ -120,3 +120,136 @@ class LineResult(TypedDict):
     line: int
     custom_id: str
     result: str  # {"status_code", "request_id", "body"} or {"error"}, JSON
+
+
+# -- the job store's operations: each one's arguments (``JobStore.call(op, args)``; JSON over
+# a Durable Object's RPC on the edge, so these are what the store reads, by op) ---------------
+
+class FilesBegin(TypedDict):
+    owner: str
+    id: str
+    filename: str
+    purpose: str
+    created_at: int
+    expires_at: int | None
+    now: int
+    max_files: int
+
+
+class FileCommit(TypedDict):
+    id: str
+    bytes: int
+    # With a quota: refused when the owner's other stored files and this one exceed it.
+    owner: NotRequired[str]
+    now: NotRequired[int]
+    quota: NotRequired[int]
+
+
+class CommitAnswer(TypedDict):
+    ok: bool
+    used: NotRequired[int]  # when refused: what the owner's other files hold
+
+
+class FileId(TypedDict):  # files.abort
+    id: str
+
+
+class FilesPut(TypedDict):
+    owner: str
+    id: str
+    filename: str
+    purpose: str
+    bytes: int
+    created_at: int
+    expires_at: int | None
+
+
+class OwnedFile(TypedDict):  # files.get (with now), files.delete
+    owner: str
+    id: str
+    now: NotRequired[int]
+
+
+class FilesList(TypedDict):
+    owner: str
+    now: int
+    limit: int
+    purpose: NotRequired[str | None]
+    after: NotRequired[str | None]
+    order: NotRequired[str]
+
+
+class FilesExpired(TypedDict):
+    now: int
+    limit: NotRequired[int]
+
+
+class BatchCreate(TypedDict):
+    owner: str
+    batch: BatchRecord
+
+
+class BatchRef(TypedDict):  # batches.get (owner None: the runner's own read), batches.status
+    id: str
+    owner: NotRequired[str | None]
+
+
+class BatchesList(TypedDict):
+    owner: str
+    limit: int
+    after: NotRequired[str | None]
+
+
+# "from": only when the batch's status is one of these (a cancel that lost the race to
+# completion leaves the batch as it is). A keyword, hence the functional form.
+BatchUpdate = TypedDict("BatchUpdate", {"id": str, "changes": BatchChanges, "from": NotRequired[list[str] | None]})
+
+
+class BatchCancel(TypedDict):
+    id: str
+    owner: str
+    now: int
+
+
+class NoArgs(TypedDict):  # batches.active
+    pass
+
+
+class LinesAdd(TypedDict):
+    batch_id: str
+    rows: list[list[int | str]]  # [line, custom_id, body JSON]
+
+
+class LinesOf(TypedDict):  # lines.clear
+    batch_id: str
+
+
+class LinesPage(TypedDict):  # lines.pending (state: lines.results)
+    batch_id: str
+    limit: int
+    after: NotRequired[int]
+    state: NotRequired[str]
+
+
+class LineRecord(TypedDict):
+    batch_id: str
+    line: int
+    state: str  # "ok" / "failed"
+    result: str
+
+
+class LinesFail(TypedDict):  # lines.fail_pending
+    batch_id: str
+    result: str
+
+
+class LeaseClaim(TypedDict):
+    id: str
+    holder: str
+    now: float
+    until: float
+
+
+class LeaseRelease(TypedDict):
+    id: str
+    holder: str
