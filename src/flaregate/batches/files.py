@@ -7,8 +7,7 @@ sees only its own files: another key's file is a 404, as one that does not exist
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 
 from ..errors import GatewayError, bad_request, not_found
 from ..http import Request, Response, json_response
@@ -16,6 +15,7 @@ from ..multipart import invalid, read_streamed_form
 from ..ports import BlobStore, Clock, JobStoreClient
 from ..routes import Handler
 from ..security.access import AccessControl
+from .records import FileObject, FileRecord, UploadRoom
 from .settings import BatchSettings
 
 PURPOSES = ("batch", "batch_output", "assistants", "fine-tune", "vision", "user_data", "evals")
@@ -26,9 +26,9 @@ MAX_LIST_LIMIT = 10_000
 _FIELDS_SLACK = 65536  # what a form's fields and framing may add to a file's declared length
 
 
-def file_object(row: dict[str, Any]) -> dict[str, Any]:
+def file_object(row: FileRecord) -> FileObject:
     return {"id": row["id"], "object": "file", "bytes": row["bytes"], "created_at": row["created_at"],
-            "expires_at": row.get("expires_at"), "filename": row["filename"], "purpose": row["purpose"],
+            "expires_at": row["expires_at"], "filename": row["filename"], "purpose": row["purpose"],
             "status": "processed", "status_details": None}
 
 
@@ -65,8 +65,8 @@ class Files:
     def _now(self) -> int:
         return int(self.clock.now())
 
-    async def find(self, owner: str, file_id: str) -> dict[str, Any] | None:
-        row: dict[str, Any] | None = await self.jobs.call(owner, "files.get", {"owner": owner, "id": file_id,
+    async def find(self, owner: str, file_id: str) -> FileRecord | None:
+        row: FileRecord | None = await self.jobs.call(owner, "files.get", {"owner": owner, "id": file_id,
                                                                                "now": self._now()})
         return row
 
@@ -98,7 +98,7 @@ class Files:
         expires_at = self._expiry(form.fields, purpose, now)
         file_id = "file-" + secrets.token_hex(12)
         filename = form.filename[:256] or "upload"
-        begun = await self.jobs.call(owner, "files.begin", {
+        begun: UploadRoom = await self.jobs.call(owner, "files.begin", {
             "owner": owner, "id": file_id, "filename": filename, "purpose": purpose, "created_at": now,
             "expires_at": expires_at, "now": now, "max_files": self.settings.max_files})
         if not begun["ok"]:
@@ -118,10 +118,11 @@ class Files:
             await self.jobs.call(owner, "files.abort", {"id": file_id})
             await self.blobs.delete(file_id)
             raise _over_quota(max(0, self.settings.quota_bytes - int(committed["used"])))
-        return json_response(file_object({"id": file_id, "bytes": size, "created_at": now, "expires_at": expires_at,
-                                          "filename": filename, "purpose": purpose}))
+        return json_response(file_object({"id": file_id, "owner": owner, "bytes": size, "created_at": now,
+                                          "expires_at": expires_at, "filename": filename, "purpose": purpose,
+                                          "status": "processed"}))
 
-    def _expiry(self, fields: dict[str, Any], purpose: str, now: int) -> int | None:
+    def _expiry(self, fields: Mapping[str, str | list[str]], purpose: str, now: int) -> int | None:
         anchor, seconds = fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]")
         if anchor is None and seconds is None:
             return now + BATCH_FILE_DEFAULT_EXPIRY if purpose == "batch" else None
@@ -156,14 +157,14 @@ class Files:
         purpose = query.get("purpose")
         if purpose is not None and purpose not in PURPOSES:
             raise bad_request(f"'purpose' must be one of {', '.join(PURPOSES)}.", param="purpose")
-        rows = await self.jobs.call(owner, "files.list", {"owner": owner, "purpose": purpose,
+        rows: list[FileRecord] = await self.jobs.call(owner, "files.list", {"owner": owner, "purpose": purpose,
                                                            "after": query.get("after"), "limit": limit + 1,
                                                            "order": order, "now": self._now()})
         data = [file_object(r) for r in rows[:limit]]
         return json_response({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                               "last_id": data[-1]["id"] if data else None, "has_more": len(rows) > limit})
 
-    async def _owned(self, request: Request) -> tuple[str, dict[str, Any]]:
+    async def _owned(self, request: Request) -> tuple[str, FileRecord]:
         owner = (await self.access.authenticate(request)).key_id
         file_id = request.params["file_id"]
         row = await self.find(owner, file_id)

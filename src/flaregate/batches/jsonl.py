@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .records import LineError
+
 MAX_ERRORS = 100  # errors reported (the first ones), as OpenAI caps its list
 MAX_CUSTOM_ID_CHARS = 512
 
@@ -19,11 +21,11 @@ MAX_CUSTOM_ID_CHARS = 512
 @dataclass(slots=True)
 class Checked:
     rows: list[tuple[int, str, str]] = field(default_factory=list)  # (line, custom_id, body JSON)
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[LineError] = field(default_factory=list)
     lines: int = 0
 
 
-def _error(code: str, message: str, line: int, param: str | None = None) -> dict[str, Any]:
+def _error(code: str, message: str, line: int, param: str | None = None) -> LineError:
     return {"code": code, "message": message, "param": param, "line": line}
 
 
@@ -58,7 +60,7 @@ async def lines_of(chunks: AsyncIterator[bytes], max_bytes: int) -> AsyncIterato
         yield number, None if oversize else bytes(pending)
 
 
-def check_line(raw: bytes, number: int, endpoint: str, seen: set[str]) -> tuple[str, str] | dict[str, Any]:
+def check_line(raw: bytes, number: int, endpoint: str, seen: set[str]) -> tuple[str, str] | LineError:
     """(custom_id, body JSON) of a good line, or the error that fails it."""
     try:
         item = json.loads(raw)
@@ -99,7 +101,7 @@ async def check_file(chunks: AsyncIterator[bytes], endpoint: str, max_line_bytes
             checked.errors.append(_error("too_many_lines", f"The file has more than {max_lines} requests "
                                          "(BATCH_MAX_LINES).", number))
             break
-        found: tuple[str, str] | dict[str, Any]
+        found: tuple[str, str] | LineError
         if raw is None:
             found = _error("line_too_large", f"Line {number} is longer than {max_line_bytes} bytes "
                            "(BATCH_LINE_MAX_BYTES).", number)

@@ -27,6 +27,7 @@ from ..http import Response
 from ..ports import BlobStore, Clock, JobStoreClient
 from ..security.access import Principal
 from .jsonl import check_file
+from .records import BatchChanges, BatchRecord, LineError, LineResult, PendingLine
 from .settings import BatchSettings
 
 log = logging.getLogger("flaregate.batches")
@@ -74,14 +75,14 @@ class BatchRunner:
         self.sleep = sleep
         self._lost_leases: set[str] = set()  # batches another holder took over from this one
 
-    async def _update(self, owner: str, batch_id: str, changes: dict[str, Any],
-                      from_statuses: list[str] | None = None) -> dict[str, Any] | None:
-        batch: dict[str, Any] | None = await self.jobs.call(owner, "batches.update", {
+    async def _update(self, owner: str, batch_id: str, changes: BatchChanges,
+                      from_statuses: list[str] | None = None) -> BatchRecord | None:
+        batch: BatchRecord | None = await self.jobs.call(owner, "batches.update", {
             "id": batch_id, "changes": changes, "from": from_statuses})
         return batch
 
-    async def _get(self, owner: str, batch_id: str) -> dict[str, Any] | None:
-        batch: dict[str, Any] | None = await self.jobs.call(owner, "batches.get", {"id": batch_id})
+    async def _get(self, owner: str, batch_id: str) -> BatchRecord | None:
+        batch: BatchRecord | None = await self.jobs.call(owner, "batches.get", {"id": batch_id})
         return batch
 
     # -- the whole batch (the local host runs this in a task) --------------------------------
@@ -134,13 +135,13 @@ class BatchRunner:
         return True
 
     # -- validation --------------------------------------------------------------------------
-    async def _validate(self, owner: str, batch: dict[str, Any]) -> dict[str, Any] | None:
+    async def _validate(self, owner: str, batch: BatchRecord) -> BatchRecord | None:
         batch_id = batch["id"]
         await self.jobs.call(owner, "lines.clear", {"batch_id": batch_id})  # a validation cut short starts over
         chunks = await self.blobs.open(batch["input_file_id"])
         now = int(self.clock.now())
         if chunks is None:
-            errors = [{"code": "invalid_file", "message": f"The input file {batch['input_file_id']} is gone.",
+            errors: list[LineError] = [{"code": "invalid_file", "message": f"The input file {batch['input_file_id']} is gone.",
                        "param": "input_file_id", "line": None}]
             return await self._update(owner, batch_id, {"status": "failed", "failed_at": now,
                                                         "errors": {"object": "list", "data": errors}})
@@ -160,7 +161,7 @@ class BatchRunner:
                                   ["validating"]) or None
 
     # -- the lines ---------------------------------------------------------------------------
-    async def _run_lines(self, owner: str, batch: dict[str, Any], max_lines: int | None) -> bool:
+    async def _run_lines(self, owner: str, batch: BatchRecord, max_lines: int | None) -> bool:
         """Run pending lines until none is left (True), or the slice is used up (False)."""
         batch_id, endpoint = batch["id"], batch["endpoint"]
         principal = await self.principal_of(owner, endpoint)
@@ -168,7 +169,7 @@ class BatchRunner:
             await self._key_gone(owner, batch_id)
             return True
         state = _RunState()
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=self.settings.concurrency * 2)
+        queue: asyncio.Queue[PendingLine | None] = asyncio.Queue(maxsize=self.settings.concurrency * 2)
         state.principal = principal
         workers = [asyncio.ensure_future(self._worker(owner, batch_id, endpoint, queue, state))
                    for _ in range(self.settings.concurrency)]
@@ -180,7 +181,7 @@ class BatchRunner:
                 limit = LINE_PAGE if max_lines is None else min(LINE_PAGE, max_lines - taken)
                 if limit <= 0:
                     break
-                page = await self.jobs.call(owner, "lines.pending", {"batch_id": batch_id, "after": after,
+                page: list[PendingLine] = await self.jobs.call(owner, "lines.pending", {"batch_id": batch_id, "after": after,
                                                                      "limit": limit})
                 if not page:
                     exhausted = True
@@ -231,7 +232,7 @@ class BatchRunner:
             "endpoint).")})
 
     async def _worker(self, owner: str, batch_id: str, endpoint: str,
-                      queue: asyncio.Queue[dict[str, Any] | None], state: _RunState) -> None:
+                      queue: asyncio.Queue[PendingLine | None], state: _RunState) -> None:
         while True:
             line = await queue.get()
             if line is None:
@@ -255,7 +256,7 @@ class BatchRunner:
             await self.jobs.call(owner, "lines.record", {"batch_id": batch_id, "line": line["line"],
                                                          "state": "ok" if ok else "failed", "result": result})
 
-    async def _one(self, endpoint: str, line: dict[str, Any], principal: Principal, batch_id: str,
+    async def _one(self, endpoint: str, line: PendingLine, principal: Principal, batch_id: str,
                    state: _RunState) -> tuple[str, bool]:
         body = line["body"].encode()
         parsed = json.loads(body)
@@ -309,12 +310,15 @@ class BatchRunner:
                 "owner": owner, "id": file_id, "filename": f"{batch_id}_{'output' if state == 'ok' else 'error'}.jsonl",
                 "purpose": "batch_output", "bytes": size, "created_at": now, "expires_at": now + 30 * 86400})
             ids[field] = file_id
-        await self._update(owner, batch_id, {**ids, "status": ending, f"{ending}_at": now})
+        changes: BatchChanges = {"status": ending, "output_file_id": ids["output_file_id"],
+                                 "error_file_id": ids["error_file_id"]}
+        changes.update(_ended_at(ending, now))
+        await self._update(owner, batch_id, changes)
 
     async def _results(self, owner: str, batch_id: str, state: str) -> AsyncIterator[bytes]:
         after = -1
         while True:
-            rows = await self.jobs.call(owner, "lines.results", {"batch_id": batch_id, "state": state, "after": after,
+            rows: list[LineResult] = await self.jobs.call(owner, "lines.results", {"batch_id": batch_id, "state": state, "after": after,
                                                                  "limit": RESULT_PAGE})
             if not rows:
                 return
@@ -361,6 +365,17 @@ class _RunState:
             return
         if remaining < limit * (1.0 - share):
             self.pause_for(clock, _seconds(out.get("x-ratelimit-reset-requests"), 1.0))
+
+
+def _ended_at(ending: str, now: int) -> BatchChanges:
+    """The ``<ending>_at`` field of the way a batch ended."""
+    if ending == "expired":
+        return {"expired_at": now}
+    if ending == "cancelled":
+        return {"cancelled_at": now}
+    if ending == "failed":
+        return {"failed_at": now}
+    return {"completed_at": now}
 
 
 def _error_code(payload: bytes) -> str | None:

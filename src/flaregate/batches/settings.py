@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,5 +45,6 @@ class BatchSettings(BaseModel):
     files_dir: str | None = None  # local host: where files and the job store live (default: DATA_DIR/files)
 
 
-def batches_from_vars(vars: Mapping[str, str]) -> dict[str, Any]:
+def batches_from_vars(vars: Mapping[str, str]) -> dict[str, str]:
+    """The raw strings of the variables that are set, by field (pydantic parses them)."""
     return set_fields(vars, BATCH_VARS)

@@ -8,11 +8,24 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypedDict, TypeVar
 
 from ..ports import Clock
 
 V = TypeVar("V")
+
+
+class LruStats(TypedDict):
+    entries: int
+    bytes: int
+    max_entries: int
+    max_bytes: int
+    hits: int
+    misses: int
+    hit_rate: float | None
+    evictions: int
+    expirations: int
+    rejected: int
 
 
 @dataclass(slots=True)
@@ -81,7 +94,7 @@ class MemoryLRU(Generic[V]):
         slot = self._slots.pop(key)
         self.bytes -= slot.size
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> LruStats:
         lookups = self.hits + self.misses
         return {
             "entries": len(self._slots),

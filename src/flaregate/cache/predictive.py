@@ -16,7 +16,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..http import Headers, Request, Response
 from ..observability import tracing
@@ -32,6 +32,13 @@ log = logging.getLogger("flaregate.cache")
 
 Chat = Callable[[Request, dict[str, str], Principal], Awaitable[Response]]
 _MAX_RECIPES = 4096
+
+
+class PredictiveStats(TypedDict):
+    enabled: bool
+    tracked: int  # recipes kept (requests seen to hit often)
+    passes: int
+    rewarmed: int
 
 
 @dataclass(slots=True)
@@ -109,6 +116,6 @@ class PredictiveWarmer:
             return False
         return response.status == 200
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> PredictiveStats:
         return {"enabled": self.enabled, "tracked": len(self._recipes), "passes": self.passes,
                 "rewarmed": self.rewarmed}

@@ -17,7 +17,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from ..errors import GatewayError, bad_request
 from ..http import Headers, Request, Response, json_response
@@ -37,6 +37,32 @@ JOB_KEY_PREFIX = "fg:warm:"
 JOB_TTL_SECONDS = 86400
 MAX_ITEMS = 1000
 _SAVE_EVERY_SECONDS = 1.0  # KV takes one write per second per key
+
+
+class WarmResult(TypedDict):
+    """One item's outcome: its chat answer's status and cache header, or the error code."""
+
+    index: int
+    status: int | str  # "pending" until it has run
+    cache: NotRequired[str | None]
+    error: NotRequired[str | None]
+
+
+class WarmJob(TypedDict):
+    """A warming job as ``GET /admin/cache/warm/{id}`` shows it (kept in the cache store, JSON)."""
+
+    id: str
+    object: str  # "cache.warm_job"
+    status: str
+    key_id: str
+    created_at: float
+    finished_at: float | None
+    total: int
+    done: int
+    filled: int
+    already_cached: int
+    failed: int
+    results: list[WarmResult]
 _FORWARDED = ("x-flaregate-cache-namespace", "x-flaregate-cache-ttl")
 
 Chat = Callable[[Request, dict[str, str], Principal], Awaitable[Response]]
@@ -112,7 +138,7 @@ class CacheWarming:
         ref, items, headers = parse_job(request.body, dict(request.query))
         principal = await self._principal(ref)
         job_id = "warm_" + secrets.token_hex(8)
-        job: dict[str, Any] = {
+        job: WarmJob = {
             "id": job_id, "object": "cache.warm_job", "status": "running", "key_id": principal.key_id,
             "created_at": round(self._ports.clock.now(), 3), "finished_at": None, "total": len(items),
             "done": 0, "filled": 0, "already_cached": 0, "failed": 0,
@@ -120,8 +146,8 @@ class CacheWarming:
         }
         await self._save(job)
         self._ports.tasks.run(self._run(job, items, headers, principal))
-        return json_response({k: job[k] for k in ("id", "object", "status", "total")} | {"url": f"{PREFIX}/{job_id}"},
-                             status=202)
+        return json_response({"id": job_id, "object": job["object"], "status": job["status"], "total": job["total"],
+                              "url": f"{PREFIX}/{job_id}"}, status=202)
 
     async def status(self, request: Request, out: dict[str, str]) -> Response:
         require_admin(request, self._settings)
@@ -145,7 +171,7 @@ class CacheWarming:
             raise _invalid("'key_id' names no usable gateway key.", "key_id")
         return principal
 
-    async def _run(self, job: dict[str, Any], items: list[Any], headers: dict[str, str], principal: Principal) -> None:
+    async def _run(self, job: WarmJob, items: list[Any], headers: dict[str, str], principal: Principal) -> None:
         gate = asyncio.Semaphore(self._settings.cache.warm_concurrency)
         saved_at = self._ports.clock.monotonic()
 
@@ -176,7 +202,8 @@ class CacheWarming:
         await self._save(job)
 
     async def _warm_one(self, index: int, item: dict[str, Any], headers: dict[str, str],
-                        principal: Principal) -> dict[str, Any]:
+                        principal: Principal) -> WarmResult:
+        """``item``: one chat request body as the admin sent it (JSON: the wire's)."""
         body = json.dumps({**item, "stream": False}).encode()
         request = Request("POST", "/v1/chat/completions",
                           Headers([("content-type", "application/json"), *headers.items()]), body)
@@ -186,7 +213,7 @@ class CacheWarming:
         except Exception:
             log.warning("cache warming item %d failed", index, exc_info=True)
             return {"index": index, "status": 500, "error": "internal_error"}
-        result: dict[str, Any] = {"index": index, "status": response.status,
+        result: WarmResult = {"index": index, "status": response.status,
                                   "cache": response.headers.get("x-flaregate-cache")}
         if response.status != 200 and isinstance(response.body, bytes):
             try:
@@ -195,7 +222,7 @@ class CacheWarming:
                 result["error"] = None
         return result
 
-    async def _save(self, job: dict[str, Any]) -> None:
+    async def _save(self, job: WarmJob) -> None:
         try:
             await self._ports.cache.put(JOB_KEY_PREFIX + job["id"], json.dumps(job), JOB_TTL_SECONDS)
         except Exception:

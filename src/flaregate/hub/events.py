@@ -10,7 +10,7 @@ the recent-event log) is in SQL so a hibernated hub loses nothing.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypedDict
 
 from ..ports import SqlStorage
 from .store import HubStore, ParsedEvent, label
@@ -28,6 +28,53 @@ SPIKE_MIN_FAILURES = 5
 SPIKE_MIN_RATE = 0.25
 CIRCUIT_STATES = ("closed", "open", "half_open")
 
+# The ``detail`` of each kind (docs/hub-protocol.md). "from" is a keyword: functional form.
+FailoverDetail = TypedDict("FailoverDetail", {"from": list[str], "to": str | None, "model": str})
+
+
+class SaturationDetail(TypedDict):
+    key_id: str
+    limit: float
+    remaining: float
+    used_ratio: float
+    rejected: bool
+
+
+class SpikeDetail(TypedDict):
+    window_s: int
+    requests: int
+    failures: int
+    failure_rate: float
+
+
+class CircuitDetail(TypedDict):
+    provider: str
+    state: str
+    previous: str | None
+
+
+class DegradedDetail(TypedDict):
+    mode: str
+    policies: list[str]
+    error: str
+    checks: int
+
+
+EventDetail = FailoverDetail | SaturationDetail | SpikeDetail | CircuitDetail | DegradedDetail
+
+
+class HubEvent(TypedDict):
+    """One ``{"type": "event", ...}`` message as subscribers get it (and the recent log keeps it)."""
+
+    type: str  # "event"
+    event: str  # one of KINDS
+    ts: float
+    severity: str
+    message: str
+    detail: EventDetail
+    count: int  # 1 + the same events folded into it during the cooldown
+
+
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS hub_alert (name TEXT PRIMARY KEY, last_ts REAL NOT NULL,"
     " suppressed INTEGER NOT NULL DEFAULT 0)",
@@ -44,8 +91,8 @@ class EventDetector:
             sql.exec(statement)
 
     # -- detection -----------------------------------------------------------------------
-    def from_requests(self, events: list[ParsedEvent], now: float) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
+    def from_requests(self, events: list[ParsedEvent], now: float) -> list[HubEvent]:
+        found: list[HubEvent] = []
         for event in events:
             failed = [provider for provider, ok in event.attempts if not ok]
             if failed and event.counts["failovers"]:
@@ -67,7 +114,7 @@ class EventDetector:
             found += self._error_spike(now)
         return found
 
-    def _error_spike(self, now: float) -> list[dict[str, Any]]:
+    def _error_spike(self, now: float) -> list[HubEvent]:
         live = self._store.seconds(now - SPIKE_WINDOW_SECONDS)
         requests, failures = live["requests"], live["failures"]
         if failures < SPIKE_MIN_FAILURES or failures / max(1, requests) < SPIKE_MIN_RATE:
@@ -78,10 +125,11 @@ class EventDetector:
             "failure_rate": round(rate, 4),
         }, f"{failures} of {requests} requests failed in the last {SPIKE_WINDOW_SECONDS} s ({rate:.0%}).")
 
-    def from_publishers(self, items: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    def from_publishers(self, items: list[dict[str, Any]], now: float) -> list[HubEvent]:
         """Events other components publish directly, e.g. a circuit breaker's state change:
-        ``{"event": "circuit", "provider": "p", "state": "open", "previous": "closed"}``."""
-        found: list[dict[str, Any]] = []
+        ``{"event": "circuit", "provider": "p", "state": "open", "previous": "closed"}``
+        (the hub protocol's JSON as it arrived: checked here)."""
+        found: list[HubEvent] = []
         for item in items:
             if item.get("event") != "circuit" or item.get("state") not in CIRCUIT_STATES:
                 continue
@@ -94,12 +142,12 @@ class EventDetector:
             }, f"Circuit for provider {provider} is now {state.replace('_', '-')}.", severity)
         return found
 
-    def from_operational(self, items: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    def from_operational(self, items: list[dict[str, Any]], now: float) -> list[HubEvent]:
         """Typed operational events (``{"type": ...}``) from the core: the rate limiter's
         ``ratelimit_degraded`` report (ratelimits/enforcer.py) and circuit changes (health.py).
         Typed ``failover`` events are relayed as they are but not folded here: the failover
         event below comes from the request's attempts, once per request."""
-        found: list[dict[str, Any]] = []
+        found: list[HubEvent] = []
         for item in items:
             if item.get("type") == "circuit":  # from the upstream caller (health.py)
                 found += self.from_publishers([{
@@ -110,7 +158,8 @@ class EventDetector:
                 continue
             mode = label(item.get("mode"))
             policies = [label(p) for p in item.get("policies", [])[:20]] if isinstance(item.get("policies"), list) else []
-            count = item.get("count") if isinstance(item.get("count"), int) else 1
+            raw_count = item.get("count")
+            count = raw_count if isinstance(raw_count, int) else 1
             found += self._emit("ratelimit_degraded", mode, now, {
                 "mode": mode, "policies": policies, "error": label(item.get("error")), "checks": count,
             }, f"The rate limiter is unreachable; {', '.join(policies) or 'its policies'} "
@@ -118,8 +167,8 @@ class EventDetector:
         return found
 
     # -- folding and the log -------------------------------------------------------------
-    def _emit(self, kind: str, subject: str, now: float, detail: dict[str, Any], message: str,
-              severity: str | None = None) -> list[dict[str, Any]]:
+    def _emit(self, kind: str, subject: str, now: float, detail: EventDetail, message: str,
+              severity: str | None = None) -> list[HubEvent]:
         name = f"{kind}:{subject}"[:200]
         rows = self._sql.exec("SELECT last_ts, suppressed FROM hub_alert WHERE name = ?", name)
         if rows and now - rows[0]["last_ts"] < COOLDOWN_SECONDS[kind]:
@@ -131,7 +180,7 @@ class EventDetector:
             " ON CONFLICT(name) DO UPDATE SET last_ts = excluded.last_ts, suppressed = 0",
             name, now,
         )
-        event = {"type": "event", "event": kind, "ts": round(now, 3),
+        event: HubEvent = {"type": "event", "event": kind, "ts": round(now, 3),
                  "severity": severity or SEVERITY.get(kind, "info"), "message": message,
                  "detail": detail, "count": 1 + folded}
         self._sql.exec("INSERT INTO hub_event (ts, body) VALUES (?, ?)", now, json.dumps(event))
@@ -139,6 +188,6 @@ class EventDetector:
         self._sql.exec("DELETE FROM hub_alert WHERE last_ts < ?", now - 3600)
         return [event]
 
-    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+    def recent(self, limit: int = 20) -> list[HubEvent]:
         rows = self._sql.exec("SELECT body FROM hub_event ORDER BY id DESC LIMIT ?", limit)
         return [json.loads(row["body"]) for row in rows]

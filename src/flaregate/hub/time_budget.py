@@ -8,7 +8,7 @@ phase with the largest share, with a recommendation an operator can act on.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypedDict
 
 from .histogram import percentile
 
@@ -61,7 +61,27 @@ RECOMMENDATIONS = {
 }
 
 
-def where_the_time_goes(samples: list[dict[str, Any]]) -> dict[str, Any]:
+class PhaseRow(TypedDict):
+    phase: str
+    p50_ms: float | None
+    p95_ms: float | None
+    tail_avg_ms: float
+    tail_share: float
+
+
+class TimeBudget(TypedDict):
+    """The analytics view's "where the time goes" block (docs/observability.md)."""
+
+    samples: int
+    p95_ms: float | None
+    tail: int
+    phases: list[PhaseRow]
+    dominant: str | None
+    dominant_share: float | None
+    recommendation: str
+
+
+def where_the_time_goes(samples: list[dict[str, Any]]) -> TimeBudget:
     """samples: [{"total_ms": float, "phases": {name: ms}}], most recent first or any order."""
     usable = [s for s in samples if isinstance(s.get("total_ms"), int | float)]
     if not usable:
@@ -81,7 +101,7 @@ def where_the_time_goes(samples: list[dict[str, Any]]) -> dict[str, Any]:
         return float(phases.get(name, 0.0))
 
     tail_total = sum(s["total_ms"] for s in tail) or 1.0
-    rows: list[dict[str, Any]] = []
+    rows: list[PhaseRow] = []
     for name in names:
         values = sorted(phase_ms(s, name) for s in usable)
         if not any(values):

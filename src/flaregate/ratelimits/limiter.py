@@ -26,7 +26,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from ..ports import Clock, SqlStorage
 from .algorithms import fixed_window, sliding_window, token_bucket
@@ -46,6 +46,48 @@ LEASE_SHARE = 4  # a lease takes at most 1/LEASE_SHARE of what a row has left
 MAX_GRANT = 10_000  # requests' worth per lease
 HELD_SECONDS = 2 * LEASE_SECONDS  # a bucket counts lent units as held this long: time for a give-back
 HELD_GRID = HELD_SECONDS / 16  # ... rounded up to this step, so a row holds at most ~17 entries
+
+
+class _Stored(TypedDict, total=False):
+    """A row's state as kept in SQL (JSON); which keys it has is its policy's algorithm's."""
+
+    tokens: float  # token_bucket: what is left, as of updated_at
+    updated_at: float
+    held: list[list[float]]  # token_bucket: [until, units] lent out and not yet given back
+    start: float  # fixed_window: the window's start and what it has used
+    used: float
+    log: list[list[float]]  # sliding_window: [second, units] taken
+
+
+class _PolicyRow(TypedDict):
+    """A policy as its row keeps it (JSON in SQL; ``Policy.from_dict`` reads it back)."""
+
+    name: str
+    algorithm: str
+    unit: str
+    limit: float
+    refill_per_second: float | None
+    window_seconds: float | None
+    calendar: str | None
+
+
+class _Report(TypedDict, total=False):
+    """One row's decision as a check answers it (and the admin view lists it)."""
+
+    key: str
+    policy: str
+    unit: str
+    allowed: bool
+    limit: float | int
+    used: float | int
+    remaining: float | int
+    reset_seconds: float
+    retry_after_seconds: float
+    window_seconds: float
+    exceeds_limit: bool
+    leased: float  # when the call lent a lease: the units this row lent, and for how long
+    lease_seconds: float
+    algorithm: str  # the admin view's rows
 
 
 class PolicyError(ValueError):
@@ -96,7 +138,7 @@ class Policy:
             window = _number(data.get("window_seconds"), "window_seconds", positive=True)
         return cls(name, algorithm, unit, limit, refill, window, calendar)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> _PolicyRow:
         return {"name": self.name, "algorithm": self.algorithm, "unit": self.unit, "limit": self.limit,
                 "refill_per_second": self.refill_per_second, "window_seconds": self.window_seconds,
                 "calendar": self.calendar}
@@ -220,7 +262,7 @@ class MemoryRows:
 @dataclass(slots=True)
 class _Outcome:
     allowed: bool
-    state: dict[str, Any]
+    state: _Stored
     used: float
     retry_after: float
     reset_after: float
@@ -229,25 +271,25 @@ class _Outcome:
     spare: float  # units the row still has after this decision (what a lease may take a share of)
 
 
-def _bucket(stored: dict[str, Any] | None) -> token_bucket.BucketState | None:
+def _bucket(stored: _Stored | None) -> token_bucket.BucketState | None:
     if not stored:
         return None
     held = tuple((float(until), float(units)) for until, units in stored.get("held", ()))
     return token_bucket.BucketState(float(stored["tokens"]), float(stored["updated_at"]), held)
 
 
-def _bucket_state(state: token_bucket.BucketState) -> dict[str, Any]:
-    stored: dict[str, Any] = {"tokens": state.tokens, "updated_at": state.updated_at}
+def _bucket_state(state: token_bucket.BucketState) -> _Stored:
+    stored: _Stored = {"tokens": state.tokens, "updated_at": state.updated_at}
     if state.held:
         stored["held"] = [list(entry) for entry in state.held]
     return stored
 
 
-def _log(stored: dict[str, Any] | None) -> sliding_window.SlidingLog | None:
+def _log(stored: _Stored | None) -> sliding_window.SlidingLog | None:
     return sliding_window.SlidingLog(tuple((float(s), float(u)) for s, u in stored["log"])) if stored else None
 
 
-def _evaluate(policy: Policy, stored: dict[str, Any] | None, now: float, cost: float) -> _Outcome:
+def _evaluate(policy: Policy, stored: _Stored | None, now: float, cost: float) -> _Outcome:
     """One policy's decision for ``cost`` units; cost 0 is a read-only peek."""
     p = policy
     if p.algorithm == "token_bucket":
@@ -269,8 +311,8 @@ def _evaluate(policy: Policy, stored: dict[str, Any] | None, now: float, cost: f
 
 
 def _adjusted(
-    policy: Policy, stored: dict[str, Any] | None, now: float, at: float, delta: float
-) -> dict[str, Any] | None:
+    policy: Policy, stored: _Stored | None, now: float, at: float, delta: float
+) -> _Stored | None:
     p = policy
     if p.algorithm == "token_bucket":
         assert p.refill_per_second is not None
@@ -297,14 +339,14 @@ def _lend(policy: Policy, outcome: _Outcome, now: float, units: float) -> tuple[
     """Take ``units`` more (they fit: at most ``outcome.spare``) for a lease; the row's
     outcome afterwards, and the seconds the lease may last."""
     p, seconds = policy, _lease_seconds(policy, outcome)
-    state: dict[str, Any]
+    state: _Stored
     if p.algorithm == "token_bucket":
         bucket = _bucket(outcome.state)
         assert bucket is not None
         until = token_bucket.grid(now + HELD_SECONDS, HELD_GRID)
         state = _bucket_state(token_bucket.lease(bucket, units, until))
     elif p.algorithm == "fixed_window":
-        state = {**outcome.state, "used": outcome.state["used"] + units}
+        state = {"start": outcome.state["start"], "used": outcome.state["used"] + units}
     else:
         assert p.window_seconds is not None
         log = _log(outcome.state) or sliding_window.SlidingLog()
@@ -315,7 +357,7 @@ def _lend(policy: Policy, outcome: _Outcome, now: float, units: float) -> tuple[
                     lent.spare), seconds
 
 
-def _given_back(policy: Policy, stored: dict[str, Any] | None, now: float, check: _Check) -> dict[str, Any] | None:
+def _given_back(policy: Policy, stored: _Stored | None, now: float, check: _Check) -> _Stored | None:
     """The row after a lease lent by the call at ``check.back_at`` has ended: ``back`` units
     it did not spend, ``lent`` what it was lent, ``refund`` what requests it served were
     refunded after it ended (as a reconcile refunds). None when nothing changes."""
@@ -381,7 +423,7 @@ class RateLimiter:
         return RateLimiter(None, self._clock, self._rows, _in(self._name, name))  # type: ignore[arg-type]
 
     # -- helpers -------------------------------------------------------------------------
-    def _load(self, key: str, policy: Policy) -> dict[str, Any] | None:
+    def _load(self, key: str, policy: Policy) -> _Stored | None:
         row = self._rows.get(_in(self._name, key))
         if row is None:
             return None
@@ -389,14 +431,14 @@ class RateLimiter:
         # A policy whose algorithm changed starts afresh rather than misreading the state.
         return state if stored_policy.get("algorithm") == policy.algorithm else None
 
-    def _save(self, key: str, policy: Policy, state: dict[str, Any], expires_at: float) -> None:
+    def _save(self, key: str, policy: Policy, state: _Stored, expires_at: float) -> None:
         self._rows.put(_in(self._name, key), json.dumps(policy.as_dict()), json.dumps(state), expires_at)
         self._rows.writes += 1
         if self._rows.writes % SWEEP_EVERY == 0:
             self._rows.sweep(self._clock.now())
 
     @staticmethod
-    def _report(key: str, policy: Policy, outcome: _Outcome, cost: float) -> dict[str, Any]:
+    def _report(key: str, policy: Policy, outcome: _Outcome, cost: float) -> _Report:
         return {
             "key": key,
             "policy": policy.name,

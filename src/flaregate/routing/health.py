@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from ..ports import Clock
 from .resilience import ResiliencePolicy
@@ -26,6 +26,15 @@ from .resilience import ResiliencePolicy
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 RECENT_ERRORS = 10
 MAX_COOLDOWN_SECONDS = 3600.0  # a provider cannot switch a target off for longer than this
+
+
+class RecentError(TypedDict):
+    """One of a target's last failures, as the upstream report lists them."""
+
+    ts: float
+    kind: str
+    status: int | None
+    message: str
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float) -> tuple[float, str] | None:
@@ -74,7 +83,7 @@ class TargetHealth:
     trial_in_flight: bool = False
     trial_successes: int = 0
     circuit_opens: int = 0
-    recent_errors: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))
+    recent_errors: deque[RecentError] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))
 
     @property
     def key(self) -> str:

@@ -4,7 +4,6 @@ answer may send (flat variables)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
@@ -83,5 +82,5 @@ class ResiliencePolicy(BaseModel):
         return UpstreamLimits(self.max_event_bytes, self.max_stream_bytes, self.max_response_bytes)
 
 
-def resilience_from_vars(vars: Mapping[str, str]) -> dict[str, Any]:
+def resilience_from_vars(vars: Mapping[str, str]) -> dict[str, str]:
     return set_fields(vars, _VARS)

@@ -9,7 +9,6 @@ endpoint (OTLP) or API key (Datadog) is set.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr
@@ -126,10 +125,15 @@ def _flag(text: str) -> bool:
     return text.strip().lower() in ("1", "true", "yes", "on")
 
 
-def export_from_vars(vars: Mapping[str, str]) -> dict[str, Any]:
+# The raw fragments pydantic validates: strings as set, and what this module already parsed.
+_OtlpData = dict[str, str | bool | dict[str, str]]
+_DatadogData = dict[str, str | bool | list[str]]
+
+
+def export_from_vars(vars: Mapping[str, str]) -> dict[str, str | _OtlpData | _DatadogData]:
     """The ``export`` part of the settings data (validated with the rest); raises ValueError
     with the variable's name for a malformed pair list or an unsupported protocol."""
-    otlp: dict[str, Any] = set_fields(vars, _OTLP_VARS)
+    otlp: _OtlpData = {**set_fields(vars, _OTLP_VARS)}
     for var, field in _OTLP_HEADER_VARS.items():
         if vars.get(var, "").strip():
             otlp[field] = _pairs(vars[var], var)
@@ -143,12 +147,12 @@ def export_from_vars(vars: Mapping[str, str]) -> dict[str, Any]:
             otlp[field] = vars[var].strip().lower() != "none"
     if _flag(vars.get("OTEL_SDK_DISABLED", "")):
         otlp = {"traces": False, "metrics": False}
-    datadog: dict[str, Any] = set_fields(vars, _DATADOG_VARS)
+    datadog: _DatadogData = {**set_fields(vars, _DATADOG_VARS)}
     if "logs" in datadog:
-        datadog["logs"] = _flag(datadog["logs"])
+        datadog["logs"] = _flag(str(datadog["logs"]))
     if vars.get("DD_TAGS", "").strip():  # the agent's format: space or comma separated
         datadog["tags"] = [tag for tag in vars["DD_TAGS"].replace(",", " ").split() if tag]
-    data: dict[str, Any] = set_fields(vars, _SHARED_VARS)
+    data: dict[str, str | _OtlpData | _DatadogData] = {**set_fields(vars, _SHARED_VARS)}
     if otlp:
         data["otlp"] = otlp
     if datadog:
