@@ -42,6 +42,26 @@ def no_such_file(file_id: str, param: str = "file_id") -> GatewayError:
     return not_found(f"No such File object: {file_id[:128]}", code="file_not_found", param=param)
 
 
+# A refused upload whose declared size is at most this is read to its end before the 413 is
+# sent: a client still sending when the answer comes would otherwise see the connection
+# reset (workerd closes it with the body unread) instead of the error. Larger ones are
+# answered at once: reading them would cost more than a client that cannot read early answers.
+_DRAIN_MAX_BYTES = 16 << 20
+
+
+async def _drain(chunks: AsyncIterator[bytes], declared: int) -> None:
+    if declared > _DRAIN_MAX_BYTES:
+        return
+    read = 0
+    try:
+        async for chunk in chunks:
+            read += len(chunk)
+            if read > _DRAIN_MAX_BYTES:
+                return
+    except Exception:  # the client gave up, or the body was already read: answer anyway
+        return
+
+
 async def _once(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
@@ -83,9 +103,10 @@ class Files:
         owner = (await self.access.authenticate(request)).key_id
         limit = self.settings.file_max_bytes
         declared = request.headers.get("content-length") or ""
-        if declared.isdigit() and int(declared) > limit + _FIELDS_SLACK:
-            raise _too_large(limit)
         chunks = request.stream if request.stream is not None else _once(request.body)
+        if declared.isdigit() and int(declared) > limit + _FIELDS_SLACK:
+            await _drain(chunks, int(declared))
+            raise _too_large(limit)
         form = await read_streamed_form(chunks, request.headers.get("content-type") or "")
         if form.file_field != "file":
             raise invalid(f"The file part is named {form.file_field[:64]!r}: name it 'file'.", param="file")
@@ -108,9 +129,11 @@ class Files:
         room = max(0, self.settings.quota_bytes - int(begun["used"]))
         try:
             size = await self.blobs.put(file_id, self._counted(form.file_chunks(), limit, room))
-        except BaseException:
+        except BaseException as exc:
             await self.jobs.call(owner, "files.abort", {"id": file_id})
             await self.blobs.delete(file_id)
+            if isinstance(exc, GatewayError) and exc.status == 413 and declared.isdigit():
+                await _drain(chunks, int(declared))
             raise
         committed = await self.jobs.call(owner, "files.commit", {"id": file_id, "bytes": size, "owner": owner,
                                                                  "now": now, "quota": self.settings.quota_bytes})
