@@ -40,10 +40,11 @@ def get(server, path, **params):
     return response
 
 
-def every_record(server):
+def every_record(server, limit: int = 7):
+    """Every record, paged ``limit`` at a time, and the shards the pages' cursors name."""
     records, shards, cursor = [], set(), None
     while True:
-        page = get(server, "/v1/logs", limit="7", **({"cursor": cursor} if cursor else {})).json()
+        page = get(server, "/v1/logs", limit=str(limit), **({"cursor": cursor} if cursor else {})).json()
         records += page["data"]
         cursor = page["next_cursor"]
         if not cursor:
@@ -83,7 +84,9 @@ COUNTS = ("requests", "errors", "failures", "cache_hits", "cache_misses", "strea
 
 
 def test_merged_analytics_and_metrics_equal_one_hubs_on_the_same_events(server, sent):
-    records, shards = every_record(server)
+    # Pages of 2: a cursor names the shard of its page's last row, so with pages of 7 (9
+    # cursors) one shard went unnamed about one run in thirteen; with 33 cursors, never.
+    records, shards = every_record(server, limit=2)
     assert sorted(r["request_id"] for r in records) == sorted(sent)  # each record once
     if TARGET == "edge":
         assert shards == set(range(SHARDS))  # the batches were spread over every shard
