@@ -193,20 +193,14 @@ class RateLimitPolicy(_Policy):
                 "window_seconds": self.window_seconds}
 
 
-class BudgetPolicy(_Policy):
-    """Spending per UTC day or calendar month, in USD, priced from the route targets."""
+class _PeriodBudget(_Policy):
+    """A budget per UTC day or calendar month, whatever it counts: money fails closed (with
+    the store away it refuses, 503, rather than spend blind), a lease reserves what the
+    requests it covers cost (leases.py), and the limiter sees a fixed window."""
 
     period: Literal["day", "month"]
-    limit_usd: PositiveFloat = Field(le=MAX_LIMIT)
-    # Money fails closed: with the store away a budget refuses (503) rather than spend blind.
     failure_mode: Literal["open", "closed"] = "closed"
-    # As a rate limit's: a lease reserves the price of the requests it covers (leases.py).
     lease: Lease = Field(default=None, ge=0, le=MAX_LEASE)
-
-    @field_validator("lease", mode="before")
-    @classmethod
-    def _lease_text(cls, value: Any) -> Any:
-        return _lease_value(value)
 
     @property
     def is_budget(self) -> bool:
@@ -215,6 +209,29 @@ class BudgetPolicy(_Policy):
     @property
     def leases(self) -> bool:
         return max_lease(self.lease) > 0
+
+    @property
+    def unit(self) -> str:  # what the budget counts: each kind says
+        raise NotImplementedError
+
+    @property
+    def limit(self) -> float:
+        raise NotImplementedError
+
+    def wire(self) -> dict[str, Any]:
+        window = {"window_seconds": 86400} if self.period == "day" else {"calendar": "month"}
+        return {"name": self.name, "algorithm": "fixed_window", "unit": self.unit, "limit": self.limit, **window}
+
+
+class BudgetPolicy(_PeriodBudget):
+    """Spending per UTC day or calendar month, in USD, priced from the route targets."""
+
+    limit_usd: PositiveFloat = Field(le=MAX_LIMIT)
+
+    @field_validator("lease", mode="before")
+    @classmethod
+    def _lease_text(cls, value: Any) -> Any:
+        return _lease_value(value)
 
     @property
     def unit(self) -> str:
@@ -224,27 +241,12 @@ class BudgetPolicy(_Policy):
     def limit(self) -> float:
         return self.limit_usd
 
-    def wire(self) -> dict[str, Any]:
-        window = {"window_seconds": 86400} if self.period == "day" else {"calendar": "month"}
-        return {"name": self.name, "algorithm": "fixed_window", "unit": "usd", "limit": self.limit_usd, **window}
 
-
-class TokenBudgetPolicy(_Policy):
+class TokenBudgetPolicy(_PeriodBudget):
     """Tokens per UTC day or calendar month (a team's ``budget_tokens_*``): a budget, so it
     fails closed and its refusal is ``insufficient_quota``, counted like a token rate limit."""
 
-    period: Literal["day", "month"]
     limit_tokens: PositiveFloat = Field(le=MAX_LIMIT)
-    failure_mode: Literal["open", "closed"] = "closed"
-    lease: Lease = Field(default=None, ge=0, le=MAX_LEASE)
-
-    @property
-    def is_budget(self) -> bool:
-        return True
-
-    @property
-    def leases(self) -> bool:
-        return max_lease(self.lease) > 0
 
     @property
     def unit(self) -> str:
@@ -253,11 +255,6 @@ class TokenBudgetPolicy(_Policy):
     @property
     def limit(self) -> float:
         return self.limit_tokens
-
-    def wire(self) -> dict[str, Any]:
-        window = {"window_seconds": 86400} if self.period == "day" else {"calendar": "month"}
-        return {"name": self.name, "algorithm": "fixed_window", "unit": "tokens", "limit": self.limit_tokens,
-                **window}
 
 
 LimitPolicy = RateLimitPolicy | BudgetPolicy | TokenBudgetPolicy
