@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from ..errors import bad_request
+from pydantic import AfterValidator, StrictStr
+
+from ..errors import GatewayError, bad_request
 
 METADATA_HEADER = "x-flaregate-metadata"
 MAX_TAGS = 8
@@ -68,3 +70,16 @@ def request_tags(headers: Mapping[str, str], defaults: Mapping[str, str] | None)
     if len(merged) > MAX_TAGS:
         raise _invalid(f"with the key's default tags there are {len(merged)} keys (at most {MAX_TAGS}).")
     return merged
+
+
+def _policy_tags(tags: dict[str, str] | None) -> dict[str, str] | None:
+    if tags is None:
+        return None
+    try:
+        return check_tags(tags, "tags")
+    except GatewayError as exc:
+        raise ValueError(exc.message) from None
+
+
+# A key's or a team's default request tags, under the same bounds as a request's.
+PolicyTags = Annotated[dict[StrictStr, StrictStr] | None, AfterValidator(_policy_tags)]

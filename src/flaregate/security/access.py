@@ -34,11 +34,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, StrictStr, field_validator
+from pydantic import ConfigDict, Field, StrictStr
 
 from ..errors import GatewayError, unauthorized
 from ..http import Request
-from ..metadata.tags import check_tags
+from ..metadata.tags import PolicyTags
 from ..ports import BackgroundTasks, Clock, SecurityStoreClient
 from .auth_throttle import AuthFailureThrottle, refusal
 from .keys import KeyRing
@@ -63,21 +63,11 @@ class KeyPolicy(Permissions):
 
     rate_limit_policy: StrictStr | None = Field(default=None, max_length=64)
     budget_usd: float | None = Field(default=None, ge=0)
-    tags: dict[StrictStr, StrictStr] | None = None  # default request tags (metadata/tags.py bounds)
+    tags: PolicyTags = None  # default request tags (metadata/tags.py bounds)
     priority: Literal["low", "normal", "high"] | None = None  # load shedding: who is refused first
     private: bool | None = None  # true: the request log never keeps this key's bodies (LOG_BODIES)
     team_id: StrictStr | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,64}$")  # security/teams.py
     semantic_cache: bool | None = None  # false: this key's requests use the exact cache only
-
-    @field_validator("tags")
-    @classmethod
-    def _bounded_tags(cls, tags: dict[str, str] | None) -> dict[str, str] | None:
-        if tags is None:
-            return None
-        try:
-            return check_tags(tags, "tags")
-        except GatewayError as exc:
-            raise ValueError(exc.message) from None
 
 
 @dataclass(slots=True)

@@ -22,10 +22,9 @@ import fnmatch
 import re
 from typing import Any
 
-from pydantic import ConfigDict, Field, StrictStr, field_validator
+from pydantic import ConfigDict, Field, StrictStr
 
-from ..errors import GatewayError
-from ..metadata.tags import check_tags
+from ..metadata.tags import PolicyTags
 from .permissions import Permissions
 
 TEAM_ID = re.compile(r"[A-Za-z0-9_]{1,64}")
@@ -38,22 +37,12 @@ class TeamPolicy(Permissions):
 
     model_config = ConfigDict(extra="forbid")
 
-    tags: dict[StrictStr, StrictStr] | None = None  # default request tags, winning over the key's
+    tags: PolicyTags = None  # default request tags, winning over the key's
     rate_limit_policy: StrictStr | None = Field(default=None, max_length=64)
     budget_usd_day: float | None = Field(default=None, ge=0, le=1e12)
     budget_usd_month: float | None = Field(default=None, ge=0, le=1e12)
     budget_tokens_day: int | None = Field(default=None, ge=0, le=10**15)
     budget_tokens_month: int | None = Field(default=None, ge=0, le=10**15)
-
-    @field_validator("tags")
-    @classmethod
-    def _bounded_tags(cls, tags: dict[str, str] | None) -> dict[str, str] | None:
-        if tags is None:
-            return None
-        try:
-            return check_tags(tags, "tags")
-        except GatewayError as exc:
-            raise ValueError(exc.message) from None
 
 
 class Team(TeamPolicy):
