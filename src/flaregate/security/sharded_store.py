@@ -48,13 +48,17 @@ class ShardedSecurityStore:
         self._previous = previous if previous and previous != count else None
         self._all = range(max(count, self._previous or 0))
 
+    async def _first_found(self, name: str, op: str, args: dict[str, Any]) -> Any:
+        """The first answer not None from where ``name`` is placed now, then where it was."""
+        for index in placements(name, self._count, self._previous):
+            found = await self._shards[index].call(op, args)
+            if found is not None:
+                return found
+        return None
+
     async def call(self, op: str, args: dict[str, Any]) -> Any:
         if op == "keys.find":
-            for index in placements(str(args.get("digest")), self._count, self._previous):
-                found = await self._shards[index].call(op, args)
-                if found is not None:
-                    return found
-            return None
+            return await self._first_found(str(args.get("digest")), op, args)
         if op == "keys.create":
             return await self._shards[shard_for(str(args.get("digest")), self._count)].call(op, args)
         if op == "nonces.use":
@@ -99,11 +103,7 @@ class ShardedSecurityStore:
         if op == "realtime.secrets.put":
             return await self._shards[shard_for(str(args.get("digest")), self._count)].call(op, args)
         if op == "realtime.secrets.take":
-            for index in placements(str(args.get("digest")), self._count, self._previous):
-                found = await self._shards[index].call(op, args)
-                if found is not None:
-                    return found
-            return None
+            return await self._first_found(str(args.get("digest")), op, args)
         if op in _FIRST_SHARD_OPS:
             return await self._shards[0].call(op, args)
         raise ValueError(f"unknown security-store operation {op!r}")
@@ -131,11 +131,7 @@ class ShardedSecurityStore:
                     return None
             return await self._shards[where[0]].call(op, args)
         if op in ("teams.get", "teams.update"):
-            for index in where:
-                found = await self._shards[index].call(op, args)
-                if found is not None:
-                    return found
-            return None
+            return await self._first_found(team_id, op, args)
         raise ValueError(f"unknown security-store operation {op!r}")
 
     async def _everywhere(self, op: str, args: dict[str, Any]) -> list[Any]:
