@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import struct
 
 import pytest
 
 from flaregate.cache.semantic.embeddings import _vector
 from flaregate.cache.semantic.guard import features
-from flaregate.cache.semantic.index import SqlSemanticIndex
+from flaregate.cache.semantic.index import Partition, SqlSemanticIndex, shortlist
 from flaregate.cache.semantic.layer import EmbeddingFailed
 from flaregate.cache.semantic.prompt import PLACEHOLDER, has_tool_calls, split_prompt
 from flaregate.cache.semantic.vectors import normalise, quantise, sign_code
@@ -157,3 +158,35 @@ def test_codes_made_anew_in_a_row_keep_their_values_and_order(index):
     assert part.codes == expected and _search(ix, "p", texts[123]) == before and "e123" in before
     reloaded = SqlSemanticIndex(storage, Clock())
     assert reloaded._partition("p").codes == expected
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_column_scan_gives_the_exact_distances_and_radius(seed):
+    """The byte-column scan answers what XOR and ``bit_count`` over the ints answer, for every
+    entry and radius: with removals, duplicates of the query, and its exact complement (256
+    bits apart, the one distance a byte cannot hold), and with a wider code in the partition."""
+    rng = random.Random(seed)
+    full = (1 << 256) - 1
+    query = rng.getrandbits(256)
+    part, live = Partition(), {}
+    for i in range(rng.randint(50, 400)):
+        roll = rng.random()
+        code = (query ^ full if roll < 0.05 else query if roll < 0.08
+                else query ^ (rng.getrandbits(256) & rng.getrandbits(256) & rng.getrandbits(256)))
+        part.append(f"e{i}", code, 10.0 if i % 9 == 0 else 1e12)
+        live[f"e{i}"] = (code, 10.0 if i % 9 == 0 else 1e12)
+    for entry_id in rng.sample(sorted(live), len(live) // 10):
+        assert part.remove(entry_id)
+        del live[entry_id]
+    order = [e for e in part.ids]
+    assert list(part.distances(query)) == [min(255, (live[e][0] ^ query).bit_count()) for e in order]
+    if seed % 2:  # a code wider than the columns: the scan reads the ints, with the same answers
+        part.append("wide", 1 << 300, 1e12)
+        order.append("wide")
+        live["wide"] = (1 << 300, 1e12)
+    for within in (0, 40, 73, 128, 254, 255, 256, 400):
+        expected = [e for e in order if (live[e][0] ^ query).bit_count() <= within and live[e][1] > 100.0]
+        assert shortlist(part, query, 10**6, 100.0, within) == expected
+        nearest = shortlist(part, query, 5, 100.0, within)
+        distance = {e: (live[e][0] ^ query).bit_count() for e in expected}
+        assert sorted(distance[e] for e in nearest) == sorted(distance.values())[:len(nearest)]

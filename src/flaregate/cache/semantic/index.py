@@ -1,7 +1,8 @@
 """The semantic index: one design on every host. Per partition, each entry's sign code (an
-int), its quantised vector and its prompt's guard features. A search XORs the query's code
-with every code of the partition (``int.bit_count``), keeps the ``limit`` nearest, and
-computes the exact cosine of those only: one lookup reads at most a shortlist of vectors.
+int), its quantised vector and its prompt's guard features. A search takes the Hamming
+distance of the query's code to every code of the partition (from their byte columns, see
+:class:`Partition`), keeps the ``limit`` nearest within the radius, and computes the exact
+cosine of those only: one lookup reads at most a shortlist of vectors.
 
 :class:`SqlSemanticIndex` keeps it in a SQL store (the local SQLite file; a Durable Object's
 SQLite on the edge, one object per partition) with the partition's codes mirrored in memory,
@@ -14,9 +15,11 @@ from __future__ import annotations
 import heapq
 import json
 import math
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from itertools import compress
 from typing import Any
 
@@ -25,6 +28,9 @@ from .vectors import components, cosine_quantised, norm
 
 _MAX_PARTITIONS_IN_MEMORY = 256
 _COMPACT_AFTER = 256  # adds before the codes are made anew in a row (or an eighth of the partition)
+_CODE_BITS = 256  # codes up to this wide are scanned by their byte columns (the embedded model's 256 dimensions)
+_CODE_BYTES = _CODE_BITS // 8
+_FLAG = re.compile(b"\x01")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +49,47 @@ def radius(threshold: float, bits: int) -> int:
     return int(bits * angle / math.pi * 1.25) + 8
 
 
-def shortlist(ids: list[str], codes: list[int], expires: list[float], code: int, limit: int, now: float,
-              within: int) -> list[str]:
+def shortlist(part: Partition, code: int, limit: int, now: float, within: int) -> list[str]:
     """The ids of the ``limit`` live entries whose codes are nearest ``code`` and within
-    ``within`` bits of it. One pass of C loops (map, compress) over the codes keeps those
-    within the radius (the usual miss: none); only they are ranked by distance."""
-    near = list(compress(range(len(codes)), map(within.__ge__, map(int.bit_count, map(code.__xor__, codes)))))
-    if len(near) > limit:
-        near = heapq.nsmallest(limit, near, key=lambda i: (codes[i] ^ code).bit_count())
-    return [ids[i] for i in near if expires[i] > now]  # an expired one is dropped, not replaced
+    ``within`` bits of it: every distance from the partition's byte columns (C loops), then
+    only those within the radius (the usual miss: none) ranked by it."""
+    if part.wide or code.bit_length() > _CODE_BITS or within == 255:  # 255: a byte cannot tell it from 256
+        near = _near_by_ints(part.codes, code, within)
+        if len(near) > limit:
+            near = heapq.nsmallest(limit, near, key=lambda i: (part.codes[i] ^ code).bit_count())
+    else:
+        distances = part.distances(code)
+        near = _within(distances, within) if within < 255 else list(range(len(distances)))
+        if len(near) > limit:
+            near = heapq.nsmallest(limit, near, key=distances.__getitem__)
+    return [part.ids[i] for i in near if part.expires[i] > now]  # an expired one is dropped, not replaced
+
+
+def _near_by_ints(codes: list[int], code: int, within: int) -> list[int]:
+    """The indexes within ``within`` bits, one XOR and ``bit_count`` an int (codes wider than
+    the columns hold)."""
+    return list(compress(range(len(codes)), map(within.__ge__, map(int.bit_count, map(code.__xor__, codes)))))
+
+
+def _within(distances: bytes, within: int) -> list[int]:
+    """The indexes whose distance byte is at most ``within``: one translate to flags, then
+    the regular expression engine's scan for them (a C loop, where ``find`` a hit is not)."""
+    flags = distances.translate(_at_most(within))
+    if not flags.count(1):  # the usual miss
+        return []
+    return [m.start() for m in _FLAG.finditer(flags)]
+
+
+@cache
+def _xor_popcount(byte: int) -> bytes:
+    """The translate table of ``popcount(v ^ byte)`` for every byte v (made when first used:
+    256 of them would cost the Worker's start some milliseconds)."""
+    return bytes((v ^ byte).bit_count() for v in range(256))
+
+
+@cache
+def _at_most(within: int) -> bytes:
+    return bytes(1 if v <= within else 0 for v in range(256))
 
 
 def rank(ids: list[str], rows: Callable[[list[str]], dict[str, tuple[bytes, str]]], vector: bytes,
@@ -79,17 +117,30 @@ def rank(ids: list[str], rows: Callable[[list[str]], dict[str, tuple[bytes, str]
 
 
 class Partition:
-    """A partition's codes in memory, oldest first: three parallel lists (a scan reads one),
-    and the set of its ids (a new id costs no search of the list)."""
+    """A partition's codes in memory, oldest first: parallel lists of ids, codes and expiry
+    times, the set of its ids (a new id costs no search of the list), and the codes again as
+    32 byte columns (column j: byte j of every code), which is what a scan reads.
 
-    __slots__ = ("_members", "_scattered", "codes", "expires", "ids")
+    Why columns: XOR and ``bit_count`` over a list of ints cost four C calls an entry (some
+    130 ns each at 100 000 entries). With columns, one ``bytes.translate`` a column maps each
+    byte to its popcount against the query's byte, and ``int.from_bytes`` then adds the 32
+    columns as one big int whose bytes are the distances: C loops over bytes, about 3x
+    faster, and the same distances exactly."""
+
+    __slots__ = ("_columns", "_members", "_scattered", "_wide", "codes", "expires", "ids")
 
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.codes: list[int] = []
         self.expires: list[float] = []
         self._members: set[str] = set()
+        self._columns = [bytearray() for _ in range(_CODE_BYTES)]
         self._scattered = 0
+        self._wide = 0  # codes wider than the columns hold: while any is here, scans use the ints
+
+    @property
+    def wide(self) -> bool:
+        return self._wide > 0
 
     def append(self, entry_id: str, code: int, expires_at: float) -> None:
         """Add an id not in the partition (``remove`` it first to replace it)."""
@@ -97,6 +148,11 @@ class Partition:
         self.ids.append(entry_id)
         self.codes.append(code)
         self.expires.append(expires_at)
+        if code.bit_length() > _CODE_BITS:
+            self._wide += 1
+            code = 0  # its columns are not read while it is here
+        for column, byte in zip(self._columns, code.to_bytes(_CODE_BYTES, "little"), strict=True):
+            column.append(byte)
         self._scattered += 1
         if self._scattered > max(_COMPACT_AFTER, len(self.codes) // 8):
             self.compact()
@@ -105,7 +161,8 @@ class Partition:
         """Make the codes anew, one after another. Ints made one at a time between other
         allocations (an add's, a loaded row's) lie scattered in memory, and a scan over
         them misses the CPU's cache at every step: about 3x slower at 50 000 entries than
-        over ints made in a row. Amortised, a few microseconds an add."""
+        over ints made in a row. Amortised, a few microseconds an add (only a wide
+        partition's scan reads the ints; a ranking of the shortlist reads a few)."""
         self.codes = [int.from_bytes(c.to_bytes((c.bit_length() + 7) // 8 or 1, "little"), "little")
                       for c in self.codes]
         self._scattered = 0
@@ -115,8 +172,31 @@ class Partition:
             return False
         self._members.discard(entry_id)
         i = self.ids.index(entry_id)
+        if self.codes[i].bit_length() > _CODE_BITS:
+            self._wide -= 1
         del self.ids[i], self.codes[i], self.expires[i]
+        for column in self._columns:
+            del column[i]
         return True
+
+    def distances(self, code: int) -> bytes:
+        """Each entry's Hamming distance to ``code`` (at most 256 bits), one byte an entry.
+
+        A byte holds 0-255: only a code that differs in all 256 bits (the query's exact
+        complement) overflows, reading 0 and carrying into the next entry's byte. The first
+        byte of any run of carries has none coming in, so reads 0: a 0 whose code is not
+        the query's means a carry happened, and then (rarely) the ints give the distances."""
+        count = len(self.ids)
+        total = 0
+        for column, byte in zip(self._columns, code.to_bytes(_CODE_BYTES, "little"), strict=True):
+            total += int.from_bytes(column.translate(_xor_popcount(byte)), "little")
+        distances = total.to_bytes(count + 1, "little")[:count]
+        i = distances.find(0)
+        while i != -1:
+            if self.codes[i] != code:
+                return bytes(min(255, (c ^ code).bit_count()) for c in self.codes)
+            i = distances.find(0, i + 1)
+        return distances
 
 
 class SqlSemanticIndex:
@@ -162,8 +242,7 @@ class SqlSemanticIndex:
     def search(self, partition: str, code: str, vector: str, limit: int, threshold: float = 0.0) -> dict[str, Any]:
         part = self._partition(partition)
         raw = bytes.fromhex(vector)
-        ids = shortlist(part.ids, part.codes, part.expires, int(code, 16), limit, self._clock.now(),
-                        radius(threshold, len(raw)))
+        ids = shortlist(part, int(code, 16), limit, self._clock.now(), radius(threshold, len(raw)))
         return {"matches": rank(ids, lambda wanted: self._rows(partition, wanted), raw, threshold),
                 "size": len(part.ids)}
 

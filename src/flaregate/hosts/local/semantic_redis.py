@@ -114,8 +114,7 @@ class RedisSemanticIndex:
     async def _search(self, part: Partition, rows_key: str, code: str, vector: str, limit: int,
                       threshold: float) -> dict[str, Any]:
         query = bytes.fromhex(vector)
-        ids = shortlist(part.ids, part.codes, part.expires, int(code, 16), limit, self._clock.now(),
-                        radius(threshold, len(query)))
+        ids = shortlist(part, int(code, 16), limit, self._clock.now(), radius(threshold, len(query)))
         fetched = await self._redis.hmget(rows_key, ids) if ids else []
 
         def rows(wanted: list[str]) -> dict[str, tuple[bytes, str]]:
