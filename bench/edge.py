@@ -125,6 +125,7 @@ class Target:
     floor: Path | None = None  # a floor Worker's directory, and its FLOOR_OPS
     floor_ops: str = ""
     skipped: str | None = None
+    semantic_fill: int = 0  # a semantic target: the entries put in its partition before measuring
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     startup: dict[str, float] = field(default_factory=dict)  # CPU to the first answer, source size
 
@@ -288,9 +289,10 @@ def _targets(args: argparse.Namespace, names: list[str]) -> list[Target]:
     targets = [Target("flaregate", AUTH, extra_env={})]
     for name, checkout in _befores(args.before):
         targets.append(Target(name, AUTH, extra_env={}, cwd=checkout))
-    if args.semantic_fill is not None:
-        targets.append(Target("semantic", AUTH, extra_env={"FLAREGATE_ROUTES": json.dumps(SEMANTIC_ROUTES),
-                                                           "CACHE_TTL_SECONDS": "3600"}))
+    fills = args.semantic_fill or []
+    for fill in fills:
+        targets.append(Target("semantic" if len(fills) == 1 else f"semantic-{fill}", AUTH, semantic_fill=fill,
+                              extra_env={"FLAREGATE_ROUTES": json.dumps(SEMANTIC_ROUTES), "CACHE_TTL_SECONDS": "3600"}))
     for spec in args.variant or []:
         name, _, assignments = spec.partition(":")
         pairs = dict(a.split("=", 1) for a in assignments.split(";") if "=" in a)
@@ -328,13 +330,13 @@ def _fill_semantic(dev: wrangler_dev.DevServer, count: int) -> None:
     print(f"semantic: {count} entries filled", flush=True)
 
 
-def _start(target: Target, work: Path, mock_url: str, names: list[str], fill: int = 0) -> None:
+def _start(target: Target, work: Path, mock_url: str, names: list[str]) -> None:
     if target.extra_env is not None:  # a Flaregate Worker
         extra = target.extra_env
         target.dev = _start_worker(target.name, work, _worker_env(mock_url, **extra), target.cwd)
         _startup(target)
-        if target.name == "semantic" and fill:
-            _fill_semantic(target.dev, fill)
+        if target.semantic_fill:
+            _fill_semantic(target.dev, target.semantic_fill)
         if "429" in names:
             target.limited = _start_worker(target.name + "-429", work, _worker_env(
                 mock_url, **{**extra, **ONE_REQUEST_BUCKET}),
@@ -430,8 +432,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="another checkout whose Worker runs as the 'before' target (repeatable, NAME=DIR)")
     parser.add_argument("--variant", action="append", metavar="NAME:VAR=VALUE;...",
                         help="also run this tree's Worker with these variables (repeatable)")
-    parser.add_argument("--semantic-fill", type=int, metavar="N",
-                        help="also run the 'semantic' target, its partition filled with N entries")
+    parser.add_argument("--semantic-fill", type=int, metavar="N", action="append",
+                        help="also run the 'semantic' target, its partition filled with N entries (repeatable: "
+                             "one target 'semantic-N' each)")
     parser.add_argument("--no-peers", action="store_true", help="leave out the floors and Portkey")
     parser.add_argument("--floor", action="append", metavar="NAME:py|js:OPS",
                         help="also run a floor with these runtime operations (FLOOR_OPS; repeatable)")
@@ -457,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                 if target.skipped:
                     continue
                 try:
-                    _start(target, work, mock.base_url, names, args.semantic_fill or 0)
+                    _start(target, work, mock.base_url, names)
                 except wrangler_dev.RuntimeUnavailable as exc:
                     target.skipped = f"did not start: {exc}"
             live = [t for t in targets if not t.skipped]

@@ -21,6 +21,10 @@ of, one each, so the bench can price them one by one (bench/edge.py):
              ``pyodide.ffi.run_sync`` (JSPI: the Python stack is suspended) instead of ``await``
   ``tee``    the client gets one branch of the upstream body untouched; Python reads the other
              chunk by chunk (what an observe-only relay would cost)
+  ``teebyob`` the same, the copy read through a BYOB reader into a 64 KiB buffer: one read
+             takes every byte the copy holds by then, not one chunk
+  ``teeatleast`` the same with workerd's ``readAtLeast(16 KiB)``: a read waits for that much
+             (or the end)
 """
 
 import json
@@ -83,6 +87,19 @@ async def _observe(body: Any) -> None:
         seen += len(result.value.to_bytes())
 
 
+async def _observe_byob(body: Any, at_least: int = 0) -> None:
+    reader = body.getReader(mode="byob")
+    buffer = js.ArrayBuffer.new(65536)
+    seen = 0
+    while True:
+        view = js.Uint8Array.new(buffer)
+        result = await (reader.readAtLeast(at_least, view) if at_least else reader.read(view))
+        if result.done:
+            break
+        seen += len(result.value.to_bytes())
+        buffer = result.value.buffer  # the read took the buffer over: its view gives it back
+
+
 class Default(WorkerEntrypoint):
     async def fetch(self, request: Any) -> Any:
         if request.method != "POST":
@@ -134,8 +151,9 @@ class Default(WorkerEntrypoint):
             stream = js.TransformStream.new()
             self.ctx.waitUntil(_pump(upstream.js_object.body, stream.writable.getWriter(), mode))
             body = stream.readable
-        elif "tee" in ops and "event-stream" in content_type:
+        elif any(op.startswith("tee") for op in ops) and "event-stream" in content_type:
             client, observer = upstream.js_object.body.tee().object_values()
-            self.ctx.waitUntil(_observe(observer))
+            self.ctx.waitUntil(_observe_byob(observer, 16384 if "teeatleast" in ops else 0)
+                               if "teebyob" in ops or "teeatleast" in ops else _observe(observer))
             body = client
         return Response(body, status=upstream.status, headers={"content-type": content_type})

@@ -12,7 +12,9 @@ partial last event, ended so that it parses (the SDK raises the gateway's error)
 only the whole events before it. A never-ending stream is cut at the stream cap: the gateway
 hangs up on the upstream there (it neither reads on nor buffers) and caches nothing; a
 client that stops reading holds the upstream back (on the Worker the copy waits for the
-client's branch, which would otherwise buffer the stream up to the cap). The
+client's branch, which would otherwise buffer the stream up to the cap). A stream that pauses
+is still the upstream's bytes, and its copy whole (the Worker reads the copy in batches that
+a pause hands over). The
 paths that must not pass through (an answer guardrail, a translated provider, an answer the
 request log keeps) keep the relay: on a break the client never holds a partial event.
 """
@@ -171,6 +173,26 @@ def test_a_stream_is_the_upstreams_bytes_and_settles_budgets_logs_and_the_cache(
     assert again.headers["x-flaregate-cache"] == "HIT", dict(again.headers)
     assert again.parse().choices[0].message.content == FIXED_TEXT
     assert fixed.stats()["total"] == 2  # the direct ask and the gateway's one miss
+
+
+def test_a_stream_that_pauses_is_the_upstreams_bytes_and_its_copy_is_whole(server, fixed, client):
+    """The upstream slows down for its last events (each 0.4 s apart: longer than the copy's
+    batches wait on the Worker, which then hand over what they hold and read on chunk by
+    chunk): the client still gets every byte once, in order, and the copy sees them all
+    (usage from the last event, and the answer cached)."""
+    asked = messages()
+    expected = upstream_bytes(fixed, asked)
+    count = expected.count(b"data: ")
+    fixed.add_faults([{"kind": "stream_slow", "path": CHAT, "after_chunks": count - 3, "interval": 0.4}])
+    request_id = f"req_pause_{uuid.uuid4().hex[:8]}"
+    _, received = raw_stream(client, "gpt-test", asked, request_id)
+    assert received == expected  # byte for byte (0.4 s is shorter than a keep-alive comment's wait)
+    logged = record(server, request_id)
+    assert logged["stream_outcome"] == "complete"
+    assert (logged["tokens_in"], logged["tokens_out"]) == (TOKENS_IN, TOKENS_OUT)
+    again = client.chat.completions.with_raw_response.create(model="gpt-test", messages=asked, max_tokens=50)
+    assert again.headers["x-flaregate-cache"] == "HIT"
+    assert again.parse().choices[0].message.content == FIXED_TEXT
 
 
 def test_the_sdk_reads_a_passed_through_stream(client):

@@ -264,8 +264,9 @@ class SqlSemanticIndex:
         part.append(entry_id, int(code, 16), expires_at)
         # Over the cap: the expired go first, then the oldest.
         if len(part.ids) > max_entries:
-            for i in [i for i, e in zip(part.ids, part.expires, strict=True) if e <= now]:
-                self._forget(partition, part, i)
+            if min(part.expires) <= now:  # a C loop; the Python one only when something expired
+                for i in [i for i, e in zip(part.ids, part.expires, strict=True) if e <= now]:
+                    self._forget(partition, part, i)
             while len(part.ids) > max_entries:
                 self._forget(partition, part, part.ids[0])
 

@@ -7,7 +7,9 @@ into Python. Everything the gateway adds goes in through the stream's controller
 does not need the writable's lock the pipe holds: the peeked head first, an SSE comment
 while the upstream is silent, and at the end the gateway's error event when the copy says
 the stream broke or was cut, then the close. Meanwhile the core's relay reads the copy
-(usage, the cache, the end marker, the caps).
+(usage, the cache, the end marker, the caps), in batches while it flows
+(hosts/edge/batched_copy.py: a pause hands a batch over, so the copy's view is exact when
+the upstream is silent, which is when a comment may go in).
 
 The comment is how a client that left is found (workerd notices one only when it writes to
 it): it goes in only between two events (the copy's view), only when the response holds

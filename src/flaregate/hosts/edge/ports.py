@@ -34,6 +34,7 @@ from ...ports import (
 from ...security.sharded_store import ShardedSecurityStore
 from ...sharding import shard_name
 from . import rpc
+from .batched_copy import BatchedCopy, CopyBroke
 
 log = logging.getLogger("flaregate.edge")
 
@@ -222,6 +223,7 @@ class FetchUpstreamResponse:
         self.headers = js_headers(response.js_object.headers)
         self._max_body = DEFAULT_MAX_RESPONSE_BYTES
         self._teed = False  # split by tee(): the client's branch is piped natively
+        self._batched: BatchedCopy | None = None  # the copy this response reads on from, once teed
 
     def limit(self, limits: UpstreamLimits) -> None:
         self._max_body = limits.max_response_bytes
@@ -231,23 +233,55 @@ class FetchUpstreamResponse:
         if body is None:
             self._done = True
             return
-        if self._reader is None:
+        if self._reader is None and self._batched is None:
             self._reader = body.getReader()
+        while self._batched is None:  # tee() may split the body between two chunks
+            next_chunk = await self._next_chunk()
+            if next_chunk is None:
+                self._done = True
+                self._deadline.release()
+                return
+            yield next_chunk
+        async for chunk in self._copy_chunks(self._batched):
+            yield chunk
+
+    async def _next_chunk(self) -> bytes | None:
+        """One chunk through ``_reader`` (None: the end). The timeout bounds each wait for
+        the next chunk, not the whole stream."""
+        self._deadline.arm(self._timeout)
+        try:
+            result = await self._reader.read()
+        except Exception as exc:  # a JsException: the stream broke or was aborted
+            if self._deadline.expired:
+                raise UpstreamTimeout(f"no data for {self._timeout:g}s") from None
+            raise UpstreamError(_describe(exc)) from None
+        finally:
+            self._deadline.disarm()
+        if result.done:
+            return None
+        chunk = result.value
+        return chunk.to_bytes() if hasattr(chunk, "to_bytes") else bytes(chunk)
+
+    async def _copy_chunks(self, copy: BatchedCopy) -> AsyncIterator[bytes]:
+        """A tee'd copy: runs of batches while it flows (hosts/edge/batched_copy.py), one
+        chunk at a time (with the timeout) while it pauses, then batches again."""
         while True:
-            # The timeout bounds each wait for the next chunk, not the whole stream.
-            self._deadline.arm(self._timeout)
             try:
-                result = await self._reader.read()
-            except Exception as exc:  # a JsException: the stream broke or was aborted
-                if self._deadline.expired:
-                    raise UpstreamTimeout(f"no data for {self._timeout:g}s") from None
-                raise UpstreamError(_describe(exc)) from None
-            finally:
-                self._deadline.disarm()
-            if result.done:
+                async for chunk in copy.run():
+                    yield chunk
+            except CopyBroke as exc:
+                raise UpstreamError(str(exc)[:200]) from None
+            if copy.ended:
                 break
-            chunk = result.value
-            yield chunk.to_bytes() if hasattr(chunk, "to_bytes") else bytes(chunk)
+            self._reader = copy.copy.getReader()
+            try:
+                direct = await self._next_chunk()
+            finally:
+                _release(self._reader)  # (never raising: a cancellation must go on as it is)
+                self._reader = None
+            if direct is None:
+                break
+            yield direct
         self._done = True
         self._deadline.release()
 
@@ -277,7 +311,8 @@ class FetchUpstreamResponse:
             self._reader.releaseLock()
         branches = body.tee()
         native, copy = branches[0], branches[1]
-        self._reader = copy.getReader()  # aiter_bytes reads on through it
+        self._reader = None
+        self._batched = BatchedCopy(copy)  # aiter_bytes reads on through it
         self._teed = True
         return native
 
@@ -294,11 +329,21 @@ class FetchUpstreamResponse:
             self._deadline.abort()
         try:
             # Tell the upstream we stopped reading; the stream is locked to our reader once
-            # we read from it, so cancel through the reader then.
-            await (self._reader.cancel() if self._reader is not None else body.cancel())
+            # we read from it (or through the copy, once teed), so cancel through that then.
+            held = self._reader if self._reader is not None else self._batched.copy if self._batched else body
+            await held.cancel()
         except Exception:
             log.debug("cancelling the upstream body failed", exc_info=True)
             self._deadline.abort()
+
+
+def _release(reader: Any) -> None:
+    """Let go of a stream's reader (a read still pending makes the runtime refuse: the
+    stream is being let go of anyway)."""
+    try:
+        reader.releaseLock()
+    except Exception:
+        log.debug("releasing a reader failed", exc_info=True)
 
 
 def _describe(exc: BaseException) -> str:
