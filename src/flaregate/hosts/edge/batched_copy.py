@@ -31,6 +31,8 @@ from typing import Any
 import js
 from pyodide.ffi import to_js
 
+from .promises import settled
+
 log = logging.getLogger("flaregate.edge")
 
 _BATCH_BYTES = 16 * 1024  # a read waits for this much (or the end, or a pause)
@@ -63,7 +65,7 @@ class BatchedCopy:
         control = js.AbortController.new()
         options = to_js({"signal": control.signal, "preventAbort": True, "preventClose": True},
                         dict_converter=js.Object.fromEntries)
-        pipe = asyncio.ensure_future(_settled(batch.pipeTo(collector.writable, options)))
+        pipe = asyncio.ensure_future(settled(batch.pipeTo(collector.writable, options)))
         reader = collector.readable.getReader(mode="byob")
         buffer = js.ArrayBuffer.new(_VIEW_BYTES)
         stopped = paused = False  # stopped: the pipe is over and the collector closed: reads drain it
@@ -73,7 +75,7 @@ class BatchedCopy:
         handed = 0  # bytes this run handed over
         try:
             while True:
-                read = asyncio.ensure_future(_settled(reader.readAtLeast(_BATCH_BYTES, js.Uint8Array.new(buffer))))
+                read = asyncio.ensure_future(settled(reader.readAtLeast(_BATCH_BYTES, js.Uint8Array.new(buffer))))
                 if not stopped:
                     if handed < _RUN_BYTES:
                         await asyncio.wait((read, pipe), timeout=_PAUSE_SECONDS, return_when=asyncio.FIRST_COMPLETED)
@@ -83,7 +85,7 @@ class BatchedCopy:
                             control.abort()
                         outcome = await pipe
                         stopped = True
-                        closing = asyncio.ensure_future(_settled(collector.writable.getWriter().close()))
+                        closing = asyncio.ensure_future(settled(collector.writable.getWriter().close()))
                         if outcome is None:
                             self.ended = True
                         elif not paused:
@@ -114,7 +116,7 @@ class BatchedCopy:
             if read is not None and not read.done():
                 read.cancel()
             if spare is not None:  # not needed: the run ended, broke or was let go
-                _quietly(lambda: asyncio.ensure_future(_settled(spare.cancel())))
+                _quietly(lambda: asyncio.ensure_future(settled(spare.cancel())))
 
     async def _past(self, handed: int) -> AsyncIterator[bytes]:
         """Skip the ``handed`` bytes the spare branch holds again (a few large reads: they
@@ -146,11 +148,3 @@ def _quietly(step: Callable[[], Any]) -> None:
         step()
     except Exception:
         log.debug("a pass-through copy's clean-up step failed", exc_info=True)
-
-
-async def _settled(promise: Any) -> Any:
-    """The promise's value, or the exception it rejected with (never raised)."""
-    try:
-        return await promise
-    except Exception as exc:
-        return exc

@@ -28,6 +28,7 @@ import js
 from pyodide.ffi import create_once_callable, to_js
 
 from ...pipeline.pass_through import PassThrough
+from .promises import settled
 
 log = logging.getLogger("flaregate.edge")
 
@@ -76,7 +77,7 @@ async def pump(body: PassThrough, writable: Any, controller: Any, heartbeat: flo
         if body.head:
             controller.enqueue(to_js(body.head))
         options = to_js({"preventClose": True, "preventAbort": True}, dict_converter=js.Object.fromEntries)
-        pipe = asyncio.ensure_future(_settled(body.native.pipeTo(writable, options)))
+        pipe = asyncio.ensure_future(settled(body.native.pipeTo(writable, options)))
         gone = await _watch(body, controller, pipe, follow, copy, heartbeat, beat)
         if not gone and body.tail:  # broke or cut: what the pipe still has goes out first
             await asyncio.wait((pipe,), timeout=_SETTLE_SECONDS)
@@ -155,14 +156,6 @@ async def _follow(body: PassThrough, copy: _Copy, controller: Any) -> None:
                 copy.moves += 1  # the client is taking bytes, not waiting on a silence
     except Exception:
         log.warning("reading a pass-through stream's copy stopped early", exc_info=True)
-
-
-async def _settled(promise: Any) -> Any:
-    """The promise's value, or the exception it rejected with (never raised)."""
-    try:
-        return await promise
-    except Exception as exc:
-        return exc
 
 
 def _finish(controller: Any, tail: bytes) -> None:
