@@ -124,8 +124,8 @@ class ShardedSecurityStore:
             return sorted(teams.values(), key=lambda t: (t.get("created_at") or 0, t["id"]))
         if op == "teams.delete":
             return any(bool(answer) for answer in await self._everywhere(op, args))
-        where = placements(team_id, self._count, self._previous)
         if op == "teams.create":
+            where = placements(team_id, self._count, self._previous)
             for index in where[1:]:  # a team made under the previous count is still that team
                 if await self._shards[index].call("teams.get", {"id": team_id}) is not None:
                     return None

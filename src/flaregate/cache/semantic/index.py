@@ -30,7 +30,6 @@ _MAX_PARTITIONS_IN_MEMORY = 256
 _COMPACT_AFTER = 256  # adds before the codes are made anew in a row (or an eighth of the partition)
 _CODE_BITS = 256  # codes up to this wide are scanned by their byte columns (the embedded model's 256 dimensions)
 _CODE_BYTES = _CODE_BITS // 8
-_FLAG = re.compile(b"\x01")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +78,7 @@ def _within(distances: bytes, within: int) -> list[int]:
     flags = distances.translate(_at_most(within))
     if not flags.count(1):  # the usual miss
         return []
-    return [m.start() for m in _FLAG.finditer(flags)]
+    return [m.start() for m in _byte(1).finditer(flags)]
 
 
 def _nearest(distances: bytes, within: int, limit: int) -> list[int]:
@@ -90,15 +89,16 @@ def _nearest(distances: bytes, within: int, limit: int) -> list[int]:
     picked: list[int] = []
     for distance in range(min(within, 255) + 1):
         if distances.count(distance):
-            picked.extend(m.start() for m in _level(distance).finditer(distances))
+            picked.extend(m.start() for m in _byte(distance).finditer(distances))
             if len(picked) >= limit:
                 return picked[:limit]
     return picked
 
 
 @cache
-def _level(distance: int) -> re.Pattern[bytes]:
-    return re.compile(re.escape(bytes((distance,))))
+def _byte(value: int) -> re.Pattern[bytes]:
+    """A pattern that finds one byte value (a flag, a distance)."""
+    return re.compile(re.escape(bytes((value,))))
 
 
 @cache

@@ -24,16 +24,13 @@ The copy's end and its break reach the caller the same way, after every byte bef
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import js
 from pyodide.ffi import to_js
 
-from .promises import settled
-
-log = logging.getLogger("flaregate.edge")
+from .promises import quietly, settled
 
 _BATCH_BYTES = 16 * 1024  # a read waits for this much (or the end, or a pause)
 _VIEW_BYTES = 64 * 1024  # and takes at most this much
@@ -42,7 +39,12 @@ _RUN_BYTES = 1 << 20  # a run stops (as at a pause) past this much: the spare br
 
 
 class CopyBroke(Exception):
-    """The upstream body failed while the copy was piped (after all it had sent)."""
+    """The upstream body failed while the copy was piped (after all it had sent): ``reason``
+    is the runtime's error."""
+
+    def __init__(self, reason: BaseException) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class BatchedCopy:
@@ -93,7 +95,7 @@ class BatchedCopy:
                 result = await read
                 read = None
                 if isinstance(result, BaseException):
-                    raise CopyBroke(str(result) or type(result).__name__)
+                    raise CopyBroke(result)
                 if result.done:
                     break
                 view = result.value
@@ -104,7 +106,7 @@ class BatchedCopy:
             if closing is not None:
                 await closing
             if broke is not None:
-                raise CopyBroke(str(broke) or type(broke).__name__)
+                raise CopyBroke(broke)
             if paused and not self.ended:
                 self.copy = spare
                 spare = None
@@ -112,11 +114,11 @@ class BatchedCopy:
                     yield rest
         finally:
             if not stopped:  # the caller let go early (a cap, a client gone): stop the pipe
-                _quietly(control.abort)
+                quietly(control.abort)
             if read is not None and not read.done():
                 read.cancel()
             if spare is not None:  # not needed: the run ended, broke or was let go
-                _quietly(lambda: asyncio.ensure_future(settled(spare.cancel())))
+                quietly(lambda: asyncio.ensure_future(settled(spare.cancel())))
 
     async def _past(self, handed: int) -> AsyncIterator[bytes]:
         """Skip the ``handed`` bytes the spare branch holds again (a few large reads: they
@@ -136,15 +138,6 @@ class BatchedCopy:
                     yield chunk[handed:]
                 handed -= min(handed, len(chunk))
         except Exception as exc:
-            raise CopyBroke(str(exc) or type(exc).__name__) from None
+            raise CopyBroke(exc) from None
         finally:
-            _quietly(reader.releaseLock)
-
-
-def _quietly(step: Callable[[], Any]) -> None:
-    """A clean-up step that must not raise: it runs while a cancellation (a client gone)
-    or an error is on its way up, which it would replace."""
-    try:
-        step()
-    except Exception:
-        log.debug("a pass-through copy's clean-up step failed", exc_info=True)
+            quietly(reader.releaseLock)

@@ -35,6 +35,7 @@ from ...security.sharded_store import ShardedSecurityStore
 from ...sharding import shard_name
 from . import rpc
 from .batched_copy import BatchedCopy, CopyBroke
+from .promises import quietly
 
 log = logging.getLogger("flaregate.edge")
 
@@ -238,12 +239,13 @@ class FetchUpstreamResponse:
         while self._batched is None:  # tee() may split the body between two chunks
             next_chunk = await self._next_chunk()
             if next_chunk is None:
-                self._done = True
-                self._deadline.release()
-                return
+                break
             yield next_chunk
-        async for chunk in self._copy_chunks(self._batched):
-            yield chunk
+        if self._batched is not None:  # teed: the copy reads on
+            async for chunk in self._copy_chunks(self._batched):
+                yield chunk
+        self._done = True
+        self._deadline.release()
 
     async def _next_chunk(self) -> bytes | None:
         """One chunk through ``_reader`` (None: the end). The timeout bounds each wait for
@@ -270,20 +272,18 @@ class FetchUpstreamResponse:
                 async for chunk in copy.run():
                     yield chunk
             except CopyBroke as exc:
-                raise UpstreamError(str(exc)[:200]) from None
+                raise UpstreamError(_describe(exc.reason)) from None
             if copy.ended:
                 break
             self._reader = copy.copy.getReader()
             try:
                 direct = await self._next_chunk()
             finally:
-                _release(self._reader)  # (never raising: a cancellation must go on as it is)
+                quietly(self._reader.releaseLock)  # a cancellation must go on as it is
                 self._reader = None
             if direct is None:
                 break
             yield direct
-        self._done = True
-        self._deadline.release()
 
     async def read(self) -> bytes:
         """The whole body, never more than the cap: refused by its ``content-length``
@@ -335,15 +335,6 @@ class FetchUpstreamResponse:
         except Exception:
             log.debug("cancelling the upstream body failed", exc_info=True)
             self._deadline.abort()
-
-
-def _release(reader: Any) -> None:
-    """Let go of a stream's reader (a read still pending makes the runtime refuse: the
-    stream is being let go of anyway)."""
-    try:
-        reader.releaseLock()
-    except Exception:
-        log.debug("releasing a reader failed", exc_info=True)
 
 
 def _describe(exc: BaseException) -> str:
